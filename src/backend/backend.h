@@ -1,0 +1,92 @@
+// The Backend interface: memory and the ops a transformer forward pass is built from.
+//
+// Model code (model/) calls these ops in order on tensors that live in the backend's memory;
+// the backend runs them (CPU: at once on its thread pool; CUDA: queued on a stream, so a
+// decode step can be captured in a CUDA graph and replayed). Every op of every backend is
+// tested against ReferenceBackend (tests/ops/).
+//
+// Conventions (core/tensor.h): ne[0] is the contiguous dim. Activations are F32
+// [d, n_tokens]. Weights are [cols, rows] in any format the backend supports(). Positions
+// and token ids are I32 tensors in backend memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace bl {
+
+// Rotary position embedding. `neox` rotates pairs (i, i + n_dims/2) (GPT-NeoX, Qwen2, HF
+// Llama); otherwise pairs (2i, 2i+1) (GGUF Llama, whose q/k rows were permuted to match).
+struct RopeParams {
+  int n_dims = 0;            // rotated dims per head (<= head_dim; the rest pass through)
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;   // linear scaling: position *= freq_scale
+  bool neox = false;
+  // Per-pair divisors of the frequency (n_dims/2 values, Llama 3 "rope_freqs"), or nullptr.
+  // A host pointer owned by the model; backends copy it at plan time if they need to.
+  const float* freq_factors = nullptr;
+};
+
+struct AttentionParams {
+  int n_head = 0;     // query heads
+  int n_head_kv = 0;  // key/value heads; n_head % n_head_kv == 0 (GQA)
+  int head_dim = 0;
+  float scale = 1.0f; // usually 1/sqrt(head_dim)
+};
+
+enum class BackendKind { reference, cpu, cuda };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual BackendKind kind() const = 0;
+  virtual std::string name() const = 0;   // "cpu (avx512, 2 threads)"
+  virtual Device device() const = 0;
+  virtual bool supports(DType weight_type) const = 0;
+
+  // Memory. alloc returns a tensor owned by the backend (freed when it is destroyed).
+  // upload_weight makes a weight usable by this backend: the CPU backends return a view of the
+  // host data (mmap) as it is; CUDA copies (and may repack) it.
+  virtual Expected<Tensor> alloc(DType dtype, std::array<int64_t, 4> ne) = 0;
+  virtual Expected<Tensor> upload_weight(const Tensor& host) = 0;
+  virtual void write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes = 0) = 0;
+  virtual void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes = 0) = 0;
+  virtual void synchronize() = 0;
+
+  // ---- ops (all outputs F32 unless noted; in-place where out aliases an input is allowed
+  // for the elementwise ops and rope) ----
+
+  // out[d, n] = rows ids[i] of table [d, n_vocab] (any weight format), dequantized.
+  virtual void get_rows(const Tensor& table, const Tensor& ids, Tensor& out) = 0;
+  // out = x / rms(x) * weight, per token; x [d, n], weight [d] F32.
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows] F32 when bias is non-null).
+  virtual void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias = nullptr) = 0;
+  // out = a + b, same shapes.
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // out = silu(gate) * up, same shapes.
+  virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // Rotates x [head_dim, n_heads, n] in place; positions I32 [n].
+  virtual void rope(Tensor& x, const Tensor& positions, const RopeParams& p) = 0;
+  // Stores k, v [head_dim, n_head_kv, n] into caches [head_dim, n_head_kv, n_ctx] at
+  // positions [n] (cache dtype F32 or F16).
+  virtual void kv_store(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                        const Tensor& positions) = 0;
+  // Causal attention of q [head_dim, n_head, n] over the caches: token i sees cache slots
+  // [0, positions[i]]. out [head_dim, n_head, n].
+  virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                         const Tensor& positions, const AttentionParams& p, Tensor& out) = 0;
+};
+
+// threads: 0 = all hardware threads. Unknown names give an error naming the choices.
+Expected<std::unique_ptr<Backend>> make_backend(const std::string& name, int n_threads);
+std::unique_ptr<Backend> make_reference_backend();
+std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+bool cuda_available();  // a CUDA device is present and this build has the CUDA backend
+
+}  // namespace bl
