@@ -58,6 +58,10 @@ class Backend {
   virtual void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes = 0) = 0;
   virtual void synchronize() = 0;
 
+  // Device memory read bandwidth in 1e9 bytes/s, measured now (a large on-device reduction).
+  // Host-memory backends leave this unsupported: perf/ measures host memory for them.
+  virtual Expected<double> measure_read_bandwidth_gbps() { return unsupported(name() + " has no device memory"); }
+
   // ---- ops (all outputs F32 unless noted; in-place where out aliases an input is allowed
   // for the elementwise ops and rope) ----
 

@@ -1,0 +1,105 @@
+// bitlight bench: prefill and decode speed of a model, and decode as a fraction of the memory
+// read bandwidth measured in the same run.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "app/atomic_file.h"
+#include "app/commands.h"
+#include "app/loaded_model.h"
+#include "perf/memory_bandwidth.h"
+#include "perf/model_bench.h"
+
+namespace bl::app {
+namespace {
+
+struct BenchOptions {
+  ModelOptions model;
+  int n_prompt = 512;
+  int n_gen = 128;
+  int repetitions = 3;
+  std::string json_out;
+};
+
+// Read bandwidth of the memory the weights live in: the device's for CUDA, else host DRAM
+// measured with the same number of threads the model runs with.
+Expected<BandwidthResult> measure_bandwidth(Backend& backend, int threads) {
+  if (backend.device() != Device::cpu) {
+    double gbps;
+    BL_ASSIGN_OR_RETURN(gbps, backend.measure_read_bandwidth_gbps());
+    return BandwidthResult{gbps, 0, 0};
+  }
+  ThreadPool pool(backend.kind() == BackendKind::reference ? 1 : threads);
+  return measure_read_bandwidth(pool);
+}
+
+Status bench(const BenchOptions& o) {
+  DType kv_type;
+  BL_ASSIGN_OR_RETURN(kv_type, parse_kv_type(o.model.kv_type));
+  LoadedModel m;
+  BL_ASSIGN_OR_RETURN(m, load_model(o.model, /*with_tokenizer=*/false));
+  BandwidthResult bandwidth;
+  BL_ASSIGN_OR_RETURN(bandwidth, measure_bandwidth(*m.backend, o.model.threads));
+  ModelBenchResult r;
+  BL_ASSIGN_OR_RETURN(r, bench_model(*m.model, {.n_prompt = o.n_prompt, .n_gen = o.n_gen, .repetitions = o.repetitions,
+                                               .n_batch = o.model.n_batch, .kv_type = kv_type}));
+
+  const std::string path = o.model.path.empty() ? kDefaultModelPath : o.model.path;
+  const std::string name = std::filesystem::path(path).filename().string();
+  const std::string format(dtype_name(m.model->main_weight_type()));
+  const double size_gb = static_cast<double>(m.model->weight_bytes()) / 1e9;
+  const double decode_gbps = r.decode.mean() * r.decode_bytes_per_token / 1e9;
+  const double decode_fraction = bandwidth.read_gbps > 0 ? decode_gbps / bandwidth.read_gbps : 0;
+
+  std::printf("| model | format | size (GB) | backend | test | tok/s |\n|---|---|---|---|---|---|\n");
+  if (o.n_prompt > 0)
+    std::printf("| %s | %s | %.2f | %s | pp%d | %.2f ± %.2f |\n", name.c_str(), format.c_str(), size_gb,
+                m.backend->name().c_str(), o.n_prompt, r.prefill.mean(), r.prefill.stddev());
+  if (o.n_gen > 0)
+    std::printf("| %s | %s | %.2f | %s | tg%d | %.2f ± %.2f |\n", name.c_str(), format.c_str(), size_gb,
+                m.backend->name().c_str(), o.n_gen, r.decode.mean(), r.decode.stddev());
+  std::printf("\nmeasured read bandwidth: %.1f GB/s\n", bandwidth.read_gbps);
+  if (o.n_gen > 0)
+    std::printf("decode: %.1f MB read per token -> %.1f GB/s = %.0f %% of the measured read bandwidth\n",
+                r.decode_bytes_per_token / 1e6, decode_gbps, 100 * decode_fraction);
+
+  if (!o.json_out.empty()) {
+    nlohmann::json j = {
+        {"model", name},
+        {"format", format},
+        {"weight_bytes", m.model->weight_bytes()},
+        {"backend", m.backend->name()},
+        {"threads", o.model.threads},
+        {"n_prompt", o.n_prompt},
+        {"n_gen", o.n_gen},
+        {"prefill_tokens_per_second", r.prefill.tokens_per_second},
+        {"decode_tokens_per_second", r.decode.tokens_per_second},
+        {"decode_bytes_per_token", r.decode_bytes_per_token},
+        {"prefill_flops_per_token", r.prefill_flops_per_token},
+        {"read_bandwidth_gbps", bandwidth.read_gbps},
+        {"decode_fraction_of_bandwidth", decode_fraction},
+    };
+    BL_RETURN_IF_ERROR(write_file_atomically(o.json_out, j.dump(2) + "\n"));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<BenchOptions>();
+  o->model.n_batch = 512;
+  CLI::App* cmd = app.add_subcommand("bench", "measure prefill and decode speed against the memory bandwidth");
+  add_model_options(cmd, o->model);
+  cmd->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (prefill test ppN; 0 = skip)")->capture_default_str();
+  cmd->add_option("-n,--n-gen", o->n_gen, "generated tokens (decode test tgN; 0 = skip)")->capture_default_str();
+  cmd->add_option("-r,--repetitions", o->repetitions, "repetitions")->capture_default_str();
+  cmd->add_option("--json", o->json_out, "also write the results as JSON");
+  cmd->callback([o, &exit_code] {
+    Status s = bench(*o);
+    exit_code = s.ok() ? 0 : report_error(s);
+  });
+}
+
+}  // namespace bl::app

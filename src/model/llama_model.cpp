@@ -1,0 +1,242 @@
+#include "model/llama_model.h"
+
+#include <cmath>
+#include <string>
+
+#include "core/aligned_buffer.h"
+#include "io/model_file.h"
+#include "quant/quant.h"
+
+namespace bl {
+namespace {
+
+std::string layer_name(int layer, const char* suffix) { return "blk." + std::to_string(layer) + "." + suffix; }
+
+std::string ne_string(const std::vector<int64_t>& ne) {
+  std::string s = "[";
+  for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+  return s + "]";
+}
+
+// A view of an activation buffer [.., max_tokens] with shape ne; tokens are the outermost dim,
+// so the first n tokens of the buffer are its first bytes.
+Tensor view(const Tensor& t, std::array<int64_t, 4> ne) {
+  Tensor v = t;
+  v.ne = ne;
+  return v;
+}
+
+// Reads one byte per page so a memory-mapped weight is resident before the first token (and
+// the load progress bar measures the real read).
+void touch_pages(const void* data, size_t bytes) {
+  constexpr size_t kPage = 4096;
+  const volatile unsigned char* p = static_cast<const unsigned char*>(data);
+  unsigned char sink = 0;
+  for (size_t i = 0; i < bytes; i += kPage) sink ^= p[i];
+  (void)sink;
+}
+
+// Loads weights by name, checking shape and format, converting small f16/bf16 vectors (norms,
+// biases) to f32, and uploading everything to the backend.
+class WeightLoader {
+ public:
+  WeightLoader(const ModelFile& file, Backend& backend, const LoadProgress& progress)
+      : file_(file), backend_(backend), progress_(progress) {
+    for (const auto& t : file.tensors()) total_bytes_ += t.bytes;
+  }
+
+  Expected<Tensor> matrix(const std::string& name, int64_t cols, int64_t rows) {
+    const TensorInfo* info;
+    BL_ASSIGN_OR_RETURN(info, find(name, {cols, rows}));
+    if (!backend_.supports(info->dtype))
+      return unsupported("tensor '" + name + "': format " + std::string(dtype_name(info->dtype)) +
+                         " is not supported by the " + backend_.name() + " backend");
+    return upload(*info);
+  }
+
+  // A 1-D f32 vector; other float formats are converted on the host first.
+  Expected<Tensor> vector(const std::string& name, int64_t n) {
+    const TensorInfo* info;
+    BL_ASSIGN_OR_RETURN(info, find(name, {n}));
+    if (info->dtype == DType::F32) return upload(*info);
+    if (!can_dequantize(info->dtype))
+      return unsupported("tensor '" + name + "': format " + std::string(dtype_name(info->dtype)) + " cannot be read");
+    AlignedBuffer& buffer = converted_.emplace_back(static_cast<size_t>(n) * sizeof(float));
+    dequantize_row(info->dtype, info->data, buffer.as<float>(), n);
+    TensorInfo f32 = *info;
+    f32.dtype = DType::F32;
+    f32.data = buffer.data();
+    f32.bytes = static_cast<size_t>(n) * sizeof(float);
+    return upload(f32);
+  }
+
+  bool has(const std::string& name) const { return file_.find_tensor(name) != nullptr; }
+  size_t uploaded_bytes() const { return done_bytes_; }
+  std::vector<AlignedBuffer> take_converted() { return std::move(converted_); }
+
+ private:
+  Expected<const TensorInfo*> find(const std::string& name, std::vector<int64_t> ne) {
+    const TensorInfo* info = file_.find_tensor(name);
+    if (!info) return not_found("tensor '" + name + "' is missing from the model file");
+    std::vector<int64_t> got = info->ne;
+    while (got.size() > ne.size() && got.back() == 1) got.pop_back();
+    if (got != ne)
+      return invalid_file("tensor '" + name + "' has shape " + ne_string(info->ne) + ", expected " + ne_string(ne) +
+                          " from the model's hyper-parameters");
+    return info;
+  }
+
+  Expected<Tensor> upload(const TensorInfo& info) {
+    if (backend_.device() == Device::cpu) touch_pages(info.data, info.bytes);
+    Expected<Tensor> t = backend_.upload_weight(info.view());
+    if (!t.ok()) return t.status().with_context("tensor '" + info.name + "'");
+    done_bytes_ += info.bytes;
+    if (progress_) progress_(done_bytes_, total_bytes_);
+    return t;
+  }
+
+  const ModelFile& file_;
+  Backend& backend_;
+  const LoadProgress& progress_;
+  size_t total_bytes_ = 0, done_bytes_ = 0;
+  std::vector<AlignedBuffer> converted_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelFile& file, Backend& backend,
+                                                       const LoadProgress& progress) {
+  LlamaConfig config;
+  BL_ASSIGN_OR_RETURN(config, read_llama_config(file));
+  std::unique_ptr<LlamaModel> model(new LlamaModel(config, backend));
+  const LlamaConfig& c = model->config_;
+  WeightLoader w(file, backend, progress);
+
+  BL_ASSIGN_OR_RETURN(model->token_embd_, w.matrix("token_embd.weight", c.n_embd, c.n_vocab));
+  BL_ASSIGN_OR_RETURN(model->output_norm_, w.vector("output_norm.weight", c.n_embd));
+  if (w.has("output.weight")) {
+    BL_ASSIGN_OR_RETURN(model->output_, w.matrix("output.weight", c.n_embd, c.n_vocab));
+  } else {
+    model->output_ = model->token_embd_;  // tied embeddings (SmolLM2, small Qwen2)
+  }
+  model->layers_.resize(static_cast<size_t>(c.n_layer));
+  for (int il = 0; il < c.n_layer; ++il) {
+    LlamaLayerWeights& l = model->layers_[static_cast<size_t>(il)];
+    BL_ASSIGN_OR_RETURN(l.attn_norm, w.vector(layer_name(il, "attn_norm.weight"), c.n_embd));
+    BL_ASSIGN_OR_RETURN(l.wq, w.matrix(layer_name(il, "attn_q.weight"), c.n_embd, c.q_dim()));
+    BL_ASSIGN_OR_RETURN(l.wk, w.matrix(layer_name(il, "attn_k.weight"), c.n_embd, c.kv_dim()));
+    BL_ASSIGN_OR_RETURN(l.wv, w.matrix(layer_name(il, "attn_v.weight"), c.n_embd, c.kv_dim()));
+    BL_ASSIGN_OR_RETURN(l.wo, w.matrix(layer_name(il, "attn_output.weight"), c.q_dim(), c.n_embd));
+    if (c.qkv_bias) {
+      BL_ASSIGN_OR_RETURN(l.bq, w.vector(layer_name(il, "attn_q.bias"), c.q_dim()));
+      BL_ASSIGN_OR_RETURN(l.bk, w.vector(layer_name(il, "attn_k.bias"), c.kv_dim()));
+      BL_ASSIGN_OR_RETURN(l.bv, w.vector(layer_name(il, "attn_v.bias"), c.kv_dim()));
+    }
+    BL_ASSIGN_OR_RETURN(l.ffn_norm, w.vector(layer_name(il, "ffn_norm.weight"), c.n_embd));
+    BL_ASSIGN_OR_RETURN(l.w_gate, w.matrix(layer_name(il, "ffn_gate.weight"), c.n_embd, c.n_ff));
+    BL_ASSIGN_OR_RETURN(l.w_up, w.matrix(layer_name(il, "ffn_up.weight"), c.n_embd, c.n_ff));
+    BL_ASSIGN_OR_RETURN(l.w_down, w.matrix(layer_name(il, "ffn_down.weight"), c.n_ff, c.n_embd));
+  }
+
+  // Llama 3 frequency factors: the GGUF tensor wins over the metadata-derived ones.
+  if (w.has("rope_freqs.weight")) {
+    const TensorInfo* info = file.find_tensor("rope_freqs.weight");
+    if (info->dtype != DType::F32 || info->ne.empty() || info->ne[0] != c.rope_dims / 2)
+      return invalid_file("tensor 'rope_freqs.weight' must be f32 [" + std::to_string(c.rope_dims / 2) + "]");
+    const float* f = static_cast<const float*>(info->data);
+    model->config_.rope_freq_factors.assign(f, f + c.rope_dims / 2);
+  }
+  model->converted_ = w.take_converted();
+  model->weight_bytes_ = w.uploaded_bytes();
+  model->rope_ = RopeParams{c.rope_dims, c.rope_freq_base, c.rope_freq_scale, c.rope_neox,
+                            model->config_.rope_freq_factors.empty() ? nullptr : model->config_.rope_freq_factors.data()};
+  return model;
+}
+
+Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type) const {
+  const LlamaConfig& c = config_;
+  if (n_ctx <= 0 || max_tokens <= 0) return invalid_argument("context and batch sizes must be positive");
+  if (kv_type != DType::F32 && kv_type != DType::F16) return invalid_argument("KV cache type must be f32 or f16");
+  LlamaForwardState s;
+  s.n_ctx = n_ctx;
+  s.max_tokens = max_tokens;
+  s.logits_all = logits_all;
+  const int64_t t = max_tokens;
+  BL_ASSIGN_OR_RETURN(s.ids, backend_.alloc(DType::I32, {t, 1, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.positions, backend_.alloc(DType::I32, {t, 1, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.x, backend_.alloc(DType::F32, {c.n_embd, t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.h, backend_.alloc(DType::F32, {c.n_embd, t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.q, backend_.alloc(DType::F32, {c.q_dim(), t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.k, backend_.alloc(DType::F32, {c.kv_dim(), t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.v, backend_.alloc(DType::F32, {c.kv_dim(), t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.attn, backend_.alloc(DType::F32, {c.q_dim(), t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.gate, backend_.alloc(DType::F32, {c.n_ff, t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.up, backend_.alloc(DType::F32, {c.n_ff, t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.logits, backend_.alloc(DType::F32, {c.n_vocab, logits_all ? t : 1, 1, 1}));
+  for (int il = 0; il < c.n_layer; ++il) {
+    Tensor kc, vc;
+    BL_ASSIGN_OR_RETURN(kc, backend_.alloc(kv_type, {c.head_dim, c.n_head_kv, n_ctx, 1}));
+    BL_ASSIGN_OR_RETURN(vc, backend_.alloc(kv_type, {c.head_dim, c.n_head_kv, n_ctx, 1}));
+    s.k_cache.push_back(kc);
+    s.v_cache.push_back(vc);
+  }
+  return s;
+}
+
+size_t LlamaModel::decode_weight_bytes() const {
+  const bool tied = output_.data == token_embd_.data;
+  return weight_bytes_ - (tied ? 0 : token_embd_.bytes() - token_embd_.row_size());
+}
+
+void LlamaModel::forward(LlamaForwardState& s, int n) const {
+  const LlamaConfig& c = config_;
+  Backend& b = backend_;
+  Tensor ids = view(s.ids, {n, 1, 1, 1});
+  Tensor pos = view(s.positions, {n, 1, 1, 1});
+  Tensor x = view(s.x, {c.n_embd, n, 1, 1});        // residual stream
+  Tensor h = view(s.h, {c.n_embd, n, 1, 1});        // normed input of a sub-block
+  // q, k, v, attn as matmul outputs [q_dim | kv_dim, n] and as heads [head_dim, n_heads, n].
+  Tensor q = view(s.q, {c.q_dim(), n, 1, 1}), q_heads = view(s.q, {c.head_dim, c.n_head, n, 1});
+  Tensor k = view(s.k, {c.kv_dim(), n, 1, 1}), k_heads = view(s.k, {c.head_dim, c.n_head_kv, n, 1});
+  Tensor v = view(s.v, {c.kv_dim(), n, 1, 1}), v_heads = view(s.v, {c.head_dim, c.n_head_kv, n, 1});
+  Tensor attn = view(s.attn, {c.q_dim(), n, 1, 1}), attn_heads = view(s.attn, {c.head_dim, c.n_head, n, 1});
+  Tensor gate = view(s.gate, {c.n_ff, n, 1, 1});
+  Tensor up = view(s.up, {c.n_ff, n, 1, 1});
+  const AttentionParams attn_params{c.n_head, c.n_head_kv, c.head_dim, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+
+  b.get_rows(token_embd_, ids, x);
+  for (int il = 0; il < c.n_layer; ++il) {
+    const LlamaLayerWeights& l = layers_[static_cast<size_t>(il)];
+    // Attention: h = norm(x); q,k,v = h·W (+b); rope; cache; attn; x += attn·Wo
+    b.rms_norm(x, l.attn_norm, c.rms_eps, h);
+    b.matmul(l.wq, h, q, c.qkv_bias ? &l.bq : nullptr);
+    b.matmul(l.wk, h, k, c.qkv_bias ? &l.bk : nullptr);
+    b.matmul(l.wv, h, v, c.qkv_bias ? &l.bv : nullptr);
+    Tensor& k_cache = s.k_cache[static_cast<size_t>(il)];
+    Tensor& v_cache = s.v_cache[static_cast<size_t>(il)];
+    b.rope(q_heads, pos, rope_);
+    b.rope(k_heads, pos, rope_);
+    b.kv_store(k_heads, v_heads, k_cache, v_cache, pos);
+    b.attention(q_heads, k_cache, v_cache, pos, attn_params, attn_heads);
+    b.matmul(l.wo, attn, h);
+    b.add(x, h, x);
+    // Feed-forward: x += W_down · (silu(h·W_gate) * (h·W_up)), h = norm(x)
+    b.rms_norm(x, l.ffn_norm, c.rms_eps, h);
+    b.matmul(l.w_gate, h, gate);
+    b.matmul(l.w_up, h, up);
+    b.silu_mul(gate, up, gate);
+    b.matmul(l.w_down, gate, h);
+    b.add(x, h, x);
+  }
+  // Only the tokens whose logits are wanted go through the final norm and the output matrix.
+  Tensor x_out = x, h_out = h;
+  if (!s.logits_all) {
+    x_out = make_tensor_2d(static_cast<float*>(x.data) + static_cast<size_t>(n - 1) * c.n_embd, DType::F32, c.n_embd, 1, x.device);
+    h_out = view(h, {c.n_embd, 1, 1, 1});
+  }
+  b.rms_norm(x_out, output_norm_, c.rms_eps, h_out);
+  Tensor logits = view(s.logits, {c.n_vocab, h_out.ne[1], 1, 1});
+  b.matmul(output_, h_out, logits);
+}
+
+}  // namespace bl

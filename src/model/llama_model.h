@@ -1,0 +1,80 @@
+// The Llama-family transformer (Llama 2/3, Mistral, Qwen2, SmolLM2) as a sequence of Backend
+// ops. Pre-norm blocks: x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x)); GQA; rope.
+//
+// The model owns the weights (uploaded to the backend once); a ForwardState owns everything a
+// session needs per step (KV cache, activations), allocated once by plan(), so forward()
+// allocates nothing.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/aligned_buffer.h"
+#include "model/llama_config.h"
+
+namespace bl {
+
+class ModelFile;
+
+struct LlamaLayerWeights {
+  Tensor attn_norm;          // [d] f32
+  Tensor wq, wk, wv, wo;     // [d, q_dim], [d, kv_dim], [d, kv_dim], [q_dim, d]
+  Tensor bq, bk, bv;         // [q_dim], [kv_dim], [kv_dim] f32 (Qwen2 only; data null otherwise)
+  Tensor ffn_norm;           // [d] f32
+  Tensor w_gate, w_up, w_down;  // [d, n_ff], [d, n_ff], [n_ff, d]
+};
+
+// Per-session buffers. Activations are sized for max_tokens tokens per forward call; views of
+// n < max_tokens tokens share the same memory.
+struct LlamaForwardState {
+  int n_ctx = 0;
+  int max_tokens = 0;
+  Tensor ids, positions;          // I32 [max_tokens]
+  Tensor x, h;                    // [d, max_tokens] residual stream, normed input
+  Tensor q, k, v, attn;           // [q_dim | kv_dim, max_tokens]
+  Tensor gate, up;                // [n_ff, max_tokens]
+  Tensor logits;                  // [n_vocab, max_tokens] (or [n_vocab, 1] when logits_all is off)
+  std::vector<Tensor> k_cache, v_cache;  // per layer [head_dim, n_head_kv, n_ctx]
+  bool logits_all = false;
+};
+
+using LoadProgress = std::function<void(size_t bytes_done, size_t bytes_total)>;
+
+class LlamaModel {
+ public:
+  static Expected<std::unique_ptr<LlamaModel>> load(const ModelFile& file, Backend& backend,
+                                                    const LoadProgress& progress = {});
+
+  const LlamaConfig& config() const { return config_; }
+  Backend& backend() const { return backend_; }
+  size_t weight_bytes() const { return weight_bytes_; }
+  // Weight bytes one decode step reads: every matrix and norm, but one row of the embedding
+  // table (the whole table when it doubles as the output matrix).
+  size_t decode_weight_bytes() const;
+  DType main_weight_type() const { return layers_.empty() ? DType::F32 : layers_[0].wq.dtype; }
+
+  // Allocates a session's buffers: n_ctx cache slots, up to max_tokens tokens per forward
+  // call, logits for every token (logits_all) or only the last one.
+  Expected<LlamaForwardState> plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type) const;
+
+  // Runs n tokens whose ids and positions the caller wrote into state.ids / state.positions.
+  // Leaves logits in state.logits: [n_vocab, n] with logits_all, else [n_vocab, 1] of the last.
+  void forward(LlamaForwardState& state, int n) const;
+
+ private:
+  LlamaModel(LlamaConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}
+
+  LlamaConfig config_;
+  Backend& backend_;
+  Tensor token_embd_;   // [d, n_vocab]
+  Tensor output_norm_;  // [d]
+  Tensor output_;       // [d, n_vocab]; = token_embd_ when tied
+  std::vector<LlamaLayerWeights> layers_;
+  RopeParams rope_;
+  std::vector<AlignedBuffer> converted_;  // f32 copies of non-f32 norms/biases (host)
+  size_t weight_bytes_ = 0;
+};
+
+}  // namespace bl

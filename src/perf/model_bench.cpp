@@ -1,0 +1,73 @@
+#include "perf/model_bench.h"
+
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "runtime/session.h"
+
+namespace bl {
+
+double RateStats::mean() const {
+  if (tokens_per_second.empty()) return 0;
+  return std::accumulate(tokens_per_second.begin(), tokens_per_second.end(), 0.0) / tokens_per_second.size();
+}
+
+double RateStats::stddev() const {
+  if (tokens_per_second.size() < 2) return 0;
+  const double m = mean();
+  double sum_sq = 0;
+  for (double v : tokens_per_second) sum_sq += (v - m) * (v - m);
+  return std::sqrt(sum_sq / (tokens_per_second.size() - 1));
+}
+
+Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBenchOptions& o) {
+  if (o.n_prompt < 0 || o.n_gen < 0 || o.repetitions < 1)
+    return invalid_argument("bench: -p and -n must be >= 0 and -r >= 1");
+  const LlamaConfig& c = model.config();
+  // Decode starts after a one-token prompt when prefill is skipped.
+  const int n_ctx = std::max(o.n_prompt, 1) + o.n_gen;
+  if (n_ctx > c.n_ctx_train)
+    return invalid_argument("bench: " + std::to_string(n_ctx) + " tokens exceed the model's context " +
+                            std::to_string(c.n_ctx_train));
+  std::unique_ptr<Session> session;
+  BL_ASSIGN_OR_RETURN(session, Session::create(model, {.n_ctx = n_ctx, .n_batch = std::max(1, std::min(o.n_batch, n_ctx)),
+                                                       .kv_type = o.kv_type}));
+  std::mt19937 rng(static_cast<uint32_t>(o.seed));
+  std::uniform_int_distribution<int32_t> random_id(0, c.n_vocab - 1);
+  std::vector<TokenId> prompt(static_cast<size_t>(std::max(o.n_prompt, 1)));
+
+  ModelBenchResult result;
+  using clock = std::chrono::steady_clock;
+  // One untimed warm-up repetition: first-touch of buffers, page faults, CUDA module loads.
+  for (int rep = -1; rep < o.repetitions; ++rep) {
+    session->reset();
+    for (TokenId& id : prompt) id = random_id(rng);
+    auto t0 = clock::now();
+    BL_RETURN_IF_ERROR(session->feed(prompt));
+    const double prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
+    auto t1 = clock::now();
+    for (int i = 0; i < o.n_gen; ++i) {
+      const TokenId next[1] = {random_id(rng)};
+      BL_RETURN_IF_ERROR(session->feed(next));
+    }
+    const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+    if (rep < 0) continue;
+    if (o.n_prompt > 0) result.prefill.tokens_per_second.push_back(o.n_prompt / prefill_s);
+    if (o.n_gen > 0) result.decode.tokens_per_second.push_back(o.n_gen / decode_s);
+  }
+
+  const double kv_elem_bytes = o.kv_type == DType::F16 ? 2 : 4;
+  const double mean_decode_ctx = std::max(o.n_prompt, 1) + o.n_gen / 2.0;
+  const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * kv_elem_bytes * mean_decode_ctx;
+  result.decode_bytes_per_token = static_cast<double>(model.decode_weight_bytes()) + kv_bytes;
+  const double matrix_params = static_cast<double>(c.n_layer) *
+                                   (2.0 * c.n_embd * c.q_dim() + 2.0 * c.n_embd * c.kv_dim() + 3.0 * c.n_embd * c.n_ff) +
+                               static_cast<double>(c.n_embd) * c.n_vocab;
+  const double attention_flops = 4.0 * c.n_layer * c.q_dim() * (o.n_prompt / 2.0);  // q·k and p·v
+  result.prefill_flops_per_token = 2 * matrix_params + attention_flops;
+  return result;
+}
+
+}  // namespace bl

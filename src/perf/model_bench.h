@@ -1,0 +1,38 @@
+// End-to-end model timing for `bitlight bench`: prefill of a prompt (ppN) and decode of N
+// tokens one at a time (tgN), repeated, on random token ids.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/status.h"
+#include "model/llama_model.h"
+
+namespace bl {
+
+struct ModelBenchOptions {
+  int n_prompt = 512;  // 0: skip prefill
+  int n_gen = 128;     // 0: skip decode
+  int repetitions = 3;
+  int n_batch = 512;   // prompt tokens per forward pass
+  DType kv_type = DType::F16;
+  uint64_t seed = 1;
+};
+
+struct RateStats {
+  std::vector<double> tokens_per_second;  // one per repetition
+  double mean() const;
+  double stddev() const;  // sample standard deviation (0 for one sample)
+};
+
+struct ModelBenchResult {
+  RateStats prefill, decode;
+  // Bytes one decode step reads: weights (decode_weight_bytes) plus the KV cache at the mean
+  // context length of the decode phase.
+  double decode_bytes_per_token = 0;
+  double prefill_flops_per_token = 0;  // 2 * (matrix weights) + attention at the mean prompt position
+};
+
+Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBenchOptions& options);
+
+}  // namespace bl

@@ -1,0 +1,59 @@
+#include "runtime/generator.h"
+
+#include <chrono>
+
+#include "tokenizer/tokenizer.h"
+
+namespace bl {
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, std::span<const TokenId> prompt,
+                                  const GenerateOptions& options,
+                                  const std::function<bool(TokenId, const std::string& text)>& on_token) {
+  BL_RETURN_IF_ERROR(validate(options.sampler));
+  if (prompt.empty()) return invalid_argument("the prompt is empty");
+  GenerateResult result;
+  result.prompt_tokens = static_cast<int>(prompt.size());
+  std::vector<TokenId> history(prompt.begin(), prompt.end());
+
+  auto t0 = std::chrono::steady_clock::now();
+  BL_RETURN_IF_ERROR(session.feed(prompt));
+  result.prompt_seconds = seconds_since(t0);
+
+  Sampler sampler(options.sampler);
+  StreamDecoder decoder(tokenizer);
+  auto t1 = std::chrono::steady_clock::now();
+  result.stop_reason = "length";
+  for (int i = 0; options.n_predict < 0 || i < options.n_predict; ++i) {
+    const TokenId id = sampler.sample(session.last_logits(), history);
+    if (tokenizer.is_end_of_generation(id)) {
+      result.stop_reason = "eog";
+      break;
+    }
+    result.tokens.push_back(id);
+    history.push_back(id);
+    if (on_token && !on_token(id, decoder.push(id))) {
+      result.stop_reason = "callback";
+      break;
+    }
+    if (options.n_predict >= 0 && i + 1 == options.n_predict) break;
+    if (session.n_past() >= session.n_ctx()) {
+      result.stop_reason = "context";
+      break;
+    }
+    const TokenId next[1] = {id};
+    BL_RETURN_IF_ERROR(session.feed(next));
+  }
+  if (on_token) {
+    std::string tail = decoder.flush();
+    if (!tail.empty()) on_token(-1, tail);
+  }
+  result.decode_seconds = seconds_since(t1);
+  return result;
+}
+
+}  // namespace bl

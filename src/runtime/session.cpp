@@ -1,0 +1,58 @@
+#include "runtime/session.h"
+
+#include <algorithm>
+#include <string>
+
+namespace bl {
+
+Expected<std::unique_ptr<Session>> Session::create(const LlamaModel& model, const SessionOptions& options) {
+  const LlamaConfig& c = model.config();
+  if (options.n_ctx <= 0) return invalid_argument("context size must be positive, got " + std::to_string(options.n_ctx));
+  if (options.n_batch <= 0) return invalid_argument("batch size must be positive, got " + std::to_string(options.n_batch));
+  const int n_ctx = std::min(options.n_ctx, c.n_ctx_train);
+  const int n_batch = std::min(options.n_batch, n_ctx);
+  LlamaForwardState state;
+  BL_ASSIGN_OR_RETURN(state, model.plan(n_ctx, n_batch, options.logits_all, options.kv_type));
+  std::unique_ptr<Session> s(new Session(model, std::move(state)));
+  s->positions_.resize(static_cast<size_t>(n_batch));
+  s->last_logits_.resize(static_cast<size_t>(c.n_vocab));
+  return s;
+}
+
+void Session::truncate(int n) {
+  n_past_ = std::clamp(n, 0, n_past_);
+  all_logits_.resize(static_cast<size_t>(n_past_) * model_.config().n_vocab);
+}
+
+Status Session::feed(std::span<const TokenId> ids) {
+  const int n_vocab = model_.config().n_vocab;
+  for (TokenId id : ids)
+    if (id < 0 || id >= n_vocab)
+      return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
+  if (static_cast<int64_t>(n_past_) + static_cast<int64_t>(ids.size()) > state_.n_ctx)
+    return invalid_argument("the context is full: " + std::to_string(n_past_) + " + " + std::to_string(ids.size()) +
+                            " tokens exceed the context size " + std::to_string(state_.n_ctx));
+  Backend& backend = model_.backend();
+  size_t done = 0;
+  while (done < ids.size()) {
+    const int n = static_cast<int>(std::min<size_t>(ids.size() - done, static_cast<size_t>(state_.max_tokens)));
+    for (int i = 0; i < n; ++i) positions_[static_cast<size_t>(i)] = n_past_ + i;
+    backend.write(state_.ids, ids.data() + done, static_cast<size_t>(n) * sizeof(int32_t));
+    backend.write(state_.positions, positions_.data(), static_cast<size_t>(n) * sizeof(int32_t));
+    model_.forward(state_, n);
+    const size_t row_bytes = static_cast<size_t>(n_vocab) * sizeof(float);
+    if (state_.logits_all) {
+      const size_t old = all_logits_.size();
+      all_logits_.resize(old + static_cast<size_t>(n) * static_cast<size_t>(n_vocab));
+      backend.read(state_.logits, all_logits_.data() + old, static_cast<size_t>(n) * row_bytes);
+      std::copy_n(all_logits_.end() - n_vocab, n_vocab, last_logits_.begin());
+    } else {
+      backend.read(state_.logits, last_logits_.data(), row_bytes);
+    }
+    n_past_ += n;
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace bl

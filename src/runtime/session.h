@@ -1,0 +1,55 @@
+// A Session is one conversation with a model: its KV cache, its buffers and its position.
+// All memory is allocated by create(); feed() allocates nothing (except the host copy of
+// every token's logits when logits_all is set, used by `bitlight eval`).
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "core/status.h"
+#include "model/llama_model.h"
+
+namespace bl {
+
+using TokenId = int32_t;
+
+struct SessionOptions {
+  int n_ctx = 4096;       // KV cache slots; capped at the model's training context
+  int n_batch = 64;       // tokens per forward call (prompts are fed in chunks of this size)
+  bool logits_all = false;
+  DType kv_type = DType::F16;
+};
+
+class Session {
+ public:
+  static Expected<std::unique_ptr<Session>> create(const LlamaModel& model, const SessionOptions& options);
+
+  // Appends tokens at the current position. Errors: an id outside the vocabulary, or no room
+  // left in the context (nothing is fed then).
+  Status feed(std::span<const TokenId> ids);
+
+  // Logits [n_vocab] of the last fed token.
+  std::span<const float> last_logits() const { return last_logits_; }
+  // With logits_all: [n_fed, n_vocab] of every token fed since the last reset.
+  const std::vector<float>& all_logits() const { return all_logits_; }
+
+  int n_past() const { return n_past_; }
+  int n_ctx() const { return state_.n_ctx; }
+  void reset() { truncate(0); }  // forget the conversation
+  // Keeps the first n tokens (n <= n_past); later cache slots are overwritten by the next feed.
+  void truncate(int n);
+  const LlamaModel& model() const { return model_; }
+
+ private:
+  Session(const LlamaModel& model, LlamaForwardState state) : model_(model), state_(std::move(state)) {}
+
+  const LlamaModel& model_;
+  LlamaForwardState state_;
+  int n_past_ = 0;
+  std::vector<int32_t> positions_;  // host staging [n_batch]
+  std::vector<float> last_logits_;  // [n_vocab]
+  std::vector<float> all_logits_;
+};
+
+}  // namespace bl
