@@ -23,6 +23,7 @@ using TokenId = int32_t;
 struct EncodeOptions {
   bool add_bos = true;         // prepend BOS when the model asks for it (tokenizer.ggml.add_bos_token)
   bool parse_special = false;  // turn "<|im_start|>" etc. in the text into their special ids
+  bool add_eos = true;         // append EOS when the model asks for it (tokenizer.ggml.add_eos_token)
 };
 
 class Tokenizer {
@@ -34,6 +35,8 @@ class Tokenizer {
   // The bytes of one token (byte-level BPE tokens map back to raw bytes; special tokens
   // give their text). May be a partial UTF-8 sequence: use StreamDecoder for display.
   virtual std::string token_bytes(TokenId id) const = 0;
+  // The concatenated token_bytes. SentencePiece models that prefix a space when encoding
+  // (add_space_prefix) drop it again from the first text token, as Hugging Face does.
   std::string decode(const std::vector<TokenId>& ids) const;
 
   virtual int32_t vocab_size() const = 0;
@@ -42,6 +45,9 @@ class Tokenizer {
   virtual bool is_end_of_generation(TokenId id) const = 0;  // eos, eot, <|im_end|>, <end_of_turn>...
   virtual bool adds_bos() const = 0;
   virtual std::string_view token_text(TokenId id) const = 0;  // the vocabulary entry as stored
+
+ protected:
+  virtual bool decode_drops_prefix_space() const { return false; }
 };
 
 // Turns a stream of tokens into valid UTF-8 text: holds back an incomplete multi-byte
