@@ -41,7 +41,10 @@ void ThreadPool::worker_loop(int index) {
     int spins = 0;
     while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
       BL_CPU_RELAX();
-      if (++spins % 1024 == 0 && std::chrono::steady_clock::now() - spin_start > kSpinBeforeSleep) {
+      // Yield now and then: with more threads than cores a pure spin starves the thread that
+      // has the work.
+      if (++spins % 64 == 0) std::this_thread::yield();
+      if (spins % 1024 == 0 && std::chrono::steady_clock::now() - spin_start > kSpinBeforeSleep) {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return generation_.load() != seen; });
       }
@@ -67,7 +70,10 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   }
   wake_.notify_all();
   fn(0, n_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) BL_CPU_RELAX();
+  for (int spins = 1; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    BL_CPU_RELAX();
+    if (spins % 64 == 0) std::this_thread::yield();
+  }
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
