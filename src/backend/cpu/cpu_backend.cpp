@@ -1,0 +1,170 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+
+#include "core/checked_math.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/kv_store.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/rms_norm.h"
+
+namespace bl {
+namespace {
+
+// Below this much work (floats touched) an op runs on the calling thread: waking the pool
+// (~1 µs) costs more than splitting saves. Decode-sized norms, adds and activations
+// (d ~ 500..15000) stay on one thread; prefill batches spread.
+constexpr int64_t kMinParallelWork = 1 << 15;
+
+// Runs fn(begin, end) on contiguous pieces of [0, n), one per thread, when n items of
+// `work_per_item` each are worth spreading. The pool gets a lambda holding one pointer, so its
+// std::function does not allocate.
+template <class Fn>
+void parallel_range(ThreadPool& pool, int64_t n, int64_t work_per_item, const Fn& fn) {
+  const int threads = n * work_per_item < kMinParallelWork ? 1 : static_cast<int>(std::min<int64_t>(pool.size(), n));
+  if (threads <= 1) {
+    if (n > 0) fn(int64_t{0}, n);
+    return;
+  }
+  struct Split {
+    const Fn* fn;
+    int64_t n;
+    int threads;
+  } split{&fn, n, threads};
+  pool.run([&split](int t, int) {
+    if (t >= split.threads) return;
+    const int64_t begin = split.n * t / split.threads, end = split.n * (t + 1) / split.threads;
+    if (begin < end) (*split.fn)(begin, end);
+  });
+}
+
+// Elementwise ops split into 64-float pieces (a cache line is 16 floats; 64 keeps pieces of
+// different threads off each other's lines).
+constexpr int64_t kElementPiece = 64;
+
+}  // namespace
+
+CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
+
+std::string CpuBackend::name() const {
+  const int n = pool_.size();
+  return "cpu (" + std::string(cpu::isa_name(cpu::active_isa())) + ", " + std::to_string(n) +
+         (n == 1 ? " thread)" : " threads)");
+}
+
+bool CpuBackend::supports(DType weight_type) const { return cpu::matmul_supported(weight_type); }
+
+Expected<Tensor> CpuBackend::alloc(DType dtype, std::array<int64_t, 4> ne) {
+  Tensor t = make_tensor(nullptr, dtype, ne);
+  const DTypeInfo* info = dtype_info(dtype);
+  if (!info) return invalid_argument("cpu backend: alloc of unknown dtype id " + std::to_string(static_cast<uint32_t>(dtype)));
+  for (int64_t n : ne)
+    if (n < 0) return invalid_argument("cpu backend: alloc with a negative dimension: " + shape_string(t));
+  if (ne[0] % info->block_elems != 0)
+    return invalid_argument("cpu backend: alloc " + shape_string(t) + ": ne[0] is not a multiple of the block size " +
+                            std::to_string(info->block_elems));
+  std::optional<uint64_t> bytes = static_cast<uint64_t>(ne[0] / info->block_elems);
+  bytes = checked_mul(*bytes, static_cast<uint64_t>(info->block_bytes));
+  for (int i = 1; i < 4 && bytes; ++i) bytes = checked_mul(*bytes, static_cast<uint64_t>(ne[i]));
+  if (!bytes) return invalid_argument("cpu backend: alloc " + shape_string(t) + ": size overflows");
+  AlignedBuffer buffer;
+  if (!buffer.resize(*bytes))
+    return out_of_memory("cpu backend: cannot allocate " + std::to_string(*bytes) + " bytes for " + shape_string(t));
+  t.data = buffer.data();
+  buffers_.push_back(std::move(buffer));
+  return t;
+}
+
+Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
+  if (host.device != Device::cpu) return invalid_argument("cpu backend: upload_weight of a tensor that is not in host memory");
+  return host;  // used in place (mmap)
+}
+
+void CpuBackend::write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) {
+  assert(offset_bytes <= dst.bytes() && bytes <= dst.bytes() - offset_bytes);
+  if (offset_bytes > dst.bytes() || bytes > dst.bytes() - offset_bytes) return;
+  std::memcpy(static_cast<char*>(dst.data) + offset_bytes, src, bytes);
+}
+
+void CpuBackend::read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) {
+  assert(offset_bytes <= src.bytes() && bytes <= src.bytes() - offset_bytes);
+  if (offset_bytes > src.bytes() || bytes > src.bytes() - offset_bytes) return;
+  std::memcpy(dst, static_cast<const char*>(src.data) + offset_bytes, bytes);
+}
+
+void CpuBackend::get_rows(const Tensor& table, const Tensor& ids, Tensor& out) {
+  cpu::get_rows(table, ids.as<const int32_t>(), ids.elements(), out);
+}
+
+void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
+  const int64_t d = x.cols();
+  assert(weight.elements() == d && out.elements() == x.elements());
+  const float* xp = x.as<const float>();
+  const float* wp = weight.as<const float>();
+  float* op = out.as<float>();
+  parallel_range(pool_, x.rows(), d, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) cpu::rms_norm_row(xp + r * d, wp, eps, op + r * d, d);
+  });
+}
+
+void CpuBackend::matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias) {
+  cpu::matmul(w, x, out, bias, pool_, matmul_scratch_);
+}
+
+void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
+  const int64_t n = a.elements();
+  assert(b.elements() == n && out.elements() == n);
+  const float* ap = a.as<const float>();
+  const float* bp = b.as<const float>();
+  float* op = out.as<float>();
+  parallel_range(pool_, (n + kElementPiece - 1) / kElementPiece, kElementPiece, [&](int64_t begin, int64_t end) {
+    const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
+    cpu::add(ap + i0, bp + i0, op + i0, i1 - i0);
+  });
+}
+
+void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  const int64_t n = gate.elements();
+  assert(up.elements() == n && out.elements() == n);
+  const float* gp = gate.as<const float>();
+  const float* up_p = up.as<const float>();
+  float* op = out.as<float>();
+  // exp makes an element ~4x the work of an add.
+  parallel_range(pool_, (n + kElementPiece - 1) / kElementPiece, 4 * kElementPiece, [&](int64_t begin, int64_t end) {
+    const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
+    cpu::silu_mul(gp + i0, up_p + i0, op + i0, i1 - i0);
+  });
+}
+
+void CpuBackend::rope(Tensor& x, const Tensor& positions, const RopeParams& p) {
+  const int64_t head_dim = x.ne[0], n_heads = x.ne[1], n = x.ne[2];
+  assert(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= head_dim && positions.elements() == n);
+  rope_table_.update({p.n_dims, p.freq_base, p.freq_scale, p.freq_factors}, positions.as<const int32_t>(), n);
+  float* xp = x.as<float>();
+  parallel_range(pool_, n, n_heads * p.n_dims, [&](int64_t begin, int64_t end) {
+    cpu::rope(xp, head_dim, n_heads, p.neox, rope_table_, begin, end);
+  });
+}
+
+void CpuBackend::kv_store(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions) {
+  assert(k.ne[0] * k.ne[1] == k_cache.ne[0] * k_cache.ne[1] && v.elements() == k.elements());
+  cpu::kv_store(k, k_cache, positions.as<const int32_t>());
+  cpu::kv_store(v, v_cache, positions.as<const int32_t>());
+}
+
+void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
+                           const AttentionParams& p, Tensor& out) {
+  assert(q.ne[0] == p.head_dim && q.ne[1] == p.n_head && out.elements() == q.elements());
+  assert(k_cache.ne[0] == p.head_dim && k_cache.ne[1] == p.n_head_kv && positions.elements() == q.ne[2]);
+  const cpu::AttentionShape shape{p.n_head, p.n_head_kv, p.head_dim, p.scale};
+  cpu::attention(q, k_cache, v_cache, positions.as<const int32_t>(), shape, out, pool_, attention_scratch_);
+}
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+
+}  // namespace bl

@@ -1,0 +1,49 @@
+// The CPU backend: runs each op at once on a thread pool, with the widest ISA the CPU has
+// (kernels/cpu/cpu_features.h; BITLIGHT_ISA lowers it). Weights stay where they were loaded
+// (the mmap of the model file); activations and caches are 64-byte aligned buffers owned here.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/aligned_buffer.h"
+#include "core/thread_pool.h"
+#include "kernels/cpu/rope.h"
+
+namespace bl {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads);  // 0 = all hardware threads
+
+  BackendKind kind() const override { return BackendKind::cpu; }
+  std::string name() const override;  // "cpu (avx512, 2 threads)"
+  Device device() const override { return Device::cpu; }
+  bool supports(DType weight_type) const override;
+
+  Expected<Tensor> alloc(DType dtype, std::array<int64_t, 4> ne) override;
+  Expected<Tensor> upload_weight(const Tensor& host) override;
+  void write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) override;
+  void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) override;
+  void synchronize() override {}
+
+  void get_rows(const Tensor& table, const Tensor& ids, Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
+  void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias) override;
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void rope(Tensor& x, const Tensor& positions, const RopeParams& p) override;
+  void kv_store(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions) override;
+  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
+                 const AttentionParams& p, Tensor& out) override;
+
+ private:
+  ThreadPool pool_;
+  std::vector<AlignedBuffer> buffers_;  // everything alloc() handed out
+  AlignedBuffer matmul_scratch_;        // quantized activations; grows on first use
+  AlignedBuffer attention_scratch_;     // softmax states; grows on first use
+  cpu::RopeTable rope_table_;           // cos/sin of the current step's positions
+};
+
+}  // namespace bl

@@ -1,0 +1,11 @@
+// RMS normalisation (Llama family).
+#pragma once
+
+#include <cstdint>
+
+namespace bl::cpu {
+
+// One row of d floats: out = x / sqrt(mean(x²) + eps) * weight. out may alias x.
+void rms_norm_row(const float* x, const float* weight, float eps, float* out, int64_t d);
+
+}  // namespace bl::cpu

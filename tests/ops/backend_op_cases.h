@@ -1,0 +1,477 @@
+// Op cases shared by every backend's op test: each op of a Backend under test is run against
+// make_reference_backend() over many shapes (odd sizes included), with fresh random inputs
+// per case, outputs poisoned with NaN before the run (so an element the backend forgot to
+// write fails the "fully written" check), and a stated tolerance per op.
+//
+// Usage (tests/ops/cpu_backend_ops_test.cpp, later tests/gpu/):
+//   auto backend = make_cpu_backend(2);
+//   bl::op_cases::OpCases cases(*backend);
+//   cases.rms_norm();  // EXPECT failures name the case
+//
+// Error measure: err = max_i |out_i - ref_i| / max_i |ref_i| (max error relative to the
+// largest reference value, so near-zero outputs do not blow it up). Tolerances, and why:
+//   add            0      one fp32 addition per element, identical on every backend.
+//   kv_store       0      a copy, or fp32 -> fp16 round-to-nearest-even (exact in both).
+//   get_rows       1e-6   dequantization is exact up to the order of one multiply-add.
+//   rms_norm       1e-5   fp32 sum of squares (vs fp64 in the reference): ~d·2^-24 worst case.
+//   rope           1e-5   cos/sin rounded to fp32 and fp32 rotation (vs fp64): a few ulp.
+//   silu_mul       1e-5   vector exp within 2 ulp, then a division and a product: a few ulp.
+//   attention      1e-4   fp32 dots, softmax sums and p·v over up to ~600 slots (vs fp64):
+//                         worst case ~600·2^-24 ≈ 4e-5 relative, plus a few ulp of exp.
+// matmul measures each output's error against the size of its terms instead, as an output
+// can be near zero by cancellation: err = max_i |out_i - ref_i| / (Σ_k |w_ik x_k| + |bias_i|).
+//   matmul f32/f16 1e-5   fp32 accumulation (vs fp64): error <= cols·2^-24 of Σ|w x| in the
+//                         worst case, ~sqrt(cols)·2^-24 typically.
+//   matmul quant   1e-2   activations are quantized to 8 bits per block (Q8_0 / Q8_1 / Q8_K):
+//                         each x_k is off by up to max|x_block|/254 (Q8_K: /254 too), so the
+//                         error is at most Σ_k |w_k|·max|x_block|/254 ≈ 0.8% of Σ|w x| for
+//                         uniform x (max|x| ≈ 2·mean|x|).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/half.h"
+#include "quant/quant.h"
+
+namespace bl::op_cases {
+
+struct Tolerances {
+  double add = 0.0;
+  double kv_store = 0.0;
+  double get_rows = 1e-6;
+  double rms_norm = 1e-5;
+  double rope = 1e-5;
+  double silu_mul = 1e-5;
+  double attention = 1e-4;
+  double matmul_float = 1e-5;
+  double matmul_quant = 1e-2;
+};
+
+// max |a - ref| / max |ref|; infinity when a has a NaN or inf where ref is finite.
+inline double relative_max_error(const std::vector<float>& a, const std::vector<float>& ref) {
+  double max_ref = 0.0, max_err = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
+    max_err = std::max(max_err, std::fabs(static_cast<double>(a[i]) - ref[i]));
+  }
+  return max_ref > 0.0 ? max_err / max_ref : max_err;
+}
+
+// Index of the first non-finite value, or -1.
+inline int64_t first_non_finite(const std::vector<float>& a) {
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!std::isfinite(a[i])) return static_cast<int64_t>(i);
+  return -1;
+}
+
+class OpCases {
+ public:
+  explicit OpCases(Backend& under_test, uint64_t seed = 1234, Tolerances tol = {})
+      : test_(under_test), ref_(make_reference_backend()), rng_(seed), tol_(tol) {}
+
+  void all() {
+    add();
+    rms_norm();
+    silu_mul();
+    rope();
+    kv_store();
+    attention();
+    get_rows();
+    matmul();
+  }
+
+  // Widths: 1..3 multiples of 32 and odd sizes; large ones so the parallel paths run.
+  void add() {
+    for (int64_t d : {1, 7, 32, 64, 96, 33, 577, 4099})
+      for (int64_t n : {1, 3, 17}) {
+        begin_case();
+        SCOPED_TRACE("add d=" + std::to_string(d) + " n=" + std::to_string(n));
+        auto a = random(d * n), b = random(d * n);
+        Pair ta = input(DType::F32, {d, n, 1, 1}, a), tb = input(DType::F32, {d, n, 1, 1}, b);
+        Pair out = output(DType::F32, {d, n, 1, 1});
+        test_.add(ta.test, tb.test, out.test);
+        ref_->add(ta.ref, tb.ref, out.ref);
+        compare(out, tol_.add);
+      }
+  }
+
+  void rms_norm() {
+    for (int64_t d : {1, 7, 32, 64, 96, 33, 577, 4099})
+      for (int64_t n : {1, 3, 17}) {
+        begin_case();
+        SCOPED_TRACE("rms_norm d=" + std::to_string(d) + " n=" + std::to_string(n));
+        auto x = random(d * n, 3.0f), w = random(d, 1.0f);
+        Pair tx = input(DType::F32, {d, n, 1, 1}, x), tw = input(DType::F32, {d, 1, 1, 1}, w);
+        Pair out = output(DType::F32, {d, n, 1, 1});
+        test_.rms_norm(tx.test, tw.test, 1e-5f, out.test);
+        ref_->rms_norm(tx.ref, tw.ref, 1e-5f, out.ref);
+        compare(out, tol_.rms_norm);
+      }
+  }
+
+  void silu_mul() {
+    for (int64_t d : {1, 7, 32, 64, 96, 33, 577, 4099})
+      for (int64_t n : {1, 3, 17}) {
+        begin_case();
+        SCOPED_TRACE("silu_mul d=" + std::to_string(d) + " n=" + std::to_string(n));
+        // Gate values up to ±20 reach both tails of the sigmoid.
+        auto g = random(d * n, 20.0f), u = random(d * n, 2.0f);
+        Pair tg = input(DType::F32, {d, n, 1, 1}, g), tu = input(DType::F32, {d, n, 1, 1}, u);
+        Pair out = output(DType::F32, {d, n, 1, 1});
+        test_.silu_mul(tg.test, tu.test, out.test);
+        ref_->silu_mul(tg.ref, tu.ref, out.ref);
+        compare(out, tol_.silu_mul);
+      }
+  }
+
+  void rope() {
+    const std::vector<float> factors = random_positive(64, 1.0f, 8.0f);  // up to 128 / 2 pairs
+    for (int64_t head_dim : {64, 128, 80})
+      for (int64_t n_heads : {1, 9})
+        for (int64_t n : {1, 3, 17})
+          for (bool neox : {false, true})
+            for (int variant = 0; variant < 3; ++variant) {
+              // variant 0: all dims, base 1e4; 1: half the dims, freq_scale 0.25, base 5e5;
+              // 2: all dims with Llama 3 frequency factors.
+              RopeParams p;
+              p.n_dims = static_cast<int>(variant == 1 ? head_dim / 2 : head_dim);
+              p.freq_base = variant == 1 ? 500000.0f : 10000.0f;
+              p.freq_scale = variant == 1 ? 0.25f : 1.0f;
+              p.neox = neox;
+              p.freq_factors = variant == 2 ? factors.data() : nullptr;
+              begin_case();
+              const int32_t n_past = static_cast<int32_t>(uniform_int(0, 600));
+              SCOPED_TRACE("rope head_dim=" + std::to_string(head_dim) + " heads=" + std::to_string(n_heads) +
+                           " n=" + std::to_string(n) + " neox=" + std::to_string(neox) +
+                           " variant=" + std::to_string(variant) + " n_past=" + std::to_string(n_past));
+              auto x = random(head_dim * n_heads * n, 2.0f);
+              std::vector<int32_t> pos(static_cast<size_t>(n));
+              for (int64_t i = 0; i < n; ++i) pos[i] = n_past + static_cast<int32_t>(i);
+              Pair tx = input(DType::F32, {head_dim, n_heads, n, 1}, x);
+              Pair tp = input_i32(pos);
+              test_.rope(tx.test, tp.test, p);
+              ref_->rope(tx.ref, tp.ref, p);
+              compare(tx, tol_.rope);
+              // Dims past n_dims pass through unchanged.
+              const auto got = read_f32(test_, tx.test);
+              for (int64_t r = 0; r < n_heads * n; ++r)
+                for (int64_t c = p.n_dims; c < head_dim; ++c)
+                  ASSERT_EQ(got[r * head_dim + c], x[r * head_dim + c]) << "pass-through dim " << c << " changed";
+            }
+  }
+
+  void kv_store() {
+    for (DType cache_type : {DType::F32, DType::F16})
+      for (int64_t head_dim : {64, 80})
+        for (int64_t n_head_kv : {2, 3})
+          for (int64_t n : {1, 3, 17}) {
+            begin_case();
+            const int64_t n_ctx = 600;
+            const int32_t n_past = static_cast<int32_t>(uniform_int(0, n_ctx - n));
+            SCOPED_TRACE(std::string("kv_store ") + std::string(dtype_name(cache_type)) + " head_dim=" +
+                         std::to_string(head_dim) + " kv_heads=" + std::to_string(n_head_kv) +
+                         " n=" + std::to_string(n) + " n_past=" + std::to_string(n_past));
+            const std::array<int64_t, 4> kv_ne = {head_dim, n_head_kv, n, 1};
+            const std::array<int64_t, 4> cache_ne = {head_dim, n_head_kv, n_ctx, 1};
+            Pair k = input(DType::F32, kv_ne, random(head_dim * n_head_kv * n, 4.0f));
+            Pair v = input(DType::F32, kv_ne, random(head_dim * n_head_kv * n, 4.0f));
+            // Both caches start with the same random contents: slots not stored must keep them.
+            const auto init_k = random_cache(cache_type, head_dim * n_head_kv * n_ctx);
+            const auto init_v = random_cache(cache_type, head_dim * n_head_kv * n_ctx);
+            Pair kc = input_bytes(cache_type, cache_ne, init_k), vc = input_bytes(cache_type, cache_ne, init_v);
+            std::vector<int32_t> pos(static_cast<size_t>(n));
+            for (int64_t i = 0; i < n; ++i) pos[i] = n_past + static_cast<int32_t>(i);
+            if (n > 2) std::swap(pos[0], pos[2]);  // positions need not be increasing
+            Pair tp = input_i32(pos);
+            test_.kv_store(k.test, v.test, kc.test, vc.test, tp.test);
+            ref_->kv_store(k.ref, v.ref, kc.ref, vc.ref, tp.ref);
+            for (Pair* c : {&kc, &vc}) {
+              const auto got = read_bytes(test_, c->test), want = read_bytes(*ref_, c->ref);
+              ASSERT_EQ(got.size(), want.size());
+              EXPECT_TRUE(got == want) << "cache contents differ from the reference (tolerance " << tol_.kv_store << ")";
+            }
+            EXPECT_TRUE(read_bytes(test_, kc.test) != init_k) << "kv_store wrote nothing";
+          }
+  }
+
+  // Caches [head_dim, n_head_kv, n_ctx] filled with random data in every slot, so reading a
+  // slot past positions[i] changes the result.
+  void attention() {
+    struct Heads {
+      int n_head, n_head_kv;
+    };
+    for (DType cache_type : {DType::F32, DType::F16})
+      for (int head_dim : {64, 128, 80})
+        for (Heads h : {Heads{8, 8}, Heads{8, 2}, Heads{9, 3}})
+          for (int64_t n : {1, 3, 17})
+            for (int64_t n_past : {0, 5, 300, 590}) {
+              const int64_t n_ctx = 640;
+              SCOPED_TRACE(std::string("attention ") + std::string(dtype_name(cache_type)) + " head_dim=" +
+                           std::to_string(head_dim) + " heads=" + std::to_string(h.n_head) + "/" +
+                           std::to_string(h.n_head_kv) + " n=" + std::to_string(n) + " n_past=" + std::to_string(n_past));
+              run_attention(cache_type, head_dim, h.n_head, h.n_head_kv, n, n_past, n_ctx, 1.0f);
+            }
+    // Large scores (q scaled up) stress the running-max rescaling of the online softmax.
+    for (DType cache_type : {DType::F32, DType::F16}) {
+      SCOPED_TRACE("attention with large scores");
+      run_attention(cache_type, 64, 9, 3, 1, 400, 512, 8.0f);
+      run_attention(cache_type, 64, 9, 3, 17, 200, 512, 8.0f);
+    }
+  }
+
+  void get_rows() {
+    for (DType t : matmul_types()) {
+      if (!test_.supports(t)) continue;
+      const int64_t block = dtype_info(t)->block_elems;
+      for (int64_t d : {block, 3 * block}) {
+        begin_case();
+        const int64_t n_vocab = 50;
+        SCOPED_TRACE(std::string("get_rows ") + std::string(dtype_name(t)) + " d=" + std::to_string(d));
+        Weight table = make_weight(t, d, n_vocab);
+        std::vector<int32_t> ids = {0, 49, 7, 7, 23, 1, 48};
+        Pair ti = input_i32(ids);
+        Pair out = output(DType::F32, {d, static_cast<int64_t>(ids.size()), 1, 1});
+        test_.get_rows(table.test, ti.test, out.test);
+        ref_->get_rows(table.ref, ti.ref, out.ref);
+        compare(out, tol_.get_rows);
+      }
+    }
+  }
+
+  void matmul() {
+    for (DType t : matmul_types()) {
+      if (!test_.supports(t)) {
+        ADD_FAILURE() << "backend does not support " << dtype_name(t);
+        continue;
+      }
+      const int64_t block = dtype_info(t)->block_elems;
+      const double tol = t == DType::F32 || t == DType::F16 ? tol_.matmul_float : tol_.matmul_quant;
+      for (int64_t cols : {block, 2 * block, 3 * block, std::max<int64_t>(block, 576) / block * block})
+        for (int64_t rows : {1, 5, 64, 97})
+          for (int64_t n : {1, 3, 17})
+            for (bool with_bias : {false, true}) {
+              if (with_bias && rows != 97) continue;
+              begin_case();
+              SCOPED_TRACE(std::string("matmul ") + std::string(dtype_name(t)) + " cols=" + std::to_string(cols) +
+                           " rows=" + std::to_string(rows) + " n=" + std::to_string(n) + " bias=" + std::to_string(with_bias));
+              Weight w = make_weight(t, cols, rows);
+              Pair x = input(DType::F32, {cols, n, 1, 1}, random(cols * n, 1.0f));
+              Pair bias = input(DType::F32, {rows, 1, 1, 1}, random(rows, 1.0f));
+              Pair out = output(DType::F32, {rows, n, 1, 1});
+              test_.matmul(w.test, x.test, out.test, with_bias ? &bias.test : nullptr);
+              ref_->matmul(w.ref, x.ref, out.ref, with_bias ? &bias.ref : nullptr);
+              compare(out, tol, term_sizes(w, x, with_bias ? &bias : nullptr, cols, rows, n));
+            }
+    }
+  }
+
+  static std::vector<DType> matmul_types() {
+    return {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K};
+  }
+
+ private:
+  struct Pair {  // the same tensor in the backend under test and in the reference
+    Tensor test, ref;
+  };
+  struct Weight {  // host bytes (kept alive) uploaded to both backends
+    std::vector<uint8_t> host;
+    Tensor test, ref;
+  };
+
+  void run_attention(DType cache_type, int head_dim, int n_head, int n_head_kv, int64_t n, int64_t n_past,
+                     int64_t n_ctx, float q_scale) {
+    begin_case();
+    Pair q = input(DType::F32, {head_dim, n_head, n, 1}, random(int64_t{head_dim} * n_head * n, q_scale));
+    const std::array<int64_t, 4> cache_ne = {head_dim, n_head_kv, n_ctx, 1};
+    Pair kc = input_bytes(cache_type, cache_ne, random_cache(cache_type, int64_t{head_dim} * n_head_kv * n_ctx));
+    Pair vc = input_bytes(cache_type, cache_ne, random_cache(cache_type, int64_t{head_dim} * n_head_kv * n_ctx));
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(n_past + i);
+    Pair tp = input_i32(pos);
+    Pair out = output(DType::F32, {head_dim, n_head, n, 1});
+    AttentionParams p;
+    p.n_head = n_head;
+    p.n_head_kv = n_head_kv;
+    p.head_dim = head_dim;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    test_.attention(q.test, kc.test, vc.test, tp.test, p, out.test);
+    ref_->attention(q.ref, kc.ref, vc.ref, tp.ref, p, out.ref);
+    compare(out, tol_.attention);
+  }
+
+  // Uniform in [-scale, scale].
+  std::vector<float> random(int64_t n, float scale = 1.0f) {
+    std::uniform_real_distribution<float> dist(-scale, scale);
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = dist(rng_);
+    return v;
+  }
+  std::vector<float> random_positive(int64_t n, float lo, float hi) {
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = dist(rng_);
+    return v;
+  }
+  int64_t uniform_int(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng_); }
+
+  // n random cache elements (F32 or F16 bits) as bytes.
+  std::vector<uint8_t> random_cache(DType t, int64_t n) {
+    const auto v = random(n, 2.0f);
+    std::vector<uint8_t> bytes(row_bytes(t, n));
+    quantize_row(t, v.data(), bytes.data(), n);
+    return bytes;
+  }
+
+  Weight make_weight(DType t, int64_t cols, int64_t rows) {
+    Weight w;
+    const auto values = random(cols * rows, 1.0f);
+    const size_t row_size = row_bytes(t, cols);
+    w.host.resize(row_size * static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) quantize_row(t, values.data() + r * cols, w.host.data() + r * row_size, cols);
+    const Tensor host = make_tensor_2d(w.host.data(), t, cols, rows);
+    auto on_test = test_.upload_weight(host);
+    auto on_ref = ref_->upload_weight(host);
+    EXPECT_TRUE(on_test.ok()) << on_test.status().message();
+    EXPECT_TRUE(on_ref.ok()) << on_ref.status().message();
+    if (on_test.ok()) w.test = *on_test;
+    if (on_ref.ok()) w.ref = *on_ref;
+    return w;
+  }
+
+  static Tensor alloc_or_fail(Backend& b, int64_t bytes) {
+    auto r = b.alloc(DType::F32, {(bytes + 3) / 4, 1, 1, 1});
+    if (!r.ok()) {
+      ADD_FAILURE() << b.name() << ": alloc failed: " << r.status().message();
+      return {};
+    }
+    return *r;
+  }
+
+  // Backends free memory only when destroyed, so the cases reuse it: the i-th tensor of a case
+  // is a view of the i-th buffer, which grows when a case needs more. begin_case() restarts
+  // the count.
+  void begin_case() { next_slot_ = 0; }
+  Pair alloc_pair(DType t, std::array<int64_t, 4> ne) {
+    if (next_slot_ == slots_.size()) slots_.push_back({});
+    Slot& slot = slots_[next_slot_++];
+    const Tensor shape = make_tensor(nullptr, t, ne);
+    const int64_t bytes = static_cast<int64_t>(shape.bytes());
+    if (slot.bytes < bytes) {
+      slot.test = alloc_or_fail(test_, bytes);
+      slot.ref = alloc_or_fail(*ref_, bytes);
+      slot.bytes = bytes;
+    }
+    Pair p{slot.test, slot.ref};
+    for (Tensor* v : {&p.test, &p.ref}) {
+      v->dtype = t;
+      v->ne = ne;
+    }
+    return p;
+  }
+
+  Pair input_bytes(DType t, std::array<int64_t, 4> ne, const std::vector<uint8_t>& bytes) {
+    Pair p = alloc_pair(t, ne);
+    test_.write(p.test, bytes.data(), bytes.size(), 0);
+    ref_->write(p.ref, bytes.data(), bytes.size(), 0);
+    return p;
+  }
+  Pair input(DType t, std::array<int64_t, 4> ne, const std::vector<float>& values) {
+    std::vector<uint8_t> bytes(values.size() * sizeof(float));
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    return input_bytes(t, ne, bytes);
+  }
+  Pair input_i32(const std::vector<int32_t>& values) {
+    std::vector<uint8_t> bytes(values.size() * sizeof(int32_t));
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    return input_bytes(DType::I32, {static_cast<int64_t>(values.size()), 1, 1, 1}, bytes);
+  }
+  // An output filled with NaN (all bits set) in both backends.
+  Pair output(DType t, std::array<int64_t, 4> ne) {
+    Pair p = alloc_pair(t, ne);
+    const std::vector<uint8_t> nan_bytes(p.test.bytes(), 0xff);
+    test_.write(p.test, nan_bytes.data(), nan_bytes.size(), 0);
+    ref_->write(p.ref, nan_bytes.data(), nan_bytes.size(), 0);
+    return p;
+  }
+
+  static std::vector<uint8_t> read_bytes(Backend& b, const Tensor& t) {
+    std::vector<uint8_t> bytes(t.bytes());
+    b.synchronize();
+    b.read(t, bytes.data(), bytes.size(), 0);
+    return bytes;
+  }
+  static std::vector<float> read_f32(Backend& b, const Tensor& t) {
+    const auto bytes = read_bytes(b, t);
+    std::vector<float> v(bytes.size() / sizeof(float));
+    std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+    return v;
+  }
+
+  // Σ_k |w_rk x_kt| + |bias_r| for output (r, t), from the dequantized weights.
+  std::vector<double> term_sizes(const Weight& w, const Pair& x, const Pair* bias, int64_t cols, int64_t rows,
+                                 int64_t n) {
+    const auto xv = read_f32(*ref_, x.ref);
+    const auto bv = bias ? read_f32(*ref_, bias->ref) : std::vector<float>(static_cast<size_t>(rows), 0.0f);
+    std::vector<float> w_row(static_cast<size_t>(cols));
+    std::vector<double> sizes(static_cast<size_t>(rows * n));
+    const size_t row_size = row_bytes(w.test.dtype, cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      dequantize_row(w.test.dtype, w.host.data() + r * row_size, w_row.data(), cols);
+      for (int64_t t = 0; t < n; ++t) {
+        double sum = std::fabs(bv[r]);
+        for (int64_t k = 0; k < cols; ++k) sum += std::fabs(static_cast<double>(w_row[k]) * xv[t * cols + k]);
+        sizes[t * rows + r] = sum;
+      }
+    }
+    return sizes;
+  }
+
+  // With `scales`, the error of element i is measured relative to scales[i]; without, relative
+  // to the largest reference value.
+  void compare(const Pair& p, double tol, const std::vector<double>& scales = {}) {
+    const auto got = read_f32(test_, p.test), want = read_f32(*ref_, p.ref);
+    ASSERT_EQ(got.size(), want.size());
+    ASSERT_EQ(first_non_finite(want), -1) << "reference output is not finite (a harness bug)";
+    const int64_t bad = first_non_finite(got);
+    ASSERT_EQ(bad, -1) << "element " << bad << " not written (still NaN) or not finite: " << shape_string(p.test);
+    double err = 0.0;
+    if (scales.empty()) {
+      err = relative_max_error(got, want);
+    } else {
+      for (size_t i = 0; i < got.size(); ++i)
+        err = std::max(err, std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(scales[i], 1e-30));
+    }
+    EXPECT_LE(err, tol) << shape_string(p.test);
+    max_error_seen_ = std::max(max_error_seen_, err / (tol > 0 ? tol : 1.0));
+  }
+
+ public:
+  // The largest error / tolerance ratio seen so far (for printing the margin).
+  double max_error_ratio() const { return max_error_seen_; }
+
+ private:
+  struct Slot {
+    Tensor test, ref;
+    int64_t bytes = 0;
+  };
+  Backend& test_;
+  std::unique_ptr<Backend> ref_;
+  std::vector<Slot> slots_;
+  size_t next_slot_ = 0;
+  std::mt19937_64 rng_;
+  Tolerances tol_;
+  double max_error_seen_ = 0.0;
+};
+
+}  // namespace bl::op_cases
