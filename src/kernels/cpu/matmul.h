@@ -1,16 +1,18 @@
 // CPU matrix products with weights in any supported format.
 //
 // Quantized weights: the activations are quantized once per call to 8-bit blocks (Q8_0 for
-// the 32-element formats, Q8_K for the K-quants) and multiplied with integer dot products
-// (AVX2 maddubs, AVX-512 VNNI); F32/F16/BF16 weights use fp32 FMAs. The ISA is chosen at run
-// time (cpu_features.h).
+// the 32-element formats, Q8_1 for those with a min, Q8_K for the K-quants) and multiplied
+// with integer dot products (AVX2 maddubs, AVX-512 VNNI); F32/F16/BF16 weights use fp32 FMAs.
+// The ISA is chosen at run time (cpu_features.h).
 #pragma once
 
 #include <cstdint>
 
 #include "core/aligned_buffer.h"
+#include "core/status.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace bl::cpu {
 
@@ -18,8 +20,19 @@ bool matmul_supported(DType weight_type);
 
 // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows]). x, out, bias F32.
 // scratch holds the quantized activations; it grows on first use and is reused after.
+// Shapes must have passed check_matmul (asserted in debug builds).
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
             AlignedBuffer& scratch);
+// The same at a given ISA level (lowered to what the CPU supports); for tests and benchmarks.
+void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
+            AlignedBuffer& scratch, Isa isa);
+
+// Why matmul cannot run on these operands (format, dtypes, shapes, devices), or Ok.
+Status check_matmul(const Tensor& w, const Tensor& x, const Tensor& out, const Tensor* bias);
+
+// Bytes of scratch a matmul with this weight type, cols and n tokens needs, so a session can
+// allocate it when it plans (then matmul never allocates).
+size_t matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n);
 
 // out[d, n] = dequantized rows ids[0..n) of table [d, n_vocab].
 void get_rows(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out);

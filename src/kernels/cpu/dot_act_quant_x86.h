@@ -1,0 +1,65 @@
+// AVX2 activation quantizers to Q8_0 / Q8_1 (32 fp32 -> 32 int8 + fp16 scale per block).
+// Rounding is to nearest-even (vroundps) where the reference rounds halves away from zero;
+// the two differ only on exact ties, well inside the matmul tolerance. Include only from
+// files compiled with -mavx2 -mf16c.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "quant/blocks.h"
+
+namespace bl::cpu::x86 {
+
+// Quantizes one block of 32 floats; returns the int8 sum (for Q8_1's s) through *sum.
+inline void quantize_block_q8(const float* x, uint16_t* d_out, int8_t* qs, int* sum) {
+  __m256 v[4];
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  __m256 amax = _mm256_setzero_ps();
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_loadu_ps(x + 8 * k);
+    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[k]));
+  }
+  __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  const float max_scalar = _mm_cvtss_f32(m4);
+  const float d = max_scalar / 127.f;
+  *d_out = static_cast<uint16_t>(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+  const __m256 id = _mm256_set1_ps(max_scalar != 0.0f ? 127.f / max_scalar : 0.0f);
+  __m256i i32[4];
+  for (int k = 0; k < 4; ++k)
+    i32[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  if (sum) {
+    const __m256i s = _mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    s4 = _mm_hadd_epi32(s4, s4);
+    s4 = _mm_hadd_epi32(s4, s4);
+    *sum = _mm_cvtsi128_si32(s4);
+  }
+  // Pack 32 int32 -> 32 int8; packs work within 128-bit lanes, so restore the order after.
+  const __m256i p01 = _mm256_packs_epi32(i32[0], i32[1]);
+  const __m256i p23 = _mm256_packs_epi32(i32[2], i32[3]);
+  const __m256i p = _mm256_packs_epi16(p01, p23);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), _mm256_permutevar8x32_epi32(p, order));
+}
+
+inline void quantize_q8_0_avx2(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_0*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) quantize_block_q8(x + i * kQK, &y[i].d, y[i].qs, nullptr);
+}
+
+inline void quantize_q8_1_avx2(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_1*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    int sum = 0;
+    quantize_block_q8(x + i * kQK, &y[i].d, y[i].qs, &sum);
+    // s = d * sum(q), with d as stored rounded back to fp32 first, as ggml does not (it uses
+    // the unrounded d); either is within the activation-quantization error.
+    y[i].s = static_cast<uint16_t>(_cvtss_sh(static_cast<float>(sum) * (_cvtsh_ss(y[i].d)), _MM_FROUND_TO_NEAREST_INT));
+  }
+}
+
+}  // namespace bl::cpu::x86

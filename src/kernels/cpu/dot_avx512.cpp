@@ -1,0 +1,62 @@
+// The AVX-512 level: the 256-bit kernels of dot_x86_256.h with AVX512-VNNI vpdpbusd (on ymm,
+// via AVX512VL) when the CPU has it, plus 512-bit fp32 kernels for F32 / F16 / BF16 weights.
+// GCC 12's AVX-512 headers seed unmasked intrinsics with _mm512_undefined_*(), which its
+// -Wmaybe-uninitialized then reports at every inlined use (GCC PR 105593, fixed in 12.3/13).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#include "kernels/cpu/dot_act_quant_x86.h"
+#include "kernels/cpu/dot_x86_256.h"
+#include "kernels/cpu/dot_x86_512.h"
+#include "quant/quant.h"
+
+namespace bl::cpu {
+namespace {
+
+using x86::dot_tiles;
+
+void quantize_q8_k_act(const float* x, void* dst, int64_t n) { quantize_row(DType::Q8_K, x, dst, n); }
+
+template <bool kVnni>
+struct Table {
+  using K = x86::Kernels256<kVnni>;
+  using K512 = x86::Kernels512;
+  static constexpr DotKernel f32{DType::F32, dot_tiles<K512::F32>, nullptr};
+  static constexpr DotKernel f16{DType::F32, dot_tiles<K512::F16>, nullptr};
+  static constexpr DotKernel bf16{DType::F32, dot_tiles<K512::BF16>, nullptr};
+  static constexpr DotKernel q4_0{DType::Q8_0, dot_tiles<K::template Q4_0>, x86::quantize_q8_0_avx2};
+  static constexpr DotKernel q5_0{DType::Q8_0, dot_tiles<K::template Q5_0>, x86::quantize_q8_0_avx2};
+  static constexpr DotKernel q8_0{DType::Q8_0, dot_tiles<K::template Q8_0>, x86::quantize_q8_0_avx2};
+  static constexpr DotKernel q4_1{DType::Q8_1, dot_tiles<K::template Q4_1>, x86::quantize_q8_1_avx2};
+  static constexpr DotKernel q5_1{DType::Q8_1, dot_tiles<K::template Q5_1>, x86::quantize_q8_1_avx2};
+  static constexpr DotKernel q4_k{DType::Q8_K, dot_tiles<K::template Q4_K>, quantize_q8_k_act};
+  static constexpr DotKernel q5_k{DType::Q8_K, dot_tiles<K::template Q5_K>, quantize_q8_k_act};
+  static constexpr DotKernel q6_k{DType::Q8_K, dot_tiles<K::template Q6_K>, quantize_q8_k_act};
+
+  static const DotKernel* get(DType w) {
+    switch (w) {
+      case DType::F32: return &f32;
+      case DType::F16: return &f16;
+      case DType::BF16: return &bf16;
+      case DType::Q4_0: return &q4_0;
+      case DType::Q4_1: return &q4_1;
+      case DType::Q5_0: return &q5_0;
+      case DType::Q5_1: return &q5_1;
+      case DType::Q8_0: return &q8_0;
+      case DType::Q4_K: return &q4_k;
+      case DType::Q5_K: return &q5_k;
+      case DType::Q6_K: return &q6_k;
+      default: return nullptr;
+    }
+  }
+};
+
+}  // namespace
+
+const DotKernel* dot_kernel_avx512(DType w) {
+  return cpu_features().has_avx512vnni ? Table<true>::get(w) : Table<false>::get(w);
+}
+
+}  // namespace bl::cpu

@@ -1,0 +1,296 @@
+// 256-bit x86 dot kernels, shared by the AVX2 level (dot_avx2.cpp) and the AVX-512 level
+// (dot_avx512.cpp, where kVnni selects AVX512-VNNI vpdpbusd on ymm registers). Include only
+// from files compiled with at least -mavx2 -mfma -mf16c.
+//
+// Each kernel is a template over NC, the number of activation columns (1..kMaxDotCols): the
+// weight block is loaded and unpacked once, then multiplied with NC columns, so prefill
+// decodes each weight once per tile of tokens. Integer sums are formed per block and scaled
+// by d_w * d_x in fp32, as in ggml.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/dot_kernels.h"
+#include "quant/blocks.h"
+
+namespace bl::cpu::x86 {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
+
+// 8 int32: sums of 4 products u8 * s8 each (u < 128 or products small enough that the
+// pairwise int16 sums of maddubs cannot saturate: true for every caller here).
+template <bool kVnni>
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  if constexpr (kVnni) return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#endif
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+// 32 nibbles of a 16-byte legacy block: low nibbles are elements 0..15, high ones 16..31.
+inline __m256i unpack_nibbles(const uint8_t* qs) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i both = _mm256_insertf128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// 0xFF in byte j where bit j of the 32-bit mask is set (the fifth bits of Q5_0 / Q5_1).
+inline __m256i bytes_from_bits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, sizeof(bits));
+  const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), shuffle);
+  const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);  // every bit but "its own"
+  return _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1));
+}
+
+template <typename XBlock>
+inline const XBlock* column(const void* x, size_t stride, int c) {
+  return reinterpret_cast<const XBlock*>(static_cast<const char*>(x) + stride * c);
+}
+
+// ---- symmetric formats against Q8_0: signed weights q (int8), sum q * y via |q| * sign(y, q)
+
+enum class Sym { q4_0, q5_0, q8_0 };
+
+template <Sym kFmt, typename Block>
+inline __m256i signed_weights(const Block& b) {
+  if constexpr (kFmt == Sym::q4_0) {
+    return _mm256_sub_epi8(unpack_nibbles(b.qs), _mm256_set1_epi8(8));
+  } else if constexpr (kFmt == Sym::q5_0) {
+    // (nibble | bit << 4) - 16 == nibble | (bit ? 0 : 0xF0) as int8.
+    const __m256i high = _mm256_andnot_si256(bytes_from_bits(b.qh), _mm256_set1_epi8(static_cast<char>(0xF0)));
+    return _mm256_or_si256(unpack_nibbles(b.qs), high);
+  } else {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  }
+}
+
+template <Sym kFmt, typename Block, int NC, bool kVnni>
+void dot_sym_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  const auto* a = static_cast<const Block*>(w);
+  const BlockQ8_0* y[NC];
+  for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_0>(x, stride, c);
+  __m256 acc[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < cols / kQK; ++i) {
+    const __m256i q = signed_weights<kFmt>(a[i]);
+    const __m256i abs_q = _mm256_sign_epi8(q, q);
+    const float dw = fp16(a[i].d);
+    for (int c = 0; c < NC; ++c) {
+      const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
+      const __m256i sums = dot_u8s8<kVnni>(abs_q, _mm256_sign_epi8(yv, q));
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16(y[c][i].d)), _mm256_cvtepi32_ps(sums), acc[c]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]);
+}
+
+// ---- formats with a min against Q8_1: unsigned q, sum = d dx sum(q y) + m * s
+
+template <bool kFive, typename Block, int NC, bool kVnni>
+void dot_min_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  const auto* a = static_cast<const Block*>(w);
+  const BlockQ8_1* y[NC];
+  for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_1>(x, stride, c);
+  __m256 acc[NC];
+  float acc_min[NC] = {};
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < cols / kQK; ++i) {
+    __m256i q = unpack_nibbles(a[i].qs);
+    if constexpr (kFive) q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(a[i].qh), _mm256_set1_epi8(0x10)));
+    const float dw = fp16(a[i].d), mw = fp16(a[i].m);
+    for (int c = 0; c < NC; ++c) {
+      const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16(y[c][i].d)), _mm256_cvtepi32_ps(dot_u8s8<kVnni>(q, yv)), acc[c]);
+      acc_min[c] += mw * fp16(y[c][i].s);
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]) + acc_min[c];
+}
+
+// ---- K-quants against Q8_K
+
+// Q4_K / Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins.
+template <bool kFive, typename Block, int NC>
+void dot_q45k_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  const auto* a = static_cast<const Block*>(w);
+  const BlockQ8_K* y[NC];
+  for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_K>(x, stride, c);
+  __m256 acc[NC];
+  float acc_min[NC] = {};
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t i = 0; i < cols / kQKK; ++i) {
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) {
+      if (j < 4) {
+        sc[j] = a[i].scales[j] & 63;
+        mn[j] = a[i].scales[j + 4] & 63;
+      } else {
+        sc[j] = (a[i].scales[j + 4] & 0xF) | ((a[i].scales[j - 4] >> 6) << 4);
+        mn[j] = (a[i].scales[j + 4] >> 4) | ((a[i].scales[j] >> 6) << 4);
+      }
+    }
+    const float dw = fp16(a[i].d), dminw = fp16(a[i].dmin);
+    __m256i q[8];
+    __m256i high_bits;
+    if constexpr (kFive) high_bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qh));
+    for (int k = 0; k < 4; ++k) {
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs + 32 * k));
+      q[2 * k] = _mm256_and_si256(raw, low4);
+      q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+      if constexpr (kFive) {
+        // Sub-block j takes bit j of qh[l] as its bit 4.
+        for (int h = 0; h < 2; ++h) {
+          const int j = 2 * k + h;
+          const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(high_bits, j), _mm256_set1_epi8(1));
+          q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));
+        }
+      }
+    }
+    for (int c = 0; c < NC; ++c) {
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs + 32 * j));
+        const __m256i p16 = _mm256_maddubs_epi16(q[j], yv);
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, _mm256_set1_epi16(sc[j])));
+      }
+      int summ = 0;
+      for (int j = 0; j < 8; ++j) summ += mn[j] * (y[c][i].bsums[2 * j] + y[c][i].bsums[2 * j + 1]);
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[c][i].d), _mm256_cvtepi32_ps(sumi), acc[c]);
+      acc_min[c] -= dminw * y[c][i].d * static_cast<float>(summ);
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]) + acc_min[c];
+}
+
+// Q6_K: 16 groups of 16 with int8 scales; levels stored as q + 32 in [0, 64), so
+// sum (q - 32) y = sum q y - 32 sum y, the second term from Q8_K's bsums.
+template <int NC>
+void dot_q6k_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  const auto* a = static_cast<const BlockQ6_K*>(w);
+  const BlockQ8_K* y[NC];
+  for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_K>(x, stride, c);
+  __m256 acc[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(3);
+  for (int64_t i = 0; i < cols / kQKK; ++i) {
+    __m256i q[8];  // 32 elements each, in element order
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].ql + 64 * h));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].ql + 64 * h + 32));
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qh + 32 * h));
+      auto high = [&](int shift) {
+        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, shift), two), 4);
+      };
+      q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, low4), high(0));
+      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, low4), high(2));
+      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), high(4));
+      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), high(6));
+    }
+    const float dw = fp16(a[i].d);
+    const int8_t* sc = a[i].scales;
+    for (int c = 0; c < NC; ++c) {
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs + 32 * j));
+        const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], yv), scales));
+      }
+      int offset = 0;
+      for (int g = 0; g < 16; ++g) offset += sc[g] * y[c][i].bsums[g];
+      sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * offset, 0, 0, 0, 0, 0, 0, 0));
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[c][i].d), _mm256_cvtepi32_ps(sumi), acc[c]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]);
+}
+
+// ---- float weights against fp32 activations
+
+enum class Flt { f32, f16, bf16 };
+
+template <Flt kFmt>
+inline __m256 load8(const void* w, int64_t k) {
+  if constexpr (kFmt == Flt::f32) {
+    return _mm256_loadu_ps(static_cast<const float*>(w) + k);
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + k));
+    if constexpr (kFmt == Flt::f16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <Flt kFmt>
+inline float load1(const void* w, int64_t k) {
+  if constexpr (kFmt == Flt::f32) return static_cast<const float*>(w)[k];
+  const uint16_t h = static_cast<const uint16_t*>(w)[k];
+  if constexpr (kFmt == Flt::f16) return fp16(h);
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Two independent accumulators per column hide the FMA latency at NC = 1.
+template <Flt kFmt, int NC>
+void dot_float_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  const float* y[NC];
+  for (int c = 0; c < NC; ++c) y[c] = column<float>(x, stride, c);
+  __m256 acc0[NC], acc1[NC];
+  for (int c = 0; c < NC; ++c) acc0[c] = acc1[c] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= cols; k += 16) {
+    const __m256 w0 = load8<kFmt>(w, k), w1 = load8<kFmt>(w, k + 8);
+    for (int c = 0; c < NC; ++c) {
+      acc0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(y[c] + k), acc0[c]);
+      acc1[c] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(y[c] + k + 8), acc1[c]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) {
+    float s = hsum(_mm256_add_ps(acc0[c], acc1[c]));
+    for (int64_t t = k; t < cols; ++t) s += load1<kFmt>(w, t) * y[c][t];
+    out[c] = s;
+  }
+}
+
+// ---- column-count dispatch: DotFn from a tile template
+
+template <template <int> class Tile>
+void dot_tiles(int64_t cols, const void* w, const void* x, size_t stride, int ncols, float* out) {
+  static_assert(kMaxDotCols == 4, "dispatch below covers 1..4 columns");
+  switch (ncols) {
+    case 4: return Tile<4>::run(cols, w, x, stride, out);
+    case 3: return Tile<3>::run(cols, w, x, stride, out);
+    case 2: return Tile<2>::run(cols, w, x, stride, out);
+    default: return Tile<1>::run(cols, w, x, stride, out);
+  }
+}
+
+template <bool kVnni>
+struct Kernels256 {
+  template <int NC> struct Q4_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_sym_tile<Sym::q4_0, BlockQ4_0, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q5_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_sym_tile<Sym::q5_0, BlockQ5_0, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q8_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_sym_tile<Sym::q8_0, BlockQ8_0, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q4_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_min_tile<false, BlockQ4_1, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q5_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_min_tile<true, BlockQ5_1, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q4_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q45k_tile<false, BlockQ4_K, NC>(c, w, x, s, o); } };
+  template <int NC> struct Q5_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q45k_tile<true, BlockQ5_K, NC>(c, w, x, s, o); } };
+  template <int NC> struct Q6_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q6k_tile<NC>(c, w, x, s, o); } };
+  template <int NC> struct F32 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_float_tile<Flt::f32, NC>(c, w, x, s, o); } };
+  template <int NC> struct F16 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_float_tile<Flt::f16, NC>(c, w, x, s, o); } };
+  template <int NC> struct BF16 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_float_tile<Flt::bf16, NC>(c, w, x, s, o); } };
+};
+
+}  // namespace bl::cpu::x86

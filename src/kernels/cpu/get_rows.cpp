@@ -1,0 +1,20 @@
+// cpu::get_rows: embedding lookup, dequantizing each selected row with the reference code
+// (a few rows per token, so the scalar dequantizer is not on the critical path).
+#include <cassert>
+
+#include "kernels/cpu/matmul.h"
+#include "quant/quant.h"
+
+namespace bl::cpu {
+
+void get_rows(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) {
+  const int64_t d = table.cols();
+  assert(can_dequantize(table.dtype) && out.dtype == DType::F32 && out.cols() == d && out.rows() >= n);
+  float* o = out.as<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    assert(ids[i] >= 0 && ids[i] < table.rows());
+    dequantize_row(table.dtype, table.row(ids[i]), o + i * d, d);
+  }
+}
+
+}  // namespace bl::cpu

@@ -1,0 +1,228 @@
+// cpu::matmul for every weight format x every ISA level this CPU has x many shapes, against
+// fp64 references built from the scalar reference dequantizer. Fresh random inputs per case.
+//
+// Two checks per output element:
+//  1. Kernel only. The reference multiplies dequant(W) with the very activation blocks the
+//     kernel used (its own quantize_act), dequantized, in fp64. Integer block sums are exact,
+//     so what remains is fp32 rounding of the per-block scale products and the fp32
+//     accumulation: tol = 1e-5 * sum_k |w_k x_k| (+ for Q8_1 activations the fp16 rounding
+//     of s = d * sum(q): sum_b |m_b| * |s_b - d_b sum q_b|). A misplaced nibble or scale
+//     shows up as an error of the order of one block's contribution, far above this.
+//  2. End to end, against dequant(W) times the fp32 x. The activation quantizer rounds each
+//     x_k to a step d_b = amax_b / 127 of its block (32 or 256 elements), off by at most
+//     d_b / 2 plus 127 * d_b * 2^-11 from storing d_b in fp16 (Q8_0 / Q8_1), so
+//     |err| <= sum_k |w_k| * 0.57 * amax_b(k) / 127 + the check-1 terms. This worst case is
+//     rigorous; typical errors are ~sqrt(cols) times smaller.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/half.h"
+#include "kernels/cpu/dot_kernels.h"
+#include "kernels/cpu/matmul.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
+
+namespace bl::cpu {
+namespace {
+
+const DType kFormats[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                          DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+std::vector<Isa> levels() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    if (isa_supported(isa)) out.push_back(isa);
+  return out;
+}
+
+struct Case {
+  DType w;
+  Isa isa;
+  int64_t cols, rows, n;
+  bool bias;
+  uint32_t seed;
+};
+
+void run_case(const Case& tc, ThreadPool& pool, AlignedBuffer& scratch) {
+  SCOPED_TRACE(::testing::Message() << dtype_name(tc.w) << " isa=" << isa_name(tc.isa) << " cols=" << tc.cols
+                                    << " rows=" << tc.rows << " n=" << tc.n << " bias=" << tc.bias
+                                    << " seed=" << tc.seed);
+  std::mt19937 rng(tc.seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t cols = tc.cols, rows = tc.rows, n = tc.n;
+
+  // W: Gaussian rows through the reference quantizer; wd: what the format actually holds.
+  std::vector<uint8_t> w_bytes(row_bytes(tc.w, cols) * rows);
+  std::vector<float> wd(cols * rows), tmp(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : tmp) v = normal(rng);
+    quantize_row(tc.w, tmp.data(), w_bytes.data() + row_bytes(tc.w, cols) * r, cols);
+    dequantize_row(tc.w, w_bytes.data() + row_bytes(tc.w, cols) * r, wd.data() + cols * r, cols);
+  }
+  std::vector<float> x(cols * n), bias(rows), out(rows * n, NAN);
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : bias) v = normal(rng);
+
+  Tensor wt = make_tensor_2d(w_bytes.data(), tc.w, cols, rows);
+  Tensor xt = make_tensor_2d(x.data(), DType::F32, cols, n);
+  Tensor ot = make_tensor_2d(out.data(), DType::F32, rows, n);
+  Tensor bt = make_tensor_2d(bias.data(), DType::F32, rows, 1);
+  ASSERT_TRUE(check_matmul(wt, xt, ot, tc.bias ? &bt : nullptr).ok());
+  matmul(wt, xt, ot, tc.bias ? &bt : nullptr, pool, scratch, tc.isa);
+
+  // The activations as the kernel saw them (same quantizer, so the same blocks).
+  const DotKernel& k = *find_dot_kernel(tc.w, tc.isa);
+  std::vector<float> xd(x);
+  std::vector<uint8_t> xq;
+  int64_t act_block = 1;
+  if (k.act != DType::F32) {
+    act_block = dtype_info(k.act)->block_elems;
+    xq.resize(row_bytes(k.act, cols) * n);
+    for (int64_t c = 0; c < n; ++c) {
+      k.quantize_act(x.data() + c * cols, xq.data() + row_bytes(k.act, cols) * c, cols);
+      dequantize_row(k.act, xq.data() + row_bytes(k.act, cols) * c, xd.data() + c * cols, cols);
+    }
+  }
+
+  for (int64_t c = 0; c < n; ++c) {
+    const float* xc = x.data() + c * cols;
+    const float* xdc = xd.data() + c * cols;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = wd.data() + r * cols;
+      double ref_kernel = 0, ref_exact = 0, abs_sum = 0, act_err = 0, s_err = 0;
+      for (int64_t b = 0; b < cols; b += act_block) {
+        double amax = 0;
+        for (int64_t j = b; j < b + act_block; ++j) amax = std::max(amax, std::fabs(static_cast<double>(xc[j])));
+        for (int64_t j = b; j < b + act_block; ++j) {
+          ref_kernel += static_cast<double>(wr[j]) * xdc[j];
+          ref_exact += static_cast<double>(wr[j]) * xc[j];
+          abs_sum += std::fabs(static_cast<double>(wr[j]) * xc[j]) + std::fabs(static_cast<double>(wr[j]) * xdc[j]);
+          if (act_block > 1) act_err += std::fabs(wr[j]) * 0.57 * amax / 127;
+        }
+      }
+      if (k.act == DType::Q8_1) {  // weights with a min: Q4_1 / Q5_1 store d, m as the first fp16 pair
+        const auto* xb = reinterpret_cast<const BlockQ8_1*>(xq.data() + row_bytes(k.act, cols) * c);
+        const uint8_t* wrow = w_bytes.data() + row_bytes(tc.w, cols) * r;
+        const size_t wblock = static_cast<size_t>(dtype_info(tc.w)->block_bytes);
+        for (int64_t b = 0; b < cols / kQK; ++b) {
+          uint16_t m;
+          std::memcpy(&m, wrow + wblock * b + 2, sizeof(m));
+          int sum = 0;
+          for (int j = 0; j < kQK; ++j) sum += xb[b].qs[j];
+          s_err += std::fabs(fp16_to_f32(m)) *
+                   std::fabs(static_cast<double>(fp16_to_f32(xb[b].s)) - static_cast<double>(fp16_to_f32(xb[b].d)) * sum);
+        }
+      }
+      const double add = tc.bias ? bias[r] : 0.0;
+      const double got = out[c * rows + r];
+      const double tol_kernel = 1e-5 * abs_sum + s_err + 1e-6;
+      ASSERT_NEAR(got, ref_kernel + add, tol_kernel) << "kernel check, out[" << c << ", " << r << "]";
+      ASSERT_NEAR(got, ref_exact + add, tol_kernel + act_err) << "end-to-end check, out[" << c << ", " << r << "]";
+    }
+  }
+}
+
+TEST(MatmulFormats, EveryFormatIsaAndShapeMatchesReference) {
+  ThreadPool pool(2);
+  AlignedBuffer scratch;
+  uint32_t seed = 1;
+  int cases = 0;
+  for (DType w : kFormats) {
+    ASSERT_TRUE(matmul_supported(w)) << dtype_name(w);
+    const bool k_quant = dtype_info(w)->block_elems == kQKK;
+    const std::vector<int64_t> col_choices =
+        k_quant ? std::vector<int64_t>{256, 512, 1280} : std::vector<int64_t>{32, 96, 256, 1280};
+    for (Isa isa : levels())
+      for (int64_t cols : col_choices)
+        for (int64_t rows : {1, 3, 17, 129})
+          for (int64_t n : {1, 2, 5, 16}) {
+            run_case({w, isa, cols, rows, n, (seed % 2) == 0, seed++}, pool, scratch);
+            if (HasFatalFailure()) return;
+            ++cases;
+          }
+  }
+  EXPECT_GT(cases, 1000);
+}
+
+// Plain float formats also take cols that are not a multiple of 8 / 16 (vector tails).
+TEST(MatmulFormats, FloatWeightsWithOddCols) {
+  ThreadPool pool(2);
+  AlignedBuffer scratch;
+  uint32_t seed = 50000;
+  for (DType w : {DType::F32, DType::F16, DType::BF16})
+    for (Isa isa : levels())
+      for (int64_t cols : {1, 7, 33, 100})
+        for (int64_t n : {1, 3, 6}) {
+          run_case({w, isa, cols, 5, n, true, seed++}, pool, scratch);
+          if (HasFatalFailure()) return;
+        }
+}
+
+TEST(MatmulFormats, ScratchIsReusedOnceLargeEnough) {
+  ThreadPool pool(2);
+  AlignedBuffer scratch;
+  const int64_t cols = 256, rows = 8, n = 4;
+  std::vector<uint8_t> w(row_bytes(DType::Q4_0, cols) * rows, 0x88);
+  std::vector<float> x(cols * n, 1.0f), out(rows * n);
+  Tensor wt = make_tensor_2d(w.data(), DType::Q4_0, cols, rows);
+  Tensor xt = make_tensor_2d(x.data(), DType::F32, cols, n);
+  Tensor ot = make_tensor_2d(out.data(), DType::F32, rows, n);
+  ASSERT_TRUE(scratch.resize(matmul_scratch_bytes(DType::Q4_0, cols, n)));
+  const void* before = scratch.data();
+  matmul(wt, xt, ot, nullptr, pool, scratch);
+  matmul(wt, xt, ot, nullptr, pool, scratch);
+  EXPECT_EQ(scratch.data(), before) << "matmul reallocated a scratch buffer that was large enough";
+}
+
+TEST(MatmulFormats, CheckRejectsBadOperands) {
+  std::vector<float> buf(4096);
+  Tensor w = make_tensor_2d(buf.data(), DType::Q4_0, 64, 4);
+  Tensor x = make_tensor_2d(buf.data(), DType::F32, 64, 2);
+  Tensor out = make_tensor_2d(buf.data(), DType::F32, 4, 2);
+  EXPECT_TRUE(check_matmul(w, x, out, nullptr).ok());
+  Tensor x_bad = make_tensor_2d(buf.data(), DType::F32, 32, 2);
+  EXPECT_EQ(check_matmul(w, x_bad, out, nullptr).code(), StatusCode::invalid_argument);
+  Tensor out_bad = make_tensor_2d(buf.data(), DType::F32, 5, 2);
+  EXPECT_EQ(check_matmul(w, x, out_bad, nullptr).code(), StatusCode::invalid_argument);
+  Tensor w_odd = make_tensor_2d(buf.data(), DType::Q4_0, 48, 4);
+  Tensor x_odd = make_tensor_2d(buf.data(), DType::F32, 48, 2);
+  EXPECT_EQ(check_matmul(w_odd, x_odd, out, nullptr).code(), StatusCode::invalid_argument);
+  Tensor w_tq = make_tensor_2d(buf.data(), DType::TQ2_0, 256, 4);
+  Tensor x_tq = make_tensor_2d(buf.data(), DType::F32, 256, 2);
+  EXPECT_EQ(check_matmul(w_tq, x_tq, out, nullptr).code(), StatusCode::unsupported);
+  Tensor bias = make_tensor_2d(buf.data(), DType::F32, 3, 1);
+  EXPECT_EQ(check_matmul(w, x, out, &bias).code(), StatusCode::invalid_argument);
+}
+
+TEST(GetRows, MatchesReferenceDequantizeForEveryFormat) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                  DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::TQ1_0,
+                  DType::TQ2_0}) {
+    const int64_t d = 512, vocab = 7;
+    std::vector<uint8_t> table(row_bytes(t, d) * vocab);
+    std::vector<float> row(d);
+    for (int64_t v = 0; v < vocab; ++v) {
+      for (auto& f : row) f = normal(rng);
+      quantize_row(t, row.data(), table.data() + row_bytes(t, d) * v, d);
+    }
+    const int32_t ids[] = {6, 0, 3, 3};
+    std::vector<float> out(d * 4), expect(d);
+    Tensor tt = make_tensor_2d(table.data(), t, d, vocab);
+    Tensor ot = make_tensor_2d(out.data(), DType::F32, d, 4);
+    get_rows(tt, ids, 4, ot);
+    for (int i = 0; i < 4; ++i) {
+      dequantize_row(t, table.data() + row_bytes(t, d) * ids[i], expect.data(), d);
+      for (int64_t j = 0; j < d; ++j) ASSERT_EQ(out[i * d + j], expect[j]) << dtype_name(t) << " row " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bl::cpu
