@@ -114,12 +114,16 @@ class GgufParser {
       return invalid_file("kv count " + std::to_string(n_kv_) + " exceeds the limit of " +
                           std::to_string(limits_.max_kv));
     // Both counts are bounded by the limits above, so these products cannot overflow.
-    if (n_kv_ * kMinKvBytes > cur_.remaining())
-      return invalid_file("kv count " + std::to_string(n_kv_) + " cannot fit in the " +
-                          std::to_string(cur_.remaining()) + " bytes after the header");
-    if (n_kv_ * kMinKvBytes + n_tensors_ * kMinTensorInfoBytes > cur_.remaining())
-      return invalid_file("tensor count " + std::to_string(n_tensors_) + " cannot fit in the " +
-                          std::to_string(cur_.remaining()) + " bytes after the header");
+    const uint64_t kv_min = n_kv_ * kMinKvBytes;
+    const uint64_t all_min = kv_min + n_tensors_ * kMinTensorInfoBytes;
+    if (kv_min > cur_.remaining())
+      return invalid_file("kv count " + std::to_string(n_kv_) + " needs at least " + std::to_string(kv_min) +
+                          " bytes but only " + std::to_string(cur_.remaining()) +
+                          " follow the header (truncated file or corrupt count)");
+    if (all_min > cur_.remaining())
+      return invalid_file("tensor count " + std::to_string(n_tensors_) + " (with kv count " + std::to_string(n_kv_) +
+                          ") needs at least " + std::to_string(all_min) + " bytes but only " +
+                          std::to_string(cur_.remaining()) + " follow the header (truncated file or corrupt count)");
     return Status::Ok();
   }
 
