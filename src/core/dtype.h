@@ -34,6 +34,32 @@ enum class DType : uint32_t {
   BF16 = 30,
   TQ1_0 = 34,
   TQ2_0 = 35,
+  // bitlight's group format bl<b>g<g> (quant/bl_group.h): id = 1000 + 10 * bits + {0, 1, 2} for
+  // group size {32, 64, 128}.
+  BL1G32 = 1010,
+  BL1G64 = 1011,
+  BL1G128 = 1012,
+  BL2G32 = 1020,
+  BL2G64 = 1021,
+  BL2G128 = 1022,
+  BL3G32 = 1030,
+  BL3G64 = 1031,
+  BL3G128 = 1032,
+  BL4G32 = 1040,
+  BL4G64 = 1041,
+  BL4G128 = 1042,
+  BL5G32 = 1050,
+  BL5G64 = 1051,
+  BL5G128 = 1052,
+  BL6G32 = 1060,
+  BL6G64 = 1061,
+  BL6G128 = 1062,
+  BL7G32 = 1070,
+  BL7G64 = 1071,
+  BL7G128 = 1072,
+  BL8G32 = 1080,
+  BL8G64 = 1081,
+  BL8G128 = 1082,
 };
 
 struct DTypeInfo {

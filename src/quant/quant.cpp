@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/half.h"
+#include "quant/bl_group.h"
 #include "quant/quant_formats.h"
 
 namespace bl {
@@ -18,7 +19,7 @@ bool can_dequantize(DType t) {
     case DType::TQ1_0: case DType::TQ2_0:
       return true;
     default:
-      return false;
+      return quant::is_bl_group(t);
   }
 }
 
@@ -53,7 +54,7 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q8_K: return dequantize_q8_k(static_cast<const BlockQ8_K*>(src), dst, n);
     case DType::TQ1_0: return dequantize_tq1_0(static_cast<const BlockTQ1_0*>(src), dst, n);
     case DType::TQ2_0: return dequantize_tq2_0(static_cast<const BlockTQ2_0*>(src), dst, n);
-    default: return;
+    default: return dequantize_bl_group(t, src, dst, n);
   }
 }
 
@@ -86,7 +87,7 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     case DType::Q8_K: return quantize_q8_k(src, static_cast<BlockQ8_K*>(dst), n);
     case DType::TQ1_0: return quantize_tq1_0(src, static_cast<BlockTQ1_0*>(dst), n);
     case DType::TQ2_0: return quantize_tq2_0(src, static_cast<BlockTQ2_0*>(dst), n);
-    default: return;
+    default: return quantize_bl_group(t, src, dst, n, nullptr);
   }
 }
 
