@@ -5,8 +5,9 @@
 //  1. Kernel only. The reference multiplies dequant(W) with the very activation blocks the
 //     kernel used (its own quantize_act), dequantized, in fp64. Integer block sums are exact,
 //     so what remains is fp32 rounding of the per-block scale products and the fp32
-//     accumulation: tol = 1e-5 * sum_k |w_k x_k| (+ for Q8_1 activations the fp16 rounding
-//     of s = d * sum(q): sum_b |m_b| * |s_b - d_b sum q_b|). A misplaced nibble or scale
+//     accumulation: tol = 1e-5 * sum_k |w_k x_k| (+ for the scalar kernels' Q8_1 activations
+//     the fp16 rounding of s = d * sum(q): sum_b |m_b| * |s_b - d_b sum q_b|; the x86
+//     kernels keep s in fp32). A misplaced nibble or scale
 //     shows up as an error of the order of one block's contribution, far above this.
 //  2. End to end, against dequant(W) times the fp32 x. The activation quantizer rounds each
 //     x_k to a step d_b = amax_b / 127 of its block (32 or 256 elements), off by at most
@@ -82,10 +83,10 @@ void run_case(const Case& tc, ThreadPool& pool, AlignedBuffer& scratch) {
   int64_t act_block = 1;
   if (k.act != DType::F32) {
     act_block = dtype_info(k.act)->block_elems;
-    xq.resize(row_bytes(k.act, cols) * n);
+    xq.resize(act_column_bytes(k, cols) * n);
     for (int64_t c = 0; c < n; ++c) {
-      k.quantize_act(x.data() + c * cols, xq.data() + row_bytes(k.act, cols) * c, cols);
-      dequantize_row(k.act, xq.data() + row_bytes(k.act, cols) * c, xd.data() + c * cols, cols);
+      k.quantize_act(x.data() + c * cols, xq.data() + act_column_bytes(k, cols) * c, cols);
+      dequantize_row(k.act, xq.data() + act_column_bytes(k, cols) * c, xd.data() + c * cols, cols);
     }
   }
 
@@ -106,7 +107,7 @@ void run_case(const Case& tc, ThreadPool& pool, AlignedBuffer& scratch) {
         }
       }
       if (k.act == DType::Q8_1) {  // weights with a min: Q4_1 / Q5_1 store d, m as the first fp16 pair
-        const auto* xb = reinterpret_cast<const BlockQ8_1*>(xq.data() + row_bytes(k.act, cols) * c);
+        const auto* xb = reinterpret_cast<const BlockQ8_1*>(xq.data() + act_column_bytes(k, cols) * c);
         const uint8_t* wrow = w_bytes.data() + row_bytes(tc.w, cols) * r;
         const size_t wblock = static_cast<size_t>(dtype_info(tc.w)->block_bytes);
         for (int64_t b = 0; b < cols / kQK; ++b) {

@@ -1,4 +1,5 @@
-// AVX2 activation quantizers to Q8_0 / Q8_1 (32 fp32 -> 32 int8 + fp16 scale per block).
+// AVX2 activation quantizer to Q8_0 (32 fp32 -> 32 int8 + fp16 scale per block) with fp32
+// side arrays of the scales and scaled sums.
 // Rounding is to nearest-even (vroundps) where the reference rounds halves away from zero;
 // the two differ only on exact ties, well inside the matmul tolerance. Include only from
 // files compiled with -mavx2 -mf16c.
@@ -8,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/dot_kernels.h"
 #include "quant/blocks.h"
 
 namespace bl::cpu::x86 {
@@ -46,19 +48,17 @@ inline void quantize_block_q8(const float* x, uint16_t* d_out, int8_t* qs, int* 
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), _mm256_permutevar8x32_epi32(p, order));
 }
 
-inline void quantize_q8_0_avx2(const float* x, void* dst, int64_t n) {
+// Q8_0 blocks plus fp32 d[] and s[] = d * sum(q) (layout: dot_kernels.h, act_scales_offset).
+inline void quantize_q8_0_scales_avx2(const float* x, void* dst, int64_t n) {
+  const int64_t nb = n / kQK;
   auto* y = static_cast<BlockQ8_0*>(dst);
-  for (int64_t i = 0; i < n / kQK; ++i) quantize_block_q8(x + i * kQK, &y[i].d, y[i].qs, nullptr);
-}
-
-inline void quantize_q8_1_avx2(const float* x, void* dst, int64_t n) {
-  auto* y = static_cast<BlockQ8_1*>(dst);
-  for (int64_t i = 0; i < n / kQK; ++i) {
+  auto* d = reinterpret_cast<float*>(static_cast<char*>(dst) + act_scales_offset(nb));
+  float* s = d + nb;
+  for (int64_t i = 0; i < nb; ++i) {
     int sum = 0;
     quantize_block_q8(x + i * kQK, &y[i].d, y[i].qs, &sum);
-    // s = d * sum(q), with d as stored rounded back to fp32 first, as ggml does not (it uses
-    // the unrounded d); either is within the activation-quantization error.
-    y[i].s = static_cast<uint16_t>(_cvtss_sh(static_cast<float>(sum) * (_cvtsh_ss(y[i].d)), _MM_FROUND_TO_NEAREST_INT));
+    d[i] = _cvtsh_ss(y[i].d);  // exactly the scale the integer sums are multiplied with
+    s[i] = d[i] * static_cast<float>(sum);
   }
 }
 

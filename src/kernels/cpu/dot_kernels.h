@@ -29,7 +29,17 @@ struct DotKernel {
   DType act;                  // F32 (activations used as they are), Q8_0, Q8_1 or Q8_K
   DotFn dot;
   QuantizeActFn quantize_act;  // nullptr when act is F32
+  // The x86 kernels of the 32-element formats also want each block's scale d and d * sum(q)
+  // as fp32 (it saves two fp16 conversions per block and folds the -8 / -16 offset or the
+  // min): their columns are the Q8_0 blocks, then at the next 64-byte boundary
+  // float d[nb], then float s[nb]. See act_scales_offset.
+  bool act_fp32_scales = false;
 };
+
+// Byte offset of the fp32 d[] array in an activation column of nb 32-element blocks.
+constexpr size_t act_scales_offset(int64_t nb) { return (static_cast<size_t>(nb) * 34 + 63) / 64 * 64; }
+// Bytes of one activation column of k's format for cols elements.
+size_t act_column_bytes(const DotKernel& k, int64_t cols);
 
 // The kernel for weights of type w at exactly that level; nullptr when the level has none
 // (matmul then falls back to the next lower level). The scalar level covers every format

@@ -59,64 +59,80 @@ inline const XBlock* column(const void* x, size_t stride, int c) {
   return reinterpret_cast<const XBlock*>(static_cast<const char*>(x) + stride * c);
 }
 
-// ---- symmetric formats against Q8_0: signed weights q (int8), sum q * y via |q| * sign(y, q)
+// ---- 32-element formats against Q8_0 blocks with fp32 side arrays d[] and s[] = d * sum(q)
 
-enum class Sym { q4_0, q5_0, q8_0 };
-
-template <Sym kFmt, typename Block>
-inline __m256i signed_weights(const Block& b) {
-  if constexpr (kFmt == Sym::q4_0) {
-    return _mm256_sub_epi8(unpack_nibbles(b.qs), _mm256_set1_epi8(8));
-  } else if constexpr (kFmt == Sym::q5_0) {
-    // (nibble | bit << 4) - 16 == nibble | (bit ? 0 : 0xF0) as int8.
-    const __m256i high = _mm256_andnot_si256(bytes_from_bits(b.qh), _mm256_set1_epi8(static_cast<char>(0xF0)));
-    return _mm256_or_si256(unpack_nibbles(b.qs), high);
-  } else {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+template <int NC>
+struct ActColumns {
+  const BlockQ8_0* q[NC];
+  const float* d[NC];
+  const float* s[NC];
+  ActColumns(const void* x, size_t stride, int64_t nb) {
+    for (int c = 0; c < NC; ++c) {
+      q[c] = column<BlockQ8_0>(x, stride, c);
+      d[c] = reinterpret_cast<const float*>(reinterpret_cast<const char*>(q[c]) + act_scales_offset(nb));
+      s[c] = d[c] + nb;
+    }
   }
-}
+};
 
-template <Sym kFmt, typename Block, int NC, bool kVnni>
-void dot_sym_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
-  const auto* a = static_cast<const Block*>(w);
-  const BlockQ8_0* y[NC];
-  for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_0>(x, stride, c);
+// Q8_0 weights: signed, so sum w y = sum |w| * sign(y, w) (maddubs / vpdpbusd want u8 * s8).
+template <int NC, bool kVnni>
+void dot_q8_0_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  const auto* a = static_cast<const BlockQ8_0*>(w);
+  const int64_t nb = cols / kQK;
+  const ActColumns<NC> y(x, stride, nb);
   __m256 acc[NC];
   for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < cols / kQK; ++i) {
-    const __m256i q = signed_weights<kFmt>(a[i]);
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs));
     const __m256i abs_q = _mm256_sign_epi8(q, q);
     const float dw = fp16(a[i].d);
     for (int c = 0; c < NC; ++c) {
-      const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
+      const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.q[c][i].qs));
       const __m256i sums = dot_u8s8<kVnni>(abs_q, _mm256_sign_epi8(yv, q));
-      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16(y[c][i].d)), _mm256_cvtepi32_ps(sums), acc[c]);
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y.d[c][i]), _mm256_cvtepi32_ps(sums), acc[c]);
     }
   }
   for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]);
 }
 
-// ---- formats with a min against Q8_1: unsigned q, sum = d dx sum(q y) + m * s
-
-template <bool kFive, typename Block, int NC, bool kVnni>
-void dot_min_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+// Q4_0, Q5_0, Q4_1, Q5_1: unsigned levels u (4 or 5 bits) with w = d_w * u + c_w, where
+// c_w = -8 d_w (Q4_0), -16 d_w (Q5_0) or the stored min m (Q4_1, Q5_1). Per block
+//   sum w y = d_w d_y sum(u q_y) + c_w * s_y,   s_y = d_y sum(q_y),
+// so no per-element offset is applied. Two accumulator sets (even / odd blocks) keep the
+// scalar c_w * s_y chain off the critical path.
+template <bool kFive, bool kMin, typename Block, int NC, bool kVnni>
+void dot_offset_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
   const auto* a = static_cast<const Block*>(w);
-  const BlockQ8_1* y[NC];
-  for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_1>(x, stride, c);
-  __m256 acc[NC];
-  float acc_min[NC] = {};
-  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < cols / kQK; ++i) {
-    __m256i q = unpack_nibbles(a[i].qs);
-    if constexpr (kFive) q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(a[i].qh), _mm256_set1_epi8(0x10)));
-    const float dw = fp16(a[i].d), mw = fp16(a[i].m);
+  const int64_t nb = cols / kQK;
+  const ActColumns<NC> y(x, stride, nb);
+  __m256 acc[2][NC];
+  float acc_c[2][NC];
+  for (int p = 0; p < 2; ++p)
     for (int c = 0; c < NC; ++c) {
-      const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
-      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16(y[c][i].d)), _mm256_cvtepi32_ps(dot_u8s8<kVnni>(q, yv)), acc[c]);
-      acc_min[c] += mw * fp16(y[c][i].s);
+      acc[p][c] = _mm256_setzero_ps();
+      acc_c[p][c] = 0.0f;
     }
+  auto block = [&](int64_t i, int p) {
+    __m256i u = unpack_nibbles(a[i].qs);
+    if constexpr (kFive) u = _mm256_or_si256(u, _mm256_and_si256(bytes_from_bits(a[i].qh), _mm256_set1_epi8(0x10)));
+    const float dw = fp16(a[i].d);
+    float cw;
+    if constexpr (kMin) cw = fp16(a[i].m);
+    else cw = (kFive ? -16.0f : -8.0f) * dw;
+    for (int c = 0; c < NC; ++c) {
+      const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.q[c][i].qs));
+      acc[p][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y.d[c][i]), _mm256_cvtepi32_ps(dot_u8s8<kVnni>(u, yv)), acc[p][c]);
+      acc_c[p][c] += cw * y.s[c][i];
+    }
+  };
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    block(i, 0);
+    block(i + 1, 1);
   }
-  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]) + acc_min[c];
+  if (i < nb) block(i, 0);
+  for (int c = 0; c < NC; ++c) out[c] = hsum(_mm256_add_ps(acc[0][c], acc[1][c])) + acc_c[0][c] + acc_c[1][c];
 }
 
 // ---- K-quants against Q8_K
@@ -280,11 +296,11 @@ void dot_tiles(int64_t cols, const void* w, const void* x, size_t stride, int nc
 
 template <bool kVnni>
 struct Kernels256 {
-  template <int NC> struct Q4_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_sym_tile<Sym::q4_0, BlockQ4_0, NC, kVnni>(c, w, x, s, o); } };
-  template <int NC> struct Q5_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_sym_tile<Sym::q5_0, BlockQ5_0, NC, kVnni>(c, w, x, s, o); } };
-  template <int NC> struct Q8_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_sym_tile<Sym::q8_0, BlockQ8_0, NC, kVnni>(c, w, x, s, o); } };
-  template <int NC> struct Q4_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_min_tile<false, BlockQ4_1, NC, kVnni>(c, w, x, s, o); } };
-  template <int NC> struct Q5_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_min_tile<true, BlockQ5_1, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q4_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_offset_tile<false, false, BlockQ4_0, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q5_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_offset_tile<true, false, BlockQ5_0, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q4_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_offset_tile<false, true, BlockQ4_1, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q5_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_offset_tile<true, true, BlockQ5_1, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q8_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q8_0_tile<NC, kVnni>(c, w, x, s, o); } };
   template <int NC> struct Q4_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q45k_tile<false, BlockQ4_K, NC>(c, w, x, s, o); } };
   template <int NC> struct Q5_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q45k_tile<true, BlockQ5_K, NC>(c, w, x, s, o); } };
   template <int NC> struct Q6_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q6k_tile<NC>(c, w, x, s, o); } };

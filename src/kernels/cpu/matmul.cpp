@@ -11,22 +11,25 @@
 #include <string>
 
 #include "kernels/cpu/dot_kernels.h"
+#include "quant/blocks.h"
 
 namespace bl::cpu {
 namespace {
 
 constexpr size_t kCacheLine = 64;
 
-size_t act_column_bytes(const DotKernel& k, int64_t cols) {
-  if (k.act == DType::F32) return 0;
-  return (row_bytes(k.act, cols) + kCacheLine - 1) / kCacheLine * kCacheLine;
-}
-
 // Rows per parallel_for grain: enough work per chunk that dispatch stays cheap, small enough
 // that two threads split a 512-row K/V projection evenly.
 constexpr int64_t kRowGrain = 16;
 
 }  // namespace
+
+size_t act_column_bytes(const DotKernel& k, int64_t cols) {
+  if (k.act == DType::F32) return 0;
+  size_t bytes = row_bytes(k.act, cols);
+  if (k.act_fp32_scales) bytes = act_scales_offset(cols / kQK) + 2 * sizeof(float) * static_cast<size_t>(cols / kQK);
+  return (bytes + kCacheLine - 1) / kCacheLine * kCacheLine;
+}
 
 bool matmul_supported(DType weight_type) { return dot_kernel_scalar(weight_type) != nullptr; }
 
