@@ -1,0 +1,428 @@
+// CudaBackend: device memory, op dispatch to the kernels of kernels/cuda/, cuBLAS for prefill
+// GEMMs, CUDA-graph capture of a decode step. See cuda_backend.h for the contract.
+#include "backend/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/cuda/launchers.h"
+
+namespace bl {
+
+CudaBackend::~CudaBackend() = default;
+
+namespace {
+
+std::string cuda_error_text(cudaError_t e) {
+  return std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")";
+}
+
+std::string bytes_text(size_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%zu bytes (%.2f GiB)", bytes, static_cast<double>(bytes) / (1u << 30));
+  return buf;
+}
+
+// cuBLAS wants scratch memory of its own for graph capture; 32 MiB covers Hopper's kernels.
+constexpr size_t kCublasWorkspaceBytes = 32u << 20;
+
+class CudaBackendImpl final : public CudaBackend {
+ public:
+  explicit CudaBackendImpl(int device) : device_(device) {}
+
+  Status init() {
+    cudaError_t e = cudaSetDevice(device_);
+    if (e != cudaSuccess) return unsupported("cuda: cannot use device " + std::to_string(device_) + ": " + cuda_error_text(e));
+    e = cudaGetDeviceProperties(&props_, device_);
+    if (e != cudaSuccess) return internal_error("cuda: cudaGetDeviceProperties: " + cuda_error_text(e));
+    e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
+    if (e != cudaSuccess) return internal_error("cuda: cannot create a stream: " + cuda_error_text(e));
+    if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) return internal_error("cuda: cublasCreate failed");
+    cublasSetStream(cublas_, stream_);
+    void* ws = device_alloc(kCublasWorkspaceBytes, "cuBLAS workspace");
+    if (!ws) return take_error();
+    cublasSetWorkspace(cublas_, ws, kCublasWorkspaceBytes);
+    return Status::Ok();
+  }
+
+  ~CudaBackendImpl() override {
+    cudaSetDevice(device_);
+    if (stream_) cudaStreamSynchronize(stream_);
+    destroy_graph();
+    if (cublas_) cublasDestroy(cublas_);
+    for (void* p : allocations_) cudaFree(p);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  BackendKind kind() const override { return BackendKind::cuda; }
+  std::string name() const override {
+    return "cuda (" + std::string(props_.name) + ", sm_" + std::to_string(props_.major * 10 + props_.minor) + ", " +
+           std::to_string(props_.multiProcessorCount) + " SMs)";
+  }
+  Device device() const override { return Device::cuda; }
+  bool supports(DType weight_type) const override { return cuda::weight_format_supported(weight_type); }
+  int multiprocessor_count() const override { return props_.multiProcessorCount; }
+
+  Expected<Tensor> alloc(DType dtype, std::array<int64_t, 4> ne) override {
+    const DTypeInfo* info = dtype_info(dtype);
+    if (!info) return invalid_argument("cuda alloc: unknown dtype id " + std::to_string(static_cast<uint32_t>(dtype)));
+    for (int64_t n : ne)
+      if (n < 0) return invalid_argument("cuda alloc: negative dimension");
+    if (ne[0] % info->block_elems != 0)
+      return invalid_argument("cuda alloc: ne[0] = " + std::to_string(ne[0]) + " is not a multiple of the " +
+                              std::string(info->name) + " block size " + std::to_string(info->block_elems));
+    Tensor t{nullptr, dtype, ne, Device::cuda};
+    void* p = device_alloc(t.bytes(), "tensor " + shape_string(t));
+    if (!p) return take_error();
+    t.data = p;
+    return t;
+  }
+
+  Expected<Tensor> upload_weight(const Tensor& host) override {
+    BL_ASSIGN_OR_RETURN(Tensor t, alloc(host.dtype, host.ne));
+    const cudaError_t e = cudaMemcpyAsync(t.data, host.data, host.bytes(), cudaMemcpyDefault, stream_);
+    if (e != cudaSuccess) return internal_error("cuda upload of " + shape_string(host) + ": " + cuda_error_text(e));
+    const cudaError_t s = cudaStreamSynchronize(stream_);
+    if (s != cudaSuccess) return internal_error("cuda upload of " + shape_string(host) + ": " + cuda_error_text(s));
+    return t;
+  }
+
+  void write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) override {
+    if (!expect(!capturing_, "write", "host-to-device copies cannot be captured: write before capture/replay")) return;
+    if (!expect(offset_bytes + bytes <= dst.bytes(), "write", "range past the end of " + shape_string(dst))) return;
+    note(cudaMemcpyAsync(static_cast<char*>(dst.data) + offset_bytes, src, bytes, cudaMemcpyHostToDevice, stream_), "write");
+  }
+
+  void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) override {
+    if (!expect(!capturing_, "read", "device-to-host copies cannot be captured")) return;
+    if (!expect(offset_bytes + bytes <= src.bytes(), "read", "range past the end of " + shape_string(src))) return;
+    note(cudaMemcpyAsync(dst, static_cast<const char*>(src.data) + offset_bytes, bytes, cudaMemcpyDeviceToHost, stream_), "read");
+    note(cudaStreamSynchronize(stream_), "read");
+  }
+
+  void synchronize() override { note(cudaStreamSynchronize(stream_), "synchronize"); }
+
+  // ---- ops ----
+
+  void get_rows(const Tensor& table, const Tensor& ids, Tensor& out) override {
+    const char* op = "get_rows";
+    if (!on_device({&table, &ids, &out}, op) || !expect(ids.dtype == DType::I32, op, "ids must be i32") ||
+        !expect(out.dtype == DType::F32 && out.ne[0] == table.ne[0] && out.rows() == ids.elements(), op,
+                "out " + shape_string(out) + " does not match table " + shape_string(table) + " and " +
+                    std::to_string(ids.elements()) + " ids") ||
+        !expect(supports(table.dtype), op, "table format " + std::string(dtype_name(table.dtype)) + " unsupported"))
+      return;
+    cuda::launch_get_rows(view(table), ids.as<int32_t>(), ids.elements(), out.as<float>(), stream_);
+    check_launch(op);
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    const char* op = "rms_norm";
+    if (!on_device({&x, &weight, &out}, op) || !all_f32({&x, &weight, &out}, op) ||
+        !expect(weight.elements() == x.ne[0] && out.ne == x.ne, op, "shapes " + shape_string(x) + ", weight " +
+                                                                        shape_string(weight) + ", out " + shape_string(out)))
+      return;
+    cuda::launch_rms_norm(x.as<float>(), weight.as<float>(), eps, x.ne[0], x.rows(), out.as<float>(), stream_);
+    check_launch(op);
+  }
+
+  void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias) override {
+    const char* op = "matmul";
+    const int64_t cols = w.ne[0], rows = w.rows(), n = x.rows();
+    if (!on_device({&w, &x, &out}, op) || !all_f32({&x, &out}, op) ||
+        !expect(supports(w.dtype), op, "weight format " + std::string(dtype_name(w.dtype)) + " unsupported") ||
+        !expect(x.ne[0] == cols && out.ne[0] == rows && out.rows() == n, op,
+                "w " + shape_string(w) + ", x " + shape_string(x) + ", out " + shape_string(out)) ||
+        !expect(!bias || (bias->dtype == DType::F32 && bias->elements() == rows && bias->device == Device::cuda), op,
+                "bias must be f32 [" + std::to_string(rows) + "] on the device"))
+      return;
+    if (n == 0) return;
+    const float* b = bias ? bias->as<float>() : nullptr;
+    if (n <= cuda::kGemvMaxTokens) {
+      cuda::launch_gemv(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(), b, stream_);
+      check_launch(op);
+      return;
+    }
+    gemm(w, x, out, n);
+    if (b) cuda::launch_add_bias(out.as<float>(), b, rows, n, stream_);
+    check_launch(op);
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override {
+    const char* op = "add";
+    if (!on_device({&a, &b, &out}, op) || !all_f32({&a, &b, &out}, op) ||
+        !expect(a.ne == b.ne && a.ne == out.ne, op, "shapes differ: " + shape_string(a) + ", " + shape_string(b)))
+      return;
+    cuda::launch_add(a.as<float>(), b.as<float>(), out.as<float>(), a.elements(), stream_);
+    check_launch(op);
+  }
+
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    const char* op = "silu_mul";
+    if (!on_device({&gate, &up, &out}, op) || !all_f32({&gate, &up, &out}, op) ||
+        !expect(gate.ne == up.ne && gate.ne == out.ne, op, "shapes differ: " + shape_string(gate) + ", " + shape_string(up)))
+      return;
+    cuda::launch_silu_mul(gate.as<float>(), up.as<float>(), out.as<float>(), gate.elements(), stream_);
+    check_launch(op);
+  }
+
+  void rope(Tensor& x, const Tensor& positions, const RopeParams& p) override {
+    const char* op = "rope";
+    const int64_t n = x.ne[2] * x.ne[3];
+    if (!on_device({&x, &positions}, op) || !all_f32({&x}, op) ||
+        !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]") ||
+        !expect(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= x.ne[0], op,
+                "n_dims " + std::to_string(p.n_dims) + " must be even and <= head_dim " + std::to_string(x.ne[0])))
+      return;
+    cuda::RopeLaunch rl{static_cast<int>(x.ne[0]), static_cast<int>(x.ne[1]), n, p.n_dims, p.freq_base,
+                        p.freq_scale, p.neox, nullptr};
+    if (p.freq_factors) {
+      rl.freq_factors = device_freq_factors(p.freq_factors, p.n_dims / 2);
+      if (!rl.freq_factors) return;
+    }
+    cuda::launch_rope(x.as<float>(), positions.as<int32_t>(), rl, stream_);
+    check_launch(op);
+  }
+
+  void kv_store(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions) override {
+    const char* op = "kv_store";
+    const int64_t kv_dim = k.ne[0] * k.ne[1], n = k.ne[2] * k.ne[3];
+    const bool f16 = k_cache.dtype == DType::F16;
+    if (!on_device({&k, &v, &k_cache, &v_cache, &positions}, op) || !all_f32({&k, &v}, op) ||
+        !expect(k.ne == v.ne, op, "k and v shapes differ") ||
+        !expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype, op, "caches must both be f16 or f32") ||
+        !expect(k_cache.ne == v_cache.ne && k_cache.ne[0] * k_cache.ne[1] == kv_dim, op,
+                "cache " + shape_string(k_cache) + " does not match k " + shape_string(k)) ||
+        !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]"))
+      return;
+    cuda::launch_kv_store(k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, f16, kv_dim, n,
+                          k_cache.ne[2] * k_cache.ne[3], positions.as<int32_t>(), stream_);
+    check_launch(op);
+  }
+
+  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
+                 const AttentionParams& p, Tensor& out) override {
+    const char* op = "attention";
+    const int64_t n = q.ne[2] * q.ne[3];
+    const bool f16 = k_cache.dtype == DType::F16;
+    if (!on_device({&q, &k_cache, &v_cache, &positions, &out}, op) || !all_f32({&q, &out}, op) ||
+        !expect(p.n_head > 0 && p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, op, "n_head must be a multiple of n_head_kv") ||
+        !expect(p.head_dim > 0 && p.head_dim % 2 == 0 && p.head_dim <= cuda::kAttentionMaxHeadDim, op,
+                "head_dim " + std::to_string(p.head_dim) + " must be even and <= 256") ||
+        !expect(q.ne[0] == p.head_dim && q.ne[1] == p.n_head && out.ne == q.ne, op,
+                "q " + shape_string(q) + " / out " + shape_string(out) + " do not match the params") ||
+        !expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype && k_cache.ne == v_cache.ne &&
+                    k_cache.ne[0] == p.head_dim && k_cache.ne[1] == p.n_head_kv, op,
+                "caches " + shape_string(k_cache) + " do not match the params") ||
+        !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]"))
+      return;
+    cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, k_cache.ne[2] * k_cache.ne[3], f16, 1};
+    al.n_splits = cuda::attention_pick_splits(p.n_head_kv, n, al.n_ctx, props_.multiProcessorCount);
+    float* ws = nullptr;
+    if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
+      ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
+      if (!ws) return;
+    }
+    cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
+                           stream_);
+    check_launch(op);
+  }
+
+  // ---- graphs and errors ----
+
+  Status capture_graph(const std::function<void()>& step) override {
+    BL_RETURN_IF_ERROR(status());
+    destroy_graph();
+    cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed);
+    if (e != cudaSuccess) return internal_error("cuda: cudaStreamBeginCapture: " + cuda_error_text(e));
+    capturing_ = true;
+    step();
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    e = cudaStreamEndCapture(stream_, &graph);
+    if (!error_.ok()) {
+      if (graph) cudaGraphDestroy(graph);
+      return take_error().with_context("cuda graph capture");
+    }
+    if (e != cudaSuccess) return internal_error("cuda: cudaStreamEndCapture: " + cuda_error_text(e));
+    e = cudaGraphInstantiate(&graph_exec_, graph, 0);
+    graph_ = graph;
+    if (e != cudaSuccess) {
+      destroy_graph();
+      return internal_error("cuda: cudaGraphInstantiate: " + cuda_error_text(e));
+    }
+    return Status::Ok();
+  }
+
+  Status replay_graph() override {
+    if (!graph_exec_) return invalid_argument("cuda: replay_graph without a captured graph");
+    const cudaError_t e = cudaGraphLaunch(graph_exec_, stream_);
+    if (e != cudaSuccess) return internal_error("cuda: cudaGraphLaunch: " + cuda_error_text(e));
+    return Status::Ok();
+  }
+
+  Status status() override {
+    if (!capturing_) note(cudaStreamSynchronize(stream_), "synchronize");
+    return take_error();
+  }
+
+ private:
+  struct Workspace {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+  };
+
+  static cuda::WeightView view(const Tensor& w) { return {w.data, w.dtype, w.ne[0], w.rows(), w.row_size()}; }
+
+  void record(Status s) {
+    if (error_.ok()) {
+      std::fprintf(stderr, "bitlight cuda: %s\n", s.message().c_str());
+      error_ = std::move(s);
+    }
+  }
+  Status take_error() {
+    Status s = std::move(error_);
+    error_ = Status::Ok();
+    return s;
+  }
+  bool expect(bool cond, const char* op, const std::string& what) {
+    if (!cond) record(invalid_argument(std::string(op) + ": " + what));
+    return cond;
+  }
+  bool on_device(std::initializer_list<const Tensor*> ts, const char* op) {
+    for (const Tensor* t : ts)
+      if (t->device != Device::cuda || (!t->data && t->elements() > 0))
+        return expect(false, op, "tensor " + shape_string(*t) + " is not in this backend's memory");
+    return true;
+  }
+  bool all_f32(std::initializer_list<const Tensor*> ts, const char* op) {
+    for (const Tensor* t : ts)
+      if (t->dtype != DType::F32) return expect(false, op, "tensor " + shape_string(*t) + " must be f32");
+    return true;
+  }
+  void note(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) record(internal_error(std::string("cuda ") + what + ": " + cuda_error_text(e)));
+  }
+  void check_launch(const char* op) { note(cudaGetLastError(), op); }
+
+  void* device_alloc(size_t bytes, const std::string& what) {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky allocation error
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      record(out_of_memory("cuda: cannot allocate " + bytes_text(bytes) + " for " + what + " on device " +
+                           std::to_string(device_) + " (" + bytes_text(free_bytes) + " free of " +
+                           bytes_text(total_bytes) + "): " + cuda_error_text(e)));
+      return nullptr;
+    }
+    allocations_.push_back(p);
+    return p;
+  }
+
+  // Grows by replacement; the old buffer stays allocated (a captured graph may use it).
+  void* workspace(Workspace& ws, size_t bytes, const char* what) {
+    if (bytes > ws.bytes) {
+      void* p = device_alloc(bytes, what);
+      if (!p) return nullptr;
+      ws = {p, bytes};
+    }
+    return ws.ptr;
+  }
+
+  const float* device_freq_factors(const float* host, int n) {
+    auto it = freq_factors_.find(host);
+    if (it != freq_factors_.end()) return it->second;
+    auto* p = static_cast<float*>(device_alloc(n * sizeof(float), "rope freq_factors"));
+    if (!p) return nullptr;
+    // A synchronous copy: the host array is read once, the first time rope meets it.
+    note(cudaMemcpy(p, host, n * sizeof(float), cudaMemcpyHostToDevice), "rope freq_factors copy");
+    freq_factors_[host] = p;
+    return p;
+  }
+
+  // Prefill product: out[rows, n] = W x on tensor cores. cuBLAS is column-major: W's rows are
+  // the columns of a (cols x rows) matrix with ld = cols, so out = op_T(W) * x.
+  void gemm(const Tensor& w, const Tensor& x, Tensor& out, int64_t n) {
+    const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), nn = static_cast<int>(n);
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t st;
+    if (w.dtype == DType::F32) {
+      st = cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &alpha, w.as<float>(), k, x.as<float>(), k, &beta,
+                       out.as<float>(), m);
+    } else {
+      const bool bf16 = w.dtype == DType::BF16;
+      const void* a = w.data;
+      if (w.dtype != DType::F16 && !bf16) {
+        void* deq = workspace(deq_ws_, static_cast<size_t>(m) * k * sizeof(uint16_t), "dequantized weight");
+        if (!deq) return;
+        cuda::launch_dequantize(view(w), static_cast<uint16_t*>(deq), false, stream_);
+        a = deq;
+      }
+      auto* xh = static_cast<uint16_t*>(workspace(xh_ws_, static_cast<size_t>(k) * n * sizeof(uint16_t), "fp16 activations"));
+      if (!xh) return;
+      cuda::launch_f32_to_half(x.as<float>(), xh, static_cast<int64_t>(k) * n, bf16, stream_);
+      const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+      st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &alpha, a, t, k, xh, t, k, &beta, out.data,
+                        CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    }
+    if (st != CUBLAS_STATUS_SUCCESS)
+      record(internal_error("matmul: cuBLAS GEMM " + std::to_string(m) + "x" + std::to_string(nn) + "x" +
+                            std::to_string(k) + " failed: " + cublasGetStatusString(st)));
+  }
+
+  void destroy_graph() {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (graph_) cudaGraphDestroy(graph_);
+    graph_exec_ = nullptr;
+    graph_ = nullptr;
+  }
+
+  int device_;
+  cudaDeviceProp props_{};
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::vector<void*> allocations_;  // every cudaMalloc of this backend, freed in the destructor
+  Workspace deq_ws_, xh_ws_, attn_ws_;
+  std::unordered_map<const float*, float*> freq_factors_;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+  bool capturing_ = false;
+  Status error_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<CudaBackend>> open_cuda_backend(int device_index) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) return unsupported("cuda: no usable driver or device: " + cuda_error_text(e));
+  if (device_index < 0 || device_index >= count)
+    return invalid_argument("cuda: device " + std::to_string(device_index) + " requested, " + std::to_string(count) +
+                            " present");
+  auto backend = std::make_unique<CudaBackendImpl>(device_index);
+  BL_RETURN_IF_ERROR(backend->init());
+  return std::unique_ptr<CudaBackend>(std::move(backend));
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device_index) {
+  auto b = open_cuda_backend(device_index);
+  if (!b) {
+    std::fprintf(stderr, "bitlight: %s\n", b.status().message().c_str());
+    return nullptr;
+  }
+  return std::move(b).value();
+}
+
+bool cuda_device_present() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+}  // namespace bl

@@ -1,0 +1,220 @@
+// Causal attention over the KV cache, split-KV (FlashDecoding) with GQA head grouping.
+//
+// Grid (n_head_kv * groups, n_tokens, n_splits): a block owns one KV head, up to kMaxGroup of
+// the query heads that share it, one token and one slice of the cache slots, so each K/V row
+// is read once for the whole group. Its 4 warps take every 4th slot; lane l holds head dims
+// {2l, 2l+1} + 64e of each query; a slot's scores are warp-reduced and folded into a running
+// (max, sum, acc) per query (online softmax). The warps merge in shared memory; with several
+// splits the block writes an unnormalised partial and attention_combine_kernel does the one
+// fixup pass.
+//
+// Napkin math: decode at 8k context, 8B shape: K+V of one layer = 8 heads x 128 x 2 x 8192 x
+// 2 B = 32 MB -> ~11 us at 3 TB/s, needing >= 132 blocks in flight: 8 KV heads x 32 splits.
+// Prefill uses the same kernel with one split (each token re-reads its prefix from L2); a
+// FlashAttention-2-style tiled tensor-core kernel is the planned replacement (docs/cuda.md).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/launchers.h"
+
+namespace bl::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kAttnWarps = 4;
+constexpr int kAttnThreads = kAttnWarps * kWarp;
+constexpr int kMaxGroup = 8;  // query heads per block
+constexpr int kSlotsPerSplitMin = 256;
+
+struct AttnParams {
+  const float* q;  // [head_dim, n_head, n_tokens]
+  const void* k;   // [head_dim, n_head_kv, n_ctx]
+  const void* v;
+  const int32_t* positions;
+  int n_head, n_head_kv, head_dim, groups_per_kv;
+  float scale;
+  int64_t n_tokens, n_ctx;
+  int n_splits;
+  float* partial_acc;  // [n_splits, n_tokens, n_head, head_dim]
+  float* partial_ml;   // [n_splits, n_tokens, n_head, 2]
+  float* out;          // [head_dim, n_head, n_tokens]
+};
+
+template <bool kF16>
+__device__ __forceinline__ float2 load_pair(const void* base, int64_t idx) {
+  if constexpr (kF16) return __half22float2(*reinterpret_cast<const __half2*>(static_cast<const __half*>(base) + idx));
+  return *reinterpret_cast<const float2*>(static_cast<const float*>(base) + idx);
+}
+
+// kPairs: dim pairs per lane, 64 * kPairs >= head_dim.
+template <int kPairs, bool kF16>
+__global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
+  const int kv_head = blockIdx.x / p.groups_per_kv;
+  const int group = blockIdx.x % p.groups_per_kv;
+  const int64_t t = blockIdx.y;
+  const int split = blockIdx.z;
+  const int heads_per_kv = p.n_head / p.n_head_kv;
+  const int g0 = group * kMaxGroup;
+  const int n_g = min(kMaxGroup, heads_per_kv - g0);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int n_pairs = p.head_dim / 2;
+
+  const int64_t pos = p.positions[t];
+  const int64_t end = pos < 0 ? 0 : min(pos + 1, p.n_ctx);
+  const int64_t per_split = (p.n_ctx + p.n_splits - 1) / p.n_splits;
+  const int64_t begin = split * per_split;
+  const int64_t stop = min(begin + per_split, end);
+
+  float2 qv[kMaxGroup][kPairs];
+  float m[kMaxGroup], l[kMaxGroup];
+  float2 acc[kMaxGroup][kPairs];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+    const float* qh = p.q + (t * p.n_head + kv_head * heads_per_kv + g0 + g) * p.head_dim;
+#pragma unroll
+    for (int e = 0; e < kPairs; ++e) {
+      const int pr = lane + kWarp * e;
+      acc[g][e] = make_float2(0.0f, 0.0f);
+      qv[g][e] = make_float2(0.0f, 0.0f);
+      if (g < n_g && pr < n_pairs) qv[g][e] = make_float2(qh[2 * pr] * p.scale, qh[2 * pr + 1] * p.scale);
+    }
+  }
+
+  for (int64_t s = begin + warp; s < stop; s += kAttnWarps) {
+    const int64_t row = (s * p.n_head_kv + kv_head) * p.head_dim;
+    float2 kp[kPairs], vp[kPairs];
+#pragma unroll
+    for (int e = 0; e < kPairs; ++e) {
+      const int pr = lane + kWarp * e;
+      kp[e] = pr < n_pairs ? load_pair<kF16>(p.k, row + 2 * pr) : make_float2(0.0f, 0.0f);
+      vp[e] = pr < n_pairs ? load_pair<kF16>(p.v, row + 2 * pr) : make_float2(0.0f, 0.0f);
+    }
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= n_g) break;
+      float d = 0.0f;
+#pragma unroll
+      for (int e = 0; e < kPairs; ++e) d += qv[g][e].x * kp[e].x + qv[g][e].y * kp[e].y;
+#pragma unroll
+      for (int o = kWarp / 2; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
+      const float m_new = fmaxf(m[g], d);
+      const float corr = expf(m[g] - m_new);
+      const float pe = expf(d - m_new);
+      l[g] = l[g] * corr + pe;
+      m[g] = m_new;
+#pragma unroll
+      for (int e = 0; e < kPairs; ++e) {
+        acc[g][e].x = acc[g][e].x * corr + pe * vp[e].x;
+        acc[g][e].y = acc[g][e].y * corr + pe * vp[e].y;
+      }
+    }
+  }
+
+  __shared__ float sm_m[kAttnWarps][kMaxGroup], sm_l[kAttnWarps][kMaxGroup];
+  __shared__ float sm_acc[kAttnWarps][kMaxGroup][kAttentionMaxHeadDim];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
+#pragma unroll
+    for (int e = 0; e < kPairs; ++e) {
+      const int pr = lane + kWarp * e;
+      if (pr < n_pairs) sm_acc[warp][g][2 * pr] = acc[g][e].x, sm_acc[warp][g][2 * pr + 1] = acc[g][e].y;
+    }
+  }
+  __syncthreads();
+
+  for (int idx = threadIdx.x; idx < n_g * p.head_dim; idx += kAttnThreads) {
+    const int g = idx / p.head_dim, dim = idx % p.head_dim;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) mx = fmaxf(mx, sm_m[w][g]);
+    float sum = 0.0f, a = 0.0f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kAttnWarps; ++w) {
+        const float f = expf(sm_m[w][g] - mx);  // 0 for warps that saw no slot (m = -inf)
+        sum += sm_l[w][g] * f;
+        a += sm_acc[w][g][dim] * f;
+      }
+    }
+    const int64_t head = kv_head * heads_per_kv + g0 + g;
+    const int64_t th = t * p.n_head + head;
+    if (p.n_splits == 1) {
+      p.out[th * p.head_dim + dim] = sum > 0.0f ? a / sum : 0.0f;
+    } else {
+      const int64_t slot = split * p.n_tokens * p.n_head + th;
+      p.partial_acc[slot * p.head_dim + dim] = a;
+      if (dim == 0) p.partial_ml[2 * slot] = mx, p.partial_ml[2 * slot + 1] = sum;
+    }
+  }
+}
+
+// Grid (n_head, n_tokens): out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
+__global__ void attention_combine_kernel(AttnParams p) {
+  const int64_t th = static_cast<int64_t>(blockIdx.y) * p.n_head + blockIdx.x;
+  const int64_t stride = p.n_tokens * p.n_head;
+  float mx = -INFINITY;
+  for (int s = 0; s < p.n_splits; ++s)
+    if (p.partial_ml[2 * (s * stride + th) + 1] > 0.0f) mx = fmaxf(mx, p.partial_ml[2 * (s * stride + th)]);
+  for (int dim = threadIdx.x; dim < p.head_dim; dim += blockDim.x) {
+    float sum = 0.0f, a = 0.0f;
+    for (int s = 0; s < p.n_splits; ++s) {
+      const int64_t slot = s * stride + th;
+      const float ls = p.partial_ml[2 * slot + 1];
+      if (ls <= 0.0f) continue;
+      const float f = expf(p.partial_ml[2 * slot] - mx);
+      sum += ls * f;
+      a += p.partial_acc[slot * p.head_dim + dim] * f;
+    }
+    p.out[th * p.head_dim + dim] = sum > 0.0f ? a / sum : 0.0f;
+  }
+}
+
+template <int kPairs>
+void launch_pairs(const AttnParams& ap, dim3 grid, bool f16, cudaStream_t stream) {
+  if (f16) attention_kernel<kPairs, true><<<grid, kAttnThreads, 0, stream>>>(ap);
+  else attention_kernel<kPairs, false><<<grid, kAttnThreads, 0, stream>>>(ap);
+}
+
+}  // namespace
+
+size_t attention_workspace_floats(const AttentionLaunch& p) {
+  if (p.n_splits <= 1) return 0;
+  return static_cast<size_t>(p.n_splits) * p.n_tokens * p.n_head * (p.head_dim + 2);
+}
+
+int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms) {
+  const int64_t blocks = std::max<int64_t>(1, n_head_kv * n_tokens);
+  const int64_t want = (2 * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
+  const int64_t most = n_ctx / kSlotsPerSplitMin + 1;
+  return static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, 64));
+}
+
+void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
+                      const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream) {
+  if (p.n_tokens <= 0 || p.n_head <= 0) return;
+  const int heads_per_kv = p.n_head / p.n_head_kv;
+  const int groups = (heads_per_kv + kMaxGroup - 1) / kMaxGroup;
+  const int n_splits = std::max(1, p.n_splits);
+  AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
+                p.n_tokens, p.n_ctx, n_splits, nullptr, nullptr, out};
+  if (n_splits > 1) {
+    ap.partial_acc = workspace;
+    ap.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
+  }
+  const dim3 grid(static_cast<unsigned>(p.n_head_kv * groups), static_cast<unsigned>(p.n_tokens),
+                  static_cast<unsigned>(n_splits));
+  if (p.head_dim <= 64) launch_pairs<1>(ap, grid, p.cache_f16, stream);
+  else if (p.head_dim <= 128) launch_pairs<2>(ap, grid, p.cache_f16, stream);
+  else launch_pairs<4>(ap, grid, p.cache_f16, stream);
+  if (n_splits > 1) {
+    const dim3 cgrid(static_cast<unsigned>(p.n_head), static_cast<unsigned>(p.n_tokens));
+    attention_combine_kernel<<<cgrid, 128, 0, stream>>>(ap);
+  }
+}
+
+}  // namespace bl::cuda

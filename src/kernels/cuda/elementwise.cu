@@ -1,0 +1,123 @@
+// Small memory-bound ops of a transformer layer: RMSNorm, residual add, SwiGLU, rotary
+// embedding, KV-cache store. Each is one pass over its tensors (read once, write once); at the
+// 8B decode shape they move a few tens of KB and cost their launch, which is why the decode
+// step is replayed from a CUDA graph (cuda_backend.h) and why fusing them into the GEMV is
+// the next step (docs/cuda.md).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/launchers.h"
+
+namespace bl::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+
+unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+// One block per token; x, out [d, n].
+__global__ void rms_norm_kernel(const float* x, const float* weight, float eps, int64_t d, float* out) {
+  const float* xt = x + blockIdx.x * d;
+  float* ot = out + blockIdx.x * d;
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < d; i += kThreads) sum += xt[i] * xt[i];
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  __shared__ float warp_sums[kThreads / kWarp];
+  if (threadIdx.x % kWarp == 0) warp_sums[threadIdx.x / kWarp] = sum;
+  __syncthreads();
+  float total = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kThreads / kWarp; ++w) total += warp_sums[w];
+  const float scale = rsqrtf(total / static_cast<float>(d) + eps);
+  for (int64_t i = threadIdx.x; i < d; i += kThreads) ot[i] = xt[i] * scale * weight[i];
+}
+
+__global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n) out[i] = a[i] + b[i];
+}
+
+__global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+// One thread per rotated pair: i in [0, n_dims / 2) of head h of token t. theta =
+// pos * freq_scale * freq_base^(-2i / n_dims) / freq_factors[i] (ggml's rope without YaRN),
+// in fp64: at position 600 an fp32 theta is already ~1e-4 rad off, and the op is tiny.
+__global__ void rope_kernel(float* x, const int32_t* positions, RopeLaunch p) {
+  const int64_t half = p.n_dims / 2;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (idx >= half * p.n_heads * p.n_tokens) return;
+  const int64_t i = idx % half;
+  const int64_t head = (idx / half) % p.n_heads;
+  const int64_t t = idx / (half * p.n_heads);
+  double theta = static_cast<double>(positions[t]) * p.freq_scale *
+                 pow(static_cast<double>(p.freq_base), -2.0 * static_cast<double>(i) / p.n_dims);
+  if (p.freq_factors) theta /= p.freq_factors[i];
+  double sd, cd;
+  sincos(theta, &sd, &cd);
+  const float s = static_cast<float>(sd), c = static_cast<float>(cd);
+  float* xh = x + (t * p.n_heads + head) * p.head_dim;
+  const int64_t i0 = p.neox ? i : 2 * i;
+  const int64_t i1 = p.neox ? i + half : 2 * i + 1;
+  const float x0 = xh[i0], x1 = xh[i1];
+  xh[i0] = x0 * c - x1 * s;
+  xh[i1] = x0 * s + x1 * c;
+}
+
+template <bool kF16>
+__global__ void kv_store_kernel(const float* k, const float* v, void* k_cache, void* v_cache, int64_t kv_dim,
+                                int64_t n_tokens, int64_t n_ctx, const int32_t* positions) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= kv_dim * n_tokens) return;
+  const int64_t t = i / kv_dim, e = i % kv_dim;
+  const int64_t slot = positions[t];
+  if (slot < 0 || slot >= n_ctx) return;
+  const int64_t dst = slot * kv_dim + e;
+  if constexpr (kF16) {
+    static_cast<__half*>(k_cache)[dst] = __float2half_rn(k[i]);
+    static_cast<__half*>(v_cache)[dst] = __float2half_rn(v[i]);
+  } else {
+    static_cast<float*>(k_cache)[dst] = k[i];
+    static_cast<float*>(v_cache)[dst] = v[i];
+  }
+}
+
+}  // namespace
+
+void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, float* out,
+                     cudaStream_t stream) {
+  if (n_tokens <= 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream>>>(x, weight, eps, d, out);
+}
+
+void launch_add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream) {
+  if (n > 0) add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, b, out, n);
+}
+
+void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
+  if (n > 0) silu_mul_kernel<<<blocks_for(n), kThreads, 0, stream>>>(gate, up, out, n);
+}
+
+void launch_rope(float* x, const int32_t* positions, const RopeLaunch& p, cudaStream_t stream) {
+  const int64_t pairs = static_cast<int64_t>(p.n_dims / 2) * p.n_heads * p.n_tokens;
+  if (pairs > 0) rope_kernel<<<blocks_for(pairs), kThreads, 0, stream>>>(x, positions, p);
+}
+
+void launch_kv_store(const float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16, int64_t kv_dim,
+                     int64_t n_tokens, int64_t n_ctx, const int32_t* positions, cudaStream_t stream) {
+  const int64_t n = kv_dim * n_tokens;
+  if (n <= 0) return;
+  if (cache_f16)
+    kv_store_kernel<true><<<blocks_for(n), kThreads, 0, stream>>>(k, v, k_cache, v_cache, kv_dim, n_tokens, n_ctx, positions);
+  else
+    kv_store_kernel<false><<<blocks_for(n), kThreads, 0, stream>>>(k, v, k_cache, v_cache, kv_dim, n_tokens, n_ctx, positions);
+}
+
+}  // namespace bl::cuda

@@ -1,0 +1,100 @@
+// Host-side entry points of the CUDA kernels (src/kernels/cuda/*.cu).
+//
+// Each launcher only queues work on `stream`: no allocation, no host synchronisation, so a
+// sequence of them can be captured in a CUDA graph. Shapes follow core/tensor.h: ne[0] is the
+// contiguous dimension; activations are F32 [d, n_tokens]; weights [cols, rows] in a GGUF
+// block format, rows of `row_bytes` bytes. Launchers return false only for a dtype they have
+// no kernel for (the caller reports it); CUDA launch errors are read by the caller with
+// cudaGetLastError.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace bl::cuda {
+
+// Formats the fused-dequant kernels accept (GEMV, get_rows, dequantize).
+bool weight_format_supported(DType t);
+
+// Largest batch the fused-dequant GEMV handles; larger batches go through a tensor-core GEMM.
+constexpr int kGemvMaxTokens = 16;
+
+struct WeightView {
+  const void* data = nullptr;  // rows * row_bytes bytes, device memory, 16-byte aligned start
+  DType dtype = DType::F32;
+  int64_t cols = 0;            // elements per row (ne[0])
+  int64_t rows = 0;            // output features (ne[1])
+  size_t row_bytes = 0;
+};
+
+// out[rows, n] = W · x[cols, n] (+ bias[rows]); n in [1, kGemvMaxTokens]; bias may be null.
+bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                 cudaStream_t stream);
+
+// dst[rows * cols] (row-major, fp16 or bf16 bits) = dequantized W. `to_bf16` picks bf16.
+bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream);
+
+// dst[i] = src[i] rounded to fp16 (to_bf16: bf16), n elements.
+void launch_f32_to_half(const float* src, uint16_t* dst, int64_t n, bool to_bf16, cudaStream_t stream);
+
+// out[:, t] += bias for each of n tokens; out [rows, n].
+void launch_add_bias(float* out, const float* bias, int64_t rows, int64_t n_tokens, cudaStream_t stream);
+
+// out[d, i] = dequantized row ids[i] of table [d, n_vocab]; ids out of [0, n_vocab) give zeros.
+bool launch_get_rows(const WeightView& table, const int32_t* ids, int64_t n_tokens, float* out,
+                     cudaStream_t stream);
+
+// out[:, t] = x[:, t] / sqrt(mean(x[:, t]^2) + eps) * weight; x, out [d, n].
+void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens,
+                     float* out, cudaStream_t stream);
+
+// out = a + b and out = silu(gate) * up, n elements.
+void launch_add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream);
+void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+
+struct RopeLaunch {
+  int head_dim = 0;
+  int n_heads = 0;
+  int64_t n_tokens = 0;
+  int n_dims = 0;                      // rotated dims per head, even, <= head_dim
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+  bool neox = false;
+  const float* freq_factors = nullptr;  // device, n_dims / 2 values, or null
+};
+// Rotates x [head_dim, n_heads, n_tokens] in place at positions [n_tokens] (I32, device).
+void launch_rope(float* x, const int32_t* positions, const RopeLaunch& p, cudaStream_t stream);
+
+// Writes k, v [head_dim * n_head_kv, n] into the caches [head_dim * n_head_kv, n_ctx] at slots
+// positions[i]; slots outside [0, n_ctx) are skipped. Cache elements F32 or F16 (cache_f16).
+void launch_kv_store(const float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16,
+                     int64_t kv_dim, int64_t n_tokens, int64_t n_ctx, const int32_t* positions,
+                     cudaStream_t stream);
+
+struct AttentionLaunch {
+  int n_head = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;  // <= kAttentionMaxHeadDim, multiple of 2
+  float scale = 1.0f;
+  int64_t n_tokens = 0;
+  int64_t n_ctx = 0;  // cache capacity in slots
+  bool cache_f16 = true;
+  int n_splits = 1;   // KV range split across blocks (FlashDecoding); 1 = no fixup pass
+};
+constexpr int kAttentionMaxHeadDim = 256;
+
+// Floats of workspace the split-KV attention needs (0 when n_splits == 1).
+size_t attention_workspace_floats(const AttentionLaunch& p);
+// Splits chosen so that roughly `n_sms` * 2 blocks run; at most n_ctx / 256 + 1.
+int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms);
+
+// Causal attention: out [head_dim, n_head, n] for q of the same shape over the caches, token i
+// seeing slots [0, positions[i]]. workspace: attention_workspace_floats(p) floats.
+void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
+                      const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream);
+
+}  // namespace bl::cuda

@@ -1,0 +1,270 @@
+// Device-side decoding of weight rows in their GGUF layouts, 32 elements at a time.
+//
+// Every format is read in "chunks" of 32 consecutive elements of one row (a legacy block, or
+// one sub-block of a K-quant super-block), so one decoder feeds the GEMV, get_rows and the
+// dequantize-for-GEMM kernels alike. The formulas are those of bl::dequantize_row
+// (quant/quant.h), the reference the tests compare with; block structs from quant/blocks.h.
+//
+// Loads: K-quant Q4_K/Q5_K super-blocks are 144/176 bytes (multiples of 16), so their nibbles
+// are read with 16-byte loads; the legacy blocks (18, 20, 34 bytes) and Q6_K (210) are only 2-
+// or 4-byte aligned inside a row, so they are read with the widest aligned load.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "quant/blocks.h"
+
+namespace bl::cuda {
+
+constexpr int kChunk = 32;  // elements decoded per call
+
+__device__ __forceinline__ float half_bits_to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+__device__ __forceinline__ float bf16_bits_to_float(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
+
+// Q4_K / Q5_K sub-block scale and min (ggml's get_scale_min_k4), j in [0, 8), from the 12
+// scale bytes held as three little-endian words (shifts, so no local-memory byte array).
+__device__ __forceinline__ void k4_scale_min(int j, const uint32_t s[3], float& sc, float& m) {
+  if (j < 4) {
+    sc = static_cast<float>((s[0] >> (8 * j)) & 63);
+    m = static_cast<float>((s[1] >> (8 * j)) & 63);
+  } else {
+    const int b = 8 * (j - 4);
+    sc = static_cast<float>(((s[2] >> b) & 0xF) | (((s[0] >> (b + 6)) & 3) << 4));
+    m = static_cast<float>(((s[2] >> (b + 4)) & 0xF) | (((s[1] >> (b + 6)) & 3) << 4));
+  }
+}
+
+// Each decoder: `static void chunk(const uint8_t* row, int64_t c, float w[32])` writes elements
+// [32c, 32c + 32) of the row; `static float element(const uint8_t* row, int64_t i)` one element
+// (used for row tails of the plain types and by nothing hot).
+template <DType T>
+struct Decoder;
+
+template <>
+struct Decoder<DType::Q4_0> {
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const uint16_t* b = reinterpret_cast<const uint16_t*>(row + c * sizeof(BlockQ4_0));
+    const float d = half_bits_to_float(b[0]);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t q = b[1 + i];  // qs[2i], qs[2i+1]
+      w[2 * i] = (static_cast<int>(q & 0xF) - 8) * d;
+      w[2 * i + 1] = (static_cast<int>((q >> 8) & 0xF) - 8) * d;
+      w[2 * i + 16] = (static_cast<int>((q >> 4) & 0xF) - 8) * d;
+      w[2 * i + 17] = (static_cast<int>((q >> 12) & 0xF) - 8) * d;
+    }
+  }
+};
+
+template <>
+struct Decoder<DType::Q4_1> {
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const uint32_t* b = reinterpret_cast<const uint32_t*>(row + c * sizeof(BlockQ4_1));
+    const uint32_t dm = b[0];
+    const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xFFFF));
+    const float m = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t q = b[1 + i];  // qs[4i .. 4i+3]
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        w[4 * i + k] = static_cast<float>((q >> (8 * k)) & 0xF) * d + m;
+        w[4 * i + k + 16] = static_cast<float>((q >> (8 * k + 4)) & 0xF) * d + m;
+      }
+    }
+  }
+};
+
+template <>
+struct Decoder<DType::Q8_0> {
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const uint16_t* b = reinterpret_cast<const uint16_t*>(row + c * sizeof(BlockQ8_0));
+    const float d = half_bits_to_float(b[0]);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const uint16_t q = b[1 + i];
+      w[2 * i] = static_cast<float>(static_cast<int8_t>(q & 0xFF)) * d;
+      w[2 * i + 1] = static_cast<float>(static_cast<int8_t>(q >> 8)) * d;
+    }
+  }
+};
+
+template <>
+struct Decoder<DType::Q4_K> {
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const uint8_t* sb = row + (c / 8) * sizeof(BlockQ4_K);
+    const int j = static_cast<int>(c % 8);
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(sb);
+    const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xFFFF));
+    const float dmin = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
+    const uint32_t* s32 = reinterpret_cast<const uint32_t*>(sb + 4);
+    const uint32_t scales[3] = {s32[0], s32[1], s32[2]};
+    float sc, m;
+    k4_scale_min(j, scales, sc, m);
+    const float a = d * sc, b = dmin * m;
+    const uint4* qs = reinterpret_cast<const uint4*>(sb + 16 + 32 * (j / 2));  // 16-byte aligned
+    const int shift = 4 * (j & 1);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint4 v = qs[h];
+      const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int k = 0; k < 16; ++k)
+        w[16 * h + k] = a * static_cast<float>((words[k / 4] >> (8 * (k % 4) + shift)) & 0xF) - b;
+    }
+  }
+};
+
+template <>
+struct Decoder<DType::Q5_K> {
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const uint8_t* sb = row + (c / 8) * sizeof(BlockQ5_K);
+    const int j = static_cast<int>(c % 8);
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(sb);
+    const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xFFFF));
+    const float dmin = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
+    const uint32_t* s32 = reinterpret_cast<const uint32_t*>(sb + 4);
+    const uint32_t scales[3] = {s32[0], s32[1], s32[2]};
+    float sc, m;
+    k4_scale_min(j, scales, sc, m);
+    const float a = d * sc, b = dmin * m;
+    const uint4* qh = reinterpret_cast<const uint4*>(sb + 16);                 // 32 bytes, bit j
+    const uint4* qs = reinterpret_cast<const uint4*>(sb + 48 + 32 * (j / 2));  // nibble j & 1
+    const int shift = 4 * (j & 1);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint4 v = qs[h], hv = qh[h];
+      const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+      const uint32_t hwords[4] = {hv.x, hv.y, hv.z, hv.w};
+#pragma unroll
+      for (int k = 0; k < 16; ++k) {
+        const uint32_t lo = (words[k / 4] >> (8 * (k % 4) + shift)) & 0xF;
+        const uint32_t hi = (hwords[k / 4] >> (8 * (k % 4) + j)) & 1;
+        w[16 * h + k] = a * static_cast<float>(lo | (hi << 4)) - b;
+      }
+    }
+  }
+};
+
+template <>
+struct Decoder<DType::Q6_K> {
+  // Chunk c of a super-block: half hf = c / 4 (128 elements), part p = c % 4. Element l of the
+  // part takes the low nibble (p < 2) or high nibble of ql[64 hf + 32 (p & 1) + l], bits
+  // 2p, 2p+1 of qh[32 hf + l], and sub-scale scales[8 hf + 2p + l / 16]; value d * sc * (q - 32).
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const uint8_t* sb = row + (c / 8) * sizeof(BlockQ6_K);
+    const int sub = static_cast<int>(c % 8);
+    const int hf = sub / 4, p = sub % 4;
+    const BlockQ6_K* blk = reinterpret_cast<const BlockQ6_K*>(sb);
+    const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(sb + offsetof(BlockQ6_K, d)));
+    const float s0 = d * static_cast<float>(blk->scales[8 * hf + 2 * p]);
+    const float s1 = d * static_cast<float>(blk->scales[8 * hf + 2 * p + 1]);
+    const uint16_t* ql = reinterpret_cast<const uint16_t*>(sb + 64 * hf + 32 * (p & 1));
+    const uint16_t* qh = reinterpret_cast<const uint16_t*>(sb + offsetof(BlockQ6_K, qh) + 32 * hf);
+    const int lshift = 4 * (p >> 1), hshift = 2 * p;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t l2 = ql[i], h2 = qh[i];
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int e = 2 * i + k;
+        const int q = static_cast<int>((((l2 >> (8 * k)) >> lshift) & 0xF) | ((((h2 >> (8 * k)) >> hshift) & 3) << 4)) - 32;
+        w[e] = (e < 16 ? s0 : s1) * static_cast<float>(q);
+      }
+    }
+  }
+};
+
+// Plain types. kVec: the row start is 16-byte aligned and a chunk is whole vectors, so the
+// chunk is read with 16-byte loads; otherwise element by element.
+template <>
+struct Decoder<DType::F32> {
+  template <bool kVec>
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const float* p = reinterpret_cast<const float*>(row) + c * kChunk;
+    if constexpr (kVec) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float4 v = reinterpret_cast<const float4*>(p)[i];
+        w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) w[i] = p[i];
+    }
+  }
+  __device__ __forceinline__ static float element(const uint8_t* row, int64_t i) {
+    return reinterpret_cast<const float*>(row)[i];
+  }
+};
+
+template <bool kBf16>
+struct HalfDecoder {
+  __device__ __forceinline__ static float cvt(uint16_t h) { return kBf16 ? bf16_bits_to_float(h) : half_bits_to_float(h); }
+  template <bool kVec>
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + c * kChunk;
+    if constexpr (kVec) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint4 v = reinterpret_cast<const uint4*>(p)[i];
+        const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          w[8 * i + 2 * k] = cvt(static_cast<uint16_t>(words[k] & 0xFFFF));
+          w[8 * i + 2 * k + 1] = cvt(static_cast<uint16_t>(words[k] >> 16));
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) w[i] = cvt(p[i]);
+    }
+  }
+  __device__ __forceinline__ static float element(const uint8_t* row, int64_t i) {
+    return cvt(reinterpret_cast<const uint16_t*>(row)[i]);
+  }
+};
+template <>
+struct Decoder<DType::F16> : HalfDecoder<false> {};
+template <>
+struct Decoder<DType::BF16> : HalfDecoder<true> {};
+
+template <DType T>
+constexpr bool is_plain_type() {
+  return T == DType::F32 || T == DType::F16 || T == DType::BF16;
+}
+
+// One call for both kinds: plain types take the vector flag, block formats ignore it.
+template <DType T, bool kVec>
+__device__ __forceinline__ void decode_chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+  if constexpr (is_plain_type<T>()) {
+    Decoder<T>::template chunk<kVec>(row, c, w);
+  } else {
+    Decoder<T>::chunk(row, c, w);
+  }
+}
+
+// Calls f.template operator()<T>() for the runtime dtype; returns false for a dtype without a
+// decoder. Keep in step with weight_format_supported (gemv.cu).
+template <typename F>
+bool dispatch_weight_format(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f.template operator()<DType::F32>(); return true;
+    case DType::F16: f.template operator()<DType::F16>(); return true;
+    case DType::BF16: f.template operator()<DType::BF16>(); return true;
+    case DType::Q8_0: f.template operator()<DType::Q8_0>(); return true;
+    case DType::Q4_0: f.template operator()<DType::Q4_0>(); return true;
+    case DType::Q4_1: f.template operator()<DType::Q4_1>(); return true;
+    case DType::Q4_K: f.template operator()<DType::Q4_K>(); return true;
+    case DType::Q5_K: f.template operator()<DType::Q5_K>(); return true;
+    case DType::Q6_K: f.template operator()<DType::Q6_K>(); return true;
+    default: return false;
+  }
+}
+
+}  // namespace bl::cuda

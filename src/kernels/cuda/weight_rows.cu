@@ -1,0 +1,112 @@
+// Whole-row weight decoding: get_rows (token embeddings) and dequantize-to-fp16/bf16 (the
+// operand of the cuBLAS prefill GEMM). Both decode 32-element chunks (weight_decode.cuh), one
+// chunk per thread; plain types with cols % 32 != 0 finish the row element by element.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/weight_decode.cuh"
+
+namespace bl::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <bool kBf16>
+__device__ __forceinline__ uint16_t to_half_bits(float v) {
+  if constexpr (kBf16) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  return __half_as_ushort(__float2half_rn(v));
+}
+
+// Grid: x over chunks (+ tail elements) of a row, y over tokens. ids outside [0, rows) write 0.
+template <DType T>
+__global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t cols, int64_t rows,
+                                const int32_t* ids, float* out) {
+  const int64_t t = blockIdx.y;
+  const int64_t id = ids[t];
+  float* dst = out + t * cols;
+  const int64_t n_chunks = cols / kChunk;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const bool valid = id >= 0 && id < rows;
+  const uint8_t* row = table + (valid ? id : 0) * row_bytes;
+  if (i < n_chunks) {
+    float w[kChunk];
+    decode_chunk<T, false>(row, i, w);
+#pragma unroll
+    for (int k = 0; k < kChunk; ++k) dst[i * kChunk + k] = valid ? w[k] : 0.0f;
+  }
+  if constexpr (is_plain_type<T>()) {
+    const int64_t e = n_chunks * kChunk + i;
+    if (i < kChunk && e < cols) dst[e] = valid ? Decoder<T>::element(row, e) : 0.0f;
+  }
+}
+
+// Thread per chunk over the whole matrix; dst row-major [rows, cols]. Block formats only
+// (cols % 32 == 0, so a chunk is four 16-byte stores).
+template <DType T, bool kBf16>
+__global__ void dequantize_kernel(const uint8_t* w, size_t row_bytes, int64_t cols, int64_t rows, uint16_t* dst) {
+  const int64_t chunks_per_row = cols / kChunk;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= chunks_per_row * rows) return;
+  const int64_t r = i / chunks_per_row, c = i % chunks_per_row;
+  float v[kChunk];
+  decode_chunk<T, false>(w + r * row_bytes, c, v);
+  uint4* out = reinterpret_cast<uint4*>(dst + r * cols + c * kChunk);
+#pragma unroll
+  for (int q = 0; q < kChunk / 8; ++q) {
+    uint32_t h[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      h[k] = to_half_bits<kBf16>(v[8 * q + 2 * k]) | (static_cast<uint32_t>(to_half_bits<kBf16>(v[8 * q + 2 * k + 1])) << 16);
+    out[q] = make_uint4(h[0], h[1], h[2], h[3]);
+  }
+}
+
+template <bool kBf16>
+__global__ void f32_to_half_kernel(const float* src, uint16_t* dst, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n) dst[i] = to_half_bits<kBf16>(src[i]);
+}
+
+__global__ void add_bias_kernel(float* out, const float* bias, int64_t rows, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < rows * n) out[i] += bias[i % rows];
+}
+
+unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+}  // namespace
+
+bool launch_get_rows(const WeightView& table, const int32_t* ids, int64_t n_tokens, float* out, cudaStream_t stream) {
+  if (n_tokens <= 0) return true;
+  const int64_t work = std::max<int64_t>(table.cols / kChunk, kChunk);  // chunks, or tail lanes
+  const dim3 grid(blocks_for(work), static_cast<unsigned>(n_tokens));
+  return dispatch_weight_format(table.dtype, [&]<DType T>() {
+    get_rows_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(table.data), table.row_bytes,
+                                                       table.cols, table.rows, ids, out);
+  });
+}
+
+bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream) {
+  if (w.cols % kChunk != 0) return false;
+  const unsigned grid = blocks_for(w.cols / kChunk * w.rows);
+  return dispatch_weight_format(w.dtype, [&]<DType T>() {
+    const auto* src = static_cast<const uint8_t*>(w.data);
+    if (to_bf16) dequantize_kernel<T, true><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
+    else dequantize_kernel<T, false><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
+  });
+}
+
+void launch_f32_to_half(const float* src, uint16_t* dst, int64_t n, bool to_bf16, cudaStream_t stream) {
+  if (n <= 0) return;
+  if (to_bf16) f32_to_half_kernel<true><<<blocks_for(n), kThreads, 0, stream>>>(src, dst, n);
+  else f32_to_half_kernel<false><<<blocks_for(n), kThreads, 0, stream>>>(src, dst, n);
+}
+
+void launch_add_bias(float* out, const float* bias, int64_t rows, int64_t n_tokens, cudaStream_t stream) {
+  if (rows * n_tokens <= 0) return;
+  add_bias_kernel<<<blocks_for(rows * n_tokens), kThreads, 0, stream>>>(out, bias, rows, n_tokens);
+}
+
+}  // namespace bl::cuda

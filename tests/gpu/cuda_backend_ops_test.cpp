@@ -1,0 +1,265 @@
+// Every op of the CUDA backend against the reference backend (ops/backend_op_cases.h: many
+// shapes, odd sizes, fresh random inputs, outputs poisoned with NaN), plus what the shared
+// cases do not reach: the formats they skip (BF16, Q5_K), rows long enough that each lane of
+// the GEMV loops, the prefill (cuBLAS) path, CUDA-graph replay and error reporting.
+// Without a GPU every test skips with "no CUDA device".
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "core/half.h"
+#include "ops/backend_op_cases.h"
+#include "quant/quant.h"
+
+namespace bl {
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device: the CUDA backend tests need a GPU"
+
+std::unique_ptr<CudaBackend> open_or_fail() {
+  auto b = open_cuda_backend(0);
+  EXPECT_TRUE(b.ok()) << b.status().message();
+  return b.ok() ? std::move(b).value() : nullptr;
+}
+
+// The shared tolerances, except matmul on F32/F16 weights: at n > 16 tokens (the cases use 17)
+// the product runs on tensor cores with activations rounded to fp16, so each term is off by
+// up to 2^-11 of its size: 1e-3 of sum |w x|. The GEMV (n <= 16) is checked at 1e-5 below.
+op_cases::Tolerances cuda_tolerances() {
+  op_cases::Tolerances t;
+  t.matmul_float = 1e-3;
+  return t;
+}
+
+struct CudaBackendOps : ::testing::Test {
+  void SetUp() override {
+    SKIP_WITHOUT_GPU();
+    backend = open_or_fail();
+    ASSERT_TRUE(backend);
+    cases = std::make_unique<op_cases::OpCases>(*backend, 4321, cuda_tolerances());
+  }
+  void TearDown() override {
+    if (!backend) return;
+    EXPECT_TRUE(backend->status().ok());
+    std::printf("[ %s ] max error / tolerance = %.3g\n", backend->name().c_str(), cases->max_error_ratio());
+  }
+  std::unique_ptr<CudaBackend> backend;
+  std::unique_ptr<op_cases::OpCases> cases;
+};
+
+TEST_F(CudaBackendOps, Add) { cases->add(); }
+TEST_F(CudaBackendOps, RmsNorm) { cases->rms_norm(); }
+TEST_F(CudaBackendOps, SiluMul) { cases->silu_mul(); }
+TEST_F(CudaBackendOps, Rope) { cases->rope(); }
+TEST_F(CudaBackendOps, KvStore) { cases->kv_store(); }
+TEST_F(CudaBackendOps, Attention) { cases->attention(); }
+TEST_F(CudaBackendOps, GetRows) { cases->get_rows(); }
+TEST_F(CudaBackendOps, Matmul) { cases->matmul(); }
+
+// ---- matmul over every supported format, against fp64 dot products of dequantize_row ----
+
+struct HostMatmul {
+  std::vector<uint8_t> w_bytes;
+  std::vector<float> w;  // dequantized, [rows][cols]
+  std::vector<float> x;  // [n][cols]
+};
+
+HostMatmul make_problem(DType t, int64_t cols, int64_t rows, int64_t n, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  HostMatmul p;
+  std::vector<float> values(static_cast<size_t>(cols * rows));
+  for (float& v : values) v = dist(rng);
+  const size_t rb = row_bytes(t, cols);
+  p.w_bytes.resize(rb * rows);
+  p.w.resize(values.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    quantize_row(t, values.data() + r * cols, p.w_bytes.data() + r * rb, cols);
+    dequantize_row(t, p.w_bytes.data() + r * rb, p.w.data() + r * cols, cols);
+  }
+  p.x.resize(static_cast<size_t>(cols * n));
+  for (float& v : p.x) v = dist(rng);
+  return p;
+}
+
+// Max over outputs of |out - ref| / sum_k |w x|.
+double matmul_error(const HostMatmul& p, const std::vector<float>& out, int64_t cols, int64_t rows, int64_t n) {
+  double err = 0.0;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = 0.0, size = 0.0;
+      for (int64_t k = 0; k < cols; ++k) {
+        const double term = static_cast<double>(p.w[r * cols + k]) * p.x[t * cols + k];
+        ref += term;
+        size += std::fabs(term);
+      }
+      const float got = out[t * rows + r];
+      if (!std::isfinite(got)) return INFINITY;
+      err = std::max(err, std::fabs(got - ref) / std::max(size, 1e-30));
+    }
+  return err;
+}
+
+TEST(CudaMatmul, EveryFormatGemvAndGemm) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  std::mt19937_64 rng(77);
+  const DType formats[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0,
+                           DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  for (DType t : formats) {
+    ASSERT_TRUE(backend->supports(t)) << dtype_name(t);
+    const bool plain = t == DType::F32 || t == DType::F16 || t == DType::BF16;
+    // 2816 = 11 super-blocks: each GEMV lane loops over several chunks; 1001 is an odd row.
+    std::vector<int64_t> col_sizes = {2816};
+    if (plain) col_sizes.push_back(1001);
+    for (int64_t cols : col_sizes)
+      for (int64_t rows : {67, 300})
+        for (int64_t n : {1, 2, 7, 16, 40}) {
+          SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(cols) + " rows=" + std::to_string(rows) +
+                       " n=" + std::to_string(n));
+          const HostMatmul p = make_problem(t, cols, rows, n, rng);
+          auto w = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.w_bytes.data()), t, cols, rows));
+          ASSERT_TRUE(w.ok()) << w.status().message();
+          auto x = backend->alloc(DType::F32, {cols, n, 1, 1});
+          auto out = backend->alloc(DType::F32, {rows, n, 1, 1});
+          ASSERT_TRUE(x.ok() && out.ok());
+          backend->write(*x, p.x.data(), p.x.size() * sizeof(float));
+          const std::vector<uint8_t> poison(out->bytes(), 0xff);
+          backend->write(*out, poison.data(), poison.size());
+          backend->matmul(*w, *x, *out);
+          std::vector<float> got(static_cast<size_t>(rows * n));
+          backend->read(*out, got.data(), got.size() * sizeof(float));
+          ASSERT_TRUE(backend->status().ok());
+          // GEMV (n <= 16): fp32 FMAs, 1e-5. GEMM: operands rounded to fp16 (2^-11) or, for
+          // bf16 weights, to bf16 (2^-8), per term.
+          const double tol = n <= 16 ? 1e-5 : (t == DType::BF16 ? 8e-3 : 1e-3);
+          EXPECT_LE(matmul_error(p, got, cols, rows, n), tol);
+        }
+  }
+}
+
+// ---- a small decode step captured as a CUDA graph, replayed with new inputs ----
+
+TEST(CudaGraph, ReplayMatchesEagerRunsWithNewInputs) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const int64_t d = 256, rows = 512, head_dim = 64, n_head = 4, n_head_kv = 2, n_ctx = 96;
+  const HostMatmul p = make_problem(DType::Q4_0, d, rows, 1, rng);
+  auto w = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.w_bytes.data()), DType::Q4_0, d, rows));
+  std::vector<float> norm_w(d);
+  for (float& v : norm_w) v = dist(rng);
+  auto nw = backend->upload_weight(make_tensor_2d(norm_w.data(), DType::F32, d, 1));
+  auto x = backend->alloc(DType::F32, {d, 1, 1, 1});
+  auto h = backend->alloc(DType::F32, {d, 1, 1, 1});
+  auto y = backend->alloc(DType::F32, {rows, 1, 1, 1});  // q (256) | k (128) | v (128)
+  auto att = backend->alloc(DType::F32, {head_dim, n_head, 1, 1});
+  auto kc = backend->alloc(DType::F16, {head_dim, n_head_kv, n_ctx, 1});
+  auto vc = backend->alloc(DType::F16, {head_dim, n_head_kv, n_ctx, 1});
+  auto pos = backend->alloc(DType::I32, {1, 1, 1, 1});
+  ASSERT_TRUE(w.ok() && nw.ok() && x.ok() && h.ok() && y.ok() && att.ok() && kc.ok() && vc.ok() && pos.ok());
+  const std::vector<uint8_t> zeros(kc->bytes(), 0);
+  backend->write(*kc, zeros.data(), zeros.size());
+  backend->write(*vc, zeros.data(), zeros.size());
+
+  auto qkv = [&](int64_t offset, int64_t heads) {
+    Tensor t = *y;
+    t.data = y->as<float>() + offset;
+    t.ne = {head_dim, heads, 1, 1};
+    return t;
+  };
+  RopeParams rp;
+  rp.n_dims = head_dim;
+  AttentionParams ap{static_cast<int>(n_head), static_cast<int>(n_head_kv), static_cast<int>(head_dim),
+                     1.0f / std::sqrt(static_cast<float>(head_dim))};
+  auto step = [&] {
+    backend->rms_norm(*x, *nw, 1e-5f, *h);
+    backend->matmul(*w, *h, *y);
+    Tensor q = qkv(0, n_head), k = qkv(head_dim * n_head, n_head_kv), v = qkv(head_dim * (n_head + n_head_kv), n_head_kv);
+    backend->rope(q, *pos, rp);
+    backend->rope(k, *pos, rp);
+    backend->kv_store(k, v, *kc, *vc, *pos);
+    backend->attention(q, *kc, *vc, *pos, ap, *att);
+  };
+  auto set_inputs = [&](int32_t position, std::vector<float>& xv) {
+    for (float& v : xv) v = dist(rng);
+    backend->write(*x, xv.data(), xv.size() * sizeof(float));
+    backend->write(*pos, &position, sizeof position);
+  };
+  auto read_att = [&] {
+    std::vector<float> out(static_cast<size_t>(head_dim * n_head));
+    backend->read(*att, out.data(), out.size() * sizeof(float));
+    return out;
+  };
+
+  // Eager: positions 0..9, remembering each output; then replay the graph over the same inputs
+  // from a cleared cache.
+  std::vector<std::vector<float>> inputs(10, std::vector<float>(d)), eager;
+  for (int32_t i = 0; i < 10; ++i) {
+    set_inputs(i, inputs[i]);
+    step();
+    eager.push_back(read_att());
+  }
+  ASSERT_TRUE(backend->status().ok());
+  backend->write(*kc, zeros.data(), zeros.size());
+  backend->write(*vc, zeros.data(), zeros.size());
+  ASSERT_TRUE(backend->capture_graph(step).ok());
+  for (int32_t i = 0; i < 10; ++i) {
+    backend->write(*x, inputs[i].data(), inputs[i].size() * sizeof(float));
+    backend->write(*pos, &i, sizeof i);
+    ASSERT_TRUE(backend->replay_graph().ok());
+    EXPECT_EQ(read_att(), eager[i]) << "replay " << i << " differs from the eager run";
+  }
+  EXPECT_TRUE(backend->status().ok());
+}
+
+// ---- errors ----
+
+TEST(CudaErrors, OutOfMemoryNamesTheBytes) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  auto huge = backend->alloc(DType::F32, {int64_t{1} << 40, 1, 1, 1});  // 4 TiB
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), StatusCode::out_of_memory);
+  EXPECT_NE(huge.status().message().find("4398046511104 bytes"), std::string::npos) << huge.status().message();
+  auto partial_block = backend->alloc(DType::Q4_0, {33, 2, 1, 1});
+  ASSERT_FALSE(partial_block.ok());
+  EXPECT_NE(partial_block.status().message().find("block size"), std::string::npos);
+}
+
+TEST(CudaErrors, BadShapeIsReportedAndSkipped) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  auto a = backend->alloc(DType::F32, {8, 1, 1, 1});
+  auto b = backend->alloc(DType::F32, {9, 1, 1, 1});
+  ASSERT_TRUE(a.ok() && b.ok());
+  backend->add(*a, *b, *a);
+  const Status s = backend->status();
+  EXPECT_EQ(s.code(), StatusCode::invalid_argument);
+  EXPECT_NE(s.message().find("add"), std::string::npos) << s.message();
+  EXPECT_TRUE(backend->status().ok()) << "status() clears the error it returned";
+  EXPECT_FALSE(backend->replay_graph().ok()) << "no graph was captured";
+}
+
+TEST(CudaBackend, NameAndSupport) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  EXPECT_EQ(backend->name().rfind("cuda (", 0), 0u) << backend->name();
+  EXPECT_TRUE(backend->supports(DType::Q4_K));
+  EXPECT_FALSE(backend->supports(DType::Q2_K));
+  EXPECT_GT(backend->multiprocessor_count(), 0);
+}
+
+}  // namespace
+}  // namespace bl

@@ -1,0 +1,176 @@
+// GPU kernel benchmark (not a test: it asserts only that the runs succeed). Runs when
+// BITLIGHT_GPU_BENCH=1, otherwise skips; scripts/gpu_check.sh sets it on the device machine.
+//
+// Measures the read bandwidth of this card (a large sum, bandwidth_probe.cu) and the matmul
+// of every format at the Llama-3 8B shapes [cols x rows]: 4096x4096 (q/o), 4096x1024 (k/v),
+// 4096x14336 (gate/up), 14336x4096 (down), 4096x128256 (lm_head), at batch 1 and 16. Each
+// timing replays a CUDA graph of back-to-back matmuls that cycle over enough copies of the
+// weight to exceed the L2 several times (so HBM is measured, not the cache), median of 7.
+// Weights are random bytes (speed does not depend on the values; never zeros). GB/s counts
+// weights + activations + outputs once; % is of the read bandwidth measured in this run.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "kernels/cuda/bandwidth_probe.h"
+
+namespace bl {
+namespace {
+
+bool bench_enabled() {
+  const char* v = std::getenv("BITLIGHT_GPU_BENCH");
+  return v && std::string(v) == "1";
+}
+
+void fill_random(std::vector<uint8_t>& bytes, uint64_t seed) {
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    s += 0x9E3779B97F4A7C15ull;  // splitmix64
+    uint64_t z = s;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    std::memcpy(bytes.data() + i, &z, 8);
+  }
+  for (; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 131 + seed);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Read bandwidth in GB/s: sum of a 4 GiB buffer, median of 9 after 2 warm-ups.
+double measure_read_gbps() {
+  const size_t bytes = size_t{4} << 30;
+  void* buf = nullptr;
+  unsigned long long* result = nullptr;
+  if (cudaMalloc(&buf, bytes) != cudaSuccess || cudaMalloc(&result, sizeof *result) != cudaSuccess) return 0.0;
+  cudaMemset(buf, 0x5a, bytes);  // written once; the probe does not care about values
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<double> ms;
+  for (int rep = 0; rep < 11; ++rep) {
+    cudaMemsetAsync(result, 0, sizeof *result);
+    cudaEventRecord(start);
+    cuda::launch_read_probe(buf, bytes, result, sms, nullptr);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float t = 0;
+    cudaEventElapsedTime(&t, start, stop);
+    if (rep >= 2) ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaFree(buf);
+  cudaFree(result);
+  return static_cast<double>(bytes) / (median(ms) * 1e-3) / 1e9;
+}
+
+struct Shape {
+  int64_t cols, rows;
+};
+struct Result {
+  std::string format;
+  Shape shape;
+  int batch;
+  double us, gbps;
+};
+
+TEST(CudaBench, GemvBandwidthAt8BShapes) {
+  if (!bench_enabled()) GTEST_SKIP() << "set BITLIGHT_GPU_BENCH=1 to run the GPU benchmark";
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device";
+  const double read_gbps = measure_read_gbps();
+  ASSERT_GT(read_gbps, 0.0);
+  std::printf("measured read bandwidth: %.0f GB/s (4 GiB sum)\n", read_gbps);
+
+  const Shape shapes[] = {{4096, 4096}, {4096, 1024}, {4096, 14336}, {14336, 4096}, {4096, 128256}};
+  const DType formats[] = {DType::F16, DType::BF16, DType::F32, DType::Q8_0, DType::Q4_0,
+                           DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  const size_t rotate_bytes = size_t{320} << 20;  // > 6x the 50 MB L2 of an H100
+  std::vector<Result> results;
+  for (DType fmt : formats) {
+    auto opened = open_cuda_backend(0);  // one backend per format: its memory goes with it
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    CudaBackend& b = **opened;
+    for (const Shape& s : shapes) {
+      const Tensor host_shape = make_tensor_2d(nullptr, fmt, s.cols, s.rows);
+      std::vector<uint8_t> host(host_shape.bytes());
+      fill_random(host, static_cast<uint64_t>(s.rows) * 7 + static_cast<uint64_t>(fmt));
+      const int copies = static_cast<int>(std::clamp<size_t>(rotate_bytes / host.size() + 1, 1, 64));
+      std::vector<Tensor> weights;
+      for (int c = 0; c < copies; ++c) {
+        auto w = b.upload_weight(make_tensor_2d(host.data(), fmt, s.cols, s.rows));
+        ASSERT_TRUE(w.ok()) << w.status().message();
+        weights.push_back(*w);
+      }
+      for (int batch : {1, 16}) {
+        auto x = b.alloc(DType::F32, {s.cols, batch, 1, 1});
+        auto out = b.alloc(DType::F32, {s.rows, batch, 1, 1});
+        ASSERT_TRUE(x.ok() && out.ok());
+        std::vector<float> xv(static_cast<size_t>(s.cols * batch));
+        for (size_t i = 0; i < xv.size(); ++i) xv[i] = static_cast<float>((i * 37) % 101) / 101.0f - 0.5f;
+        b.write(*x, xv.data(), xv.size() * sizeof(float));
+        // Estimate one launch, then size the graph to ~5 ms of work.
+        for (const Tensor& w : weights) b.matmul(w, *x, *out);
+        b.synchronize();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (const Tensor& w : weights) b.matmul(w, *x, *out);
+        b.synchronize();
+        const double est_us =
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / copies;
+        const int launches = std::clamp(static_cast<int>(5000.0 / std::max(est_us, 1.0)), copies, 4000);
+        ASSERT_TRUE(b.capture_graph([&] {
+                      for (int i = 0; i < launches; ++i) b.matmul(weights[i % copies], *x, *out);
+                    }).ok());
+        std::vector<double> per_launch_us;
+        for (int rep = 0; rep < 8; ++rep) {
+          const auto r0 = std::chrono::steady_clock::now();
+          ASSERT_TRUE(b.replay_graph().ok());
+          b.synchronize();
+          const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - r0).count();
+          if (rep > 0) per_launch_us.push_back(us / launches);
+        }
+        ASSERT_TRUE(b.status().ok());
+        const double us = median(per_launch_us);
+        const double bytes = static_cast<double>(host.size()) + 4.0 * (s.cols + s.rows) * batch;
+        results.push_back({std::string(dtype_name(fmt)), s, batch, us, bytes / (us * 1e-6) / 1e9});
+      }
+    }
+  }
+
+  std::printf("\n| format | cols x rows | batch | us | GB/s | %% of read bw |\n|---|---|---|---|---|---|\n");
+  for (const Result& r : results)
+    std::printf("| %s | %lldx%lld | %d | %.1f | %.0f | %.0f %% |\n", r.format.c_str(),
+                static_cast<long long>(r.shape.cols), static_cast<long long>(r.shape.rows), r.batch, r.us, r.gbps,
+                100.0 * r.gbps / read_gbps);
+  // Summary: all five shapes of a format as one decode-like pass (total bytes / total time).
+  std::printf("\nGEMV summary, Llama-3 8B shapes, read bandwidth %.0f GB/s measured in this run\n\n", read_gbps);
+  std::printf("| format | batch 1 GB/s | batch 1 %% | batch 16 GB/s | batch 16 %% |\n|---|---|---|---|---|\n");
+  for (DType fmt : formats) {
+    double sum[2][2] = {};  // [batch 1|16][bytes|us]
+    for (const Result& r : results) {
+      if (r.format != dtype_name(fmt)) continue;
+      const int k = r.batch == 1 ? 0 : 1;
+      sum[k][0] += r.gbps * r.us * 1e3;  // bytes
+      sum[k][1] += r.us;
+    }
+    const double g1 = sum[0][0] / (sum[0][1] * 1e3), g16 = sum[1][0] / (sum[1][1] * 1e3);
+    std::printf("| %s | %.0f | %.0f %% | %.0f | %.0f %% |\n", std::string(dtype_name(fmt)).c_str(), g1,
+                100.0 * g1 / read_gbps, g16, 100.0 * g16 / read_gbps);
+  }
+}
+
+}  // namespace
+}  // namespace bl
