@@ -67,18 +67,20 @@ std::vector<TokenId> some_ids(int n) {
 }
 
 TEST(LlamaModel, CpuMatchesReferenceOnSyntheticModels) {
-  // Tolerance: the CPU backend quantizes activations to 8 bits for quantized weights and keeps
-  // the KV cache in f16; over 2 layers this stays within a few percent of the largest logit.
-  const std::vector<std::pair<std::string, double>> cases = {{"f32", 1e-4}, {"f16", 1e-3}, {"q8_0", 3e-2},
+  // Tolerance: with an f32 KV cache on both sides, f32 and f16 weights differ only by summation
+  // order; for quantized weights the CPU backend also quantizes activations to 8 bits.
+  const std::vector<std::pair<std::string, double>> cases = {{"f32", 1e-5}, {"f16", 1e-5}, {"q8_0", 3e-2},
                                                              {"q4_0", 3e-2}, {"q4_k", 3e-2}, {"q6_k", 3e-2}};
   for (const auto& [type, tolerance] : cases) {
     const std::string path = synth_file(type);
     Loaded ref = load(path, "ref"), cpu = load(path, "cpu");
     const std::vector<TokenId> ids = some_ids(37);
     const std::vector<float> want = logits_of(*ref.model, ids, 64, DType::F32);
-    const std::vector<float> got = logits_of(*cpu.model, ids, 64, DType::F16);
+    const std::vector<float> got = logits_of(*cpu.model, ids, 64, DType::F32);
     ASSERT_EQ(got.size(), want.size());
-    EXPECT_LE(relative_max_error(got, want), tolerance) << type;
+    const double error = relative_max_error(got, want);
+    EXPECT_LE(error, tolerance) << type;
+    std::printf("%s: relative max error %.3g\n", type.c_str(), error);
   }
 }
 
