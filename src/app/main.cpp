@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   bl::app::add_info_command(app, exit_code);
   bl::app::add_synth_command(app, exit_code);
   bl::app::add_bench_command(app, exit_code);
+  bl::app::add_quantize_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
