@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -26,6 +27,13 @@ inline float hsum(__m256 v) {
 }
 
 inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
+
+// Software prefetch this far ahead of the weight stream (bytes). Rows are contiguous, so
+// running past a row's end fetches the next one; prefetches never fault.
+constexpr int kPrefetchBytes = 1024;
+inline void prefetch_weights(const void* p) {
+  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+}
 
 // 8 int32: sums of 4 products u8 * s8 each (u < 128 or products small enough that the
 // pairwise int16 sums of maddubs cannot saturate: true for every caller here).
@@ -75,64 +83,119 @@ struct ActColumns {
   }
 };
 
-// Q8_0 weights: signed, so sum w y = sum |w| * sign(y, w) (maddubs / vpdpbusd want u8 * s8).
-template <int NC, bool kVnni>
-void dot_q8_0_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
-  const auto* a = static_cast<const BlockQ8_0*>(w);
-  const int64_t nb = cols / kQK;
-  const ActColumns<NC> y(x, stride, nb);
-  __m256 acc[NC];
-  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs));
-    const __m256i abs_q = _mm256_sign_epi8(q, q);
-    const float dw = fp16(a[i].d);
-    for (int c = 0; c < NC; ++c) {
-      const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.q[c][i].qs));
-      const __m256i sums = dot_u8s8<kVnni>(abs_q, _mm256_sign_epi8(yv, q));
-      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y.d[c][i]), _mm256_cvtepi32_ps(sums), acc[c]);
-    }
-  }
-  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]);
+// The 32-element kernels run over a row in chunks of kChunkBlocks blocks, in two passes:
+//  1. scales, 8 blocks per instruction: the fp16 d_w (and m_w) are gathered and converted
+//     with F16C, multiplied by the activation scales d_y into scale[c][j], and the offset
+//     term sum_j c_w * s_y (see below) is accumulated, all in fp32 vectors;
+//  2. integers: per block an unpack, one vpdpbusd (or maddubs + madd), a convert and an
+//     FMA with scale[c][j] broadcast from memory.
+// This keeps the per-block work off port 5 (inserts, fp16 converts, register broadcasts),
+// which bounded a one-pass loop at ~4.5 cycles per block; decode must run at DRAM speed.
+constexpr int kChunkBlocks = 128;
+
+// Legacy formats as u * d_w + c_w with unsigned levels u, or signed levels (Q8_0):
+//   Q4_0: u in [0, 16), c_w = -8 d_w     Q5_0: u in [0, 32), c_w = -16 d_w
+//   Q4_1: u in [0, 16), c_w = m_w        Q5_1: u in [0, 32), c_w = m_w
+// so sum_k w_k y_k = d_w d_y sum(u q_y) + c_w s_y with s_y = d_y sum(q_y).
+enum class Legacy { q4_0, q5_0, q4_1, q5_1, q8_0 };
+
+template <Legacy kFmt> struct LegacyBlock;
+template <> struct LegacyBlock<Legacy::q4_0> { using type = BlockQ4_0; };
+template <> struct LegacyBlock<Legacy::q5_0> { using type = BlockQ5_0; };
+template <> struct LegacyBlock<Legacy::q4_1> { using type = BlockQ4_1; };
+template <> struct LegacyBlock<Legacy::q5_1> { using type = BlockQ5_1; };
+template <> struct LegacyBlock<Legacy::q8_0> { using type = BlockQ8_0; };
+
+// 32 nibbles as bytes without a cross-lane shuffle: the 16 bytes broadcast to both lanes
+// (a load), the high lane shifted right by 4 (vpsrlvd), then masked.
+inline __m256i unpack_nibbles_fast(const uint8_t* qs) {
+  const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i shifted = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+  return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F));
 }
 
-// Q4_0, Q5_0, Q4_1, Q5_1: unsigned levels u (4 or 5 bits) with w = d_w * u + c_w, where
-// c_w = -8 d_w (Q4_0), -16 d_w (Q5_0) or the stored min m (Q4_1, Q5_1). Per block
-//   sum w y = d_w d_y sum(u q_y) + c_w * s_y,   s_y = d_y sum(q_y),
-// so no per-element offset is applied. Two accumulator sets (even / odd blocks) keep the
-// scalar c_w * s_y chain off the critical path.
-template <bool kFive, bool kMin, typename Block, int NC, bool kVnni>
-void dot_offset_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+template <Legacy kFmt, int NC, bool kVnni>
+void dot_legacy_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  using Block = typename LegacyBlock<kFmt>::type;
+  constexpr bool kHasMin = kFmt == Legacy::q4_1 || kFmt == Legacy::q5_1;
+  constexpr bool kFive = kFmt == Legacy::q5_0 || kFmt == Legacy::q5_1;
   const auto* a = static_cast<const Block*>(w);
   const int64_t nb = cols / kQK;
   const ActColumns<NC> y(x, stride, nb);
-  __m256 acc[2][NC];
-  float acc_c[2][NC];
-  for (int p = 0; p < 2; ++p)
-    for (int c = 0; c < NC; ++c) {
-      acc[p][c] = _mm256_setzero_ps();
-      acc_c[p][c] = 0.0f;
-    }
-  auto block = [&](int64_t i, int p) {
-    __m256i u = unpack_nibbles(a[i].qs);
-    if constexpr (kFive) u = _mm256_or_si256(u, _mm256_and_si256(bytes_from_bits(a[i].qh), _mm256_set1_epi8(0x10)));
-    const float dw = fp16(a[i].d);
-    float cw;
-    if constexpr (kMin) cw = fp16(a[i].m);
-    else cw = (kFive ? -16.0f : -8.0f) * dw;
-    for (int c = 0; c < NC; ++c) {
-      const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.q[c][i].qs));
-      acc[p][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y.d[c][i]), _mm256_cvtepi32_ps(dot_u8s8<kVnni>(u, yv)), acc[p][c]);
-      acc_c[p][c] += cw * y.s[c][i];
-    }
-  };
-  int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    block(i, 0);
-    block(i + 1, 1);
+
+  alignas(32) uint16_t d_half[kChunkBlocks];
+  alignas(32) uint16_t m_half[kChunkBlocks];
+  alignas(32) float scale[NC][kChunkBlocks];
+  constexpr int kLanes = NC == 1 ? 4 : NC == 2 ? 2 : 1;
+  __m256 acc[kLanes][NC], acc_offset[NC];
+  float offset_tail[NC] = {};
+  for (int c = 0; c < NC; ++c) {
+    acc_offset[c] = _mm256_setzero_ps();
+    for (int lane = 0; lane < kLanes; ++lane) acc[lane][c] = _mm256_setzero_ps();
   }
-  if (i < nb) block(i, 0);
-  for (int c = 0; c < NC; ++c) out[c] = hsum(_mm256_add_ps(acc[0][c], acc[1][c])) + acc_c[0][c] + acc_c[1][c];
+
+  for (int64_t b0 = 0; b0 < nb; b0 += kChunkBlocks) {
+    const int m = static_cast<int>(std::min<int64_t>(kChunkBlocks, nb - b0));
+    const Block* blk = a + b0;
+    // Pass 1: scales.
+    for (int j = 0; j < m; ++j) {
+      d_half[j] = blk[j].d;
+      if constexpr (kHasMin) m_half[j] = blk[j].m;
+    }
+    int j = 0;
+    for (; j + 8 <= m; j += 8) {
+      const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(d_half + j)));
+      __m256 cw;
+      if constexpr (kHasMin) cw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(m_half + j)));
+      else cw = _mm256_mul_ps(dw, _mm256_set1_ps(kFive ? -16.0f : -8.0f));
+      for (int c = 0; c < NC; ++c) {
+        _mm256_store_ps(scale[c] + j, _mm256_mul_ps(dw, _mm256_loadu_ps(y.d[c] + b0 + j)));
+        if constexpr (kFmt != Legacy::q8_0) acc_offset[c] = _mm256_fmadd_ps(cw, _mm256_loadu_ps(y.s[c] + b0 + j), acc_offset[c]);
+      }
+    }
+    for (; j < m; ++j) {
+      const float dw = fp16(d_half[j]);
+      float cw;
+      if constexpr (kHasMin) cw = fp16(m_half[j]);
+      else cw = (kFive ? -16.0f : -8.0f) * dw;
+      for (int c = 0; c < NC; ++c) {
+        scale[c][j] = dw * y.d[c][b0 + j];
+        if constexpr (kFmt != Legacy::q8_0) offset_tail[c] += cw * y.s[c][b0 + j];
+      }
+    }
+    // Pass 2: integer dot products; kLanes independent accumulators per column so that the
+    // 4-cycle FMA latency is not the bound at NC = 1 (NC columns already interleave).
+    auto block = [&](int jj, int lane) {
+      const Block& b = blk[jj];
+      __m256i u;
+      if constexpr (kFmt == Legacy::q8_0) {
+        u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+      } else {
+        u = unpack_nibbles_fast(b.qs);
+        if constexpr (kFive) u = _mm256_or_si256(u, _mm256_and_si256(bytes_from_bits(b.qh), _mm256_set1_epi8(0x10)));
+      }
+      // Q8_0 is signed: sum w y = sum |w| * sign(y, w), since maddubs / vpdpbusd take u8 * s8.
+      __m256i abs_u = u;
+      if constexpr (kFmt == Legacy::q8_0) abs_u = _mm256_sign_epi8(u, u);
+      for (int c = 0; c < NC; ++c) {
+        __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.q[c][b0 + jj].qs));
+        if constexpr (kFmt == Legacy::q8_0) yv = _mm256_sign_epi8(yv, u);
+        const __m256 sums = _mm256_cvtepi32_ps(dot_u8s8<kVnni>(abs_u, yv));
+        acc[lane][c] = _mm256_fmadd_ps(_mm256_broadcast_ss(scale[c] + jj), sums, acc[lane][c]);
+      }
+    };
+    int jj = 0;
+    for (; jj + kLanes <= m; jj += kLanes) {
+      prefetch_weights(blk + jj);
+      for (int lane = 0; lane < kLanes; ++lane) block(jj + lane, lane);
+    }
+    for (; jj < m; ++jj) block(jj, 0);
+  }
+  for (int c = 0; c < NC; ++c) {
+    __m256 total = acc[0][c];
+    for (int lane = 1; lane < kLanes; ++lane) total = _mm256_add_ps(total, acc[lane][c]);
+    out[c] = hsum(total) + hsum(acc_offset[c]) + offset_tail[c];
+  }
 }
 
 // ---- K-quants against Q8_K
@@ -267,7 +330,9 @@ void dot_float_tile(int64_t cols, const void* w, const void* x, size_t stride, f
   __m256 acc0[NC], acc1[NC];
   for (int c = 0; c < NC; ++c) acc0[c] = acc1[c] = _mm256_setzero_ps();
   int64_t k = 0;
+  constexpr int64_t kElemBytes = kFmt == Flt::f32 ? 4 : 2;
   for (; k + 16 <= cols; k += 16) {
+    prefetch_weights(static_cast<const char*>(w) + k * kElemBytes);  // 32 or 64 bytes per step
     const __m256 w0 = load8<kFmt>(w, k), w1 = load8<kFmt>(w, k + 8);
     for (int c = 0; c < NC; ++c) {
       acc0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(y[c] + k), acc0[c]);
@@ -296,11 +361,11 @@ void dot_tiles(int64_t cols, const void* w, const void* x, size_t stride, int nc
 
 template <bool kVnni>
 struct Kernels256 {
-  template <int NC> struct Q4_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_offset_tile<false, false, BlockQ4_0, NC, kVnni>(c, w, x, s, o); } };
-  template <int NC> struct Q5_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_offset_tile<true, false, BlockQ5_0, NC, kVnni>(c, w, x, s, o); } };
-  template <int NC> struct Q4_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_offset_tile<false, true, BlockQ4_1, NC, kVnni>(c, w, x, s, o); } };
-  template <int NC> struct Q5_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_offset_tile<true, true, BlockQ5_1, NC, kVnni>(c, w, x, s, o); } };
-  template <int NC> struct Q8_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q8_0_tile<NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q4_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_legacy_tile<Legacy::q4_0, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q5_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_legacy_tile<Legacy::q5_0, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q4_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_legacy_tile<Legacy::q4_1, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q5_1 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_legacy_tile<Legacy::q5_1, NC, kVnni>(c, w, x, s, o); } };
+  template <int NC> struct Q8_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_legacy_tile<Legacy::q8_0, NC, kVnni>(c, w, x, s, o); } };
   template <int NC> struct Q4_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q45k_tile<false, BlockQ4_K, NC>(c, w, x, s, o); } };
   template <int NC> struct Q5_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q45k_tile<true, BlockQ5_K, NC>(c, w, x, s, o); } };
   template <int NC> struct Q6_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q6k_tile<NC>(c, w, x, s, o); } };

@@ -38,7 +38,10 @@ void dot_float_tile_512(int64_t cols, const void* w, const void* x, size_t strid
   __m512 acc0[NC], acc1[NC];
   for (int c = 0; c < NC; ++c) acc0[c] = acc1[c] = _mm512_setzero_ps();
   int64_t k = 0;
+  constexpr int64_t kElemBytes = kFmt == Flt::f32 ? 4 : 2;
   for (; k + 32 <= cols; k += 32) {
+    prefetch_weights(static_cast<const char*>(w) + k * kElemBytes);
+    if constexpr (kElemBytes == 4) prefetch_weights(static_cast<const char*>(w) + k * kElemBytes + 64);
     const __m512 w0 = load16<kFmt>(w, k), w1 = load16<kFmt>(w, k + 16);
     for (int c = 0; c < NC; ++c) {
       acc0[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(y[c] + k), acc0[c]);
