@@ -144,7 +144,8 @@ class CudaBackendImpl final : public CudaBackend {
     if (n == 0) return;
     const float* b = bias ? bias->as<float>() : nullptr;
     if (n <= cuda::kGemvMaxTokens) {
-      cuda::launch_gemv(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(), b, stream_);
+      if (!cuda::launch_gemv(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(), b, stream_))
+        record(internal_error("matmul: no GEMV kernel for " + shape_string(w) + " with this alignment of x"));
       check_launch(op);
       return;
     }
@@ -336,14 +337,16 @@ class CudaBackendImpl final : public CudaBackend {
     return ws.ptr;
   }
 
+  // Device copy of a host freq_factors array, made once per (pointer, length): the same
+  // pointer may come with more pairs later (another head_dim), which needs a longer copy.
   const float* device_freq_factors(const float* host, int n) {
     auto it = freq_factors_.find(host);
-    if (it != freq_factors_.end()) return it->second;
+    if (it != freq_factors_.end() && it->second.n >= n) return it->second.data;
     auto* p = static_cast<float*>(device_alloc(n * sizeof(float), "rope freq_factors"));
     if (!p) return nullptr;
     // A synchronous copy: the host array is read once, the first time rope meets it.
     note(cudaMemcpy(p, host, n * sizeof(float), cudaMemcpyHostToDevice), "rope freq_factors copy");
-    freq_factors_[host] = p;
+    freq_factors_[host] = {p, n};
     return p;
   }
 
@@ -390,7 +393,11 @@ class CudaBackendImpl final : public CudaBackend {
   cublasHandle_t cublas_ = nullptr;
   std::vector<void*> allocations_;  // every cudaMalloc of this backend, freed in the destructor
   Workspace deq_ws_, xh_ws_, attn_ws_;
-  std::unordered_map<const float*, float*> freq_factors_;
+  struct DeviceFactors {
+    float* data;
+    int n;
+  };
+  std::unordered_map<const float*, DeviceFactors> freq_factors_;
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
   bool capturing_ = false;

@@ -1,28 +1,29 @@
 // Fused dequantize + matrix-vector product for decode (1..16 tokens), every weight format.
 //
-// out[r, t] = sum_k W[r, k] * x[k, t]. One warp owns kRows adjacent rows; lane l decodes the
-// 32-element chunks l, l + 32, ... of each of its rows into registers (weight_decode.cuh) and
-// multiplies them with the matching x chunk of every token, so each weight byte is read once
-// from HBM for the whole batch. Partial sums are reduced across the warp with shuffles at the
-// end (no shared memory, no block barrier).
+// out[r, t] = sum_k W[r, k] * x[k, t]. A block of 256 threads owns kRows adjacent rows; thread
+// i decodes pieces i, i + 256, ... of each row (8 weights each, gemv_pieces.cuh, so the block
+// reads the rows front to back with coalesced loads) and multiplies them with the matching x
+// of every token: each weight byte is read once from HBM for the whole batch, and each x
+// float4 loaded from L1 serves kRows rows. Partial sums are reduced with warp shuffles, then
+// across the 8 warps through shared memory.
 //
 // Napkin math (H100, ~3.0 TB/s read): 4096x4096 Q4_0 is 9.4 MB -> 3.1 us at the limit; the
-// 8B lm_head 4096x128256 Q4_0 is 296 MB -> 99 us. x is re-read from L1 per warp: with two rows
-// per warp that is 2 bytes of L1 traffic per weight (fp32 x), ~4x the 4-bit weight bytes,
-// under the L1 limit (~30 TB/s chip-wide). At 16 tokens the fp32 FMAs (16 per weight, ~33 T
-// FMA/s) cap 4-bit weights near 2e12 weights/s, ~40 % of the bandwidth: the tensor-core
-// skinny GEMM is the next step for batched decode (docs/cuda.md).
+// 8B lm_head 4096x128256 Q4_0 is 296 MB -> 99 us. L1 traffic for x is 4 B x n_tokens /
+// kRows per weight: 1 B at batch 1 (under the ~30 TB/s L1 limit at 5e12 4-bit weights/s) but
+// 16 B at batch 16, and 16 fp32 FMAs per weight cap batch 16 near 2e12 weights/s: batched
+// decode needs the tensor-core skinny GEMM (docs/cuda.md).
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
-#include "kernels/cuda/weight_decode.cuh"
 
 namespace bl::cuda {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kGemvThreads = 256;  // 8 warps per block
-constexpr int kRowsPerWarp = 2;     // x chunk loaded once, used for both rows
+constexpr int kGemvThreads = 256;  // 8 warps per block, all on the same rows
+constexpr int kGemvWarps = kGemvThreads / kWarp;
+constexpr int kRows = 4;           // rows per block: each x float4 serves 4 rows
 
 struct GemvParams {
   const uint8_t* w;
@@ -41,92 +42,91 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+__device__ __forceinline__ float dot4(const float* w, float4 x, float acc) {
+  acc = fmaf(w[0], x.x, acc);
+  acc = fmaf(w[1], x.y, acc);
+  acc = fmaf(w[2], x.z, acc);
+  return fmaf(w[3], x.w, acc);
+}
+
 // kTokens: compile-time upper bound of the batch (register arrays need constant sizes); the
-// runtime p.n <= kTokens. kVec: 16-byte loads of x (and of plain-type weights) are legal.
+// runtime p.n <= kTokens. kVec: rows and x are 16-byte aligned and cols % 8 == 0, so the
+// pieces apply; otherwise (plain types with odd rows only) every weight goes the scalar way.
 template <DType T, int kTokens, bool kVec>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p) {
-  static_assert(kGemvThreads % kWarp == 0, "whole warps per block");
-  const int lane = threadIdx.x % kWarp;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kGemvThreads + threadIdx.x) / kWarp;
-  const int64_t row0 = warp * kRowsPerWarp;
-  if (row0 >= p.rows) return;
-
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   // Rows past the end read the last row again (a valid address) and are not stored.
-  const uint8_t* rowp[kRowsPerWarp];
+  const uint8_t* rowp[kRows];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) rowp[r] = p.w + min(row0 + r, p.rows - 1) * p.row_bytes;
+  for (int r = 0; r < kRows; ++r) rowp[r] = p.w + min(row0 + r, p.rows - 1) * p.row_bytes;
 
-  float acc[kRowsPerWarp][kTokens];
+  float acc[kRows][kTokens];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
+  for (int r = 0; r < kRows; ++r)
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) acc[r][t] = 0.0f;
 
-  const int64_t n_chunks = p.cols / kChunk;
-  for (int64_t c = lane; c < n_chunks; c += kWarp) {
-    float w[kRowsPerWarp][kChunk];
+  const int64_t n_pieces = kVec ? p.cols / kPiece : 0;
+#pragma unroll 2
+  for (int64_t i = threadIdx.x; i < n_pieces; i += kGemvThreads) {
+    float w[kRows][kPiece];
+    int64_t o0 = 0, o1 = 0;
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) decode_chunk<T, kVec>(rowp[r], c, w[r]);
+    for (int r = 0; r < kRows; ++r) Piece<T>::load(rowp[r], i, w[r], o0, o1);
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t >= p.n) break;
-      const float* xc = p.x + t * p.cols + c * kChunk;
-      if constexpr (kVec) {
+      const float* xt = p.x + t * p.cols;
+      const float4 xa = __ldg(reinterpret_cast<const float4*>(xt + o0));
+      const float4 xb = __ldg(reinterpret_cast<const float4*>(xt + o1));
 #pragma unroll
-        for (int i = 0; i < kChunk / 4; ++i) {
-          const float4 xv = __ldg(reinterpret_cast<const float4*>(xc) + i);
-#pragma unroll
-          for (int r = 0; r < kRowsPerWarp; ++r) {
-            acc[r][t] = fmaf(w[r][4 * i], xv.x, acc[r][t]);
-            acc[r][t] = fmaf(w[r][4 * i + 1], xv.y, acc[r][t]);
-            acc[r][t] = fmaf(w[r][4 * i + 2], xv.z, acc[r][t]);
-            acc[r][t] = fmaf(w[r][4 * i + 3], xv.w, acc[r][t]);
-          }
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < kChunk; ++i) {
-          const float xv = __ldg(xc + i);
-#pragma unroll
-          for (int r = 0; r < kRowsPerWarp; ++r) acc[r][t] = fmaf(w[r][i], xv, acc[r][t]);
-        }
-      }
+      for (int r = 0; r < kRows; ++r) acc[r][t] = dot4(w[r] + 4, xb, dot4(w[r], xa, acc[r][t]));
     }
   }
-  // Row tails (cols % 32) exist only for the plain types; block formats have whole chunks.
+  // Weights the pieces did not cover: the row tail (cols % 8) or, without kVec, the whole row;
+  // plain types only (block formats always have whole, aligned pieces).
   if constexpr (is_plain_type<T>()) {
-    for (int64_t k = n_chunks * kChunk + lane; k < p.cols; k += kWarp) {
-      float wk[kRowsPerWarp];
+    for (int64_t k = n_pieces * kPiece + threadIdx.x; k < p.cols; k += kGemvThreads) {
+      float wk[kRows];
 #pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) wk[r] = Decoder<T>::element(rowp[r], k);
+      for (int r = 0; r < kRows; ++r) wk[r] = Decoder<T>::element(rowp[r], k);
 #pragma unroll
       for (int t = 0; t < kTokens; ++t) {
         if (t >= p.n) break;
         const float xv = p.x[t * p.cols + k];
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) acc[r][t] = fmaf(wk[r], xv, acc[r][t]);
+        for (int r = 0; r < kRows; ++r) acc[r][t] = fmaf(wk[r], xv, acc[r][t]);
       }
     }
   }
 
+  __shared__ float partial[kGemvWarps][kRows * kTokens];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int64_t row = row0 + r;
+  for (int r = 0; r < kRows; ++r)
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       const float s = warp_sum(acc[r][t]);
-      if (lane == 0 && t < p.n && row < p.rows) p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
+      if (lane == 0) partial[warp][r * kTokens + t] = s;
     }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < kRows * kTokens; idx += kGemvThreads) {
+    const int r = idx / kTokens, t = idx % kTokens;
+    const int64_t row = row0 + r;
+    if (t >= p.n || row >= p.rows) continue;
+    float s = p.bias ? p.bias[row] : 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGemvWarps; ++w) s += partial[w][idx];
+    p.out[t * p.rows + row] = s;
   }
 }
 
 template <DType T, int kTokens>
 void launch_for_tokens(const GemvParams& p, bool vec, cudaStream_t stream) {
-  const int64_t warps = (p.rows + kRowsPerWarp - 1) / kRowsPerWarp;
-  const dim3 grid(static_cast<unsigned>((warps * kWarp + kGemvThreads - 1) / kGemvThreads));
+  const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
   if (vec) {
     gemv_kernel<T, kTokens, true><<<grid, kGemvThreads, 0, stream>>>(p);
-  } else {
+  } else if constexpr (is_plain_type<T>()) {
     gemv_kernel<T, kTokens, false><<<grid, kGemvThreads, 0, stream>>>(p);
   }
 }
@@ -144,9 +144,13 @@ bool weight_format_supported(DType t) {
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream) {
   const GemvParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
-  // 16-byte loads need 16-byte aligned rows of weights and of x (block formats: cols % 32 == 0).
-  const bool vec = w.row_bytes % 16 == 0 && w.cols % 4 == 0 &&
-                   reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  // Pieces need 16-byte aligned x (and rows, for the plain types) and cols % 8 == 0; block
+  // formats always qualify given an aligned x (their rows are whole blocks of 32 or 256).
+  const bool aligned_x = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+  const bool vec = aligned_x && w.cols % kPiece == 0 &&
+                   (!plain || (w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0));
+  if (!vec && !plain) return false;
   return dispatch_weight_format(w.dtype, [&]<DType T>() {
     if (n_tokens <= 1) launch_for_tokens<T, 1>(p, vec, stream);
     else if (n_tokens <= 2) launch_for_tokens<T, 2>(p, vec, stream);
