@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang (ASan + UBSan) in their own build dir and runs the
-# GGUF reader fuzzer for a bounded time over a seed corpus: the malformed-file corpus of
-# tests/reference/make_malformed_gguf.py plus its valid file. Fails on any crash, sanitizer
-# report, leak or timeout.
+# Builds the libFuzzer targets with clang (ASan + UBSan) in their own build dir and runs them
+# for a bounded time in all: the GGUF reader fuzzer for two thirds of it, over the malformed-file
+# corpus of tests/reference/make_malformed_gguf.py plus its valid file, then the safetensors
+# parser fuzzer for the rest, over a few small files written here. Fails on any crash,
+# sanitizer report, leak or timeout.
 #
 #   scripts/run_fuzz.sh [SECONDS=60]
 # Knobs: FUZZ_BUILD_DIR (default build-fuzz), CXX_FUZZ / CC_FUZZ (default clang++ / clang).
@@ -26,26 +27,65 @@ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_C_COMPILER="$cc" \
   -DBITLIGHT_FUZZ=ON -DBITLIGHT_TESTS=OFF -DBITLIGHT_CUDA=OFF > "$build_dir/configure.log" 2>&1 ||
   { cat "$build_dir/configure.log" >&2; exit 1; }
-ninja -C "$build_dir" -j"${JOBS:-2}" gguf_reader_fuzz
+ninja -C "$build_dir" -j"${JOBS:-2}" gguf_reader_fuzz safetensors_reader_fuzz
 
-# Seeds are regenerated each run; the working corpus keeps what the fuzzer found before.
-seeds="$build_dir/fuzz/seeds"
-corpus="$build_dir/fuzz/corpus"
-artifacts="$build_dir/fuzz/artifacts"
-rm -rf "$seeds"
-mkdir -p "$seeds" "$corpus" "$artifacts"
-"$python" tests/reference/make_malformed_gguf.py "$seeds" > /dev/null
-rm -f "$seeds/manifest.json"
+# run_fuzzer NAME SECONDS SEEDS_DIR: the working corpus (build dir) keeps what earlier runs found.
+run_fuzzer() {
+  local name="$1" secs="$2" seeds="$3"
+  local corpus="$build_dir/fuzz/corpus-$name" artifacts="$build_dir/fuzz/artifacts-$name"
+  mkdir -p "$corpus" "$artifacts"
+  echo "run_fuzz: $name for ${secs} s over $(ls "$seeds" | wc -l) seeds + $(ls "$corpus" | wc -l) corpus files"
+  # -max_len: the seeds are under 1 KiB; 4 KiB leaves room to grow them.
+  # -timeout: one input taking over 10 s is a hang. -rss_limit_mb: allocations stay bounded.
+  set +e
+  "$build_dir/fuzz/$name" "$corpus" "$seeds" -max_total_time="$secs" -max_len=4096 -timeout=10 \
+    -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1 > "$build_dir/fuzz/$name.log" 2>&1
+  local status=$?
+  set -e
+  grep -E "^(Done|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)" "$build_dir/fuzz/$name.log" || true
+  if (( status != 0 )); then
+    tail -n 60 "$build_dir/fuzz/$name.log" >&2
+    echo "run_fuzz: $name FAILED (exit $status); the crashing input is in $artifacts/" >&2
+    return 1
+  fi
+}
 
-echo "run_fuzz: gguf_reader_fuzz for ${seconds} s over $(ls "$seeds" | wc -l) seeds + $(ls "$corpus" | wc -l) corpus files"
-# -max_len: the seeds are under 1 KiB; 4 KiB leaves room to grow them.
-# -timeout: one input taking over 10 s is a hang. -rss_limit_mb: allocations stay bounded.
-"$build_dir/fuzz/gguf_reader_fuzz" "$corpus" "$seeds" \
-  -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
-  -artifact_prefix="$artifacts/" -print_final_stats=1 2>&1 | tail -n 25
-status=${PIPESTATUS[0]}
-if (( status != 0 )); then
-  echo "run_fuzz: FAILED (exit $status); crashing input in $artifacts/" >&2
+# Seeds are regenerated each run.
+gguf_seeds="$build_dir/fuzz/seeds-gguf"
+st_seeds="$build_dir/fuzz/seeds-safetensors"
+rm -rf "$gguf_seeds" "$st_seeds"
+mkdir -p "$gguf_seeds" "$st_seeds"
+"$python" tests/reference/make_malformed_gguf.py "$gguf_seeds" > /dev/null
+rm -f "$gguf_seeds/manifest.json"
+"$python" - "$st_seeds" <<'PY'
+import json, struct, sys
+def st(header, data):
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+out = sys.argv[1]
+seeds = {
+    "valid.safetensors": st({"__metadata__": {"format": "pt"},
+                             "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                             "b": {"dtype": "BF16", "shape": [4], "data_offsets": [24, 32]}}, bytes(32)),
+    "scalar.safetensors": st({"s": {"dtype": "F16", "shape": [], "data_offsets": [0, 2]}}, bytes(2)),
+    "overlap.safetensors": st({"a": {"dtype": "I32", "shape": [4], "data_offsets": [0, 16]},
+                               "b": {"dtype": "I8", "shape": [8], "data_offsets": [8, 16]}}, bytes(16)),
+    "bad_len.safetensors": struct.pack("<Q", 1 << 40) + b"{}",
+}
+for name, data in seeds.items():
+    open(f"{out}/{name}", "wb").write(data)
+PY
+
+gguf_secs=$(( seconds * 2 / 3 ))
+(( gguf_secs < 1 )) && gguf_secs=1
+st_secs=$(( seconds - gguf_secs ))
+(( st_secs < 1 )) && st_secs=1
+failed=0
+run_fuzzer gguf_reader_fuzz "$gguf_secs" "$gguf_seeds" || failed=1
+run_fuzzer safetensors_reader_fuzz "$st_secs" "$st_seeds" || failed=1
+if (( failed )); then
+  echo "run_fuzz: FAILED" >&2
   exit 1
 fi
 echo "run_fuzz: no crash in ${seconds} s"
