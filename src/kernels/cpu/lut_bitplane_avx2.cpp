@@ -1,0 +1,134 @@
+// bl<b>g<g> row kernels, AVX2 level: 32 plane bits are expanded to 32 bytes (broadcast, byte
+// shuffle, and, compare: 0xFF where the bit is set) and added into u8 codes; maddubs + madd
+// multiply them with 32 int8 activations. maddubs sums two u8 x s8 products into a saturating
+// int16, exact for codes <= 127 (2 * 127 * 127 < 2^15), so at 8 bits the top plane is
+// multiplied on its own and shifted by 7.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/cpu/lut_bitplane_kernels.h"
+
+namespace bl::cpu {
+namespace {
+
+using quant::BlGroupShape;
+
+constexpr int kChunk = 32;  // weights per vector
+
+// 0xFF in byte j where bit j of the 32 plane bits at p is set.
+inline __m256i expand_bits(const uint8_t* p) {
+  int32_t bits;
+  std::memcpy(&bits, p, 4);
+  // Lane 0 takes plane bytes 0 and 1, lane 1 bytes 2 and 3, each byte repeated 8 times.
+  const __m256i rep = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                       2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i sel = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(bits), rep), sel);
+  return _mm256_cmpeq_epi8(v, sel);
+}
+
+// u8 codes of planes [0, bits) for weights [32 * chunk, 32 * chunk + 32) of a group.
+inline __m256i codes32(const uint8_t* planes, int bits, int64_t plane_bytes, int chunk) {
+  const uint8_t* p = planes + chunk * 4;
+  __m256i q = _mm256_sub_epi8(_mm256_setzero_si256(), expand_bits(p));  // 0xFF -> 1
+  for (int k = 1; k < bits; ++k)
+    q = _mm256_add_epi8(q, _mm256_and_si256(expand_bits(p + k * plane_bytes), _mm256_set1_epi8(static_cast<char>(1 << k))));
+  return q;
+}
+
+// int32 partial sums of q (u8, <= 127) times a (s8).
+inline __m256i dot_u7s8(__m256i q, __m256i a) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1));
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int NC, bool FromCodes>
+void dot_tile(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, const uint8_t* codes,
+              const BitplaneActs* acts, float* out) {
+  const int g = shape.group_size;
+  const int chunks = g / kChunk;
+  // Codes above 127 (8 bits) split into the low 7 planes and the top plane (0/1, times 128).
+  const int low_bits = shape.bits < 8 ? shape.bits : 7;
+  const bool top_plane = shape.bits == 8;
+  __m256 facc[NC];
+  float zterm[NC];
+  for (int c = 0; c < NC; ++c) facc[c] = _mm256_setzero_ps(), zterm[c] = 0.0f;
+  for (int64_t grp = 0; grp < cols / g; ++grp) {
+    const uint8_t* planes = w_row + grp * shape.group_bytes() + 4;
+    __m256i acc[NC];
+    for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_si256();
+    for (int ch = 0; ch < chunks; ++ch) {
+      __m256i q, top = _mm256_setzero_si256();
+      if (FromCodes) {
+        q = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + grp * g + ch * kChunk));
+        if (top_plane) {
+          top = _mm256_and_si256(_mm256_srli_epi16(q, 7), _mm256_set1_epi8(1));
+          q = _mm256_and_si256(q, _mm256_set1_epi8(0x7f));
+        }
+      } else {
+        q = codes32(planes, low_bits, shape.plane_bytes(), ch);
+        if (top_plane)
+          top = _mm256_sub_epi8(_mm256_setzero_si256(), expand_bits(planes + 7 * shape.plane_bytes() + ch * 4));
+      }
+      for (int c = 0; c < NC; ++c) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acts[c].q + grp * g + ch * kChunk));
+        acc[c] = _mm256_add_epi32(acc[c], dot_u7s8(q, a));
+        if (top_plane) acc[c] = _mm256_add_epi32(acc[c], _mm256_slli_epi32(dot_u7s8(top, a), 7));
+      }
+    }
+    float s, z;
+    bitplane_group_scale(shape, w_row, grp, s, z);
+    for (int c = 0; c < NC; ++c) {
+      const float sd = s * acts[c].d[grp];
+      facc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c]), _mm256_set1_ps(sd), facc[c]);
+      zterm[c] += sd * z * static_cast<float>(acts[c].sum[grp]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = hsum(facc[c]) - zterm[c];
+}
+
+template <bool FromCodes>
+void dot_any(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, const uint8_t* codes,
+             const BitplaneActs* acts, int nc, float* out) {
+  switch (nc) {
+    case 1: return dot_tile<1, FromCodes>(shape, cols, w_row, codes, acts, out);
+    case 2: return dot_tile<2, FromCodes>(shape, cols, w_row, codes, acts, out);
+    case 3: return dot_tile<3, FromCodes>(shape, cols, w_row, codes, acts, out);
+    default: return dot_tile<4, FromCodes>(shape, cols, w_row, codes, acts, out);
+  }
+}
+
+void dot(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, const BitplaneActs* acts, int nc, float* out) {
+  dot_any<false>(shape, cols, w_row, nullptr, acts, nc, out);
+}
+
+void dot_codes(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, const uint8_t* codes,
+               const BitplaneActs* acts, int nc, float* out) {
+  dot_any<true>(shape, cols, w_row, codes, acts, nc, out);
+}
+
+void unpack(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, uint8_t* codes) {
+  const int g = shape.group_size;
+  for (int64_t grp = 0; grp < cols / g; ++grp) {
+    const uint8_t* planes = w_row + grp * shape.group_bytes() + 4;
+    for (int ch = 0; ch < g / kChunk; ++ch)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(codes + grp * g + ch * kChunk),
+                         codes32(planes, shape.bits, shape.plane_bytes(), ch));
+  }
+}
+
+}  // namespace
+
+const BitplaneKernels* bitplane_kernels_avx2() {
+  static const BitplaneKernels k{dot, unpack, dot_codes};
+  return &k;
+}
+
+}  // namespace bl::cpu
