@@ -86,7 +86,11 @@ void run_case(const Case& tc, ThreadPool& pool, AlignedBuffer& scratch) {
     xq.resize(act_column_bytes(k, cols) * n);
     for (int64_t c = 0; c < n; ++c) {
       k.quantize_act(x.data() + c * cols, xq.data() + act_column_bytes(k, cols) * c, cols);
-      dequantize_row(k.act, xq.data() + act_column_bytes(k, cols) * c, xd.data() + c * cols, cols);
+      const uint8_t* column = xq.data() + act_column_bytes(k, cols) * c;
+      if (k.dequantize_act)
+        k.dequantize_act(column, xd.data() + c * cols, cols);
+      else
+        dequantize_row(k.act, column, xd.data() + c * cols, cols);
     }
   }
 

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cpu/dot_kernels.h"
 #include "quant/blocks.h"
@@ -52,7 +53,7 @@ inline void quantize_block_q8(const float* x, uint16_t* d_out, int8_t* qs, int* 
 inline void quantize_q8_0_scales_avx2(const float* x, void* dst, int64_t n) {
   const int64_t nb = n / kQK;
   auto* y = static_cast<BlockQ8_0*>(dst);
-  auto* d = reinterpret_cast<float*>(static_cast<char*>(dst) + act_scales_offset(nb));
+  auto* d = reinterpret_cast<float*>(static_cast<char*>(dst) + act_scales_offset(ActLayout::q8_0_scales, nb));
   float* s = d + nb;
   for (int64_t i = 0; i < nb; ++i) {
     int sum = 0;
@@ -60,6 +61,54 @@ inline void quantize_q8_0_scales_avx2(const float* x, void* dst, int64_t n) {
     d[i] = _cvtsh_ss(y[i].d);  // exactly the scale the integer sums are multiplied with
     s[i] = d[i] * static_cast<float>(sum);
   }
+}
+
+// int8 data in block pairs plus fp32 d[] and s[] (ActLayout::q8_pairs_scales).
+inline void quantize_q8_pairs_avx2(const float* x, void* dst, int64_t n) {
+  const int64_t nb = n / kQK;
+  auto* q = static_cast<int8_t*>(dst);
+  auto* d = reinterpret_cast<float*>(static_cast<char*>(dst) + act_scales_offset(ActLayout::q8_pairs_scales, nb));
+  float* s = d + nb;
+  for (int64_t i = 0; i < nb; ++i) {
+    int sum = 0;
+    uint16_t d_half;
+    alignas(32) int8_t block[kQK];
+    quantize_block_q8(x + i * kQK, &d_half, block, &sum);
+    d[i] = _cvtsh_ss(d_half);
+    s[i] = d[i] * static_cast<float>(sum);
+    int8_t* pair = q + (i / 2) * 2 * kQK;
+    if (i % 2 == 0 && i + 1 == nb) {  // unpaired last block: plain order
+      std::memcpy(pair, block, kQK);
+    } else {
+      const int half = static_cast<int>(i % 2) * 16;
+      std::memcpy(pair + half, block, 16);
+      std::memcpy(pair + 32 + half, block + 16, 16);
+    }
+  }
+}
+
+// Inverse of quantize_q8_pairs_avx2 (for tests): x[k] = d[b] * q[b][k].
+inline void dequantize_q8_pairs(const void* column, float* x, int64_t n) {
+  const int64_t nb = n / kQK;
+  const auto* q = static_cast<const int8_t*>(column);
+  const auto* d = reinterpret_cast<const float*>(static_cast<const char*>(column) +
+                                                 act_scales_offset(ActLayout::q8_pairs_scales, nb));
+  for (int64_t i = 0; i < nb; ++i) {
+    const int8_t* pair = q + (i / 2) * 2 * kQK;
+    for (int k = 0; k < kQK; ++k) {
+      int8_t v;
+      if (i % 2 == 0 && i + 1 == nb) v = pair[k];
+      else v = pair[(k < 16 ? 0 : 32) + static_cast<int>(i % 2) * 16 + k % 16];
+      x[i * kQK + k] = d[i] * static_cast<float>(v);
+    }
+  }
+}
+
+// Q8_0 blocks back to fp32 for the q8_0_scales layout (its d[] equals the blocks' fp16 d).
+inline void dequantize_q8_0_scales(const void* column, float* x, int64_t n) {
+  const auto* b = static_cast<const BlockQ8_0*>(column);
+  for (int64_t i = 0; i < n / kQK; ++i)
+    for (int k = 0; k < kQK; ++k) x[i * kQK + k] = _cvtsh_ss(b[i].d) * static_cast<float>(b[i].qs[k]);
 }
 
 }  // namespace bl::cpu::x86

@@ -15,11 +15,11 @@ void quantize_q8_k_act(const float* x, void* dst, int64_t n) { quantize_row(DTyp
 constexpr DotKernel kF32{DType::F32, dot_tiles<K::F32>, nullptr};
 constexpr DotKernel kF16{DType::F32, dot_tiles<K::F16>, nullptr};
 constexpr DotKernel kBF16{DType::F32, dot_tiles<K::BF16>, nullptr};
-constexpr DotKernel kQ4_0{DType::Q8_0, dot_tiles<K::Q4_0>, x86::quantize_q8_0_scales_avx2, true};
-constexpr DotKernel kQ5_0{DType::Q8_0, dot_tiles<K::Q5_0>, x86::quantize_q8_0_scales_avx2, true};
-constexpr DotKernel kQ8_0{DType::Q8_0, dot_tiles<K::Q8_0>, x86::quantize_q8_0_scales_avx2, true};
-constexpr DotKernel kQ4_1{DType::Q8_0, dot_tiles<K::Q4_1>, x86::quantize_q8_0_scales_avx2, true};
-constexpr DotKernel kQ5_1{DType::Q8_0, dot_tiles<K::Q5_1>, x86::quantize_q8_0_scales_avx2, true};
+constexpr DotKernel kQ4_0{DType::Q8_0, dot_tiles<K::Q4_0>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
+constexpr DotKernel kQ5_0{DType::Q8_0, dot_tiles<K::Q5_0>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
+constexpr DotKernel kQ8_0{DType::Q8_0, dot_tiles<K::Q8_0>, x86::quantize_q8_0_scales_avx2, ActLayout::q8_0_scales, x86::dequantize_q8_0_scales};
+constexpr DotKernel kQ4_1{DType::Q8_0, dot_tiles<K::Q4_1>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
+constexpr DotKernel kQ5_1{DType::Q8_0, dot_tiles<K::Q5_1>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
 constexpr DotKernel kQ4_K{DType::Q8_K, dot_tiles<K::Q4_K>, quantize_q8_k_act};
 constexpr DotKernel kQ5_K{DType::Q8_K, dot_tiles<K::Q5_K>, quantize_q8_k_act};
 constexpr DotKernel kQ6_K{DType::Q8_K, dot_tiles<K::Q6_K>, quantize_q8_k_act};

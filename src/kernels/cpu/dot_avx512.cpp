@@ -26,11 +26,11 @@ struct Table {
   static constexpr DotKernel f32{DType::F32, dot_tiles<K512::F32>, nullptr};
   static constexpr DotKernel f16{DType::F32, dot_tiles<K512::F16>, nullptr};
   static constexpr DotKernel bf16{DType::F32, dot_tiles<K512::BF16>, nullptr};
-  static constexpr DotKernel q4_0{DType::Q8_0, dot_tiles<K::template Q4_0>, x86::quantize_q8_0_scales_avx2, true};
-  static constexpr DotKernel q5_0{DType::Q8_0, dot_tiles<K::template Q5_0>, x86::quantize_q8_0_scales_avx2, true};
-  static constexpr DotKernel q8_0{DType::Q8_0, dot_tiles<K::template Q8_0>, x86::quantize_q8_0_scales_avx2, true};
-  static constexpr DotKernel q4_1{DType::Q8_0, dot_tiles<K::template Q4_1>, x86::quantize_q8_0_scales_avx2, true};
-  static constexpr DotKernel q5_1{DType::Q8_0, dot_tiles<K::template Q5_1>, x86::quantize_q8_0_scales_avx2, true};
+  static constexpr DotKernel q4_0{DType::Q8_0, dot_tiles<K::template Q4_0>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
+  static constexpr DotKernel q5_0{DType::Q8_0, dot_tiles<K::template Q5_0>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
+  static constexpr DotKernel q8_0{DType::Q8_0, dot_tiles<K::template Q8_0>, x86::quantize_q8_0_scales_avx2, ActLayout::q8_0_scales, x86::dequantize_q8_0_scales};
+  static constexpr DotKernel q4_1{DType::Q8_0, dot_tiles<K::template Q4_1>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
+  static constexpr DotKernel q5_1{DType::Q8_0, dot_tiles<K::template Q5_1>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
   static constexpr DotKernel q4_k{DType::Q8_K, dot_tiles<K::template Q4_K>, quantize_q8_k_act};
   static constexpr DotKernel q5_k{DType::Q8_K, dot_tiles<K::template Q5_K>, quantize_q8_k_act};
   static constexpr DotKernel q6_k{DType::Q8_K, dot_tiles<K::template Q6_K>, quantize_q8_k_act};

@@ -25,19 +25,35 @@ using DotFn = void (*)(int64_t cols, const void* w, const void* x, size_t x_stri
 // Quantizes n (a multiple of the block size) fp32 activations into dst blocks.
 using QuantizeActFn = void (*)(const float* x, void* dst, int64_t n);
 
+// How a column of quantized activations is laid out in the matmul scratch.
+enum class ActLayout {
+  blocks,             // act's blocks as they are (BlockQ8_0 / Q8_1 / Q8_K)
+  // The x86 kernels of the 32-element formats also want each block's scale d and
+  // d * sum(q) in fp32 (it saves fp16 conversions per block and folds the -8 / -16 offset or
+  // the min into one term): after the int8 data, at the next 64-byte boundary
+  // (act_scales_offset), come float d[nb] and float s[nb].
+  q8_0_scales,  // BlockQ8_0 blocks, then d[], s[]
+  // The nibble formats' x86 kernels unpack two weight blocks per 256-bit register, so the
+  // int8 data comes in pairs of blocks j, j+1 as 64 bytes: j[0:16], j+1[0:16], j[16:32],
+  // j+1[16:32]; an odd last block is 32 bytes in plain order. Then d[], s[].
+  q8_pairs_scales,
+};
+
 struct DotKernel {
   DType act;                  // F32 (activations used as they are), Q8_0, Q8_1 or Q8_K
   DotFn dot;
   QuantizeActFn quantize_act;  // nullptr when act is F32
-  // The x86 kernels of the 32-element formats also want each block's scale d and d * sum(q)
-  // as fp32 (it saves two fp16 conversions per block and folds the -8 / -16 offset or the
-  // min): their columns are the Q8_0 blocks, then at the next 64-byte boundary
-  // float d[nb], then float s[nb]. See act_scales_offset.
-  bool act_fp32_scales = false;
+  ActLayout layout = ActLayout::blocks;
+  // Back to fp32 exactly as the kernel sees the activations (tests); nullptr for
+  // ActLayout::blocks, where dequantize_row(act, ...) does it.
+  void (*dequantize_act)(const void* column, float* x, int64_t n) = nullptr;
 };
 
 // Byte offset of the fp32 d[] array in an activation column of nb 32-element blocks.
-constexpr size_t act_scales_offset(int64_t nb) { return (static_cast<size_t>(nb) * 34 + 63) / 64 * 64; }
+constexpr size_t act_scales_offset(ActLayout layout, int64_t nb) {
+  const size_t int8_bytes = static_cast<size_t>(nb) * (layout == ActLayout::q8_0_scales ? 34 : 32);
+  return (int8_bytes + 63) / 64 * 64;
+}
 // Bytes of one activation column of k's format for cols elements.
 size_t act_column_bytes(const DotKernel& k, int64_t cols);
 

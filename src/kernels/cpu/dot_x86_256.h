@@ -53,13 +53,26 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {
 }
 
 // 0xFF in byte j where bit j of the 32-bit mask is set (the fifth bits of Q5_0 / Q5_1).
-inline __m256i bytes_from_bits(const uint8_t* qh) {
-  uint32_t bits;
-  std::memcpy(&bits, qh, sizeof(bits));
+inline __m256i bytes_from_bits(uint32_t bits) {
   const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
   const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), shuffle);
   const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);  // every bit but "its own"
   return _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1));
+}
+inline __m256i bytes_from_bits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, sizeof(bits));
+  return bytes_from_bits(bits);
+}
+
+// dot_u8s8(a, x) + dot_u8s8(b, y) (pairwise int16 sums stay below 2 * 2 * 31 * 127).
+template <bool kVnni>
+inline __m256i dot2_u8s8(__m256i a, __m256i x, __m256i b, __m256i y) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  if constexpr (kVnni) return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, x), b, y);
+#endif
+  const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(a, x), _mm256_maddubs_epi16(b, y));
+  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
 template <typename XBlock>
@@ -69,15 +82,15 @@ inline const XBlock* column(const void* x, size_t stride, int c) {
 
 // ---- 32-element formats against Q8_0 blocks with fp32 side arrays d[] and s[] = d * sum(q)
 
-template <int NC>
+template <int NC, ActLayout kLayout = ActLayout::q8_0_scales>
 struct ActColumns {
-  const BlockQ8_0* q[NC];
+  const BlockQ8_0* q[NC];  // for q8_pairs_scales: the int8 data, see ActLayout
   const float* d[NC];
   const float* s[NC];
   ActColumns(const void* x, size_t stride, int64_t nb) {
     for (int c = 0; c < NC; ++c) {
       q[c] = column<BlockQ8_0>(x, stride, c);
-      d[c] = reinterpret_cast<const float*>(reinterpret_cast<const char*>(q[c]) + act_scales_offset(nb));
+      d[c] = reinterpret_cast<const float*>(reinterpret_cast<const char*>(q[c]) + act_scales_offset(kLayout, nb));
       s[c] = d[c] + nb;
     }
   }
@@ -119,9 +132,17 @@ void dot_legacy_tile(int64_t cols, const void* w, const void* x, size_t stride, 
   using Block = typename LegacyBlock<kFmt>::type;
   constexpr bool kHasMin = kFmt == Legacy::q4_1 || kFmt == Legacy::q5_1;
   constexpr bool kFive = kFmt == Legacy::q5_0 || kFmt == Legacy::q5_1;
+  // The nibble formats take their activations in block pairs (ActLayout::q8_pairs_scales).
+  constexpr bool kPairs = kFmt != Legacy::q8_0;
+  constexpr ActLayout kLayout = kPairs ? ActLayout::q8_pairs_scales : ActLayout::q8_0_scales;
   const auto* a = static_cast<const Block*>(w);
   const int64_t nb = cols / kQK;
-  const ActColumns<NC> y(x, stride, nb);
+  const ActColumns<NC, kLayout> y(x, stride, nb);
+  // Start of the 32 int8 activations of block i (plain order unless inside a pair).
+  auto y_plain = [&](int c, int64_t i) -> const int8_t* {
+    if constexpr (kPairs) return reinterpret_cast<const int8_t*>(y.q[c]) + i / 2 * 2 * kQK;
+    else return y.q[c][i].qs;
+  };
 
   alignas(32) uint16_t d_half[kChunkBlocks];
   alignas(32) uint16_t m_half[kChunkBlocks];
@@ -178,18 +199,53 @@ void dot_legacy_tile(int64_t cols, const void* w, const void* x, size_t stride, 
       __m256i abs_u = u;
       if constexpr (kFmt == Legacy::q8_0) abs_u = _mm256_sign_epi8(u, u);
       for (int c = 0; c < NC; ++c) {
-        __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.q[c][b0 + jj].qs));
+        __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y_plain(c, b0 + jj)));
         if constexpr (kFmt == Legacy::q8_0) yv = _mm256_sign_epi8(yv, u);
         const __m256 sums = _mm256_cvtepi32_ps(dot_u8s8<kVnni>(abs_u, yv));
         acc[lane][c] = _mm256_fmadd_ps(_mm256_broadcast_ss(scale[c] + jj), sums, acc[lane][c]);
       }
     };
+    // Blocks jj, jj + 1 in one register: low nibbles of both in t & 0xF, high in t >> 4, the
+    // order of the paired activations; lanes 0-3 sum block jj, lanes 4-7 block jj + 1.
+    auto pair = [&](int jj, int lane) {
+      const Block& p0 = blk[jj];
+      const Block& p1 = blk[jj + 1];
+      const __m256i t = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0.qs))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1.qs)), 1);
+      __m256i lo = _mm256_and_si256(t, _mm256_set1_epi8(0x0F));
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), _mm256_set1_epi8(0x0F));
+      if constexpr (kFive) {
+        uint32_t h0, h1;
+        std::memcpy(&h0, p0.qh, sizeof(h0));
+        std::memcpy(&h1, p1.qh, sizeof(h1));
+        const __m256i bit4 = _mm256_set1_epi8(0x10);
+        lo = _mm256_or_si256(lo, _mm256_and_si256(bytes_from_bits((h0 & 0xFFFF) | (h1 << 16)), bit4));
+        hi = _mm256_or_si256(hi, _mm256_and_si256(bytes_from_bits((h0 >> 16) | (h1 & 0xFFFF0000u)), bit4));
+      }
+      const __m256i pick = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+      for (int c = 0; c < NC; ++c) {
+        const auto* yp = reinterpret_cast<const __m256i*>(y_plain(c, b0 + jj));
+        const __m256i sums = dot2_u8s8<kVnni>(lo, _mm256_loadu_si256(yp), hi, _mm256_loadu_si256(yp + 1));
+        const __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scale[c] + jj)));
+        const __m256 sc = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), pick);
+        acc[lane][c] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sums), acc[lane][c]);
+      }
+    };
     int jj = 0;
-    for (; jj + kLanes <= m; jj += kLanes) {
-      prefetch_weights(blk + jj);
-      for (int lane = 0; lane < kLanes; ++lane) block(jj + lane, lane);
+    if constexpr (kPairs) {
+      for (; jj + 2 * kLanes <= m; jj += 2 * kLanes) {
+        prefetch_weights(blk + jj);
+        for (int lane = 0; lane < kLanes; ++lane) pair(jj + 2 * lane, lane);
+      }
+      for (; jj + 2 <= m; jj += 2) pair(jj, 0);
+    } else {
+      for (; jj + kLanes <= m; jj += kLanes) {
+        prefetch_weights(blk + jj);
+        for (int lane = 0; lane < kLanes; ++lane) block(jj + lane, lane);
+      }
     }
-    for (; jj < m; ++jj) block(jj, 0);
+    for (; jj < m; ++jj) block(jj, 0);  // the unpaired last block is in plain order
   }
   for (int c = 0; c < NC; ++c) {
     __m256 total = acc[0][c];

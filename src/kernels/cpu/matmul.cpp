@@ -27,7 +27,8 @@ constexpr int64_t kRowGrain = 16;
 size_t act_column_bytes(const DotKernel& k, int64_t cols) {
   if (k.act == DType::F32) return 0;
   size_t bytes = row_bytes(k.act, cols);
-  if (k.act_fp32_scales) bytes = act_scales_offset(cols / kQK) + 2 * sizeof(float) * static_cast<size_t>(cols / kQK);
+  if (k.layout != ActLayout::blocks)
+    bytes = act_scales_offset(k.layout, cols / kQK) + 2 * sizeof(float) * static_cast<size_t>(cols / kQK);
   return (bytes + kCacheLine - 1) / kCacheLine * kCacheLine;
 }
 
