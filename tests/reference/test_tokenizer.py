@@ -14,6 +14,7 @@ CLI contract (src/app/cmd_tokenize.cpp):
     default: one line per token, "id<TAB>'piece'" (piece escaped: \\n \\t \\r \\' \\\\ \\xNN)
     --ids:   one line, a JSON list of ids
 """
+import functools
 import json
 import os
 import re
@@ -58,21 +59,23 @@ def model_path() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=None)
+def gguf_fields(path: Path):
+    return import_or_require("gguf").GGUFReader(str(path)).fields
+
+
 def gguf_string(path: Path, key: str):
-    gguf = import_or_require("gguf")
-    field = gguf.GGUFReader(str(path)).fields.get(key)
-    if field is None:
-        return None
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
+    field = gguf_fields(path).get(key)
+    return None if field is None else bytes(field.parts[field.data[0]]).decode("utf-8")
 
 
 def gguf_bool(path: Path, key: str):
-    gguf = import_or_require("gguf")
-    field = gguf.GGUFReader(str(path)).fields.get(key)
+    field = gguf_fields(path).get(key)
     return None if field is None else bool(field.parts[field.data[0]][0])
 
 
 def converted_hf_tokenizer(path: Path):
+    """transformers' own conversion of the GGUF tokenizer (a new object on every call)."""
     transformers = import_or_require("transformers")
     return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 

@@ -74,8 +74,8 @@ TEST(ChatTemplate, Llama3TrimsContentAndAddsHeader) {
 }
 
 TEST(ChatTemplate, Llama2WrapsSystemInFirstInstAndSeparatesTurns) {
+  // strip() applies to the system block and the content as a whole: " Hi" keeps its space.
   EXPECT_EQ(apply_chat_template(ChatStyle::llama2, kConversation, true),
-            // strip() applies to the system block + content as a whole: " Hi" keeps its space.
             "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi [/INST] Hello! </s><s>[INST] Bye [/INST]");
   EXPECT_EQ(apply_chat_template(ChatStyle::llama2, {{"user", "Hi"}}, true), "[INST] Hi [/INST]");
 }
