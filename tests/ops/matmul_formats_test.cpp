@@ -168,6 +168,35 @@ TEST(MatmulFormats, FloatWeightsWithOddCols) {
         }
 }
 
+// The VNNI variants form the same int32 lane sums as maddubs + madd (no saturation at these
+// magnitudes) and then the same fp32 operations, so their outputs are bit-identical.
+TEST(MatmulFormats, VnniKernelsMatchTheDefaultAvx512KernelsExactly) {
+  if (!dot_kernel_avx512_vnni(DType::Q4_0)) GTEST_SKIP() << "no AVX512-VNNI on this CPU";
+  std::mt19937 rng(77);
+  std::normal_distribution<float> normal;
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0}) {
+    const DotKernel& vnni = *dot_kernel_avx512_vnni(t);
+    const DotKernel& plain = *dot_kernel_avx512(t);
+    ASSERT_EQ(vnni.layout, plain.layout);
+    for (int64_t cols : {32, 96, 4096 + 32}) {
+      std::vector<float> w(cols), x(cols * kMaxDotCols);
+      for (auto& v : w) v = normal(rng);
+      for (auto& v : x) v = normal(rng);
+      std::vector<uint8_t> wq(row_bytes(t, cols));
+      quantize_row(t, w.data(), wq.data(), cols);
+      const size_t stride = act_column_bytes(plain, cols);
+      AlignedBuffer act(stride * kMaxDotCols);
+      for (int c = 0; c < kMaxDotCols; ++c) plain.quantize_act(x.data() + c * cols, act.as<char>() + stride * c, cols);
+      for (int nc = 1; nc <= kMaxDotCols; ++nc) {
+        float a[kMaxDotCols], b[kMaxDotCols];
+        vnni.dot(cols, wq.data(), act.data(), stride, nc, a);
+        plain.dot(cols, wq.data(), act.data(), stride, nc, b);
+        for (int c = 0; c < nc; ++c) EXPECT_EQ(a[c], b[c]) << dtype_name(t) << " cols " << cols << " nc " << nc;
+      }
+    }
+  }
+}
+
 TEST(MatmulFormats, ScratchIsReusedOnceLargeEnough) {
   ThreadPool pool(2);
   AlignedBuffer scratch;

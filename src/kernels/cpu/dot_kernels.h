@@ -63,6 +63,9 @@ size_t act_column_bytes(const DotKernel& k, int64_t cols);
 const DotKernel* dot_kernel_scalar(DType w);
 const DotKernel* dot_kernel_avx2(DType w);
 const DotKernel* dot_kernel_avx512(DType w);
+// The AVX-512 kernels with VNNI integer dots (the float formats' kernels are the same as
+// dot_kernel_avx512's); nullptr without VNNI. Not the default, see dot_avx512.cpp.
+const DotKernel* dot_kernel_avx512_vnni(DType w);
 
 // The kernel used for w at level isa or the nearest lower level that has one.
 const DotKernel* find_dot_kernel(DType w, Isa isa);
