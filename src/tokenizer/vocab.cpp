@@ -52,17 +52,19 @@ VocabTokenizer::VocabTokenizer(const TokenizerConfig& config, bool default_add_b
     types_[i] = t >= 0 && t <= 6 ? static_cast<TokenType>(t) : TokenType::undefined;
   }
   index_.reserve(tokens_.size());
+  // A text listed twice maps to its last id (as in llama.cpp and Hugging Face's conversion).
   for (size_t i = 0; i < tokens_.size(); ++i) index_.insert_or_assign(tokens_[i], static_cast<TokenId>(i));
 
   for (size_t i = 0; i < tokens_.size(); ++i) {
     const TokenType t = types_[i];
-    const bool special = t == TokenType::control || t == TokenType::user_defined || t == TokenType::unknown;
-    if (!special || tokens_[i].empty()) continue;
-    special_by_length_.push_back(static_cast<TokenId>(i));
-    special_first_byte_[static_cast<uint8_t>(tokens_[i][0])] = true;
+    const auto id = static_cast<TokenId>(i);
+    if (t == TokenType::control || t == TokenType::user_defined || t == TokenType::unknown) {
+      all_special_.add(tokens_[i], id);
+    }
+    if (t == TokenType::user_defined) user_defined_.add(tokens_[i], id);
   }
-  std::stable_sort(special_by_length_.begin(), special_by_length_.end(),
-                   [&](TokenId a, TokenId b) { return tokens_[a].size() > tokens_[b].size(); });
+  all_special_.finish();
+  user_defined_.finish();
 
   for (TokenId id : {config.eos_id, config.eot_id, config.eom_id}) {
     if (id >= 0) end_of_generation_.push_back(id);
@@ -71,6 +73,30 @@ VocabTokenizer::VocabTokenizer(const TokenizerConfig& config, bool default_add_b
     const TokenId id = find(text);
     if (id >= 0 && types_[id] == TokenType::control) end_of_generation_.push_back(id);
   }
+}
+
+void VocabTokenizer::PrefixMatcher::add(const std::string& text, TokenId id) {
+  if (text.empty()) return;
+  // A text listed twice keeps its last id, as the vocabulary index does (and llama.cpp).
+  by_text_.insert_or_assign(text, id);
+  lengths_by_first_byte_[static_cast<uint8_t>(text[0])].push_back(static_cast<uint32_t>(text.size()));
+}
+
+void VocabTokenizer::PrefixMatcher::finish() {
+  for (auto& lengths : lengths_by_first_byte_) {
+    std::sort(lengths.begin(), lengths.end(), std::greater<>());
+    lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
+  }
+}
+
+TokenId VocabTokenizer::PrefixMatcher::longest_prefix(std::string_view text) const {
+  if (text.empty()) return -1;
+  for (uint32_t length : lengths_by_first_byte_[static_cast<uint8_t>(text[0])]) {
+    if (length > text.size()) continue;
+    const auto it = by_text_.find(text.substr(0, length));
+    if (it != by_text_.end()) return it->second;
+  }
+  return -1;
 }
 
 TokenId VocabTokenizer::find(std::string_view text) const {
@@ -92,18 +118,9 @@ std::vector<TextFragment> VocabTokenizer::split_special(std::string_view text, b
   std::vector<TextFragment> fragments;
   size_t plain_begin = 0;
   size_t pos = 0;
+  const PrefixMatcher& matcher = parse_special ? all_special_ : user_defined_;
   while (pos < text.size()) {
-    TokenId match = -1;
-    if (special_first_byte_[static_cast<uint8_t>(text[pos])]) {
-      const std::string_view rest = text.substr(pos);
-      for (TokenId id : special_by_length_) {
-        if (!parse_special && types_[id] != TokenType::user_defined) continue;
-        if (rest.starts_with(tokens_[id])) {
-          match = id;
-          break;
-        }
-      }
-    }
+    const TokenId match = matcher.longest_prefix(text.substr(pos));
     if (match < 0) {
       ++pos;
       continue;

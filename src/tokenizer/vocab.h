@@ -63,8 +63,22 @@ class VocabTokenizer : public Tokenizer {
   bool add_bos_, add_eos_;
 
  private:
-  std::vector<TokenId> special_by_length_;  // control / user-defined / unknown, longest first
-  std::array<bool, 256> special_first_byte_{};
+  // Finds the longest token of a set that starts a text: per first byte, the distinct token
+  // lengths (longest first), each tried with one hash lookup. Gemma has ~6,000 special tokens
+  // starting with '<', so trying them one by one at every '<' would be slow.
+  class PrefixMatcher {
+   public:
+    void add(const std::string& text, TokenId id);
+    void finish();  // sorts the lengths; call once after the last add()
+    TokenId longest_prefix(std::string_view text) const;  // -1 when none matches
+
+   private:
+    TokenIndex by_text_;
+    std::array<std::vector<uint32_t>, 256> lengths_by_first_byte_;
+  };
+
+  PrefixMatcher all_special_;   // control, user-defined and unknown tokens (parse_special)
+  PrefixMatcher user_defined_;  // user-defined tokens only (always matched)
   std::vector<TokenId> end_of_generation_;
 };
 

@@ -92,6 +92,15 @@ TEST(ByteLevelBpe, UserDefinedTokensAreMatchedWithoutParseSpecial) {
   EXPECT_EQ(ids_of(*t, "a<tool>", false), (std::vector<TokenId>{'a', 256}));
 }
 
+TEST(ByteLevelBpe, WithoutParseSpecialALongerControlTokenDoesNotHideAUserDefinedOne) {
+  TokenizerConfig c = byte_vocab({}, {}, "gpt2", {"<|a|>b"});  // control, id 256
+  c.tokens.push_back("<|a|>");                                 // user-defined, id 257
+  c.token_types.push_back(static_cast<int32_t>(TokenType::user_defined));
+  auto t = build(c);
+  EXPECT_EQ(ids_of(*t, "<|a|>b", /*parse_special=*/false), (std::vector<TokenId>{257, 'b'}));
+  EXPECT_EQ(ids_of(*t, "<|a|>b", /*parse_special=*/true), (std::vector<TokenId>{256}));
+}
+
 TEST(ByteLevelBpe, BosAndEosFollowTheModelFlagsAndOptions) {
   TokenizerConfig c = byte_vocab({}, {}, "gpt2", {"<s>", "</s>"});
   c.bos_id = 256;
