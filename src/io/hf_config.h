@@ -6,7 +6,7 @@
 //   .attention.layer_norm_rms_epsilon, .rope.freq_base, .rope.dimension_count (head_dim),
 //   .attention.key_length / .value_length (when config.json gives head_dim), .vocab_size,
 //   .rope.scaling.{type,factor,original_context_length} (from rope_scaling).
-// bitlight's own keys (documented in docs/model-files.md):
+// bitlight's own keys (not written by llama.cpp; model code reads them when present):
 //   bitlight.rope.neox (bool, true): HF checkpoints keep q/k in rotate-half order (llama.cpp's
 //     converter permutes them for interleaved rope; we do not), so rope must be neox-style.
 //   bitlight.rope_freqs (f32[head_dim/2]): for rope_scaling type "llama3", the divisor of each

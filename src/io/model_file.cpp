@@ -23,6 +23,8 @@ Expected<std::unique_ptr<ModelFile>> ModelFile::open(const std::string& path, co
     BL_ASSIGN_OR_RETURN(std::unique_ptr<HfFolder> folder, HfFolder::open(path, limits));
     return std::unique_ptr<ModelFile>(std::move(folder));
   }
+  if (path.size() > 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0)
+    return invalid_argument("'" + path + "' is a safetensors file: open the Hugging Face folder that holds it and its config.json");
   BL_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::open(path, limits));
   return std::unique_ptr<ModelFile>(std::move(file));
 }

@@ -396,6 +396,11 @@ TEST_F(HfFolderTest, ErrorsNameTheProblem) {
   s = open_error();
   EXPECT_EQ(s.code(), StatusCode::invalid_file);
   EXPECT_NE(s.message().find("model.safetensors"), std::string::npos);
+  // A safetensors file given instead of its folder.
+  auto direct = ModelFile::open(dir_.file("model.safetensors"));
+  ASSERT_FALSE(direct.ok());
+  EXPECT_EQ(direct.status().code(), StatusCode::invalid_argument);
+  EXPECT_NE(direct.status().message().find("open the Hugging Face folder"), std::string::npos);
   // No weights at all.
   std::filesystem::remove(dir_.file("model.safetensors"));
   EXPECT_NE(open_error().message().find("neither model.safetensors nor model.safetensors.index.json"), std::string::npos);
