@@ -137,7 +137,13 @@ Expected<Vocab> read_vocab(const Json& model, const Json* added, uint64_t config
   uint64_t n_added = added && added->is_array() ? added->size() : 0;
   // Ids must be dense-ish: below the larger of config.json's vocab_size and the entry count,
   // so a bogus id cannot make the token table huge.
-  uint64_t id_limit = std::max<uint64_t>(config_vocab_size, vocab.size() + n_added);
+  uint64_t entries = vocab.size() + n_added;
+  // config.json's vocab_size may pad the embedding past the tokenizer (Qwen2: 151936 rows for
+  // 151665 tokens), but not by orders of magnitude: that would only fill memory with [PAD]s.
+  if (config_vocab_size > 2 * entries + 65536)
+    return bad("config.json vocab_size " + std::to_string(config_vocab_size) + " is far above the " +
+               std::to_string(entries) + " tokens of tokenizer.json");
+  uint64_t id_limit = std::max<uint64_t>(config_vocab_size, entries);
   if (id_limit > limits.max_array_elems)
     return bad("vocabulary of " + std::to_string(id_limit) + " tokens exceeds the limit of " +
                std::to_string(limits.max_array_elems));

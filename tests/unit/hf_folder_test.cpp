@@ -414,6 +414,12 @@ TEST_F(HfFolderTest, ErrorsNameTheProblem) {
   t["model"]["vocab"]["zz"] = 0;
   write_json(dir_.file("tokenizer.json"), t);
   EXPECT_NE(open_error().message().find("share id 0"), std::string::npos);
+  config = llama_config();
+  config["vocab_size"] = 1u << 20;
+  write_json(dir_.file("config.json"), config);
+  write_json(dir_.file("tokenizer.json"), bpe_tokenizer());
+  EXPECT_NE(open_error().message().find("vocab_size 1048576 is far above the 7 tokens"), std::string::npos);
+  write_json(dir_.file("config.json"), llama_config());
   t = bpe_tokenizer();
   t["model"] = {{"type", "Unigram"}, {"vocab", json::array()}};
   write_json(dir_.file("tokenizer.json"), t);
