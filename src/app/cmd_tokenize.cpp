@@ -103,7 +103,8 @@ Status tokenize(const TokenizeOptions& o) {
 void add_tokenize_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<TokenizeOptions>();
   CLI::App* cmd = app.add_subcommand("tokenize", "print the token ids of a text");
-  cmd->add_option("-m,--model", o->model_path, "model file (.gguf) or Hugging Face folder")->capture_default_str();
+  cmd->add_option("-m,--model", o->model_path, "model file (.gguf) or Hugging Face folder")
+      ->capture_default_str();
   auto* text = cmd->add_option("--text", o->text, "the text to tokenize");
   auto* file = cmd->add_option("--file", o->file, "read the text from this file");
   text->excludes(file);

@@ -63,8 +63,8 @@ std::string decode(std::string_view mapped) {
     const std::string_view rest = mapped.substr(pos);
     const utf8::Seq seq = utf8::next_sequence(rest);
     const size_t len = seq.kind == utf8::SeqKind::complete ? seq.length : 1;
-    const auto byte = seq.kind == utf8::SeqKind::complete ? code_point_to_byte(code_point_of(rest, len))
-                                                          : std::nullopt;
+    const auto byte =
+        seq.kind == utf8::SeqKind::complete ? code_point_to_byte(code_point_of(rest, len)) : std::nullopt;
     if (byte) {
       out += static_cast<char>(*byte);
     } else {

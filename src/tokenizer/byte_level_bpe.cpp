@@ -27,7 +27,8 @@ class ByteLevelBpe final : public VocabTokenizer {
  public:
   ByteLevelBpe(const TokenizerConfig& config, PreTokenizer pre)
       : VocabTokenizer(config, /*default_add_bos=*/false), pre_(std::move(pre)) {
-    for (int b = 0; b < 256; ++b) byte_token_[b] = find(byte_level::encode(std::string(1, static_cast<char>(b))));
+    for (int b = 0; b < 256; ++b)
+      byte_token_[b] = find(byte_level::encode(std::string(1, static_cast<char>(b))));
     merges_.reserve(config.merges.size());
     for (size_t rank = 0; rank < config.merges.size(); ++rank) {
       const std::string& merge = config.merges[rank];
@@ -109,7 +110,8 @@ class ByteLevelBpe final : public VocabTokenizer {
       Symbol& left = symbols[c.left];
       Symbol& right = symbols[c.right];
       // Stale candidates: one side was merged away or changed since this pair was queued.
-      if (!left.alive || !right.alive || left.next != c.right || left.id != c.left_id || right.id != c.right_id) {
+      if (!left.alive || !right.alive || left.next != c.right || left.id != c.left_id ||
+          right.id != c.right_id) {
         continue;
       }
       left.id = c.result;

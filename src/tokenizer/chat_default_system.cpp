@@ -20,9 +20,15 @@ std::string unescape_literal(std::string_view body) {
     }
     const char next = body[++i];
     switch (next) {
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      default: out += next; break;  // \\ \' \" and anything else: the character itself
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      default:
+        out += next;
+        break;  // \\ \' \" and anything else: the character itself
     }
   }
   return out;

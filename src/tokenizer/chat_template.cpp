@@ -137,11 +137,16 @@ std::string render_gemma(const std::vector<ChatMessage>& messages, bool add_gene
 
 const char* chat_style_name(ChatStyle style) {
   switch (style) {
-    case ChatStyle::chatml: return "chatml";
-    case ChatStyle::llama3: return "llama3";
-    case ChatStyle::llama2: return "llama2";
-    case ChatStyle::gemma: return "gemma";
-    case ChatStyle::mistral: return "mistral";
+    case ChatStyle::chatml:
+      return "chatml";
+    case ChatStyle::llama3:
+      return "llama3";
+    case ChatStyle::llama2:
+      return "llama2";
+    case ChatStyle::gemma:
+      return "gemma";
+    case ChatStyle::mistral:
+      return "mistral";
   }
   return "unknown";
 }
@@ -154,20 +159,26 @@ Expected<ChatStyle> detect_chat_style(const std::string& template_text) {
     return template_text.find("<<SYS>>") != std::string::npos ? ChatStyle::llama2 : ChatStyle::mistral;
   }
   const std::string first_line = template_text.substr(0, std::min(template_text.find('\n'), size_t{120}));
-  return unsupported("chat template not recognised (known: ChatML <|im_start|>, Llama 3 <|start_header_id|>, "
-                     "Gemma <start_of_turn>, Llama 2 / Mistral [INST]); it begins: " +
-                     (first_line.empty() ? std::string("(empty)") : first_line));
+  return unsupported(
+      "chat template not recognised (known: ChatML <|im_start|>, Llama 3 <|start_header_id|>, "
+      "Gemma <start_of_turn>, Llama 2 / Mistral [INST]); it begins: " +
+      (first_line.empty() ? std::string("(empty)") : first_line));
 }
 
 std::string apply_chat_template(ChatStyle style, const std::vector<ChatMessage>& messages,
                                 bool add_generation_prompt, const std::string& default_system) {
   const std::vector<ChatMessage> conversation = with_default_system(messages, default_system);
   switch (style) {
-    case ChatStyle::chatml: return render_chatml(conversation, add_generation_prompt);
-    case ChatStyle::llama3: return render_llama3(conversation, add_generation_prompt);
-    case ChatStyle::llama2: return render_llama2(conversation);
-    case ChatStyle::gemma: return render_gemma(conversation, add_generation_prompt);
-    case ChatStyle::mistral: return render_mistral(conversation);
+    case ChatStyle::chatml:
+      return render_chatml(conversation, add_generation_prompt);
+    case ChatStyle::llama3:
+      return render_llama3(conversation, add_generation_prompt);
+    case ChatStyle::llama2:
+      return render_llama2(conversation);
+    case ChatStyle::gemma:
+      return render_gemma(conversation, add_generation_prompt);
+    case ChatStyle::mistral:
+      return render_mistral(conversation);
   }
   return {};
 }

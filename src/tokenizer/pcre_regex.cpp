@@ -10,9 +10,9 @@ namespace bl {
 Expected<std::unique_ptr<PcreRegex>> PcreRegex::compile(const std::string& pattern) {
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                   PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error_code,
-                                   &error_offset, nullptr);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error_code, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
@@ -30,7 +30,9 @@ void* PcreRegex::new_match_state() const {
   return pcre2_match_data_create_from_pattern(static_cast<pcre2_code*>(code_), nullptr);
 }
 
-void PcreRegex::free_match_state(void* state) { pcre2_match_data_free(static_cast<pcre2_match_data*>(state)); }
+void PcreRegex::free_match_state(void* state) {
+  pcre2_match_data_free(static_cast<pcre2_match_data*>(state));
+}
 
 bool PcreRegex::next_match(void* state, std::string_view text, size_t offset, size_t& begin,
                            size_t& end) const {

@@ -17,9 +17,8 @@ namespace {
 
 // GPT-2 (tokenizers' ByteLevel pre-tokenizer). The trailing \s+ catches a lone whitespace
 // character followed by a non-space, which \s+(?!\S) cannot take.
-constexpr const char* kGpt2 =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" BL_WS "\\p{L}\\p{N}]+|[" BL_WS "]+(?![^" BL_WS
-    "])|[" BL_WS "]+";
+constexpr const char* kGpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" BL_WS
+                              "\\p{L}\\p{N}]+|[" BL_WS "]+(?![^" BL_WS "])|[" BL_WS "]+";
 
 // Llama 3: case-insensitive contractions, letters with one leading non-letter, digits in
 // groups of up to 3, punctuation runs swallowing trailing newlines. The contractions are
@@ -50,14 +49,28 @@ const Family* family_of(std::string_view pre) {
   static const Family qwen2{{kQwen2}};
   static const Family digits_then_gpt2{{kSingleDigit, kGpt2}};
   static const std::map<std::string_view, const Family*> by_name = {
-      {"", &gpt2},           {"default", &gpt2},           {"gpt2", &gpt2},
-      {"gpt-2", &gpt2},      {"mpt", &gpt2},               {"olmo", &gpt2},
-      {"jais", &gpt2},       {"llama3", &llama3},          {"llama-bpe", &llama3},
-      {"llama-v3", &llama3}, {"falcon3", &llama3},         {"pixtral", &llama3},
-      {"dbrx", &llama3},     {"smaug-bpe", &llama3},       {"qwen2", &qwen2},
-      {"stablelm2", &qwen2}, {"deepseek-r1-qwen", &qwen2}, {"smollm", &digits_then_gpt2},
-      {"starcoder", &digits_then_gpt2}, {"refact", &digits_then_gpt2},
-      {"command-r", &digits_then_gpt2}, {"codeshell", &digits_then_gpt2},
+      {"", &gpt2},
+      {"default", &gpt2},
+      {"gpt2", &gpt2},
+      {"gpt-2", &gpt2},
+      {"mpt", &gpt2},
+      {"olmo", &gpt2},
+      {"jais", &gpt2},
+      {"llama3", &llama3},
+      {"llama-bpe", &llama3},
+      {"llama-v3", &llama3},
+      {"falcon3", &llama3},
+      {"pixtral", &llama3},
+      {"dbrx", &llama3},
+      {"smaug-bpe", &llama3},
+      {"qwen2", &qwen2},
+      {"stablelm2", &qwen2},
+      {"deepseek-r1-qwen", &qwen2},
+      {"smollm", &digits_then_gpt2},
+      {"starcoder", &digits_then_gpt2},
+      {"refact", &digits_then_gpt2},
+      {"command-r", &digits_then_gpt2},
+      {"codeshell", &digits_then_gpt2},
   };
   const auto it = by_name.find(pre);
   return it == by_name.end() ? nullptr : it->second;

@@ -114,7 +114,8 @@ class SentencePieceBpe final : public VocabTokenizer {
       Symbol& left = symbols[c.left];
       Symbol& right = symbols[c.right];
       // Stale: a side was merged into something else since the pair was queued.
-      if (left.length == 0 || right.length == 0 || left.next != c.right || left.length + right.length != c.length) {
+      if (left.length == 0 || right.length == 0 || left.next != c.right ||
+          left.length + right.length != c.length) {
         continue;
       }
       left.length += right.length;
@@ -174,8 +175,8 @@ class SentencePieceBpe final : public VocabTokenizer {
 Expected<std::unique_ptr<Tokenizer>> make_sentencepiece_bpe(const TokenizerConfig& config) {
   BL_RETURN_IF_ERROR(VocabTokenizer::validate(config));
   if (!config.scores.empty() && config.scores.size() != config.tokens.size()) {
-    return invalid_file("tokenizer.ggml.scores has " + std::to_string(config.scores.size()) + " entries for " +
-                        std::to_string(config.tokens.size()) + " tokens");
+    return invalid_file("tokenizer.ggml.scores has " + std::to_string(config.scores.size()) +
+                        " entries for " + std::to_string(config.tokens.size()) + " tokens");
   }
   return std::unique_ptr<Tokenizer>(new SentencePieceBpe(config));
 }

@@ -21,12 +21,12 @@ enum class TokenType : int32_t {
   control = 3,       // <|im_start|>, <s>: matched in text only with EncodeOptions::parse_special
   user_defined = 4,  // added tokens: always matched in text
   unused = 5,
-  byte = 6,          // SentencePiece byte fallback "<0xAB>"
+  byte = 6,  // SentencePiece byte fallback "<0xAB>"
 };
 
 struct TokenizerConfig {
-  std::string model;              // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
-  std::string pre;                // tokenizer.ggml.pre: the pre-tokenizer regex family (gpt2 only)
+  std::string model;  // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
+  std::string pre;    // tokenizer.ggml.pre: the pre-tokenizer regex family (gpt2 only)
   std::vector<std::string> tokens;
   std::vector<float> scores;         // "llama": merge priority per token, higher merges first
   std::vector<int32_t> token_types;  // TokenType per token; empty = all normal

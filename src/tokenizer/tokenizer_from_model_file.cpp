@@ -10,7 +10,8 @@ namespace {
 
 Status read_id(const ModelFile& file, const char* key, TokenId& id) {
   BL_ASSIGN_OR_RETURN(const int64_t value, file.get_int_or(key, -1));
-  if (value < -1 || value > INT32_MAX) return invalid_file(std::string(key) + " = " + std::to_string(value) + " is not a token id");
+  if (value < -1 || value > INT32_MAX)
+    return invalid_file(std::string(key) + " = " + std::to_string(value) + " is not a token id");
   id = static_cast<TokenId>(value);
   return Status::Ok();
 }

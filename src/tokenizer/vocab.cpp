@@ -10,7 +10,8 @@ namespace {
 // GGUF files name only one eos/eot id, but e.g. SmolLM2 ends turns with <|im_end|> and
 // documents with <|endoftext|>.
 constexpr std::string_view kEndOfGenerationTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
+    "<|eot_id|>",    "<|im_end|>",      "<|end|>",    "<end_of_turn>",
+    "<|endoftext|>", "<|end_of_text|>", "<|eom_id|>", "<EOT>",
 };
 
 Status check_id(const TokenizerConfig& config, TokenId id, const char* key) {
@@ -25,7 +26,8 @@ Status check_id(const TokenizerConfig& config, TokenId id, const char* key) {
 
 Status VocabTokenizer::validate(const TokenizerConfig& config) {
   if (config.tokens.empty()) return invalid_file("tokenizer.ggml.tokens is empty");
-  if (config.tokens.size() > static_cast<size_t>(INT32_MAX)) return invalid_file("tokenizer.ggml.tokens is too large");
+  if (config.tokens.size() > static_cast<size_t>(INT32_MAX))
+    return invalid_file("tokenizer.ggml.tokens is too large");
   if (!config.token_types.empty() && config.token_types.size() != config.tokens.size()) {
     return invalid_file("tokenizer.ggml.token_type has " + std::to_string(config.token_types.size()) +
                         " entries for " + std::to_string(config.tokens.size()) + " tokens");

@@ -69,7 +69,7 @@ class VocabTokenizer : public Tokenizer {
   class PrefixMatcher {
    public:
     void add(const std::string& text, TokenId id);
-    void finish();  // sorts the lengths; call once after the last add()
+    void finish();                                        // sorts the lengths; call once after the last add()
     TokenId longest_prefix(std::string_view text) const;  // -1 when none matches
 
    private:

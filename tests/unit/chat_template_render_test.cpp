@@ -13,7 +13,8 @@ const std::string kSmolLM2Template =
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
     "'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
     "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif "
+    "%}";
 
 // Qwen2.5-style: the escape "\n" spelled out, and a first system literal that is not constant.
 const std::string kQwenLikeTemplate =
@@ -52,9 +53,10 @@ TEST(ChatTemplate, ExtractsDefaultSystemPrompt) {
 TEST(ChatTemplate, ChatmlSmolLM2InjectsDefaultSystemWhenNoneGiven) {
   auto t = ChatTemplate::from_text(kSmolLM2Template);
   ASSERT_TRUE(t.ok());
-  EXPECT_EQ(t->apply({{"user", "What is 2+2?"}}, /*add_generation_prompt=*/true),
-            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(
+      t->apply({{"user", "What is 2+2?"}}, /*add_generation_prompt=*/true),
+      "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+      "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
   // A system message of the caller's replaces the default; content is not trimmed in ChatML.
   EXPECT_EQ(t->apply(kConversation, false),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n Hi <|im_end|>\n"
@@ -89,7 +91,8 @@ TEST(ChatTemplate, GemmaUsesModelRoleAndGenerationPrompt) {
   EXPECT_EQ(apply_chat_template(ChatStyle::gemma, kConversation, true),
             "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
             "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n");
-  EXPECT_EQ(apply_chat_template(ChatStyle::gemma, {{"user", "x"}}, false), "<start_of_turn>user\nx<end_of_turn>\n");
+  EXPECT_EQ(apply_chat_template(ChatStyle::gemma, {{"user", "x"}}, false),
+            "<start_of_turn>user\nx<end_of_turn>\n");
 }
 
 }  // namespace

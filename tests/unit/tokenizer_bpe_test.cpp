@@ -25,7 +25,8 @@ TokenizerConfig byte_vocab(const std::vector<std::string>& extra, const std::vec
   }
   for (const std::string& m : merges) {
     const size_t space = m.find(' ', 1);  // from 1: the left part may be a space
-    c.merges.push_back(byte_level::encode(m.substr(0, space)) + " " + byte_level::encode(m.substr(space + 1)));
+    c.merges.push_back(byte_level::encode(m.substr(0, space)) + " " +
+                       byte_level::encode(m.substr(space + 1)));
   }
   return c;
 }

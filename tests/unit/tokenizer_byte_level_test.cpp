@@ -45,19 +45,22 @@ TEST(ByteLevel, EncodeDecodeRoundTripsArbitraryBytes) {
 TEST(Utf8, ClassifiesSequences) {
   using utf8::SeqKind;
   EXPECT_EQ(utf8::next_sequence("a").kind, SeqKind::complete);
-  EXPECT_EQ(utf8::next_sequence("\xF0\x9F\x98\x80").length, 4u);      // 😀
+  EXPECT_EQ(utf8::next_sequence("\xF0\x9F\x98\x80").length, 4u);  // 😀
   EXPECT_EQ(utf8::next_sequence("\xF0\x9F\x98").kind, SeqKind::truncated);
-  EXPECT_EQ(utf8::next_sequence("\x80").kind, SeqKind::invalid);      // lone continuation
-  EXPECT_EQ(utf8::next_sequence("\xC0\x80").kind, SeqKind::invalid);  // overlong lead
+  EXPECT_EQ(utf8::next_sequence("\x80").kind, SeqKind::invalid);          // lone continuation
+  EXPECT_EQ(utf8::next_sequence("\xC0\x80").kind, SeqKind::invalid);      // overlong lead
   EXPECT_EQ(utf8::next_sequence("\xED\xA0\x80").kind, SeqKind::invalid);  // surrogate
-  const utf8::Seq cut = utf8::next_sequence("\xE4\xB8x");             // 中 cut short by "x"
+  const utf8::Seq cut = utf8::next_sequence("\xE4\xB8x");                 // 中 cut short by "x"
   EXPECT_EQ(cut.kind, SeqKind::invalid);
   EXPECT_EQ(cut.length, 2u);  // the maximal subpart, then "x" starts afresh
 }
 
 TEST(Utf8, SanitizeReplacesEachMaximalInvalidSubpart) {
   EXPECT_EQ(utf8::sanitize("ok"), "ok");
-  EXPECT_EQ(utf8::sanitize("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(utf8::sanitize("a\xFF"
+                           "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(utf8::sanitize("\xE4\xB8x"), "\xEF\xBF\xBDx");
   EXPECT_EQ(utf8::sanitize("\xF0\x9F"), "\xEF\xBF\xBD");
 }

@@ -53,8 +53,8 @@ TEST_F(SmolLM2Tokenizer, VocabularyAndSpecialIds) {
 TEST_F(SmolLM2Tokenizer, MatchesHuggingFaceIds) {
   EXPECT_EQ(tokenizer_->encode("Hello world"), (std::vector<TokenId>{19556, 905}));
   EXPECT_EQ(tokenizer_->encode("Grüße, 世界! 😀 a  12\n\tdef f():"),
-            (std::vector<TokenId>{27302, 7170, 34878, 85, 28, 216, 7906, 240, 178, 239, 230, 17, 40303, 218, 253,
-                                  256, 33, 34, 198, 197, 1604, 275, 3734}));
+            (std::vector<TokenId>{27302, 7170, 34878, 85,  28, 216, 7906, 240, 178,  239, 230, 17,
+                                  40303, 218,  253,   256, 33, 34,  198,  197, 1604, 275, 3734}));
   EXPECT_EQ(tokenizer_->encode("<|im_start|>user\nHi<|im_end|>", {.parse_special = true}),
             (std::vector<TokenId>{1, 4093, 198, 26843, 2}));
 }

@@ -40,11 +40,24 @@ constexpr TokenId kPiece = 259;  // id of the first piece
 
 // Pieces: ▁ h e l o ▁h ll ell ▁hell ▁hello w r d ▁w or ▁wor ▁world ld
 const std::vector<std::pair<std::string, float>> kPieces = {
-    {"\xE2\x96\x81", -1},          {"h", -2},        {"e", -2},        {"l", -2},      {"o", -2},
-    {"\xE2\x96\x81h", -5},         {"ll", -3},       {"ell", -4},      {"\xE2\x96\x81hell", -6},
-    {"\xE2\x96\x81hello", -7},     {"w", -2},        {"r", -2},        {"d", -2},
-    {"\xE2\x96\x81w", -5},         {"or", -3},       {"\xE2\x96\x81wor", -6},
-    {"\xE2\x96\x81world", -8},     {"ld", -3},
+    {"\xE2\x96\x81", -1},
+    {"h", -2},
+    {"e", -2},
+    {"l", -2},
+    {"o", -2},
+    {"\xE2\x96\x81h", -5},
+    {"ll", -3},
+    {"ell", -4},
+    {"\xE2\x96\x81hell", -6},
+    {"\xE2\x96\x81hello", -7},
+    {"w", -2},
+    {"r", -2},
+    {"d", -2},
+    {"\xE2\x96\x81w", -5},
+    {"or", -3},
+    {"\xE2\x96\x81wor", -6},
+    {"\xE2\x96\x81world", -8},
+    {"ld", -3},
 };
 TokenId piece_id(const std::string& text) {
   for (size_t i = 0; i < kPieces.size(); ++i) {

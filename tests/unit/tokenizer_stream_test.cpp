@@ -36,8 +36,8 @@ TEST(StreamDecoder, InvalidBytesBecomeReplacementCharacters) {
   auto t = bytes_tokenizer();
   StreamDecoder d(*t);
   EXPECT_EQ(d.push(0xFF), kReplacement);
-  EXPECT_EQ(d.push(0x80), kReplacement);  // a continuation byte with no lead
-  EXPECT_EQ(d.push(0xE4), "");            // 中 starts ...
+  EXPECT_EQ(d.push(0x80), kReplacement);                    // a continuation byte with no lead
+  EXPECT_EQ(d.push(0xE4), "");                              // 中 starts ...
   EXPECT_EQ(d.push('x'), std::string(kReplacement) + "x");  // ... and is cut short
 }
 
