@@ -66,27 +66,37 @@ class GgufParser {
     return Status::Ok();
   }
 
-  Status read_string(std::string& s, const std::string& what) {
+  // `what` names the string in an error; WhatFn (a callable returning it) is called only on
+  // failure, so the per-element context of a 150k-token vocabulary is never built.
+  template <typename WhatFn>
+  Status read_string_lazy(std::string& s, const WhatFn& what) {
     uint64_t len = 0;
-    BL_RETURN_IF_ERROR(read(len, what + " length"));
+    if (!cur_.read(len)) return truncated(what() + " length", sizeof len);
     if (len > limits_.max_string_bytes)
-      return invalid_file(what + ": string length " + std::to_string(len) + " exceeds the limit of " +
+      return invalid_file(what() + ": string length " + std::to_string(len) + " exceeds the limit of " +
                           std::to_string(limits_.max_string_bytes) + " bytes");
     if (!cur_.read_string(len, s))
-      return invalid_file(what + ": string of " + std::to_string(len) + " bytes at byte offset " +
+      return invalid_file(what() + ": string of " + std::to_string(len) + " bytes at byte offset " +
                           std::to_string(cur_.pos()) + " runs past the end of the file (" +
                           std::to_string(cur_.size()) + " bytes)");
     return Status::Ok();
   }
+  Status read_string(std::string& s, const std::string& what) {
+    return read_string_lazy(s, [&] { return what; });
+  }
 
-  // Counts the in-memory size of parsed metadata against max_metadata_bytes.
-  Status account(uint64_t bytes, const std::string& what) {
+  // Counts the in-memory size of parsed metadata against max_metadata_bytes (`what` as above).
+  template <typename WhatFn>
+  Status account_lazy(uint64_t bytes, const WhatFn& what) {
     auto total = checked_add(metadata_bytes_, bytes);
     if (!total || *total > limits_.max_metadata_bytes)
-      return invalid_file(what + ": metadata would exceed the limit of " +
+      return invalid_file(what() + ": metadata would exceed the limit of " +
                           std::to_string(limits_.max_metadata_bytes) + " bytes in memory");
     metadata_bytes_ = *total;
     return Status::Ok();
+  }
+  Status account(uint64_t bytes, const std::string& what) {
+    return account_lazy(bytes, [&] { return what; });
   }
 
   Status parse_header() {
@@ -113,9 +123,12 @@ class GgufParser {
     if (n_kv_ > limits_.max_kv)
       return invalid_file("kv count " + std::to_string(n_kv_) + " exceeds the limit of " +
                           std::to_string(limits_.max_kv));
-    // Both counts are bounded by the limits above, so these products cannot overflow.
-    const uint64_t kv_min = n_kv_ * kMinKvBytes;
-    const uint64_t all_min = kv_min + n_tensors_ * kMinTensorInfoBytes;
+    // Checked even though the default limits keep these products small: limits are the caller's.
+    auto kv_bytes = checked_mul(n_kv_, kMinKvBytes);
+    auto tensor_bytes = checked_mul(n_tensors_, kMinTensorInfoBytes);
+    auto sum = kv_bytes && tensor_bytes ? checked_add(*kv_bytes, *tensor_bytes) : std::nullopt;
+    const uint64_t kv_min = kv_bytes.value_or(UINT64_MAX);
+    const uint64_t all_min = sum.value_or(UINT64_MAX);
     if (kv_min > cur_.remaining())
       return invalid_file("kv count " + std::to_string(n_kv_) + " needs at least " + std::to_string(kv_min) +
                           " bytes but only " + std::to_string(cur_.remaining()) +
@@ -226,14 +239,16 @@ class GgufParser {
       return invalid_file(what + ": array length " + std::to_string(count) + " exceeds the limit of " +
                           std::to_string(limits_.max_array_elems) + " elements");
     // A string element takes at least its 8-byte length on disk.
-    uint64_t min_elem_bytes = et == GgufType::string ? 8 : disk_bytes(et);
-    uint64_t min_bytes = count * min_elem_bytes;  // count <= 2^32-ish via limits; checked below anyway
-    if (!checked_mul(count, min_elem_bytes) || min_bytes > cur_.remaining())
+    const uint64_t min_elem_bytes = et == GgufType::string ? 8 : disk_bytes(et);
+    auto min_bytes = checked_mul(count, min_elem_bytes);
+    if (!min_bytes || *min_bytes > cur_.remaining())
       return invalid_file(what + ": array of " + std::to_string(count) + " " + gguf_type_name(et) +
                           " elements at byte offset " + std::to_string(cur_.pos()) +
                           " runs past the end of the file (" + std::to_string(cur_.size()) + " bytes)");
-    uint64_t wide_bytes = et == GgufType::string ? sizeof(std::string) : (et == GgufType::boolean ? 1 : 8);
-    BL_RETURN_IF_ERROR(account(count * wide_bytes, what));
+    // In memory: a std::string per string element, a bit per bool, 8 bytes per number.
+    const uint64_t wide_bytes = et == GgufType::string ? sizeof(std::string) : (et == GgufType::boolean ? 1 : 8);
+    auto in_memory = checked_mul(count, wide_bytes);
+    BL_RETURN_IF_ERROR(account(in_memory.value_or(UINT64_MAX), what));
     switch (et) {
       case GgufType::u8: { std::vector<int64_t> a; read_numbers<uint8_t>(count, a); v.value = std::move(a); break; }
       case GgufType::i8: { std::vector<int64_t> a; read_numbers<int8_t>(count, a); v.value = std::move(a); break; }
@@ -267,9 +282,9 @@ class GgufParser {
       case GgufType::string: {
         std::vector<std::string> a(count);
         for (uint64_t i = 0; i < count; ++i) {
-          std::string elem_what = what + " element " + std::to_string(i);
-          BL_RETURN_IF_ERROR(read_string(a[i], elem_what));
-          BL_RETURN_IF_ERROR(account(a[i].size(), elem_what));
+          auto elem_what = [&] { return what + " element " + std::to_string(i); };
+          BL_RETURN_IF_ERROR(read_string_lazy(a[i], elem_what));
+          BL_RETURN_IF_ERROR(account_lazy(a[i].size(), elem_what));
         }
         v.value = std::move(a);
         break;
