@@ -256,17 +256,34 @@ void dot_legacy_tile(int64_t cols, const void* w, const void* x, size_t stride, 
 
 // ---- K-quants against Q8_K
 
-// Q4_K / Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins.
+// Broadcast int16 lane k of a 128-bit vector (k = 0..7) to all 16 lanes of a 256-bit one,
+// with one in-lane byte shuffle of the vector broadcast to both halves (no port-5 scalar
+// broadcasts per sub-block). With k_high != k_low, the high half gets lane k_high instead.
+inline __m256i shuffle_for_lanes(int k_low, int k_high) {
+  const char lo0 = static_cast<char>(2 * k_low), lo1 = static_cast<char>(2 * k_low + 1);
+  const char hi0 = static_cast<char>(2 * k_high), hi1 = static_cast<char>(2 * k_high + 1);
+  return _mm256_setr_epi8(lo0, lo1, lo0, lo1, lo0, lo1, lo0, lo1, lo0, lo1, lo0, lo1, lo0, lo1, lo0, lo1,
+                          hi0, hi1, hi0, hi1, hi0, hi1, hi0, hi1, hi0, hi1, hi0, hi1, hi0, hi1, hi0, hi1);
+}
+
+// Q4_K / Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins:
+//   sum w y = d_y (d_w sum_j sc_j sum(q y)_j - dmin_w sum_j mn_j (bsum_2j + bsum_2j+1)).
 template <bool kFive, typename Block, int NC>
 void dot_q45k_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
   const auto* a = static_cast<const Block*>(w);
   const BlockQ8_K* y[NC];
   for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_K>(x, stride, c);
   __m256 acc[NC];
-  float acc_min[NC] = {};
-  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  __m128 acc_min[NC];
+  for (int c = 0; c < NC; ++c) {
+    acc[c] = _mm256_setzero_ps();
+    acc_min[c] = _mm_setzero_ps();
+  }
   const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256i pick[8];
+  for (int j = 0; j < 8; ++j) pick[j] = shuffle_for_lanes(j, j);
   for (int64_t i = 0; i < cols / kQKK; ++i) {
+    prefetch_weights(a + i);
     uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; ++j) {
       if (j < 4) {
@@ -277,6 +294,11 @@ void dot_q45k_tile(int64_t cols, const void* w, const void* x, size_t stride, fl
         mn[j] = (a[i].scales[j + 4] >> 4) | ((a[i].scales[j] >> 6) << 4);
       }
     }
+    uint64_t sc_bytes, mn_bytes;
+    std::memcpy(&sc_bytes, sc, 8);
+    std::memcpy(&mn_bytes, mn, 8);
+    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(sc_bytes))));
+    const __m128i mn16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(mn_bytes)));
     const float dw = fp16(a[i].d), dminw = fp16(a[i].dmin);
     __m256i q[8];
     __m256i high_bits;
@@ -299,15 +321,22 @@ void dot_q45k_tile(int64_t cols, const void* w, const void* x, size_t stride, fl
       for (int j = 0; j < 8; ++j) {
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs + 32 * j));
         const __m256i p16 = _mm256_maddubs_epi16(q[j], yv);
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, _mm256_set1_epi16(sc[j])));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, _mm256_shuffle_epi8(sc16, pick[j])));
       }
-      int summ = 0;
-      for (int j = 0; j < 8; ++j) summ += mn[j] * (y[c][i].bsums[2 * j] + y[c][i].bsums[2 * j + 1]);
+      // bsums of 16 -> sums of 32 (hadd), times the 8 mins.
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].bsums));
+      const __m128i bsums32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+      const __m128i mins = _mm_madd_epi16(mn16, bsums32);
       acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[c][i].d), _mm256_cvtepi32_ps(sumi), acc[c]);
-      acc_min[c] -= dminw * y[c][i].d * static_cast<float>(summ);
+      acc_min[c] = _mm_fmadd_ps(_mm_set1_ps(-dminw * y[c][i].d), _mm_cvtepi32_ps(mins), acc_min[c]);
     }
   }
-  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]) + acc_min[c];
+  for (int c = 0; c < NC; ++c) {
+    __m128 m = acc_min[c];
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    out[c] = hsum(acc[c]) + _mm_cvtss_f32(m);
+  }
 }
 
 // Q6_K: 16 groups of 16 with int8 scales; levels stored as q + 32 in [0, 64), so
@@ -320,7 +349,11 @@ void dot_q6k_tile(int64_t cols, const void* w, const void* x, size_t stride, flo
   __m256 acc[NC];
   for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(3);
+  // 32 elements j use groups 2j (low 128-bit half) and 2j + 1 (high half).
+  __m256i pick[4];
+  for (int j = 0; j < 4; ++j) pick[j] = shuffle_for_lanes(2 * j, 2 * j + 1);
   for (int64_t i = 0; i < cols / kQKK; ++i) {
+    prefetch_weights(a + i);
     __m256i q[8];  // 32 elements each, in element order
     for (int h = 0; h < 2; ++h) {
       const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].ql + 64 * h));
@@ -335,17 +368,20 @@ void dot_q6k_tile(int64_t cols, const void* w, const void* x, size_t stride, flo
       q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), high(6));
     }
     const float dw = fp16(a[i].d);
-    const int8_t* sc = a[i].scales;
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i].scales));
+    const __m256i sc_all = _mm256_cvtepi8_epi16(sc8);  // 16 int16 in group order
+    const __m256i sc_lo = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc_all));
+    const __m256i sc_hi = _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc_all, 1));
     for (int c = 0; c < NC; ++c) {
       __m256i sumi = _mm256_setzero_si256();
       for (int j = 0; j < 8; ++j) {
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs + 32 * j));
-        const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+        const __m256i scales = _mm256_shuffle_epi8(j < 4 ? sc_lo : sc_hi, pick[j % 4]);
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], yv), scales));
       }
-      int offset = 0;
-      for (int g = 0; g < 16; ++g) offset += sc[g] * y[c][i].bsums[g];
-      sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * offset, 0, 0, 0, 0, 0, 0, 0));
+      // 32 * sum_g sc_g bsum_g, as 8 int32 lanes.
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].bsums));
+      sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bsums), 5));
       acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[c][i].d), _mm256_cvtepi32_ps(sumi), acc[c]);
     }
   }
