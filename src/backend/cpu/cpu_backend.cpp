@@ -144,9 +144,12 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
 void CpuBackend::rope(Tensor& x, const Tensor& positions, const RopeParams& p) {
   const int64_t head_dim = x.ne[0], n_heads = x.ne[1], n = x.ne[2];
   assert(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= head_dim && positions.elements() == n);
-  rope_table_.update({p.n_dims, p.freq_base, p.freq_scale, p.freq_factors}, positions.as<const int32_t>(), n);
+  // Out-of-contract n_dims would write past a head: rotate only whole pairs inside the head.
+  const int n_dims = static_cast<int>(std::min<int64_t>(p.n_dims, head_dim)) & ~1;
+  if (n_dims <= 0) return;
+  rope_table_.update({n_dims, p.freq_base, p.freq_scale, p.freq_factors}, positions.as<const int32_t>(), n);
   float* xp = x.as<float>();
-  parallel_range(pool_, n, n_heads * p.n_dims, [&](int64_t begin, int64_t end) {
+  parallel_range(pool_, n, n_heads * n_dims, [&](int64_t begin, int64_t end) {
     cpu::rope(xp, head_dim, n_heads, p.neox, rope_table_, begin, end);
   });
 }

@@ -1,7 +1,9 @@
 // silu_mul with AVX-512: 16 floats per step, masked tail, vector exp (elementwise_simd.h).
 // GCC 12 reports its own AVX-512 intrinsics (their _mm512_undefined_ps() self-initialisation)
 // as "may be used uninitialized" once inlined; the warning is about the header, not this code.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/elementwise_simd.h"

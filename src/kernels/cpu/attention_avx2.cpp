@@ -6,7 +6,7 @@
 // dims of a row are done in scalar code.
 #include <immintrin.h>
 
-#include <cmath>
+#include <cmath>  // INFINITY
 #include <cstdint>
 
 #include "kernels/cpu/attention_span.h"
@@ -96,7 +96,9 @@ void attend(const AttentionSpan& s) {
       const float m_old = s.m[h];
       const float block_max = simd::reduce_max_avx2(sc);
       const float m_new = block_max > m_old ? block_max : m_old;
-      const float correction = m_old == -INFINITY ? 0.0f : std::exp(m_old - m_new);
+      const float correction =
+          m_old == -INFINITY ? 0.0f
+                             : (m_new == m_old ? 1.0f : _mm256_cvtss_f32(simd::exp_avx2(_mm256_set1_ps(m_old - m_new))));
       alignas(32) float pj[kBlock];
       _mm256_store_ps(pj, simd::exp_avx2(_mm256_sub_ps(sc, _mm256_set1_ps(m_new))));
       for (int j = nb; j < kBlock; ++j) pj[j] = 0.0f;

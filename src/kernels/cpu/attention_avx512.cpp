@@ -12,7 +12,9 @@
 //
 // GCC 12 reports its own AVX-512 intrinsics (their _mm512_undefined_ps() self-initialisation)
 // as "may be used uninitialized" once inlined; the warning is about the header, not this code.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <cmath>
 #include <cstdint>

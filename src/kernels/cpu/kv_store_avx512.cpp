@@ -1,7 +1,9 @@
 // f32 -> f16 rows with AVX-512 (vcvtps2ph zmm, masked tail; round to nearest even).
 // GCC 12 reports its own AVX-512 intrinsics (their _mm512_undefined_ps() self-initialisation)
 // as "may be used uninitialized" once inlined; the warning is about the header, not this code.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <immintrin.h>
 
