@@ -1,7 +1,8 @@
 // Every op of the CUDA backend against the reference backend (ops/backend_op_cases.h: many
 // shapes, odd sizes, fresh random inputs, outputs poisoned with NaN), plus what the shared
 // cases do not reach: the formats they skip (BF16, Q5_K), rows long enough that each lane of
-// the GEMV loops, the prefill (cuBLAS) path, CUDA-graph replay and error reporting.
+// the GEMV loops, both GEMV paths (tensor cores and CUDA cores), the prefill (cuBLAS) path,
+// CUDA-graph replay and error reporting.
 // Without a GPU every test skips with "no CUDA device".
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "core/half.h"
+#include "kernels/cuda/launchers.h"
 #include "ops/backend_op_cases.h"
 #include "quant/quant.h"
 
@@ -112,7 +114,9 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
   std::mt19937_64 rng(77);
   const DType formats[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0,
                            DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  for (bool tensor_cores : {true, false})
   for (DType t : formats) {
+    cuda::set_tensor_core_gemv(tensor_cores);
     ASSERT_TRUE(backend->supports(t)) << dtype_name(t);
     const bool plain = t == DType::F32 || t == DType::F16 || t == DType::BF16;
     // 2816 = 11 super-blocks: each GEMV lane loops over several chunks; 1001 is an odd row.
@@ -122,7 +126,7 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
       for (int64_t rows : {67, 300})
         for (int64_t n : {1, 2, 7, 16, 40}) {
           SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(cols) + " rows=" + std::to_string(rows) +
-                       " n=" + std::to_string(n));
+                       " n=" + std::to_string(n) + " tensor_cores=" + std::to_string(tensor_cores));
           const HostMatmul p = make_problem(t, cols, rows, n, rng);
           auto w = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.w_bytes.data()), t, cols, rows));
           ASSERT_TRUE(w.ok()) << w.status().message();
@@ -136,12 +140,15 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
           std::vector<float> got(static_cast<size_t>(rows * n));
           backend->read(*out, got.data(), got.size() * sizeof(float));
           ASSERT_TRUE(backend->status().ok());
-          // GEMV (n <= 16): fp32 FMAs, 1e-5. GEMM: operands rounded to fp16 (2^-11) or, for
-          // bf16 weights, to bf16 (2^-8), per term.
-          const double tol = n <= 16 ? 1e-5 : (t == DType::BF16 ? 8e-3 : 1e-3);
+          // CUDA-core GEMV: fp32 FMAs, 1e-5. Tensor-core GEMV (block formats, 2..16 tokens) and
+          // the GEMM (n > 16): operands rounded to fp16 (2^-11 each, so 2e-3 covers both) or,
+          // for bf16 weights in the GEMM, to bf16 (2^-8).
+          const bool fp16_operands = n > 16 || (tensor_cores && !plain && n >= 2);
+          const double tol = !fp16_operands ? 1e-5 : (t == DType::BF16 ? 8e-3 : 2e-3);
           EXPECT_LE(matmul_error(p, got, cols, rows, n), tol);
         }
   }
+  cuda::set_tensor_core_gemv(true);
 }
 
 // ---- a small decode step captured as a CUDA graph, replayed with new inputs ----

@@ -20,6 +20,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "kernels/cuda/bandwidth_probe.h"
+#include "kernels/cuda/launchers.h"
 
 namespace bl {
 namespace {
@@ -85,8 +86,61 @@ struct Result {
   std::string format;
   Shape shape;
   int batch;
+  bool tensor_cores;  // false: the CUDA-core GEMV (block formats at batch > 1 only)
   double us, gbps;
 };
+struct Config {
+  int batch;
+  bool tensor_cores;
+};
+
+// Prefill matmul (n = 2048 tokens) through the backend: for F16 weights cuBLAS on fp16
+// operands (plus the fp32 -> fp16 conversion of x); for block formats the dequantize pass
+// first. TFLOP/s = 2 rows cols n / time, eager launches, median of 5 after a warm-up. The
+// 8192^3 F16 product is this path's ceiling on the card (PERF.md: 781 TFLOP/s through torch).
+TEST(CudaBench, PrefillMatmul) {
+  if (!bench_enabled()) GTEST_SKIP() << "set BITLIGHT_GPU_BENCH=1 to run the GPU benchmark";
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device";
+  struct Case {
+    DType fmt;
+    Shape shape;
+    int64_t n;
+  };
+  const Case cases[] = {{DType::F16, {8192, 8192}, 8192}, {DType::F16, {4096, 4096}, 2048},
+                        {DType::F16, {4096, 14336}, 2048}, {DType::F16, {14336, 4096}, 2048},
+                        {DType::Q4_0, {4096, 14336}, 2048}, {DType::Q4_K, {4096, 14336}, 2048},
+                        {DType::Q8_0, {4096, 14336}, 2048}};
+  std::printf("\n| prefill: format | cols x rows | tokens | ms | TFLOP/s |\n|---|---|---|---|---|\n");
+  for (const Case& c : cases) {
+    auto opened = open_cuda_backend(0);
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    CudaBackend& b = **opened;
+    std::vector<uint8_t> host(make_tensor_2d(nullptr, c.fmt, c.shape.cols, c.shape.rows).bytes());
+    fill_random(host, 99);
+    if (c.fmt == DType::F16)  // finite fp16 values: random bits would include NaN / inf
+      for (size_t i = 1; i < host.size(); i += 2) host[i] &= 0x3b;
+    auto w = b.upload_weight(make_tensor_2d(host.data(), c.fmt, c.shape.cols, c.shape.rows));
+    auto x = b.alloc(DType::F32, {c.shape.cols, c.n, 1, 1});
+    auto out = b.alloc(DType::F32, {c.shape.rows, c.n, 1, 1});
+    ASSERT_TRUE(w.ok() && x.ok() && out.ok());
+    std::vector<float> xv(static_cast<size_t>(c.shape.cols * c.n));
+    for (size_t i = 0; i < xv.size(); ++i) xv[i] = static_cast<float>((i * 37) % 101) / 101.0f - 0.5f;
+    b.write(*x, xv.data(), xv.size() * sizeof(float));
+    std::vector<double> ms;
+    for (int rep = 0; rep < 6; ++rep) {
+      b.synchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      b.matmul(*w, *x, *out);
+      b.synchronize();
+      if (rep > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    ASSERT_TRUE(b.status().ok());
+    const double t = median(ms);
+    std::printf("| %s | %lldx%lld | %lld | %.3f | %.0f |\n", std::string(dtype_name(c.fmt)).c_str(),
+                static_cast<long long>(c.shape.cols), static_cast<long long>(c.shape.rows), static_cast<long long>(c.n), t,
+                2.0 * c.shape.cols * c.shape.rows * c.n / (t * 1e-3) / 1e12);
+  }
+}
 
 TEST(CudaBench, GemvBandwidthAt8BShapes) {
   if (!bench_enabled()) GTEST_SKIP() << "set BITLIGHT_GPU_BENCH=1 to run the GPU benchmark";
@@ -115,7 +169,12 @@ TEST(CudaBench, GemvBandwidthAt8BShapes) {
         ASSERT_TRUE(w.ok()) << w.status().message();
         weights.push_back(*w);
       }
-      for (int batch : {1, 16}) {
+      const bool plain = fmt == DType::F16 || fmt == DType::BF16 || fmt == DType::F32;
+      std::vector<Config> configs = {{1, true}, {4, true}, {16, true}};
+      if (!plain) configs.push_back({16, false});
+      for (const Config& cfg : configs) {
+        const int batch = cfg.batch;
+        cuda::set_tensor_core_gemv(cfg.tensor_cores);
         auto x = b.alloc(DType::F32, {s.cols, batch, 1, 1});
         auto out = b.alloc(DType::F32, {s.rows, batch, 1, 1});
         ASSERT_TRUE(x.ok() && out.ok());
@@ -145,30 +204,41 @@ TEST(CudaBench, GemvBandwidthAt8BShapes) {
         ASSERT_TRUE(b.status().ok());
         const double us = median(per_launch_us);
         const double bytes = static_cast<double>(host.size()) + 4.0 * (s.cols + s.rows) * batch;
-        results.push_back({std::string(dtype_name(fmt)), s, batch, us, bytes / (us * 1e-6) / 1e9});
+        results.push_back({std::string(dtype_name(fmt)), s, batch, cfg.tensor_cores, us, bytes / (us * 1e-6) / 1e9});
       }
     }
   }
 
-  std::printf("\n| format | cols x rows | batch | us | GB/s | %% of read bw |\n|---|---|---|---|---|---|\n");
+  cuda::set_tensor_core_gemv(true);
+
+  std::printf("\n| format | cols x rows | batch | path | us | GB/s | %% of read bw |\n|---|---|---|---|---|---|---|\n");
   for (const Result& r : results)
-    std::printf("| %s | %lldx%lld | %d | %.1f | %.0f | %.0f %% |\n", r.format.c_str(),
-                static_cast<long long>(r.shape.cols), static_cast<long long>(r.shape.rows), r.batch, r.us, r.gbps,
-                100.0 * r.gbps / read_gbps);
+    std::printf("| %s | %lldx%lld | %d | %s | %.1f | %.0f | %.0f %% |\n", r.format.c_str(),
+                static_cast<long long>(r.shape.cols), static_cast<long long>(r.shape.rows), r.batch,
+                r.tensor_cores ? "default" : "cuda-core", r.us, r.gbps, 100.0 * r.gbps / read_gbps);
   // Summary: all five shapes of a format as one decode-like pass (total bytes / total time).
   std::printf("\nGEMV summary, Llama-3 8B shapes, read bandwidth %.0f GB/s measured in this run\n\n", read_gbps);
-  std::printf("| format | batch 1 GB/s | batch 1 %% | batch 16 GB/s | batch 16 %% |\n|---|---|---|---|---|\n");
+  std::printf("| format | b1 GB/s | b1 %% | b4 %% | b16 GB/s | b16 %% | b16 cuda-core %% | b16 us, 5 shapes |\n"
+              "|---|---|---|---|---|---|---|---|\n");
   for (DType fmt : formats) {
-    double sum[2][2] = {};  // [batch 1|16][bytes|us]
-    for (const Result& r : results) {
-      if (r.format != dtype_name(fmt)) continue;
-      const int k = r.batch == 1 ? 0 : 1;
-      sum[k][0] += r.gbps * r.us * 1e3;  // bytes
-      sum[k][1] += r.us;
-    }
-    const double g1 = sum[0][0] / (sum[0][1] * 1e3), g16 = sum[1][0] / (sum[1][1] * 1e3);
-    std::printf("| %s | %.0f | %.0f %% | %.0f | %.0f %% |\n", std::string(dtype_name(fmt)).c_str(), g1,
-                100.0 * g1 / read_gbps, g16, 100.0 * g16 / read_gbps);
+    auto total = [&](int batch, bool tc, double& gbps, double& us) {
+      double bytes = 0;
+      us = 0;
+      for (const Result& r : results)
+        if (r.format == dtype_name(fmt) && r.batch == batch && r.tensor_cores == tc) {
+          bytes += r.gbps * r.us * 1e3;
+          us += r.us;
+        }
+      gbps = us > 0 ? bytes / (us * 1e3) : 0.0;
+    };
+    double g1, u1, g4, u4, g16, u16, gcc, ucc;
+    total(1, true, g1, u1);
+    total(4, true, g4, u4);
+    total(16, true, g16, u16);
+    total(16, false, gcc, ucc);
+    const std::string cc = gcc > 0 ? std::to_string(static_cast<int>(100.0 * gcc / read_gbps + 0.5)) + " %" : "-";
+    std::printf("| %s | %.0f | %.0f %% | %.0f %% | %.0f | %.0f %% | %s | %.0f |\n", std::string(dtype_name(fmt)).c_str(), g1,
+                100.0 * g1 / read_gbps, 100.0 * g4 / read_gbps, g16, 100.0 * g16 / read_gbps, cc.c_str(), u16);
   }
 }
 

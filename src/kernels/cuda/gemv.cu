@@ -143,6 +143,8 @@ bool weight_format_supported(DType t) {
 
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream) {
+  if (n_tokens >= 2 && tensor_core_gemv_enabled() && launch_gemv_tensor_core(w, x, n_tokens, out, bias, stream))
+    return true;
   const GemvParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
   // Pieces need 16-byte aligned x (and rows, for the plain types) and cols % 8 == 0; block
   // formats always qualify given an aligned x (their rows are whole blocks of 32 or 256).

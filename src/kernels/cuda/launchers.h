@@ -35,6 +35,15 @@ struct WeightView {
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream);
 
+// The tensor-core path of launch_gemv (gemv_tensor_core.cu): block formats at 2..16 tokens,
+// fp16 operands. On by default; the tests and the benchmark switch it off to check and time
+// the CUDA-core path too (process-wide, not thread-safe: set it before issuing work).
+void set_tensor_core_gemv(bool enabled);
+bool tensor_core_gemv_enabled();
+// false when it does not apply (format, batch, alignment); launch_gemv then runs the other.
+bool launch_gemv_tensor_core(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                             cudaStream_t stream);
+
 // dst[rows * cols] (row-major, fp16 or bf16 bits) = dequantized W. `to_bf16` picks bf16.
 bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream);
 

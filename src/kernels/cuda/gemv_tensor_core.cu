@@ -1,0 +1,150 @@
+// Batched decode (2..16 tokens) for the block formats on tensor cores: the weights are
+// dequantized into registers (gemv_pieces.cuh) and multiplied with mma.sync m16n8k16 (fp16
+// operands, fp32 accumulation), so the arithmetic is no longer the limit at 16 tokens.
+//
+// A warp owns 16 rows; lane (g = lane / 4, c = lane % 4) decodes piece 4s + c of rows g and
+// g + 8 (8 weights each). A dot product may sum its k in any order as long as A and B agree,
+// so the k-slots of the mma fragments are filled straight from the pieces: slots {2c, 2c+1,
+// 2c+8, 2c+9} of the first mma get weights 0..3 of the piece (x columns o0..o0+3), those of
+// the second mma weights 4..7 (o1..o1+3); the lane that holds B column n = g loads x of token
+// n at the same columns. The 8 warps of a block share the 16 rows and split the pieces
+// (split-K); their accumulators are summed in shared memory.
+//
+// Napkin math (H100): 16 tokens x 4096 x 4096 is 0.5 GFLOP, 0.5 us of fp16 tensor-core time
+// against ~3 us to read the 4-bit weights: the kernel stays memory-bound, as it should.
+// Tolerance: x and the dequantized weights are rounded to fp16 (2^-11 relative per term).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/gemv_pieces.cuh"
+#include "kernels/cuda/launchers.h"
+
+namespace bl::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / kWarp;
+constexpr int kTileRows = 16;    // rows per block (one mma M)
+constexpr int kTileTokens = 8;   // tokens per mma N
+
+struct TcParams {
+  const uint8_t* w;
+  size_t row_bytes;
+  int64_t rows;
+  int64_t cols;
+  const float* x;  // [cols, n]
+  int n;
+  float* out;      // [rows, n]
+  const float* bias;
+};
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__device__ __forceinline__ void mma_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                          uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// kTiles: token tiles of 8 (1 for n <= 8, 2 for n <= 16).
+template <DType T, int kTiles>
+__global__ void __launch_bounds__(kThreads) gemv_tc_kernel(TcParams p) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int g = lane / 4, c = lane % 4;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+  // Rows past the end decode the last row (valid memory); their results are not stored.
+  const uint8_t* row_a = p.w + min(row0 + g, p.rows - 1) * p.row_bytes;
+  const uint8_t* row_b = p.w + min(row0 + g + 8, p.rows - 1) * p.row_bytes;
+
+  float acc[kTiles][4];
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+
+  const int64_t n_steps = p.cols / (4 * kPiece);  // 32 columns per step
+#pragma unroll 2
+  for (int64_t s = warp; s < n_steps; s += kWarps) {
+    const int64_t piece = 4 * s + c;
+    float wa[kPiece], wb[kPiece];
+    int64_t o0, o1;
+    Piece<T>::load(row_a, piece, wa, o0, o1);
+    Piece<T>::load(row_b, piece, wb, o0, o1);
+    const uint32_t a_lo[4] = {pack_half2(wa[0], wa[1]), pack_half2(wb[0], wb[1]), pack_half2(wa[2], wa[3]),
+                              pack_half2(wb[2], wb[3])};
+    const uint32_t a_hi[4] = {pack_half2(wa[4], wa[5]), pack_half2(wb[4], wb[5]), pack_half2(wa[6], wa[7]),
+                              pack_half2(wb[6], wb[7])};
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t) {
+      const int token = t * kTileTokens + g;
+      float4 xa = make_float4(0.f, 0.f, 0.f, 0.f), xb = xa;
+      if (token < p.n) {
+        const float* xt = p.x + token * p.cols;
+        xa = __ldg(reinterpret_cast<const float4*>(xt + o0));
+        xb = __ldg(reinterpret_cast<const float4*>(xt + o1));
+      }
+      mma_16816(acc[t], a_lo[0], a_lo[1], a_lo[2], a_lo[3], pack_half2(xa.x, xa.y), pack_half2(xa.z, xa.w));
+      mma_16816(acc[t], a_hi[0], a_hi[1], a_hi[2], a_hi[3], pack_half2(xb.x, xb.y), pack_half2(xb.z, xb.w));
+    }
+  }
+
+  // acc[t]: {row g, token 2c}, {row g, token 2c+1}, {row g+8, token 2c}, {row g+8, token 2c+1}
+  // of token tile t. Sum the warps' partial products.
+  __shared__ float partial[kWarps][kTileRows][kTiles * kTileTokens];
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t) {
+    const int tok = t * kTileTokens + 2 * c;
+    partial[warp][g][tok] = acc[t][0];
+    partial[warp][g][tok + 1] = acc[t][1];
+    partial[warp][g + 8][tok] = acc[t][2];
+    partial[warp][g + 8][tok + 1] = acc[t][3];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < kTileRows * kTiles * kTileTokens; idx += kThreads) {
+    const int r = idx / (kTiles * kTileTokens), t = idx % (kTiles * kTileTokens);
+    const int64_t row = row0 + r;
+    if (t >= p.n || row >= p.rows) continue;
+    float s = p.bias ? p.bias[row] : 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) s += partial[w][r][t];
+    p.out[t * p.rows + row] = s;
+  }
+}
+
+template <DType T>
+void launch_tc(const TcParams& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((p.rows + kTileRows - 1) / kTileRows));
+  if (p.n <= kTileTokens) gemv_tc_kernel<T, 1><<<grid, kThreads, 0, stream>>>(p);
+  else gemv_tc_kernel<T, 2><<<grid, kThreads, 0, stream>>>(p);
+}
+
+bool g_tensor_core_gemv = true;
+
+}  // namespace
+
+void set_tensor_core_gemv(bool enabled) { g_tensor_core_gemv = enabled; }
+bool tensor_core_gemv_enabled() { return g_tensor_core_gemv; }
+
+bool launch_gemv_tensor_core(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                             cudaStream_t stream) {
+  if (n_tokens < 2 || n_tokens > kGemvMaxTokens || w.cols % (4 * kPiece) != 0 ||
+      reinterpret_cast<uintptr_t>(x) % 16 != 0)
+    return false;
+  const TcParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+  switch (w.dtype) {
+    case DType::Q8_0: launch_tc<DType::Q8_0>(p, stream); return true;
+    case DType::Q4_0: launch_tc<DType::Q4_0>(p, stream); return true;
+    case DType::Q4_1: launch_tc<DType::Q4_1>(p, stream); return true;
+    case DType::Q4_K: launch_tc<DType::Q4_K>(p, stream); return true;
+    case DType::Q5_K: launch_tc<DType::Q5_K>(p, stream); return true;
+    case DType::Q6_K: launch_tc<DType::Q6_K>(p, stream); return true;
+    default: return false;
+  }
+}
+
+}  // namespace bl::cuda
