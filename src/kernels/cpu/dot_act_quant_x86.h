@@ -7,6 +7,8 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -60,6 +62,48 @@ inline void quantize_q8_0_scales_avx2(const float* x, void* dst, int64_t n) {
     quantize_block_q8(x + i * kQK, &y[i].d, y[i].qs, &sum);
     d[i] = _cvtsh_ss(y[i].d);  // exactly the scale the integer sums are multiplied with
     s[i] = d[i] * static_cast<float>(sum);
+  }
+}
+
+// Q8_K blocks (256 fp32 -> int8 with an fp32 scale, plus sums of 16) as quantize_q8_k: the
+// element of largest magnitude maps to -127 exactly, the rest round to nearest even.
+inline void quantize_q8_k_avx2(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_K*>(dst);
+  for (int64_t i = 0; i < n / kQKK; ++i, x += kQKK) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY), vmin = _mm256_set1_ps(INFINITY);
+    for (int k = 0; k < kQKK; k += 8) {
+      const __m256 v = _mm256_loadu_ps(x + k);
+      vmax = _mm256_max_ps(vmax, v);
+      vmin = _mm256_min_ps(vmin, v);
+    }
+    alignas(32) float hi[8], lo[8];
+    _mm256_store_ps(hi, vmax);
+    _mm256_store_ps(lo, vmin);
+    float mx = hi[0], mn = lo[0];
+    for (int k = 1; k < 8; ++k) {
+      mx = std::max(mx, hi[k]);
+      mn = std::min(mn, lo[k]);
+    }
+    const float max = mx >= -mn ? mx : mn;  // signed value of largest magnitude
+    if (max == 0.0f) {
+      std::memset(&y[i], 0, sizeof(y[i]));
+      continue;
+    }
+    const float iscale = -127.f / max;
+    const __m256 vs = _mm256_set1_ps(iscale);
+    for (int g = 0; g < kQKK / 16; ++g) {
+      const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + 16 * g)));
+      const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + 16 * g + 8)));
+      // 16 int32 -> 16 int8 (saturating, so +128 from rounding becomes 127 as in the reference)
+      const __m128i a16 = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+      const __m128i b16 = _mm_packs_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y[i].qs + 16 * g), _mm_packs_epi16(a16, b16));
+      __m128i s = _mm_add_epi32(_mm_madd_epi16(a16, _mm_set1_epi16(1)), _mm_madd_epi16(b16, _mm_set1_epi16(1)));
+      s = _mm_hadd_epi32(s, s);
+      s = _mm_hadd_epi32(s, s);
+      y[i].bsums[g] = static_cast<int16_t>(_mm_cvtsi128_si32(s));
+    }
+    y[i].d = 1 / iscale;
   }
 }
 

@@ -2,15 +2,12 @@
 // AVX2 activation quantizer for the 32-element formats.
 #include "kernels/cpu/dot_act_quant_x86.h"
 #include "kernels/cpu/dot_x86_256.h"
-#include "quant/quant.h"
 
 namespace bl::cpu {
 namespace {
 
 using K = x86::Kernels256<false>;
 using x86::dot_tiles;
-
-void quantize_q8_k_act(const float* x, void* dst, int64_t n) { quantize_row(DType::Q8_K, x, dst, n); }
 
 constexpr DotKernel kF32{DType::F32, dot_tiles<K::F32>, nullptr};
 constexpr DotKernel kF16{DType::F32, dot_tiles<K::F16>, nullptr};
@@ -20,9 +17,9 @@ constexpr DotKernel kQ5_0{DType::Q8_0, dot_tiles<K::Q5_0>, x86::quantize_q8_pair
 constexpr DotKernel kQ8_0{DType::Q8_0, dot_tiles<K::Q8_0>, x86::quantize_q8_0_scales_avx2, ActLayout::q8_0_scales, x86::dequantize_q8_0_scales};
 constexpr DotKernel kQ4_1{DType::Q8_0, dot_tiles<K::Q4_1>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
 constexpr DotKernel kQ5_1{DType::Q8_0, dot_tiles<K::Q5_1>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
-constexpr DotKernel kQ4_K{DType::Q8_K, dot_tiles<K::Q4_K>, quantize_q8_k_act};
-constexpr DotKernel kQ5_K{DType::Q8_K, dot_tiles<K::Q5_K>, quantize_q8_k_act};
-constexpr DotKernel kQ6_K{DType::Q8_K, dot_tiles<K::Q6_K>, quantize_q8_k_act};
+constexpr DotKernel kQ4_K{DType::Q8_K, dot_tiles<K::Q4_K>, x86::quantize_q8_k_avx2};
+constexpr DotKernel kQ5_K{DType::Q8_K, dot_tiles<K::Q5_K>, x86::quantize_q8_k_avx2};
+constexpr DotKernel kQ6_K{DType::Q8_K, dot_tiles<K::Q6_K>, x86::quantize_q8_k_avx2};
 
 }  // namespace
 

@@ -10,14 +10,11 @@
 #include "kernels/cpu/dot_act_quant_x86.h"
 #include "kernels/cpu/dot_x86_256.h"
 #include "kernels/cpu/dot_x86_512.h"
-#include "quant/quant.h"
 
 namespace bl::cpu {
 namespace {
 
 using x86::dot_tiles;
-
-void quantize_q8_k_act(const float* x, void* dst, int64_t n) { quantize_row(DType::Q8_K, x, dst, n); }
 
 template <bool kVnni>
 struct Table {
@@ -31,9 +28,9 @@ struct Table {
   static constexpr DotKernel q8_0{DType::Q8_0, dot_tiles<K::template Q8_0>, x86::quantize_q8_0_scales_avx2, ActLayout::q8_0_scales, x86::dequantize_q8_0_scales};
   static constexpr DotKernel q4_1{DType::Q8_0, dot_tiles<K::template Q4_1>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
   static constexpr DotKernel q5_1{DType::Q8_0, dot_tiles<K::template Q5_1>, x86::quantize_q8_pairs_avx2, ActLayout::q8_pairs_scales, x86::dequantize_q8_pairs};
-  static constexpr DotKernel q4_k{DType::Q8_K, dot_tiles<K::template Q4_K>, quantize_q8_k_act};
-  static constexpr DotKernel q5_k{DType::Q8_K, dot_tiles<K::template Q5_K>, quantize_q8_k_act};
-  static constexpr DotKernel q6_k{DType::Q8_K, dot_tiles<K::template Q6_K>, quantize_q8_k_act};
+  static constexpr DotKernel q4_k{DType::Q8_K, dot_tiles<K::template Q4_K>, x86::quantize_q8_k_avx2};
+  static constexpr DotKernel q5_k{DType::Q8_K, dot_tiles<K::template Q5_K>, x86::quantize_q8_k_avx2};
+  static constexpr DotKernel q6_k{DType::Q8_K, dot_tiles<K::template Q6_K>, x86::quantize_q8_k_avx2};
 
   static const DotKernel* get(DType w) {
     switch (w) {
