@@ -2,12 +2,17 @@
 // widest ISA of this CPU and, by re-running this binary with BITLIGHT_ISA, at every lower one.
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/kv_store.h"
 #include "ops/backend_op_cases.h"
 
 namespace bl {
@@ -76,6 +81,62 @@ TEST(CpuBackend, UploadWeightKeepsHostData) {
   EXPECT_EQ(w->data, static_cast<void*>(host));
 }
 
+// The vector silu (its exp is a polynomial, clamped to [-87.3, 88.4]) against std::exp over
+// the whole float range a gate can take, tails included. Error relative to max(|ref|, 1e-30):
+// for gate < -88 the true value is below 1e-36 and the vector code returns ~1e-37 instead.
+TEST(CpuKernels, SiluMulVariantsMatchScalarOverTheFullRange) {
+  std::vector<float> gate, up;
+  for (float g = -200.0f; g <= 200.0f; g += 0.0371f) {
+    gate.push_back(g);
+    up.push_back(1.0f + 0.001f * g);
+  }
+  const int64_t n = static_cast<int64_t>(gate.size());
+  std::vector<float> want(gate.size()), got(gate.size());
+  cpu::silu_mul_scalar(gate.data(), up.data(), want.data(), n);
+  using Fn = void (*)(const float*, const float*, float*, int64_t);
+  const std::pair<cpu::Isa, Fn> variants[] = {{cpu::Isa::avx2, cpu::silu_mul_avx2}, {cpu::Isa::avx512, cpu::silu_mul_avx512}};
+  for (auto [isa, fn] : variants) {
+    if (!cpu::isa_supported(isa)) continue;
+    SCOPED_TRACE(std::string(cpu::isa_name(isa)));
+    std::fill(got.begin(), got.end(), NAN);
+    fn(gate.data(), up.data(), got.data(), n);
+    double max_err = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(std::isfinite(got[i])) << "gate " << gate[i];
+      max_err = std::max(max_err, std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(std::fabs(want[i]), 1e-30f));
+    }
+    EXPECT_LE(max_err, 1e-6) << "a few ulp expected";
+  }
+}
+
+// F16 cache rows: the F16C / AVX-512 conversions give the same bits as core/half.h, for
+// normal, subnormal, overflowing and halfway values.
+TEST(CpuKernels, F16RowConversionsMatchScalarBits) {
+  std::vector<float> x = {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 65520.0f, 1e6f, -1e6f, 6.0e-8f, 3.0e-8f, 1e-5f,
+                          1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, 0.1f, -0.3333f, INFINITY, -INFINITY};
+  for (int i = 0; i < 1000; ++i) x.push_back(std::ldexp(static_cast<float>(i % 97) - 48.0f, i % 40 - 30));
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<uint16_t> want(x.size()), got(x.size());
+  cpu::f32_to_f16_row_scalar(x.data(), want.data(), n);
+  using Fn = void (*)(const float*, uint16_t*, int64_t);
+  const std::pair<cpu::Isa, Fn> variants[] = {{cpu::Isa::avx2, cpu::f32_to_f16_row_avx2},
+                                              {cpu::Isa::avx512, cpu::f32_to_f16_row_avx512}};
+  for (auto [isa, fn] : variants) {
+    if (!cpu::isa_supported(isa)) continue;
+    SCOPED_TRACE(std::string(cpu::isa_name(isa)));
+    for (int64_t len : {n, n - 1, int64_t{5}}) {  // vector body and three tail lengths
+      std::fill(got.begin(), got.end(), uint16_t{0xdead});
+      fn(x.data(), got.data(), len);
+      for (int64_t i = 0; i < len; ++i) {
+        ASSERT_EQ(got[i], want[i]) << "x = " << x[i];
+      }
+      if (len < n) {
+        EXPECT_EQ(got[len], 0xdead) << "wrote past the row";
+      }
+    }
+  }
+}
+
 // Re-runs the op cases in a child process per lower ISA level (BITLIGHT_ISA is read once per
 // process), so the scalar and AVX2 kernels are checked on an AVX-512 machine too.
 TEST(CpuBackendIsaLevels, LowerLevelsPassTheOpCases) {
@@ -88,7 +149,7 @@ TEST(CpuBackendIsaLevels, LowerLevelsPassTheOpCases) {
   for (cpu::Isa isa : {cpu::Isa::scalar, cpu::Isa::avx2, cpu::Isa::avx512}) {
     if (static_cast<int>(isa) >= static_cast<int>(cpu::active_isa())) continue;
     const std::string cmd = "BITLIGHT_ISA=" + std::string(cpu::isa_name(isa)) + " '" + exe +
-                            "' --gtest_brief=1 --gtest_filter='CpuBackendOps.*:CpuBackendThreads.*'";
+                            "' --gtest_brief=1 --gtest_filter='CpuBackendOps.*:CpuKernels.*'";
     std::printf("running: %s\n", cmd.c_str());
     std::fflush(stdout);
     EXPECT_EQ(std::system(cmd.c_str()), 0) << "op cases failed with " << cmd;
