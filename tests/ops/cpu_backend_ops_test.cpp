@@ -56,6 +56,11 @@ TEST(CpuBackend, NameSaysIsaAndThreads) {
   EXPECT_EQ(make_cpu_backend(1)->name().find("1 thread)") != std::string::npos, true);
 }
 
+TEST(CpuBackend, SupportsEveryFormatTheOpCasesUse) {
+  auto backend = make_cpu_backend(1);
+  for (DType t : op_cases::OpCases::matmul_types()) EXPECT_TRUE(backend->supports(t)) << dtype_name(t);
+}
+
 TEST(CpuBackend, AllocRejectsBadShapes) {
   auto backend = make_cpu_backend(1);
   auto negative = backend->alloc(DType::F32, {4, -1, 1, 1});
