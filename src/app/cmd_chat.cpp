@@ -36,8 +36,8 @@ Status chat(ChatOptions& o) {
   BL_ASSIGN_OR_RETURN(kv_type, parse_kv_type(o.model.kv_type));
   LoadedModel m;
   BL_ASSIGN_OR_RETURN(m, load_model(o.model, /*with_tokenizer=*/true));
-  ChatStyle style;
-  BL_ASSIGN_OR_RETURN(style, chat_style_of(*m.file));
+  ChatTemplate chat_template;
+  BL_ASSIGN_OR_RETURN(chat_template, ChatTemplate::from_model_file(*m.file));
   std::unique_ptr<Session> session;
   BL_ASSIGN_OR_RETURN(session, Session::create(*m.model, {.n_ctx = o.model.n_ctx, .n_batch = o.model.n_batch, .kv_type = kv_type}));
 
@@ -51,7 +51,7 @@ Status chat(ChatOptions& o) {
     if (!std::getline(std::cin, line) || line == "/exit") break;
     if (line.empty()) continue;
     messages.push_back({"user", line});
-    const std::string prompt_text = apply_chat_template(style, messages, /*add_generation_prompt=*/true);
+    const std::string prompt_text = chat_template.apply(messages, /*add_generation_prompt=*/true);
     std::vector<TokenId> prompt = m.tokenizer->encode(prompt_text, {.add_bos = m.tokenizer->adds_bos(), .parse_special = true});
 
     // Re-use the cached prefix of the conversation; feed only what is new.
