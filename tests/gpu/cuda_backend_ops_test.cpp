@@ -119,12 +119,14 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
     cuda::set_tensor_core_gemv(tensor_cores);
     ASSERT_TRUE(backend->supports(t)) << dtype_name(t);
     const bool plain = t == DType::F32 || t == DType::F16 || t == DType::BF16;
-    // 2816 = 11 super-blocks: each GEMV lane loops over several chunks; 1001 is an odd row.
+    // 2816 = 11 super-blocks = 352 pieces: GEMV threads loop more than once; 1001 is an odd row.
     std::vector<int64_t> col_sizes = {2816};
     if (plain) col_sizes.push_back(1001);
     for (int64_t cols : col_sizes)
-      for (int64_t rows : {67, 300})
-        for (int64_t n : {1, 2, 7, 16, 40}) {
+      for (int64_t rows : {67, 300, 2051})  // the tensor-core GEMV starts at 2048 rows
+        for (int64_t n : {1, 2, 7, 9, 16, 40}) {
+          // 2051 rows only for the tensor-core path (8..16 tokens); other paths are covered above.
+          if (rows == 2051 && (!tensor_cores || n < 9 || n > 16)) continue;
           SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(cols) + " rows=" + std::to_string(rows) +
                        " n=" + std::to_string(n) + " tensor_cores=" + std::to_string(tensor_cores));
           const HostMatmul p = make_problem(t, cols, rows, n, rng);
@@ -140,10 +142,10 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
           std::vector<float> got(static_cast<size_t>(rows * n));
           backend->read(*out, got.data(), got.size() * sizeof(float));
           ASSERT_TRUE(backend->status().ok());
-          // CUDA-core GEMV: fp32 FMAs, 1e-5. Tensor-core GEMV (block formats, 2..16 tokens) and
+          // CUDA-core GEMV: fp32 FMAs, 1e-5. Tensor-core GEMV (block formats, 8..16 tokens) and
           // the GEMM (n > 16): operands rounded to fp16 (2^-11 each, so 2e-3 covers both) or,
           // for bf16 weights in the GEMM, to bf16 (2^-8).
-          const bool fp16_operands = n > 16 || (tensor_cores && !plain && n >= 2);
+          const bool fp16_operands = n > 16 || (tensor_cores && !plain && n >= 8 && rows >= 2048);
           const double tol = !fp16_operands ? 1e-5 : (t == DType::BF16 ? 8e-3 : 2e-3);
           EXPECT_LE(matmul_error(p, got, cols, rows, n), tol);
         }

@@ -35,8 +35,8 @@ struct WeightView {
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream);
 
-// The tensor-core path of launch_gemv (gemv_tensor_core.cu): block formats at 2..16 tokens,
-// fp16 operands. On by default; the tests and the benchmark switch it off to check and time
+// The tensor-core path of launch_gemv (gemv_tensor_core.cu): block formats at 8..16 tokens
+// and >= 2048 rows, fp16 operands. On by default; the tests and the benchmark switch it off to check and time
 // the CUDA-core path too (process-wide, not thread-safe: set it before issuing work).
 void set_tensor_core_gemv(bool enabled);
 bool tensor_core_gemv_enabled();
