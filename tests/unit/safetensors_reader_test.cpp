@@ -59,8 +59,12 @@ TEST(Safetensors, ReadsTensorsAndMetadata) {
   EXPECT_EQ(w_t->bytes, 24u);
   EXPECT_EQ(static_cast<const float*>(w_t->data)[5], 6.0f);
   for (const auto& t : r->tensors) {
-    if (t.name == "s") EXPECT_TRUE(t.shape.empty());
-    if (t.name == "h") EXPECT_EQ(t.dtype, DType::BF16);
+    if (t.name == "s") {
+      EXPECT_TRUE(t.shape.empty());
+    }
+    if (t.name == "h") {
+      EXPECT_EQ(t.dtype, DType::BF16);
+    }
   }
 }
 
@@ -103,7 +107,11 @@ TEST(Safetensors, OverlappingTensors) {
 
 TEST(Safetensors, TensorCountLimit) {
   json h = json::object();
-  for (int i = 0; i < 5; ++i) h["t" + std::to_string(i)] = {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {4 * i, 4 * i + 4}}};
+  for (int i = 0; i < 5; ++i) {
+    std::string name = "t";
+    name += std::to_string(i);  // appended: "t" + std::to_string(i) trips g++ 12's -Wrestrict at -O3
+    h[name] = {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {4 * i, 4 * i + 4}}};
+  }
   std::string b = safetensors_bytes(h, std::string(20, '\0'));
   ParseLimits limits;
   limits.max_tensors = 3;
