@@ -5,8 +5,11 @@
 // weight returns the uploaded bytes). Ops only queue kernels: no allocation once warm, no host
 // synchronisation; read() and synchronize() wait for the stream.
 //
-// Matmul: 1..16 tokens run the fused-dequant GEMV (kernels/cuda/gemv.cu); more tokens (prefill)
+// Matmul: 1..16 tokens run the fused-dequant GEMV (kernels/cuda/gemv.cu; block formats at
+// 8..16 tokens and >= 2048 rows on tensor cores, gemv_tensor_core.cu); more tokens (prefill)
 // dequantize the weight into an fp16/bf16 workspace and call cuBLAS with fp32 accumulation.
+// rope's freq_factors (a host array) are copied to the device once per pointer: the model
+// must not change the values behind a pointer it has passed.
 // Workspaces (dequantized weight, fp16 activations, split-KV partials) grow on first use and
 // are never freed before the backend, so graphs captured earlier keep valid pointers.
 //

@@ -1,8 +1,9 @@
 // Device-side decoding of weight rows in their GGUF layouts, 32 elements at a time.
 //
 // Every format is read in "chunks" of 32 consecutive elements of one row (a legacy block, or
-// one sub-block of a K-quant super-block), so one decoder feeds the GEMV, get_rows and the
-// dequantize-for-GEMM kernels alike. The formulas are those of bl::dequantize_row
+// one sub-block of a K-quant super-block); these decoders feed get_rows and the dequantize-
+// for-GEMM kernel. The GEMV reads 8-weight "pieces" instead (gemv_pieces.cuh), laid out for
+// coalesced loads across a warp. The formulas are those of bl::dequantize_row
 // (quant/quant.h), the reference the tests compare with; block structs from quant/blocks.h.
 //
 // Loads: K-quant Q4_K/Q5_K super-blocks are 144/176 bytes (multiples of 16), so their nibbles
