@@ -28,11 +28,15 @@ inline float hsum(__m256 v) {
 
 inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
 
-// Software prefetch this far ahead of the weight stream (bytes). Rows are contiguous, so
-// running past a row's end fetches the next one; prefetches never fault.
-constexpr int kPrefetchBytes = 1024;
+// Software prefetch of the weight stream, this far ahead (bytes), into L2 (T1): the L2 miss
+// queue keeps more lines in flight than L1's fill buffers, and the integer kernels leave too
+// few cycles for the hardware prefetcher alone. Measured on the H100 host's Xeon, 2 threads,
+// ffn_gate_up decode: Q4_0 11.9-13.7 -> 15.1-15.9 GB/s, Q8_0 15.6-16.2 -> 16.9-19.1 GB/s
+// against 1 KiB / T0; 8 KiB or T2 were no better. Rows are contiguous, so running past a
+// row's end fetches the next one; prefetches never fault.
+constexpr int kPrefetchBytes = 4096;
 inline void prefetch_weights(const void* p) {
-  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T1);
 }
 
 // 8 int32: sums of 4 products u8 * s8 each (u < 128 or products small enough that the
