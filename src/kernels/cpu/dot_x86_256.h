@@ -1,6 +1,7 @@
 // 256-bit x86 dot kernels, shared by the AVX2 level (dot_avx2.cpp) and the AVX-512 level
-// (dot_avx512.cpp, where kVnni selects AVX512-VNNI vpdpbusd on ymm registers). Include only
-// from files compiled with at least -mavx2 -mfma -mf16c.
+// (dot_avx512.cpp, compiled with AVX-512 so it gets EVEX encodings and 32 registers; kVnni
+// selects AVX512-VNNI vpdpbusd on ymm registers). Include only from files compiled with at
+// least -mavx2 -mfma -mf16c.
 //
 // Each kernel is a template over NC, the number of activation columns (1..kMaxDotCols): the
 // weight block is loaded and unpacked once, then multiplied with NC columns, so prefill
@@ -47,13 +48,6 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
   if constexpr (kVnni) return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 #endif
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
-// 32 nibbles of a 16-byte legacy block: low nibbles are elements 0..15, high ones 16..31.
-inline __m256i unpack_nibbles(const uint8_t* qs) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i both = _mm256_insertf128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
 // 0xFF in byte j where bit j of the 32-bit mask is set (the fifth bits of Q5_0 / Q5_1).
@@ -104,10 +98,12 @@ struct ActColumns {
 //  1. scales, 8 blocks per instruction: the fp16 d_w (and m_w) are gathered and converted
 //     with F16C, multiplied by the activation scales d_y into scale[c][j], and the offset
 //     term sum_j c_w * s_y (see below) is accumulated, all in fp32 vectors;
-//  2. integers: per block an unpack, one vpdpbusd (or maddubs + madd), a convert and an
-//     FMA with scale[c][j] broadcast from memory.
-// This keeps the per-block work off port 5 (inserts, fp16 converts, register broadcasts),
-// which bounded a one-pass loop at ~4.5 cycles per block; decode must run at DRAM speed.
+//  2. integers: the nibble formats put two blocks in one register (low nibbles of both, then
+//     high nibbles of both; the activations come in that pair order, ActLayout), then
+//     maddubs + madd (or vpdpbusd), one convert and one FMA per pair with the two blocks'
+//     scales; Q8_0 goes block by block with a scale broadcast from memory.
+// This keeps fp16 converts, inserts and register broadcasts out of the per-block work: a
+// one-pass loop took ~4.5 cycles per block, bound on port 5.
 constexpr int kChunkBlocks = 128;
 
 // Legacy formats as u * d_w + c_w with unsigned levels u, or signed levels (Q8_0):
@@ -125,7 +121,7 @@ template <> struct LegacyBlock<Legacy::q8_0> { using type = BlockQ8_0; };
 
 // 32 nibbles as bytes without a cross-lane shuffle: the 16 bytes broadcast to both lanes
 // (a load), the high lane shifted right by 4 (vpsrlvd), then masked.
-inline __m256i unpack_nibbles_fast(const uint8_t* qs) {
+inline __m256i unpack_nibbles(const uint8_t* qs) {
   const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
   const __m256i shifted = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
   return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F));
@@ -196,7 +192,7 @@ void dot_legacy_tile(int64_t cols, const void* w, const void* x, size_t stride, 
       if constexpr (kFmt == Legacy::q8_0) {
         u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
       } else {
-        u = unpack_nibbles_fast(b.qs);
+        u = unpack_nibbles(b.qs);
         if constexpr (kFive) u = _mm256_or_si256(u, _mm256_and_si256(bytes_from_bits(b.qh), _mm256_set1_epi8(0x10)));
       }
       // Q8_0 is signed: sum w y = sum |w| * sign(y, w), since maddubs / vpdpbusd take u8 * s8.
