@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) in their own build dir and runs them
-# for a bounded time in all: the GGUF reader fuzzer for two thirds of it, over the malformed-file
-# corpus of tests/reference/make_malformed_gguf.py plus its valid file, then the safetensors
-# parser fuzzer for the rest, over a few small files written here. Fails on any crash,
-# sanitizer report, leak or timeout.
+# for a bounded time in all: the GGUF reader fuzzer for half of it, over the malformed-file
+# corpus of tests/reference/make_malformed_gguf.py plus its valid file; then for a quarter each
+# the safetensors parser fuzzer and the Hugging Face JSON (config.json / tokenizer.json)
+# translation fuzzer, over a few small files written here. Fails on any crash, sanitizer
+# report, leak or timeout.
 #
 #   scripts/run_fuzz.sh [SECONDS=60]
 # Knobs: FUZZ_BUILD_DIR (default build-fuzz), CXX_FUZZ / CC_FUZZ (default clang++ / clang).
@@ -27,7 +28,7 @@ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_C_COMPILER="$cc" \
   -DBITLIGHT_FUZZ=ON -DBITLIGHT_TESTS=OFF -DBITLIGHT_CUDA=OFF > "$build_dir/configure.log" 2>&1 ||
   { cat "$build_dir/configure.log" >&2; exit 1; }
-ninja -C "$build_dir" -j"${JOBS:-2}" gguf_reader_fuzz safetensors_reader_fuzz
+ninja -C "$build_dir" -j"${JOBS:-2}" gguf_reader_fuzz safetensors_reader_fuzz hf_json_fuzz
 
 # run_fuzzer NAME SECONDS SEEDS_DIR: the working corpus (build dir) keeps what earlier runs found.
 run_fuzzer() {
@@ -42,7 +43,7 @@ run_fuzzer() {
     -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1 > "$build_dir/fuzz/$name.log" 2>&1
   local status=$?
   set -e
-  grep -E "^(Done|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)" "$build_dir/fuzz/$name.log" || true
+  grep -aE "^(Done|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)" "$build_dir/fuzz/$name.log" || true
   if (( status != 0 )); then
     tail -n 60 "$build_dir/fuzz/$name.log" >&2
     echo "run_fuzz: $name FAILED (exit $status); the crashing input is in $artifacts/" >&2
@@ -53,8 +54,9 @@ run_fuzzer() {
 # Seeds are regenerated each run.
 gguf_seeds="$build_dir/fuzz/seeds-gguf"
 st_seeds="$build_dir/fuzz/seeds-safetensors"
-rm -rf "$gguf_seeds" "$st_seeds"
-mkdir -p "$gguf_seeds" "$st_seeds"
+json_seeds="$build_dir/fuzz/seeds-hf-json"
+rm -rf "$gguf_seeds" "$st_seeds" "$json_seeds"
+mkdir -p "$gguf_seeds" "$st_seeds" "$json_seeds"
 "$python" tests/reference/make_malformed_gguf.py "$gguf_seeds" > /dev/null
 rm -f "$gguf_seeds/manifest.json"
 "$python" - "$st_seeds" <<'PY'
@@ -76,14 +78,38 @@ seeds = {
 for name, data in seeds.items():
     open(f"{out}/{name}", "wb").write(data)
 PY
+"$python" - "$json_seeds" <<'PY'
+import json, sys
+out = sys.argv[1]
+config = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
+          "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "vocab_size": 8,
+          "head_dim": 16, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": [2, 3],
+          "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                           "original_max_position_embeddings": 64}}
+bpe = {"added_tokens": [{"id": 5, "content": "<|endoftext|>", "special": True}],
+       "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+           {"type": "Split", "pattern": {"Regex": "\\p{N}{1,3}"}, "behavior": "Isolated"},
+           {"type": "Digits", "individual_digits": True}, {"type": "ByteLevel", "use_regex": True}]},
+       "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|endoftext|>"}}]},
+       "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "c": 3, "abc": 4},
+                 "merges": ["a b", ["ab", "c"]]},
+       "bos_token": {"content": "<|endoftext|>"}, "chat_template": [{"name": "default", "template": "x"}]}
+spm = {"normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "_"}]},
+       "model": {"type": "BPE", "byte_fallback": True, "unk_token": "<unk>",
+                 "vocab": {"<unk>": 0, "<0x0A>": 1, "_": 2, "t": 3, "_t": 4}, "merges": ["_ t"]}}
+for name, obj in {"config.json": config, "bpe.json": bpe, "spm.json": spm, "both.json": {**config, **bpe}}.items():
+    open(f"{out}/{name}", "w").write(json.dumps(obj))
+PY
 
-gguf_secs=$(( seconds * 2 / 3 ))
+quarter=$(( seconds / 4 ))
+(( quarter < 1 )) && quarter=1
+gguf_secs=$(( seconds - 2 * quarter ))
 (( gguf_secs < 1 )) && gguf_secs=1
-st_secs=$(( seconds - gguf_secs ))
-(( st_secs < 1 )) && st_secs=1
 failed=0
 run_fuzzer gguf_reader_fuzz "$gguf_secs" "$gguf_seeds" || failed=1
-run_fuzzer safetensors_reader_fuzz "$st_secs" "$st_seeds" || failed=1
+run_fuzzer safetensors_reader_fuzz "$quarter" "$st_seeds" || failed=1
+run_fuzzer hf_json_fuzz "$quarter" "$json_seeds" || failed=1
 if (( failed )); then
   echo "run_fuzz: FAILED" >&2
   exit 1

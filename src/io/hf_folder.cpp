@@ -66,6 +66,18 @@ HfFolder::HfFolder() = default;
 HfFolder::~HfFolder() = default;
 
 Expected<std::unique_ptr<HfFolder>> HfFolder::open(const std::string& folder, const ParseLimits& limits) {
+  // The translation checks every JSON type it reads; this is the backstop that keeps a missed
+  // check on an untrusted file an error rather than a crash.
+  try {
+    return open_checked(folder, limits);
+  } catch (const Json::exception& e) {
+    return invalid_file(folder + ": unexpected JSON content: " + e.what());
+  } catch (const std::bad_alloc&) {
+    return out_of_memory(folder + ": out of memory while reading the folder");
+  }
+}
+
+Expected<std::unique_ptr<HfFolder>> HfFolder::open_checked(const std::string& folder, const ParseLimits& limits) {
   const fs::path dir(folder);
   std::error_code ec;
   if (!fs::is_regular_file(dir / "config.json", ec))

@@ -21,6 +21,7 @@ class HfFolder : public ModelFile {
 
  private:
   HfFolder();
+  static Expected<std::unique_ptr<HfFolder>> open_checked(const std::string& folder, const ParseLimits& limits);
   std::vector<std::unique_ptr<MappedFile>> shards_;
 };
 

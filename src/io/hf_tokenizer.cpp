@@ -34,7 +34,7 @@ struct PreTokenizer {
 
 void walk_pre_tokenizer(const Json& p, PreTokenizer& out, int depth = 0) {
   if (!p.is_object() || depth > 8) return;
-  std::string type = p.value("type", "");
+  std::string type = json_string_or(p, "type", "");
   if (type == "Sequence") {
     if (auto it = p.find("pretokenizers"); it != p.end() && it->is_array())
       for (const Json& c : *it) walk_pre_tokenizer(c, out, depth + 1);
@@ -43,13 +43,13 @@ void walk_pre_tokenizer(const Json& p, PreTokenizer& out, int depth = 0) {
       if (auto r = pat->find("Regex"); r != pat->end() && r->is_string()) out.split_regexes.push_back(r->get<std::string>());
     }
   } else if (type == "Digits") {
-    out.individual_digits = p.value("individual_digits", false);
+    out.individual_digits = json_bool_or(p, "individual_digits", false);
   } else if (type == "ByteLevel") {
     out.byte_level = true;
-    out.byte_level_regex = p.value("use_regex", true);
+    out.byte_level_regex = json_bool_or(p, "use_regex", true);
   } else if (type == "Metaspace") {
-    std::string scheme = p.value("prepend_scheme", "always");
-    out.metaspace_prepends = p.value("add_prefix_space", true) && scheme != "never";
+    std::string scheme = json_string_or(p, "prepend_scheme", "always");
+    out.metaspace_prepends = json_bool_or(p, "add_prefix_space", true) && scheme != "never";
   }
 }
 
@@ -64,7 +64,7 @@ std::string guess_pre(const PreTokenizer& p) {
 
 bool normalizer_prepends(const Json& n, int depth = 0) {
   if (!n.is_object() || depth > 8) return false;
-  std::string type = n.value("type", "");
+  std::string type = json_string_or(n, "type", "");
   if (type == "Prepend") return true;
   if (type == "Sequence")
     if (auto it = n.find("normalizers"); it != n.end() && it->is_array())
@@ -76,7 +76,7 @@ bool normalizer_prepends(const Json& n, int depth = 0) {
 // The first token of the post-processor's single-sequence template, when it is a special token.
 std::optional<std::string> template_first_special(const Json& p, int depth = 0) {
   if (!p.is_object() || depth > 8) return std::nullopt;
-  std::string type = p.value("type", "");
+  std::string type = json_string_or(p, "type", "");
   if (type == "Sequence") {
     if (auto it = p.find("processors"); it != p.end() && it->is_array())
       for (const Json& c : *it)
@@ -182,7 +182,7 @@ Expected<Vocab> read_vocab(const Json& model, const Json* added, uint64_t config
         return bad("added_tokens entries need 'id' and 'content'");
       std::string content = a["content"].get<std::string>();
       BL_ASSIGN_OR_RETURN(uint64_t id, check_id(a["id"], content));
-      bool special = a.value("special", false);
+      bool special = json_bool_or(a, "special", false);
       // An added token takes its id over from a vocab entry (usually the same text).
       out.tokens[id] = content;
       out.types[id] = special ? kTypeControl : kTypeUserDefined;
@@ -244,7 +244,7 @@ Expected<std::vector<GgufKeyValue>> translate_hf_tokenizer(const HfTokenizerFile
   auto model_it = tok.find("model");
   if (model_it == tok.end() || !model_it->is_object()) return bad("missing 'model'");
   const Json& model = *model_it;
-  std::string type = model.value("type", model.contains("merges") ? "BPE" : "");
+  std::string type = json_string_or(model, "type", model.contains("merges") ? "BPE" : "");
   if (type != "BPE")
     return unsupported(std::string(kFile) + ": tokenizer model '" + type +
                        "' is not supported (byte-level BPE and SentencePiece-style BPE are)");
@@ -254,7 +254,7 @@ Expected<std::vector<GgufKeyValue>> translate_hf_tokenizer(const HfTokenizerFile
 
   PreTokenizer pre;
   if (auto p = tok.find("pre_tokenizer"); p != tok.end()) walk_pre_tokenizer(*p, pre);
-  const bool byte_fallback = model.value("byte_fallback", false);
+  const bool byte_fallback = json_bool_or(model, "byte_fallback", false);
 
   std::vector<GgufKeyValue> md;
   if (!byte_fallback) {
@@ -329,7 +329,7 @@ Expected<std::vector<GgufKeyValue>> translate_hf_tokenizer(const HfTokenizerFile
     } else if (ct.is_array()) {  // [{"name": "default", "template": "..."}, {"name": "tool_use", ...}]
       for (const Json& t : ct) {
         if (!t.is_object() || !t.contains("template") || !t["template"].is_string()) continue;
-        if (!chat_template || t.value("name", "") == "default") chat_template = t["template"].get<std::string>();
+        if (!chat_template || json_string_or(t, "name", "") == "default") chat_template = t["template"].get<std::string>();
       }
     }
   }

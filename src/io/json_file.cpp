@@ -16,6 +16,18 @@ Expected<Json> read_json_file(const std::string& path, uint64_t max_bytes) {
   return j;
 }
 
+std::string json_string_or(const Json& object, const char* key, const std::string& fallback) {
+  if (!object.is_object()) return fallback;
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+bool json_bool_or(const Json& object, const char* key, bool fallback) {
+  if (!object.is_object()) return fallback;
+  auto it = object.find(key);
+  return it != object.end() && it->is_boolean() ? it->get<bool>() : fallback;
+}
+
 const Json* JsonFields::find(const std::string& key) const {
   if (!object.is_object()) return nullptr;
   auto it = object.find(key);

@@ -17,6 +17,11 @@ using Json = nlohmann::json;
 // Parses the file; not_found when it does not exist, invalid_file when it is not JSON.
 Expected<Json> read_json_file(const std::string& path, uint64_t max_bytes);
 
+// A field of `object` when present and of the asked type, else `fallback` (for optional
+// settings whose wrong type is not worth an error). Never throws.
+std::string json_string_or(const Json& object, const char* key, const std::string& fallback);
+bool json_bool_or(const Json& object, const char* key, bool fallback);
+
 // Field access for a JSON object read from `file` (used in messages). A missing or null field
 // is nullopt for the optional forms; a field of the wrong type is always an error.
 struct JsonFields {

@@ -428,6 +428,27 @@ TEST_F(HfFolderTest, ErrorsNameTheProblem) {
   EXPECT_NE(s.message().find("'Unigram'"), std::string::npos);
 }
 
+// Optional tokenizer settings of the wrong JSON type fall back to their defaults (nlohmann's
+// json::value would throw on them).
+TEST_F(HfFolderTest, WrongTypesInOptionalTokenizerFieldsDoNotThrow) {
+  write_folder(llama_config(), llama_tensors(1, false, false));
+  json t = bpe_tokenizer();
+  t["pre_tokenizer"] = {{"type", 5}, {"pretokenizers", "x"}};
+  t["added_tokens"][0]["special"] = "yes";
+  t["model"]["byte_fallback"] = "no";
+  t["post_processor"] = {{"type", {1, 2}}, {"single", 3}};
+  t["normalizer"] = {{"type", nullptr}};
+  write_json(dir_.file("tokenizer.json"), t);
+  write_json(dir_.file("tokenizer_config.json"), {{"chat_template", {{{"name", 7}, {"template", "T"}}}}, {"add_bos_token", "maybe"}});
+  auto f = open_ok();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->get_string("tokenizer.ggml.model").value(), "gpt2");
+  EXPECT_EQ(f->get_string("tokenizer.ggml.pre").value(), "gpt2");
+  EXPECT_EQ(f->get_int_array("tokenizer.ggml.token_type").value()[5], 4);  // "special": "yes" is not true
+  EXPECT_EQ(f->get_string("tokenizer.chat_template").value(), "T");
+  EXPECT_FALSE(f->get_bool("tokenizer.ggml.add_bos_token").value());
+}
+
 TEST(HfTensorNames, Mapping) {
   EXPECT_EQ(gguf_tensor_name("model.embed_tokens.weight"), "token_embd.weight");
   EXPECT_EQ(gguf_tensor_name("model.layers.17.self_attn.o_proj.weight"), "blk.17.attn_output.weight");
