@@ -20,7 +20,9 @@ Expected<std::unique_ptr<Backend>> make_backend(const std::string& name, int n_t
   if (name == "cuda") {
 #ifdef BITLIGHT_HAVE_CUDA
     if (!cuda_available()) return unsupported("--device cuda: no CUDA device is present");
-    return make_cuda_backend(0);
+    auto cuda = open_cuda_backend(0);
+    if (!cuda.ok()) return cuda.status();
+    return std::unique_ptr<Backend>(std::move(cuda).value());
 #else
     return unsupported("--device cuda: this build has no CUDA backend (configure with nvcc present)");
 #endif

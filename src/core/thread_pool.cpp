@@ -76,21 +76,4 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  if (n <= 0) return;
-  grain = std::max<int64_t>(1, grain);
-  const int64_t n_grains = (n + grain - 1) / grain;
-  const int threads = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
-  if (threads <= 1) {
-    fn(0, n);
-    return;
-  }
-  run([&](int index, int) {
-    if (index >= threads) return;
-    int64_t g0 = n_grains * index / threads, g1 = n_grains * (index + 1) / threads;
-    int64_t begin = g0 * grain, end = std::min(n, g1 * grain);
-    if (begin < end) fn(begin, end);
-  });
-}
-
 }  // namespace bl
