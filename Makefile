@@ -25,7 +25,7 @@ endif
 export BITLIGHT_BIN := $(abspath $(BUILD_DIR))/bin/bitlight
 export BITLIGHT_BUILD_DIR := $(abspath $(BUILD_DIR))
 
-.PHONY: all setup configure build demo test bench clean
+.PHONY: all setup configure build cli demo test bench clean
 
 all: build
 
@@ -44,7 +44,11 @@ configure:
 build: configure
 	ninja -C $(BUILD_DIR) -j$(JOBS)
 
-demo: setup build
+# The demo and the benchmark need only the CLI, not the test executables.
+cli: configure
+	ninja -C $(BUILD_DIR) -j$(JOBS) bitlight_cli
+
+demo: setup cli
 	$(BITLIGHT_BIN) run -m $(MODEL) -p "$(PROMPT)" -n 64
 
 # Every suite runs even when an earlier one fails, so one CI run reports all failures; the
@@ -57,7 +61,7 @@ test: setup build
 	if (( $${#failed[@]} )); then echo "make test: FAILED: $${failed[*]}"; exit 1; fi; \
 	echo "make test: all suites passed"
 
-bench: build
+bench: cli
 	$(BITLIGHT_BIN) bench -m $(MODEL)
 
 clean:
