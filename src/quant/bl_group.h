@@ -33,8 +33,8 @@ namespace bl::quant {
 struct BlGroupShape {
   int bits;        // 1..8
   int group_size;  // 32, 64 or 128
-  int64_t group_bytes() const { return 4 + static_cast<int64_t>(bits) * group_size / 8; }
-  int64_t plane_bytes() const { return group_size / 8; }
+  constexpr int64_t group_bytes() const { return 4 + static_cast<int64_t>(bits) * group_size / 8; }
+  constexpr int64_t plane_bytes() const { return group_size / 8; }
 };
 
 // The shape of a bl<b>g<g> dtype, or nullopt for every other dtype.

@@ -87,11 +87,11 @@ void dot_scalar(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, c
 }
 
 // The kernels of level isa, lowered to the nearest level this CPU supports.
-const BitplaneKernels& kernels_for(Isa isa) {
+const BitplaneKernels& kernels_for(Isa isa, const BlGroupShape& shape) {
   if (isa >= Isa::avx512 && isa_supported(Isa::avx512) && cpu_features().has_avx512vnni)
-    if (const BitplaneKernels* k = bitplane_kernels_avx512()) return *k;
+    if (const BitplaneKernels* k = bitplane_kernels_avx512(shape)) return *k;
   if (isa >= Isa::avx2 && isa_supported(Isa::avx2))
-    if (const BitplaneKernels* k = bitplane_kernels_avx2()) return *k;
+    if (const BitplaneKernels* k = bitplane_kernels_avx2(shape)) return *k;
   return bitplane_kernels_scalar();
 }
 
@@ -113,7 +113,7 @@ size_t bitplane_matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n)
 void bitplane_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
                      AlignedBuffer& scratch, Isa isa) {
   const BlGroupShape shape = *quant::bl_group_shape(w.dtype);
-  const BitplaneKernels& k = kernels_for(isa);
+  const BitplaneKernels& k = kernels_for(isa, shape);
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
   const ColumnLayout layout(cols, shape.group_size);
   const size_t need = layout.column_bytes * static_cast<size_t>(n);

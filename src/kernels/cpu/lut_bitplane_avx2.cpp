@@ -29,11 +29,13 @@ inline __m256i expand_bits(const uint8_t* p) {
 }
 
 // u8 codes of planes [0, bits) for weights [32 * chunk, 32 * chunk + 32) of a group.
-inline __m256i codes32(const uint8_t* planes, int bits, int64_t plane_bytes, int chunk) {
+template <int BITS, int64_t PLANE_BYTES>
+inline __m256i codes32(const uint8_t* planes, int chunk) {
   const uint8_t* p = planes + chunk * 4;
   __m256i q = _mm256_sub_epi8(_mm256_setzero_si256(), expand_bits(p));  // 0xFF -> 1
-  for (int k = 1; k < bits; ++k)
-    q = _mm256_add_epi8(q, _mm256_and_si256(expand_bits(p + k * plane_bytes), _mm256_set1_epi8(static_cast<char>(1 << k))));
+#pragma GCC unroll 8
+  for (int k = 1; k < BITS; ++k)
+    q = _mm256_add_epi8(q, _mm256_and_si256(expand_bits(p + k * PLANE_BYTES), _mm256_set1_epi8(static_cast<char>(1 << k))));
   return q;
 }
 
@@ -49,14 +51,14 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <int NC, bool FromCodes>
-void dot_tile(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, const uint8_t* codes,
+template <int BITS, int G, int NC, bool FromCodes>
+void dot_tile(int64_t cols, const uint8_t* w_row, const uint8_t* codes,
               const BitplaneActs* acts, float* out) {
-  const int g = shape.group_size;
-  const int chunks = g / kChunk;
+  constexpr BlGroupShape shape{BITS, G};
+  constexpr int g = G, chunks = G / kChunk;
   // Codes above 127 (8 bits) split into the low 7 planes and the top plane (0/1, times 128).
-  const int low_bits = shape.bits < 8 ? shape.bits : 7;
-  const bool top_plane = shape.bits == 8;
+  constexpr int low_bits = BITS < 8 ? BITS : 7;
+  constexpr bool top_plane = BITS == 8;
   __m256 facc[NC];
   float zterm[NC];
   for (int c = 0; c < NC; ++c) facc[c] = _mm256_setzero_ps(), zterm[c] = 0.0f;
@@ -66,14 +68,14 @@ void dot_tile(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, con
     for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_si256();
     for (int ch = 0; ch < chunks; ++ch) {
       __m256i q, top = _mm256_setzero_si256();
-      if (FromCodes) {
+      if constexpr (FromCodes) {
         q = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + grp * g + ch * kChunk));
         if (top_plane) {
           top = _mm256_and_si256(_mm256_srli_epi16(q, 7), _mm256_set1_epi8(1));
           q = _mm256_and_si256(q, _mm256_set1_epi8(0x7f));
         }
       } else {
-        q = codes32(planes, low_bits, shape.plane_bytes(), ch);
+        q = codes32<low_bits, shape.plane_bytes()>(planes, ch);
         if (top_plane)
           top = _mm256_sub_epi8(_mm256_setzero_si256(), expand_bits(planes + 7 * shape.plane_bytes() + ch * 4));
       }
@@ -83,8 +85,11 @@ void dot_tile(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, con
         if (top_plane) acc[c] = _mm256_add_epi32(acc[c], _mm256_slli_epi32(dot_u7s8(top, a), 7));
       }
     }
-    float s, z;
-    bitplane_group_scale(shape, w_row, grp, s, z);
+    // s and z with one F16C conversion (the scalar fp16 decode costs as much as the planes).
+    int32_t sz;
+    std::memcpy(&sz, planes - 4, 4);
+    const __m128 szf = _mm_cvtph_ps(_mm_cvtsi32_si128(sz));
+    const float s = _mm_cvtss_f32(szf), z = _mm_cvtss_f32(_mm_movehdup_ps(szf));
     for (int c = 0; c < NC; ++c) {
       const float sd = s * acts[c].d[grp];
       facc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c]), _mm256_set1_ps(sd), facc[c]);
@@ -94,41 +99,65 @@ void dot_tile(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, con
   for (int c = 0; c < NC; ++c) out[c] = hsum(facc[c]) - zterm[c];
 }
 
-template <bool FromCodes>
-void dot_any(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, const uint8_t* codes,
-             const BitplaneActs* acts, int nc, float* out) {
-  switch (nc) {
-    case 1: return dot_tile<1, FromCodes>(shape, cols, w_row, codes, acts, out);
-    case 2: return dot_tile<2, FromCodes>(shape, cols, w_row, codes, acts, out);
-    case 3: return dot_tile<3, FromCodes>(shape, cols, w_row, codes, acts, out);
-    default: return dot_tile<4, FromCodes>(shape, cols, w_row, codes, acts, out);
+// nc in [1, kBitplaneTile]: tiles of 2 or 3 columns run the 4-column kernel with the last
+// column repeated (their extra outputs are dropped), so only NC = 1 and 4 are instantiated.
+template <int BITS, int G, bool FromCodes>
+void dot_any(int64_t cols, const uint8_t* w_row, const uint8_t* codes, const BitplaneActs* acts, int nc, float* out) {
+  if (nc == 1) return dot_tile<BITS, G, 1, FromCodes>(cols, w_row, codes, acts, out);
+  if (nc == kBitplaneTile) return dot_tile<BITS, G, kBitplaneTile, FromCodes>(cols, w_row, codes, acts, out);
+  BitplaneActs padded[kBitplaneTile];
+  float tile[kBitplaneTile];
+  for (int c = 0; c < kBitplaneTile; ++c) padded[c] = acts[c < nc ? c : nc - 1];
+  dot_tile<BITS, G, kBitplaneTile, FromCodes>(cols, w_row, codes, padded, tile);
+  for (int c = 0; c < nc; ++c) out[c] = tile[c];
+}
+
+template <int BITS, int G>
+struct ShapeKernels {
+  static void dot(const BlGroupShape&, int64_t cols, const uint8_t* w_row, const BitplaneActs* acts, int nc,
+                  float* out) {
+    dot_any<BITS, G, false>(cols, w_row, nullptr, acts, nc, out);
   }
-}
+  static void dot_codes(const BlGroupShape&, int64_t cols, const uint8_t* w_row, const uint8_t* codes,
+                        const BitplaneActs* acts, int nc, float* out) {
+    dot_any<BITS, G, true>(cols, w_row, codes, acts, nc, out);
+  }
+  static void unpack(const BlGroupShape&, int64_t cols, const uint8_t* w_row, uint8_t* codes) {
+    constexpr BlGroupShape shape{BITS, G};
+    for (int64_t grp = 0; grp < cols / G; ++grp) {
+      const uint8_t* planes = w_row + grp * shape.group_bytes() + 4;
+      for (int ch = 0; ch < G / kChunk; ++ch)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(codes + grp * G + ch * kChunk),
+                           codes32<BITS, shape.plane_bytes()>(planes, ch));
+    }
+  }
+  static constexpr BitplaneKernels table{dot, unpack, dot_codes};
+};
 
-void dot(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, const BitplaneActs* acts, int nc, float* out) {
-  dot_any<false>(shape, cols, w_row, nullptr, acts, nc, out);
-}
-
-void dot_codes(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, const uint8_t* codes,
-               const BitplaneActs* acts, int nc, float* out) {
-  dot_any<true>(shape, cols, w_row, codes, acts, nc, out);
-}
-
-void unpack(const BlGroupShape& shape, int64_t cols, const uint8_t* w_row, uint8_t* codes) {
-  const int g = shape.group_size;
-  for (int64_t grp = 0; grp < cols / g; ++grp) {
-    const uint8_t* planes = w_row + grp * shape.group_bytes() + 4;
-    for (int ch = 0; ch < g / kChunk; ++ch)
-      _mm256_store_si256(reinterpret_cast<__m256i*>(codes + grp * g + ch * kChunk),
-                         codes32(planes, shape.bits, shape.plane_bytes(), ch));
+template <int BITS>
+const BitplaneKernels* for_group(int g) {
+  switch (g) {
+    case 32: return &ShapeKernels<BITS, 32>::table;
+    case 64: return &ShapeKernels<BITS, 64>::table;
+    case 128: return &ShapeKernels<BITS, 128>::table;
+    default: return nullptr;
   }
 }
 
 }  // namespace
 
-const BitplaneKernels* bitplane_kernels_avx2() {
-  static const BitplaneKernels k{dot, unpack, dot_codes};
-  return &k;
+const BitplaneKernels* bitplane_kernels_avx2(const quant::BlGroupShape& shape) {
+  switch (shape.bits) {
+    case 1: return for_group<1>(shape.group_size);
+    case 2: return for_group<2>(shape.group_size);
+    case 3: return for_group<3>(shape.group_size);
+    case 4: return for_group<4>(shape.group_size);
+    case 5: return for_group<5>(shape.group_size);
+    case 6: return for_group<6>(shape.group_size);
+    case 7: return for_group<7>(shape.group_size);
+    case 8: return for_group<8>(shape.group_size);
+    default: return nullptr;
+  }
 }
 
 }  // namespace bl::cpu

@@ -38,9 +38,11 @@ struct BitplaneKernels {
   BitplaneDotCodesFn dot_codes;
 };
 
+// The SIMD levels instantiate one kernel set per (bits, group size), so the plane loop is
+// unrolled with constant plane strides; they return nullptr for a shape they do not cover.
 const BitplaneKernels& bitplane_kernels_scalar();
-const BitplaneKernels* bitplane_kernels_avx2();    // nullptr when not built
-const BitplaneKernels* bitplane_kernels_avx512();  // nullptr when not built
+const BitplaneKernels* bitplane_kernels_avx2(const quant::BlGroupShape& shape);
+const BitplaneKernels* bitplane_kernels_avx512(const quant::BlGroupShape& shape);
 
 // s and z of group `group` of a row, as fp32.
 inline void bitplane_group_scale(const quant::BlGroupShape& shape, const uint8_t* w_row, int64_t group, float& s,
