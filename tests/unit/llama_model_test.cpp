@@ -68,9 +68,10 @@ std::vector<TokenId> some_ids(int n) {
 
 TEST(LlamaModel, CpuMatchesReferenceOnSyntheticModels) {
   // Tolerance: with an f32 KV cache on both sides, f32 and f16 weights differ only by summation
-  // order; for quantized weights the CPU backend also quantizes activations to 8 bits.
-  const std::vector<std::pair<std::string, double>> cases = {{"f32", 1e-5}, {"f16", 1e-5}, {"q8_0", 3e-2},
-                                                             {"q4_0", 3e-2}, {"q4_k", 3e-2}, {"q6_k", 3e-2}};
+  // order; for quantized weights the CPU backend also sends activations as two 8-bit terms
+  // (kernels/cpu/matmul.h), ~2^-16 relative per activation, measured ~6e-5 at the logits.
+  const std::vector<std::pair<std::string, double>> cases = {{"f32", 1e-5}, {"f16", 1e-5}, {"q8_0", 5e-4},
+                                                             {"q4_0", 5e-4}, {"q4_k", 5e-4}, {"q6_k", 5e-4}};
   for (const auto& [type, tolerance] : cases) {
     const std::string path = synth_file(type);
     Loaded ref = load(path, "ref"), cpu = load(path, "cpu");

@@ -8,10 +8,14 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "kernels/cpu/dot_kernels.h"
 #include "quant/blocks.h"
+#include "quant/quant.h"
 
 namespace bl::cpu {
 namespace {
@@ -33,6 +37,30 @@ size_t act_column_bytes(const DotKernel& k, int64_t cols) {
 }
 
 bool matmul_supported(DType weight_type) { return dot_kernel_scalar(weight_type) != nullptr; }
+
+ActPrecision active_act_precision() {
+  static const ActPrecision precision = [] {
+    const char* env = std::getenv("BITLIGHT_CPU_ACT");
+    if (!env || std::strcmp(env, "int8x2") == 0) return ActPrecision::int8x2;
+    if (std::strcmp(env, "int8") == 0) return ActPrecision::int8;
+    std::fprintf(stderr, "bitlight: ignoring BITLIGHT_CPU_ACT=%s (want int8 or int8x2)\n", env);
+    return ActPrecision::int8x2;
+  }();
+  return precision;
+}
+
+namespace {
+
+// Column c of x back in fp32, exactly as the kernel sees its activations.
+void dequantize_act_column(const DotKernel& k, const void* column, float* x, int64_t cols) {
+  if (k.dequantize_act) {
+    k.dequantize_act(column, x, cols);
+  } else {
+    dequantize_row(k.act, column, x, cols);
+  }
+}
+
+}  // namespace
 
 Status check_matmul(const Tensor& w, const Tensor& x, const Tensor& out, const Tensor* bias) {
   if (!matmul_supported(w.dtype))
@@ -59,7 +87,8 @@ size_t matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
   size_t most = 0;
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
     if (const DotKernel* k = find_dot_kernel(weight_type, isa)) most = std::max(most, act_column_bytes(*k, cols));
-  return most * static_cast<size_t>(n);
+  // Two activation terms per column, plus one fp32 column of residual per column.
+  return (2 * most + static_cast<size_t>(cols) * sizeof(float)) * static_cast<size_t>(n);
 }
 
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
@@ -68,25 +97,40 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
 }
 
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
-            AlignedBuffer& scratch, Isa isa) {
+            AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
   assert(check_matmul(w, x, out, bias).ok());
   const DotKernel& k = *find_dot_kernel(w.dtype, isa);
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
   const float* xf = x.as<const float>();
 
-  // x [cols, n] -> n columns of quantized blocks, column_bytes apart (cache-line aligned).
+  // x [cols, n] -> n * terms columns of quantized blocks, column_bytes apart (cache-line
+  // aligned). With int8x2 the two terms of token t are columns 2t and 2t + 1, so one dot call
+  // decodes each weight block once for both terms.
   const void* act = xf;
   size_t column_bytes = static_cast<size_t>(cols) * sizeof(float);
+  int terms = 1;
   if (k.act != DType::F32) {
+    terms = precision == ActPrecision::int8x2 ? 2 : 1;
     column_bytes = act_column_bytes(k, cols);
-    const size_t need = column_bytes * static_cast<size_t>(n);
-    if (scratch.bytes() < need && !scratch.resize(need)) {
+    const size_t terms_bytes = column_bytes * static_cast<size_t>(n) * static_cast<size_t>(terms);
+    const size_t residual_bytes = terms == 2 ? static_cast<size_t>(cols) * sizeof(float) * static_cast<size_t>(n) : 0;
+    if (scratch.bytes() < terms_bytes + residual_bytes && !scratch.resize(terms_bytes + residual_bytes)) {
       assert(!"matmul: cannot allocate activation scratch");
       return;
     }
     char* q = scratch.as<char>();
-    pool.parallel_for(n, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) k.quantize_act(xf + c * cols, q + column_bytes * c, cols);
+    float* residual = reinterpret_cast<float*>(q + terms_bytes);  // [cols, n]
+    pool.parallel_for(n, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* xt = xf + t * cols;
+        char* first = q + column_bytes * static_cast<size_t>(t * terms);
+        k.quantize_act(xt, first, cols);
+        if (terms == 1) continue;
+        float* rt = residual + t * cols;
+        dequantize_act_column(k, first, rt, cols);
+        for (int64_t i = 0; i < cols; ++i) rt[i] = xt[i] - rt[i];
+        k.quantize_act(rt, first + column_bytes, cols);
+      }
     });
     act = q;
   }
@@ -95,15 +139,20 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
   const float* b = bias ? bias->as<const float>() : nullptr;
   const char* wbase = static_cast<const char*>(w.data);
   const size_t w_row_bytes = w.row_size();
+  const int64_t n_columns = n * terms;
+  static_assert(kMaxDotCols % 2 == 0, "a tile must hold both terms of a token");
   pool.parallel_for(rows, kRowGrain, [&](int64_t r0, int64_t r1) {
     float tile[kMaxDotCols];
     for (int64_t r = r0; r < r1; ++r) {
       const void* wr = wbase + w_row_bytes * r;
       const float add = b ? b[r] : 0.0f;
-      for (int64_t c0 = 0; c0 < n; c0 += kMaxDotCols) {
-        const int nc = static_cast<int>(std::min<int64_t>(kMaxDotCols, n - c0));
+      for (int64_t c0 = 0; c0 < n_columns; c0 += kMaxDotCols) {
+        const int nc = static_cast<int>(std::min<int64_t>(kMaxDotCols, n_columns - c0));
         k.dot(cols, wr, static_cast<const char*>(act) + column_bytes * c0, column_bytes, nc, tile);
-        for (int c = 0; c < nc; ++c) o[(c0 + c) * rows + r] = tile[c] + add;
+        for (int c = 0; c < nc; c += terms) {
+          const float sum = terms == 2 ? tile[c] + tile[c + 1] : tile[c];
+          o[(c0 + c) / terms * rows + r] = sum + add;
+        }
       }
     }
   });

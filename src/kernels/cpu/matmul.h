@@ -1,9 +1,11 @@
 // CPU matrix products with weights in any supported format.
 //
 // Quantized weights: the activations are quantized once per call to 8-bit blocks (Q8_0 for
-// the 32-element formats, Q8_1 for those with a min, Q8_K for the K-quants) and multiplied
-// with integer dot products (AVX2 maddubs, AVX-512 VNNI); F32/F16/BF16 weights use fp32 FMAs.
-// The ISA is chosen at run time (cpu_features.h).
+// the 32-element formats, with fp32 side arrays on x86, or Q8_1 in the scalar kernels of the
+// formats with a min; Q8_K for the K-quants) and multiplied with integer dot products (AVX2
+// maddubs / madd, also used at the AVX-512 level; a VNNI variant exists, see dot_avx512.cpp);
+// F32/F16/BF16 weights use fp32 FMAs (F16C / AVX-512 conversions). The ISA is chosen at run
+// time (cpu_features.h); dot_kernels.h has the per-ISA kernel tables.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +20,10 @@ namespace bl::cpu {
 
 bool matmul_supported(DType weight_type);
 
+enum class ActPrecision { int8, int8x2 };
+// int8x2 unless BITLIGHT_CPU_ACT=int8 (read once).
+ActPrecision active_act_precision();
+
 // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows]). x, out, bias F32.
 // scratch holds the quantized activations; it grows on first use and is reused after.
 // Shapes must have passed check_matmul (asserted in debug builds).
@@ -25,7 +31,7 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
             AlignedBuffer& scratch);
 // The same at a given ISA level (lowered to what the CPU supports); for tests and benchmarks.
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
-            AlignedBuffer& scratch, Isa isa);
+            AlignedBuffer& scratch, Isa isa, ActPrecision precision = active_act_precision());
 
 // Why matmul cannot run on these operands (format, dtypes, shapes, devices), or Ok.
 Status check_matmul(const Tensor& w, const Tensor& x, const Tensor& out, const Tensor* bias);
