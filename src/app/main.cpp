@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   bl::app::add_synth_command(app, exit_code);
   bl::app::add_bench_command(app, exit_code);
   bl::app::add_quantize_command(app, exit_code);
+  bl::app::add_perplexity_command(app, exit_code);
+  bl::app::add_imatrix_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

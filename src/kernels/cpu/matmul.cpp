@@ -14,6 +14,7 @@
 #include <string>
 
 #include "kernels/cpu/dot_kernels.h"
+#include "kernels/cpu/lut_bitplane.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
 
@@ -36,7 +37,9 @@ size_t act_column_bytes(const DotKernel& k, int64_t cols) {
   return (bytes + kCacheLine - 1) / kCacheLine * kCacheLine;
 }
 
-bool matmul_supported(DType weight_type) { return dot_kernel_scalar(weight_type) != nullptr; }
+bool matmul_supported(DType weight_type) {
+  return dot_kernel_scalar(weight_type) != nullptr || bitplane_matmul_supported(weight_type);  // bl<b>g<g>: lut_bitplane.h
+}
 
 ActPrecision active_act_precision() {
   static const ActPrecision precision = [] {
@@ -84,6 +87,7 @@ Status check_matmul(const Tensor& w, const Tensor& x, const Tensor& out, const T
 }
 
 size_t matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
+  if (bitplane_matmul_supported(weight_type)) return bitplane_matmul_scratch_bytes(weight_type, cols, n);
   size_t most = 0;
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
     if (const DotKernel* k = find_dot_kernel(weight_type, isa)) most = std::max(most, act_column_bytes(*k, cols));
@@ -99,6 +103,7 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
             AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
   assert(check_matmul(w, x, out, bias).ok());
+  if (bitplane_matmul_supported(w.dtype)) return bitplane_matmul(w, x, out, bias, pool, scratch, isa);
   const DotKernel& k = *find_dot_kernel(w.dtype, isa);
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
   const float* xf = x.as<const float>();
