@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -62,6 +63,20 @@ class Backend {
   // Host-memory backends leave this unsupported: perf/ measures host memory for them.
   virtual Expected<double> measure_read_bandwidth_gbps() { return unsupported(name() + " has no device memory"); }
 
+  // First error recorded by an op since the last call (ops cannot return one); backends that
+  // check everything before running (CPU, reference) have none.
+  virtual Status status() { return Status::Ok(); }
+
+  // Step graphs (CUDA): record the ops `step` issues once, then replay them per token, which
+  // removes the launch cost of each op. Replay requires that the step's inputs live in tensors
+  // written before the replay (ids, positions). A backend holds one graph: graph_owner says
+  // whose it is, so a session whose graph was replaced captures again.
+  virtual bool supports_graphs() const { return false; }
+  virtual Status capture_graph(const std::function<void()>& step) { return unsupported(name() + " has no graphs"); }
+  virtual Status replay_graph() { return unsupported(name() + " has no graphs"); }
+  const void* graph_owner() const { return graph_owner_; }
+  void set_graph_owner(const void* owner) { graph_owner_ = owner; }
+
   // ---- ops (all outputs F32 unless noted; in-place where out aliases an input is allowed
   // for the elementwise ops and rope) ----
 
@@ -85,6 +100,9 @@ class Backend {
   // [0, positions[i]]. out [head_dim, n_head, n].
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                          const Tensor& positions, const AttentionParams& p, Tensor& out) = 0;
+
+ private:
+  const void* graph_owner_ = nullptr;
 };
 
 // threads: 0 = all hardware threads. Unknown names give an error naming the choices.

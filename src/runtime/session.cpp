@@ -1,6 +1,7 @@
 #include "runtime/session.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 
 namespace bl {
@@ -19,9 +20,37 @@ Expected<std::unique_ptr<Session>> Session::create(const LlamaModel& model, cons
   return s;
 }
 
+Session::~Session() {
+  // A later session at the same address must not replay this one's graph.
+  if (model_.backend().graph_owner() == this) model_.backend().set_graph_owner(nullptr);
+}
+
 void Session::truncate(int n) {
   n_past_ = std::clamp(n, 0, n_past_);
   all_logits_.resize(static_cast<size_t>(n_past_) * model_.config().n_vocab);
+}
+
+Status Session::step(int n) {
+  Backend& backend = model_.backend();
+  if (n != 1 || !backend.supports_graphs() || graph_failed_) {
+    model_.forward(state_, n);
+    return backend.status();
+  }
+  if (backend.graph_owner() != this) {
+    // The first single-token step runs eagerly (it sizes the backend's workspaces), then the
+    // same step is captured; later ones replay it.
+    model_.forward(state_, 1);
+    BL_RETURN_IF_ERROR(backend.status());
+    Status captured = backend.capture_graph([&] { model_.forward(state_, 1); });
+    if (!captured.ok()) {
+      graph_failed_ = true;
+      std::fprintf(stderr, "bitlight: decode graph capture failed, running ops one by one: %s\n", captured.message().c_str());
+      return Status::Ok();
+    }
+    backend.set_graph_owner(this);
+    return Status::Ok();
+  }
+  return backend.replay_graph();
 }
 
 Status Session::feed(std::span<const TokenId> ids) {
@@ -39,7 +68,7 @@ Status Session::feed(std::span<const TokenId> ids) {
     for (int i = 0; i < n; ++i) positions_[static_cast<size_t>(i)] = n_past_ + i;
     backend.write(state_.ids, ids.data() + done, static_cast<size_t>(n) * sizeof(int32_t));
     backend.write(state_.positions, positions_.data(), static_cast<size_t>(n) * sizeof(int32_t));
-    model_.forward(state_, n);
+    BL_RETURN_IF_ERROR(step(n));
     const size_t row_bytes = static_cast<size_t>(n_vocab) * sizeof(float);
     if (state_.logits_all) {
       const size_t old = all_logits_.size();

@@ -24,6 +24,9 @@ struct SessionOptions {
 class Session {
  public:
   static Expected<std::unique_ptr<Session>> create(const LlamaModel& model, const SessionOptions& options);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   // Appends tokens at the current position. Errors: an id outside the vocabulary, or no room
   // left in the context (nothing is fed then).
@@ -47,7 +50,12 @@ class Session {
   const LlamaModel& model_;
   LlamaForwardState state_;
   int n_past_ = 0;
+  // Runs one forward step of n tokens: single-token steps on a backend with graphs replay a
+  // graph captured on first use.
+  Status step(int n);
+
   std::vector<int32_t> positions_;  // host staging [n_batch]
+  bool graph_failed_ = false;       // capture did not work: run eagerly from then on
   std::vector<float> last_logits_;  // [n_vocab]
   std::vector<float> all_logits_;
 };

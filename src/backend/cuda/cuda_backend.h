@@ -38,13 +38,14 @@ class CudaBackend : public Backend {
  public:
   ~CudaBackend() override;
 
+  bool supports_graphs() const override { return true; }
   // Capture the ops `step` issues on this backend into a CUDA graph (see the file comment).
-  virtual Status capture_graph(const std::function<void()>& step) = 0;
+  Status capture_graph(const std::function<void()>& step) override = 0;
   // Launch the captured graph; an error when none was captured.
-  virtual Status replay_graph() = 0;
+  Status replay_graph() override = 0;
   // First error recorded by an op or a CUDA call since the last call of status(); it
   // synchronizes the stream first so that asynchronous kernel faults are seen too.
-  virtual Status status() = 0;
+  Status status() override = 0;
   // Multiprocessors of the device (for benchmarks and launch heuristics).
   virtual int multiprocessor_count() const = 0;
 };
