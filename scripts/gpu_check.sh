@@ -68,7 +68,7 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITLIGHT_CUDA=O
   -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 "${CMAKE_EXTRA[@]}" 2>&1 | tee "$OUT/configure.log" | tail -3
 
 step "build (ninja -j$JOBS)"
-ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bench_test 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
+ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bench_test bitlight_cli 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
 test -x "$BUILD_DIR/tests/cuda_backend_ops_test"
 
 step "GPU op tests"
@@ -103,8 +103,19 @@ BENCH_RC=$?
 set -e
 grep -vE "^\[|^$|^Note" "$OUT/bench.log" | head -150 || true
 
+MODEL_RC=0
+if [[ "${MODEL_CHECK:-1}" == 1 ]]; then
+  step "whole model: CUDA against the reference and the CPU backend (synthetic smollm2-135m shapes)"
+  set +e
+  bash scripts/gpu_model_check.sh "$BUILD_DIR/bin/bitlight" "$OUT" 2>&1 | tee "$OUT/model_check.log"
+  MODEL_RC=${PIPESTATUS[0]}
+  set -e
+fi
+
 echo
+echo "whole model: $([[ $MODEL_RC == 0 ]] && echo passed || echo "FAILED (rc $MODEL_RC)")"
+[[ -f "$OUT/model_bench.md" ]] && cat "$OUT/model_bench.md"
 echo "op tests: $([[ $TEST_RC == 0 ]] && echo passed || echo "FAILED (rc $TEST_RC)"); memcheck: $MEMCHECK;" \
   "bench: $([[ $BENCH_RC == 0 ]] && echo ran || echo "FAILED (rc $BENCH_RC)"); total $((SECONDS - T0)) s"
 sed -n '/GEMV summary/,$p' "$OUT/bench.log" | grep -vE "^\[" || true
-[[ $TEST_RC == 0 ]]
+[[ $TEST_RC == 0 && $MODEL_RC == 0 ]]

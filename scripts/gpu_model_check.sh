@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Whole-model checks and benchmarks on a GPU machine (called by scripts/gpu_check.sh):
+#  1. logits of the CUDA backend against the scalar reference and the CPU backend, and greedy
+#     continuations of CUDA and CPU, on synthetic smollm2-135m models (q4_1 and q8_0: the
+#     real SmolLM2 file is 98 MB, over what a call to the GPU machine carries);
+#  2. `bitlight bench` on synthetic Llama-3 1B and 8B shapes, decode as % of the HBM read
+#     bandwidth measured in the same run; a markdown summary goes to $OUT/model_bench.md.
+#
+#   scripts/gpu_model_check.sh BITLIGHT_BIN OUT_DIR
+set -uo pipefail
+B=$1
+OUT=$2
+MODELS=${MODELS_DIR:-/tmp/bitlight-models}
+mkdir -p "$MODELS" "$OUT"
+failed=0
+# 20 ids: eval runs them as one prefill step (more than 16 tokens: the cuBLAS path).
+IDS=1,504,3575,282,4649,314,17,2188,30,198,504,2988,282,260,1345,3066,30,198,504,2988
+
+compare() {  # compare A.f32 B.f32 label tolerance: relative max error of B against A over all positions
+  python3 - "$@" <<'PY'
+import sys, numpy as np
+a = np.fromfile(sys.argv[1], dtype=np.float32); b = np.fromfile(sys.argv[2], dtype=np.float32)
+err = float(np.abs(a - b).max() / np.abs(a).max()) if a.size == b.size and np.isfinite(b).all() else float("inf")
+ok = err <= float(sys.argv[4])
+print(f"{sys.argv[3]}: relative max error {err:.2e} (limit {sys.argv[4]}) {'ok' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
+}
+
+for type in q4_1 q8_0; do
+  m=$MODELS/smollm2-$type.gguf
+  "$B" synth --shape smollm2-135m --type "$type" -o "$m" || { failed=1; continue; }
+  "$B" eval -m "$m" --ids $IDS --device ref --logits-out "$MODELS/ref.f32" &&
+  "$B" eval -m "$m" --ids $IDS --device cpu --logits-out "$MODELS/cpu.f32" &&
+  "$B" eval -m "$m" --ids $IDS --device cuda --logits-out "$MODELS/cuda.f32" || { failed=1; continue; }
+  # CUDA prefill multiplies fp16 operands on tensor cores (fp32 accumulation): ~5e-4 relative
+  # per operand, a few 1e-3 after 30 layers.
+  compare "$MODELS/ref.f32" "$MODELS/cuda.f32" "$type cuda vs ref" 1e-2 || failed=1
+  compare "$MODELS/ref.f32" "$MODELS/cpu.f32" "$type cpu vs ref" 1e-3 || failed=1
+  for dev in cpu cuda; do
+    "$B" run -m "$m" --ids $IDS -n 48 --temp 0 --device $dev --no-display-prompt --json-out "$MODELS/$dev.json" \
+      > /dev/null 2> "$OUT/run_$dev.log" || failed=1
+  done
+  python3 - "$MODELS/cpu.json" "$MODELS/cuda.json" "$type" <<'PY' || failed=1
+import json, sys
+a = json.load(open(sys.argv[1]))["generated_ids"]; b = json.load(open(sys.argv[2]))["generated_ids"]
+same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+print(f"{sys.argv[3]} greedy: cpu {len(a)} tokens, cuda {len(b)} tokens, identical for the first {same}")
+sys.exit(0 if a == b else 1)
+PY
+  rm -f "$m"
+done
+
+echo "| shape | format | GB | pp512 tok/s | tg128 tok/s | decode GB/s | % of HBM read | HBM read GB/s |" > "$OUT/model_bench.md"
+echo "|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
+for spec in llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-8b:q4_0 llama3-8b:q4_k llama3-8b:q8_0 llama3-8b:f16; do
+  shape=${spec%%:*}; type=${spec##*:}
+  m=$MODELS/$shape-$type.gguf
+  "$B" synth --shape "$shape" --type "$type" -o "$m" 2>&1 | tail -1 || { failed=1; continue; }
+  "$B" bench -m "$m" --device cuda -p 512 -n 128 -r 3 --json "$OUT/bench_${shape}_$type.json" | tail -4 || failed=1
+  rm -f "$m"
+  python3 - "$OUT/bench_${shape}_$type.json" "$shape" "$type" >> "$OUT/model_bench.md" <<'PY'
+import json, sys, statistics as st
+j = json.load(open(sys.argv[1]))
+pp = st.mean(j["prefill_tokens_per_second"]); tg = st.mean(j["decode_tokens_per_second"])
+gbps = tg * j["decode_bytes_per_token"] / 1e9
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {tg:.1f} | {gbps:.0f} | "
+      f"{100*j['decode_fraction_of_bandwidth']:.0f} % | {j['read_bandwidth_gbps']:.0f} |")
+PY
+done
+cat "$OUT/model_bench.md"
+exit $failed
