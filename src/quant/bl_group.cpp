@@ -76,10 +76,10 @@ void try_range(const float* x, const float* imp, int g, int nmax, float lo, floa
   requantize(x, imp, g, nmax, f32_to_fp16(static_cast<float>(S)), f32_to_fp16(static_cast<float>(z)), best);
 }
 
-void quantize_group(const BlGroupShape& shape, const float* x, const float* imp, uint8_t* dst) {
+void quantize_group(const BlGroupShape& shape, const float* x, const float* importance, uint8_t* dst) {
   const int g = shape.group_size, nmax = (1 << shape.bits) - 1;
-  // All-zero importance would make every candidate equal; weigh uniformly instead.
-  if (imp && std::all_of(imp, imp + g, [](float v) { return !(v > 0.0f); })) imp = nullptr;
+  float imp[kMaxGroup];
+  bl_group_error_weights(x, importance, g, imp);
   float lo = x[0], hi = x[0];
   for (int j = 1; j < g; ++j) {
     lo = std::min(lo, x[j]);
@@ -118,6 +118,13 @@ void quantize_group(const BlGroupShape& shape, const float* x, const float* imp,
 }
 
 }  // namespace
+
+void bl_group_error_weights(const float* x, const float* importance, int g, float* out) {
+  (void)x;
+  // All-zero importance would make every candidate equal: fall back to uniform weights.
+  const bool use_imp = importance && std::any_of(importance, importance + g, [](float v) { return v > 0.0f; });
+  for (int j = 0; j < g; ++j) out[j] = use_imp ? std::max(importance[j], 0.0f) : 1.0f;
+}
 
 std::optional<BlGroupShape> bl_group_shape(DType t) {
   const auto id = static_cast<uint32_t>(t);
