@@ -18,6 +18,7 @@
 #include "core/aligned_buffer.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/lut_bitplane.h"
+#include "kernels/cpu/lut_bitplane_kernels.h"
 #include "quant/bl_group.h"
 #include "quant/quant.h"
 
@@ -131,6 +132,28 @@ TEST(LutBitplane, LargerShapesOneAndTwoThreads) {
   check_case({DType::BL3G64, 576, 129, 2}, 6, one);
   check_case({DType::BL4G32, 1536, 40, 17}, 7, two);
   check_case({DType::BL1G128, 1024, 31, 64}, 8, two);
+}
+
+// The SIMD activation quantizer writes exactly the scalar one's bytes (ties included).
+TEST(LutBitplane, ActivationQuantizerMatchesScalarExactly) {
+  if (!isa_supported(Isa::avx2)) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  for (int g : {32, 64, 128}) {
+    const int64_t cols = 5 * g;
+    std::vector<float> x(static_cast<size_t>(cols));
+    for (auto& v : x) v = dist(rng);
+    for (int64_t j = 0; j < g; ++j) x[static_cast<size_t>(j)] = static_cast<float>(j % 9) - 4.0f;  // x * 127/4: ties
+    for (int64_t j = g; j < 2 * g; ++j) x[static_cast<size_t>(j)] = 0.0f;                        // an all-zero group
+    std::vector<int8_t> qa(static_cast<size_t>(cols)), qb(static_cast<size_t>(cols));
+    std::vector<float> da(5), db(5);
+    std::vector<int32_t> sa(5), sb(5);
+    bitplane_quantize_scalar(x.data(), cols, g, qa.data(), da.data(), sa.data());
+    bitplane_quantize_avx2(x.data(), cols, g, qb.data(), db.data(), sb.data());
+    EXPECT_EQ(qa, qb) << "g " << g;
+    EXPECT_EQ(da, db) << "g " << g;
+    EXPECT_EQ(sa, sb) << "g " << g;
+  }
 }
 
 TEST(LutBitplane, ScratchSizeCoversColumns) {

@@ -33,28 +33,11 @@ struct ColumnLayout {
     return {reinterpret_cast<const int8_t*>(base), reinterpret_cast<const float*>(base + q_bytes),
             reinterpret_cast<const int32_t*>(base + q_bytes + d_bytes)};
   }
-};
-
-// Symmetric int8 per group: d = max|x| / 127, q = round(x / d).
-void quantize_column(const float* x, int64_t cols, int g, char* base, const ColumnLayout& layout) {
-  auto* q = reinterpret_cast<int8_t*>(base);
-  auto* d = reinterpret_cast<float*>(base + layout.q_bytes);
-  auto* sum = reinterpret_cast<int32_t*>(base + layout.q_bytes + layout.d_bytes);
-  for (int64_t grp = 0; grp < cols / g; ++grp) {
-    const float* xg = x + grp * g;
-    float amax = 0.0f;
-    for (int j = 0; j < g; ++j) amax = std::max(amax, std::fabs(xg[j]));
-    const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    int32_t s = 0;
-    for (int j = 0; j < g; ++j) {
-      const int v = static_cast<int>(std::lrintf(xg[j] * inv));
-      q[grp * g + j] = static_cast<int8_t>(v);
-      s += v;
-    }
-    d[grp] = scale;
-    sum[grp] = s;
+  void quantize(const BitplaneKernels& k, const float* x, int64_t cols, int g, char* base) const {
+    k.quantize(x, cols, g, reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + q_bytes),
+               reinterpret_cast<int32_t*>(base + q_bytes + d_bytes));
   }
-}
+};
 
 // ---- scalar row kernels ----
 
@@ -97,8 +80,25 @@ const BitplaneKernels& kernels_for(Isa isa, const BlGroupShape& shape) {
 
 }  // namespace
 
+void bitplane_quantize_scalar(const float* x, int64_t cols, int g, int8_t* q, float* d, int32_t* sum) {
+  for (int64_t grp = 0; grp < cols / g; ++grp) {
+    const float* xg = x + grp * g;
+    float amax = 0.0f;
+    for (int j = 0; j < g; ++j) amax = std::max(amax, std::fabs(xg[j]));
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int32_t s = 0;
+    for (int j = 0; j < g; ++j) {
+      const int v = static_cast<int>(std::nearbyint(xg[j] * inv));
+      q[grp * g + j] = static_cast<int8_t>(v);
+      s += v;
+    }
+    d[grp] = amax / 127.0f;
+    sum[grp] = s;
+  }
+}
+
 const BitplaneKernels& bitplane_kernels_scalar() {
-  static const BitplaneKernels k{dot_scalar, unpack_scalar, dot_codes_scalar};
+  static const BitplaneKernels k{dot_scalar, unpack_scalar, dot_codes_scalar, bitplane_quantize_scalar};
   return k;
 }
 
@@ -125,7 +125,7 @@ void bitplane_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor
   const float* xf = x.as<const float>();
   pool.parallel_for(n, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c)
-      quantize_column(xf + c * cols, cols, shape.group_size, act + layout.column_bytes * static_cast<size_t>(c), layout);
+      layout.quantize(k, xf + c * cols, cols, shape.group_size, act + layout.column_bytes * static_cast<size_t>(c));
   });
 
   float* o = out.as<float>();

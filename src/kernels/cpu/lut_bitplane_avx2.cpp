@@ -51,6 +51,39 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// The scalar quantizer's bytes, 8 floats at a time (cvtps_epi32 rounds to nearest even under
+// the default MXCSR, as nearbyint does).
+void quantize_acts(const float* x, int64_t cols, int g, int8_t* q, float* d, int32_t* sum) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t grp = 0; grp < cols / g; ++grp) {
+    const float* xg = x + grp * g;
+    __m256 vmax = _mm256_setzero_ps();
+    for (int j = 0; j < g; j += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(xg + j), abs_mask));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float amax = _mm_cvtss_f32(m);
+    const __m256 inv = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    __m256i vsum = _mm256_setzero_si256();
+    for (int j = 0; j < g; j += 32) {
+      __m256i v[4];
+      for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + j + 8 * i), inv));
+        vsum = _mm256_add_epi32(vsum, v[i]);
+      }
+      // packs interleave the 128-bit lanes; the permute puts the 8 dwords back in order.
+      const __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + grp * g + j),
+                          _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(vsum), _mm256_extracti128_si256(vsum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    d[grp] = amax / 127.0f;
+    sum[grp] = _mm_cvtsi128_si32(s4);
+  }
+}
+
 template <int BITS, int G, int NC, bool FromCodes>
 void dot_tile(int64_t cols, const uint8_t* w_row, const uint8_t* codes,
               const BitplaneActs* acts, float* out) {
@@ -131,7 +164,7 @@ struct ShapeKernels {
                            codes32<BITS, shape.plane_bytes()>(planes, ch));
     }
   }
-  static constexpr BitplaneKernels table{dot, unpack, dot_codes};
+  static constexpr BitplaneKernels table{dot, unpack, dot_codes, quantize_acts};
 };
 
 template <int BITS>
@@ -145,6 +178,10 @@ const BitplaneKernels* for_group(int g) {
 }
 
 }  // namespace
+
+void bitplane_quantize_avx2(const float* x, int64_t cols, int g, int8_t* q, float* d, int32_t* sum) {
+  quantize_acts(x, cols, g, q, d, sum);
+}
 
 const BitplaneKernels* bitplane_kernels_avx2(const quant::BlGroupShape& shape) {
   switch (shape.bits) {

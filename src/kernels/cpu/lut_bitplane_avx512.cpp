@@ -170,7 +170,7 @@ struct ShapeKernels {
                            codes32<BITS, shape.plane_bytes()>(planes, ch));
     }
   }
-  static constexpr BitplaneKernels table{dot, unpack, dot_codes};
+  static constexpr BitplaneKernels table{dot, unpack, dot_codes, bitplane_quantize_avx2};
 };
 
 template <int BITS>

@@ -32,11 +32,19 @@ using BitplaneUnpackFn = void (*)(const quant::BlGroupShape& shape, int64_t cols
 using BitplaneDotCodesFn = void (*)(const quant::BlGroupShape& shape, int64_t cols, const uint8_t* w_row,
                                     const uint8_t* codes, const BitplaneActs* acts, int nc, float* out);
 
+// One column of activations to int8 per group of g: d = max|x| / 127, q = round-to-nearest-
+// even(x * (127 / max|x|)), sum = sum of q; every level computes exactly the same bytes.
+using BitplaneQuantizeFn = void (*)(const float* x, int64_t cols, int g, int8_t* q, float* d, int32_t* sum);
+
 struct BitplaneKernels {
   BitplaneDotFn dot;
   BitplaneUnpackFn unpack;
   BitplaneDotCodesFn dot_codes;
+  BitplaneQuantizeFn quantize;
 };
+
+void bitplane_quantize_scalar(const float* x, int64_t cols, int g, int8_t* q, float* d, int32_t* sum);
+void bitplane_quantize_avx2(const float* x, int64_t cols, int g, int8_t* q, float* d, int32_t* sum);  // also AVX-512
 
 // The SIMD levels instantiate one kernel set per (bits, group size), so the plane loop is
 // unrolled with constant plane strides; they return nullptr for a shape they do not cover.
