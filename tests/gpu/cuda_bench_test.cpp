@@ -51,32 +51,9 @@ double median(std::vector<double> v) {
 
 // Read bandwidth in GB/s: sum of a 4 GiB buffer, median of 9 after 2 warm-ups.
 double measure_read_gbps() {
-  const size_t bytes = size_t{4} << 30;
-  void* buf = nullptr;
-  unsigned long long* result = nullptr;
-  if (cudaMalloc(&buf, bytes) != cudaSuccess || cudaMalloc(&result, sizeof *result) != cudaSuccess) return 0.0;
-  cudaMemset(buf, 0x5a, bytes);  // written once; the probe does not care about values
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<double> ms;
-  for (int rep = 0; rep < 11; ++rep) {
-    cudaMemsetAsync(result, 0, sizeof *result);
-    cudaEventRecord(start);
-    cuda::launch_read_probe(buf, bytes, result, sms, nullptr);
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float t = 0;
-    cudaEventElapsedTime(&t, start, stop);
-    if (rep >= 2) ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaFree(buf);
-  cudaFree(result);
-  return static_cast<double>(bytes) / (median(ms) * 1e-3) / 1e9;
+  return cuda::measure_read_gbps(size_t{4} << 30, sms, nullptr);
 }
 
 struct Shape {

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/cuda/bandwidth_probe.h"
 #include "kernels/cuda/launchers.h"
 
 namespace bl {
@@ -67,6 +68,12 @@ class CudaBackendImpl final : public CudaBackend {
   Device device() const override { return Device::cuda; }
   bool supports(DType weight_type) const override { return cuda::weight_format_supported(weight_type); }
   int multiprocessor_count() const override { return props_.multiProcessorCount; }
+
+  Expected<double> measure_read_bandwidth_gbps() override {
+    const double gbps = cuda::measure_read_gbps(size_t{4} << 30, props_.multiProcessorCount, stream_);
+    if (gbps <= 0) return out_of_memory("cuda: the bandwidth probe could not allocate or run on 4 GiB");
+    return gbps;
+  }
 
   Expected<Tensor> alloc(DType dtype, std::array<int64_t, 4> ne) override {
     const DTypeInfo* info = dtype_info(dtype);

@@ -13,4 +13,9 @@ namespace bl::cuda {
 // *result (device; reset by the kernel's caller), so the compiler cannot drop the loads.
 void launch_read_probe(const void* data, size_t bytes, unsigned long long* result, int n_sms, cudaStream_t stream);
 
+// Read bandwidth in 1e9 bytes/s: the probe over a fresh `bytes` buffer (far larger than L2),
+// median of 9 timed runs after 2 warm-ups, timed with events on `stream`. 0 when the buffer
+// cannot be allocated or a CUDA call fails.
+double measure_read_gbps(size_t bytes, int n_sms, cudaStream_t stream);
+
 }  // namespace bl::cuda
