@@ -53,7 +53,7 @@ done
 
 echo "| shape | format | GB | pp512 tok/s | tg128 tok/s | decode GB/s | % of HBM read | HBM read GB/s |" > "$OUT/model_bench.md"
 echo "|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
-for spec in llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-8b:q4_0 llama3-8b:q4_k llama3-8b:q8_0 llama3-8b:f16; do
+for spec in llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-8b:q4_0 llama3-8b:q8_0 llama3-8b:f16; do
   shape=${spec%%:*}; type=${spec##*:}
   m=$MODELS/$shape-$type.gguf
   "$B" synth --shape "$shape" --type "$type" -o "$m" 2>&1 | tail -1 || { failed=1; continue; }
