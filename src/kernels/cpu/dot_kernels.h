@@ -64,8 +64,12 @@ const DotKernel* dot_kernel_scalar(DType w);
 const DotKernel* dot_kernel_avx2(DType w);
 const DotKernel* dot_kernel_avx512(DType w);
 // The AVX-512 kernels with VNNI integer dots (the float formats' kernels are the same as
-// dot_kernel_avx512's); nullptr without VNNI. Not the default, see dot_avx512.cpp.
+// dot_kernel_avx512's); nullptr without VNNI. Their results are bit-identical to
+// dot_kernel_avx512's.
 const DotKernel* dot_kernel_avx512_vnni(DType w);
+// What matmul uses at the AVX-512 level: the VNNI kernel where it measured faster (the
+// 512-bit Q4_0 / Q4_1 / Q8_0 kernels, with VNNI), else dot_kernel_avx512's.
+const DotKernel* dot_kernel_avx512_best(DType w);
 
 // The kernel used for w at level isa or the nearest lower level that has one.
 const DotKernel* find_dot_kernel(DType w, Isa isa);

@@ -176,7 +176,7 @@ const DotKernel* dot_kernel_scalar(DType w) {
 
 const DotKernel* find_dot_kernel(DType w, Isa isa) {
   if (isa == Isa::avx512 && isa_supported(Isa::avx512))
-    if (const DotKernel* k = dot_kernel_avx512(w)) return k;
+    if (const DotKernel* k = dot_kernel_avx512_best(w)) return k;
   if (isa >= Isa::avx2 && isa_supported(Isa::avx2))
     if (const DotKernel* k = dot_kernel_avx2(w)) return k;
   return dot_kernel_scalar(w);

@@ -119,6 +119,44 @@ template <> struct LegacyBlock<Legacy::q4_1> { using type = BlockQ4_1; };
 template <> struct LegacyBlock<Legacy::q5_1> { using type = BlockQ5_1; };
 template <> struct LegacyBlock<Legacy::q8_0> { using type = BlockQ8_0; };
 
+// Pass 1 of a chunk of m blocks starting at block b0 (see kChunkBlocks), from its block j0
+// (a multiple of 8) on: scale[c][j] = d_w * d_y, and the offset term c_w * s_y added to
+// acc_offset / offset_tail (not for Q8_0, whose kernels take signed weights).
+template <Legacy kFmt, int NC, ActLayout kLayout>
+inline void legacy_chunk_scales(const typename LegacyBlock<kFmt>::type* blk, int j0, int m,
+                                const ActColumns<NC, kLayout>& y, int64_t b0, float (*scale)[kChunkBlocks],
+                                __m256* acc_offset, float* offset_tail) {
+  constexpr bool kHasMin = kFmt == Legacy::q4_1 || kFmt == Legacy::q5_1;
+  constexpr bool kFive = kFmt == Legacy::q5_0 || kFmt == Legacy::q5_1;
+  alignas(32) uint16_t d_half[kChunkBlocks];
+  alignas(32) uint16_t m_half[kChunkBlocks];
+  for (int j = j0; j < m; ++j) {
+    d_half[j] = blk[j].d;
+    if constexpr (kHasMin) m_half[j] = blk[j].m;
+  }
+  int j = j0;
+  for (; j + 8 <= m; j += 8) {
+    const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(d_half + j)));
+    __m256 cw;
+    if constexpr (kHasMin) cw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(m_half + j)));
+    else cw = _mm256_mul_ps(dw, _mm256_set1_ps(kFive ? -16.0f : -8.0f));
+    for (int c = 0; c < NC; ++c) {
+      _mm256_store_ps(scale[c] + j, _mm256_mul_ps(dw, _mm256_loadu_ps(y.d[c] + b0 + j)));
+      if constexpr (kFmt != Legacy::q8_0) acc_offset[c] = _mm256_fmadd_ps(cw, _mm256_loadu_ps(y.s[c] + b0 + j), acc_offset[c]);
+    }
+  }
+  for (; j < m; ++j) {
+    const float dw = fp16(d_half[j]);
+    float cw;
+    if constexpr (kHasMin) cw = fp16(m_half[j]);
+    else cw = (kFive ? -16.0f : -8.0f) * dw;
+    for (int c = 0; c < NC; ++c) {
+      scale[c][j] = dw * y.d[c][b0 + j];
+      if constexpr (kFmt != Legacy::q8_0) offset_tail[c] += cw * y.s[c][b0 + j];
+    }
+  }
+}
+
 // 32 nibbles as bytes without a cross-lane shuffle: the 16 bytes broadcast to both lanes
 // (a load), the high lane shifted right by 4 (vpsrlvd), then masked.
 inline __m256i unpack_nibbles(const uint8_t* qs) {
@@ -130,7 +168,6 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {
 template <Legacy kFmt, int NC, bool kVnni>
 void dot_legacy_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
   using Block = typename LegacyBlock<kFmt>::type;
-  constexpr bool kHasMin = kFmt == Legacy::q4_1 || kFmt == Legacy::q5_1;
   constexpr bool kFive = kFmt == Legacy::q5_0 || kFmt == Legacy::q5_1;
   // The nibble formats take their activations in block pairs (ActLayout::q8_pairs_scales).
   constexpr bool kPairs = kFmt != Legacy::q8_0;
@@ -144,8 +181,6 @@ void dot_legacy_tile(int64_t cols, const void* w, const void* x, size_t stride, 
     else return y.q[c][i].qs;
   };
 
-  alignas(32) uint16_t d_half[kChunkBlocks];
-  alignas(32) uint16_t m_half[kChunkBlocks];
   alignas(32) float scale[NC][kChunkBlocks];
   constexpr int kLanes = NC == 1 ? 4 : NC == 2 ? 2 : 1;
   __m256 acc[kLanes][NC], acc_offset[NC];
@@ -159,31 +194,7 @@ void dot_legacy_tile(int64_t cols, const void* w, const void* x, size_t stride, 
     const int m = static_cast<int>(std::min<int64_t>(kChunkBlocks, nb - b0));
     const Block* blk = a + b0;
     // Pass 1: scales.
-    for (int j = 0; j < m; ++j) {
-      d_half[j] = blk[j].d;
-      if constexpr (kHasMin) m_half[j] = blk[j].m;
-    }
-    int j = 0;
-    for (; j + 8 <= m; j += 8) {
-      const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(d_half + j)));
-      __m256 cw;
-      if constexpr (kHasMin) cw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(m_half + j)));
-      else cw = _mm256_mul_ps(dw, _mm256_set1_ps(kFive ? -16.0f : -8.0f));
-      for (int c = 0; c < NC; ++c) {
-        _mm256_store_ps(scale[c] + j, _mm256_mul_ps(dw, _mm256_loadu_ps(y.d[c] + b0 + j)));
-        if constexpr (kFmt != Legacy::q8_0) acc_offset[c] = _mm256_fmadd_ps(cw, _mm256_loadu_ps(y.s[c] + b0 + j), acc_offset[c]);
-      }
-    }
-    for (; j < m; ++j) {
-      const float dw = fp16(d_half[j]);
-      float cw;
-      if constexpr (kHasMin) cw = fp16(m_half[j]);
-      else cw = (kFive ? -16.0f : -8.0f) * dw;
-      for (int c = 0; c < NC; ++c) {
-        scale[c][j] = dw * y.d[c][b0 + j];
-        if constexpr (kFmt != Legacy::q8_0) offset_tail[c] += cw * y.s[c][b0 + j];
-      }
-    }
+    legacy_chunk_scales<kFmt>(blk, 0, m, y, b0, scale, acc_offset, offset_tail);
     // Pass 2: integer dot products; kLanes independent accumulators per column so that the
     // 4-cycle FMA latency is not the bound at NC = 1 (NC columns already interleave).
     auto block = [&](int jj, int lane) {
