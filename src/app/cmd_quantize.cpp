@@ -85,7 +85,9 @@ Status quantize(const QuantizeCliOptions& o) {
     elements += n;
     out_bytes += n / static_cast<uint64_t>(dtype_info(plan[i].to)->block_elems) *
                  static_cast<uint64_t>(dtype_info(plan[i].to)->block_bytes);
-    if (o.dry_run || plan[i].to != q.type)
+    // Without --dry-run, only the matrices the type rule sends elsewhere (embeddings, output,
+    // fallbacks); norms are always f32.
+    if (o.dry_run || (plan[i].to != q.type && ti.ne.size() >= 2))
       std::fprintf(stderr, "%-36s %-8s -> %s\n", ti.name.c_str(), std::string(dtype_name(plan[i].from)).c_str(),
                    std::string(dtype_name(plan[i].to)).c_str());
   }
