@@ -13,9 +13,10 @@
 #include <cstring>
 
 #include "kernels/cpu/dot_kernels.h"
+#include "kernels/cpu/dot_x86_isa.h"
 #include "quant/blocks.h"
 
-namespace bl::cpu::x86 {
+namespace bl::cpu::x86::inline BL_X86_ISA {
 
 // Quantizes one block of 32 floats; returns the int8 sum (for Q8_1's s) through *sum.
 inline void quantize_block_q8(const float* x, uint16_t* d_out, int8_t* qs, int* sum) {
@@ -155,4 +156,4 @@ inline void dequantize_q8_0_scales(const void* column, float* x, int64_t n) {
     for (int k = 0; k < kQK; ++k) x[i * kQK + k] = _cvtsh_ss(b[i].d) * static_cast<float>(b[i].qs[k]);
 }
 
-}  // namespace bl::cpu::x86
+}  // namespace bl::cpu::x86::inline BL_X86_ISA

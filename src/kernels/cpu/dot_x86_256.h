@@ -16,9 +16,10 @@
 #include <cstring>
 
 #include "kernels/cpu/dot_kernels.h"
+#include "kernels/cpu/dot_x86_isa.h"
 #include "quant/blocks.h"
 
-namespace bl::cpu::x86 {
+namespace bl::cpu::x86::inline BL_X86_ISA {
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -295,19 +296,18 @@ void dot_q45k_tile(int64_t cols, const void* w, const void* x, size_t stride, fl
   for (int j = 0; j < 8; ++j) pick[j] = shuffle_for_lanes(j, j);
   for (int64_t i = 0; i < cols / kQKK; ++i) {
     prefetch_weights(a + i);
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) {
-      if (j < 4) {
-        sc[j] = a[i].scales[j] & 63;
-        mn[j] = a[i].scales[j + 4] & 63;
-      } else {
-        sc[j] = (a[i].scales[j + 4] & 0xF) | ((a[i].scales[j - 4] >> 6) << 4);
-        mn[j] = (a[i].scales[j + 4] >> 4) | ((a[i].scales[j] >> 6) << 4);
-      }
-    }
-    uint64_t sc_bytes, mn_bytes;
-    std::memcpy(&sc_bytes, sc, 8);
-    std::memcpy(&mn_bytes, mn, 8);
+    // The 12 bytes of 6-bit scales and mins -> sc[0..8) in words 0-1, mn[0..8) in words 2-3,
+    // four at a time (sc_j = s_j & 63, mn_j = s_j+4 & 63 for j < 4; the high bits of s_0..7
+    // complete the nibbles of s_8..11 for j >= 4), as the reference's get_scale_min_k4.
+    uint32_t u[4];
+    std::memcpy(u, a[i].scales, 12);
+    const uint32_t mins_low = u[1] & 0x3f3f3f3fu;
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = mins_low;
+    u[0] &= 0x3f3f3f3fu;
+    const uint64_t sc_bytes = u[0] | (static_cast<uint64_t>(u[1]) << 32);
+    const uint64_t mn_bytes = u[2] | (static_cast<uint64_t>(u[3]) << 32);
     const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(sc_bytes))));
     const __m128i mn16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(mn_bytes)));
     const float dw = fp16(a[i].d), dminw = fp16(a[i].dmin);
@@ -477,4 +477,4 @@ struct Kernels256 {
   template <int NC> struct BF16 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_float_tile<Flt::bf16, NC>(c, w, x, s, o); } };
 };
 
-}  // namespace bl::cpu::x86
+}  // namespace bl::cpu::x86::inline BL_X86_ISA

@@ -7,8 +7,9 @@
 #include <cstdint>
 
 #include "kernels/cpu/dot_x86_256.h"
+#include "kernels/cpu/dot_x86_isa.h"
 
-namespace bl::cpu::x86 {
+namespace bl::cpu::x86::inline BL_X86_ISA {
 
 // The 16 lanes folded to 8 (then hsum for the sum): a tree, not 15 dependent adds.
 inline __m256 fold512(__m512 v) {
@@ -247,4 +248,4 @@ struct Legacy512 {
   template <int NC> struct Q8_0 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_legacy_tile_512<Legacy::q8_0, NC, kVnni>(c, w, x, s, o); } };
 };
 
-}  // namespace bl::cpu::x86
+}  // namespace bl::cpu::x86::inline BL_X86_ISA
