@@ -18,7 +18,13 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
   if (prompt.empty()) return invalid_argument("the prompt is empty");
   GenerateResult result;
   result.prompt_tokens = static_cast<int>(prompt.size());
-  std::vector<TokenId> history(prompt.begin(), prompt.end());
+  // Reserved up front, so the loop does not allocate per token.
+  const size_t most_new = options.n_predict >= 0 ? static_cast<size_t>(options.n_predict)
+                                                 : static_cast<size_t>(session.n_ctx());
+  std::vector<TokenId> history;
+  history.reserve(prompt.size() + most_new);
+  history.assign(prompt.begin(), prompt.end());
+  result.tokens.reserve(most_new);
 
   auto t0 = std::chrono::steady_clock::now();
   BL_RETURN_IF_ERROR(session.feed(prompt));
