@@ -1,5 +1,7 @@
 // IEEE fp16 and bfloat16 <-> fp32, scalar and exact (round to nearest even). Vector code uses
-// F16C / AVX-512 instructions instead; these are the reference.
+// F16C / AVX-512 instructions instead; these are the reference. static: files compiled with
+// AVX-512 flags include this too, and an inline function's AVX-512 build must not be the one
+// the linker keeps for everybody.
 #pragma once
 
 #include <cstdint>
@@ -7,18 +9,18 @@
 
 namespace bl {
 
-inline float bits_to_f32(uint32_t u) {
+static inline float bits_to_f32(uint32_t u) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
-inline uint32_t f32_to_bits(float f) {
+static inline uint32_t f32_to_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   return u;
 }
 
-inline float fp16_to_f32(uint16_t h) {
+static inline float fp16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
   uint32_t exp = (h >> 10) & 0x1f;
   uint32_t mant = h & 0x3ff;
@@ -32,7 +34,7 @@ inline float fp16_to_f32(uint16_t h) {
   return bits_to_f32(sign | ((exp + 112) << 23) | (mant << 13));
 }
 
-inline uint16_t f32_to_fp16(float f) {
+static inline uint16_t f32_to_fp16(float f) {
   uint32_t x = f32_to_bits(f);
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
   x &= 0x7fffffffu;
@@ -48,9 +50,9 @@ inline uint16_t f32_to_fp16(float f) {
   return sign | static_cast<uint16_t>(x >> 13);
 }
 
-inline float bf16_to_f32(uint16_t h) { return bits_to_f32(static_cast<uint32_t>(h) << 16); }
+static inline float bf16_to_f32(uint16_t h) { return bits_to_f32(static_cast<uint32_t>(h) << 16); }
 
-inline uint16_t f32_to_bf16(float f) {
+static inline uint16_t f32_to_bf16(float f) {
   uint32_t x = f32_to_bits(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);  // quiet nan
   x += 0x7fffu + ((x >> 16) & 1);

@@ -52,8 +52,9 @@ const BitplaneKernels& bitplane_kernels_scalar();
 const BitplaneKernels* bitplane_kernels_avx2(const quant::BlGroupShape& shape);
 const BitplaneKernels* bitplane_kernels_avx512(const quant::BlGroupShape& shape);
 
-// s and z of group `group` of a row, as fp32.
-inline void bitplane_group_scale(const quant::BlGroupShape& shape, const uint8_t* w_row, int64_t group, float& s,
+// s and z of group `group` of a row, as fp32 (static: this header is compiled with several ISA
+// flags, and the linker must not pick one build for all).
+static inline void bitplane_group_scale(const quant::BlGroupShape& shape, const uint8_t* w_row, int64_t group, float& s,
                                  float& z) {
   const uint8_t* g = w_row + group * shape.group_bytes();
   uint16_t s16, z16;
