@@ -43,6 +43,12 @@ Status run(RunOptions& o) {
   std::vector<TokenId> prompt_ids;
   if (!o.ids.empty()) {
     BL_ASSIGN_OR_RETURN(prompt_ids, parse_id_list(o.ids));
+    // Checked before the prompt is echoed, so a bad list prints nothing but the error.
+    const int n_vocab = m.model->config().n_vocab;
+    for (TokenId id : prompt_ids)
+      if (id >= n_vocab)
+        return invalid_argument("--ids: token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                                std::to_string(n_vocab - 1) + ")");
   } else {
     prompt_ids = m.tokenizer->encode(o.prompt, {.add_bos = m.tokenizer->adds_bos(), .parse_special = true});
   }
