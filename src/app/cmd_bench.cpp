@@ -5,7 +5,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "app/atomic_file.h"
+#include "app/file_io.h"
 #include "app/commands.h"
 #include "app/loaded_model.h"
 #include "perf/memory_bandwidth.h"

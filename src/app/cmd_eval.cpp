@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <memory>
 
-#include "app/atomic_file.h"
+#include "app/file_io.h"
 #include "app/commands.h"
 #include "app/loaded_model.h"
 #include "runtime/session.h"

@@ -1,11 +1,10 @@
 // bitlight imatrix -m FILE -f TEXT -o OUT: collect an importance matrix (runtime/imatrix.h) by
 // running the model over calibration text, for `bitlight quantize --imatrix OUT`.
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "app/commands.h"
+#include "app/file_io.h"
 #include "app/loaded_model.h"
 #include "runtime/imatrix.h"
 #include "runtime/session.h"
@@ -20,11 +19,8 @@ struct ImatrixCliOptions {
 };
 
 Status imatrix(const ImatrixCliOptions& o) {
-  std::ifstream in(o.text_file, std::ios::binary);
-  if (!in) return not_found("cannot open text file '" + o.text_file + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+  std::string text;
+  BL_ASSIGN_OR_RETURN(text, read_text_file(o.text_file));
 
   std::unique_ptr<ModelFile> file;
   BL_ASSIGN_OR_RETURN(file, ModelFile::open(o.model.path.empty() ? kDefaultModelPath : o.model.path));

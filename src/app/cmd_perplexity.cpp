@@ -2,11 +2,10 @@
 // on a text, optionally against a reference model (runtime/perplexity.h has the procedure).
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "app/commands.h"
+#include "app/file_io.h"
 #include "app/loaded_model.h"
 #include "runtime/perplexity.h"
 
@@ -19,17 +18,9 @@ struct PerplexityCliOptions {
   int max_chunks = 0;
 };
 
-Expected<std::string> read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("cannot open text file '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 Status perplexity(const PerplexityCliOptions& o) {
   std::string text;
-  BL_ASSIGN_OR_RETURN(text, read_text(o.text_file));
+  BL_ASSIGN_OR_RETURN(text, read_text_file(o.text_file));
   LoadedModel m;
   BL_ASSIGN_OR_RETURN(m, load_model(o.model, /*with_tokenizer=*/true));
   LoadedModel base;

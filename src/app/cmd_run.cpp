@@ -1,11 +1,10 @@
 // bitlight run: generate text from a prompt.
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "app/atomic_file.h"
 #include "app/commands.h"
+#include "app/file_io.h"
 #include "app/loaded_model.h"
 #include "app/sampling_options.h"
 #include "runtime/generator.h"
@@ -33,9 +32,7 @@ Status run(RunOptions& o) {
   DType kv_type;
   BL_ASSIGN_OR_RETURN(kv_type, parse_kv_type(o.model.kv_type));
   if (!o.prompt_file.empty()) {
-    std::ifstream in(o.prompt_file, std::ios::binary);
-    if (!in) return not_found("cannot read prompt file '" + o.prompt_file + "'");
-    o.prompt.assign(std::istreambuf_iterator<char>(in), {});
+    BL_ASSIGN_OR_RETURN(o.prompt, read_text_file(o.prompt_file));
   }
 
   LoadedModel m;

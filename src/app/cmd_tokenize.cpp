@@ -1,12 +1,11 @@
 // bitlight tokenize: the token ids of a text under a model's tokenizer, one "id<TAB>'piece'"
 // line per token, or one JSON list with --ids.
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "app/commands.h"
+#include "app/file_io.h"
 #include "io/model_file.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -22,14 +21,6 @@ struct TokenizeOptions {
   bool no_bos = false;
   bool special = false;
 };
-
-Expected<std::string> read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return io_error("cannot read '" + path + "'");
-  std::ostringstream content;
-  content << in.rdbuf();
-  return content.str();
-}
 
 // A token's bytes on one line: complete UTF-8 characters as they are, quotes, backslashes and
 // control characters escaped, bytes of partial or invalid sequences as \xNN.

@@ -1,7 +1,8 @@
-#include "app/atomic_file.h"
+#include "app/file_io.h"
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 
 namespace bl::app {
 
@@ -21,6 +22,15 @@ Status write_file_atomically(const std::string& path, std::string_view content) 
     return io_error("cannot rename '" + tmp + "' to '" + path + "'");
   }
   return Status::Ok();
+}
+
+Expected<std::string> read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found("cannot open '" + path + "'");
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (in.bad()) return io_error("reading '" + path + "' failed");
+  return content.str();
 }
 
 }  // namespace bl::app
