@@ -6,7 +6,8 @@
 // benchmark are replicated to ~1 GiB and the copies used in turn, so they come from DRAM,
 // not from the (large) L3. Prefill (n = 64) also reports GFLOP/s (2 * rows * cols * n).
 //
-// The ISA level is the CPU's best, lowered by BITLIGHT_ISA=scalar|avx2.
+// The ISA level is the CPU's best, lowered by BITLIGHT_ISA=scalar|avx2. Q4_0 / Q4_1 / Q8_0
+// weights are interleaved as the CPU backend does at load (BITLIGHT_CPU_INTERLEAVE=0: not).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -19,7 +20,9 @@
 #include <vector>
 
 #include "core/aligned_buffer.h"
+#include "kernels/cpu/interleaved_rows.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/matmul_interleaved.h"
 #include "quant/quant.h"
 #include "read_bandwidth.h"
 
@@ -46,6 +49,7 @@ struct WeightPool {
   int64_t cols = 0, rows = 0;
   size_t matrix_bytes = 0;
   int copies = 0;
+  bl::Layout layout = bl::Layout::rows;
   bl::AlignedBuffer data;
 };
 
@@ -74,6 +78,15 @@ const WeightPool& weights(DType type, int64_t cols, int64_t rows) {
   auto* dst = p->data.as<uint8_t>();
   for (size_t r = 0; r < static_cast<size_t>(rows) * p->copies; ++r)
     std::memcpy(dst + row_bytes * r, distinct.data() + row_bytes * (r % kDistinct), row_bytes);
+  if (bl::cpu::interleave_at_load() && bl::cpu::can_interleave(type, rows)) {
+    bl::AlignedBuffer tiles(p->data.bytes());
+    bl::ThreadPool threads(0);
+    for (int c = 0; c < p->copies; ++c)
+      bl::cpu::interleave_rows(bl::make_tensor_2d(dst + p->matrix_bytes * c, type, cols, rows),
+                               tiles.as<uint8_t>() + p->matrix_bytes * c, threads);
+    p->data = std::move(tiles);
+    p->layout = bl::Layout::tiles16;
+  }
   pool = std::move(p);
   return *pool;
 }
@@ -109,6 +122,7 @@ void run_matmul(benchmark::State& state, DType type, Shape shape, int64_t n, int
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     bl::Tensor wt = bl::make_tensor_2d(w.data.as<uint8_t>() + w.matrix_bytes * copy, type, shape.cols, shape.rows);
+    wt.layout = w.layout;
     bl::cpu::matmul(wt, xt, ot, nullptr, pool, scratch);
     benchmark::DoNotOptimize(out.data());
     copy = (copy + 1) % w.copies;
@@ -122,7 +136,8 @@ void run_matmul(benchmark::State& state, DType type, Shape shape, int64_t n, int
   if (n > 1)
     state.counters["GFLOP/s"] = benchmark::Counter(2.0 * shape.cols * shape.rows * n * iters,
                                                    benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  state.SetLabel(std::string(bl::cpu::isa_name(bl::cpu::active_isa())));
+  state.SetLabel(std::string(bl::cpu::isa_name(bl::cpu::active_isa())) +
+                 (w.layout == bl::Layout::tiles16 ? " tiles16" : ""));
 }
 
 }  // namespace

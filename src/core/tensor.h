@@ -16,11 +16,19 @@ namespace bl {
 
 enum class Device : uint8_t { cpu, cuda };
 
+// How the blocks of a weight sit in memory. `rows`: as in the model file, row after row.
+// `tiles16` (CPU backend only, Q4_0 / Q4_1 / Q8_0): 16 rows interleaved per tile so that one
+// 512-bit register holds 4 bytes of each of 16 rows (kernels/cpu/interleaved_rows.h); the byte
+// count is the same, but row(r) does not point at row r. Only code that checks the layout may
+// read such a tensor.
+enum class Layout : uint8_t { rows, tiles16 };
+
 struct Tensor {
   void* data = nullptr;
   DType dtype = DType::F32;
   std::array<int64_t, 4> ne = {0, 1, 1, 1};
   Device device = Device::cpu;
+  Layout layout = Layout::rows;
 
   int64_t cols() const { return ne[0]; }
   int64_t rows() const { return ne[1] * ne[2] * ne[3]; }  // everything above the innermost dim
@@ -30,15 +38,15 @@ struct Tensor {
 
   template <typename T>
   T* as() const { return static_cast<T*>(data); }
-  // Start of row r (over the flattened outer dims), in bytes from data.
+  // Start of row r (over the flattened outer dims), in bytes from data; Layout::rows only.
   void* row(int64_t r) const { return static_cast<char*>(data) + static_cast<size_t>(r) * row_size(); }
 };
 
 inline Tensor make_tensor(void* data, DType dtype, std::array<int64_t, 4> ne, Device device = Device::cpu) {
-  return Tensor{data, dtype, ne, device};
+  return Tensor{data, dtype, ne, device, Layout::rows};
 }
 inline Tensor make_tensor_2d(void* data, DType dtype, int64_t cols, int64_t rows, Device device = Device::cpu) {
-  return Tensor{data, dtype, {cols, rows, 1, 1}, device};
+  return Tensor{data, dtype, {cols, rows, 1, 1}, device, Layout::rows};
 }
 
 std::string shape_string(const Tensor& t);  // "[576, 1536] q4_1"

@@ -9,8 +9,10 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/interleaved_rows.h"
 #include "kernels/cpu/kv_store.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/matmul_interleaved.h"
 #include "kernels/cpu/rms_norm.h"
 
 namespace bl {
@@ -82,7 +84,20 @@ Expected<Tensor> CpuBackend::alloc(DType dtype, std::array<int64_t, 4> ne) {
 
 Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   if (host.device != Device::cpu) return invalid_argument("cpu backend: upload_weight of a tensor that is not in host memory");
-  return host;  // used in place (mmap)
+  if (host.layout != Layout::rows || !cpu::interleave_at_load() || !cpu::can_interleave(host.dtype, host.rows()))
+    return host;  // used in place (mmap)
+  // Q4_0 / Q4_1 / Q8_0: a copy with 16 rows interleaved for the VNNI kernels (the mmap'd
+  // original stays in the page cache, clean, and is no longer read).
+  AlignedBuffer buffer;
+  if (!buffer.resize(host.bytes()))
+    return out_of_memory("cpu backend: cannot allocate " + std::to_string(host.bytes()) + " bytes to interleave " +
+                         shape_string(host));
+  cpu::interleave_rows(host, buffer.data(), pool_);
+  Tensor t = host;
+  t.data = buffer.data();
+  t.layout = Layout::tiles16;
+  buffers_.push_back(std::move(buffer));
+  return t;
 }
 
 void CpuBackend::write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) {

@@ -1,8 +1,10 @@
 // cpu::get_rows: embedding lookup, dequantizing each selected row with the reference code
-// (a few rows per token, so the scalar dequantizer is not on the critical path).
+// (a few rows per token, so the scalar dequantizer is not on the critical path); tied
+// embeddings may have been interleaved at load for the output matmul (interleaved_rows.h).
 #include <algorithm>
 #include <cassert>
 
+#include "kernels/cpu/interleaved_rows.h"
 #include "kernels/cpu/matmul.h"
 #include "quant/quant.h"
 
@@ -20,7 +22,11 @@ void get_rows(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) {
       std::fill(o + i * d, o + (i + 1) * d, 0.0f);
       continue;
     }
-    dequantize_row(table.dtype, table.row(ids[i]), o + i * d, d);
+    if (table.layout == Layout::tiles16) {
+      dequantize_interleaved_row(table, ids[i], o + i * d);
+    } else {
+      dequantize_row(table.dtype, table.row(ids[i]), o + i * d, d);
+    }
   }
 }
 

@@ -14,7 +14,9 @@
 #include <string>
 
 #include "kernels/cpu/dot_kernels.h"
+#include "kernels/cpu/interleaved_rows.h"
 #include "kernels/cpu/lut_bitplane.h"
+#include "kernels/cpu/matmul_interleaved.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
 
@@ -70,6 +72,8 @@ Status check_matmul(const Tensor& w, const Tensor& x, const Tensor& out, const T
     return unsupported("matmul: no CPU kernel for weight type " + std::string(dtype_name(w.dtype)));
   if (w.device != Device::cpu || x.device != Device::cpu || out.device != Device::cpu)
     return invalid_argument("matmul: operands must be on the CPU");
+  if (w.layout == Layout::tiles16 && !can_interleave(w.dtype, w.rows()))
+    return invalid_argument("matmul: weight " + shape_string(w) + " cannot be in the 16-row tile layout");
   if (x.dtype != DType::F32 || out.dtype != DType::F32) return invalid_argument("matmul: x and out must be f32");
   const DTypeInfo* info = dtype_info(w.dtype);
   if (w.cols() % info->block_elems != 0)
@@ -92,7 +96,10 @@ size_t matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
     if (const DotKernel* k = find_dot_kernel(weight_type, isa)) most = std::max(most, act_column_bytes(*k, cols));
   // Two activation terms per column, plus one fp32 column of residual per column.
-  return (2 * most + static_cast<size_t>(cols) * sizeof(float)) * static_cast<size_t>(n);
+  const size_t row_layout = (2 * most + static_cast<size_t>(cols) * sizeof(float)) * static_cast<size_t>(n);
+  // The weight may have been interleaved at load (CpuBackend::upload_weight).
+  return can_interleave(weight_type, kTileRows) ? std::max(row_layout, interleaved_matmul_scratch_bytes(cols, n))
+                                                : row_layout;
 }
 
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
@@ -103,6 +110,7 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
             AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
   assert(check_matmul(w, x, out, bias).ok());
+  if (w.layout == Layout::tiles16) return interleaved_matmul(w, x, out, bias, pool, scratch, isa, precision);
   if (bitplane_matmul_supported(w.dtype)) return bitplane_matmul(w, x, out, bias, pool, scratch, isa);
   const DotKernel& k = *find_dot_kernel(w.dtype, isa);
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();

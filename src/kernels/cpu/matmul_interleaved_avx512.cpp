@@ -1,0 +1,162 @@
+// AVX-512 VNNI kernels of the tiles16 matmul (matmul_interleaved.h): one zmm holds 4 weight
+// bytes of each of 16 rows; vpdpbusd multiplies them with 4 activations broadcast to every
+// lane, so a block of 32 weights x 16 rows is 8 vpdpbusd per activation column.
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on unmasked intrinsics (see dot_avx512.cpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/cpu/interleaved_rows.h"
+#include "kernels/cpu/matmul_interleaved.h"
+#include "quant/blocks.h"
+
+namespace bl::cpu {
+namespace {
+
+// Same arithmetic as quantize_token_scalar, 16 lanes at a time (the residual may differ in the
+// last bit where the compiler fuses d * q into the subtraction).
+void quantize_token_avx512(const float* x, DType type, const TokenActsLayout& layout, void* token) {
+  const float factor = interleaved_offset_factor(type);
+  float* offset = layout.offset(token);
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  for (int64_t b = 0; b < layout.nb; ++b) {
+    __m512 r0 = _mm512_loadu_ps(x + b * kQK), r1 = _mm512_loadu_ps(x + b * kQK + 16);
+    float sum_s = 0.0f;
+    for (int term = 0; term < layout.terms; ++term) {
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(r0, abs_mask), _mm512_and_ps(r1, abs_mask)));
+      const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+      // vcvtps2dq rounds to nearest even (the default MXCSR mode).
+      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(r0, _mm512_set1_ps(id)));
+      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(r1, _mm512_set1_ps(id)));
+      int8_t* q = layout.q(token, term) + b * kQK;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(q0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtepi32_epi8(q1));
+      const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+      const __m512 vd = _mm512_set1_ps(d);
+      r0 = _mm512_sub_ps(r0, _mm512_mul_ps(vd, _mm512_cvtepi32_ps(q0)));
+      r1 = _mm512_sub_ps(r1, _mm512_mul_ps(vd, _mm512_cvtepi32_ps(q1)));
+      layout.d(token, term)[b] = d;
+      sum_s += d * static_cast<float>(sum);
+    }
+    offset[b] = factor * sum_s;
+  }
+}
+
+inline __m512i broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return _mm512_set1_epi32(v);
+}
+
+// Bytes ahead of the current block that the kernel prefetches (a few blocks: the hardware
+// prefetcher follows the stream, this covers the start of each tile).
+constexpr int kPrefetchAhead = 1024;
+
+// out rows of one tile for NT tokens from t0, kTerms activation terms per token.
+template <DType kType, int NT, int kTerms>
+void tile_tokens(const InterleavedMatmul& m, const TileOffsets& o, int64_t tile, int64_t t0) {
+  constexpr int NC = NT * kTerms;
+  const int64_t nb = m.cols / kQK;
+  const TokenActsLayout& layout = m.layout;
+  const uint8_t* base = m.w + o.tile_bytes * static_cast<size_t>(tile);
+  const auto* d = reinterpret_cast<const uint16_t*>(base + o.d_offset);
+  const auto* mins = reinterpret_cast<const uint16_t*>(base + o.m_offset);
+  const int8_t* yq[NC];
+  const float* yd[NC];
+  const float* offset[NT];
+  for (int t = 0; t < NT; ++t) {
+    void* token = const_cast<char*>(m.acts) + layout.token_bytes * static_cast<size_t>(t0 + t);
+    offset[t] = layout.offset(token);
+    for (int term = 0; term < kTerms; ++term) {
+      yq[t * kTerms + term] = layout.q(token, term);
+      yd[t * kTerms + term] = layout.d(token, term);
+    }
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 out[NT];
+  for (int t = 0; t < NT; ++t) out[t] = _mm512_setzero_ps();
+
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* q = base + o.quant_bytes * static_cast<size_t>(b);
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchAhead, _MM_HINT_T0);
+    __m512i acc[NC];
+    for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_si512();
+    if constexpr (kType == DType::Q8_0) {
+      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchAhead + 256, _MM_HINT_T0);
+      for (int g = 0; g < 8; ++g) {
+        const __m512i w = _mm512_loadu_si512(q + 64 * g);
+        for (int c = 0; c < NC; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], w, broadcast4(yq[c] + b * kQK + 4 * g));
+      }
+    } else {
+      for (int g = 0; g < 4; ++g) {
+        const __m512i v = _mm512_loadu_si512(q + 64 * g);
+        const __m512i lo = _mm512_and_si512(v, low4);                          // weights 4g .. 4g+3
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);  // weights 16+4g ..
+        for (int c = 0; c < NC; ++c) {
+          acc[c] = _mm512_dpbusd_epi32(acc[c], lo, broadcast4(yq[c] + b * kQK + 4 * g));
+          acc[c] = _mm512_dpbusd_epi32(acc[c], hi, broadcast4(yq[c] + b * kQK + 16 + 4 * g));
+        }
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + b * kTileRows)));
+    for (int t = 0; t < NT; ++t) {
+      const int c = t * kTerms;
+      __m512 s;
+      if constexpr (kType == DType::Q4_1) {
+        s = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_set1_ps(yd[c][b]));
+      } else {
+        s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_set1_ps(yd[c][b]), _mm512_set1_ps(offset[t][b]));
+      }
+      if constexpr (kTerms == 2) s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c + 1]), _mm512_set1_ps(yd[c + 1][b]), s);
+      out[t] = _mm512_fmadd_ps(dw, s, out[t]);
+    }
+    if constexpr (kType == DType::Q4_1) {
+      const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mins + b * kTileRows)));
+      for (int t = 0; t < NT; ++t) out[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(offset[t][b]), out[t]);
+    }
+  }
+  const __m512 bias = m.bias ? _mm512_loadu_ps(m.bias + tile * kTileRows) : _mm512_setzero_ps();
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(m.out + (t0 + t) * m.rows + tile * kTileRows, _mm512_add_ps(out[t], bias));
+}
+
+// Up to 8 activation columns per pass over a tile (4 tokens with two terms): 8 int32
+// accumulators, NT fp32 ones and the unpacked weights fit the 32 zmm registers.
+template <DType kType, int kTerms>
+void tiles_for(const InterleavedMatmul& m, int64_t tile0, int64_t tile1, int64_t t0, int64_t t1) {
+  constexpr int kMaxTokens = 8 / kTerms;
+  const TileOffsets o = tile_offsets(kType, m.cols / kQK);
+  for (int64_t tile = tile0; tile < tile1; ++tile) {
+    int64_t t = t0;
+    for (; t + kMaxTokens <= t1; t += kMaxTokens) tile_tokens<kType, kMaxTokens, kTerms>(m, o, tile, t);
+    for (; t + 2 <= t1; t += 2) tile_tokens<kType, 2, kTerms>(m, o, tile, t);
+    if (t < t1) tile_tokens<kType, 1, kTerms>(m, o, tile, t);
+  }
+}
+
+template <DType kType>
+void tiles_by_terms(const InterleavedMatmul& m, int64_t tile0, int64_t tile1, int64_t t0, int64_t t1) {
+  if (m.layout.terms == 2) return tiles_for<kType, 2>(m, tile0, tile1, t0, t1);
+  tiles_for<kType, 1>(m, tile0, tile1, t0, t1);
+}
+
+void tiles_avx512(const InterleavedMatmul& m, int64_t tile0, int64_t tile1, int64_t t0, int64_t t1) {
+  switch (m.type) {
+    case DType::Q4_0: return tiles_by_terms<DType::Q4_0>(m, tile0, tile1, t0, t1);
+    case DType::Q4_1: return tiles_by_terms<DType::Q4_1>(m, tile0, tile1, t0, t1);
+    default: return tiles_by_terms<DType::Q8_0>(m, tile0, tile1, t0, t1);
+  }
+}
+
+}  // namespace
+
+const InterleavedKernels* interleaved_kernels_avx512() {
+  static constexpr InterleavedKernels kernels{quantize_token_avx512, tiles_avx512};
+  return cpu_features().has_avx512vnni && isa_supported(Isa::avx512) ? &kernels : nullptr;
+}
+
+}  // namespace bl::cpu
