@@ -64,7 +64,7 @@ const WeightPool& weights(DType type, int64_t cols, int64_t rows) {
   const size_t row_bytes = bl::row_bytes(type, cols);
   p->matrix_bytes = row_bytes * static_cast<size_t>(rows);
   p->copies = static_cast<int>(std::max<size_t>(1, kWeightPoolBytes / p->matrix_bytes));
-  p->data.resize(p->matrix_bytes * p->copies);
+  p->data.resize(p->matrix_bytes * p->copies, bl::AlignedBuffer::Pages::huge);
   // 16 distinct quantized Gaussian rows, repeated: realistic scales, cheap to make.
   constexpr int kDistinct = 16;
   std::vector<uint8_t> distinct(row_bytes * kDistinct);
@@ -79,7 +79,8 @@ const WeightPool& weights(DType type, int64_t cols, int64_t rows) {
   for (size_t r = 0; r < static_cast<size_t>(rows) * p->copies; ++r)
     std::memcpy(dst + row_bytes * r, distinct.data() + row_bytes * (r % kDistinct), row_bytes);
   if (bl::cpu::interleave_at_load() && bl::cpu::can_interleave(type, rows)) {
-    bl::AlignedBuffer tiles(p->data.bytes());
+    bl::AlignedBuffer tiles;
+    tiles.resize(p->data.bytes(), bl::AlignedBuffer::Pages::huge);
     bl::ThreadPool threads(0);
     for (int c = 0; c < p->copies; ++c)
       bl::cpu::interleave_rows(bl::make_tensor_2d(dst + p->matrix_bytes * c, type, cols, rows),

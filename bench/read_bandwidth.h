@@ -36,7 +36,10 @@ __attribute__((target("avx2"))) inline float sum_floats(const float* p, size_t n
 // A buffer of `bytes` (touched, so it is backed by memory) read in parallel by the pool.
 class ReadBandwidth {
  public:
-  explicit ReadBandwidth(size_t bytes) : buf_(bytes) { std::memset(buf_.data(), 0, bytes); }
+  explicit ReadBandwidth(size_t bytes) {
+    buf_.resize(bytes, AlignedBuffer::Pages::huge);  // as the weights the matmul benchmark streams
+    std::memset(buf_.data(), 0, bytes);
+  }
   size_t bytes() const { return buf_.bytes(); }
 
   // One full pass over the buffer; returns the sum so the reads cannot be optimised away.

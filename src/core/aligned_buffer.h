@@ -6,6 +6,10 @@
 #include <cstring>
 #include <utility>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace bl {
 
 class AlignedBuffer {
@@ -24,12 +28,23 @@ class AlignedBuffer {
     return *this;
   }
 
+  // Huge pages: streams of weights read at decode (and the bandwidth baseline they are compared
+  // with) lose TLB misses and page-boundary stops of the prefetchers on 4 KiB pages; Linux backs
+  // a 2 MiB-aligned region with 2 MiB pages where transparent huge pages are allowed (madvise).
+  enum class Pages { normal, huge };
+  static constexpr size_t kHugePage = size_t{2} << 20;
+
   // Returns false when the allocation failed (the buffer is then empty).
-  bool resize(size_t bytes) {
+  bool resize(size_t bytes, Pages pages = Pages::normal) {
     std::free(data_);
     bytes_ = 0;
-    size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    data_ = rounded ? std::aligned_alloc(kAlignment, rounded) : nullptr;
+    const bool huge = pages == Pages::huge && bytes >= kHugePage;
+    const size_t align = huge ? kHugePage : kAlignment;
+    size_t rounded = (bytes + align - 1) / align * align;
+    data_ = rounded ? std::aligned_alloc(align, rounded) : nullptr;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (data_ && huge) madvise(data_, rounded, MADV_HUGEPAGE);  // a hint: without THP, 4 KiB pages
+#endif
     if (data_ || !rounded) bytes_ = bytes;
     return data_ != nullptr || !rounded;
   }

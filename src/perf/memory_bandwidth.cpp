@@ -13,7 +13,9 @@ namespace bl {
 BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int repetitions) {
   BandwidthResult result;
   AlignedBuffer buffer;
-  if (!buffer.resize(bytes)) return result;
+  // Huge pages, as the weights the CPU backend interleaves at load: the limit must not be
+  // weaker than what the kernels are given.
+  if (!buffer.resize(bytes, AlignedBuffer::Pages::huge)) return result;
   const int64_t n_words = static_cast<int64_t>(bytes / sizeof(uint64_t));
   // Non-zero, varied contents: a buffer of zeros can be served faster than real data.
   pool.parallel_for(n_words, 4096, [&](int64_t begin, int64_t end) {

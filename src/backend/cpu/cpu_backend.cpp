@@ -89,7 +89,7 @@ Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   // Q4_0 / Q4_1 / Q8_0: a copy with 16 rows interleaved for the VNNI kernels (the mmap'd
   // original stays in the page cache, clean, and is no longer read).
   AlignedBuffer buffer;
-  if (!buffer.resize(host.bytes()))
+  if (!buffer.resize(host.bytes(), AlignedBuffer::Pages::huge))
     return out_of_memory("cpu backend: cannot allocate " + std::to_string(host.bytes()) + " bytes to interleave " +
                          shape_string(host));
   cpu::interleave_rows(host, buffer.data(), pool_);
