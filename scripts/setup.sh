@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Installs everything `make demo` and `make test` need on Debian 12, then the Python test venv
-# (scripts/setup_python.sh) and the model (scripts/fetch_model.sh). Idempotent: apt runs only
+# (scripts/setup_python.sh), the model (scripts/fetch_model.sh) and the text corpus
+# (scripts/fetch_corpus.sh). Idempotent: apt runs only
 # when a package is missing, and then `apt-get update` runs once first.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Why each package is here: docs/dependencies.md.
+# Why each package is here: README.md, "Dependencies".
 DEBIAN_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libpcre2-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   python3-venv python3-torch python3-numpy
+  bible-kjv
 )
 
 log() { echo "setup: $*"; }
@@ -48,3 +50,4 @@ fi
 
 bash "$ROOT/scripts/setup_python.sh"
 bash "$ROOT/scripts/fetch_model.sh"
+bash "$ROOT/scripts/fetch_corpus.sh"
