@@ -1,0 +1,416 @@
+// Integer GEMV for decode (1..4 tokens), block formats: out[r, t] = sum_k W[r, k] x[k, t].
+//
+// Why integers: the fp32 GEMV (gemv.cu) spends ~5 instructions per weight on decoding and FMAs,
+// which held every block format near 2e12 weights/s whatever its bytes per weight: 27-61 % of
+// the HBM bandwidth (docs/cuda.md, v3). Here x is quantized to int8 per 32 values and a
+// 4-bit weight costs ~1/4 of a dp4a plus its share of the nibble masks: ~0.6 instructions
+// per weight, so the bytes are the limit again.
+//
+// Block: 256 threads. It first starts the loads of its warps' first weights, then quantizes
+// all of x into shared memory (int8 values + one {scale, sum} per 32; every block reads x once
+// from L2), then each warp runs over whole rows: row blockIdx.x * 8 + warp, then + 8 x grid
+// (grid = as many blocks as fit on the SMs at once, so x is quantized once per resident
+// block, not once per row). In a row, lane l takes "units" (16 bytes of quants each, see the
+// Unit specialisations) l, l + 32, ...: one 16-byte load per unit, side by side across the
+// warp. kUnroll units per lane form a chunk; the next chunk's loads are issued before the
+// current one is multiplied (double buffer), so each lane keeps 2 x kUnroll 16-byte loads
+// in flight. A row's partial sums meet in a warp shuffle; no shared-memory reduction.
+//
+// Numerics: x_k = d_b q_k + e_k with |e_k| <= d_b / 2, d_b = max|x_b| / 127 over its block b
+// of 32; the integer dot products are exact and scales are applied once per 16 or 32 weights
+// in fp32. So |out - W x| <= sum_k |w_k| d_b / 2 (+ fp32 rounding): the bound the op test
+// checks (tests/gpu/cuda_backend_ops_test.cpp). The reference backend quantizes x the same way.
+//
+// Napkin math (H100, ~3.0 TB/s): 4096x4096 Q4_0 (9.4 MB) in ~3.1 us; per SM that is ~71 KB,
+// and ~23 KB must be in flight per SM (bandwidth x ~1 us latency): 16 warps x 32 lanes x
+// 4 units x 16 B = 32 KB per buffer.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/weight_decode.cuh"
+#include "kernels/cuda/weight_layout.cuh"
+
+namespace bl::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / kWarp;
+constexpr int kXBlock = 32;  // x values per int8 scale
+constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
+constexpr uint32_t kOnes = 0x01010101u;  // dp4a with this sums four int8
+
+// x over one block of 32 values: x_k ~= d q_k; sum = sum of the q_k (for weight offsets/mins).
+struct XScale {
+  float d;
+  int sum;
+};
+
+struct Dp4aParams {
+  const uint8_t* w;
+  size_t row_bytes;
+  int64_t rows;
+  int64_t cols;
+  const float* x;  // [cols, n]
+  int n;
+  float* out;      // [rows, n]
+  const float* bias;
+};
+
+__device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) {
+  return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
+}
+__device__ __forceinline__ float half_to_float(uint32_t bits) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xFFFF)));
+}
+// Weights are read once: evict-first, so they do not push x out of L1/L2.
+__device__ __forceinline__ uint4 load_weights16(const uint8_t* p) { return __ldcs(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint4 load_x16(const int8_t* p) { return *reinterpret_cast<const uint4*>(p); }
+
+// Sum over the 4 words of q (int8 x4 each, non-negative) times the 16 x values at xq.
+__device__ __forceinline__ int dot16(uint32_t q0, uint32_t q1, uint32_t q2, uint32_t q3, uint4 x, int acc) {
+  return dp4a(q3, x.w, dp4a(q2, x.z, dp4a(q1, x.y, dp4a(q0, x.x, acc))));
+}
+__device__ __forceinline__ int sum16(uint4 x) { return dot16(kOnes, kOnes, kOnes, kOnes, x, 0); }
+
+// ---- units: 16 bytes of quants and what is needed to scale them ----
+// Each Unit<T> has kWeights (weights per unit), kUnroll (units per lane per chunk), Raw (the
+// loaded registers), load(row, u) and dot(raw, u, xq, xs) = the unit's share of the row's dot
+// product with one token's quantized x (xq [cols], xs [cols / 32]).
+template <DType T>
+struct Unit;
+
+// Q4_0, tiled: unit = block b (32 weights): byte j of the body holds weight j (low nibble) and
+// j + 16 (high), value d (q - 8). sum_k (q_k - 8) x_k = dx (sum q xq - 8 sum xq).
+template <>
+struct Unit<DType::Q4_0> {
+  static constexpr int kWeights = 32, kUnroll = 4;
+  struct Raw {
+    uint4 q;
+    uint32_t d;
+  };
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const BlockRef b = block_ref<DType::Q4_0, true>(row, u);
+    return {load_weights16(b.body), *reinterpret_cast<const uint16_t*>(b.hdr)};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
+    const uint4 xa = load_x16(xq + kXBlock * u), xb = load_x16(xq + kXBlock * u + 16);
+    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, xa, 0);
+    s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
+              (w.q.w >> 4) & kLowNibbles, xb, s);
+    const XScale x = xs[u];
+    return half_to_float(w.d) * x.d * static_cast<float>(s - 8 * x.sum);
+  }
+};
+
+// Q4_1, tiled: as Q4_0 with value d q + m: sum_k (d q_k + m) x_k = dx (d sum q xq + m sum xq).
+template <>
+struct Unit<DType::Q4_1> {
+  static constexpr int kWeights = 32, kUnroll = 4;
+  struct Raw {
+    uint4 q;
+    uint32_t dm;
+  };
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const BlockRef b = block_ref<DType::Q4_1, true>(row, u);
+    return {load_weights16(b.body), *reinterpret_cast<const uint32_t*>(b.hdr)};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
+    const uint4 xa = load_x16(xq + kXBlock * u), xb = load_x16(xq + kXBlock * u + 16);
+    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, xa, 0);
+    s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
+              (w.q.w >> 4) & kLowNibbles, xb, s);
+    const XScale x = xs[u];
+    return x.d * (half_to_float(w.dm) * static_cast<float>(s) + half_to_float(w.dm >> 16) * static_cast<float>(x.sum));
+  }
+};
+
+// Q8_0, tiled: unit = half h = u % 2 of block u / 2 (16 int8 weights), value d q.
+template <>
+struct Unit<DType::Q8_0> {
+  static constexpr int kWeights = 16, kUnroll = 4;
+  struct Raw {
+    uint4 q;
+    uint32_t d;
+  };
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const BlockRef b = block_ref<DType::Q8_0, true>(row, u >> 1);
+    return {load_weights16(b.body + 16 * (u & 1)), *reinterpret_cast<const uint16_t*>(b.hdr)};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
+    const int s = dot16(w.q.x, w.q.y, w.q.z, w.q.w, load_x16(xq + 16 * u), 0);
+    return half_to_float(w.d) * xs[u >> 1].d * static_cast<float>(s);
+  }
+};
+
+// Q4_K / Q5_K sub-block j's 6-bit scale and min (ggml's get_scale_min_k4) from the scale words
+// s0, s1, s2, as integers; both cases computed and one selected (lanes differ in j).
+__device__ __forceinline__ void k_scale_min_int(int j, uint32_t s0, uint32_t s1, uint32_t s2, int& sc, int& m) {
+  const int sh = 8 * (j & 3);
+  const uint32_t sc_lo = (s0 >> sh) & 63, m_lo = (s1 >> sh) & 63;
+  const uint32_t sc_hi = ((s2 >> sh) & 0xF) | (((s0 >> (sh + 6)) & 3) << 4);
+  const uint32_t m_hi = ((s2 >> (sh + 4)) & 0xF) | (((s1 >> (sh + 6)) & 3) << 4);
+  sc = static_cast<int>(j < 4 ? sc_lo : sc_hi);
+  m = static_cast<int>(j < 4 ? m_lo : m_hi);
+}
+
+// Q4_K / Q5_K, GGUF layout (super-blocks of 144 / 176 bytes are 16-byte aligned already):
+// unit u = super-block u / 8, k = u % 8, group g = k / 2, half h = k % 2: qs bytes 32 g + 16 h
+// + i (i < 16) hold element 16 h + i of sub-block 2 g (low nibble) and of 2 g + 1 (high);
+// Q5_K's fifth bit of element l of sub-block s is bit s of qh[l]. Value d sc q - dmin m, so
+// sum = dx (d sc sum q xq - dmin m sum xq) per sub-block half.
+template <bool kFive>
+struct UnitK45 {
+  static constexpr int kWeights = 32, kUnroll = kFive ? 2 : 4;
+  static constexpr size_t kBytes = kFive ? 176 : 144;
+  static constexpr int kQs = kFive ? 48 : 16;
+  struct Raw {
+    uint4 q, hdr, qh;  // qh only for Q5_K
+  };
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const uint8_t* sb = row + (u >> 3) * kBytes;
+    const int k = static_cast<int>(u & 7), g = k >> 1, h = k & 1;
+    Raw r;
+    r.hdr = __ldg(reinterpret_cast<const uint4*>(sb));  // shared by the unit's 8 lanes: keep it in L1
+    r.q = load_weights16(sb + kQs + 32 * g + 16 * h);
+    if constexpr (kFive) r.qh = load_weights16(sb + 16 + 16 * h);
+    else r.qh = make_uint4(0, 0, 0, 0);
+    return r;
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
+    const int64_t s = u >> 3;
+    const int k = static_cast<int>(u & 7), g = k >> 1, h = k & 1;
+    uint32_t lo[4] = {w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles};
+    uint32_t hi[4] = {(w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
+                      (w.q.w >> 4) & kLowNibbles};
+    if constexpr (kFive) {
+      const uint32_t qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        lo[i] |= ((qh[i] >> (2 * g)) & kOnes) << 4;
+        hi[i] |= ((qh[i] >> (2 * g + 1)) & kOnes) << 4;
+      }
+    }
+    const int8_t* x_lo = xq + 256 * s + 64 * g + 16 * h;  // sub-block 2g, elements 16h ..
+    const uint4 xa = load_x16(x_lo), xb = load_x16(x_lo + 32);
+    const int s_lo = dot16(lo[0], lo[1], lo[2], lo[3], xa, 0), s_hi = dot16(hi[0], hi[1], hi[2], hi[3], xb, 0);
+    const int n_lo = sum16(xa), n_hi = sum16(xb);
+    int sc0, m0, sc1, m1;
+    k_scale_min_int(2 * g, w.hdr.y, w.hdr.z, w.hdr.w, sc0, m0);
+    k_scale_min_int(2 * g + 1, w.hdr.y, w.hdr.z, w.hdr.w, sc1, m1);
+    const float d = half_to_float(w.hdr.x), dmin = half_to_float(w.hdr.x >> 16);
+    const float d_lo = xs[8 * s + 2 * g].d, d_hi = xs[8 * s + 2 * g + 1].d;
+    return d_lo * (d * static_cast<float>(sc0 * s_lo) - dmin * static_cast<float>(m0 * n_lo)) +
+           d_hi * (d * static_cast<float>(sc1 * s_hi) - dmin * static_cast<float>(m1 * n_hi));
+  }
+};
+template <>
+struct Unit<DType::Q4_K> : UnitK45<false> {};
+template <>
+struct Unit<DType::Q5_K> : UnitK45<true> {};
+
+// Q6_K, tiled (body = ql[128], qh[64]; header = scales[16], d): unit u = super-block u / 4,
+// half hf = (u / 2) % 2, lq = u % 2: 16 elements l = 16 lq + i of each of the 4 parts p of the
+// half. Part p's 6-bit value: low (p = 0, 1) or high (p = 2, 3) nibble of ql[64 hf + 32 (p % 2)
+// + l], bits 2p, 2p+1 of qh[32 hf + l]; element 128 hf + 32 p + l, scale scales[8 hf + 2p + lq],
+// value d sc (q - 32).
+template <>
+struct Unit<DType::Q6_K> {
+  static constexpr int kWeights = 64, kUnroll = 2;
+  struct Raw {
+    uint4 l0, l1, h;
+    uint32_t sc;  // the 4 int8 scales of parts 0..3
+    uint32_t d;
+  };
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const BlockRef b = block_ref<DType::Q6_K, true>(row, u >> 2);
+    const int hf = static_cast<int>((u >> 1) & 1), lq = static_cast<int>(u & 1);
+    Raw r;
+    r.l0 = load_weights16(b.body + 64 * hf + 16 * lq);
+    r.l1 = load_weights16(b.body + 64 * hf + 32 + 16 * lq);
+    r.h = load_weights16(b.body + 128 + 32 * hf + 16 * lq);
+    // The header is 2-byte aligned (18 bytes each): scales[8 hf .. 8 hf + 7] as four halves,
+    // then bytes lq, 2 + lq, 4 + lq, 6 + lq of them.
+    const uint16_t* hdr = reinterpret_cast<const uint16_t*>(b.hdr);
+    const uint32_t w01 = hdr[4 * hf] | (static_cast<uint32_t>(hdr[4 * hf + 1]) << 16);
+    const uint32_t w23 = hdr[4 * hf + 2] | (static_cast<uint32_t>(hdr[4 * hf + 3]) << 16);
+    r.sc = __byte_perm(w01, w23, lq ? 0x7531 : 0x6420);
+    r.d = hdr[8];
+    return r;
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
+    const int64_t s = u >> 2;
+    const int hf = static_cast<int>((u >> 1) & 1), lq = static_cast<int>(u & 1);
+    const uint32_t l0[4] = {w.l0.x, w.l0.y, w.l0.z, w.l0.w}, l1[4] = {w.l1.x, w.l1.y, w.l1.z, w.l1.w};
+    const uint32_t h[4] = {w.h.x, w.h.y, w.h.z, w.h.w};
+    float acc = 0.0f;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      uint32_t q[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t l = p & 1 ? l1[i] : l0[i];
+        q[i] = ((p < 2 ? l : l >> 4) & kLowNibbles) | (((h[i] >> (2 * p)) & 0x03030303u) << 4);
+      }
+      const uint4 x = load_x16(xq + 256 * s + 128 * hf + 32 * p + 16 * lq);
+      const int dot = dot16(q[0], q[1], q[2], q[3], x, 0) - 32 * sum16(x);
+      const int sc = static_cast<int8_t>((w.sc >> (8 * p)) & 0xFF);
+      acc += xs[8 * s + 4 * hf + p].d * static_cast<float>(sc * dot);
+    }
+    return half_to_float(w.d) * acc;
+  }
+};
+
+template <DType T>
+constexpr bool has_unit() {
+  return T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q8_0 || T == DType::Q4_K || T == DType::Q5_K ||
+         T == DType::Q6_K;
+}
+
+// x [cols, n] (fp32) -> xq [n][cols] int8 and xs [n][cols / 32], by the whole block. Each
+// thread takes 8 consecutive values, so 4 neighbouring lanes share a block of 32; n * cols / 8
+// is a multiple of 32 (cols % 256 == 0), so whole warps enter the loop and the shuffles are safe.
+__device__ __forceinline__ void quantize_x(const float* x, int n, int64_t cols, int8_t* xq, XScale* xs) {
+  const int64_t groups = n * cols / 8;
+  for (int64_t i = threadIdx.x; i < groups; i += kThreads) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(x) + 2 * i);
+    const float4 b = __ldg(reinterpret_cast<const float4*>(x) + 2 * i + 1);
+    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    float amax = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k]));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    uint32_t packed[2] = {0, 0};
+    int sum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int q = __float2int_rn(v[k] * inv);  // |q| <= 127
+      sum += q;
+      packed[k / 4] |= (static_cast<uint32_t>(q) & 0xFF) << (8 * (k % 4));
+    }
+    *reinterpret_cast<uint2*>(xq + 8 * i) = make_uint2(packed[0], packed[1]);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if ((threadIdx.x & 3) == 0) xs[i / 4] = {amax / 127.0f, sum};
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <DType T, int kTokens>
+__global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
+  using U = Unit<T>;
+  constexpr int kUnroll = U::kUnroll;
+  extern __shared__ __align__(16) uint8_t smem[];
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);                      // [n][cols]
+  XScale* xs = reinterpret_cast<XScale*>(smem + p.n * p.cols);        // [n][cols / 32]
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t units = p.cols / U::kWeights;
+  const int64_t chunk_units = static_cast<int64_t>(kWarp) * kUnroll;
+  const int64_t chunks = (units + chunk_units - 1) / chunk_units;
+  const int64_t row_step = static_cast<int64_t>(gridDim.x) * kWarps;
+
+  typename U::Raw cur[kUnroll] = {}, nxt[kUnroll] = {};
+  auto load_chunk = [&](typename U::Raw(&raw)[kUnroll], int64_t row, int64_t chunk) {
+    const uint8_t* rowp = p.w + row * p.row_bytes;
+#pragma unroll
+    for (int j = 0; j < kUnroll; ++j) {
+      const int64_t u = chunk * chunk_units + j * kWarp + lane;
+      raw[j] = u < units ? U::load(rowp, u) : typename U::Raw{};
+    }
+  };
+
+  int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp, chunk = 0;
+  if (row < p.rows) load_chunk(cur, row, 0);  // in flight while x is quantized
+  quantize_x(p.x, p.n, p.cols, xq, xs);
+  __syncthreads();
+
+  float acc[kTokens];
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) acc[t] = 0.0f;
+  while (row < p.rows) {
+    int64_t next_row = row, next_chunk = chunk + 1;
+    if (next_chunk == chunks) next_chunk = 0, next_row += row_step;
+    if (next_row < p.rows) load_chunk(nxt, next_row, next_chunk);
+#pragma unroll
+    for (int j = 0; j < kUnroll; ++j) {
+      const int64_t u = chunk * chunk_units + j * kWarp + lane;
+      if (u >= units) continue;
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t)
+        if (t < p.n) acc[t] += U::dot(cur[j], u, xq + t * p.cols, xs + t * (p.cols / kXBlock));
+    }
+    if (next_chunk == 0) {  // the row is complete
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        const float s = warp_sum(acc[t]);
+        if (lane == 0 && t < p.n) p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
+        acc[t] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kUnroll; ++j) cur[j] = nxt[j];
+    row = next_row, chunk = next_chunk;
+  }
+}
+
+size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n) * cols * (1 + sizeof(XScale) / 32.0); }
+
+template <DType T, int kTokens>
+bool launch_tokens(const Dp4aParams& p, cudaStream_t stream) {
+  const auto kernel = gemv_dp4a_kernel<T, kTokens>;
+  int device = 0, sms = 0, optin = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const size_t smem = smem_bytes(p.cols, p.n);
+  if (smem > static_cast<size_t>(optin)) return false;
+  static bool raised = false;  // per instantiation: allow up to the opt-in limit once
+  if (!raised) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    raised = true;
+  }
+  int per_sm = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+  const int64_t needed = (p.rows + kWarps - 1) / kWarps;
+  const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
+  kernel<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(p);
+  return true;
+}
+
+}  // namespace
+
+bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
+  if (n_tokens < 1 || n_tokens > kDp4aMaxTokens || w.cols % 256 != 0 || w.rows < 1) return false;
+  switch (w.dtype) {
+    case DType::Q4_K: case DType::Q5_K: return true;
+    case DType::Q4_0: case DType::Q4_1: case DType::Q8_0: case DType::Q6_K: return w.tiled;
+    default: return false;
+  }
+}
+
+bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                      cudaStream_t stream) {
+  if (!gemv_dp4a_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  const Dp4aParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+  bool launched = false;
+  dispatch_weight_format(w.dtype, [&]<DType T>() {
+    if constexpr (has_unit<T>()) {
+      if (n_tokens == 1) launched = launch_tokens<T, 1>(p, stream);
+      else if (n_tokens == 2) launched = launch_tokens<T, 2>(p, stream);
+      else launched = launch_tokens<T, 4>(p, stream);
+    }
+  });
+  return launched;
+}
+
+}  // namespace bl::cuda
