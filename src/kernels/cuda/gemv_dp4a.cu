@@ -271,32 +271,49 @@ constexpr bool has_unit() {
 }
 
 // x [cols, n] (fp32) -> xq [n][cols] int8 and xs [n][cols / 32], by the whole block. Each
-// thread takes 8 consecutive values, so 4 neighbouring lanes share a block of 32; n * cols / 8
-// is a multiple of 32 (cols % 256 == 0), so whole warps enter the loop and the shuffles are safe.
+// thread takes groups of 8 consecutive values, so 4 neighbouring lanes share a block of 32;
+// n * cols / 8 is a multiple of 32 (cols % 256 == 0), so whole warps take a group or none and
+// the shuffles are safe. The loads of kQuantBatch groups are issued together: x comes from L2,
+// and at 14336 columns one group per round trip was 7 serial L2 latencies per block.
+constexpr int kQuantBatch = 2;
+
+__device__ __forceinline__ void quantize_group(const float4& a, const float4& b, int64_t i, int8_t* xq, XScale* xs) {
+  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  float amax = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k]));
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  uint32_t packed[2] = {0, 0};
+  int sum = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int q = __float2int_rn(v[k] * inv);  // |q| <= 127
+    sum += q;
+    packed[k / 4] |= (static_cast<uint32_t>(q) & 0xFF) << (8 * (k % 4));
+  }
+  *reinterpret_cast<uint2*>(xq + 8 * i) = make_uint2(packed[0], packed[1]);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+  if ((threadIdx.x & 3) == 0) xs[i / 4] = {amax / 127.0f, sum};
+}
+
 __device__ __forceinline__ void quantize_x(const float* x, int n, int64_t cols, int8_t* xq, XScale* xs) {
   const int64_t groups = n * cols / 8;
-  for (int64_t i = threadIdx.x; i < groups; i += kThreads) {
-    const float4 a = __ldg(reinterpret_cast<const float4*>(x) + 2 * i);
-    const float4 b = __ldg(reinterpret_cast<const float4*>(x) + 2 * i + 1);
-    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    float amax = 0.0f;
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  for (int64_t i0 = threadIdx.x; i0 < groups; i0 += kThreads * kQuantBatch) {
+    float4 a[kQuantBatch], b[kQuantBatch];
 #pragma unroll
-    for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k]));
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    uint32_t packed[2] = {0, 0};
-    int sum = 0;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int q = __float2int_rn(v[k] * inv);  // |q| <= 127
-      sum += q;
-      packed[k / 4] |= (static_cast<uint32_t>(q) & 0xFF) << (8 * (k % 4));
+    for (int k = 0; k < kQuantBatch; ++k) {
+      const int64_t i = i0 + k * kThreads;
+      if (i < groups) a[k] = __ldg(x4 + 2 * i), b[k] = __ldg(x4 + 2 * i + 1);
     }
-    *reinterpret_cast<uint2*>(xq + 8 * i) = make_uint2(packed[0], packed[1]);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    if ((threadIdx.x & 3) == 0) xs[i / 4] = {amax / 127.0f, sum};
+#pragma unroll
+    for (int k = 0; k < kQuantBatch; ++k) {
+      const int64_t i = i0 + k * kThreads;
+      if (i < groups) quantize_group(a[k], b[k], i, xq, xs);
+    }
   }
 }
 
@@ -306,8 +323,15 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Blocks per SM the register budget is set for: 3 (<= 85 registers a thread) where the unit's
+// raw registers are small, so more 16-byte loads are in flight per SM; otherwise 2 (<= 128).
 template <DType T, int kTokens>
-__global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
+constexpr int min_blocks_per_sm() {
+  return kTokens == 1 && (T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q8_0) ? 3 : 2;
+}
+
+template <DType T, int kTokens>
+__global__ void __launch_bounds__(kThreads, min_blocks_per_sm<T, kTokens>()) gemv_dp4a_kernel(Dp4aParams p) {
   using U = Unit<T>;
   constexpr int kUnroll = U::kUnroll;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -319,47 +343,55 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
   const int64_t chunks = (units + chunk_units - 1) / chunk_units;
   const int64_t row_step = static_cast<int64_t>(gridDim.x) * kWarps;
 
-  typename U::Raw cur[kUnroll] = {}, nxt[kUnroll] = {};
-  auto load_chunk = [&](typename U::Raw(&raw)[kUnroll], int64_t row, int64_t chunk) {
-    const uint8_t* rowp = p.w + row * p.row_bytes;
+  // A warp's work is a sequence of (row, chunk) items: chunks 0.. of row blockIdx.x * 8 + warp,
+  // then of the row row_step further, and so on.
+  struct Item {
+    int64_t row, chunk;
+  };
+  auto next = [&](Item it) { return it.chunk + 1 < chunks ? Item{it.row, it.chunk + 1} : Item{it.row + row_step, 0}; };
+  auto load_chunk = [&](typename U::Raw(&raw)[kUnroll], Item it) {
+    if (it.row >= p.rows) return;
+    const uint8_t* rowp = p.w + it.row * p.row_bytes;
 #pragma unroll
     for (int j = 0; j < kUnroll; ++j) {
-      const int64_t u = chunk * chunk_units + j * kWarp + lane;
+      const int64_t u = it.chunk * chunk_units + j * kWarp + lane;
       raw[j] = u < units ? U::load(rowp, u) : typename U::Raw{};
     }
   };
 
-  int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp, chunk = 0;
-  if (row < p.rows) load_chunk(cur, row, 0);  // in flight while x is quantized
+  // Two chunks in flight while x is quantized, then one ahead of the one being multiplied.
+  typename U::Raw cur[kUnroll] = {}, nxt[kUnroll] = {};
+  Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
+  load_chunk(cur, a);
+  load_chunk(nxt, b);
   quantize_x(p.x, p.n, p.cols, xq, xs);
   __syncthreads();
 
   float acc[kTokens];
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) acc[t] = 0.0f;
-  while (row < p.rows) {
-    int64_t next_row = row, next_chunk = chunk + 1;
-    if (next_chunk == chunks) next_chunk = 0, next_row += row_step;
-    if (next_row < p.rows) load_chunk(nxt, next_row, next_chunk);
+  while (a.row < p.rows) {
 #pragma unroll
     for (int j = 0; j < kUnroll; ++j) {
-      const int64_t u = chunk * chunk_units + j * kWarp + lane;
+      const int64_t u = a.chunk * chunk_units + j * kWarp + lane;
       if (u >= units) continue;
 #pragma unroll
       for (int t = 0; t < kTokens; ++t)
         if (t < p.n) acc[t] += U::dot(cur[j], u, xq + t * p.cols, xs + t * (p.cols / kXBlock));
     }
-    if (next_chunk == 0) {  // the row is complete
+    if (b.chunk == 0) {  // row a.row is complete
 #pragma unroll
       for (int t = 0; t < kTokens; ++t) {
         const float s = warp_sum(acc[t]);
-        if (lane == 0 && t < p.n) p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
+        if (lane == 0 && t < p.n) p.out[t * p.rows + a.row] = s + (p.bias ? p.bias[a.row] : 0.0f);
         acc[t] = 0.0f;
       }
     }
 #pragma unroll
     for (int j = 0; j < kUnroll; ++j) cur[j] = nxt[j];
-    row = next_row, chunk = next_chunk;
+    a = b;
+    b = next(b);
+    load_chunk(nxt, b);
   }
 }
 
