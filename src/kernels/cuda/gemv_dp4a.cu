@@ -359,25 +359,29 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<T, kTokens>()) gem
     }
   };
 
-  // Two chunks in flight while x is quantized, then one ahead of the one being multiplied.
-  typename U::Raw cur[kUnroll] = {}, nxt[kUnroll] = {};
+  // Two buffers: while one chunk is multiplied the next is in flight, and the buffer just
+  // used is refilled at once with the chunk after that. The buffers swap roles by unrolling
+  // (step(b0), step(b1)), not by copying: a register copy would wait for the load to land.
+  typename U::Raw buf0[kUnroll] = {}, buf1[kUnroll] = {};
   Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
-  load_chunk(cur, a);
-  load_chunk(nxt, b);
+  load_chunk(buf0, a);
+  load_chunk(buf1, b);  // both in flight while x is quantized
   quantize_x(p.x, p.n, p.cols, xq, xs);
   __syncthreads();
 
   float acc[kTokens];
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) acc[t] = 0.0f;
-  while (a.row < p.rows) {
+  // Multiplies item a (in buf), refills buf with the item after b; false once a is past the end.
+  auto step = [&](typename U::Raw(&buf)[kUnroll]) {
+    if (a.row >= p.rows) return false;
 #pragma unroll
     for (int j = 0; j < kUnroll; ++j) {
       const int64_t u = a.chunk * chunk_units + j * kWarp + lane;
       if (u >= units) continue;
 #pragma unroll
       for (int t = 0; t < kTokens; ++t)
-        if (t < p.n) acc[t] += U::dot(cur[j], u, xq + t * p.cols, xs + t * (p.cols / kXBlock));
+        if (t < p.n) acc[t] += U::dot(buf[j], u, xq + t * p.cols, xs + t * (p.cols / kXBlock));
     }
     if (b.chunk == 0) {  // row a.row is complete
 #pragma unroll
@@ -387,11 +391,12 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<T, kTokens>()) gem
         acc[t] = 0.0f;
       }
     }
-#pragma unroll
-    for (int j = 0; j < kUnroll; ++j) cur[j] = nxt[j];
-    a = b;
-    b = next(b);
-    load_chunk(nxt, b);
+    const Item c = next(b);
+    load_chunk(buf, c);
+    a = b, b = c;
+    return true;
+  };
+  while (step(buf0) && step(buf1)) {
   }
 }
 
