@@ -77,11 +77,23 @@ __device__ __forceinline__ int dot16(uint32_t q0, uint32_t q1, uint32_t q2, uint
 __device__ __forceinline__ int sum16(uint4 x) { return dot16(kOnes, kOnes, kOnes, kOnes, x, 0); }
 
 // ---- units: 16 bytes of quants and what is needed to scale them ----
-// Each Unit<T> has kWeights (weights per unit), kUnroll (units per lane per chunk), Raw (the
-// loaded registers), load(row, u) and dot(raw, u, xq, xs) = the unit's share of the row's dot
-// product with one token's quantized x (xq [cols], xs [cols / 32]).
+// Each Unit<T> has kWeights (weights per unit), kUnroll (units per lane per row and chunk),
+// Raw (the loaded weight registers) with load(row, u), X (the unit's x, from shared memory)
+// with load_x(u, xq, xs) for one token's quantized x (xq [cols], xs [cols / 32]), and
+// dot(raw, u, x) = the unit's share of the row's dot product. X is loaded once per token and
+// used for all kRows rows of a step.
 template <DType T>
 struct Unit;
+
+// Legacy formats: x of one block of 32 (both halves) or of one half block.
+struct XBlock {
+  uint4 a, b;
+  XScale s;
+};
+struct XHalf {
+  uint4 a;
+  float d;
+};
 
 // Q4_0, tiled: unit = block b (32 weights): byte j of the body holds weight j (low nibble) and
 // j + 16 (high), value d (q - 8). sum_k (q_k - 8) x_k = dx (sum q xq - 8 sum xq).
@@ -92,17 +104,19 @@ struct Unit<DType::Q4_0> {
     uint4 q;
     uint32_t d;
   };
+  using X = XBlock;
   __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
     const BlockRef b = block_ref<DType::Q4_0, true>(row, u);
     return {load_weights16(b.body), *reinterpret_cast<const uint16_t*>(b.hdr)};
   }
-  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
-    const uint4 xa = load_x16(xq + kXBlock * u), xb = load_x16(xq + kXBlock * u + 16);
-    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, xa, 0);
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
+    return {load_x16(xq + kXBlock * u), load_x16(xq + kXBlock * u + 16), xs[u]};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
+    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, x.a, 0);
     s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
-              (w.q.w >> 4) & kLowNibbles, xb, s);
-    const XScale x = xs[u];
-    return half_to_float(w.d) * x.d * static_cast<float>(s - 8 * x.sum);
+              (w.q.w >> 4) & kLowNibbles, x.b, s);
+    return half_to_float(w.d) * x.s.d * static_cast<float>(s - 8 * x.s.sum);
   }
 };
 
@@ -114,17 +128,19 @@ struct Unit<DType::Q4_1> {
     uint4 q;
     uint32_t dm;
   };
+  using X = XBlock;
   __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
     const BlockRef b = block_ref<DType::Q4_1, true>(row, u);
     return {load_weights16(b.body), *reinterpret_cast<const uint32_t*>(b.hdr)};
   }
-  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
-    const uint4 xa = load_x16(xq + kXBlock * u), xb = load_x16(xq + kXBlock * u + 16);
-    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, xa, 0);
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
+    return {load_x16(xq + kXBlock * u), load_x16(xq + kXBlock * u + 16), xs[u]};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
+    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, x.a, 0);
     s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
-              (w.q.w >> 4) & kLowNibbles, xb, s);
-    const XScale x = xs[u];
-    return x.d * (half_to_float(w.dm) * static_cast<float>(s) + half_to_float(w.dm >> 16) * static_cast<float>(x.sum));
+              (w.q.w >> 4) & kLowNibbles, x.b, s);
+    return x.s.d * (half_to_float(w.dm) * static_cast<float>(s) + half_to_float(w.dm >> 16) * static_cast<float>(x.s.sum));
   }
 };
 
@@ -136,13 +152,17 @@ struct Unit<DType::Q8_0> {
     uint4 q;
     uint32_t d;
   };
+  using X = XHalf;
   __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
     const BlockRef b = block_ref<DType::Q8_0, true>(row, u >> 1);
     return {load_weights16(b.body + 16 * (u & 1)), *reinterpret_cast<const uint16_t*>(b.hdr)};
   }
-  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
-    const int s = dot16(w.q.x, w.q.y, w.q.z, w.q.w, load_x16(xq + 16 * u), 0);
-    return half_to_float(w.d) * xs[u >> 1].d * static_cast<float>(s);
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
+    return {load_x16(xq + 16 * u), xs[u >> 1].d};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
+    const int s = dot16(w.q.x, w.q.y, w.q.z, w.q.w, x.a, 0);
+    return half_to_float(w.d) * x.d * static_cast<float>(s);
   }
 };
 
@@ -164,11 +184,16 @@ __device__ __forceinline__ void k_scale_min_int(int j, uint32_t s0, uint32_t s1,
 // sum = dx (d sc sum q xq - dmin m sum xq) per sub-block half.
 template <bool kFive>
 struct UnitK45 {
-  static constexpr int kWeights = 32, kUnroll = kFive ? 2 : 4;
+  static constexpr int kWeights = 32, kUnroll = kFive ? 1 : 2;
   static constexpr size_t kBytes = kFive ? 176 : 144;
   static constexpr int kQs = kFive ? 48 : 16;
   struct Raw {
     uint4 q, hdr, qh;  // qh only for Q5_K
+  };
+  struct X {
+    uint4 lo, hi;      // x of the two sub-block halves
+    int n_lo, n_hi;    // their sums of q
+    float d_lo, d_hi;  // their scales
   };
   __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
     const uint8_t* sb = row + (u >> 3) * kBytes;
@@ -180,9 +205,18 @@ struct UnitK45 {
     else r.qh = make_uint4(0, 0, 0, 0);
     return r;
   }
-  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
     const int64_t s = u >> 3;
     const int k = static_cast<int>(u & 7), g = k >> 1, h = k & 1;
+    const int8_t* x_lo = xq + 256 * s + 64 * g + 16 * h;  // sub-block 2g, elements 16h ..
+    X x;
+    x.lo = load_x16(x_lo), x.hi = load_x16(x_lo + 32);
+    x.n_lo = sum16(x.lo), x.n_hi = sum16(x.hi);
+    x.d_lo = xs[8 * s + 2 * g].d, x.d_hi = xs[8 * s + 2 * g + 1].d;
+    return x;
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const X& x) {
+    const int g = static_cast<int>(u & 7) >> 1;
     uint32_t lo[4] = {w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles};
     uint32_t hi[4] = {(w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
                       (w.q.w >> 4) & kLowNibbles};
@@ -194,17 +228,13 @@ struct UnitK45 {
         hi[i] |= ((qh[i] >> (2 * g + 1)) & kOnes) << 4;
       }
     }
-    const int8_t* x_lo = xq + 256 * s + 64 * g + 16 * h;  // sub-block 2g, elements 16h ..
-    const uint4 xa = load_x16(x_lo), xb = load_x16(x_lo + 32);
-    const int s_lo = dot16(lo[0], lo[1], lo[2], lo[3], xa, 0), s_hi = dot16(hi[0], hi[1], hi[2], hi[3], xb, 0);
-    const int n_lo = sum16(xa), n_hi = sum16(xb);
+    const int s_lo = dot16(lo[0], lo[1], lo[2], lo[3], x.lo, 0), s_hi = dot16(hi[0], hi[1], hi[2], hi[3], x.hi, 0);
     int sc0, m0, sc1, m1;
     k_scale_min_int(2 * g, w.hdr.y, w.hdr.z, w.hdr.w, sc0, m0);
     k_scale_min_int(2 * g + 1, w.hdr.y, w.hdr.z, w.hdr.w, sc1, m1);
     const float d = half_to_float(w.hdr.x), dmin = half_to_float(w.hdr.x >> 16);
-    const float d_lo = xs[8 * s + 2 * g].d, d_hi = xs[8 * s + 2 * g + 1].d;
-    return d_lo * (d * static_cast<float>(sc0 * s_lo) - dmin * static_cast<float>(m0 * n_lo)) +
-           d_hi * (d * static_cast<float>(sc1 * s_hi) - dmin * static_cast<float>(m1 * n_hi));
+    return x.d_lo * (d * static_cast<float>(sc0 * s_lo) - dmin * static_cast<float>(m0 * x.n_lo)) +
+           x.d_hi * (d * static_cast<float>(sc1 * s_hi) - dmin * static_cast<float>(m1 * x.n_hi));
   }
 };
 template <>
@@ -219,11 +249,16 @@ struct Unit<DType::Q5_K> : UnitK45<true> {};
 // value d sc (q - 32).
 template <>
 struct Unit<DType::Q6_K> {
-  static constexpr int kWeights = 64, kUnroll = 2;
+  static constexpr int kWeights = 64, kUnroll = 1;
   struct Raw {
     uint4 l0, l1, h;
     uint32_t sc;  // the 4 int8 scales of parts 0..3
     uint32_t d;
+  };
+  struct X {
+    uint4 p[4];  // x of parts 0..3
+    int n[4];    // their sums of q
+    float d[4];  // their scales
   };
   __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
     const BlockRef b = block_ref<DType::Q6_K, true>(row, u >> 2);
@@ -241,9 +276,19 @@ struct Unit<DType::Q6_K> {
     r.d = hdr[8];
     return r;
   }
-  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const int8_t* xq, const XScale* xs) {
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
     const int64_t s = u >> 2;
     const int hf = static_cast<int>((u >> 1) & 1), lq = static_cast<int>(u & 1);
+    X x;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      x.p[p] = load_x16(xq + 256 * s + 128 * hf + 32 * p + 16 * lq);
+      x.n[p] = sum16(x.p[p]);
+      x.d[p] = xs[8 * s + 4 * hf + p].d;
+    }
+    return x;
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
     const uint32_t l0[4] = {w.l0.x, w.l0.y, w.l0.z, w.l0.w}, l1[4] = {w.l1.x, w.l1.y, w.l1.z, w.l1.w};
     const uint32_t h[4] = {w.h.x, w.h.y, w.h.z, w.h.w};
     float acc = 0.0f;
@@ -255,10 +300,9 @@ struct Unit<DType::Q6_K> {
         const uint32_t l = p & 1 ? l1[i] : l0[i];
         q[i] = ((p < 2 ? l : l >> 4) & kLowNibbles) | (((h[i] >> (2 * p)) & 0x03030303u) << 4);
       }
-      const uint4 x = load_x16(xq + 256 * s + 128 * hf + 32 * p + 16 * lq);
-      const int dot = dot16(q[0], q[1], q[2], q[3], x, 0) - 32 * sum16(x);
+      const int dot = dot16(q[0], q[1], q[2], q[3], x.p[p], 0) - 32 * x.n[p];
       const int sc = static_cast<int8_t>((w.sc >> (8 * p)) & 0xFF);
-      acc += xs[8 * s + 4 * hf + p].d * static_cast<float>(sc * dot);
+      acc += x.d[p] * static_cast<float>(sc * dot);
     }
     return half_to_float(w.d) * acc;
   }
@@ -323,16 +367,18 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Blocks per SM the register budget is set for: 3 (<= 85 registers a thread) where the unit's
-// raw registers are small, so more 16-byte loads are in flight per SM; otherwise 2 (<= 128).
-template <DType T, int kTokens>
-constexpr int min_blocks_per_sm() {
-  return kTokens == 1 && (T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q8_0) ? 3 : 2;
+// Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
+// tokens the weights are already reused 4 times and 2 rows would not fit in 128 registers.
+template <int kTokens>
+constexpr int rows_per_step() {
+  return kTokens >= 4 ? 1 : 2;
 }
 
 template <DType T, int kTokens>
-__global__ void __launch_bounds__(kThreads, min_blocks_per_sm<T, kTokens>()) gemv_dp4a_kernel(Dp4aParams p) {
+__global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
+  constexpr int kRows = rows_per_step<kTokens>();
   using U = Unit<T>;
+  using Raw = typename U::Raw;
   constexpr int kUnroll = U::kUnroll;
   extern __shared__ __align__(16) uint8_t smem[];
   int8_t* xq = reinterpret_cast<int8_t*>(smem);                      // [n][cols]
@@ -341,54 +387,69 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<T, kTokens>()) gem
   const int64_t units = p.cols / U::kWeights;
   const int64_t chunk_units = static_cast<int64_t>(kWarp) * kUnroll;
   const int64_t chunks = (units + chunk_units - 1) / chunk_units;
-  const int64_t row_step = static_cast<int64_t>(gridDim.x) * kWarps;
+  const int64_t group_step = static_cast<int64_t>(gridDim.x) * kWarps;
+  const int64_t groups = (p.rows + kRows - 1) / kRows;
 
-  // A warp's work is a sequence of (row, chunk) items: chunks 0.. of row blockIdx.x * 8 + warp,
-  // then of the row row_step further, and so on.
+  // A warp's work is a sequence of (group, chunk) items: chunks 0.. of row group (rows
+  // kRows g ..) g = blockIdx.x * 8 + warp, then of the group group_step further, and so on.
   struct Item {
-    int64_t row, chunk;
+    int64_t group, chunk;
   };
-  auto next = [&](Item it) { return it.chunk + 1 < chunks ? Item{it.row, it.chunk + 1} : Item{it.row + row_step, 0}; };
-  auto load_chunk = [&](typename U::Raw(&raw)[kUnroll], Item it) {
-    if (it.row >= p.rows) return;
-    const uint8_t* rowp = p.w + it.row * p.row_bytes;
+  auto next = [&](Item it) { return it.chunk + 1 < chunks ? Item{it.group, it.chunk + 1} : Item{it.group + group_step, 0}; };
+  // Rows past the end load the last row again (valid memory); their sums are not stored.
+  auto load_chunk = [&](Raw(&raw)[kRows][kUnroll], Item it) {
+    if (it.group >= groups) return;
 #pragma unroll
-    for (int j = 0; j < kUnroll; ++j) {
-      const int64_t u = it.chunk * chunk_units + j * kWarp + lane;
-      raw[j] = u < units ? U::load(rowp, u) : typename U::Raw{};
+    for (int r = 0; r < kRows; ++r) {
+      const uint8_t* rowp = p.w + min(it.group * kRows + r, p.rows - 1) * p.row_bytes;
+#pragma unroll
+      for (int j = 0; j < kUnroll; ++j) {
+        const int64_t u = it.chunk * chunk_units + j * kWarp + lane;
+        if (u < units) raw[r][j] = U::load(rowp, u);
+      }
     }
   };
 
   // Two buffers: while one chunk is multiplied the next is in flight, and the buffer just
   // used is refilled at once with the chunk after that. The buffers swap roles by unrolling
   // (step(b0), step(b1)), not by copying: a register copy would wait for the load to land.
-  typename U::Raw buf0[kUnroll] = {}, buf1[kUnroll] = {};
+  Raw buf0[kRows][kUnroll], buf1[kRows][kUnroll];
   Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
   quantize_x(p.x, p.n, p.cols, xq, xs);
   __syncthreads();
 
-  float acc[kTokens];
+  float acc[kRows][kTokens];
 #pragma unroll
-  for (int t = 0; t < kTokens; ++t) acc[t] = 0.0f;
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) acc[r][t] = 0.0f;
   // Multiplies item a (in buf), refills buf with the item after b; false once a is past the end.
-  auto step = [&](typename U::Raw(&buf)[kUnroll]) {
-    if (a.row >= p.rows) return false;
+  auto step = [&](Raw(&buf)[kRows][kUnroll]) {
+    if (a.group >= groups) return false;
 #pragma unroll
     for (int j = 0; j < kUnroll; ++j) {
       const int64_t u = a.chunk * chunk_units + j * kWarp + lane;
       if (u >= units) continue;
 #pragma unroll
-      for (int t = 0; t < kTokens; ++t)
-        if (t < p.n) acc[t] += U::dot(buf[j], u, xq + t * p.cols, xs + t * (p.cols / kXBlock));
-    }
-    if (b.chunk == 0) {  // row a.row is complete
-#pragma unroll
       for (int t = 0; t < kTokens; ++t) {
-        const float s = warp_sum(acc[t]);
-        if (lane == 0 && t < p.n) p.out[t * p.rows + a.row] = s + (p.bias ? p.bias[a.row] : 0.0f);
-        acc[t] = 0.0f;
+        if (t >= p.n) break;
+        const typename U::X x = U::load_x(u, xq + t * p.cols, xs + t * (p.cols / kXBlock));
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) acc[r][t] += U::dot(buf[r][j], u, x);
+      }
+    }
+    if (b.chunk == 0) {  // the group's rows are complete
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t row = a.group * kRows + r;
+#pragma unroll
+        for (int t = 0; t < kTokens; ++t) {
+          const float s = warp_sum(acc[r][t]);
+          if (lane == 0 && t < p.n && row < p.rows) p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
+          acc[r][t] = 0.0f;
+        }
       }
     }
     const Item c = next(b);
@@ -418,7 +479,8 @@ bool launch_tokens(const Dp4aParams& p, cudaStream_t stream) {
   }
   int per_sm = 0;
   cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
-  const int64_t needed = (p.rows + kWarps - 1) / kWarps;
+  constexpr int kRows = rows_per_step<kTokens>();
+  const int64_t needed = (p.rows + kWarps * kRows - 1) / (kWarps * kRows);
   const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
   kernel<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(p);
   return true;
