@@ -6,8 +6,9 @@
 // 4-bit weight costs ~1/4 of a dp4a plus its share of the nibble masks: ~0.6 instructions
 // per weight, so the bytes are the limit again.
 //
-// Block: 256 threads. It first starts the loads of its warps' first weights, then quantizes
-// all of x into shared memory (int8 values + one {scale, sum} per 32; every block reads x once
+// Block: 256 threads. It first starts the loads of its warps' first weights, then waits for
+// the kernel before it (programmatic dependent launch, pdl.cuh: the loads overlap that kernel's
+// tail), then quantizes all of x into shared memory (int8 values + one {scale, sum} per 32; every block reads x once
 // from L2), then each warp runs over whole rows: row blockIdx.x * 8 + warp, then + 8 x grid
 // (grid = as many blocks as fit on the SMs at once, so x is quantized once per resident
 // block, not once per row). In a row, lane l takes "units" (16 bytes of quants each, see the
@@ -30,6 +31,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 #include "kernels/cuda/weight_layout.cuh"
 
@@ -308,22 +310,6 @@ struct Unit<DType::Q6_K> {
   }
 };
 
-// Programmatic dependent launch (sm_90): the kernel is launched before the previous one on the
-// stream has finished, so its weight loads overlap that kernel's tail (and the launch gap);
-// it waits for the previous grid's completion and memory before touching x or out. It lets
-// the next such kernel launch once every block is past its prologue (that kernel waits for
-// this one's completion in turn). On older GPUs both are no-ops and launches stay ordered.
-__device__ __forceinline__ void wait_for_previous_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void allow_next_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" :::);
-#endif
-}
-
 template <DType T>
 constexpr bool has_unit() {
   return T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q8_0 || T == DType::Q4_K || T == DType::Q5_K ||
@@ -433,10 +419,10 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
   Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
-  wait_for_previous_grid();  // x and out belong to the kernel before; the weights do not
+  pdl_wait();  // x and out belong to the kernel before (pdl.cuh); the weights do not
   quantize_x(p.x, p.n, p.cols, xq, xs);
   __syncthreads();
-  allow_next_grid();
+  pdl_allow_next();
 
   float acc[kRows][kTokens];
 #pragma unroll
@@ -484,10 +470,9 @@ size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n) * cols * 
 template <DType T, int kTokens>
 bool launch_tokens(const Dp4aParams& p, cudaStream_t stream) {
   const auto kernel = gemv_dp4a_kernel<T, kTokens>;
-  int device = 0, sms = 0, optin = 0, major = 0;
+  int device = 0, sms = 0, optin = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   const size_t smem = smem_bytes(p.cols, p.n);
   if (smem > static_cast<size_t>(optin)) return false;
@@ -501,17 +486,7 @@ bool launch_tokens(const Dp4aParams& p, cudaStream_t stream) {
   constexpr int kRows = rows_per_step<kTokens>();
   const int64_t needed = (p.rows + kWarps * kRows - 1) / (kWarps * kRows);
   const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(grid));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attr;
-  config.numAttrs = major >= 9 ? 1 : 0;
-  cudaLaunchKernelEx(&config, kernel, p);  // a launch error is the caller's cudaGetLastError
+  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, stream, p);
   return true;
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 
 namespace bl::cuda {
@@ -23,6 +24,8 @@ __device__ __forceinline__ uint16_t to_half_bits(float v) {
 template <DType T, bool kTiled>
 __global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t cols, int64_t rows,
                                 const int32_t* ids, float* out) {
+  pdl_wait();
+  pdl_allow_next();
   const int64_t t = blockIdx.y;
   const int64_t id = ids[t];
   float* dst = out + t * cols;
@@ -86,11 +89,13 @@ bool launch_get_rows(const WeightView& table, const int32_t* ids, int64_t n_toke
     const auto* src = static_cast<const uint8_t*>(table.data);
     if constexpr (is_tileable<T>()) {
       if (table.tiled) {
-        get_rows_kernel<T, true><<<grid, kThreads, 0, stream>>>(src, table.row_bytes, table.cols, table.rows, ids, out);
+        launch_pdl(get_rows_kernel<T, true>, grid, dim3(kThreads), 0, stream, src, table.row_bytes, table.cols, table.rows,
+                   ids, out);
         return;
       }
     }
-    get_rows_kernel<T, false><<<grid, kThreads, 0, stream>>>(src, table.row_bytes, table.cols, table.rows, ids, out);
+    launch_pdl(get_rows_kernel<T, false>, grid, dim3(kThreads), 0, stream, src, table.row_bytes, table.cols, table.rows,
+               ids, out);
   });
 }
 
