@@ -16,7 +16,6 @@
 
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
-#include "kernels/cuda/pdl.cuh"
 
 namespace bl::cuda {
 namespace {
@@ -62,28 +61,13 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p) {
 #pragma unroll
   for (int r = 0; r < kRows; ++r) rowp[r] = p.w + min(row0 + r, p.rows - 1) * p.row_bytes;
 
-  const int64_t n_pieces = kVec ? p.cols / kPiece : 0;
-  // Launched with PDL (pdl.cuh): the plain types' first two pieces per row (all of a 4096-wide
-  // F16 row) are prefetched into L2 during the previous kernel's tail, then x may be read.
-  if constexpr (kVec && is_plain_type<T>()) {
-    constexpr int kPieceBytes = kPiece * (T == DType::F32 ? 4 : 2);
-#pragma unroll
-    for (int r = 0; r < kRows; ++r)
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const int64_t i = threadIdx.x + k * kGemvThreads;
-        if (i < n_pieces) asm volatile("prefetch.global.L2 [%0];" ::"l"(rowp[r] + i * kPieceBytes));
-      }
-  }
-  pdl_wait();
-  pdl_allow_next();
-
   float acc[kRows][kTokens];
 #pragma unroll
   for (int r = 0; r < kRows; ++r)
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) acc[r][t] = 0.0f;
 
+  const int64_t n_pieces = kVec ? p.cols / kPiece : 0;
 #pragma unroll 2
   for (int64_t i = threadIdx.x; i < n_pieces; i += kGemvThreads) {
     float w[kRows][kPiece];
@@ -143,14 +127,14 @@ void launch_for_tokens(const GemvParams& p, bool vec, bool tiled, cudaStream_t s
   const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
   if constexpr (is_tileable<T>()) {
     if (tiled) {
-      launch_pdl(gemv_kernel<T, kTokens, true, true>, grid, dim3(kGemvThreads), 0, stream, p);
+      gemv_kernel<T, kTokens, true, true><<<grid, kGemvThreads, 0, stream>>>(p);
       return;
     }
   }
   if (vec) {
-    launch_pdl(gemv_kernel<T, kTokens, true, false>, grid, dim3(kGemvThreads), 0, stream, p);
+    gemv_kernel<T, kTokens, true, false><<<grid, kGemvThreads, 0, stream>>>(p);
   } else if constexpr (is_plain_type<T>()) {
-    launch_pdl(gemv_kernel<T, kTokens, false, false>, grid, dim3(kGemvThreads), 0, stream, p);
+    gemv_kernel<T, kTokens, false, false><<<grid, kGemvThreads, 0, stream>>>(p);
   }
 }
 
