@@ -1,4 +1,6 @@
-// Fused dequantize + matrix-vector product for decode (1..16 tokens), every weight format.
+// Fused dequantize + matrix-vector product for decode (1..16 tokens), every weight format, fp32
+// arithmetic. launch_gemv tries the tensor-core kernel (8..16 tokens) and the dp4a kernel (block
+// formats, 1..4 tokens, gemv_dp4a.cu) first; this one serves the plain types and the rest.
 //
 // out[r, t] = sum_k W[r, k] * x[k, t]. A block of 256 threads owns kRows adjacent rows; thread
 // i decodes pieces i, i + 256, ... of each row (8 weights each, gemv_pieces.cuh, so the block
