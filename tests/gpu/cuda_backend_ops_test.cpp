@@ -208,6 +208,32 @@ TEST(CudaMatmul, Dp4aRowLoop) {
     }
 }
 
+// A NaN in x makes every output of the dp4a path NaN, as in fp32 (quantizing to int8 would
+// otherwise turn it into a 0).
+TEST(CudaMatmul, Dp4aPropagatesNaN) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  std::mt19937_64 rng(80);
+  const int64_t cols = 512, rows = 9;
+  for (DType t : {DType::Q4_0, DType::Q4_K}) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    ASSERT_TRUE(uses_int8_x(t, cols, rows, 1));
+    HostMatmul p = make_problem(t, cols, rows, 1, rng);
+    p.x[300] = NAN;
+    auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), t, cols, rows));
+    auto x = backend->alloc(DType::F32, {cols, 1, 1, 1});
+    auto out = backend->alloc(DType::F32, {rows, 1, 1, 1});
+    ASSERT_TRUE(w.ok() && x.ok() && out.ok());
+    backend->write(*x, p.x.data(), p.x.size() * sizeof(float));
+    backend->matmul(*w, *x, *out);
+    std::vector<float> got(rows, 0.0f);
+    backend->read(*out, got.data(), got.size() * sizeof(float));
+    ASSERT_TRUE(backend->status().ok());
+    for (float g : got) EXPECT_TRUE(std::isnan(g)) << g;
+  }
+}
+
 // Weights stored tiled (Q4_0, Q4_1, Q8_0, Q6_K with whole tiles per row) read back as the
 // GGUF bytes that were uploaded, whole or from a row on, and get_rows decodes them as the host.
 TEST(CudaWeights, TiledWeightsReadBackAndDecode) {

@@ -6,25 +6,27 @@
 // 4-bit weight costs ~1/4 of a dp4a plus its share of the nibble masks: ~0.6 instructions
 // per weight, so the bytes are the limit again.
 //
-// Block: 256 threads. It first starts the loads of its warps' first weights, then waits for
-// the kernel before it (programmatic dependent launch, pdl.cuh: the loads overlap that kernel's
-// tail), then quantizes all of x into shared memory (int8 values + one {scale, sum} per 32; every block reads x once
-// from L2), then each warp runs over whole rows: row blockIdx.x * 8 + warp, then + 8 x grid
-// (grid = as many blocks as fit on the SMs at once, so x is quantized once per resident
+// Block: 256 threads, 2 blocks per SM (<= 128 registers). It first starts the loads of its
+// warps' first weights, then waits for the kernel before it (programmatic dependent launch,
+// pdl.cuh: the loads overlap that kernel's tail), then quantizes all of x into shared memory
+// (int8 values + one {scale, sum} per 32; every block reads x once from L2). Then each warp
+// runs over groups of kRows rows (2; 1 at 4 tokens): group blockIdx.x * 8 + warp, then + 8 x
+// grid (grid = as many blocks as fit on the SMs at once, so x is quantized once per resident
 // block, not once per row). In a row, lane l takes "units" (16 bytes of quants each, see the
 // Unit specialisations) l, l + 32, ...: one 16-byte load per unit, side by side across the
-// warp. kUnroll units per lane form a chunk; the next chunk's loads are issued before the
-// current one is multiplied (double buffer), so each lane keeps 2 x kUnroll 16-byte loads
-// in flight. A row's partial sums meet in a warp shuffle; no shared-memory reduction.
+// warp. kUnroll units per lane and row form a chunk; the next chunk's loads are issued before
+// the current one is multiplied (double buffer), and each unit's x is read from shared memory
+// once for the kRows rows. A row's partial sums meet in a warp shuffle.
 //
 // Numerics: x_k = d_b q_k + e_k with |e_k| <= d_b / 2, d_b = max|x_b| / 127 over its block b
 // of 32; the integer dot products are exact and scales are applied once per 16 or 32 weights
 // in fp32. So |out - W x| <= sum_k |w_k| d_b / 2 (+ fp32 rounding): the bound the op test
-// checks (tests/gpu/cuda_backend_ops_test.cpp). The reference backend quantizes x the same way.
+// checks (tests/gpu/cuda_backend_ops_test.cpp). The reference backend also quantizes x to 8
+// bits per block for these formats (tests/ops/backend_op_cases.h: its 1e-2 tolerance).
 //
 // Napkin math (H100, ~3.0 TB/s): 4096x4096 Q4_0 (9.4 MB) in ~3.1 us; per SM that is ~71 KB,
 // and ~23 KB must be in flight per SM (bandwidth x ~1 us latency): 16 warps x 32 lanes x
-// 4 units x 16 B = 32 KB per buffer.
+// 2 rows x 4 units x 16 B = 64 KB per buffer. Measured: docs/cuda.md (v4..v7).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -325,12 +327,15 @@ constexpr int kQuantBatch = 2;
 
 __device__ __forceinline__ void quantize_group(const float4& a, const float4& b, int64_t i, int8_t* xq, XScale* xs) {
   const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  float amax = 0.0f;
+  float amax = 0.0f, poison = 0.0f;  // poison: NaN if any value is NaN or inf (fmaxf drops NaN)
 #pragma unroll
-  for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k]));
+  for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k])), poison += v[k] * 0.0f;
   amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
   amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  poison += __shfl_xor_sync(0xffffffffu, poison, 1);
+  poison += __shfl_xor_sync(0xffffffffu, poison, 2);
+  // Blocks with max |x| under 1e-30 count as zeros (127 / amax would overflow for subnormals).
+  const float inv = amax >= 1e-30f ? 127.0f / amax : 0.0f;
   uint32_t packed[2] = {0, 0};
   int sum = 0;
 #pragma unroll
@@ -342,7 +347,7 @@ __device__ __forceinline__ void quantize_group(const float4& a, const float4& b,
   *reinterpret_cast<uint2*>(xq + 8 * i) = make_uint2(packed[0], packed[1]);
   sum += __shfl_xor_sync(0xffffffffu, sum, 1);
   sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-  if ((threadIdx.x & 3) == 0) xs[i / 4] = {amax / 127.0f, sum};
+  if ((threadIdx.x & 3) == 0) xs[i / 4] = {amax / 127.0f + poison, sum};  // a NaN scale makes the row's sum NaN
 }
 
 __device__ __forceinline__ void quantize_x(const float* x, int n, int64_t cols, int8_t* xq, XScale* xs) {
