@@ -60,7 +60,7 @@ struct Dp4aParams {
   int64_t cols;
   const float* x;  // [cols, n]
   int n;
-  float* out;      // [rows, n]
+  float* out;  // [rows, n]
   const float* bias;
 };
 
@@ -71,7 +71,9 @@ __device__ __forceinline__ float half_to_float(uint32_t bits) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xFFFF)));
 }
 // Weights are read once: evict-first, so they do not push x out of L1/L2.
-__device__ __forceinline__ uint4 load_weights16(const uint8_t* p) { return __ldcs(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint4 load_weights16(const uint8_t* p) {
+  return __ldcs(reinterpret_cast<const uint4*>(p));
+}
 __device__ __forceinline__ uint4 load_x16(const int8_t* p) { return *reinterpret_cast<const uint4*>(p); }
 
 // Sum over the 4 words of q (int8 x4 each, non-negative) times the 16 x values at xq.
@@ -144,7 +146,8 @@ struct Unit<DType::Q4_1> {
     int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, x.a, 0);
     s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
               (w.q.w >> 4) & kLowNibbles, x.b, s);
-    return x.s.d * (half_to_float(w.dm) * static_cast<float>(s) + half_to_float(w.dm >> 16) * static_cast<float>(x.s.sum));
+    return x.s.d * (half_to_float(w.dm) * static_cast<float>(s) +
+                    half_to_float(w.dm >> 16) * static_cast<float>(x.s.sum));
   }
 };
 
@@ -172,7 +175,8 @@ struct Unit<DType::Q8_0> {
 
 // Q4_K / Q5_K sub-block j's 6-bit scale and min (ggml's get_scale_min_k4) from the scale words
 // s0, s1, s2, as integers; both cases computed and one selected (lanes differ in j).
-__device__ __forceinline__ void k_scale_min_int(int j, uint32_t s0, uint32_t s1, uint32_t s2, int& sc, int& m) {
+__device__ __forceinline__ void k_scale_min_int(int j, uint32_t s0, uint32_t s1, uint32_t s2, int& sc,
+                                                int& m) {
   const int sh = 8 * (j & 3);
   const uint32_t sc_lo = (s0 >> sh) & 63, m_lo = (s1 >> sh) & 63;
   const uint32_t sc_hi = ((s2 >> sh) & 0xF) | (((s0 >> (sh + 6)) & 3) << 4);
@@ -205,8 +209,10 @@ struct UnitK45 {
     Raw r;
     r.hdr = __ldg(reinterpret_cast<const uint4*>(sb));  // shared by the unit's 8 lanes: keep it in L1
     r.q = load_weights16(sb + kQs + 32 * g + 16 * h);
-    if constexpr (kFive) r.qh = load_weights16(sb + 16 + 16 * h);
-    else r.qh = make_uint4(0, 0, 0, 0);
+    if constexpr (kFive)
+      r.qh = load_weights16(sb + 16 + 16 * h);
+    else
+      r.qh = make_uint4(0, 0, 0, 0);
     return r;
   }
   __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
@@ -232,7 +238,8 @@ struct UnitK45 {
         hi[i] |= ((qh[i] >> (2 * g + 1)) & kOnes) << 4;
       }
     }
-    const int s_lo = dot16(lo[0], lo[1], lo[2], lo[3], x.lo, 0), s_hi = dot16(hi[0], hi[1], hi[2], hi[3], x.hi, 0);
+    const int s_lo = dot16(lo[0], lo[1], lo[2], lo[3], x.lo, 0),
+              s_hi = dot16(hi[0], hi[1], hi[2], hi[3], x.hi, 0);
     int sc0, m0, sc1, m1;
     k_scale_min_int(2 * g, w.hdr.y, w.hdr.z, w.hdr.w, sc0, m0);
     k_scale_min_int(2 * g + 1, w.hdr.y, w.hdr.z, w.hdr.w, sc1, m1);
@@ -325,7 +332,8 @@ constexpr bool has_unit() {
 // and at 14336 columns one group per round trip was 7 serial L2 latencies per block.
 constexpr int kQuantBatch = 2;
 
-__device__ __forceinline__ void quantize_group(const float4& a, const float4& b, int64_t i, int8_t* xq, XScale* xs) {
+__device__ __forceinline__ void quantize_group(const float4& a, const float4& b, int64_t i, int8_t* xq,
+                                               XScale* xs) {
   const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
   float amax = 0.0f, poison = 0.0f;  // poison: NaN if any value is NaN or inf (fmaxf drops NaN)
 #pragma unroll
@@ -347,7 +355,8 @@ __device__ __forceinline__ void quantize_group(const float4& a, const float4& b,
   *reinterpret_cast<uint2*>(xq + 8 * i) = make_uint2(packed[0], packed[1]);
   sum += __shfl_xor_sync(0xffffffffu, sum, 1);
   sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-  if ((threadIdx.x & 3) == 0) xs[i / 4] = {amax / 127.0f + poison, sum};  // a NaN scale makes the row's sum NaN
+  if ((threadIdx.x & 3) == 0)
+    xs[i / 4] = {amax / 127.0f + poison, sum};  // a NaN scale makes the row's sum NaN
 }
 
 __device__ __forceinline__ void quantize_x(const float* x, int n, int64_t cols, int8_t* xq, XScale* xs) {
@@ -388,8 +397,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
   using Raw = typename U::Raw;
   constexpr int kUnroll = U::kUnroll;
   extern __shared__ __align__(16) uint8_t smem[];
-  int8_t* xq = reinterpret_cast<int8_t*>(smem);                      // [n][cols]
-  XScale* xs = reinterpret_cast<XScale*>(smem + p.n * p.cols);        // [n][cols / 32]
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);                 // [n][cols]
+  XScale* xs = reinterpret_cast<XScale*>(smem + p.n * p.cols);  // [n][cols / 32]
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t units = p.cols / U::kWeights;
   const int64_t chunk_units = static_cast<int64_t>(kWarp) * kUnroll;
@@ -402,7 +411,9 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
   struct Item {
     int64_t group, chunk;
   };
-  auto next = [&](Item it) { return it.chunk + 1 < chunks ? Item{it.group, it.chunk + 1} : Item{it.group + group_step, 0}; };
+  auto next = [&](Item it) {
+    return it.chunk + 1 < chunks ? Item{it.group, it.chunk + 1} : Item{it.group + group_step, 0};
+  };
   // Rows past the end load the last row again (valid memory); their sums are not stored.
   auto load_chunk = [&](Raw(&raw)[kRows][kUnroll], Item it) {
     if (it.group >= groups) return;
@@ -424,7 +435,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
   Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
-  pdl_wait();  // x and out belong to the kernel before (pdl.cuh); the weights do not
+  pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
   quantize_x(p.x, p.n, p.cols, xq, xs);
   __syncthreads();
   pdl_allow_next();
@@ -456,7 +467,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
 #pragma unroll
         for (int t = 0; t < kTokens; ++t) {
           const float s = warp_sum(acc[r][t]);
-          if (lane == 0 && t < p.n && row < p.rows) p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
+          if (lane == 0 && t < p.n && row < p.rows)
+            p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
           acc[r][t] = 0.0f;
         }
       }
@@ -490,7 +502,8 @@ bool launch_tokens(const Dp4aParams& p, cudaStream_t stream) {
   cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
   constexpr int kRows = rows_per_step<kTokens>();
   const int64_t needed = (p.rows + kWarps * kRows - 1) / (kWarps * kRows);
-  const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
+  const int64_t grid =
+      std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, stream, p);
   return true;
 }
@@ -500,22 +513,33 @@ bool launch_tokens(const Dp4aParams& p, cudaStream_t stream) {
 bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
   if (n_tokens < 1 || n_tokens > kDp4aMaxTokens || w.cols % 256 != 0 || w.rows < 1) return false;
   switch (w.dtype) {
-    case DType::Q4_K: case DType::Q5_K: return true;
-    case DType::Q4_0: case DType::Q4_1: case DType::Q8_0: case DType::Q6_K: return w.tiled;
-    default: return false;
+    case DType::Q4_K:
+    case DType::Q5_K:
+      return true;
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q8_0:
+    case DType::Q6_K:
+      return w.tiled;
+    default:
+      return false;
   }
 }
 
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                       cudaStream_t stream) {
   if (!gemv_dp4a_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  const Dp4aParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+  const Dp4aParams p{
+      static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
     if constexpr (has_unit<T>()) {
-      if (n_tokens == 1) launched = launch_tokens<T, 1>(p, stream);
-      else if (n_tokens == 2) launched = launch_tokens<T, 2>(p, stream);
-      else launched = launch_tokens<T, 4>(p, stream);
+      if (n_tokens == 1)
+        launched = launch_tokens<T, 1>(p, stream);
+      else if (n_tokens == 2)
+        launched = launch_tokens<T, 2>(p, stream);
+      else
+        launched = launch_tokens<T, 4>(p, stream);
     }
   });
   return launched;

@@ -42,7 +42,8 @@ inline bool pdl_supported() {
 // kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute where supported. A
 // launch error is left for the caller's cudaGetLastError, as with <<<>>>.
 template <typename... Params, typename... Args>
-void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                Args... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;

@@ -50,7 +50,8 @@ struct TileSplit<DType::Q8_0> {
 template <>
 struct TileSplit<DType::Q6_K> {
   static constexpr bool kTileable = true;
-  static constexpr size_t kBlockBytes = sizeof(BlockQ6_K), kHdrOffset = offsetof(BlockQ6_K, scales), kHdrBytes = 18;
+  static constexpr size_t kBlockBytes = sizeof(BlockQ6_K), kHdrOffset = offsetof(BlockQ6_K, scales),
+                          kHdrBytes = 18;
 };
 
 template <DType T>

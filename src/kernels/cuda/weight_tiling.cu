@@ -25,8 +25,12 @@ __host__ __device__ BlockParts block_parts(int64_t b) {
   const size_t gguf = static_cast<size_t>(b) * S::kBlockBytes;
   const size_t tile = static_cast<size_t>(b / kTileBlocks) * kTileBlocks * S::kBlockBytes;
   const size_t j = static_cast<size_t>(b % kTileBlocks);
-  return {gguf + S::kHdrOffset, gguf + (S::kHdrOffset == 0 ? S::kHdrBytes : 0), tile + j * S::kHdrBytes,
-          tile + kTileBlocks * S::kHdrBytes + j * body, S::kHdrBytes, body};
+  return {gguf + S::kHdrOffset,
+          gguf + (S::kHdrOffset == 0 ? S::kHdrBytes : 0),
+          tile + j * S::kHdrBytes,
+          tile + kTileBlocks * S::kHdrBytes + j * body,
+          S::kHdrBytes,
+          body};
 }
 
 template <DType T>
@@ -45,11 +49,20 @@ __global__ void tile_kernel(const uint8_t* src, uint8_t* dst, int64_t rows, size
 template <typename F>
 bool dispatch_tileable(DType t, F&& f) {
   switch (t) {
-    case DType::Q4_0: f.template operator()<DType::Q4_0>(); return true;
-    case DType::Q4_1: f.template operator()<DType::Q4_1>(); return true;
-    case DType::Q8_0: f.template operator()<DType::Q8_0>(); return true;
-    case DType::Q6_K: f.template operator()<DType::Q6_K>(); return true;
-    default: return false;
+    case DType::Q4_0:
+      f.template operator()<DType::Q4_0>();
+      return true;
+    case DType::Q4_1:
+      f.template operator()<DType::Q4_1>();
+      return true;
+    case DType::Q8_0:
+      f.template operator()<DType::Q8_0>();
+      return true;
+    case DType::Q6_K:
+      f.template operator()<DType::Q6_K>();
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -61,13 +74,14 @@ bool weight_tileable(DType t, int64_t cols) {
   return block_elems > 0 && cols > 0 && cols % (kTileBlocks * block_elems) == 0;
 }
 
-bool launch_tile_weight(DType t, const void* src, void* dst, int64_t rows, size_t row_bytes, cudaStream_t stream) {
+bool launch_tile_weight(DType t, const void* src, void* dst, int64_t rows, size_t row_bytes,
+                        cudaStream_t stream) {
   return dispatch_tileable(t, [&]<DType T>() {
     const int64_t blocks = rows * static_cast<int64_t>(row_bytes / TileSplit<T>::kBlockBytes);
     if (blocks == 0) return;
     const unsigned grid = static_cast<unsigned>((blocks + kThreads - 1) / kThreads);
-    tile_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), rows,
-                                                  row_bytes);
+    tile_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(src),
+                                                  static_cast<uint8_t*>(dst), rows, row_bytes);
   });
 }
 
