@@ -6,6 +6,7 @@
 // Without a GPU every test skips with "no CUDA device".
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -89,22 +90,44 @@ HostMatmul make_problem(DType t, int64_t cols, int64_t rows, int64_t n, std::mt1
   return p;
 }
 
-// Max over outputs of |out - ref| / sum_k |w x|.
-double matmul_error(const HostMatmul& p, const std::vector<float>& out, int64_t cols, int64_t rows, int64_t n) {
+// Max over outputs of |out - ref| / allowed, allowed = tol * sum_k |w x| and, when x is
+// quantized to int8 per 32 values (x_int8, the dp4a GEMV), plus the most that rounding can
+// move the exact sum: each x_k by up to d_b / 2 (d_b = max|x| over its block of 32 / 127), so
+// sum_k |w_k| d_b / 2 (with 0.1 % slack for the fp32 scale arithmetic). Passes at <= 1.
+double matmul_error(const HostMatmul& p, const std::vector<float>& out, int64_t cols, int64_t rows, int64_t n, double tol,
+                    bool x_int8 = false) {
+  std::vector<double> half_step(static_cast<size_t>(cols * n), 0.0);  // d_b / 2 for each x_k
+  if (x_int8)
+    for (int64_t i = 0; i < cols * n; i += 32) {
+      float amax = 0.0f;
+      for (int64_t k = i; k < i + 32; ++k) amax = std::max(amax, std::fabs(p.x[k]));
+      for (int64_t k = i; k < i + 32; ++k) half_step[k] = amax / 127.0 / 2.0;
+    }
   double err = 0.0;
   for (int64_t t = 0; t < n; ++t)
     for (int64_t r = 0; r < rows; ++r) {
-      double ref = 0.0, size = 0.0;
+      double ref = 0.0, size = 0.0, rounding = 0.0;
       for (int64_t k = 0; k < cols; ++k) {
-        const double term = static_cast<double>(p.w[r * cols + k]) * p.x[t * cols + k];
+        const double w = p.w[r * cols + k];
+        const double term = w * p.x[t * cols + k];
         ref += term;
         size += std::fabs(term);
+        rounding += std::fabs(w) * half_step[t * cols + k];
       }
       const float got = out[t * rows + r];
       if (!std::isfinite(got)) return INFINITY;
-      err = std::max(err, std::fabs(got - ref) / std::max(size, 1e-30));
+      err = std::max(err, std::fabs(got - ref) / std::max(tol * size + 1.001 * rounding, 1e-30));
     }
   return err;
+}
+
+bool is_plain(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// Whether launch_gemv takes the dp4a path (int8 x) for this weight as upload_weight stores it.
+bool uses_int8_x(DType t, int64_t cols, int64_t rows, int64_t n) {
+  cuda::WeightView v;
+  v.dtype = t, v.cols = cols, v.rows = rows, v.tiled = cuda::weight_tileable(t, cols);
+  return n <= cuda::kDp4aMaxTokens && cuda::gemv_dp4a_applies(v, static_cast<int>(n));
 }
 
 TEST(CudaMatmul, EveryFormatGemvAndGemm) {
@@ -118,13 +141,16 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
   for (DType t : formats) {
     cuda::set_tensor_core_gemv(tensor_cores);
     ASSERT_TRUE(backend->supports(t)) << dtype_name(t);
-    const bool plain = t == DType::F32 || t == DType::F16 || t == DType::BF16;
+    const bool plain = is_plain(t);
     // 2816 = 11 super-blocks = 352 pieces: GEMV threads loop more than once; 1001 is an odd row.
+    // 2816 is whole tiles for Q4_0 / Q4_1 / Q8_0 (stored tiled) but not for Q6_K; 6144 is
+    // whole tiles for Q6_K too.
     std::vector<int64_t> col_sizes = {2816};
     if (plain) col_sizes.push_back(1001);
+    if (t == DType::Q6_K) col_sizes.push_back(6144);
     for (int64_t cols : col_sizes)
       for (int64_t rows : {67, 300, 2051})  // the tensor-core GEMV starts at 2048 rows
-        for (int64_t n : {1, 2, 7, 9, 16, 40}) {
+        for (int64_t n : {1, 2, 3, 7, 9, 16, 40}) {
           // 2051 rows only for the tensor-core path (8..16 tokens); other paths are covered above.
           if (rows == 2051 && (!tensor_cores || n < 9 || n > 16)) continue;
           SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(cols) + " rows=" + std::to_string(rows) +
@@ -142,15 +168,117 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
           std::vector<float> got(static_cast<size_t>(rows * n));
           backend->read(*out, got.data(), got.size() * sizeof(float));
           ASSERT_TRUE(backend->status().ok());
-          // CUDA-core GEMV: fp32 FMAs, 1e-5. Tensor-core GEMV (block formats, 8..16 tokens) and
-          // the GEMM (n > 16): operands rounded to fp16 (2^-11 each, so 2e-3 covers both) or,
-          // for bf16 weights in the GEMM, to bf16 (2^-8).
+          // CUDA-core GEMV: fp32 FMAs, 1e-5; on the dp4a path plus the bound of x's int8
+          // rounding (matmul_error). Tensor-core GEMV (block formats, 8..16 tokens) and the GEMM
+          // (n > 16): operands rounded to fp16 (2^-11 each, so 2e-3 covers both) or, for bf16
+          // weights in the GEMM, to bf16 (2^-8).
           const bool fp16_operands = n > 16 || (tensor_cores && !plain && n >= 8 && rows >= 2048);
           const double tol = !fp16_operands ? 1e-5 : (t == DType::BF16 ? 8e-3 : 2e-3);
-          EXPECT_LE(matmul_error(p, got, cols, rows, n), tol);
+          EXPECT_LE(matmul_error(p, got, cols, rows, n, tol, uses_int8_x(t, cols, rows, n)), 1.0);
         }
   }
   cuda::set_tensor_core_gemv(true);
+}
+
+// The dp4a GEMV with more rows than its resident warps (each warp loops over several rows,
+// several chunks per row at 6144 columns): every block format it takes, 1 and 4 tokens.
+TEST(CudaMatmul, Dp4aRowLoop) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  std::mt19937_64 rng(78);
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K})
+    for (int64_t n : {1, 4}) {
+      const int64_t cols = 6144, rows = n == 1 ? 6001 : 2503;
+      SCOPED_TRACE(std::string(dtype_name(t)) + " rows=" + std::to_string(rows) + " n=" + std::to_string(n));
+      ASSERT_TRUE(uses_int8_x(t, cols, rows, n));
+      const HostMatmul p = make_problem(t, cols, rows, n, rng);
+      auto w = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.w_bytes.data()), t, cols, rows));
+      auto x = backend->alloc(DType::F32, {cols, n, 1, 1});
+      auto out = backend->alloc(DType::F32, {rows, n, 1, 1});
+      ASSERT_TRUE(w.ok() && x.ok() && out.ok());
+      backend->write(*x, p.x.data(), p.x.size() * sizeof(float));
+      const std::vector<uint8_t> poison(out->bytes(), 0xff);
+      backend->write(*out, poison.data(), poison.size());
+      backend->matmul(*w, *x, *out);
+      std::vector<float> got(static_cast<size_t>(rows * n));
+      backend->read(*out, got.data(), got.size() * sizeof(float));
+      ASSERT_TRUE(backend->status().ok());
+      EXPECT_LE(matmul_error(p, got, cols, rows, n, 1e-5, true), 1.0);
+    }
+}
+
+// A NaN in x makes every output of the dp4a path NaN, as in fp32 (quantizing to int8 would
+// otherwise turn it into a 0).
+TEST(CudaMatmul, Dp4aPropagatesNaN) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  std::mt19937_64 rng(80);
+  const int64_t cols = 512, rows = 9;
+  for (DType t : {DType::Q4_0, DType::Q4_K}) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    ASSERT_TRUE(uses_int8_x(t, cols, rows, 1));
+    HostMatmul p = make_problem(t, cols, rows, 1, rng);
+    p.x[300] = NAN;
+    auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), t, cols, rows));
+    auto x = backend->alloc(DType::F32, {cols, 1, 1, 1});
+    auto out = backend->alloc(DType::F32, {rows, 1, 1, 1});
+    ASSERT_TRUE(w.ok() && x.ok() && out.ok());
+    backend->write(*x, p.x.data(), p.x.size() * sizeof(float));
+    backend->matmul(*w, *x, *out);
+    std::vector<float> got(rows, 0.0f);
+    backend->read(*out, got.data(), got.size() * sizeof(float));
+    ASSERT_TRUE(backend->status().ok());
+    for (float g : got) EXPECT_TRUE(std::isnan(g)) << g;
+  }
+}
+
+// Weights stored tiled (Q4_0, Q4_1, Q8_0, Q6_K with whole tiles per row) read back as the
+// GGUF bytes that were uploaded, whole or from a row on, and get_rows decodes them as the host.
+TEST(CudaWeights, TiledWeightsReadBackAndDecode) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  std::mt19937_64 rng(79);
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q6_K}) {
+    const int64_t cols = 4096, rows = 7;
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    ASSERT_TRUE(cuda::weight_tileable(t, cols));
+    const HostMatmul p = make_problem(t, cols, rows, 1, rng);
+    auto w = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.w_bytes.data()), t, cols, rows));
+    ASSERT_TRUE(w.ok()) << w.status().message();
+    std::vector<uint8_t> back(p.w_bytes.size(), 0);
+    backend->read(*w, back.data(), back.size());
+    EXPECT_TRUE(back == p.w_bytes) << "whole tensor";
+    const size_t rb = w->row_size();
+    std::vector<uint8_t> tail(2 * rb, 0);
+    backend->read(*w, tail.data(), tail.size(), 4 * rb);
+    EXPECT_TRUE(std::equal(tail.begin(), tail.end(), p.w_bytes.begin() + 4 * rb)) << "rows 4..5";
+
+    const std::vector<int32_t> ids = {6, 0, 3, 3};
+    auto id_t = backend->alloc(DType::I32, {static_cast<int64_t>(ids.size()), 1, 1, 1});
+    auto out = backend->alloc(DType::F32, {cols, static_cast<int64_t>(ids.size()), 1, 1});
+    ASSERT_TRUE(id_t.ok() && out.ok());
+    backend->write(*id_t, ids.data(), ids.size() * sizeof(int32_t));
+    const std::vector<uint8_t> poison(out->bytes(), 0xff);
+    backend->write(*out, poison.data(), poison.size());
+    backend->get_rows(*w, *id_t, *out);
+    std::vector<float> got(static_cast<size_t>(cols) * ids.size());
+    backend->read(*out, got.data(), got.size() * sizeof(float));
+    ASSERT_TRUE(backend->status().ok());
+    double worst = 0.0;  // relative to the row's largest value (Q4_1's d q + m may be fused)
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const float* want = p.w.data() + ids[i] * cols;
+      float amax = 0.0f;
+      for (int64_t k = 0; k < cols; ++k) amax = std::max(amax, std::fabs(want[k]));
+      for (int64_t k = 0; k < cols; ++k) {
+        const float g = got[i * cols + k];
+        worst = std::max(worst, std::isfinite(g) ? static_cast<double>(std::fabs(g - want[k]) / amax) : INFINITY);
+      }
+    }
+    EXPECT_LE(worst, 1e-6);
+  }
 }
 
 // ---- a small decode step captured as a CUDA graph, replayed with new inputs ----

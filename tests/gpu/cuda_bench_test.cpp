@@ -44,6 +44,15 @@ void fill_random(std::vector<uint8_t>& bytes, uint64_t seed) {
   for (; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 131 + seed);
 }
 
+// Optional filters for profiling one case (e.g. under ncu): BITLIGHT_BENCH_FORMATS=q4_0,q4_k
+// and BITLIGHT_BENCH_SHAPES=4096x14336 (cols x rows), comma-separated; unset = all.
+bool selected(const char* env, const std::string& name) {
+  const char* v = std::getenv(env);
+  if (!v || !*v) return true;
+  const std::string list = std::string(",") + v + ",";
+  return list.find("," + name + ",") != std::string::npos;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -132,10 +141,12 @@ TEST(CudaBench, GemvBandwidthAt8BShapes) {
   const size_t rotate_bytes = size_t{320} << 20;  // > 6x the 50 MB L2 of an H100
   std::vector<Result> results;
   for (DType fmt : formats) {
+    if (!selected("BITLIGHT_BENCH_FORMATS", std::string(dtype_name(fmt)))) continue;
     auto opened = open_cuda_backend(0);  // one backend per format: its memory goes with it
     ASSERT_TRUE(opened.ok()) << opened.status().message();
     CudaBackend& b = **opened;
     for (const Shape& s : shapes) {
+      if (!selected("BITLIGHT_BENCH_SHAPES", std::to_string(s.cols) + "x" + std::to_string(s.rows))) continue;
       const Tensor host_shape = make_tensor_2d(nullptr, fmt, s.cols, s.rows);
       std::vector<uint8_t> host(host_shape.bytes());
       fill_random(host, static_cast<uint64_t>(s.rows) * 7 + static_cast<uint64_t>(fmt));

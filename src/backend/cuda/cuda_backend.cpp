@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -90,12 +92,31 @@ class CudaBackendImpl final : public CudaBackend {
     return t;
   }
 
+  // Weights of Q4_0, Q4_1, Q8_0 and Q6_K whose rows are whole tiles are stored in the tiled
+  // layout (kernels/cuda/weight_layout.cuh): copied as they are into a staging buffer, then
+  // rearranged on the device. Same bytes, same dtype and shape; read() gives the GGUF bytes.
   Expected<Tensor> upload_weight(const Tensor& host) override {
     BL_ASSIGN_OR_RETURN(Tensor t, alloc(host.dtype, host.ne));
-    const cudaError_t e = cudaMemcpyAsync(t.data, host.data, host.bytes(), cudaMemcpyDefault, stream_);
-    if (e != cudaSuccess) return internal_error("cuda upload of " + shape_string(host) + ": " + cuda_error_text(e));
+    const bool tile = cuda::weight_tileable(host.dtype, host.ne[0]) && host.bytes() > 0;
+    void* staging = nullptr;
+    if (tile) {
+      const cudaError_t a = cudaMalloc(&staging, host.bytes());
+      if (a != cudaSuccess) {
+        cudaGetLastError();
+        return out_of_memory("cuda upload of " + shape_string(host) + ": no room for a staging copy of " +
+                             bytes_text(host.bytes()) + " to tile it: " + cuda_error_text(a));
+      }
+    }
+    cudaError_t e = cudaMemcpyAsync(tile ? staging : t.data, host.data, host.bytes(), cudaMemcpyDefault, stream_);
+    if (e == cudaSuccess && tile) {
+      cuda::launch_tile_weight(host.dtype, staging, t.data, t.rows(), t.row_size(), stream_);
+      e = cudaGetLastError();
+    }
     const cudaError_t s = cudaStreamSynchronize(stream_);
-    if (s != cudaSuccess) return internal_error("cuda upload of " + shape_string(host) + ": " + cuda_error_text(s));
+    if (staging) cudaFree(staging);
+    if (e == cudaSuccess) e = s;
+    if (e != cudaSuccess) return internal_error("cuda upload of " + shape_string(host) + ": " + cuda_error_text(e));
+    if (tile) tiled_[static_cast<const uint8_t*>(t.data)] = {t.bytes(), t.row_size()};
     return t;
   }
 
@@ -108,8 +129,20 @@ class CudaBackendImpl final : public CudaBackend {
   void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) override {
     if (!expect(!capturing_, "read", "device-to-host copies cannot be captured")) return;
     if (!expect(offset_bytes + bytes <= src.bytes(), "read", "range past the end of " + shape_string(src))) return;
+    const bool tiled = view(src).tiled;
+    const size_t rb = src.row_size();
+    if (tiled && !expect(offset_bytes % rb == 0 && bytes % rb == 0, "read",
+                         "a weight stored tiled reads back in whole rows only: " + shape_string(src)))
+      return;
     note(cudaMemcpyAsync(dst, static_cast<const char*>(src.data) + offset_bytes, bytes, cudaMemcpyDeviceToHost, stream_), "read");
     note(cudaStreamSynchronize(stream_), "read");
+    if (tiled && bytes > 0) {  // back to the GGUF layout, row by row through one row of scratch
+      std::vector<uint8_t> row(rb);
+      for (size_t off = 0; off < bytes; off += rb) {
+        std::memcpy(row.data(), static_cast<uint8_t*>(dst) + off, rb);
+        cuda::untile_rows_on_host(src.dtype, row.data(), static_cast<uint8_t*>(dst) + off, 1, rb);
+      }
+    }
   }
 
   void synchronize() override { note(cudaStreamSynchronize(stream_), "synchronize"); }
@@ -285,7 +318,19 @@ class CudaBackendImpl final : public CudaBackend {
     size_t bytes = 0;
   };
 
-  static cuda::WeightView view(const Tensor& w) { return {w.data, w.dtype, w.ne[0], w.rows(), w.row_size()}; }
+  // tiled: w starts on a row of a weight that upload_weight stored tiled (a view of whole rows
+  // of it is tiled too).
+  cuda::WeightView view(const Tensor& w) const {
+    cuda::WeightView v{w.data, w.dtype, w.ne[0], w.rows(), w.row_size(), false};
+    const auto* p = static_cast<const uint8_t*>(w.data);
+    auto it = tiled_.upper_bound(p);
+    if (p && it != tiled_.begin()) {
+      --it;
+      const size_t off = static_cast<size_t>(p - it->first);
+      v.tiled = off < it->second.bytes && off % it->second.row_bytes == 0 && it->second.row_bytes == w.row_size();
+    }
+    return v;
+  }
 
   void record(Status s) {
     if (error_.ok()) {
@@ -405,6 +450,10 @@ class CudaBackendImpl final : public CudaBackend {
     int n;
   };
   std::unordered_map<const float*, DeviceFactors> freq_factors_;
+  struct TiledWeight {
+    size_t bytes, row_bytes;
+  };
+  std::map<const uint8_t*, TiledWeight> tiled_;  // start -> extent of each weight stored tiled
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
   bool capturing_ = false;

@@ -1,13 +1,16 @@
 // The CUDA backend: every Backend op on one NVIDIA GPU, queued on one stream.
 //
 // Memory: alloc() and upload_weight() cudaMalloc device tensors owned by the backend (freed
-// with it); weights keep their GGUF layout (the kernels decode it in place, so read() of a
-// weight returns the uploaded bytes). Ops only queue kernels: no allocation once warm, no host
-// synchronisation; read() and synchronize() wait for the stream.
+// with it). Weights keep their GGUF bytes, except Q4_0, Q4_1, Q8_0 and Q6_K rows of whole
+// 8-block tiles, which upload_weight rearranges within each row (kernels/cuda/weight_layout.cuh:
+// scales apart from quants, 16-byte aligned); same size and dtype, and read() of a weight returns
+// the uploaded GGUF bytes either way (in whole rows for a tiled one). Ops only queue kernels:
+// no allocation once warm, no host synchronisation; read() and synchronize() wait for the stream.
 //
-// Matmul: 1..16 tokens run the fused-dequant GEMV (kernels/cuda/gemv.cu; block formats at
-// 8..16 tokens and >= 2048 rows on tensor cores, gemv_tensor_core.cu); more tokens (prefill)
-// dequantize the weight into an fp16/bf16 workspace and call cuBLAS with fp32 accumulation.
+// Matmul: 1..16 tokens run a fused-dequant GEMV (block formats at 1..4 tokens: int8 x and dp4a,
+// kernels/cuda/gemv_dp4a.cu; at 8..16 tokens and >= 2048 rows on tensor cores,
+// gemv_tensor_core.cu; otherwise fp32, gemv.cu); more tokens (prefill) dequantize the weight
+// into an fp16/bf16 workspace and call cuBLAS with fp32 accumulation.
 // rope's freq_factors (a host array) are copied to the device once per pointer: the model
 // must not change the values behind a pointer it has passed.
 // Workspaces (dequantized weight, fp16 activations, split-KV partials) grow on first use and

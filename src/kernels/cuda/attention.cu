@@ -18,6 +18,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace bl::cuda {
 namespace {
@@ -54,6 +55,8 @@ __device__ __forceinline__ float2 load_pair(const void* base, int64_t idx) {
 // kPairs: dim pairs per lane, 64 * kPairs >= head_dim.
 template <int kPairs, bool kF16>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
+  pdl_wait();
+  pdl_allow_next();
   const int kv_head = blockIdx.x / p.groups_per_kv;
   const int group = blockIdx.x % p.groups_per_kv;
   const int64_t t = blockIdx.y;
@@ -158,6 +161,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
 
 // Grid (n_head, n_tokens): out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
 __global__ void attention_combine_kernel(AttnParams p) {
+  pdl_wait();
+  pdl_allow_next();
   const int64_t th = static_cast<int64_t>(blockIdx.y) * p.n_head + blockIdx.x;
   const int64_t stride = p.n_tokens * p.n_head;
   float mx = -INFINITY;
@@ -179,8 +184,8 @@ __global__ void attention_combine_kernel(AttnParams p) {
 
 template <int kPairs>
 void launch_pairs(const AttnParams& ap, dim3 grid, bool f16, cudaStream_t stream) {
-  if (f16) attention_kernel<kPairs, true><<<grid, kAttnThreads, 0, stream>>>(ap);
-  else attention_kernel<kPairs, false><<<grid, kAttnThreads, 0, stream>>>(ap);
+  launch_pdl(f16 ? attention_kernel<kPairs, true> : attention_kernel<kPairs, false>, grid, dim3(kAttnThreads), 0, stream,
+             ap);
 }
 
 }  // namespace
@@ -216,7 +221,7 @@ void launch_attention(const float* q, const void* k_cache, const void* v_cache, 
   else launch_pairs<4>(ap, grid, p.cache_f16, stream);
   if (n_splits > 1) {
     const dim3 cgrid(static_cast<unsigned>(p.n_head), static_cast<unsigned>(p.n_tokens));
-    attention_combine_kernel<<<cgrid, 128, 0, stream>>>(ap);
+    launch_pdl(attention_combine_kernel, cgrid, dim3(128), 0, stream, ap);
   }
 }
 

@@ -2,11 +2,13 @@
 // embedding, KV-cache store. Each is one pass over its tensors (read once, write once); at the
 // 8B decode shape they move a few tens of KB and cost their launch, which is why the decode
 // step is replayed from a CUDA graph (cuda_backend.h) and why fusing them into the GEMV is
-// the next step (docs/cuda.md).
+// the next step (docs/cuda.md). Each is launched with PDL (pdl.cuh): it waits for the kernel
+// before it on its first line and lets the next one launch at once.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace bl::cuda {
 namespace {
@@ -16,12 +18,28 @@ constexpr int kWarp = 32;
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
-// One block per token; x, out [d, n].
+// One block per token; x, out [d, n]. With d % 4 == 0 and 16-byte aligned rows the passes use
+// float4 loads, unrolled so that a thread's loads are in flight together: the plain loop
+// issued one 4-byte load per L2 round trip, 16 in a row at d = 4096 (6.7 us a call, docs/cuda.md).
 __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, int64_t d, float* out) {
+  pdl_wait();
+  pdl_allow_next();
   const float* xt = x + blockIdx.x * d;
   float* ot = out + blockIdx.x * d;
+  const bool vec = d % 4 == 0 && reinterpret_cast<uintptr_t>(xt) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(ot) % 16 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
+  const float4* x4 = reinterpret_cast<const float4*>(xt);
   float sum = 0.0f;
-  for (int64_t i = threadIdx.x; i < d; i += kThreads) sum += xt[i] * xt[i];
+  if (vec) {
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < d / 4; i += kThreads) {
+      const float4 v = x4[i];
+      sum += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  } else {
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < d; i += kThreads) sum += xt[i] * xt[i];
+  }
 #pragma unroll
   for (int o = kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
   __shared__ float warp_sums[kThreads / kWarp];
@@ -31,15 +49,30 @@ __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, 
 #pragma unroll
   for (int w = 0; w < kThreads / kWarp; ++w) total += warp_sums[w];
   const float scale = rsqrtf(total / static_cast<float>(d) + eps);
-  for (int64_t i = threadIdx.x; i < d; i += kThreads) ot[i] = xt[i] * scale * weight[i];
+  if (vec) {
+    const float4* w4 = reinterpret_cast<const float4*>(weight);
+    float4* o4 = reinterpret_cast<float4*>(ot);
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < d / 4; i += kThreads) {
+      const float4 v = x4[i], w = w4[i];
+      o4[i] = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+    }
+  } else {
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < d; i += kThreads) ot[i] = xt[i] * scale * weight[i];
+  }
 }
 
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
+  pdl_wait();
+  pdl_allow_next();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i < n) out[i] = a[i] + b[i];
 }
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  pdl_wait();
+  pdl_allow_next();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i < n) {
     const float g = gate[i];
@@ -51,6 +84,8 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, 
 // pos * freq_scale * freq_base^(-2i / n_dims) / freq_factors[i] (ggml's rope without YaRN),
 // in fp64: at position 600 an fp32 theta is already ~1e-4 rad off, and the op is tiny.
 __global__ void rope_kernel(float* x, const int32_t* positions, RopeLaunch p) {
+  pdl_wait();
+  pdl_allow_next();
   const int64_t half = p.n_dims / 2;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (idx >= half * p.n_heads * p.n_tokens) return;
@@ -74,6 +109,8 @@ __global__ void rope_kernel(float* x, const int32_t* positions, RopeLaunch p) {
 template <bool kF16>
 __global__ void kv_store_kernel(const float* k, const float* v, void* k_cache, void* v_cache, int64_t kv_dim,
                                 int64_t n_tokens, int64_t n_ctx, const int32_t* positions) {
+  pdl_wait();
+  pdl_allow_next();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= kv_dim * n_tokens) return;
   const int64_t t = i / kv_dim, e = i % kv_dim;
@@ -94,30 +131,28 @@ __global__ void kv_store_kernel(const float* k, const float* v, void* k_cache, v
 void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, float* out,
                      cudaStream_t stream) {
   if (n_tokens <= 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream>>>(x, weight, eps, d, out);
+  launch_pdl(rms_norm_kernel, dim3(static_cast<unsigned>(n_tokens)), dim3(kThreads), 0, stream, x, weight, eps, d, out);
 }
 
 void launch_add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream) {
-  if (n > 0) add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, b, out, n);
+  if (n > 0) launch_pdl(add_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, stream, a, b, out, n);
 }
 
 void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
-  if (n > 0) silu_mul_kernel<<<blocks_for(n), kThreads, 0, stream>>>(gate, up, out, n);
+  if (n > 0) launch_pdl(silu_mul_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, stream, gate, up, out, n);
 }
 
 void launch_rope(float* x, const int32_t* positions, const RopeLaunch& p, cudaStream_t stream) {
   const int64_t pairs = static_cast<int64_t>(p.n_dims / 2) * p.n_heads * p.n_tokens;
-  if (pairs > 0) rope_kernel<<<blocks_for(pairs), kThreads, 0, stream>>>(x, positions, p);
+  if (pairs > 0) launch_pdl(rope_kernel, dim3(blocks_for(pairs)), dim3(kThreads), 0, stream, x, positions, p);
 }
 
 void launch_kv_store(const float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16, int64_t kv_dim,
                      int64_t n_tokens, int64_t n_ctx, const int32_t* positions, cudaStream_t stream) {
   const int64_t n = kv_dim * n_tokens;
   if (n <= 0) return;
-  if (cache_f16)
-    kv_store_kernel<true><<<blocks_for(n), kThreads, 0, stream>>>(k, v, k_cache, v_cache, kv_dim, n_tokens, n_ctx, positions);
-  else
-    kv_store_kernel<false><<<blocks_for(n), kThreads, 0, stream>>>(k, v, k_cache, v_cache, kv_dim, n_tokens, n_ctx, positions);
+  launch_pdl(cache_f16 ? kv_store_kernel<true> : kv_store_kernel<false>, dim3(blocks_for(n)), dim3(kThreads), 0, stream,
+             k, v, k_cache, v_cache, kv_dim, n_tokens, n_ctx, positions);
 }
 
 }  // namespace bl::cuda

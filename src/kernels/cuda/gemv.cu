@@ -1,4 +1,6 @@
-// Fused dequantize + matrix-vector product for decode (1..16 tokens), every weight format.
+// Fused dequantize + matrix-vector product for decode (1..16 tokens), every weight format, fp32
+// arithmetic. launch_gemv tries the tensor-core kernel (8..16 tokens) and the dp4a kernel (block
+// formats, 1..4 tokens, gemv_dp4a.cu) first; this one serves the plain types and the rest.
 //
 // out[r, t] = sum_k W[r, k] * x[k, t]. A block of 256 threads owns kRows adjacent rows; thread
 // i decodes pieces i, i + 256, ... of each row (8 weights each, gemv_pieces.cuh, so the block
@@ -52,7 +54,8 @@ __device__ __forceinline__ float dot4(const float* w, float4 x, float acc) {
 // kTokens: compile-time upper bound of the batch (register arrays need constant sizes); the
 // runtime p.n <= kTokens. kVec: rows and x are 16-byte aligned and cols % 8 == 0, so the
 // pieces apply; otherwise (plain types with odd rows only) every weight goes the scalar way.
-template <DType T, int kTokens, bool kVec>
+// kTiled: the weight is in the tiled layout (weight_layout.cuh).
+template <DType T, int kTokens, bool kVec, bool kTiled>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p) {
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   // Rows past the end read the last row again (a valid address) and are not stored.
@@ -72,7 +75,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p) {
     float w[kRows][kPiece];
     int64_t o0 = 0, o1 = 0;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) Piece<T>::load(rowp[r], i, w[r], o0, o1);
+    for (int r = 0; r < kRows; ++r) Piece<T, kTiled>::load(rowp[r], i, w[r], o0, o1);
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t >= p.n) break;
@@ -122,12 +125,18 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p) {
 }
 
 template <DType T, int kTokens>
-void launch_for_tokens(const GemvParams& p, bool vec, cudaStream_t stream) {
+void launch_for_tokens(const GemvParams& p, bool vec, bool tiled, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
+  if constexpr (is_tileable<T>()) {
+    if (tiled) {
+      gemv_kernel<T, kTokens, true, true><<<grid, kGemvThreads, 0, stream>>>(p);
+      return;
+    }
+  }
   if (vec) {
-    gemv_kernel<T, kTokens, true><<<grid, kGemvThreads, 0, stream>>>(p);
+    gemv_kernel<T, kTokens, true, false><<<grid, kGemvThreads, 0, stream>>>(p);
   } else if constexpr (is_plain_type<T>()) {
-    gemv_kernel<T, kTokens, false><<<grid, kGemvThreads, 0, stream>>>(p);
+    gemv_kernel<T, kTokens, false, false><<<grid, kGemvThreads, 0, stream>>>(p);
   }
 }
 
@@ -145,6 +154,7 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
                  cudaStream_t stream) {
   if (n_tokens >= 2 && tensor_core_gemv_enabled() && launch_gemv_tensor_core(w, x, n_tokens, out, bias, stream))
     return true;
+  if (launch_gemv_dp4a(w, x, n_tokens, out, bias, stream)) return true;
   const GemvParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
   // Pieces need 16-byte aligned x (and rows, for the plain types) and cols % 8 == 0; block
   // formats always qualify given an aligned x (their rows are whole blocks of 32 or 256).
@@ -154,11 +164,11 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
                    (!plain || (w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0));
   if (!vec && !plain) return false;
   return dispatch_weight_format(w.dtype, [&]<DType T>() {
-    if (n_tokens <= 1) launch_for_tokens<T, 1>(p, vec, stream);
-    else if (n_tokens <= 2) launch_for_tokens<T, 2>(p, vec, stream);
-    else if (n_tokens <= 4) launch_for_tokens<T, 4>(p, vec, stream);
-    else if (n_tokens <= 8) launch_for_tokens<T, 8>(p, vec, stream);
-    else launch_for_tokens<T, 16>(p, vec, stream);
+    if (n_tokens <= 1) launch_for_tokens<T, 1>(p, vec, w.tiled, stream);
+    else if (n_tokens <= 2) launch_for_tokens<T, 2>(p, vec, w.tiled, stream);
+    else if (n_tokens <= 4) launch_for_tokens<T, 4>(p, vec, w.tiled, stream);
+    else if (n_tokens <= 8) launch_for_tokens<T, 8>(p, vec, w.tiled, stream);
+    else launch_for_tokens<T, 16>(p, vec, w.tiled, stream);
   });
 }
 

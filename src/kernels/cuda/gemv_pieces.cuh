@@ -16,6 +16,7 @@
 
 #include "core/half.h"
 #include "kernels/cuda/weight_decode.cuh"
+#include "kernels/cuda/weight_layout.cuh"
 
 namespace bl::cuda {
 
@@ -66,20 +67,22 @@ __host__ __device__ __forceinline__ uint32_t load_u32_from_u16(const uint8_t* p)
   return h[0] | (static_cast<uint32_t>(h[1]) << 16);
 }
 
-template <DType T>
+// kTiled: the row is in the tiled layout (weight_layout.cuh); only the tileable formats
+// (Q4_0, Q4_1, Q8_0, Q6_K) look at it, through block_ref.
+template <DType T, bool kTiled = false>
 struct Piece;
 
 // Q4_0, 32 weights in 18 bytes: piece q (0..3) of block b takes qs[4q .. 4q+3]: low nibbles
 // are weights 4q.., high nibbles 16 + 4q...
-template <>
-struct Piece<DType::Q4_0> {
+template <bool kTiled>
+struct Piece<DType::Q4_0, kTiled> {
   __host__ __device__ __forceinline__ static void load(const uint8_t* row, int64_t i, float w[kPiece], int64_t& o0,
                                                        int64_t& o1) {
     const int64_t b = i >> 2;
     const int q = static_cast<int>(i & 3);
-    const uint8_t* blk = row + b * sizeof(BlockQ4_0);
-    const float d = fp16_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));
-    const uint32_t v = load_u32_from_u16(blk + 2 + 4 * q);
+    const BlockRef blk = block_ref<DType::Q4_0, kTiled>(row, b);
+    const float d = fp16_bits_to_float(*reinterpret_cast<const uint16_t*>(blk.hdr));
+    const uint32_t v = load_u32_from_u16(blk.body + 4 * q);
     const uint32_t lo = v & 0x0F0F0F0Fu, hi = (v >> 4) & 0x0F0F0F0Fu;
     w[0] = byte_value<0>(lo, 8.0f) * d, w[1] = byte_value<1>(lo, 8.0f) * d;
     w[2] = byte_value<2>(lo, 8.0f) * d, w[3] = byte_value<3>(lo, 8.0f) * d;
@@ -91,17 +94,17 @@ struct Piece<DType::Q4_0> {
 };
 
 // Q4_1, 20 bytes: as Q4_0 with x = d q + m; 4-byte aligned, so one word per piece.
-template <>
-struct Piece<DType::Q4_1> {
+template <bool kTiled>
+struct Piece<DType::Q4_1, kTiled> {
   __host__ __device__ __forceinline__ static void load(const uint8_t* row, int64_t i, float w[kPiece], int64_t& o0,
                                                        int64_t& o1) {
     const int64_t b = i >> 2;
     const int q = static_cast<int>(i & 3);
-    const uint32_t* blk = reinterpret_cast<const uint32_t*>(row + b * sizeof(BlockQ4_1));
-    const uint32_t dm = blk[0];
+    const BlockRef blk = block_ref<DType::Q4_1, kTiled>(row, b);
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(blk.hdr);
     const float d = fp16_bits_to_float(static_cast<uint16_t>(dm & 0xFFFF));
     const float m = fp16_bits_to_float(static_cast<uint16_t>(dm >> 16));
-    const uint32_t v = blk[1 + q];
+    const uint32_t v = reinterpret_cast<const uint32_t*>(blk.body)[q];
     const uint32_t lo = v & 0x0F0F0F0Fu, hi = (v >> 4) & 0x0F0F0F0Fu;
     w[0] = byte_value<0>(lo, 0.0f) * d + m, w[1] = byte_value<1>(lo, 0.0f) * d + m;
     w[2] = byte_value<2>(lo, 0.0f) * d + m, w[3] = byte_value<3>(lo, 0.0f) * d + m;
@@ -113,16 +116,16 @@ struct Piece<DType::Q4_1> {
 };
 
 // Q8_0, 34 bytes: piece q takes qs[8q .. 8q+7], weights 8q .. 8q+7; int8 + 128 is unsigned.
-template <>
-struct Piece<DType::Q8_0> {
+template <bool kTiled>
+struct Piece<DType::Q8_0, kTiled> {
   __host__ __device__ __forceinline__ static void load(const uint8_t* row, int64_t i, float w[kPiece], int64_t& o0,
                                                        int64_t& o1) {
     const int64_t b = i >> 2;
     const int q = static_cast<int>(i & 3);
-    const uint8_t* blk = row + b * sizeof(BlockQ8_0);
-    const float d = fp16_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));
-    const uint32_t u0 = load_u32_from_u16(blk + 2 + 8 * q) ^ 0x80808080u;
-    const uint32_t u1 = load_u32_from_u16(blk + 6 + 8 * q) ^ 0x80808080u;
+    const BlockRef blk = block_ref<DType::Q8_0, kTiled>(row, b);
+    const float d = fp16_bits_to_float(*reinterpret_cast<const uint16_t*>(blk.hdr));
+    const uint32_t u0 = load_u32_from_u16(blk.body + 8 * q) ^ 0x80808080u;
+    const uint32_t u1 = load_u32_from_u16(blk.body + 4 + 8 * q) ^ 0x80808080u;
     w[0] = byte_value<0>(u0, 128.0f) * d, w[1] = byte_value<1>(u0, 128.0f) * d;
     w[2] = byte_value<2>(u0, 128.0f) * d, w[3] = byte_value<3>(u0, 128.0f) * d;
     w[4] = byte_value<0>(u1, 128.0f) * d, w[5] = byte_value<1>(u1, 128.0f) * d;
@@ -179,18 +182,18 @@ struct PieceK45 {
     o1 = o0 + 32;
   }
 };
-template <>
-struct Piece<DType::Q4_K> : PieceK45<false> {};
-template <>
-struct Piece<DType::Q5_K> : PieceK45<true> {};
+template <bool kTiled>
+struct Piece<DType::Q4_K, kTiled> : PieceK45<false> {};
+template <bool kTiled>
+struct Piece<DType::Q5_K, kTiled> : PieceK45<true> {};
 
 // Q6_K, 210 bytes: piece k (0..31) of a super-block is half hf = k / 16, part pair pp =
 // (k / 8) % 2, quad q = k % 8, l = 4q + j: ql[64 hf + 32 pp + l] low nibble with qh[32 hf + l]
 // bits 2pp.. is weight 128 hf + 32 pp + l; its high nibble with bits 2pp + 4.. is that + 64.
 // A super-block starts 4-byte aligned or 2 off; all threads of a warp share one super-block
 // (32 pieces), so the choice of load width does not diverge.
-template <>
-struct Piece<DType::Q6_K> {
+template <bool kTiled>
+struct Piece<DType::Q6_K, kTiled> {
   __host__ __device__ __forceinline__ static uint32_t load_word(const uint8_t* p) {
     if ((reinterpret_cast<uintptr_t>(p) & 3) == 0) return *reinterpret_cast<const uint32_t*>(p);
     return load_u32_from_u16(p);
@@ -199,9 +202,10 @@ struct Piece<DType::Q6_K> {
                                                        int64_t& o1) {
     const int64_t s = i >> 5;
     const int k = static_cast<int>(i & 31), hf = k >> 4, pp = (k >> 3) & 1, q = k & 7;
-    const uint8_t* sb = row + s * sizeof(BlockQ6_K);
-    const float d = fp16_bits_to_float(*reinterpret_cast<const uint16_t*>(sb + offsetof(BlockQ6_K, d)));
-    const uint8_t* scales = sb + offsetof(BlockQ6_K, scales) + 8 * hf + 2 * pp + (q >> 2);
+    const BlockRef blk = block_ref<DType::Q6_K, kTiled>(row, s);  // hdr: scales[16], d; body: ql, qh
+    const uint8_t* sb = blk.body;
+    const float d = fp16_bits_to_float(*reinterpret_cast<const uint16_t*>(blk.hdr + 16));
+    const uint8_t* scales = blk.hdr + 8 * hf + 2 * pp + (q >> 2);
     // int8 scale + 128 as an unsigned byte, then back: no I2F.
     const float a0 = d * (small_uint_value(static_cast<uint8_t>(scales[0] ^ 0x80)) - 128.0f);
     const float a1 = d * (small_uint_value(static_cast<uint8_t>(scales[4] ^ 0x80)) - 128.0f);
@@ -220,8 +224,8 @@ struct Piece<DType::Q6_K> {
 
 // Plain types: piece i is weights 8i .. 8i+7, one 16-byte load (F16, BF16) or two (F32).
 // Callers use these only when rows and x are 16-byte aligned (cols % 8 == 0, aligned bases).
-template <>
-struct Piece<DType::F32> {
+template <bool kTiled>
+struct Piece<DType::F32, kTiled> {
   __device__ __forceinline__ static void load(const uint8_t* row, int64_t i, float w[kPiece], int64_t& o0, int64_t& o1) {
     const float4* p = reinterpret_cast<const float4*>(row) + 2 * i;
     const float4 a = p[0], b = p[1];
@@ -244,9 +248,9 @@ struct PieceHalf {
     o1 = o0 + 4;
   }
 };
-template <>
-struct Piece<DType::F16> : PieceHalf<false> {};
-template <>
-struct Piece<DType::BF16> : PieceHalf<true> {};
+template <bool kTiled>
+struct Piece<DType::F16, kTiled> : PieceHalf<false> {};
+template <bool kTiled>
+struct Piece<DType::BF16, kTiled> : PieceHalf<true> {};
 
 }  // namespace bl::cuda

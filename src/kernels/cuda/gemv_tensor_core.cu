@@ -54,7 +54,7 @@ __device__ __forceinline__ void mma_16816(float c[4], uint32_t a0, uint32_t a1, 
 }
 
 // kTiles: token tiles of 8 (1 for n <= 8, 2 for n <= 16).
-template <DType T, int kTiles>
+template <DType T, int kTiles, bool kTiled>
 __global__ void __launch_bounds__(kThreads) gemv_tc_kernel(TcParams p) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int g = lane / 4, c = lane % 4;
@@ -73,8 +73,8 @@ __global__ void __launch_bounds__(kThreads) gemv_tc_kernel(TcParams p) {
     const int64_t piece = 4 * s + c;
     float wa[kPiece], wb[kPiece];
     int64_t o0, o1;
-    Piece<T>::load(row_a, piece, wa, o0, o1);
-    Piece<T>::load(row_b, piece, wb, o0, o1);
+    Piece<T, kTiled>::load(row_a, piece, wa, o0, o1);
+    Piece<T, kTiled>::load(row_b, piece, wb, o0, o1);
     const uint32_t a_lo[4] = {pack_half2(wa[0], wa[1]), pack_half2(wb[0], wb[1]), pack_half2(wa[2], wa[3]),
                               pack_half2(wb[2], wb[3])};
     const uint32_t a_hi[4] = {pack_half2(wa[4], wa[5]), pack_half2(wb[4], wb[5]), pack_half2(wa[6], wa[7]),
@@ -116,11 +116,19 @@ __global__ void __launch_bounds__(kThreads) gemv_tc_kernel(TcParams p) {
   }
 }
 
-template <DType T>
-void launch_tc(const TcParams& p, cudaStream_t stream) {
+template <DType T, bool kTiled>
+void launch_tc_layout(const TcParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.rows + kTileRows - 1) / kTileRows));
-  if (p.n <= kTileTokens) gemv_tc_kernel<T, 1><<<grid, kThreads, 0, stream>>>(p);
-  else gemv_tc_kernel<T, 2><<<grid, kThreads, 0, stream>>>(p);
+  if (p.n <= kTileTokens) gemv_tc_kernel<T, 1, kTiled><<<grid, kThreads, 0, stream>>>(p);
+  else gemv_tc_kernel<T, 2, kTiled><<<grid, kThreads, 0, stream>>>(p);
+}
+
+template <DType T>
+void launch_tc(const TcParams& p, bool tiled, cudaStream_t stream) {
+  if constexpr (is_tileable<T>()) {
+    if (tiled) return launch_tc_layout<T, true>(p, stream);
+  }
+  launch_tc_layout<T, false>(p, stream);
 }
 
 bool g_tensor_core_gemv = true;
@@ -143,12 +151,12 @@ bool launch_gemv_tensor_core(const WeightView& w, const float* x, int n_tokens, 
     return false;
   const TcParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
   switch (w.dtype) {
-    case DType::Q8_0: launch_tc<DType::Q8_0>(p, stream); return true;
-    case DType::Q4_0: launch_tc<DType::Q4_0>(p, stream); return true;
-    case DType::Q4_1: launch_tc<DType::Q4_1>(p, stream); return true;
-    case DType::Q4_K: launch_tc<DType::Q4_K>(p, stream); return true;
-    case DType::Q5_K: launch_tc<DType::Q5_K>(p, stream); return true;
-    case DType::Q6_K: launch_tc<DType::Q6_K>(p, stream); return true;
+    case DType::Q8_0: launch_tc<DType::Q8_0>(p, w.tiled, stream); return true;
+    case DType::Q4_0: launch_tc<DType::Q4_0>(p, w.tiled, stream); return true;
+    case DType::Q4_1: launch_tc<DType::Q4_1>(p, w.tiled, stream); return true;
+    case DType::Q4_K: launch_tc<DType::Q4_K>(p, w.tiled, stream); return true;
+    case DType::Q5_K: launch_tc<DType::Q5_K>(p, w.tiled, stream); return true;
+    case DType::Q6_K: launch_tc<DType::Q6_K>(p, w.tiled, stream); return true;
     default: return false;
   }
 }

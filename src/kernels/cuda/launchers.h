@@ -29,11 +29,31 @@ struct WeightView {
   int64_t cols = 0;            // elements per row (ne[0])
   int64_t rows = 0;            // output features (ne[1])
   size_t row_bytes = 0;
+  bool tiled = false;          // in the tiled layout of weight_layout.cuh (Q4_0, Q4_1, Q8_0, Q6_K)
 };
+
+// ---- the tiled weight layout (weight_layout.cuh, weight_tiling.cu) ----
+
+// Whether upload tiles a weight of this format and row length: Q4_0, Q4_1, Q8_0, Q6_K with
+// cols a multiple of 8 blocks.
+bool weight_tileable(DType t, int64_t cols);
+// dst = src (rows of row_bytes, GGUF layout) in the tiled layout; both device memory.
+bool launch_tile_weight(DType t, const void* src, void* dst, int64_t rows, size_t row_bytes, cudaStream_t stream);
+// The inverse on the host, for read() of a tiled weight: whole rows, in place is not allowed.
+bool untile_rows_on_host(DType t, const void* tiled, void* gguf, int64_t rows, size_t row_bytes);
 
 // out[rows, n] = W · x[cols, n] (+ bias[rows]); n in [1, kGemvMaxTokens]; bias may be null.
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream);
+
+// The integer path of launch_gemv (gemv_dp4a.cu): block formats at 1..kDp4aMaxTokens tokens
+// with cols % 256 == 0 (Q4_K, Q5_K; Q4_0, Q4_1, Q8_0, Q6_K when tiled). x is quantized to int8
+// per 32 values (scale max|x| / 127) inside the kernel and the dot products run on dp4a, so
+// each x_k is off by up to max|x_block| / 254. false when it does not apply.
+constexpr int kDp4aMaxTokens = 4;
+bool gemv_dp4a_applies(const WeightView& w, int n_tokens);
+bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                      cudaStream_t stream);
 
 // The tensor-core path of launch_gemv (gemv_tensor_core.cu): block formats at 8..16 tokens
 // and >= 2048 rows, fp16 operands. On by default; the tests and the benchmark switch it off to check and time

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/cuda/weight_layout.cuh"
 #include "quant/blocks.h"
 
 namespace bl::cuda {
@@ -41,19 +42,22 @@ __device__ __forceinline__ void k4_scale_min(int j, const uint32_t s[3], float& 
 }
 
 // Each decoder: `static void chunk(const uint8_t* row, int64_t c, float w[32])` writes elements
-// [32c, 32c + 32) of the row; `static float element(const uint8_t* row, int64_t i)` one element
+// [32c, 32c + 32) of the row (the tileable formats take `kTiled`: the row is in the tiled
+// layout of weight_layout.cuh); `static float element(const uint8_t* row, int64_t i)` one element
 // (used for row tails of the plain types and by nothing hot).
 template <DType T>
 struct Decoder;
 
 template <>
 struct Decoder<DType::Q4_0> {
+  template <bool kTiled>
   __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
-    const uint16_t* b = reinterpret_cast<const uint16_t*>(row + c * sizeof(BlockQ4_0));
-    const float d = half_bits_to_float(b[0]);
+    const BlockRef blk = block_ref<DType::Q4_0, kTiled>(row, c);
+    const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk.hdr));
+    const uint16_t* qs = reinterpret_cast<const uint16_t*>(blk.body);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      const uint32_t q = b[1 + i];  // qs[2i], qs[2i+1]
+      const uint32_t q = qs[i];  // qs[2i], qs[2i+1]
       w[2 * i] = (static_cast<int>(q & 0xF) - 8) * d;
       w[2 * i + 1] = (static_cast<int>((q >> 8) & 0xF) - 8) * d;
       w[2 * i + 16] = (static_cast<int>((q >> 4) & 0xF) - 8) * d;
@@ -64,14 +68,16 @@ struct Decoder<DType::Q4_0> {
 
 template <>
 struct Decoder<DType::Q4_1> {
+  template <bool kTiled>
   __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
-    const uint32_t* b = reinterpret_cast<const uint32_t*>(row + c * sizeof(BlockQ4_1));
-    const uint32_t dm = b[0];
+    const BlockRef blk = block_ref<DType::Q4_1, kTiled>(row, c);
+    const uint32_t* qs = reinterpret_cast<const uint32_t*>(blk.body);
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(blk.hdr);
     const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xFFFF));
     const float m = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t q = b[1 + i];  // qs[4i .. 4i+3]
+      const uint32_t q = qs[i];  // qs[4i .. 4i+3]
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         w[4 * i + k] = static_cast<float>((q >> (8 * k)) & 0xF) * d + m;
@@ -83,12 +89,14 @@ struct Decoder<DType::Q4_1> {
 
 template <>
 struct Decoder<DType::Q8_0> {
+  template <bool kTiled>
   __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
-    const uint16_t* b = reinterpret_cast<const uint16_t*>(row + c * sizeof(BlockQ8_0));
-    const float d = half_bits_to_float(b[0]);
+    const BlockRef blk = block_ref<DType::Q8_0, kTiled>(row, c);
+    const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk.hdr));
+    const uint16_t* qs = reinterpret_cast<const uint16_t*>(blk.body);
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
-      const uint16_t q = b[1 + i];
+      const uint16_t q = qs[i];
       w[2 * i] = static_cast<float>(static_cast<int8_t>(q & 0xFF)) * d;
       w[2 * i + 1] = static_cast<float>(static_cast<int8_t>(q >> 8)) * d;
     }
@@ -157,16 +165,18 @@ struct Decoder<DType::Q6_K> {
   // Chunk c of a super-block: half hf = c / 4 (128 elements), part p = c % 4. Element l of the
   // part takes the low nibble (p < 2) or high nibble of ql[64 hf + 32 (p & 1) + l], bits
   // 2p, 2p+1 of qh[32 hf + l], and sub-scale scales[8 hf + 2p + l / 16]; value d * sc * (q - 32).
+  // Through a BlockRef: hdr = scales[16], d; body = ql[128], qh[64].
+  template <bool kTiled>
   __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
-    const uint8_t* sb = row + (c / 8) * sizeof(BlockQ6_K);
+    const BlockRef blk = block_ref<DType::Q6_K, kTiled>(row, c / 8);
     const int sub = static_cast<int>(c % 8);
     const int hf = sub / 4, p = sub % 4;
-    const BlockQ6_K* blk = reinterpret_cast<const BlockQ6_K*>(sb);
-    const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(sb + offsetof(BlockQ6_K, d)));
-    const float s0 = d * static_cast<float>(blk->scales[8 * hf + 2 * p]);
-    const float s1 = d * static_cast<float>(blk->scales[8 * hf + 2 * p + 1]);
-    const uint16_t* ql = reinterpret_cast<const uint16_t*>(sb + 64 * hf + 32 * (p & 1));
-    const uint16_t* qh = reinterpret_cast<const uint16_t*>(sb + offsetof(BlockQ6_K, qh) + 32 * hf);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(blk.hdr);
+    const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk.hdr + 16));
+    const float s0 = d * static_cast<float>(scales[8 * hf + 2 * p]);
+    const float s1 = d * static_cast<float>(scales[8 * hf + 2 * p + 1]);
+    const uint16_t* ql = reinterpret_cast<const uint16_t*>(blk.body + 64 * hf + 32 * (p & 1));
+    const uint16_t* qh = reinterpret_cast<const uint16_t*>(blk.body + offsetof(BlockQ6_K, qh) + 32 * hf);
     const int lshift = 4 * (p >> 1), hshift = 2 * p;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -240,11 +250,14 @@ constexpr bool is_plain_type() {
   return T == DType::F32 || T == DType::F16 || T == DType::BF16;
 }
 
-// One call for both kinds: plain types take the vector flag, block formats ignore it.
-template <DType T, bool kVec>
+// One call for all kinds: plain types take the vector flag, tileable formats the layout flag,
+// the others ignore both.
+template <DType T, bool kVec, bool kTiled = false>
 __device__ __forceinline__ void decode_chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
   if constexpr (is_plain_type<T>()) {
     Decoder<T>::template chunk<kVec>(row, c, w);
+  } else if constexpr (is_tileable<T>()) {
+    Decoder<T>::template chunk<kTiled>(row, c, w);
   } else {
     Decoder<T>::chunk(row, c, w);
   }

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 
 namespace bl::cuda {
@@ -20,9 +21,11 @@ __device__ __forceinline__ uint16_t to_half_bits(float v) {
 }
 
 // Grid: x over chunks (+ tail elements) of a row, y over tokens. ids outside [0, rows) write 0.
-template <DType T>
+template <DType T, bool kTiled>
 __global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t cols, int64_t rows,
                                 const int32_t* ids, float* out) {
+  pdl_wait();
+  pdl_allow_next();
   const int64_t t = blockIdx.y;
   const int64_t id = ids[t];
   float* dst = out + t * cols;
@@ -32,7 +35,7 @@ __global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t 
   const uint8_t* row = table + (valid ? id : 0) * row_bytes;
   if (i < n_chunks) {
     float w[kChunk];
-    decode_chunk<T, false>(row, i, w);
+    decode_chunk<T, false, kTiled>(row, i, w);
 #pragma unroll
     for (int k = 0; k < kChunk; ++k) dst[i * kChunk + k] = valid ? w[k] : 0.0f;
   }
@@ -44,14 +47,14 @@ __global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t 
 
 // Thread per chunk over the whole matrix; dst row-major [rows, cols]. Block formats only
 // (cols % 32 == 0, so a chunk is four 16-byte stores).
-template <DType T, bool kBf16>
+template <DType T, bool kBf16, bool kTiled>
 __global__ void dequantize_kernel(const uint8_t* w, size_t row_bytes, int64_t cols, int64_t rows, uint16_t* dst) {
   const int64_t chunks_per_row = cols / kChunk;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= chunks_per_row * rows) return;
   const int64_t r = i / chunks_per_row, c = i % chunks_per_row;
   float v[kChunk];
-  decode_chunk<T, false>(w + r * row_bytes, c, v);
+  decode_chunk<T, false, kTiled>(w + r * row_bytes, c, v);
   uint4* out = reinterpret_cast<uint4*>(dst + r * cols + c * kChunk);
 #pragma unroll
   for (int q = 0; q < kChunk / 8; ++q) {
@@ -83,8 +86,16 @@ bool launch_get_rows(const WeightView& table, const int32_t* ids, int64_t n_toke
   const int64_t work = std::max<int64_t>(table.cols / kChunk, kChunk);  // chunks, or tail lanes
   const dim3 grid(blocks_for(work), static_cast<unsigned>(n_tokens));
   return dispatch_weight_format(table.dtype, [&]<DType T>() {
-    get_rows_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(table.data), table.row_bytes,
-                                                       table.cols, table.rows, ids, out);
+    const auto* src = static_cast<const uint8_t*>(table.data);
+    if constexpr (is_tileable<T>()) {
+      if (table.tiled) {
+        launch_pdl(get_rows_kernel<T, true>, grid, dim3(kThreads), 0, stream, src, table.row_bytes, table.cols, table.rows,
+                   ids, out);
+        return;
+      }
+    }
+    launch_pdl(get_rows_kernel<T, false>, grid, dim3(kThreads), 0, stream, src, table.row_bytes, table.cols, table.rows,
+               ids, out);
   });
 }
 
@@ -93,8 +104,15 @@ bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStr
   const unsigned grid = blocks_for(w.cols / kChunk * w.rows);
   return dispatch_weight_format(w.dtype, [&]<DType T>() {
     const auto* src = static_cast<const uint8_t*>(w.data);
-    if (to_bf16) dequantize_kernel<T, true><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
-    else dequantize_kernel<T, false><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
+    if constexpr (is_tileable<T>()) {
+      if (w.tiled) {
+        if (to_bf16) dequantize_kernel<T, true, true><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
+        else dequantize_kernel<T, false, true><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
+        return;
+      }
+    }
+    if (to_bf16) dequantize_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
+    else dequantize_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
   });
 }
 

@@ -1,0 +1,548 @@
+// Integer GEMV for decode (1..4 tokens), block formats: out[r, t] = sum_k W[r, k] x[k, t].
+//
+// Why integers: the fp32 GEMV (gemv.cu) spends ~5 instructions per weight on decoding and FMAs,
+// which held every block format near 2e12 weights/s whatever its bytes per weight: 27-61 % of
+// the HBM bandwidth (docs/cuda.md, v3). Here x is quantized to int8 per 32 values and a
+// 4-bit weight costs ~1/4 of a dp4a plus its share of the nibble masks: ~0.6 instructions
+// per weight, so the bytes are the limit again.
+//
+// Block: 256 threads, 2 blocks per SM (<= 128 registers). It first starts the loads of its
+// warps' first weights, then waits for the kernel before it (programmatic dependent launch,
+// pdl.cuh: the loads overlap that kernel's tail), then quantizes all of x into shared memory
+// (int8 values + one {scale, sum} per 32; every block reads x once from L2). Then each warp
+// runs over groups of kRows rows (2; 1 at 4 tokens): group blockIdx.x * 8 + warp, then + 8 x
+// grid (grid = as many blocks as fit on the SMs at once, so x is quantized once per resident
+// block, not once per row). In a row, lane l takes "units" (16 bytes of quants each, see the
+// Unit specialisations) l, l + 32, ...: one 16-byte load per unit, side by side across the
+// warp. kUnroll units per lane and row form a chunk; the next chunk's loads are issued before
+// the current one is multiplied (double buffer), and each unit's x is read from shared memory
+// once for the kRows rows. A row's partial sums meet in a warp shuffle.
+//
+// Numerics: x_k = d_b q_k + e_k with |e_k| <= d_b / 2, d_b = max|x_b| / 127 over its block b
+// of 32; the integer dot products are exact and scales are applied once per 16 or 32 weights
+// in fp32. So |out - W x| <= sum_k |w_k| d_b / 2 (+ fp32 rounding): the bound the op test
+// checks (tests/gpu/cuda_backend_ops_test.cpp). The reference backend also quantizes x to 8
+// bits per block for these formats (tests/ops/backend_op_cases.h: its 1e-2 tolerance).
+//
+// Napkin math (H100, ~3.0 TB/s): 4096x4096 Q4_0 (9.4 MB) in ~3.1 us; per SM that is ~71 KB,
+// and ~23 KB must be in flight per SM (bandwidth x ~1 us latency): 16 warps x 32 lanes x
+// 2 rows x 4 units x 16 B = 64 KB per buffer. Measured: docs/cuda.md (v4..v7).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/weight_decode.cuh"
+#include "kernels/cuda/weight_layout.cuh"
+
+namespace bl::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / kWarp;
+constexpr int kXBlock = 32;  // x values per int8 scale
+constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
+constexpr uint32_t kOnes = 0x01010101u;  // dp4a with this sums four int8
+
+// x over one block of 32 values: x_k ~= d q_k; sum = sum of the q_k (for weight offsets/mins).
+struct XScale {
+  float d;
+  int sum;
+};
+
+struct Dp4aParams {
+  const uint8_t* w;
+  size_t row_bytes;
+  int64_t rows;
+  int64_t cols;
+  const float* x;  // [cols, n]
+  int n;
+  float* out;  // [rows, n]
+  const float* bias;
+};
+
+__device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) {
+  return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
+}
+__device__ __forceinline__ float half_to_float(uint32_t bits) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xFFFF)));
+}
+// Weights are read once: evict-first, so they do not push x out of L1/L2.
+__device__ __forceinline__ uint4 load_weights16(const uint8_t* p) {
+  return __ldcs(reinterpret_cast<const uint4*>(p));
+}
+__device__ __forceinline__ uint4 load_x16(const int8_t* p) { return *reinterpret_cast<const uint4*>(p); }
+
+// Sum over the 4 words of q (int8 x4 each, non-negative) times the 16 x values at xq.
+__device__ __forceinline__ int dot16(uint32_t q0, uint32_t q1, uint32_t q2, uint32_t q3, uint4 x, int acc) {
+  return dp4a(q3, x.w, dp4a(q2, x.z, dp4a(q1, x.y, dp4a(q0, x.x, acc))));
+}
+__device__ __forceinline__ int sum16(uint4 x) { return dot16(kOnes, kOnes, kOnes, kOnes, x, 0); }
+
+// ---- units: 16 bytes of quants and what is needed to scale them ----
+// Each Unit<T> has kWeights (weights per unit), kUnroll (units per lane per row and chunk),
+// Raw (the loaded weight registers) with load(row, u), X (the unit's x, from shared memory)
+// with load_x(u, xq, xs) for one token's quantized x (xq [cols], xs [cols / 32]), and
+// dot(raw, u, x) = the unit's share of the row's dot product. X is loaded once per token and
+// used for all kRows rows of a step.
+template <DType T>
+struct Unit;
+
+// Legacy formats: x of one block of 32 (both halves) or of one half block.
+struct XBlock {
+  uint4 a, b;
+  XScale s;
+};
+struct XHalf {
+  uint4 a;
+  float d;
+};
+
+// Q4_0, tiled: unit = block b (32 weights): byte j of the body holds weight j (low nibble) and
+// j + 16 (high), value d (q - 8). sum_k (q_k - 8) x_k = dx (sum q xq - 8 sum xq).
+template <>
+struct Unit<DType::Q4_0> {
+  static constexpr int kWeights = 32, kUnroll = 4;
+  struct Raw {
+    uint4 q;
+    uint32_t d;
+  };
+  using X = XBlock;
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const BlockRef b = block_ref<DType::Q4_0, true>(row, u);
+    return {load_weights16(b.body), *reinterpret_cast<const uint16_t*>(b.hdr)};
+  }
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
+    return {load_x16(xq + kXBlock * u), load_x16(xq + kXBlock * u + 16), xs[u]};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
+    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, x.a, 0);
+    s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
+              (w.q.w >> 4) & kLowNibbles, x.b, s);
+    return half_to_float(w.d) * x.s.d * static_cast<float>(s - 8 * x.s.sum);
+  }
+};
+
+// Q4_1, tiled: as Q4_0 with value d q + m: sum_k (d q_k + m) x_k = dx (d sum q xq + m sum xq).
+template <>
+struct Unit<DType::Q4_1> {
+  static constexpr int kWeights = 32, kUnroll = 4;
+  struct Raw {
+    uint4 q;
+    uint32_t dm;
+  };
+  using X = XBlock;
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const BlockRef b = block_ref<DType::Q4_1, true>(row, u);
+    return {load_weights16(b.body), *reinterpret_cast<const uint32_t*>(b.hdr)};
+  }
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
+    return {load_x16(xq + kXBlock * u), load_x16(xq + kXBlock * u + 16), xs[u]};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
+    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, x.a, 0);
+    s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
+              (w.q.w >> 4) & kLowNibbles, x.b, s);
+    return x.s.d * (half_to_float(w.dm) * static_cast<float>(s) +
+                    half_to_float(w.dm >> 16) * static_cast<float>(x.s.sum));
+  }
+};
+
+// Q8_0, tiled: unit = half h = u % 2 of block u / 2 (16 int8 weights), value d q.
+template <>
+struct Unit<DType::Q8_0> {
+  static constexpr int kWeights = 16, kUnroll = 4;
+  struct Raw {
+    uint4 q;
+    uint32_t d;
+  };
+  using X = XHalf;
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const BlockRef b = block_ref<DType::Q8_0, true>(row, u >> 1);
+    return {load_weights16(b.body + 16 * (u & 1)), *reinterpret_cast<const uint16_t*>(b.hdr)};
+  }
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
+    return {load_x16(xq + 16 * u), xs[u >> 1].d};
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
+    const int s = dot16(w.q.x, w.q.y, w.q.z, w.q.w, x.a, 0);
+    return half_to_float(w.d) * x.d * static_cast<float>(s);
+  }
+};
+
+// Q4_K / Q5_K sub-block j's 6-bit scale and min (ggml's get_scale_min_k4) from the scale words
+// s0, s1, s2, as integers; both cases computed and one selected (lanes differ in j).
+__device__ __forceinline__ void k_scale_min_int(int j, uint32_t s0, uint32_t s1, uint32_t s2, int& sc,
+                                                int& m) {
+  const int sh = 8 * (j & 3);
+  const uint32_t sc_lo = (s0 >> sh) & 63, m_lo = (s1 >> sh) & 63;
+  const uint32_t sc_hi = ((s2 >> sh) & 0xF) | (((s0 >> (sh + 6)) & 3) << 4);
+  const uint32_t m_hi = ((s2 >> (sh + 4)) & 0xF) | (((s1 >> (sh + 6)) & 3) << 4);
+  sc = static_cast<int>(j < 4 ? sc_lo : sc_hi);
+  m = static_cast<int>(j < 4 ? m_lo : m_hi);
+}
+
+// Q4_K / Q5_K, GGUF layout (super-blocks of 144 / 176 bytes are 16-byte aligned already):
+// unit u = super-block u / 8, k = u % 8, group g = k / 2, half h = k % 2: qs bytes 32 g + 16 h
+// + i (i < 16) hold element 16 h + i of sub-block 2 g (low nibble) and of 2 g + 1 (high);
+// Q5_K's fifth bit of element l of sub-block s is bit s of qh[l]. Value d sc q - dmin m, so
+// sum = dx (d sc sum q xq - dmin m sum xq) per sub-block half.
+template <bool kFive>
+struct UnitK45 {
+  static constexpr int kWeights = 32, kUnroll = kFive ? 1 : 2;
+  static constexpr size_t kBytes = kFive ? 176 : 144;
+  static constexpr int kQs = kFive ? 48 : 16;
+  struct Raw {
+    uint4 q, hdr, qh;  // qh only for Q5_K
+  };
+  struct X {
+    uint4 lo, hi;      // x of the two sub-block halves
+    int n_lo, n_hi;    // their sums of q
+    float d_lo, d_hi;  // their scales
+  };
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const uint8_t* sb = row + (u >> 3) * kBytes;
+    const int k = static_cast<int>(u & 7), g = k >> 1, h = k & 1;
+    Raw r;
+    r.hdr = __ldg(reinterpret_cast<const uint4*>(sb));  // shared by the unit's 8 lanes: keep it in L1
+    r.q = load_weights16(sb + kQs + 32 * g + 16 * h);
+    if constexpr (kFive)
+      r.qh = load_weights16(sb + 16 + 16 * h);
+    else
+      r.qh = make_uint4(0, 0, 0, 0);
+    return r;
+  }
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
+    const int64_t s = u >> 3;
+    const int k = static_cast<int>(u & 7), g = k >> 1, h = k & 1;
+    const int8_t* x_lo = xq + 256 * s + 64 * g + 16 * h;  // sub-block 2g, elements 16h ..
+    X x;
+    x.lo = load_x16(x_lo), x.hi = load_x16(x_lo + 32);
+    x.n_lo = sum16(x.lo), x.n_hi = sum16(x.hi);
+    x.d_lo = xs[8 * s + 2 * g].d, x.d_hi = xs[8 * s + 2 * g + 1].d;
+    return x;
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t u, const X& x) {
+    const int g = static_cast<int>(u & 7) >> 1;
+    uint32_t lo[4] = {w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles};
+    uint32_t hi[4] = {(w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
+                      (w.q.w >> 4) & kLowNibbles};
+    if constexpr (kFive) {
+      const uint32_t qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        lo[i] |= ((qh[i] >> (2 * g)) & kOnes) << 4;
+        hi[i] |= ((qh[i] >> (2 * g + 1)) & kOnes) << 4;
+      }
+    }
+    const int s_lo = dot16(lo[0], lo[1], lo[2], lo[3], x.lo, 0),
+              s_hi = dot16(hi[0], hi[1], hi[2], hi[3], x.hi, 0);
+    int sc0, m0, sc1, m1;
+    k_scale_min_int(2 * g, w.hdr.y, w.hdr.z, w.hdr.w, sc0, m0);
+    k_scale_min_int(2 * g + 1, w.hdr.y, w.hdr.z, w.hdr.w, sc1, m1);
+    const float d = half_to_float(w.hdr.x), dmin = half_to_float(w.hdr.x >> 16);
+    return x.d_lo * (d * static_cast<float>(sc0 * s_lo) - dmin * static_cast<float>(m0 * x.n_lo)) +
+           x.d_hi * (d * static_cast<float>(sc1 * s_hi) - dmin * static_cast<float>(m1 * x.n_hi));
+  }
+};
+template <>
+struct Unit<DType::Q4_K> : UnitK45<false> {};
+template <>
+struct Unit<DType::Q5_K> : UnitK45<true> {};
+
+// Q6_K, tiled (body = ql[128], qh[64]; header = scales[16], d): unit u = super-block u / 4,
+// half hf = (u / 2) % 2, lq = u % 2: 16 elements l = 16 lq + i of each of the 4 parts p of the
+// half. Part p's 6-bit value: low (p = 0, 1) or high (p = 2, 3) nibble of ql[64 hf + 32 (p % 2)
+// + l], bits 2p, 2p+1 of qh[32 hf + l]; element 128 hf + 32 p + l, scale scales[8 hf + 2p + lq],
+// value d sc (q - 32).
+template <>
+struct Unit<DType::Q6_K> {
+  static constexpr int kWeights = 64, kUnroll = 1;
+  struct Raw {
+    uint4 l0, l1, h;
+    uint32_t sc;  // the 4 int8 scales of parts 0..3
+    uint32_t d;
+  };
+  struct X {
+    uint4 p[4];  // x of parts 0..3
+    int n[4];    // their sums of q
+    float d[4];  // their scales
+  };
+  __device__ __forceinline__ static Raw load(const uint8_t* row, int64_t u) {
+    const BlockRef b = block_ref<DType::Q6_K, true>(row, u >> 2);
+    const int hf = static_cast<int>((u >> 1) & 1), lq = static_cast<int>(u & 1);
+    Raw r;
+    r.l0 = load_weights16(b.body + 64 * hf + 16 * lq);
+    r.l1 = load_weights16(b.body + 64 * hf + 32 + 16 * lq);
+    r.h = load_weights16(b.body + 128 + 32 * hf + 16 * lq);
+    // The header is 2-byte aligned (18 bytes each): scales[8 hf .. 8 hf + 7] as four halves,
+    // then bytes lq, 2 + lq, 4 + lq, 6 + lq of them.
+    const uint16_t* hdr = reinterpret_cast<const uint16_t*>(b.hdr);
+    const uint32_t w01 = hdr[4 * hf] | (static_cast<uint32_t>(hdr[4 * hf + 1]) << 16);
+    const uint32_t w23 = hdr[4 * hf + 2] | (static_cast<uint32_t>(hdr[4 * hf + 3]) << 16);
+    r.sc = __byte_perm(w01, w23, lq ? 0x7531 : 0x6420);
+    r.d = hdr[8];
+    return r;
+  }
+  __device__ __forceinline__ static X load_x(int64_t u, const int8_t* xq, const XScale* xs) {
+    const int64_t s = u >> 2;
+    const int hf = static_cast<int>((u >> 1) & 1), lq = static_cast<int>(u & 1);
+    X x;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      x.p[p] = load_x16(xq + 256 * s + 128 * hf + 32 * p + 16 * lq);
+      x.n[p] = sum16(x.p[p]);
+      x.d[p] = xs[8 * s + 4 * hf + p].d;
+    }
+    return x;
+  }
+  __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
+    const uint32_t l0[4] = {w.l0.x, w.l0.y, w.l0.z, w.l0.w}, l1[4] = {w.l1.x, w.l1.y, w.l1.z, w.l1.w};
+    const uint32_t h[4] = {w.h.x, w.h.y, w.h.z, w.h.w};
+    float acc = 0.0f;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      uint32_t q[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t l = p & 1 ? l1[i] : l0[i];
+        q[i] = ((p < 2 ? l : l >> 4) & kLowNibbles) | (((h[i] >> (2 * p)) & 0x03030303u) << 4);
+      }
+      const int dot = dot16(q[0], q[1], q[2], q[3], x.p[p], 0) - 32 * x.n[p];
+      const int sc = static_cast<int8_t>((w.sc >> (8 * p)) & 0xFF);
+      acc += x.d[p] * static_cast<float>(sc * dot);
+    }
+    return half_to_float(w.d) * acc;
+  }
+};
+
+template <DType T>
+constexpr bool has_unit() {
+  return T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q8_0 || T == DType::Q4_K || T == DType::Q5_K ||
+         T == DType::Q6_K;
+}
+
+// x [cols, n] (fp32) -> xq [n][cols] int8 and xs [n][cols / 32], by the whole block. Each
+// thread takes groups of 8 consecutive values, so 4 neighbouring lanes share a block of 32;
+// n * cols / 8 is a multiple of 32 (cols % 256 == 0), so whole warps take a group or none and
+// the shuffles are safe. The loads of kQuantBatch groups are issued together: x comes from L2,
+// and at 14336 columns one group per round trip was 7 serial L2 latencies per block.
+constexpr int kQuantBatch = 2;
+
+__device__ __forceinline__ void quantize_group(const float4& a, const float4& b, int64_t i, int8_t* xq,
+                                               XScale* xs) {
+  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  float amax = 0.0f, poison = 0.0f;  // poison: NaN if any value is NaN or inf (fmaxf drops NaN)
+#pragma unroll
+  for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k])), poison += v[k] * 0.0f;
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+  poison += __shfl_xor_sync(0xffffffffu, poison, 1);
+  poison += __shfl_xor_sync(0xffffffffu, poison, 2);
+  // Blocks with max |x| under 1e-30 count as zeros (127 / amax would overflow for subnormals).
+  const float inv = amax >= 1e-30f ? 127.0f / amax : 0.0f;
+  uint32_t packed[2] = {0, 0};
+  int sum = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int q = __float2int_rn(v[k] * inv);  // |q| <= 127
+    sum += q;
+    packed[k / 4] |= (static_cast<uint32_t>(q) & 0xFF) << (8 * (k % 4));
+  }
+  *reinterpret_cast<uint2*>(xq + 8 * i) = make_uint2(packed[0], packed[1]);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+  if ((threadIdx.x & 3) == 0)
+    xs[i / 4] = {amax / 127.0f + poison, sum};  // a NaN scale makes the row's sum NaN
+}
+
+__device__ __forceinline__ void quantize_x(const float* x, int n, int64_t cols, int8_t* xq, XScale* xs) {
+  const int64_t groups = n * cols / 8;
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  for (int64_t i0 = threadIdx.x; i0 < groups; i0 += kThreads * kQuantBatch) {
+    float4 a[kQuantBatch], b[kQuantBatch];
+#pragma unroll
+    for (int k = 0; k < kQuantBatch; ++k) {
+      const int64_t i = i0 + k * kThreads;
+      if (i < groups) a[k] = __ldg(x4 + 2 * i), b[k] = __ldg(x4 + 2 * i + 1);
+    }
+#pragma unroll
+    for (int k = 0; k < kQuantBatch; ++k) {
+      const int64_t i = i0 + k * kThreads;
+      if (i < groups) quantize_group(a[k], b[k], i, xq, xs);
+    }
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
+// tokens the weights are already reused 4 times and 2 rows would not fit in 128 registers.
+template <int kTokens>
+constexpr int rows_per_step() {
+  return kTokens >= 4 ? 1 : 2;
+}
+
+template <DType T, int kTokens>
+__global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
+  constexpr int kRows = rows_per_step<kTokens>();
+  using U = Unit<T>;
+  using Raw = typename U::Raw;
+  constexpr int kUnroll = U::kUnroll;
+  extern __shared__ __align__(16) uint8_t smem[];
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);                 // [n][cols]
+  XScale* xs = reinterpret_cast<XScale*>(smem + p.n * p.cols);  // [n][cols / 32]
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t units = p.cols / U::kWeights;
+  const int64_t chunk_units = static_cast<int64_t>(kWarp) * kUnroll;
+  const int64_t chunks = (units + chunk_units - 1) / chunk_units;
+  const int64_t group_step = static_cast<int64_t>(gridDim.x) * kWarps;
+  const int64_t groups = (p.rows + kRows - 1) / kRows;
+
+  // A warp's work is a sequence of (group, chunk) items: chunks 0.. of row group (rows
+  // kRows g ..) g = blockIdx.x * 8 + warp, then of the group group_step further, and so on.
+  struct Item {
+    int64_t group, chunk;
+  };
+  auto next = [&](Item it) {
+    return it.chunk + 1 < chunks ? Item{it.group, it.chunk + 1} : Item{it.group + group_step, 0};
+  };
+  // Rows past the end load the last row again (valid memory); their sums are not stored.
+  auto load_chunk = [&](Raw(&raw)[kRows][kUnroll], Item it) {
+    if (it.group >= groups) return;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const uint8_t* rowp = p.w + min(it.group * kRows + r, p.rows - 1) * p.row_bytes;
+#pragma unroll
+      for (int j = 0; j < kUnroll; ++j) {
+        const int64_t u = it.chunk * chunk_units + j * kWarp + lane;
+        if (u < units) raw[r][j] = U::load(rowp, u);
+      }
+    }
+  };
+
+  // Two buffers: while one chunk is multiplied the next is in flight, and the buffer just
+  // used is refilled at once with the chunk after that. The buffers swap roles by unrolling
+  // (step(b0), step(b1)), not by copying: a register copy would wait for the load to land.
+  Raw buf0[kRows][kUnroll], buf1[kRows][kUnroll];
+  Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
+  load_chunk(buf0, a);
+  load_chunk(buf1, b);  // both in flight while x is quantized
+  pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
+  quantize_x(p.x, p.n, p.cols, xq, xs);
+  __syncthreads();
+  pdl_allow_next();
+
+  float acc[kRows][kTokens];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) acc[r][t] = 0.0f;
+  // Multiplies item a (in buf), refills buf with the item after b; false once a is past the end.
+  auto step = [&](Raw(&buf)[kRows][kUnroll]) {
+    if (a.group >= groups) return false;
+#pragma unroll
+    for (int j = 0; j < kUnroll; ++j) {
+      const int64_t u = a.chunk * chunk_units + j * kWarp + lane;
+      if (u >= units) continue;
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        if (t >= p.n) break;
+        const typename U::X x = U::load_x(u, xq + t * p.cols, xs + t * (p.cols / kXBlock));
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) acc[r][t] += U::dot(buf[r][j], u, x);
+      }
+    }
+    if (b.chunk == 0) {  // the group's rows are complete
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t row = a.group * kRows + r;
+#pragma unroll
+        for (int t = 0; t < kTokens; ++t) {
+          const float s = warp_sum(acc[r][t]);
+          if (lane == 0 && t < p.n && row < p.rows)
+            p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
+          acc[r][t] = 0.0f;
+        }
+      }
+    }
+    const Item c = next(b);
+    load_chunk(buf, c);
+    a = b, b = c;
+    return true;
+  };
+  while (step(buf0) && step(buf1)) {
+  }
+}
+
+size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n) * cols * (1 + sizeof(XScale) / 32.0); }
+
+template <DType T, int kTokens>
+bool launch_tokens(const Dp4aParams& p, cudaStream_t stream) {
+  const auto kernel = gemv_dp4a_kernel<T, kTokens>;
+  int device = 0, sms = 0, optin = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const size_t smem = smem_bytes(p.cols, p.n);
+  if (smem > static_cast<size_t>(optin)) return false;
+  static bool raised = false;  // per instantiation: allow up to the opt-in limit once
+  if (!raised) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    raised = true;
+  }
+  int per_sm = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+  constexpr int kRows = rows_per_step<kTokens>();
+  const int64_t needed = (p.rows + kWarps * kRows - 1) / (kWarps * kRows);
+  const int64_t grid =
+      std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
+  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, stream, p);
+  return true;
+}
+
+}  // namespace
+
+bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
+  if (n_tokens < 1 || n_tokens > kDp4aMaxTokens || w.cols % 256 != 0 || w.rows < 1) return false;
+  switch (w.dtype) {
+    case DType::Q4_K:
+    case DType::Q5_K:
+      return true;
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q8_0:
+    case DType::Q6_K:
+      return w.tiled;
+    default:
+      return false;
+  }
+}
+
+bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                      cudaStream_t stream) {
+  if (!gemv_dp4a_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  const Dp4aParams p{
+      static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+  bool launched = false;
+  dispatch_weight_format(w.dtype, [&]<DType T>() {
+    if constexpr (has_unit<T>()) {
+      if (n_tokens == 1)
+        launched = launch_tokens<T, 1>(p, stream);
+      else if (n_tokens == 2)
+        launched = launch_tokens<T, 2>(p, stream);
+      else
+        launched = launch_tokens<T, 4>(p, stream);
+    }
+  });
+  return launched;
+}
+
+}  // namespace bl::cuda

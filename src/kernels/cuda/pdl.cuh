@@ -1,0 +1,60 @@
+// Programmatic dependent launch (PDL, sm_90): kernels of a decode step launched so that each
+// starts while the one before it on the stream is still running.
+//
+// Why: a decode step is ~300 small kernels (docs/cuda.md); with plain stream order each one
+// launches only when the previous has drained, a gap of a few us every time. With PDL a kernel
+// is launched once every block of the previous one has called pdl_allow_next(); it then does
+// what does not depend on that kernel (the GEMV issues its weight loads) and calls pdl_wait(),
+// which returns when the previous kernel has completed and its writes are visible.
+//
+// Contract for a kernel launched with launch_pdl: call pdl_wait() before touching any memory
+// an earlier kernel writes or reads (activations, caches, outputs); weights are fine before it.
+// pdl_allow_next() may come anywhere (the next kernel waits for this one's completion anyway);
+// calling it early lets the next launch overlap this kernel. No deadlock: the next kernel
+// launches only once all blocks of this one are running or done. On GPUs before sm_90 both are
+// no-ops and launch_pdl is an ordinary launch.
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace bl::cuda {
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_allow_next() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// Whether the current device supports PDL (compute capability 9.0 or newer).
+inline bool pdl_supported() {
+  int device = 0, major = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  return major >= 9;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute where supported. A
+// launch error is left for the caller's cudaGetLastError, as with <<<>>>.
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attr;
+  config.numAttrs = pdl_supported() ? 1 : 0;
+  cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
+}  // namespace bl::cuda
