@@ -55,6 +55,10 @@ class Backend {
   // host data (mmap) as it is; CUDA copies (and may repack) it.
   virtual Expected<Tensor> alloc(DType dtype, std::array<int64_t, 4> ne) = 0;
   virtual Expected<Tensor> upload_weight(const Tensor& host) = 0;
+  // Whether upload_weight makes its own copy of a weight of this type and row count, so the host
+  // bytes may be freed after it returns. The model then uploads Q/K/V and gate/up each as one
+  // matrix (a host concatenation) and runs one matmul for them at decode.
+  virtual bool copies_weights(DType /*type*/, int64_t /*rows*/) const { return false; }
   virtual void write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes = 0) = 0;
   virtual void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes = 0) = 0;
   virtual void synchronize() = 0;

@@ -1,6 +1,7 @@
 #include "model/llama_model.h"
 
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "core/aligned_buffer.h"
@@ -22,6 +23,23 @@ std::string ne_string(const std::vector<int64_t>& ne) {
 // so the first n tokens of the buffer are its first bytes.
 Tensor view(const Tensor& t, std::array<int64_t, 4> ne) {
   Tensor v = t;
+  v.ne = ne;
+  return v;
+}
+
+// Rows [r0, r0 + rows) of a weight: contiguous in the file's layout, and in the backends'
+// repacked layouts when r0 and rows are multiples of 16 (what LlamaModel fuses).
+Tensor row_range(const Tensor& w, int64_t r0, int64_t rows) {
+  Tensor v = w;
+  v.data = static_cast<char*>(w.data) + static_cast<size_t>(r0) * w.row_size();
+  v.ne = {w.ne[0], rows, 1, 1};
+  return v;
+}
+
+// A view of ne starting `floats` floats into an activation buffer.
+Tensor view_at(const Tensor& t, int64_t floats, std::array<int64_t, 4> ne) {
+  Tensor v = t;
+  v.data = static_cast<float*>(t.data) + floats;
   v.ne = ne;
   return v;
 }
@@ -52,6 +70,50 @@ class WeightLoader {
       return unsupported("tensor '" + name + "': format " + std::string(dtype_name(info->dtype)) +
                          " is not supported by the " + backend_.name() + " backend");
     return upload(*info);
+  }
+
+  // The matrices `names` ([cols, rows[i]]) stacked into one [cols, sum rows] when the backend
+  // copies weights of their common format and every part is whole 16-row tiles; an empty tensor
+  // (data null) when they cannot be fused. The host concatenation is freed after the upload.
+  Expected<Tensor> fused_matrix(const std::vector<std::string>& names, int64_t cols, const std::vector<int64_t>& rows) {
+    std::vector<const TensorInfo*> parts;
+    int64_t total_rows = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+      const TensorInfo* info;
+      BL_ASSIGN_OR_RETURN(info, find(names[i], {cols, rows[i]}));
+      if (rows[i] % 16 != 0 || (!parts.empty() && info->dtype != parts[0]->dtype)) return Tensor{};
+      parts.push_back(info);
+      total_rows += rows[i];
+    }
+    const DType type = parts[0]->dtype;
+    if (!backend_.supports(type) || !backend_.copies_weights(type, total_rows)) return Tensor{};
+    AlignedBuffer host;
+    size_t bytes = 0;
+    for (const TensorInfo* info : parts) bytes += info->bytes;
+    if (!host.resize(bytes)) return out_of_memory("cannot allocate " + std::to_string(bytes) + " bytes to join " + names[0]);
+    size_t offset = 0;
+    for (const TensorInfo* info : parts) {
+      std::memcpy(host.as<char>() + offset, info->data, info->bytes);
+      offset += info->bytes;
+    }
+    Expected<Tensor> t = backend_.upload_weight(make_tensor_2d(host.data(), type, cols, total_rows));
+    if (!t.ok()) return t.status().with_context("tensor '" + names[0] + "' and the matrices joined to it");
+    done_bytes_ += bytes;
+    if (progress_) progress_(done_bytes_, total_bytes_);
+    return t;
+  }
+
+  // f32 vectors joined into one (kept on the host for backends that use host memory in place).
+  Expected<Tensor> joined_vector(const std::vector<Tensor>& parts) {
+    int64_t n = 0;
+    for (const Tensor& p : parts) n += p.elements();
+    AlignedBuffer& buffer = converted_.emplace_back(static_cast<size_t>(n) * sizeof(float));
+    int64_t at = 0;
+    for (const Tensor& p : parts) {
+      backend_.read(p, buffer.as<float>() + at, p.bytes());
+      at += p.elements();
+    }
+    return backend_.upload_weight(make_tensor_2d(buffer.data(), DType::F32, n, 1));
   }
 
   // A 1-D f32 vector; other float formats are converted on the host first.
@@ -123,18 +185,37 @@ Expected<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelFile& file, Ba
   for (int il = 0; il < c.n_layer; ++il) {
     LlamaLayerWeights& l = model->layers_[static_cast<size_t>(il)];
     BL_ASSIGN_OR_RETURN(l.attn_norm, w.vector(layer_name(il, "attn_norm.weight"), c.n_embd));
-    BL_ASSIGN_OR_RETURN(l.wq, w.matrix(layer_name(il, "attn_q.weight"), c.n_embd, c.q_dim()));
-    BL_ASSIGN_OR_RETURN(l.wk, w.matrix(layer_name(il, "attn_k.weight"), c.n_embd, c.kv_dim()));
-    BL_ASSIGN_OR_RETURN(l.wv, w.matrix(layer_name(il, "attn_v.weight"), c.n_embd, c.kv_dim()));
+    BL_ASSIGN_OR_RETURN(l.wqkv, w.fused_matrix({layer_name(il, "attn_q.weight"), layer_name(il, "attn_k.weight"),
+                                                layer_name(il, "attn_v.weight")},
+                                               c.n_embd, {c.q_dim(), c.kv_dim(), c.kv_dim()}));
+    if (l.wqkv.data) {
+      l.wq = row_range(l.wqkv, 0, c.q_dim());
+      l.wk = row_range(l.wqkv, c.q_dim(), c.kv_dim());
+      l.wv = row_range(l.wqkv, c.q_dim() + c.kv_dim(), c.kv_dim());
+    } else {
+      BL_ASSIGN_OR_RETURN(l.wq, w.matrix(layer_name(il, "attn_q.weight"), c.n_embd, c.q_dim()));
+      BL_ASSIGN_OR_RETURN(l.wk, w.matrix(layer_name(il, "attn_k.weight"), c.n_embd, c.kv_dim()));
+      BL_ASSIGN_OR_RETURN(l.wv, w.matrix(layer_name(il, "attn_v.weight"), c.n_embd, c.kv_dim()));
+    }
     BL_ASSIGN_OR_RETURN(l.wo, w.matrix(layer_name(il, "attn_output.weight"), c.q_dim(), c.n_embd));
     if (c.qkv_bias) {
       BL_ASSIGN_OR_RETURN(l.bq, w.vector(layer_name(il, "attn_q.bias"), c.q_dim()));
       BL_ASSIGN_OR_RETURN(l.bk, w.vector(layer_name(il, "attn_k.bias"), c.kv_dim()));
       BL_ASSIGN_OR_RETURN(l.bv, w.vector(layer_name(il, "attn_v.bias"), c.kv_dim()));
+      if (l.wqkv.data) {
+        BL_ASSIGN_OR_RETURN(l.bqkv, w.joined_vector({l.bq, l.bk, l.bv}));
+      }
     }
     BL_ASSIGN_OR_RETURN(l.ffn_norm, w.vector(layer_name(il, "ffn_norm.weight"), c.n_embd));
-    BL_ASSIGN_OR_RETURN(l.w_gate, w.matrix(layer_name(il, "ffn_gate.weight"), c.n_embd, c.n_ff));
-    BL_ASSIGN_OR_RETURN(l.w_up, w.matrix(layer_name(il, "ffn_up.weight"), c.n_embd, c.n_ff));
+    BL_ASSIGN_OR_RETURN(l.w_gate_up, w.fused_matrix({layer_name(il, "ffn_gate.weight"), layer_name(il, "ffn_up.weight")},
+                                                    c.n_embd, {c.n_ff, c.n_ff}));
+    if (l.w_gate_up.data) {
+      l.w_gate = row_range(l.w_gate_up, 0, c.n_ff);
+      l.w_up = row_range(l.w_gate_up, c.n_ff, c.n_ff);
+    } else {
+      BL_ASSIGN_OR_RETURN(l.w_gate, w.matrix(layer_name(il, "ffn_gate.weight"), c.n_embd, c.n_ff));
+      BL_ASSIGN_OR_RETURN(l.w_up, w.matrix(layer_name(il, "ffn_up.weight"), c.n_embd, c.n_ff));
+    }
     BL_ASSIGN_OR_RETURN(l.w_down, w.matrix(layer_name(il, "ffn_down.weight"), c.n_ff, c.n_embd));
   }
 
@@ -166,12 +247,9 @@ Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool log
   BL_ASSIGN_OR_RETURN(s.positions, backend_.alloc(DType::I32, {t, 1, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.x, backend_.alloc(DType::F32, {c.n_embd, t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.h, backend_.alloc(DType::F32, {c.n_embd, t, 1, 1}));
-  BL_ASSIGN_OR_RETURN(s.q, backend_.alloc(DType::F32, {c.q_dim(), t, 1, 1}));
-  BL_ASSIGN_OR_RETURN(s.k, backend_.alloc(DType::F32, {c.kv_dim(), t, 1, 1}));
-  BL_ASSIGN_OR_RETURN(s.v, backend_.alloc(DType::F32, {c.kv_dim(), t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.qkv, backend_.alloc(DType::F32, {c.q_dim() + 2 * c.kv_dim(), t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.attn, backend_.alloc(DType::F32, {c.q_dim(), t, 1, 1}));
-  BL_ASSIGN_OR_RETURN(s.gate, backend_.alloc(DType::F32, {c.n_ff, t, 1, 1}));
-  BL_ASSIGN_OR_RETURN(s.up, backend_.alloc(DType::F32, {c.n_ff, t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.gate_up, backend_.alloc(DType::F32, {2 * c.n_ff, t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.logits, backend_.alloc(DType::F32, {c.n_vocab, logits_all ? t : 1, 1, 1}));
   for (int il = 0; il < c.n_layer; ++il) {
     Tensor kc, vc;
@@ -195,13 +273,17 @@ void LlamaModel::forward(LlamaForwardState& s, int n) const {
   Tensor pos = view(s.positions, {n, 1, 1, 1});
   Tensor x = view(s.x, {c.n_embd, n, 1, 1});        // residual stream
   Tensor h = view(s.h, {c.n_embd, n, 1, 1});        // normed input of a sub-block
-  // q, k, v, attn as matmul outputs [q_dim | kv_dim, n] and as heads [head_dim, n_heads, n].
-  Tensor q = view(s.q, {c.q_dim(), n, 1, 1}), q_heads = view(s.q, {c.head_dim, c.n_head, n, 1});
-  Tensor k = view(s.k, {c.kv_dim(), n, 1, 1}), k_heads = view(s.k, {c.head_dim, c.n_head_kv, n, 1});
-  Tensor v = view(s.v, {c.kv_dim(), n, 1, 1}), v_heads = view(s.v, {c.head_dim, c.n_head_kv, n, 1});
+  // q, k, v, attn as matmul outputs [q_dim | kv_dim, n] and as heads [head_dim, n_heads, n]; q, k
+  // and v follow each other in s.qkv, so for one token they are the fused matmul's output.
+  const int64_t k_at = c.q_dim() * n, v_at = (c.q_dim() + c.kv_dim()) * n;
+  Tensor q = view(s.qkv, {c.q_dim(), n, 1, 1}), q_heads = view(s.qkv, {c.head_dim, c.n_head, n, 1});
+  Tensor k = view_at(s.qkv, k_at, {c.kv_dim(), n, 1, 1}), k_heads = view_at(s.qkv, k_at, {c.head_dim, c.n_head_kv, n, 1});
+  Tensor v = view_at(s.qkv, v_at, {c.kv_dim(), n, 1, 1}), v_heads = view_at(s.qkv, v_at, {c.head_dim, c.n_head_kv, n, 1});
+  Tensor qkv = view(s.qkv, {c.q_dim() + 2 * c.kv_dim(), 1, 1, 1});  // one token
   Tensor attn = view(s.attn, {c.q_dim(), n, 1, 1}), attn_heads = view(s.attn, {c.head_dim, c.n_head, n, 1});
-  Tensor gate = view(s.gate, {c.n_ff, n, 1, 1});
-  Tensor up = view(s.up, {c.n_ff, n, 1, 1});
+  Tensor gate = view(s.gate_up, {c.n_ff, n, 1, 1});
+  Tensor up = view_at(s.gate_up, c.n_ff * n, {c.n_ff, n, 1, 1});
+  Tensor gate_up = view(s.gate_up, {2 * c.n_ff, 1, 1, 1});  // one token
   const AttentionParams attn_params{c.n_head, c.n_head_kv, c.head_dim, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 
   b.get_rows(token_embd_, ids, x);
@@ -209,9 +291,13 @@ void LlamaModel::forward(LlamaForwardState& s, int n) const {
     const LlamaLayerWeights& l = layers_[static_cast<size_t>(il)];
     // Attention: h = norm(x); q,k,v = h·W (+b); rope; cache; attn; x += attn·Wo
     b.rms_norm(x, l.attn_norm, c.rms_eps, h);
-    b.matmul(l.wq, h, q, c.qkv_bias ? &l.bq : nullptr);
-    b.matmul(l.wk, h, k, c.qkv_bias ? &l.bk : nullptr);
-    b.matmul(l.wv, h, v, c.qkv_bias ? &l.bv : nullptr);
+    if (n == 1 && l.wqkv.data) {
+      b.matmul(l.wqkv, h, qkv, c.qkv_bias ? &l.bqkv : nullptr);
+    } else {
+      b.matmul(l.wq, h, q, c.qkv_bias ? &l.bq : nullptr);
+      b.matmul(l.wk, h, k, c.qkv_bias ? &l.bk : nullptr);
+      b.matmul(l.wv, h, v, c.qkv_bias ? &l.bv : nullptr);
+    }
     Tensor& k_cache = s.k_cache[static_cast<size_t>(il)];
     Tensor& v_cache = s.v_cache[static_cast<size_t>(il)];
     b.rope(q_heads, pos, rope_);
@@ -222,8 +308,12 @@ void LlamaModel::forward(LlamaForwardState& s, int n) const {
     b.add(x, h, x);
     // Feed-forward: x += W_down · (silu(h·W_gate) * (h·W_up)), h = norm(x)
     b.rms_norm(x, l.ffn_norm, c.rms_eps, h);
-    b.matmul(l.w_gate, h, gate);
-    b.matmul(l.w_up, h, up);
+    if (n == 1 && l.w_gate_up.data) {
+      b.matmul(l.w_gate_up, h, gate_up);
+    } else {
+      b.matmul(l.w_gate, h, gate);
+      b.matmul(l.w_up, h, up);
+    }
     b.silu_mul(gate, up, gate);
     b.matmul(l.w_down, gate, h);
     b.add(x, h, x);

@@ -24,6 +24,10 @@ struct LlamaLayerWeights {
   Tensor bq, bk, bv;         // [q_dim], [kv_dim], [kv_dim] f32 (Qwen2 only; data null otherwise)
   Tensor ffn_norm;           // [d] f32
   Tensor w_gate, w_up, w_down;  // [d, n_ff], [d, n_ff], [n_ff, d]
+  // When the backend copies weights (Backend::copies_weights) and the parts share a format:
+  // Q, K, V uploaded as one matrix [d, q_dim + 2 kv_dim] (wq, wk, wv are row ranges of it) and
+  // gate, up as one [d, 2 n_ff]; a decode step runs one matmul for each. Data null otherwise.
+  Tensor wqkv, bqkv, w_gate_up;
 };
 
 // Per-session buffers. Activations are sized for max_tokens tokens per forward call; views of
@@ -33,8 +37,11 @@ struct LlamaForwardState {
   int max_tokens = 0;
   Tensor ids, positions;          // I32 [max_tokens]
   Tensor x, h;                    // [d, max_tokens] residual stream, normed input
-  Tensor q, k, v, attn;           // [q_dim | kv_dim, max_tokens]
-  Tensor gate, up;                // [n_ff, max_tokens]
+  // q, k, v of n tokens: [q_dim, n], [kv_dim, n], [kv_dim, n] one after the other, so that for
+  // one token they are the output of the fused Q/K/V matmul; gate, up likewise.
+  Tensor qkv;                     // [q_dim + 2 kv_dim, max_tokens]
+  Tensor attn;                    // [q_dim, max_tokens]
+  Tensor gate_up;                 // [2 n_ff, max_tokens]
   Tensor logits;                  // [n_vocab, max_tokens] (or [n_vocab, 1] when logits_all is off)
   std::vector<Tensor> k_cache, v_cache;  // per layer [head_dim, n_head_kv, n_ctx]
   bool logits_all = false;

@@ -31,6 +31,8 @@ class ImatrixRecorder final : public Backend {
   Device device() const override { return inner_.device(); }
   bool supports(DType t) const override { return inner_.supports(t); }
   Expected<Tensor> alloc(DType dtype, std::array<int64_t, 4> ne) override { return inner_.alloc(dtype, ne); }
+  // copies_weights stays false: the model then uploads Q/K/V and gate/up one by one, so each
+  // matmul's weight is a tensor of the file with a name to record under.
   Expected<Tensor> upload_weight(const Tensor& host) override {
     Expected<Tensor> t = inner_.upload_weight(host);
     // The model refers to weights by the uploaded tensor: map it to the file's name too.

@@ -85,6 +85,21 @@ TEST(LlamaModel, CpuMatchesReferenceOnSyntheticModels) {
   }
 }
 
+TEST(LlamaModel, CpuTokenByTokenMatchesReference) {
+  // One token per forward call: where the CPU backend interleaves Q4_0 / Q8_0 weights it also
+  // copies them, so the model joins Q/K/V and gate/up into one matrix each and a one-token
+  // step runs one matmul for each (Backend::copies_weights). Tolerances as above.
+  for (const char* type : {"q8_0", "q4_0", "q4_k"}) {
+    const std::string path = synth_file(type);
+    Loaded ref = load(path, "ref"), cpu = load(path, "cpu");
+    const std::vector<TokenId> ids = some_ids(19);
+    const std::vector<float> want = logits_of(*ref.model, ids, 64, DType::F32);
+    const std::vector<float> got = logits_of(*cpu.model, ids, 1, DType::F32);
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_LE(relative_max_error(got, want), 5e-4) << type;
+  }
+}
+
 TEST(LlamaModel, ChunkedPrefillEqualsOnePass) {
   const std::string path = synth_file("f32");
   Loaded ref = load(path, "ref");

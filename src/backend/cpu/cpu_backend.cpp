@@ -100,6 +100,10 @@ Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   return t;
 }
 
+bool CpuBackend::copies_weights(DType type, int64_t rows) const {
+  return cpu::interleave_at_load() && cpu::can_interleave(type, rows);
+}
+
 void CpuBackend::write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) {
   assert(offset_bytes <= dst.bytes() && bytes <= dst.bytes() - offset_bytes);
   if (offset_bytes > dst.bytes() || bytes > dst.bytes() - offset_bytes) return;

@@ -27,6 +27,7 @@ class CpuBackend final : public Backend {
 
   Expected<Tensor> alloc(DType dtype, std::array<int64_t, 4> ne) override;
   Expected<Tensor> upload_weight(const Tensor& host) override;
+  bool copies_weights(DType type, int64_t rows) const override;
   void write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) override;
   void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) override;
   void synchronize() override {}

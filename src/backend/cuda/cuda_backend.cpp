@@ -95,6 +95,8 @@ class CudaBackendImpl final : public CudaBackend {
   // Weights of Q4_0, Q4_1, Q8_0 and Q6_K whose rows are whole tiles are stored in the tiled
   // layout (kernels/cuda/weight_layout.cuh): copied as they are into a staging buffer, then
   // rearranged on the device. Same bytes, same dtype and shape; read() gives the GGUF bytes.
+  bool copies_weights(DType, int64_t) const override { return true; }  // device memory
+
   Expected<Tensor> upload_weight(const Tensor& host) override {
     BL_ASSIGN_OR_RETURN(Tensor t, alloc(host.dtype, host.ne));
     const bool tile = cuda::weight_tileable(host.dtype, host.ne[0]) && host.bytes() > 0;
