@@ -57,3 +57,25 @@ def test_logits_match_transformers(tiny, seq_name, device, bitlight):
     err = max_relative_error(actual, expected)
     assert err <= TOLERANCE[device], (
         f"{folder.name} {seq_name} --device {device}: max|bitlight - hf| / max|hf| = {err:.3g} > {TOLERANCE[device]}")
+
+
+@pytest.mark.parametrize("seq_name", ["one_token", "counting"])
+def test_q8_0_cpu_matches_reference(tiny, seq_name, bitlight, session_tmp):
+    """A Q8_0 GGUF of the tiny model, `--device cpu` against `--device ref` on the same file.
+
+    The CPU backend copies Q8_0 weights (16 rows interleaved), so the model joins Q/K/V (with
+    Qwen2's biases) and gate/up into one matrix each, and a one-token forward runs one matmul
+    for each: "one_token" takes that path, "counting" (7 tokens) the row ranges of the joined
+    matrices (with one position, attention ignores K, so K's part of the joined bias is checked
+    only through the row ranges). Tolerance 1e-3: the CPU sends activations as two 8-bit terms
+    (~1e-4 at the logits; measured 4e-5).
+    """
+    folder, _ = tiny
+    gguf = session_tmp / f"{folder.name}_q8_0.gguf"
+    if not gguf.exists():
+        bitlight.run("quantize", folder, gguf, "--type", "q8_0", "-t", THREADS)
+    ids = ID_SEQUENCES[seq_name]
+    want = bitlight.eval_logits(gguf, ids, device="ref", threads=THREADS)
+    got = bitlight.eval_logits(gguf, ids, device="cpu", threads=THREADS)
+    err = max_relative_error(got, want)
+    assert err <= 1e-3, f"{gguf.name} {seq_name}: cpu vs ref max relative error {err:.3g}"
