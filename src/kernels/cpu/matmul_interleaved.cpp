@@ -10,6 +10,7 @@
 #include "core/half.h"
 #include "kernels/cpu/interleaved_rows.h"
 #include "quant/blocks.h"
+#include "quant/quant_formats.h"
 
 namespace bl::cpu {
 namespace {
@@ -53,7 +54,53 @@ inline int32_t dot4(const uint8_t* w4, const int8_t* y) {
   return s;
 }
 
+// Q4_K: per super-block, out += d * sum_s sc_s * (sum over terms of d_x * sum(q q_x)) - dmin *
+// sum_s m_s * offset (offset = sum over terms of d_x * sum(q_x) of the sub-block's 32 weights).
+void tiles_scalar_q4_k(const InterleavedMatmul& m, int64_t tile0, int64_t tile1, int64_t t0, int64_t t1) {
+  const int64_t nbk = m.cols / kQKK;
+  const TileOffsets o = tile_offsets(m.type, nbk);
+  const TokenActsLayout& layout = m.layout;
+  for (int64_t tile = tile0; tile < tile1; ++tile) {
+    const uint8_t* base = m.w + o.tile_bytes * static_cast<size_t>(tile);
+    for (int64_t t = t0; t < t1; ++t) {
+      void* token = const_cast<char*>(m.acts) + layout.token_bytes * static_cast<size_t>(t);
+      float out[kTileRows] = {};
+      for (int64_t b = 0; b < nbk; ++b) {
+        const uint8_t* quants = base + o.quant_bytes * static_cast<size_t>(b);
+        const uint8_t* header = base + o.d_offset + kQ4KHeaderBytes * static_cast<size_t>(b);
+        for (int r = 0; r < kTileRows; ++r) {
+          uint8_t scales[kScaleBytesK];
+          for (int k = 0; k < kScaleBytesK; ++k) scales[k] = header[64 + 16 * k + r];
+          float total = 0.0f, total_min = 0.0f;
+          for (int sub = 0; sub < 8; ++sub) {
+            const int j = sub / 2, shift = 4 * (sub % 2);
+            const int64_t blk = b * 8 + sub;  // 32-element activation block
+            float s = 0.0f;
+            for (int term = 0; term < layout.terms; ++term) {
+              const int8_t* y = layout.q(token, term) + blk * kQK;
+              int32_t sum = 0;
+              for (int g = 0; g < 8; ++g)
+                for (int i = 0; i < 4; ++i)
+                  sum += ((quants[64 * (8 * j + g) + 4 * r + i] >> shift) & 15) * y[4 * g + i];
+              s += static_cast<float>(sum) * layout.d(token, term)[blk];
+            }
+            uint8_t sc, mn;
+            quant::get_scale_min_k4(sub, scales, &sc, &mn);
+            total += static_cast<float>(sc) * s;
+            total_min += static_cast<float>(mn) * layout.offset(token)[blk];
+          }
+          out[r] += fp16_to_f32(reinterpret_cast<const uint16_t*>(header)[r]) * total -
+                    fp16_to_f32(reinterpret_cast<const uint16_t*>(header + 32)[r]) * total_min;
+        }
+      }
+      float* dst = m.out + t * m.rows + tile * kTileRows;
+      for (int r = 0; r < kTileRows; ++r) dst[r] = out[r] + (m.bias ? m.bias[tile * kTileRows + r] : 0.0f);
+    }
+  }
+}
+
 void tiles_scalar(const InterleavedMatmul& m, int64_t tile0, int64_t tile1, int64_t t0, int64_t t1) {
+  if (m.type == DType::Q4_K) return tiles_scalar_q4_k(m, tile0, tile1, t0, t1);
   const int64_t nb = m.cols / kQK;
   const TileOffsets o = tile_offsets(m.type, nb);
   const int groups = interleaved_groups(m.type);

@@ -1,4 +1,4 @@
-// cpu::matmul for Layout::tiles16 weights (Q4_0 / Q4_1 / Q8_0 with 16 rows interleaved,
+// cpu::matmul for Layout::tiles16 weights (Q4_0 / Q4_1 / Q8_0 / Q4_K with 16 rows interleaved,
 // interleaved_rows.h).
 //
 // Per tile of 16 rows and block of 32 weights, each activation column costs one vpdpbusd per
@@ -6,7 +6,9 @@
 // whatever the format; the nibble formats add 3 unpack instructions per 64 weight bytes, shared
 // by all columns. The 16 int32 sums of a block are scaled once: out += d_w[16] * (d_x * sum +
 // offset), where offset folds Q4_0's -8 and Q8_0's +128 (weights stored as w + 128) into the
-// activations' block sums, and Q4_1's min adds m_w[16] * d_x * sum(q_x).
+// activations' block sums, and Q4_1's min adds m_w[16] * d_x * sum(q_x). Q4_K does the same per
+// 32-weight sub-block with its 6-bit scale and min, unpacked for 16 rows at once, and applies d
+// and dmin once per super-block.
 //
 // The activations are quantized per token into int8 blocks of 32 with fp32 scales (round to
 // nearest even), one or two terms as ActPrecision says (matmul.h); both terms of a token are
@@ -47,7 +49,7 @@ struct TokenActsLayout {
 inline float interleaved_offset_factor(DType type) {
   if (type == DType::Q4_0) return -8.0f;    // weights are nibble - 8
   if (type == DType::Q8_0) return -128.0f;  // weights stored as w + 128
-  return 1.0f;                              // Q4_1: multiplied by the min m in the kernel
+  return 1.0f;                              // Q4_1, Q4_K: multiplied by the min in the kernel
 }
 
 // One matmul's operands as the tile kernels see them.

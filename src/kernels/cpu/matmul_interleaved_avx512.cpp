@@ -139,30 +139,141 @@ void tile_tokens(const InterleavedMatmul& m, const TileOffsets& o, const int64_t
   }
 }
 
+// The 6-bit scale and min of sub-block `sub` (0..7) of 16 rows as fp32: get_scale_min_k4 on
+// the byte planes of a Q4_K header (planes[k] = byte k of the 16 rows' packed scales).
+inline void q4_k_scale_min(const uint8_t* planes, int sub, __m512& scale, __m512& min) {
+  auto plane = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + 16 * k)); };
+  const __m128i low6 = _mm_set1_epi8(63), low4 = _mm_set1_epi8(15), low2 = _mm_set1_epi8(3);
+  __m128i sc, mn;
+  if (sub < 4) {
+    sc = _mm_and_si128(plane(sub), low6);
+    mn = _mm_and_si128(plane(sub + 4), low6);
+  } else {  // low 4 bits in byte sub + 4, high 2 bits in the top of bytes sub - 4 (scale), sub (min)
+    const __m128i packed = plane(sub + 4);
+    const __m128i scale_top = _mm_and_si128(_mm_srli_epi16(plane(sub - 4), 6), low2);
+    const __m128i min_top = _mm_and_si128(_mm_srli_epi16(plane(sub), 6), low2);
+    sc = _mm_or_si128(_mm_and_si128(packed, low4), _mm_slli_epi16(scale_top, 4));
+    mn = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(packed, 4), low4), _mm_slli_epi16(min_top, 4));
+  }
+  scale = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc));
+  min = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mn));
+}
+
+// Q4_K rows of kTiles tiles for NT tokens (interleaved_rows.h): per 64-weight chunk, 8 groups
+// give the int32 sums of sub-blocks 2j (low nibbles) and 2j+1 (high); each is scaled by the
+// activations' block scale and the sub-block's 6-bit scale (and its min by the activations'
+// block sum), and d / dmin apply once per super-block.
+template <int NT, int kTerms, int kTiles>
+void tile_tokens_q4_k(const InterleavedMatmul& m, const TileOffsets& o, const int64_t (&tiles)[kTiles], int64_t t0) {
+  constexpr int NC = NT * kTerms;
+  const int64_t nbk = m.cols / kQKK;
+  const TokenActsLayout& layout = m.layout;
+  const uint8_t* base[kTiles];
+  for (int i = 0; i < kTiles; ++i) base[i] = m.w + o.tile_bytes * static_cast<size_t>(tiles[i]);
+  const int8_t* yq[NC];
+  const float* yd[NC];
+  const float* offset[NT];
+  for (int t = 0; t < NT; ++t) {
+    void* token = const_cast<char*>(m.acts) + layout.token_bytes * static_cast<size_t>(t0 + t);
+    offset[t] = layout.offset(token);
+    for (int term = 0; term < kTerms; ++term) {
+      yq[t * kTerms + term] = layout.q(token, term);
+      yd[t * kTerms + term] = layout.d(token, term);
+    }
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 out[kTiles][NT];
+  for (int i = 0; i < kTiles; ++i)
+    for (int t = 0; t < NT; ++t) out[i][t] = _mm512_setzero_ps();
+
+  for (int64_t b = 0; b < nbk; ++b) {
+    for (int i = 0; i < kTiles; ++i) {
+      const uint8_t* q = base[i] + o.quant_bytes * static_cast<size_t>(b);
+      const uint8_t* header = base[i] + o.d_offset + kQ4KHeaderBytes * static_cast<size_t>(b);
+      for (int line = 0; line < 4; ++line)
+        _mm_prefetch(reinterpret_cast<const char*>(header) + 2 * kQ4KHeaderBytes + 64 * line, _MM_HINT_T1);
+      __m512 total[NT], total_min[NT];
+      for (int t = 0; t < NT; ++t) total[t] = total_min[t] = _mm512_setzero_ps();
+      for (int j = 0; j < 4; ++j) {
+        const uint8_t* chunk = q + 512 * j;
+        for (int line = 0; line < 8; ++line)
+          _mm_prefetch(reinterpret_cast<const char*>(chunk) + kPrefetchAhead + 64 * line, _MM_HINT_T1);
+        __m512i acc_lo[NC], acc_hi[NC];
+        for (int c = 0; c < NC; ++c) acc_lo[c] = acc_hi[c] = _mm512_setzero_si512();
+        for (int g = 0; g < 8; ++g) {
+          const __m512i v = _mm512_loadu_si512(chunk + 64 * g);
+          const __m512i lo = _mm512_and_si512(v, low4);                          // sub-block 2j
+          const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);  // sub-block 2j+1
+          for (int c = 0; c < NC; ++c) {
+            const int8_t* y = yq[c] + b * kQKK + 64 * j + 4 * g;
+            acc_lo[c] = _mm512_dpbusd_epi32(acc_lo[c], lo, broadcast4(y));
+            acc_hi[c] = _mm512_dpbusd_epi32(acc_hi[c], hi, broadcast4(y + 32));
+          }
+        }
+        __m512 sc0, mn0, sc1, mn1;
+        q4_k_scale_min(header + 64, 2 * j, sc0, mn0);
+        q4_k_scale_min(header + 64, 2 * j + 1, sc1, mn1);
+        const int64_t blk0 = b * 8 + 2 * j, blk1 = blk0 + 1;  // 32-element activation blocks
+        for (int t = 0; t < NT; ++t) {
+          const int c = t * kTerms;
+          __m512 x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc_lo[c]), _mm512_set1_ps(yd[c][blk0]));
+          __m512 x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc_hi[c]), _mm512_set1_ps(yd[c][blk1]));
+          if constexpr (kTerms == 2) {
+            x0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_lo[c + 1]), _mm512_set1_ps(yd[c + 1][blk0]), x0);
+            x1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_hi[c + 1]), _mm512_set1_ps(yd[c + 1][blk1]), x1);
+          }
+          total[t] = _mm512_fmadd_ps(sc1, x1, _mm512_fmadd_ps(sc0, x0, total[t]));
+          total_min[t] = _mm512_fmadd_ps(mn1, _mm512_set1_ps(offset[t][blk1]),
+                                         _mm512_fmadd_ps(mn0, _mm512_set1_ps(offset[t][blk0]), total_min[t]));
+        }
+      }
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(header)));
+      const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(header + 32)));
+      for (int t = 0; t < NT; ++t)
+        out[i][t] = _mm512_fnmadd_ps(dmin, total_min[t], _mm512_fmadd_ps(d, total[t], out[i][t]));
+    }
+  }
+  for (int i = 0; i < kTiles; ++i) {
+    const __m512 bias = m.bias ? _mm512_loadu_ps(m.bias + tiles[i] * kTileRows) : _mm512_setzero_ps();
+    for (int t = 0; t < NT; ++t)
+      _mm512_storeu_ps(m.out + (t0 + t) * m.rows + tiles[i] * kTileRows, _mm512_add_ps(out[i][t], bias));
+  }
+}
+
+template <DType kType, int NT, int kTerms, int kTiles>
+void tile_dispatch(const InterleavedMatmul& m, const TileOffsets& o, const int64_t (&tiles)[kTiles], int64_t t0) {
+  if constexpr (kType == DType::Q4_K) {
+    tile_tokens_q4_k<NT, kTerms, kTiles>(m, o, tiles, t0);
+  } else {
+    tile_tokens<kType, NT, kTerms, kTiles>(m, o, tiles, t0);
+  }
+}
+
 // Up to 8 activation columns per pass over a tile (4 tokens with two terms): 8 int32
 // accumulators, NT fp32 ones and the unpacked weights fit the 32 zmm registers.
 template <DType kType, int kTerms>
 void tiles_for(const InterleavedMatmul& m, int64_t tile0, int64_t tile1, int64_t t0, int64_t t1) {
-  constexpr int kMaxTokens = 8 / kTerms;
-  const TileOffsets o = tile_offsets(kType, m.cols / kQK);
+  // Q4_K keeps two int32 accumulators per column: at most 4 columns.
+  constexpr int kMaxTokens = (kType == DType::Q4_K ? 4 : 8) / kTerms;
+  const TileOffsets o = tile_offsets(kType, m.cols / dtype_info(kType)->block_elems);
   if (t1 - t0 == 1) {  // decode: tiles i and i + half of the range together
     const int64_t half = (tile1 - tile0) / 2;
     for (int64_t i = 0; i < half; ++i) {
       const int64_t pair[2] = {tile0 + i, tile0 + half + i};
-      tile_tokens<kType, 1, kTerms, 2>(m, o, pair, t0);
+      tile_dispatch<kType, 1, kTerms, 2>(m, o, pair, t0);
     }
     if ((tile1 - tile0) % 2) {
       const int64_t last[1] = {tile1 - 1};
-      tile_tokens<kType, 1, kTerms, 1>(m, o, last, t0);
+      tile_dispatch<kType, 1, kTerms, 1>(m, o, last, t0);
     }
     return;
   }
   for (int64_t tile = tile0; tile < tile1; ++tile) {
     const int64_t one[1] = {tile};
     int64_t t = t0;
-    for (; t + kMaxTokens <= t1; t += kMaxTokens) tile_tokens<kType, kMaxTokens, kTerms, 1>(m, o, one, t);
-    for (; t + 2 <= t1; t += 2) tile_tokens<kType, 2, kTerms, 1>(m, o, one, t);
-    if (t < t1) tile_tokens<kType, 1, kTerms, 1>(m, o, one, t);
+    for (; t + kMaxTokens <= t1; t += kMaxTokens) tile_dispatch<kType, kMaxTokens, kTerms, 1>(m, o, one, t);
+    for (; t + 2 <= t1; t += 2) tile_dispatch<kType, 2, kTerms, 1>(m, o, one, t);
+    if (t < t1) tile_dispatch<kType, 1, kTerms, 1>(m, o, one, t);
   }
 }
 
@@ -176,6 +287,7 @@ void tiles_avx512(const InterleavedMatmul& m, int64_t tile0, int64_t tile1, int6
   switch (m.type) {
     case DType::Q4_0: return tiles_by_terms<DType::Q4_0>(m, tile0, tile1, t0, t1);
     case DType::Q4_1: return tiles_by_terms<DType::Q4_1>(m, tile0, tile1, t0, t1);
+    case DType::Q4_K: return tiles_by_terms<DType::Q4_K>(m, tile0, tile1, t0, t1);
     default: return tiles_by_terms<DType::Q8_0>(m, tile0, tile1, t0, t1);
   }
 }
