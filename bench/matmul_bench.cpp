@@ -6,7 +6,7 @@
 // benchmark are replicated to ~1 GiB and the copies used in turn, so they come from DRAM,
 // not from the (large) L3. Prefill (n = 64) also reports GFLOP/s (2 * rows * cols * n).
 //
-// The ISA level is the CPU's best, lowered by BITLIGHT_ISA=scalar|avx2. Q4_0 / Q4_1 / Q8_0
+// The ISA level is the CPU's best, lowered by BITLIGHT_ISA=scalar|avx2. Q4_0 / Q4_1 / Q8_0 / Q4_K
 // weights are interleaved as the CPU backend does at load (BITLIGHT_CPU_INTERLEAVE=0: not).
 #include <benchmark/benchmark.h>
 

@@ -17,7 +17,7 @@ namespace bl {
 enum class Device : uint8_t { cpu, cuda };
 
 // How the blocks of a weight sit in memory. `rows`: as in the model file, row after row.
-// `tiles16` (CPU backend only, Q4_0 / Q4_1 / Q8_0): 16 rows interleaved per tile so that one
+// `tiles16` (CPU backend only, Q4_0 / Q4_1 / Q8_0 / Q4_K): 16 rows interleaved per tile so that one
 // 512-bit register holds 4 bytes of each of 16 rows (kernels/cpu/interleaved_rows.h); the byte
 // count is the same, but row(r) does not point at row r. Only code that checks the layout may
 // read such a tensor.

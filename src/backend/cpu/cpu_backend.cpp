@@ -86,7 +86,7 @@ Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   if (host.device != Device::cpu) return invalid_argument("cpu backend: upload_weight of a tensor that is not in host memory");
   if (host.layout != Layout::rows || !cpu::interleave_at_load() || !cpu::can_interleave(host.dtype, host.rows()))
     return host;  // used in place (mmap)
-  // Q4_0 / Q4_1 / Q8_0: a copy with 16 rows interleaved for the VNNI kernels (the mmap'd
+  // Q4_0 / Q4_1 / Q8_0 / Q4_K: a copy with 16 rows interleaved for the VNNI kernels (the mmap'd
   // original stays in the page cache, clean, and is no longer read).
   AlignedBuffer buffer;
   if (!buffer.resize(host.bytes(), AlignedBuffer::Pages::huge))

@@ -1,6 +1,6 @@
 // The CPU backend: runs each op at once on a thread pool, with the widest ISA the CPU has
 // (kernels/cpu/cpu_features.h; BITLIGHT_ISA lowers it). Weights stay where they were loaded
-// (the mmap of the model file), except Q4_0 / Q4_1 / Q8_0 matrices when the AVX-512 VNNI
+// (the mmap of the model file), except Q4_0 / Q4_1 / Q8_0 / Q4_K matrices when the AVX-512 VNNI
 // kernels run: those are copied with 16 rows interleaved (kernels/cpu/interleaved_rows.h;
 // BITLIGHT_CPU_INTERLEAVE=0 keeps them as they are). Activations and caches are 64-byte
 // aligned buffers owned here.
