@@ -1,6 +1,7 @@
 // AVX-512 VNNI kernels of the tiles16 matmul (matmul_interleaved.h): one zmm holds 4 weight
 // bytes of each of 16 rows; vpdpbusd multiplies them with 4 activations broadcast to every
-// lane, so a block of 32 weights x 16 rows is 8 vpdpbusd per activation column.
+// lane, so a block of 32 weights x 16 rows is 8 vpdpbusd per activation column (Q4_K: the
+// same per 32-weight sub-block, tile_tokens_q4_k).
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on unmasked intrinsics (see dot_avx512.cpp).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
