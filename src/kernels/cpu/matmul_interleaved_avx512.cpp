@@ -59,6 +59,36 @@ inline __m512i broadcast4(const int8_t* p) {
 // bandwidth (4 KiB pages); with huge pages 1-4 KiB ahead measured alike within the noise.
 constexpr int kPrefetchAhead = 2048;
 
+// The quantized activations of NT tokens from t0: column c = t * kTerms + term.
+template <int NT, int kTerms>
+struct TokenColumns {
+  const int8_t* q[NT * kTerms];
+  const float* d[NT * kTerms];
+  const float* offset[NT];
+
+  TokenColumns(const InterleavedMatmul& m, int64_t t0) {
+    for (int t = 0; t < NT; ++t) {
+      void* token = const_cast<char*>(m.acts) + m.layout.token_bytes * static_cast<size_t>(t0 + t);
+      offset[t] = m.layout.offset(token);
+      for (int term = 0; term < kTerms; ++term) {
+        q[t * kTerms + term] = m.layout.q(token, term);
+        d[t * kTerms + term] = m.layout.d(token, term);
+      }
+    }
+  }
+};
+
+// out[t0 + t] rows of each tile (+ bias) from the kernels' accumulators.
+template <int NT, int kTiles>
+inline void store_tiles(const InterleavedMatmul& m, const int64_t (&tiles)[kTiles], int64_t t0,
+                        const __m512 (&out)[kTiles][NT]) {
+  for (int i = 0; i < kTiles; ++i) {
+    const __m512 bias = m.bias ? _mm512_loadu_ps(m.bias + tiles[i] * kTileRows) : _mm512_setzero_ps();
+    for (int t = 0; t < NT; ++t)
+      _mm512_storeu_ps(m.out + (t0 + t) * m.rows + tiles[i] * kTileRows, _mm512_add_ps(out[i][t], bias));
+  }
+}
+
 // out rows of kTiles tiles for NT tokens from t0, kTerms activation terms per token. Decode
 // runs two tiles from far apart in the thread's range at once: two independent weight streams
 // keep more DRAM reads in flight per core than one.
@@ -66,7 +96,6 @@ template <DType kType, int NT, int kTerms, int kTiles>
 void tile_tokens(const InterleavedMatmul& m, const TileOffsets& o, const int64_t (&tiles)[kTiles], int64_t t0) {
   constexpr int NC = NT * kTerms;
   const int64_t nb = m.cols / kQK;
-  const TokenActsLayout& layout = m.layout;
   const uint8_t* base[kTiles];
   const uint16_t* d[kTiles];
   const uint16_t* mins[kTiles];
@@ -75,17 +104,7 @@ void tile_tokens(const InterleavedMatmul& m, const TileOffsets& o, const int64_t
     d[i] = reinterpret_cast<const uint16_t*>(base[i] + o.d_offset);
     mins[i] = reinterpret_cast<const uint16_t*>(base[i] + o.m_offset);
   }
-  const int8_t* yq[NC];
-  const float* yd[NC];
-  const float* offset[NT];
-  for (int t = 0; t < NT; ++t) {
-    void* token = const_cast<char*>(m.acts) + layout.token_bytes * static_cast<size_t>(t0 + t);
-    offset[t] = layout.offset(token);
-    for (int term = 0; term < kTerms; ++term) {
-      yq[t * kTerms + term] = layout.q(token, term);
-      yd[t * kTerms + term] = layout.d(token, term);
-    }
-  }
+  const TokenColumns<NT, kTerms> y(m, t0);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 out[kTiles][NT];
   for (int i = 0; i < kTiles; ++i)
@@ -102,7 +121,7 @@ void tile_tokens(const InterleavedMatmul& m, const TileOffsets& o, const int64_t
       if constexpr (kType == DType::Q8_0) {
         for (int g = 0; g < 8; ++g) {
           const __m512i w = _mm512_loadu_si512(q + 64 * g);
-          for (int c = 0; c < NC; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], w, broadcast4(yq[c] + b * kQK + 4 * g));
+          for (int c = 0; c < NC; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], w, broadcast4(y.q[c] + b * kQK + 4 * g));
         }
       } else {
         for (int g = 0; g < 4; ++g) {
@@ -110,8 +129,8 @@ void tile_tokens(const InterleavedMatmul& m, const TileOffsets& o, const int64_t
           const __m512i lo = _mm512_and_si512(v, low4);                          // weights 4g .. 4g+3
           const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);  // weights 16+4g ..
           for (int c = 0; c < NC; ++c) {
-            acc[c] = _mm512_dpbusd_epi32(acc[c], lo, broadcast4(yq[c] + b * kQK + 4 * g));
-            acc[c] = _mm512_dpbusd_epi32(acc[c], hi, broadcast4(yq[c] + b * kQK + 16 + 4 * g));
+            acc[c] = _mm512_dpbusd_epi32(acc[c], lo, broadcast4(y.q[c] + b * kQK + 4 * g));
+            acc[c] = _mm512_dpbusd_epi32(acc[c], hi, broadcast4(y.q[c] + b * kQK + 16 + 4 * g));
           }
         }
       }
@@ -120,24 +139,20 @@ void tile_tokens(const InterleavedMatmul& m, const TileOffsets& o, const int64_t
         const int c = t * kTerms;
         __m512 s;
         if constexpr (kType == DType::Q4_1) {
-          s = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_set1_ps(yd[c][b]));
+          s = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_set1_ps(y.d[c][b]));
         } else {
-          s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_set1_ps(yd[c][b]), _mm512_set1_ps(offset[t][b]));
+          s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_set1_ps(y.d[c][b]), _mm512_set1_ps(y.offset[t][b]));
         }
-        if constexpr (kTerms == 2) s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c + 1]), _mm512_set1_ps(yd[c + 1][b]), s);
+        if constexpr (kTerms == 2) s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c + 1]), _mm512_set1_ps(y.d[c + 1][b]), s);
         out[i][t] = _mm512_fmadd_ps(dw, s, out[i][t]);
       }
       if constexpr (kType == DType::Q4_1) {
         const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mins[i] + b * kTileRows)));
-        for (int t = 0; t < NT; ++t) out[i][t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(offset[t][b]), out[i][t]);
+        for (int t = 0; t < NT; ++t) out[i][t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.offset[t][b]), out[i][t]);
       }
     }
   }
-  for (int i = 0; i < kTiles; ++i) {
-    const __m512 bias = m.bias ? _mm512_loadu_ps(m.bias + tiles[i] * kTileRows) : _mm512_setzero_ps();
-    for (int t = 0; t < NT; ++t)
-      _mm512_storeu_ps(m.out + (t0 + t) * m.rows + tiles[i] * kTileRows, _mm512_add_ps(out[i][t], bias));
-  }
+  store_tiles<NT, kTiles>(m, tiles, t0, out);
 }
 
 // The 6-bit scale and min of sub-block `sub` (0..7) of 16 rows as fp32: get_scale_min_k4 on
@@ -168,20 +183,9 @@ template <int NT, int kTerms, int kTiles>
 void tile_tokens_q4_k(const InterleavedMatmul& m, const TileOffsets& o, const int64_t (&tiles)[kTiles], int64_t t0) {
   constexpr int NC = NT * kTerms;
   const int64_t nbk = m.cols / kQKK;
-  const TokenActsLayout& layout = m.layout;
   const uint8_t* base[kTiles];
   for (int i = 0; i < kTiles; ++i) base[i] = m.w + o.tile_bytes * static_cast<size_t>(tiles[i]);
-  const int8_t* yq[NC];
-  const float* yd[NC];
-  const float* offset[NT];
-  for (int t = 0; t < NT; ++t) {
-    void* token = const_cast<char*>(m.acts) + layout.token_bytes * static_cast<size_t>(t0 + t);
-    offset[t] = layout.offset(token);
-    for (int term = 0; term < kTerms; ++term) {
-      yq[t * kTerms + term] = layout.q(token, term);
-      yd[t * kTerms + term] = layout.d(token, term);
-    }
-  }
+  const TokenColumns<NT, kTerms> y(m, t0);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 out[kTiles][NT];
   for (int i = 0; i < kTiles; ++i)
@@ -206,9 +210,9 @@ void tile_tokens_q4_k(const InterleavedMatmul& m, const TileOffsets& o, const in
           const __m512i lo = _mm512_and_si512(v, low4);                          // sub-block 2j
           const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);  // sub-block 2j+1
           for (int c = 0; c < NC; ++c) {
-            const int8_t* y = yq[c] + b * kQKK + 64 * j + 4 * g;
-            acc_lo[c] = _mm512_dpbusd_epi32(acc_lo[c], lo, broadcast4(y));
-            acc_hi[c] = _mm512_dpbusd_epi32(acc_hi[c], hi, broadcast4(y + 32));
+            const int8_t* x = y.q[c] + b * kQKK + 64 * j + 4 * g;
+            acc_lo[c] = _mm512_dpbusd_epi32(acc_lo[c], lo, broadcast4(x));
+            acc_hi[c] = _mm512_dpbusd_epi32(acc_hi[c], hi, broadcast4(x + 32));
           }
         }
         __m512 sc0, mn0, sc1, mn1;
@@ -217,15 +221,15 @@ void tile_tokens_q4_k(const InterleavedMatmul& m, const TileOffsets& o, const in
         const int64_t blk0 = b * 8 + 2 * j, blk1 = blk0 + 1;  // 32-element activation blocks
         for (int t = 0; t < NT; ++t) {
           const int c = t * kTerms;
-          __m512 x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc_lo[c]), _mm512_set1_ps(yd[c][blk0]));
-          __m512 x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc_hi[c]), _mm512_set1_ps(yd[c][blk1]));
+          __m512 x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc_lo[c]), _mm512_set1_ps(y.d[c][blk0]));
+          __m512 x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc_hi[c]), _mm512_set1_ps(y.d[c][blk1]));
           if constexpr (kTerms == 2) {
-            x0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_lo[c + 1]), _mm512_set1_ps(yd[c + 1][blk0]), x0);
-            x1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_hi[c + 1]), _mm512_set1_ps(yd[c + 1][blk1]), x1);
+            x0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_lo[c + 1]), _mm512_set1_ps(y.d[c + 1][blk0]), x0);
+            x1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_hi[c + 1]), _mm512_set1_ps(y.d[c + 1][blk1]), x1);
           }
           total[t] = _mm512_fmadd_ps(sc1, x1, _mm512_fmadd_ps(sc0, x0, total[t]));
-          total_min[t] = _mm512_fmadd_ps(mn1, _mm512_set1_ps(offset[t][blk1]),
-                                         _mm512_fmadd_ps(mn0, _mm512_set1_ps(offset[t][blk0]), total_min[t]));
+          total_min[t] = _mm512_fmadd_ps(mn1, _mm512_set1_ps(y.offset[t][blk1]),
+                                         _mm512_fmadd_ps(mn0, _mm512_set1_ps(y.offset[t][blk0]), total_min[t]));
         }
       }
       const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(header)));
@@ -234,11 +238,7 @@ void tile_tokens_q4_k(const InterleavedMatmul& m, const TileOffsets& o, const in
         out[i][t] = _mm512_fnmadd_ps(dmin, total_min[t], _mm512_fmadd_ps(d, total[t], out[i][t]));
     }
   }
-  for (int i = 0; i < kTiles; ++i) {
-    const __m512 bias = m.bias ? _mm512_loadu_ps(m.bias + tiles[i] * kTileRows) : _mm512_setzero_ps();
-    for (int t = 0; t < NT; ++t)
-      _mm512_storeu_ps(m.out + (t0 + t) * m.rows + tiles[i] * kTileRows, _mm512_add_ps(out[i][t], bias));
-  }
+  store_tiles<NT, kTiles>(m, tiles, t0, out);
 }
 
 template <DType kType, int NT, int kTerms, int kTiles>
