@@ -27,17 +27,6 @@ constexpr int kGemvThreads = 256;  // 8 warps per block, all on the same rows
 constexpr int kGemvWarps = kGemvThreads / kWarp;
 constexpr int kRows = 4;           // rows per block: each x float4 serves 4 rows
 
-struct GemvParams {
-  const uint8_t* w;
-  size_t row_bytes;
-  int64_t rows;
-  int64_t cols;
-  const float* x;  // [cols, n]
-  int n;
-  float* out;      // [rows, n]
-  const float* bias;
-};
-
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -56,7 +45,7 @@ __device__ __forceinline__ float dot4(const float* w, float4 x, float acc) {
 // pieces apply; otherwise (plain types with odd rows only) every weight goes the scalar way.
 // kTiled: the weight is in the tiled layout (weight_layout.cuh).
 template <DType T, int kTokens, bool kVec, bool kTiled>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p) {
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   // Rows past the end read the last row again (a valid address) and are not stored.
   const uint8_t* rowp[kRows];
@@ -125,7 +114,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p) {
 }
 
 template <DType T, int kTokens>
-void launch_for_tokens(const GemvParams& p, bool vec, bool tiled, cudaStream_t stream) {
+void launch_for_tokens(const GemvArgs& p, bool vec, bool tiled, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
   if constexpr (is_tileable<T>()) {
     if (tiled) {
@@ -155,7 +144,7 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
   if (n_tokens >= 2 && tensor_core_gemv_enabled() && launch_gemv_tensor_core(w, x, n_tokens, out, bias, stream))
     return true;
   if (launch_gemv_dp4a(w, x, n_tokens, out, bias, stream)) return true;
-  const GemvParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+  const GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
   // Pieces need 16-byte aligned x (and rows, for the plain types) and cols % 8 == 0; block
   // formats always qualify given an aligned x (their rows are whole blocks of 32 or 256).
   const bool aligned_x = reinterpret_cast<uintptr_t>(x) % 16 == 0;

@@ -28,17 +28,6 @@ constexpr int kWarps = kThreads / kWarp;
 constexpr int kTileRows = 16;    // rows per block (one mma M)
 constexpr int kTileTokens = 8;   // tokens per mma N
 
-struct TcParams {
-  const uint8_t* w;
-  size_t row_bytes;
-  int64_t rows;
-  int64_t cols;
-  const float* x;  // [cols, n]
-  int n;
-  float* out;      // [rows, n]
-  const float* bias;
-};
-
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);
@@ -55,7 +44,7 @@ __device__ __forceinline__ void mma_16816(float c[4], uint32_t a0, uint32_t a1, 
 
 // kTiles: token tiles of 8 (1 for n <= 8, 2 for n <= 16).
 template <DType T, int kTiles, bool kTiled>
-__global__ void __launch_bounds__(kThreads) gemv_tc_kernel(TcParams p) {
+__global__ void __launch_bounds__(kThreads) gemv_tc_kernel(GemvArgs p) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int g = lane / 4, c = lane % 4;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
@@ -117,14 +106,14 @@ __global__ void __launch_bounds__(kThreads) gemv_tc_kernel(TcParams p) {
 }
 
 template <DType T, bool kTiled>
-void launch_tc_layout(const TcParams& p, cudaStream_t stream) {
+void launch_tc_layout(const GemvArgs& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.rows + kTileRows - 1) / kTileRows));
   if (p.n <= kTileTokens) gemv_tc_kernel<T, 1, kTiled><<<grid, kThreads, 0, stream>>>(p);
   else gemv_tc_kernel<T, 2, kTiled><<<grid, kThreads, 0, stream>>>(p);
 }
 
 template <DType T>
-void launch_tc(const TcParams& p, bool tiled, cudaStream_t stream) {
+void launch_tc(const GemvArgs& p, bool tiled, cudaStream_t stream) {
   if constexpr (is_tileable<T>()) {
     if (tiled) return launch_tc_layout<T, true>(p, stream);
   }
@@ -149,7 +138,7 @@ bool launch_gemv_tensor_core(const WeightView& w, const float* x, int n_tokens, 
   if (n_tokens < kMinTokens || n_tokens > kGemvMaxTokens || w.rows < kMinRows || w.cols % (4 * kPiece) != 0 ||
       reinterpret_cast<uintptr_t>(x) % 16 != 0)
     return false;
-  const TcParams p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+  const GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
   switch (w.dtype) {
     case DType::Q8_0: launch_tc<DType::Q8_0>(p, w.tiled, stream); return true;
     case DType::Q4_0: launch_tc<DType::Q4_0>(p, w.tiled, stream); return true;

@@ -32,6 +32,19 @@ struct WeightView {
   bool tiled = false;          // in the tiled layout of weight_layout.cuh (Q4_0, Q4_1, Q8_0, Q6_K)
 };
 
+// The operands of one GEMV launch as the kernels take them (gemv.cu, gemv_dp4a.cu,
+// gemv_tensor_core.cu): w's rows of row_bytes bytes, x [cols, n], out [rows, n], bias or null.
+struct GemvArgs {
+  const uint8_t* w;
+  size_t row_bytes;
+  int64_t rows;
+  int64_t cols;
+  const float* x;  // [cols, n]
+  int n;
+  float* out;      // [rows, n]
+  const float* bias;
+};
+
 // ---- the tiled weight layout (weight_layout.cuh, weight_tiling.cu) ----
 
 // Whether upload tiles a weight of this format and row length: Q4_0, Q4_1, Q8_0, Q6_K with
