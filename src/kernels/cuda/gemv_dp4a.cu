@@ -53,17 +53,6 @@ struct XScale {
   int sum;
 };
 
-struct Dp4aParams {
-  const uint8_t* w;
-  size_t row_bytes;
-  int64_t rows;
-  int64_t cols;
-  const float* x;  // [cols, n]
-  int n;
-  float* out;  // [rows, n]
-  const float* bias;
-};
-
 __device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) {
   return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
 }
@@ -81,6 +70,13 @@ __device__ __forceinline__ int dot16(uint32_t q0, uint32_t q1, uint32_t q2, uint
   return dp4a(q3, x.w, dp4a(q2, x.z, dp4a(q1, x.y, dp4a(q0, x.x, acc))));
 }
 __device__ __forceinline__ int sum16(uint4 x) { return dot16(kOnes, kOnes, kOnes, kOnes, x, 0); }
+// The 32 nibbles of q (byte j: weight j low, weight j + 16 high) times x: lo with the first
+// 16 x values, hi with the last 16.
+__device__ __forceinline__ int dot_nibbles(uint4 q, uint4 lo, uint4 hi) {
+  const int s = dot16(q.x & kLowNibbles, q.y & kLowNibbles, q.z & kLowNibbles, q.w & kLowNibbles, lo, 0);
+  return dot16((q.x >> 4) & kLowNibbles, (q.y >> 4) & kLowNibbles, (q.z >> 4) & kLowNibbles, (q.w >> 4) & kLowNibbles,
+               hi, s);
+}
 
 // ---- units: 16 bytes of quants and what is needed to scale them ----
 // Each Unit<T> has kWeights (weights per unit), kUnroll (units per lane per row and chunk),
@@ -119,9 +115,7 @@ struct Unit<DType::Q4_0> {
     return {load_x16(xq + kXBlock * u), load_x16(xq + kXBlock * u + 16), xs[u]};
   }
   __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
-    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, x.a, 0);
-    s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
-              (w.q.w >> 4) & kLowNibbles, x.b, s);
+    const int s = dot_nibbles(w.q, x.a, x.b);
     return half_to_float(w.d) * x.s.d * static_cast<float>(s - 8 * x.s.sum);
   }
 };
@@ -143,9 +137,7 @@ struct Unit<DType::Q4_1> {
     return {load_x16(xq + kXBlock * u), load_x16(xq + kXBlock * u + 16), xs[u]};
   }
   __device__ __forceinline__ static float dot(const Raw& w, int64_t, const X& x) {
-    int s = dot16(w.q.x & kLowNibbles, w.q.y & kLowNibbles, w.q.z & kLowNibbles, w.q.w & kLowNibbles, x.a, 0);
-    s = dot16((w.q.x >> 4) & kLowNibbles, (w.q.y >> 4) & kLowNibbles, (w.q.z >> 4) & kLowNibbles,
-              (w.q.w >> 4) & kLowNibbles, x.b, s);
+    const int s = dot_nibbles(w.q, x.a, x.b);
     return x.s.d * (half_to_float(w.dm) * static_cast<float>(s) +
                     half_to_float(w.dm >> 16) * static_cast<float>(x.s.sum));
   }
@@ -391,7 +383,7 @@ constexpr int rows_per_step() {
 }
 
 template <DType T, int kTokens>
-__global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
+__global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   constexpr int kRows = rows_per_step<kTokens>();
   using U = Unit<T>;
   using Raw = typename U::Raw;
@@ -485,7 +477,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(Dp4aParams p) {
 size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n) * cols * (1 + sizeof(XScale) / 32.0); }
 
 template <DType T, int kTokens>
-bool launch_tokens(const Dp4aParams& p, cudaStream_t stream) {
+bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
   const auto kernel = gemv_dp4a_kernel<T, kTokens>;
   int device = 0, sms = 0, optin = 0;
   cudaGetDevice(&device);
@@ -529,7 +521,7 @@ bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                       cudaStream_t stream) {
   if (!gemv_dp4a_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  const Dp4aParams p{
+  const GemvArgs p{
       static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
