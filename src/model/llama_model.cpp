@@ -98,8 +98,7 @@ class WeightLoader {
     }
     Expected<Tensor> t = backend_.upload_weight(make_tensor_2d(host.data(), type, cols, total_rows));
     if (!t.ok()) return t.status().with_context("tensor '" + names[0] + "' and the matrices joined to it");
-    done_bytes_ += bytes;
-    if (progress_) progress_(done_bytes_, total_bytes_);
+    count_uploaded(bytes);
     return t;
   }
 
@@ -152,9 +151,13 @@ class WeightLoader {
     if (backend_.device() == Device::cpu) touch_pages(info.data, info.bytes);
     Expected<Tensor> t = backend_.upload_weight(info.view());
     if (!t.ok()) return t.status().with_context("tensor '" + info.name + "'");
-    done_bytes_ += info.bytes;
-    if (progress_) progress_(done_bytes_, total_bytes_);
+    count_uploaded(info.bytes);
     return t;
+  }
+
+  void count_uploaded(size_t bytes) {
+    done_bytes_ += bytes;
+    if (progress_) progress_(done_bytes_, total_bytes_);
   }
 
   const ModelFile& file_;
