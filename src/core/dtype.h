@@ -68,6 +68,9 @@ struct DTypeInfo {
   int64_t block_elems;    // elements per block (1 for plain types)
   int64_t block_bytes;    // bytes per block
   bool quantized;
+  // Rows stored together: 1 for GGUF's row-major types; 16 for bl<b>g<g>, whose tiles hold
+  // 16 rows side by side (quant/bl_group.h), so a tensor's row count must be a multiple of it.
+  int64_t tile_rows = 1;
 };
 
 // nullptr for ids this build does not know (a GGUF file may carry any u32).

@@ -348,6 +348,10 @@ class GgufParser {
         if (!p || *p > kInt64Max) return invalid_file(name + ": shape " + shape_text(t.ne) + " overflows");
         elements = *p;
       }
+      if ((elements / static_cast<uint64_t>(t.ne[0])) % static_cast<uint64_t>(info->tile_rows) != 0)
+        return invalid_file(name + ": shape " + shape_text(t.ne) + " has " + std::to_string(elements / t.ne[0]) +
+                            " rows, not a multiple of the " + std::string(info->name) + " tile of " +
+                            std::to_string(info->tile_rows) + " rows");
       auto bytes = checked_mul(elements / static_cast<uint64_t>(info->block_elems), static_cast<uint64_t>(info->block_bytes));
       if (!bytes) return invalid_file(name + ": shape " + shape_text(t.ne) + " overflows in bytes");
       t.bytes = *bytes;

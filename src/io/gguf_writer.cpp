@@ -224,6 +224,9 @@ Status GgufWriter::check_new_tensor(const std::string& name, DType dtype, const 
   if (ne[0] % info->block_elems != 0)
     return invalid_argument("tensor '" + name + "': ne[0] = " + std::to_string(ne[0]) + " is not a multiple of the " +
                             std::string(info->name) + " block size (" + std::to_string(info->block_elems) + ")");
+  if ((elements / static_cast<uint64_t>(ne[0])) % static_cast<uint64_t>(info->tile_rows) != 0)
+    return invalid_argument("tensor '" + name + "': " + std::to_string(elements / ne[0]) + " rows, not a multiple of the " +
+                            std::string(info->name) + " tile of " + std::to_string(info->tile_rows) + " rows");
   auto bytes = checked_mul(elements / static_cast<uint64_t>(info->block_elems), static_cast<uint64_t>(info->block_bytes));
   if (!bytes) return invalid_argument("tensor '" + name + "': size in bytes overflows");
   bytes_out = *bytes;

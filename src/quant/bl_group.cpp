@@ -76,7 +76,8 @@ void try_range(const float* x, const float* imp, int g, int nmax, float lo, floa
   requantize(x, imp, g, nmax, f32_to_fp16(static_cast<float>(S)), f32_to_fp16(static_cast<float>(z)), best);
 }
 
-void quantize_group(const BlGroupShape& shape, const float* x, const float* importance, uint8_t* dst) {
+// The best fit (s, z and codes) of one group of g values.
+Fit quantize_group(const BlGroupShape& shape, const float* x, const float* importance) {
   const int g = shape.group_size, nmax = (1 << shape.bits) - 1;
   float imp[kMaxGroup];
   bl_group_error_weights(x, importance, g, imp);
@@ -92,29 +93,36 @@ void quantize_group(const BlGroupShape& shape, const float* x, const float* impo
     best.scale = f32_to_fp16(s);
     best.zero = f32_to_fp16(lo == 0.0f ? 0.0f : (lo > 0.0f ? -1.0f : 1.0f));
     std::memset(best.q, 0, static_cast<size_t>(g));
-  } else {
-    // Plain min/max round-to-nearest first: the search can only improve on it.
-    const float s = (hi - lo) / static_cast<float>(nmax);
-    requantize(x, imp, g, nmax, f32_to_fp16(s), f32_to_fp16(-lo / s), best);
-    for (int is = -kAnchoredSteps; is <= kAnchoredSteps; ++is) {
-      const float levels = static_cast<float>(nmax) + 0.1f * static_cast<float>(is);
-      if (levels <= 0.0f) continue;
-      try_range(x, imp, g, nmax, lo, lo + (hi - lo) * static_cast<float>(nmax) / levels, best);
-    }
-    const float mid = 0.5f * (lo + hi), half = 0.5f * (hi - lo);
-    for (int is = 0; is < kShrinkSteps; ++is) {
-      const float t = 1.0f - 0.05f * static_cast<float>(is);
-      try_range(x, imp, g, nmax, mid - t * half, mid + t * half, best);
-    }
+    return best;
   }
-  std::memcpy(dst, &best.scale, 2);
-  std::memcpy(dst + 2, &best.zero, 2);
-  uint8_t* planes = dst + 4;
-  std::memset(planes, 0, static_cast<size_t>(shape.bits * shape.plane_bytes()));
-  for (int k = 0; k < shape.bits; ++k) {
-    uint8_t* plane = planes + k * shape.plane_bytes();
-    for (int j = 0; j < g; ++j) plane[j / 8] |= static_cast<uint8_t>(((best.q[j] >> k) & 1) << (j % 8));
+  // Plain min/max round-to-nearest first: the search can only improve on it.
+  const float s = (hi - lo) / static_cast<float>(nmax);
+  requantize(x, imp, g, nmax, f32_to_fp16(s), f32_to_fp16(-lo / s), best);
+  for (int is = -kAnchoredSteps; is <= kAnchoredSteps; ++is) {
+    const float levels = static_cast<float>(nmax) + 0.1f * static_cast<float>(is);
+    if (levels <= 0.0f) continue;
+    try_range(x, imp, g, nmax, lo, lo + (hi - lo) * static_cast<float>(nmax) / levels, best);
   }
+  const float mid = 0.5f * (lo + hi), half = 0.5f * (hi - lo);
+  for (int is = 0; is < kShrinkSteps; ++is) {
+    const float t = 1.0f - 0.05f * static_cast<float>(is);
+    try_range(x, imp, g, nmax, mid - t * half, mid + t * half, best);
+  }
+  return best;
+}
+
+// Writes row r's scale, zero and codes into one tile group (whose code bytes start zeroed).
+void pack_row(const BlGroupShape& shape, const Fit& fit, int r, uint8_t* tile_group) {
+  std::memcpy(tile_group + 2 * r, &fit.scale, 2);
+  std::memcpy(tile_group + 32 + 2 * r, &fit.zero, 2);
+  for (int c = 0; c < shape.chunks(); ++c)
+    for (int q = 0; q < 4; ++q)
+      for (int p = 0; p < shape.bits; ++p) {
+        int nibble = 0;
+        for (int m = 0; m < 4; ++m) nibble |= ((fit.q[16 * c + 4 * q + m] >> p) & 1) << m;
+        const NibblePlace at = bl_nibble_place(shape, r, c, q, p);
+        tile_group[at.byte] |= static_cast<uint8_t>(nibble << at.shift);
+      }
 }
 
 }  // namespace
@@ -141,35 +149,56 @@ std::optional<DType> bl_group_dtype(int bits, int group_size) {
   return std::nullopt;
 }
 
-void unpack_bl_group_codes(const BlGroupShape& shape, const uint8_t* group, uint8_t* codes) {
-  const uint8_t* planes = group + 4;
-  for (int j = 0; j < shape.group_size; ++j) {
-    int q = 0;
-    for (int k = 0; k < shape.bits; ++k) q |= ((planes[k * shape.plane_bytes() + j / 8] >> (j % 8)) & 1) << k;
-    codes[j] = static_cast<uint8_t>(q);
+NibblePlace bl_nibble_place(const BlGroupShape& shape, int r, int c, int q, int p) {
+  const int pi = q * shape.bits + p;
+  const int k = c * shape.bits + pi / 4;  // nibble register
+  return {64 + 64 * (k / 2) + 4 * r + pi % 4, 4 * (k % 2)};
+}
+
+void unpack_bl_codes(const BlGroupShape& shape, const uint8_t* tile_group, int r, uint8_t* codes, float& s,
+                     float& z) {
+  uint16_t s16, z16;
+  std::memcpy(&s16, tile_group + 2 * r, 2);
+  std::memcpy(&z16, tile_group + 32 + 2 * r, 2);
+  s = fp16_to_f32(s16);
+  z = fp16_to_f32(z16);
+  std::memset(codes, 0, static_cast<size_t>(shape.group_size));
+  for (int c = 0; c < shape.chunks(); ++c)
+    for (int q = 0; q < 4; ++q)
+      for (int p = 0; p < shape.bits; ++p) {
+        const NibblePlace at = bl_nibble_place(shape, r, c, q, p);
+        const int nibble = (tile_group[at.byte] >> at.shift) & 15;
+        for (int m = 0; m < 4; ++m) codes[16 * c + 4 * q + m] |= static_cast<uint8_t>(((nibble >> m) & 1) << p);
+      }
+}
+
+void quantize_bl_matrix(DType t, const float* x, void* dst, int64_t rows, int64_t cols, const float* importance) {
+  const std::optional<BlGroupShape> shape = bl_group_shape(t);
+  assert(shape && rows % kBlTileRows == 0 && cols % shape->group_size == 0);
+  const int g = shape->group_size;
+  const int64_t groups = cols / g;
+  auto* out = static_cast<uint8_t*>(dst);
+  std::memset(out, 0, static_cast<size_t>(rows * groups * shape->group_bytes()));
+  for (int64_t row = 0; row < rows; ++row) {
+    uint8_t* tile = out + (row / kBlTileRows) * groups * shape->tile_group_bytes();
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      const Fit fit = quantize_group(*shape, x + row * cols + grp * g, importance ? importance + grp * g : nullptr);
+      pack_row(*shape, fit, static_cast<int>(row % kBlTileRows), tile + grp * shape->tile_group_bytes());
+    }
   }
 }
 
-void quantize_bl_group(DType t, const float* x, void* dst, int64_t n, const float* importance) {
+void dequantize_bl_row(DType t, const void* matrix, int64_t cols, int64_t row, float* y) {
   const std::optional<BlGroupShape> shape = bl_group_shape(t);
-  assert(shape && n % shape->group_size == 0);
-  auto* out = static_cast<uint8_t*>(dst);
-  for (int64_t i = 0; i < n; i += shape->group_size, out += shape->group_bytes())
-    quantize_group(*shape, x + i, importance ? importance + i : nullptr, out);
-}
-
-void dequantize_bl_group(DType t, const void* src, float* y, int64_t n) {
-  const std::optional<BlGroupShape> shape = bl_group_shape(t);
-  assert(shape && n % shape->group_size == 0);
-  const auto* group = static_cast<const uint8_t*>(src);
+  assert(shape && cols % shape->group_size == 0);
+  const int g = shape->group_size;
+  const int64_t groups = cols / g;
+  const uint8_t* tile = static_cast<const uint8_t*>(matrix) + (row / kBlTileRows) * groups * shape->tile_group_bytes();
   uint8_t codes[kMaxGroup];
-  for (int64_t i = 0; i < n; i += shape->group_size, group += shape->group_bytes()) {
-    uint16_t s16, z16;
-    std::memcpy(&s16, group, 2);
-    std::memcpy(&z16, group + 2, 2);
-    const float s = fp16_to_f32(s16), z = fp16_to_f32(z16);
-    unpack_bl_group_codes(*shape, group, codes);
-    for (int j = 0; j < shape->group_size; ++j) y[i + j] = s * (static_cast<float>(codes[j]) - z);
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    float s, z;
+    unpack_bl_codes(*shape, tile + grp * shape->tile_group_bytes(), static_cast<int>(row % kBlTileRows), codes, s, z);
+    for (int j = 0; j < g; ++j) y[grp * g + j] = s * (static_cast<float>(codes[j]) - z);
   }
 }
 

@@ -27,7 +27,7 @@ bool can_quantize(DType t) { return can_dequantize(t); }
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   using namespace quant;
-  assert(can_dequantize(t) && n % dtype_info(t)->block_elems == 0);
+  assert(can_dequantize(t) && n % dtype_info(t)->block_elems == 0 && dtype_info(t)->tile_rows == 1);
   switch (t) {
     case DType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float)); return;
     case DType::F16: {
@@ -54,13 +54,13 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q8_K: return dequantize_q8_k(static_cast<const BlockQ8_K*>(src), dst, n);
     case DType::TQ1_0: return dequantize_tq1_0(static_cast<const BlockTQ1_0*>(src), dst, n);
     case DType::TQ2_0: return dequantize_tq2_0(static_cast<const BlockTQ2_0*>(src), dst, n);
-    default: return dequantize_bl_group(t, src, dst, n);
+    default: assert(!"dequantize_row: a tiled type (use dequantize_matrix_row)"); return;
   }
 }
 
 void quantize_row(DType t, const float* src, void* dst, int64_t n) {
   using namespace quant;
-  assert(can_quantize(t) && n % dtype_info(t)->block_elems == 0);
+  assert(can_quantize(t) && n % dtype_info(t)->block_elems == 0 && dtype_info(t)->tile_rows == 1);
   switch (t) {
     case DType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float)); return;
     case DType::F16: {
@@ -87,8 +87,19 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     case DType::Q8_K: return quantize_q8_k(src, static_cast<BlockQ8_K*>(dst), n);
     case DType::TQ1_0: return quantize_tq1_0(src, static_cast<BlockTQ1_0*>(dst), n);
     case DType::TQ2_0: return quantize_tq2_0(src, static_cast<BlockTQ2_0*>(dst), n);
-    default: return quantize_bl_group(t, src, dst, n, nullptr);
+    default: assert(!"quantize_row: a tiled type (use quantize_matrix)"); return;
   }
+}
+
+void quantize_matrix(DType t, const float* src, void* dst, int64_t rows, int64_t cols, const float* importance) {
+  if (quant::is_bl_group(t)) return quant::quantize_bl_matrix(t, src, dst, rows, cols, importance);
+  const size_t stride = row_bytes(t, cols);
+  for (int64_t r = 0; r < rows; ++r) quantize_row(t, src + r * cols, static_cast<char*>(dst) + stride * r, cols);
+}
+
+void dequantize_matrix_row(DType t, const void* matrix, int64_t cols, int64_t row, float* dst) {
+  if (quant::is_bl_group(t)) return quant::dequantize_bl_row(t, matrix, cols, row, dst);
+  dequantize_row(t, static_cast<const char*>(matrix) + row_bytes(t, cols) * row, dst, cols);
 }
 
 }  // namespace bl

@@ -25,7 +25,27 @@ DType default_high_precision_type(DType main_type) {
   return bits_per_weight(main_type) >= bits_per_weight(DType::Q8_0) ? main_type : DType::Q8_0;
 }
 
-bool fits(DType t, int64_t cols) { return cols % dtype_info(t)->block_elems == 0; }
+int64_t row_count(const TensorInfo& t) {
+  int64_t rows = 1;
+  for (size_t i = 1; i < t.ne.size(); ++i) rows *= t.ne[i];
+  return rows;
+}
+
+// Rows of whole blocks, and a row count that fills the type's tiles (16 rows for bl types).
+bool fits(DType t, const TensorInfo& tensor) {
+  const DTypeInfo* info = dtype_info(t);
+  return tensor.ne[0] % info->block_elems == 0 && row_count(tensor) % info->tile_rows == 0;
+}
+
+// Why `t` does not fit `tensor`, as "<what>" for the error message.
+std::string misfit_text(DType t, const TensorInfo& tensor) {
+  const DTypeInfo* info = dtype_info(t);
+  if (tensor.ne[0] % info->block_elems != 0)
+    return "rows of " + std::to_string(tensor.ne[0]) + " elements, not a multiple of the " + std::string(info->name) +
+           " block size " + std::to_string(info->block_elems);
+  return std::to_string(row_count(tensor)) + " rows, not a multiple of the " + std::string(info->name) +
+         " tile of " + std::to_string(info->tile_rows) + " rows";
+}
 
 std::string type_text(DType t) { return std::string(dtype_name(t)); }
 
@@ -37,34 +57,26 @@ Expected<DType> target_type(const TensorInfo& t, const QuantizeOptions& o) {
   DType want = o.type;
   if (t.name == "token_embd.weight") want = o.embd_type.value_or(default_high_precision_type(o.type));
   if (t.name == "output.weight") want = o.output_type.value_or(default_high_precision_type(o.type));
-  if (fits(want, t.ne[0])) return want;
-  if (o.fallback_type && fits(*o.fallback_type, t.ne[0])) return *o.fallback_type;
-  return invalid_argument("tensor '" + t.name + "' has rows of " + std::to_string(t.ne[0]) +
-                          " elements, not a multiple of the " + type_text(want) + " block size " +
-                          std::to_string(dtype_info(want)->block_elems) +
-                          (o.fallback_type ? " (nor of the fallback type " + type_text(*o.fallback_type) + "'s " +
-                                                 std::to_string(dtype_info(*o.fallback_type)->block_elems) + ")"
+  if (fits(want, t)) return want;
+  if (o.fallback_type && fits(*o.fallback_type, t)) return *o.fallback_type;
+  return invalid_argument("tensor '" + t.name + "' has " + misfit_text(want, t) +
+                          (o.fallback_type ? " (nor does it fit the fallback type: " + misfit_text(*o.fallback_type, t) + ")"
                                            : "; pass --fallback-type (e.g. q8_0) to quantize such matrices to another type"));
 }
 
 // Converts one tensor: rows dequantized to f32, then quantized to `to` (with importance for
-// the bl types), split across the pool. dst holds rows * row_bytes(to, cols) bytes.
+// the bl types), split across the pool in whole tiles of `to`. dst holds rows * row_bytes(to,
+// cols) bytes.
 void convert(const TensorInfo& t, DType to, const std::vector<float>& importance, void* dst, ThreadPool& pool) {
-  const int64_t cols = t.ne[0];
-  int64_t rows = 1;
-  for (size_t i = 1; i < t.ne.size(); ++i) rows *= t.ne[i];
-  const size_t in_row = row_bytes(t.dtype, cols), out_row = row_bytes(to, cols);
-  const auto* src = static_cast<const char*>(t.data);
+  const int64_t cols = t.ne[0], rows = row_count(t), tile = dtype_info(to)->tile_rows;
+  const size_t out_row = row_bytes(to, cols);
   auto* out = static_cast<char*>(dst);
-  pool.parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
-    std::vector<float> row(static_cast<size_t>(cols));
-    for (int64_t r = r0; r < r1; ++r) {
-      dequantize_row(t.dtype, src + in_row * static_cast<size_t>(r), row.data(), cols);
-      void* o = out + out_row * static_cast<size_t>(r);
-      if (quant::is_bl_group(to))
-        quant::quantize_bl_group(to, row.data(), o, cols, importance.empty() ? nullptr : importance.data());
-      else
-        quantize_row(to, row.data(), o, cols);
+  pool.parallel_for(rows / tile, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> values(static_cast<size_t>(tile * cols));
+    for (int64_t i = t0; i < t1; ++i) {
+      for (int64_t r = 0; r < tile; ++r) dequantize_matrix_row(t.dtype, t.data, cols, i * tile + r, values.data() + r * cols);
+      quantize_matrix(to, values.data(), out + out_row * static_cast<size_t>(i * tile), tile, cols,
+                      importance.empty() ? nullptr : importance.data());
     }
   });
 }

@@ -34,16 +34,23 @@ Status add_matrix(GgufWriter& w, const std::string& name, DType type, int64_t co
     return invalid_argument("type " + std::string(dtype_name(type)) + " needs rows that are multiples of " +
                             std::to_string(dtype_info(type)->block_elems) + " elements; tensor '" + name + "' has " +
                             std::to_string(cols));
+  const int64_t tile = dtype_info(type)->tile_rows;
+  if (rows % tile != 0)
+    return invalid_argument("type " + std::string(dtype_name(type)) + " stores rows in tiles of " + std::to_string(tile) +
+                            "; tensor '" + name + "' has " + std::to_string(rows) + " rows");
   const uint64_t stream = seed ^ std::hash<std::string>{}(name);
   // Amplitude ~ 1/sqrt(fan-in) keeps activations of the random model in a sane range.
   const float amplitude = 1.0f / std::sqrt(static_cast<float>(cols));
   return w.add_tensor(name, type, {cols, rows}, [=, &pool](void* dst, uint64_t) {
     const size_t row_size = row_bytes(type, cols);
-    pool.parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
-      std::vector<float> row(static_cast<size_t>(cols));
-      for (int64_t r = r0; r < r1; ++r) {
-        fill_uniform(row.data(), cols, stream + static_cast<uint64_t>(r) * 0x632be59bd9b4e019ull, amplitude);
-        quantize_row(type, row.data(), static_cast<char*>(dst) + static_cast<size_t>(r) * row_size, cols);
+    // One tile of rows at a time (16 rows for the bl types, which store 16 rows together).
+    pool.parallel_for(rows / tile, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> values(static_cast<size_t>(tile * cols));
+      for (int64_t i = t0; i < t1; ++i) {
+        for (int64_t r = 0; r < tile; ++r)
+          fill_uniform(values.data() + r * cols, cols, stream + static_cast<uint64_t>(i * tile + r) * 0x632be59bd9b4e019ull,
+                       amplitude);
+        quantize_matrix(type, values.data(), static_cast<char*>(dst) + static_cast<size_t>(i * tile) * row_size, tile, cols);
       }
     });
     return Status::Ok();

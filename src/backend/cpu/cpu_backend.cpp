@@ -13,6 +13,7 @@
 #include "kernels/cpu/kv_store.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/matmul_interleaved.h"
+#include "quant/bl_group.h"
 #include "kernels/cpu/rms_norm.h"
 
 namespace bl {
@@ -70,6 +71,9 @@ Expected<Tensor> CpuBackend::alloc(DType dtype, std::array<int64_t, 4> ne) {
   if (ne[0] % info->block_elems != 0)
     return invalid_argument("cpu backend: alloc " + shape_string(t) + ": ne[0] is not a multiple of the block size " +
                             std::to_string(info->block_elems));
+  if ((ne[1] * ne[2] * ne[3]) % info->tile_rows != 0)
+    return invalid_argument("cpu backend: alloc " + shape_string(t) + ": the row count is not a multiple of the " +
+                            std::string(info->name) + " tile of " + std::to_string(info->tile_rows) + " rows");
   std::optional<uint64_t> bytes = static_cast<uint64_t>(ne[0] / info->block_elems);
   bytes = checked_mul(*bytes, static_cast<uint64_t>(info->block_bytes));
   for (int i = 1; i < 4 && bytes; ++i) bytes = checked_mul(*bytes, static_cast<uint64_t>(ne[i]));
@@ -84,24 +88,30 @@ Expected<Tensor> CpuBackend::alloc(DType dtype, std::array<int64_t, 4> ne) {
 
 Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   if (host.device != Device::cpu) return invalid_argument("cpu backend: upload_weight of a tensor that is not in host memory");
-  if (host.layout != Layout::rows || !cpu::interleave_at_load() || !cpu::can_interleave(host.dtype, host.rows()))
-    return host;  // used in place (mmap)
-  // Q4_0 / Q4_1 / Q8_0 / Q4_K: a copy with 16 rows interleaved for the VNNI kernels (the mmap'd
-  // original stays in the page cache, clean, and is no longer read).
+  const bool interleave = host.layout == Layout::rows && cpu::interleave_at_load() && cpu::can_interleave(host.dtype, host.rows());
+  if (!interleave && !quant::is_bl_group(host.dtype)) return host;  // used in place (mmap)
+  // Q4_0 / Q4_1 / Q8_0 / Q4_K: a copy with 16 rows interleaved for the VNNI kernels; bl<b>g<g>
+  // (already in 16-row tiles in the file): a plain copy. Both on 2 MiB pages, whose TLB reach
+  // the streaming kernels need (the mmap'd original stays in the page cache, clean, and is no
+  // longer read).
   AlignedBuffer buffer;
   if (!buffer.resize(host.bytes(), AlignedBuffer::Pages::huge))
-    return out_of_memory("cpu backend: cannot allocate " + std::to_string(host.bytes()) + " bytes to interleave " +
+    return out_of_memory("cpu backend: cannot allocate " + std::to_string(host.bytes()) + " bytes to copy " +
                          shape_string(host));
-  cpu::interleave_rows(host, buffer.data(), pool_);
   Tensor t = host;
   t.data = buffer.data();
-  t.layout = Layout::tiles16;
+  if (interleave) {
+    cpu::interleave_rows(host, buffer.data(), pool_);
+    t.layout = Layout::tiles16;
+  } else {
+    std::memcpy(buffer.data(), host.data, host.bytes());
+  }
   buffers_.push_back(std::move(buffer));
   return t;
 }
 
 bool CpuBackend::copies_weights(DType type, int64_t rows) const {
-  return cpu::interleave_at_load() && cpu::can_interleave(type, rows);
+  return (cpu::interleave_at_load() && cpu::can_interleave(type, rows)) || quant::is_bl_group(type);
 }
 
 void CpuBackend::write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) {

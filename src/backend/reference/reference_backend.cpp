@@ -55,7 +55,7 @@ void ReferenceBackend::get_rows(const Tensor& table, const Tensor& ids, Tensor& 
   for (int64_t i = 0; i < ids.elements(); ++i) {
     const int32_t id = ids.as<const int32_t>()[i];
     assert(id >= 0 && id < table.rows());
-    dequantize_row(table.dtype, table.row(id), out.as<float>() + i * d, d);
+    dequantize_matrix_row(table.dtype, table.data, d, id, out.as<float>() + i * d);
   }
 }
 
@@ -76,7 +76,7 @@ void ReferenceBackend::matmul(const Tensor& w, const Tensor& x, Tensor& out, con
   assert(x.cols() == cols && out.cols() == rows && out.rows() == n);
   std::vector<float> w_row(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
-    dequantize_row(w.dtype, w.row(r), w_row.data(), cols);
+    dequantize_matrix_row(w.dtype, w.data, cols, r, w_row.data());
     for (int64_t t = 0; t < n; ++t) {
       const float* xr = x.as<const float>() + t * cols;
       double acc = 0;

@@ -21,6 +21,7 @@ struct CpuFeatures {
   bool has_avx512vl = false;
   bool has_avx512dq = false;
   bool has_avx512vnni = false;
+  bool has_avx512vbmi = false;  // vpermb (byte permutes): the lookup-table kernels (lut_matmul.h)
   bool has_avx512bf16 = false;
   bool has_avx_vnni = false;  // VEX-encoded 256-bit VNNI (Alder Lake, Sapphire Rapids)
 };

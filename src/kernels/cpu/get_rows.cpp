@@ -25,7 +25,7 @@ void get_rows(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) {
     if (table.layout == Layout::tiles16) {
       dequantize_interleaved_row(table, ids[i], o + i * d);
     } else {
-      dequantize_row(table.dtype, table.row(ids[i]), o + i * d, d);
+      dequantize_matrix_row(table.dtype, table.data, d, ids[i], o + i * d);
     }
   }
 }

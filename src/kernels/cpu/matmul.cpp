@@ -15,7 +15,7 @@
 
 #include "kernels/cpu/dot_kernels.h"
 #include "kernels/cpu/interleaved_rows.h"
-#include "kernels/cpu/lut_bitplane.h"
+#include "kernels/cpu/lut_matmul.h"
 #include "kernels/cpu/matmul_interleaved.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
@@ -40,7 +40,7 @@ size_t act_column_bytes(const DotKernel& k, int64_t cols) {
 }
 
 bool matmul_supported(DType weight_type) {
-  return dot_kernel_scalar(weight_type) != nullptr || bitplane_matmul_supported(weight_type);  // bl<b>g<g>: lut_bitplane.h
+  return dot_kernel_scalar(weight_type) != nullptr || lut_matmul_supported(weight_type);  // bl<b>g<g>: lut_matmul.h
 }
 
 ActPrecision active_act_precision() {
@@ -91,7 +91,7 @@ Status check_matmul(const Tensor& w, const Tensor& x, const Tensor& out, const T
 }
 
 size_t matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
-  if (bitplane_matmul_supported(weight_type)) return bitplane_matmul_scratch_bytes(weight_type, cols, n);
+  if (lut_matmul_supported(weight_type)) return lut_matmul_scratch_bytes(weight_type, cols, n);
   size_t most = 0;
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
     if (const DotKernel* k = find_dot_kernel(weight_type, isa)) most = std::max(most, act_column_bytes(*k, cols));
@@ -111,7 +111,7 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
             AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
   assert(check_matmul(w, x, out, bias).ok());
   if (w.layout == Layout::tiles16) return interleaved_matmul(w, x, out, bias, pool, scratch, isa, precision);
-  if (bitplane_matmul_supported(w.dtype)) return bitplane_matmul(w, x, out, bias, pool, scratch, isa);
+  if (lut_matmul_supported(w.dtype)) return lut_matmul(w, x, out, bias, pool, scratch, isa);
   const DotKernel& k = *find_dot_kernel(w.dtype, isa);
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
   const float* xf = x.as<const float>();

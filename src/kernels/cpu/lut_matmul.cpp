@@ -1,0 +1,162 @@
+// lut_matmul: build each token's tables once, then one tile kernel per (16-row tile, block of up
+// to kLutTokens tokens), tiles split across the thread pool; plus the scalar builder and tile
+// kernel, the reference that the SIMD levels are tested against.
+#include "kernels/cpu/lut_matmul.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+
+#include "core/half.h"
+#include "kernels/cpu/lut_matmul_kernels.h"
+
+namespace bl::cpu {
+namespace {
+
+using quant::BlGroupShape;
+using quant::kBlTileRows;
+
+constexpr size_t align64(size_t v) { return (v + 63) / 64 * 64; }
+
+// Scratch of one token: table [cols / 16][64] int8 | scale [groups] f32 | sum [groups] f32,
+// each part 64-byte aligned.
+struct TokenTablesLayout {
+  size_t table_bytes, group_bytes, token_bytes;
+  TokenTablesLayout(int64_t cols, int g) {
+    table_bytes = align64(static_cast<size_t>(cols) * 4);
+    group_bytes = align64(static_cast<size_t>(cols / g) * 4);
+    token_bytes = table_bytes + 2 * group_bytes;
+  }
+  int8_t* table(char* token) const { return reinterpret_cast<int8_t*>(token); }
+  float* scale(char* token) const { return reinterpret_cast<float*>(token + table_bytes); }
+  float* sum(char* token) const { return reinterpret_cast<float*>(token + table_bytes + group_bytes); }
+  LutTables tables(char* token) const { return {table(token), scale(token), sum(token)}; }
+};
+
+// ---- scalar level ----
+
+void build_scalar(const float* x, int64_t cols, int g, int8_t* table, float* scale, float* sum) {
+  float entries[128 / 4][16];
+  for (int64_t grp = 0; grp < cols / g; ++grp) {
+    const float* xg = x + grp * g;
+    float amax = 0.0f;
+    for (int quad = 0; quad < g / 4; ++quad)
+      for (int e = 0; e < 16; ++e) {
+        float t = 0.0f;
+        for (int m = 0; m < 4; ++m) t += ((e >> m) & 1) ? xg[4 * quad + m] : -xg[4 * quad + m];
+        entries[quad][e] = 0.5f * t;
+        amax = std::max(amax, std::fabs(entries[quad][e]));
+      }
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int8_t* tg = table + grp * g * 4;  // 16 bytes per quad
+    for (int quad = 0; quad < g / 4; ++quad)
+      for (int e = 0; e < 16; ++e) tg[16 * quad + e] = static_cast<int8_t>(std::nearbyint(entries[quad][e] * inv));
+    scale[grp] = amax / 127.0f;
+    sum[grp] = lut_group_sum(xg, g);
+  }
+}
+
+void tile_scalar(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
+                 float* out) {
+  const int b = shape.bits, g = shape.group_size;
+  const int64_t groups = cols / g;
+  const float half_range = 0.5f * static_cast<float>((1 << b) - 1);
+  float result[kLutTokens][kBlTileRows] = {};
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    const uint8_t* tg = tile + grp * shape.tile_group_bytes();
+    int32_t acc[kLutTokens][kBlTileRows] = {};
+    for (int k = 0; k < shape.registers(); ++k) {
+      const uint8_t* line = tg + 64 + 64 * (k / 2);
+      const int shift = 4 * (k % 2);
+      const int64_t chunk = grp * shape.chunks() + k / b;
+      for (int r = 0; r < kBlTileRows; ++r)
+        for (int i = 0; i < 4; ++i) {
+          const int nibble = (line[4 * r + i] >> shift) & 15;
+          const int entry = 16 * lut_lane_quad(b, k, i) + nibble, mult = 1 << lut_lane_plane(b, k, i);
+          for (int t = 0; t < nt; ++t) acc[t][r] += mult * tokens[t].table[chunk * 64 + entry];
+        }
+    }
+    for (int r = 0; r < kBlTileRows; ++r) {
+      uint16_t s16, z16;
+      std::memcpy(&s16, tg + 2 * r, 2);
+      std::memcpy(&z16, tg + 32 + 2 * r, 2);
+      const float s = fp16_to_f32(s16), z = fp16_to_f32(z16);
+      for (int t = 0; t < nt; ++t) {
+        // The SIMD levels' order of operations: v = (half_range - z) * sum + s_T * acc (fused),
+        // out += s * v (fused).
+        const float v = std::fma(half_range - z, tokens[t].sum[grp], static_cast<float>(acc[t][r]) * tokens[t].scale[grp]);
+        result[t][r] = std::fma(s, v, result[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < nt; ++t) std::memcpy(out + t * kBlTileRows, result[t], sizeof(result[t]));
+}
+
+// The kernels of level isa, lowered to the nearest level this CPU supports.
+const LutKernels& kernels_for(Isa isa, const BlGroupShape& shape) {
+  if (isa >= Isa::avx512 && isa_supported(Isa::avx512))
+    if (const LutKernels* k = lut_kernels_avx512(shape)) return *k;
+  if (isa >= Isa::avx2 && isa_supported(Isa::avx2))
+    if (const LutKernels* k = lut_kernels_avx2(shape)) return *k;
+  return lut_kernels_scalar();
+}
+
+}  // namespace
+
+const LutKernels& lut_kernels_scalar() {
+  static const LutKernels k{build_scalar, tile_scalar};
+  return k;
+}
+
+bool lut_matmul_supported(DType weight_type) { return quant::is_bl_group(weight_type); }
+
+size_t lut_matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
+  const auto shape = quant::bl_group_shape(weight_type);
+  if (!shape) return 0;
+  return TokenTablesLayout(cols, shape->group_size).token_bytes * static_cast<size_t>(n);
+}
+
+void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
+                AlignedBuffer& scratch, Isa isa) {
+  const BlGroupShape shape = *quant::bl_group_shape(w.dtype);
+  const LutKernels& k = kernels_for(isa, shape);
+  const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
+  assert(rows % kBlTileRows == 0);
+  const TokenTablesLayout layout(cols, shape.group_size);
+  const size_t need = layout.token_bytes * static_cast<size_t>(n);
+  if (scratch.bytes() < need && !scratch.resize(need)) {
+    assert(!"lut_matmul: cannot allocate the activation tables");
+    return;
+  }
+  char* tables = scratch.as<char>();
+  auto token = [&](int64_t t) { return tables + layout.token_bytes * static_cast<size_t>(t); };
+  const float* xf = x.as<const float>();
+  pool.parallel_for(n, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      k.build(xf + t * cols, cols, shape.group_size, layout.table(token(t)), layout.scale(token(t)), layout.sum(token(t)));
+  });
+
+  float* o = out.as<float>();
+  const float* b = bias ? bias->as<const float>() : nullptr;
+  const auto* wbase = static_cast<const uint8_t*>(w.data);
+  const size_t tile_bytes = w.row_size() * kBlTileRows;
+  pool.parallel_for(rows / kBlTileRows, 1, [&](int64_t i0, int64_t i1) {
+    LutTables block[kLutTokens];
+    float result[kLutTokens * kBlTileRows];
+    for (int64_t i = i0; i < i1; ++i) {
+      for (int64_t t0 = 0; t0 < n; t0 += kLutTokens) {
+        const int nt = static_cast<int>(std::min<int64_t>(kLutTokens, n - t0));
+        for (int t = 0; t < nt; ++t) block[t] = layout.tables(token(t0 + t));
+        k.tile(shape, cols, wbase + tile_bytes * static_cast<size_t>(i), block, nt, result);
+        for (int t = 0; t < nt; ++t)
+          for (int r = 0; r < kBlTileRows; ++r) {
+            const int64_t row = i * kBlTileRows + r;
+            o[(t0 + t) * rows + row] = result[t * kBlTileRows + r] + (b ? b[row] : 0.0f);
+          }
+      }
+    }
+  });
+}
+
+}  // namespace bl::cpu

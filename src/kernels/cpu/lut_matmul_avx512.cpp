@@ -1,0 +1,164 @@
+// AVX-512 level of lut_matmul (lut_matmul.h): vpermb looks up a 64-byte table (4 quads x 16
+// entries) for the 64 lanes of a nibble register, vpdpbusd weights each lane by 2^plane and sums
+// the 4 lanes of a row into its int32 accumulator. Needs AVX-512 BW + VNNI + VBMI.
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on unmasked intrinsics (see dot_avx512.cpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <array>
+#include <cstring>
+#include <utility>
+
+#include "kernels/cpu/lut_matmul_kernels.h"
+#include "kernels/cpu/cpu_features.h"
+
+namespace bl::cpu {
+namespace {
+
+using quant::BlGroupShape;
+using quant::kBlTileRows;
+
+// Bytes a decode tile kernel prefetches ahead of the line it reads (the tile's lines are
+// contiguous, and the next tile of the thread's range follows).
+constexpr int kPrefetchBytes = 2048;
+
+// Per nibble register k % B: lane 4r + i's table offset 16 * quad and multiplier 2^plane.
+template <int B>
+struct LaneConstants {
+  alignas(64) std::array<std::array<uint8_t, 64>, B> offset, mult;
+  LaneConstants() {
+    for (int k = 0; k < B; ++k)
+      for (int lane = 0; lane < 64; ++lane) {
+        offset[k][lane] = static_cast<uint8_t>(16 * lut_lane_quad(B, k, lane % 4));
+        mult[k][lane] = static_cast<uint8_t>(1 << lut_lane_plane(B, k, lane % 4));
+      }
+  }
+};
+
+template <int B>
+const LaneConstants<B>& lane_constants() {
+  static const LaneConstants<B> c;
+  return c;
+}
+
+// (a & b) | c
+inline __m512i and_or(__m512i a, __m512i b, __m512i c) { return _mm512_ternarylogic_epi32(a, b, c, 0xEA); }
+
+void build_avx512(const float* x, int64_t cols, int g, int8_t* table, float* scale, float* sum) {
+  // Entry e of a quad = 0.5 * sum of +-x_m, added in the order m = 0..3, + on the entries with
+  // bit m set (mask), - on the others.
+  constexpr __mmask16 kHasBit[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00};
+  const __m512 sign = _mm512_set1_ps(-0.0f), half = _mm512_set1_ps(0.5f);
+  __m512 entries[128 / 4];
+  for (int64_t grp = 0; grp < cols / g; ++grp) {
+    const float* xg = x + grp * g;
+    __m512 amax = _mm512_setzero_ps();
+    for (int quad = 0; quad < g / 4; ++quad) {
+      __m512 t = _mm512_setzero_ps();
+      for (int m = 0; m < 4; ++m) {
+        const __m512 v = _mm512_set1_ps(xg[4 * quad + m]);
+        t = _mm512_mask_add_ps(_mm512_sub_ps(t, v), kHasBit[m], t, v);
+      }
+      entries[quad] = _mm512_mul_ps(t, half);
+      amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, entries[quad]));
+    }
+    const float m = _mm512_reduce_max_ps(amax);
+    const __m512 inv = _mm512_set1_ps(m > 0.0f ? 127.0f / m : 0.0f);
+    int8_t* tg = table + grp * g * 4;
+    for (int quad = 0; quad < g / 4; ++quad) {
+      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(entries[quad], inv));  // round to nearest even
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(tg + 16 * quad), _mm512_cvtepi32_epi8(q));
+    }
+    scale[grp] = m / 127.0f;
+    sum[grp] = lut_group_sum(xg, g);
+  }
+}
+
+// One 16-row tile times NT tokens. Per weight group: B lines per 32 features (2 chunks), each
+// line two nibble registers; then the group's scales and zeros for the 16 rows.
+template <int B, int NT>
+void tile_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int,
+                 float* out) {
+  const int g = shape.group_size, units = g / 32;
+  const int64_t groups = cols / g, tg_bytes = shape.tile_group_bytes();
+  const LaneConstants<B>& lc = lane_constants<B>();
+  __m512i offset[B], mult[B];
+  for (int k = 0; k < B; ++k) {
+    offset[k] = _mm512_load_si512(lc.offset[k].data());
+    mult[k] = _mm512_load_si512(lc.mult[k].data());
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512 half_range = _mm512_set1_ps(0.5f * static_cast<float>((1 << B) - 1));
+  __m512 result[NT];
+  for (int t = 0; t < NT; ++t) result[t] = _mm512_setzero_ps();
+
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    const uint8_t* tg = tile + grp * tg_bytes;
+    __m512i acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_si512();
+    for (int u = 0; u < units; ++u) {
+      const uint8_t* lines = tg + 64 + 64 * B * u;
+      const int64_t chunk0 = (grp * shape.chunks() + 2 * u) * 64;  // byte offset of the unit's first table
+      [&]<int... L>(std::integer_sequence<int, L...>) {
+        (
+            [&] {
+              // Line L holds registers 2L (low nibbles) and 2L + 1 (high) of the unit.
+              constexpr int klo = 2 * L, khi = 2 * L + 1;
+              const uint8_t* line = lines + 64 * L;
+              if constexpr (NT == 1) _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
+              const __m512i v = _mm512_loadu_si512(line);
+              const __m512i lo = and_or(v, low4, offset[klo % B]);
+              const __m512i hi = and_or(_mm512_srli_epi16(v, 4), low4, offset[khi % B]);
+              for (int t = 0; t < NT; ++t) {
+                const int8_t* table = tokens[t].table + chunk0;
+                const __m512i tlo = _mm512_loadu_si512(table + 64 * (klo / B));
+                const __m512i thi = _mm512_loadu_si512(table + 64 * (khi / B));
+                acc[t] = _mm512_dpbusd_epi32(acc[t], mult[klo % B], _mm512_permutexvar_epi8(lo, tlo));
+                acc[t] = _mm512_dpbusd_epi32(acc[t], mult[khi % B], _mm512_permutexvar_epi8(hi, thi));
+              }
+            }(),
+            ...);
+      }(std::make_integer_sequence<int, B>{});
+    }
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tg)));
+    const __m512 z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tg + 32)));
+    const __m512 cz = _mm512_sub_ps(half_range, z);
+    for (int t = 0; t < NT; ++t) {
+      const __m512 v = _mm512_fmadd_ps(cz, _mm512_set1_ps(tokens[t].sum[grp]),
+                                       _mm512_mul_ps(_mm512_cvtepi32_ps(acc[t]), _mm512_set1_ps(tokens[t].scale[grp])));
+      result[t] = _mm512_fmadd_ps(s, v, result[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + t * kBlTileRows, result[t]);
+}
+
+template <int B>
+void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
+                   float* out) {
+  switch (nt) {
+    case 1: return tile_avx512<B, 1>(shape, cols, tile, tokens, nt, out);
+    case 2: return tile_avx512<B, 2>(shape, cols, tile, tokens, nt, out);
+    case 3: return tile_avx512<B, 3>(shape, cols, tile, tokens, nt, out);
+    default: return tile_avx512<B, 4>(shape, cols, tile, tokens, nt, out);
+  }
+}
+
+static_assert(kLutTokens == 4, "tile_dispatch covers 1..4 tokens");
+
+}  // namespace
+
+const LutKernels* lut_kernels_avx512(const BlGroupShape& shape) {
+  const CpuFeatures& f = cpu_features();
+  if (!f.has_avx512bw || !f.has_avx512vnni || !f.has_avx512vbmi) return nullptr;
+  static const std::array<LutKernels, 8> kernels = {
+      LutKernels{build_avx512, tile_dispatch<1>}, LutKernels{build_avx512, tile_dispatch<2>},
+      LutKernels{build_avx512, tile_dispatch<3>}, LutKernels{build_avx512, tile_dispatch<4>},
+      LutKernels{build_avx512, tile_dispatch<5>}, LutKernels{build_avx512, tile_dispatch<6>},
+      LutKernels{build_avx512, tile_dispatch<7>}, LutKernels{build_avx512, tile_dispatch<8>},
+  };
+  return &kernels[static_cast<size_t>(shape.bits - 1)];
+}
+
+}  // namespace bl::cpu

@@ -1,0 +1,57 @@
+// The per-ISA pieces behind lut_matmul (lut_matmul.h): the table builder and the tile kernel,
+// and the lane constants of the nibble registers that both the kernels and their tests use.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quant/bl_group.h"
+
+namespace bl::cpu {
+
+// Tokens one tile-kernel call multiplies with a 16-row tile (prefill); decode passes 1.
+constexpr int kLutTokens = 4;
+
+// One token's tables (lut_matmul.h): table [cols / 16][64] int8, and per weight group the table
+// scale s_T and the sum of the group's features (fp32).
+struct LutTables {
+  const int8_t* table;
+  const float* scale;
+  const float* sum;
+};
+
+// Builds one token's tables from x [cols] for weight groups of g features. Entry e of a quad is
+// 0.5 * (((+-x0) +- x1) +- x2) +- x3 in fp32, + where bit m of e is set, - where not, scaled by
+// 127 / (the group's max |entry|) and rounded to nearest even; sum is the features added in
+// index order. Every level computes the same bytes.
+using LutBuildFn = void (*)(const float* x, int64_t cols, int g, int8_t* table, float* scale, float* sum);
+
+// The fp32 sum of a group's features in index order (every level's builder uses this one).
+static inline float lut_group_sum(const float* x, int g) {
+  float sum = 0.0f;
+  for (int j = 0; j < g; ++j) sum += x[j];
+  return sum;
+}
+
+// out[t * 16 + r] = row r of the 16-row tile at `tile` · token t, for t < nt (1..kLutTokens).
+using LutTileFn = void (*)(const quant::BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens,
+                           int nt, float* out);
+
+struct LutKernels {
+  LutBuildFn build;
+  LutTileFn tile;
+};
+
+// The SIMD levels instantiate one tile kernel per bit width; nullptr when the CPU lacks the
+// instructions (the AVX-512 level needs VNNI and VBMI).
+const LutKernels& lut_kernels_scalar();
+const LutKernels* lut_kernels_avx2(const quant::BlGroupShape& shape);
+const LutKernels* lut_kernels_avx512(const quant::BlGroupShape& shape);
+
+// Lane i (0..3) of row r in nibble register k: pair pi = 4 * (k % bits) + i = quad * bits + plane
+// (quant/bl_group.h). The lane's table offset is 16 * quad and its multiplier 2^plane.
+// (static: this header is compiled with several ISA flags, and the linker must not pick one build.)
+static constexpr int lut_lane_quad(int bits, int k, int i) { return (4 * (k % bits) + i) / bits; }
+static constexpr int lut_lane_plane(int bits, int k, int i) { return (4 * (k % bits) + i) % bits; }
+
+}  // namespace bl::cpu

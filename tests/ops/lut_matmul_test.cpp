@@ -1,0 +1,211 @@
+// lut_matmul (bl<b>g<g> weights, lookup tables) at every ISA level, over every bit width, every
+// group size and odd shapes; n <= 4 tokens is one tile-kernel call per tile, n > 4 several.
+//
+// Checks:
+//  - the scalar level against the math (the dequantized weights times x, in double). The only
+//    approximation is the int8 table: each entry is off by at most s_T / 2 and a row's group
+//    sum adds (g / 4) quads x sum_p 2^p = (g / 4) (2^b - 1) entries, so per group
+//    |err| <= |s| s_T (g / 8) (2^b - 1), plus 1e-5 * sum_j |w_j x_j| for fp32 arithmetic. A second check that a loose bound would not
+//    catch: the RMS error over all outputs is no larger than that of int8 activations with one
+//    scale per group (the usual dequantize-and-dot kernels' precision), with 10 % slack for the
+//    randomness of small cases. (Rounding a quad's sum once instead of each of its 4 features
+//    makes the tables the more precise of the two: per quad of b-bit codes the error variance
+//    is sum_p 4^p vs sum_j q_j^2 units.)
+//  - the SIMD levels against the scalar level: the same integers and the same fp32 operations
+//    in the same order, so the outputs are equal bit for bit; and the table builders write the
+//    same bytes.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/aligned_buffer.h"
+#include "core/half.h"
+#include "core/thread_pool.h"
+#include "kernels/cpu/lut_matmul.h"
+#include "kernels/cpu/lut_matmul_kernels.h"
+#include "quant/bl_group.h"
+#include "quant/quant.h"
+
+namespace bl::cpu {
+namespace {
+
+using quant::BlGroupShape;
+
+struct Case {
+  DType type;
+  int64_t cols, rows, n;
+};
+
+struct Problem {
+  std::vector<uint8_t> w;   // rows * row_bytes, in tiles
+  std::vector<float> wf;    // dequantized [rows, cols]
+  std::vector<float> x;     // [n, cols]
+  std::vector<float> bias;  // [rows]
+};
+
+Problem make_problem(const Case& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  Problem p;
+  std::vector<float> values(static_cast<size_t>(c.rows * c.cols));
+  for (auto& v : values) v = dist(rng) * 0.05f;
+  for (int64_t r = 3; r < c.rows; r += 5)  // one-signed rows: zero point far from the middle
+    for (int64_t j = 0; j < c.cols; ++j) values[static_cast<size_t>(r * c.cols + j)] = std::fabs(values[static_cast<size_t>(r * c.cols + j)]);
+  p.w.resize(row_bytes(c.type, c.cols) * static_cast<size_t>(c.rows));
+  quantize_matrix(c.type, values.data(), p.w.data(), c.rows, c.cols);
+  p.wf.resize(values.size());
+  for (int64_t r = 0; r < c.rows; ++r) dequantize_matrix_row(c.type, p.w.data(), c.cols, r, p.wf.data() + r * c.cols);
+  p.x.resize(static_cast<size_t>(c.cols * c.n));
+  for (auto& v : p.x) v = dist(rng);
+  if (c.n > 1) std::fill(p.x.begin(), p.x.begin() + c.cols, 0.0f);  // an all-zero token
+  if (c.cols >= 64) p.x[static_cast<size_t>(c.cols / 2)] = 40.0f;   // an outlier feature, as LLMs have
+  p.bias.resize(static_cast<size_t>(c.rows));
+  for (auto& v : p.bias) v = dist(rng);
+  return p;
+}
+
+std::vector<float> run(const Case& c, Problem& p, Isa isa, bool with_bias, ThreadPool& pool) {
+  Tensor w = make_tensor_2d(p.w.data(), c.type, c.cols, c.rows);
+  Tensor x = make_tensor_2d(p.x.data(), DType::F32, c.cols, c.n);
+  std::vector<float> out(static_cast<size_t>(c.rows * c.n), NAN);
+  Tensor o = make_tensor_2d(out.data(), DType::F32, c.rows, c.n);
+  Tensor b = make_tensor_2d(p.bias.data(), DType::F32, c.rows, 1);
+  AlignedBuffer scratch;
+  lut_matmul(w, x, o, with_bias ? &b : nullptr, pool, scratch, isa);
+  return out;
+}
+
+// s_T of each group of token t, as the builder defines it: max |entry| / 127, the largest
+// entry of a quad being (|x0| + |x1| + |x2| + |x3|) / 2.
+std::vector<double> table_scales(const float* xt, int64_t cols, int g) {
+  std::vector<double> out;
+  for (int64_t grp = 0; grp < cols / g; ++grp) {
+    double amax = 0;
+    for (int q = 0; q < g / 4; ++q) {
+      double abs_sum = 0;
+      for (int m = 0; m < 4; ++m) abs_sum += std::fabs(static_cast<double>(xt[grp * g + 4 * q + m]));
+      amax = std::max(amax, abs_sum / 2);
+    }
+    out.push_back(amax / 127.0 * (1 + 1e-6));
+  }
+  return out;
+}
+
+void check_case(const Case& c, uint32_t seed, ThreadPool& pool) {
+  const BlGroupShape shape = *quant::bl_group_shape(c.type);
+  const int g = shape.group_size;
+  Problem p = make_problem(c, seed);
+  const bool with_bias = seed % 2 == 1;
+  const std::vector<float> scalar = run(c, p, Isa::scalar, with_bias, pool);
+  const size_t row_size = row_bytes(c.type, c.cols);
+  double err2 = 0, base_err2 = 0;
+  for (int64_t t = 0; t < c.n; ++t) {
+    const float* xt = p.x.data() + t * c.cols;
+    const std::vector<double> s_t = table_scales(xt, c.cols, g);
+    std::vector<double> x8(static_cast<size_t>(c.cols));  // xt as int8 per group, back in double
+    for (int64_t grp = 0; grp < c.cols / g; ++grp) {
+      double amax = 0;
+      for (int j = 0; j < g; ++j) amax = std::max(amax, std::fabs(static_cast<double>(xt[grp * g + j])));
+      for (int j = 0; j < g; ++j)
+        x8[static_cast<size_t>(grp * g + j)] = amax > 0 ? std::nearbyint(xt[grp * g + j] * 127.0 / amax) * amax / 127.0 : 0.0;
+    }
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const float* wr = p.wf.data() + r * c.cols;
+      const uint8_t* tile = p.w.data() + (r / 16) * 16 * row_size;
+      double want = with_bias ? p.bias[static_cast<size_t>(r)] : 0.0, mag = 0, table_err = 0, base = want;
+      for (int64_t j = 0; j < c.cols; ++j) {
+        want += static_cast<double>(wr[j]) * xt[j];
+        base += static_cast<double>(wr[j]) * x8[static_cast<size_t>(j)];
+        mag += std::fabs(static_cast<double>(wr[j]) * xt[j]);
+      }
+      for (int64_t grp = 0; grp < c.cols / g; ++grp) {
+        uint8_t codes[128];
+        float s, z;
+        quant::unpack_bl_codes(shape, tile + grp * shape.tile_group_bytes(), static_cast<int>(r % 16), codes, s, z);
+        table_err += std::fabs(s) * s_t[static_cast<size_t>(grp)] * (g / 8.0) * ((1 << shape.bits) - 1);
+      }
+      const float got = scalar[static_cast<size_t>(t * c.rows + r)];
+      ASSERT_LE(std::fabs(got - want), table_err + 1e-5 * mag + 1e-6)
+          << dtype_name(c.type) << " cols " << c.cols << " rows " << c.rows << " n " << c.n << " at [" << r << ", "
+          << t << "]";
+      err2 += (got - want) * (got - want);
+      base_err2 += (base - want) * (base - want);
+    }
+  }
+  if (c.rows * c.n >= 48) {  // enough outputs for an RMS
+    EXPECT_LE(std::sqrt(err2), 2.0 * std::sqrt(base_err2) + 1e-6) << dtype_name(c.type) << " cols " << c.cols << " n " << c.n;
+  }
+  for (Isa isa : {Isa::avx2, Isa::avx512}) {
+    if (!isa_supported(isa)) continue;
+    const std::vector<float> got = run(c, p, isa, with_bias, pool);
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_EQ(got[i], scalar[i]) << isa_name(isa) << " " << dtype_name(c.type) << " cols " << c.cols << " rows "
+                                   << c.rows << " n " << c.n << " at [" << i % c.rows << ", " << i / c.rows << "]";
+  }
+}
+
+TEST(LutMatmul, EveryTypeOddShapesAllIsas) {
+  ThreadPool pool(2);
+  uint32_t seed = 1;
+  for (int bits = 1; bits <= 8; ++bits)
+    for (int g : {32, 64, 128}) {
+      const DType t = *quant::bl_group_dtype(bits, g);
+      for (int64_t groups : {1, 3})
+        for (int64_t rows : {16, 48})
+          for (int64_t n : {1, 3, 4, 5, 9}) check_case({t, g * groups, rows, n}, seed++, pool);
+    }
+}
+
+TEST(LutMatmul, LargerShapesOneAndTwoThreads) {
+  ThreadPool one(1), two(2);
+  check_case({DType::BL2G128, 2048, 80, 1}, 5, two);
+  check_case({DType::BL3G64, 576, 144, 2}, 6, one);
+  check_case({DType::BL4G32, 1536, 48, 17}, 7, two);
+  check_case({DType::BL1G128, 1024, 32, 64}, 8, two);
+}
+
+// Every level's table builder writes the scalar builder's bytes (ties and an all-zero group
+// included).
+TEST(LutMatmul, TableBuildersMatchScalarExactly) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  for (int g : {32, 64, 128}) {
+    const int64_t cols = 5 * g, groups = 5;
+    std::vector<float> x(static_cast<size_t>(cols));
+    for (auto& v : x) v = dist(rng);
+    for (int64_t j = 0; j < g; ++j) x[static_cast<size_t>(j)] = static_cast<float>(j % 9) - 4.0f;  // ties
+    for (int64_t j = g; j < 2 * g; ++j) x[static_cast<size_t>(j)] = 0.0f;
+    std::vector<int8_t> ta(static_cast<size_t>(cols * 4)), tb(ta.size());
+    std::vector<float> sa(groups), sb(groups), za(groups), zb(groups);
+    lut_kernels_scalar().build(x.data(), cols, g, ta.data(), sa.data(), za.data());
+    // Entry 15 of quad 0 is half the sum of its 4 features in units of s_T, rounded; entry 0 its
+    // negative (the mirror).
+    EXPECT_LE(std::fabs(ta[15] * sa[0] - 0.5f * (x[0] + x[1] + x[2] + x[3])), 0.5f * sa[0] * 1.0001f);
+    EXPECT_EQ(ta[0], -ta[15]);
+    const BlGroupShape shape{4, g};
+    auto check = [&](const LutKernels& k, const char* level) {
+      k.build(x.data(), cols, g, tb.data(), sb.data(), zb.data());
+      EXPECT_EQ(ta, tb) << level << " g " << g;
+      EXPECT_EQ(sa, sb) << level << " g " << g;
+      EXPECT_EQ(za, zb) << level << " g " << g;
+    };
+    if (isa_supported(Isa::avx2)) check(*lut_kernels_avx2(shape), "avx2");
+    if (isa_supported(Isa::avx512)) {
+      if (const LutKernels* k = lut_kernels_avx512(shape)) check(*k, "avx512");
+    }
+  }
+}
+
+TEST(LutMatmul, ScratchSizeCoversTables) {
+  EXPECT_GE(lut_matmul_scratch_bytes(DType::BL2G128, 2048, 3), 3u * (2048 * 4 + 2 * 16 * 4));
+  EXPECT_EQ(lut_matmul_scratch_bytes(DType::Q4_0, 2048, 3), 0u);
+  EXPECT_TRUE(lut_matmul_supported(DType::BL5G64));
+  EXPECT_FALSE(lut_matmul_supported(DType::Q4_K));
+}
+
+}  // namespace
+}  // namespace bl::cpu
