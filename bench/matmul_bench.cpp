@@ -40,7 +40,8 @@ struct Shape {
 constexpr Shape kShapes[] = {{"attn_q_o", 2048, 2048}, {"attn_k_v", 2048, 512}, {"ffn_gate_up", 2048, 8192},
                              {"ffn_down", 8192, 2048}, {"output", 2048, 128256}};
 constexpr DType kFormats[] = {DType::Q4_0, DType::Q8_0, DType::F16,  DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::BF16,
-                              DType::F32,  DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q3_K, DType::Q2_K};
+                              DType::F32,  DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q3_K, DType::Q2_K,
+                              DType::BL4G128, DType::BL3G128, DType::BL2G128};
 
 // Copies of one [cols, rows] weight matrix filling ~kWeightPoolBytes; kept between the
 // repeated calls Google Benchmark makes to one benchmark function.
@@ -65,19 +66,18 @@ const WeightPool& weights(DType type, int64_t cols, int64_t rows) {
   p->matrix_bytes = row_bytes * static_cast<size_t>(rows);
   p->copies = static_cast<int>(std::max<size_t>(1, kWeightPoolBytes / p->matrix_bytes));
   p->data.resize(p->matrix_bytes * p->copies, bl::AlignedBuffer::Pages::huge);
-  // 16 distinct quantized Gaussian rows, repeated: realistic scales, cheap to make.
+  // 16 distinct quantized Gaussian rows (one tile of the bl types), repeated: realistic scales,
+  // cheap to make. Every shape's row count is a multiple of 16.
   constexpr int kDistinct = 16;
   std::vector<uint8_t> distinct(row_bytes * kDistinct);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 0.02f);
-  std::vector<float> row(cols);
-  for (int r = 0; r < kDistinct; ++r) {
-    for (auto& v : row) v = normal(rng);
-    bl::quantize_row(type, row.data(), distinct.data() + row_bytes * r, cols);
-  }
+  std::vector<float> values(static_cast<size_t>(cols) * kDistinct);
+  for (auto& v : values) v = normal(rng);
+  bl::quantize_matrix(type, values.data(), distinct.data(), kDistinct, cols);
   auto* dst = p->data.as<uint8_t>();
-  for (size_t r = 0; r < static_cast<size_t>(rows) * p->copies; ++r)
-    std::memcpy(dst + row_bytes * r, distinct.data() + row_bytes * (r % kDistinct), row_bytes);
+  for (size_t r = 0; r < static_cast<size_t>(rows) * p->copies; r += kDistinct)
+    std::memcpy(dst + row_bytes * r, distinct.data(), distinct.size());
   if (bl::cpu::interleave_at_load() && bl::cpu::can_interleave(type, rows)) {
     bl::AlignedBuffer tiles;
     tiles.resize(p->data.bytes(), bl::AlignedBuffer::Pages::huge);

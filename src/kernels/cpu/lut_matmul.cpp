@@ -132,30 +132,56 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
   char* tables = scratch.as<char>();
   auto token = [&](int64_t t) { return tables + layout.token_bytes * static_cast<size_t>(t); };
   const float* xf = x.as<const float>();
-  pool.parallel_for(n, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t)
-      k.build(xf + t * cols, cols, shape.group_size, layout.table(token(t)), layout.scale(token(t)), layout.sum(token(t)));
+  // Tables: split over (token, group) so that one decode token keeps both threads busy.
+  const int g = shape.group_size;
+  const int64_t groups = cols / g;
+  pool.parallel_for(n * groups, 1, [&](int64_t a, int64_t b) {
+    while (a < b) {
+      const int64_t t = a / groups, g0 = a % groups, g1 = std::min(groups, g0 + (b - a));
+      k.build(xf + t * cols + g0 * g, (g1 - g0) * g, g, layout.table(token(t)) + g0 * g * 4, layout.scale(token(t)) + g0,
+              layout.sum(token(t)) + g0);
+      a += g1 - g0;
+    }
   });
 
   float* o = out.as<float>();
-  const float* b = bias ? bias->as<const float>() : nullptr;
+  const float* bias_f = bias ? bias->as<const float>() : nullptr;
   const auto* wbase = static_cast<const uint8_t*>(w.data);
   const size_t tile_bytes = w.row_size() * kBlTileRows;
+  auto tile_at = [&](int64_t i) { return wbase + tile_bytes * static_cast<size_t>(i); };
+  // Row i * 16 + r of token t's output, plus the bias.
+  auto store = [&](int64_t i, int64_t t, const float* result) {
+    for (int r = 0; r < kBlTileRows; ++r) {
+      const int64_t row = i * kBlTileRows + r;
+      o[t * rows + row] = result[r] + (bias_f ? bias_f[row] : 0.0f);
+    }
+  };
   pool.parallel_for(rows / kBlTileRows, 1, [&](int64_t i0, int64_t i1) {
+    if (n == 1 && k.pair) {
+      // Decode: tile i0 + j with tile mid + j, two streams from the two halves of the range.
+      const LutTables tok = layout.tables(token(0));
+      const int64_t half = (i1 - i0) / 2, mid = i0 + half;
+      float a[kBlTileRows], b[kBlTileRows];
+      for (int64_t j = 0; j < half; ++j) {
+        k.pair(shape, cols, tile_at(i0 + j), tile_at(mid + j), &tok, a, b);
+        store(i0 + j, 0, a);
+        store(mid + j, 0, b);
+      }
+      for (int64_t i = mid + half; i < i1; ++i) {  // the odd one
+        k.tile(shape, cols, tile_at(i), &tok, 1, a);
+        store(i, 0, a);
+      }
+      return;
+    }
     LutTables block[kLutTokens];
     float result[kLutTokens * kBlTileRows];
-    for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t i = i0; i < i1; ++i)
       for (int64_t t0 = 0; t0 < n; t0 += kLutTokens) {
         const int nt = static_cast<int>(std::min<int64_t>(kLutTokens, n - t0));
         for (int t = 0; t < nt; ++t) block[t] = layout.tables(token(t0 + t));
-        k.tile(shape, cols, wbase + tile_bytes * static_cast<size_t>(i), block, nt, result);
-        for (int t = 0; t < nt; ++t)
-          for (int r = 0; r < kBlTileRows; ++r) {
-            const int64_t row = i * kBlTileRows + r;
-            o[(t0 + t) * rows + row] = result[t * kBlTileRows + r] + (b ? b[row] : 0.0f);
-          }
+        k.tile(shape, cols, tile_at(i), block, nt, result);
+        for (int t = 0; t < nt; ++t) store(i, t0 + t, result + t * kBlTileRows);
       }
-    }
   });
 }
 

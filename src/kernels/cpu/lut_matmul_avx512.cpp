@@ -76,11 +76,12 @@ void build_avx512(const float* x, int64_t cols, int g, int8_t* table, float* sca
   }
 }
 
-// One 16-row tile times NT tokens. Per weight group: B lines per 32 features (2 chunks), each
-// line two nibble registers; then the group's scales and zeros for the 16 rows.
-template <int B, int NT>
-void tile_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int,
-                 float* out) {
+// S 16-row tiles times NT tokens (S = 2 for decode: two streams of lines in flight, one table
+// load for both). Per weight group: B lines per 32 features (2 chunks), each line two nibble
+// registers; then the group's scales and zeros for the 16 rows.
+template <int B, int NT, int S>
+void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* tokens,
+                  float* const* outs) {
   const int g = shape.group_size, units = g / 32;
   const int64_t groups = cols / g, tg_bytes = shape.tile_group_bytes();
   const LaneConstants<B>& lc = lane_constants<B>();
@@ -91,58 +92,78 @@ void tile_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, c
   }
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const __m512 half_range = _mm512_set1_ps(0.5f * static_cast<float>((1 << B) - 1));
-  __m512 result[NT];
-  for (int t = 0; t < NT; ++t) result[t] = _mm512_setzero_ps();
+  __m512 result[S][NT];
+  for (int i = 0; i < S; ++i)
+    for (int t = 0; t < NT; ++t) result[i][t] = _mm512_setzero_ps();
 
   for (int64_t grp = 0; grp < groups; ++grp) {
-    const uint8_t* tg = tile + grp * tg_bytes;
-    __m512i acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_si512();
+    __m512i acc[S][NT];
+    for (int i = 0; i < S; ++i)
+      for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_si512();
     for (int u = 0; u < units; ++u) {
-      const uint8_t* lines = tg + 64 + 64 * B * u;
+      const int64_t lines_at = grp * tg_bytes + 64 + 64 * B * u;
       const int64_t chunk0 = (grp * shape.chunks() + 2 * u) * 64;  // byte offset of the unit's first table
       [&]<int... L>(std::integer_sequence<int, L...>) {
         (
             [&] {
               // Line L holds registers 2L (low nibbles) and 2L + 1 (high) of the unit.
               constexpr int klo = 2 * L, khi = 2 * L + 1;
-              const uint8_t* line = lines + 64 * L;
-              if constexpr (NT == 1) _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
-              const __m512i v = _mm512_loadu_si512(line);
-              const __m512i lo = and_or(v, low4, offset[klo % B]);
-              const __m512i hi = and_or(_mm512_srli_epi16(v, 4), low4, offset[khi % B]);
+              __m512i lo[S], hi[S];
+              for (int i = 0; i < S; ++i) {
+                const uint8_t* line = tiles[i] + lines_at + 64 * L;
+                if constexpr (NT == 1) _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
+                const __m512i v = _mm512_loadu_si512(line);
+                lo[i] = and_or(v, low4, offset[klo % B]);
+                hi[i] = and_or(_mm512_srli_epi16(v, 4), low4, offset[khi % B]);
+              }
               for (int t = 0; t < NT; ++t) {
                 const int8_t* table = tokens[t].table + chunk0;
                 const __m512i tlo = _mm512_loadu_si512(table + 64 * (klo / B));
                 const __m512i thi = _mm512_loadu_si512(table + 64 * (khi / B));
-                acc[t] = _mm512_dpbusd_epi32(acc[t], mult[klo % B], _mm512_permutexvar_epi8(lo, tlo));
-                acc[t] = _mm512_dpbusd_epi32(acc[t], mult[khi % B], _mm512_permutexvar_epi8(hi, thi));
+                for (int i = 0; i < S; ++i) {
+                  acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], mult[klo % B], _mm512_permutexvar_epi8(lo[i], tlo));
+                  acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], mult[khi % B], _mm512_permutexvar_epi8(hi[i], thi));
+                }
               }
             }(),
             ...);
       }(std::make_integer_sequence<int, B>{});
     }
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tg)));
-    const __m512 z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tg + 32)));
-    const __m512 cz = _mm512_sub_ps(half_range, z);
-    for (int t = 0; t < NT; ++t) {
-      const __m512 v = _mm512_fmadd_ps(cz, _mm512_set1_ps(tokens[t].sum[grp]),
-                                       _mm512_mul_ps(_mm512_cvtepi32_ps(acc[t]), _mm512_set1_ps(tokens[t].scale[grp])));
-      result[t] = _mm512_fmadd_ps(s, v, result[t]);
+    for (int i = 0; i < S; ++i) {
+      const uint8_t* tg = tiles[i] + grp * tg_bytes;
+      const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tg)));
+      const __m512 z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tg + 32)));
+      const __m512 cz = _mm512_sub_ps(half_range, z);
+      for (int t = 0; t < NT; ++t) {
+        const __m512 v = _mm512_fmadd_ps(cz, _mm512_set1_ps(tokens[t].sum[grp]),
+                                         _mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][t]), _mm512_set1_ps(tokens[t].scale[grp])));
+        result[i][t] = _mm512_fmadd_ps(s, v, result[i][t]);
+      }
     }
   }
-  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + t * kBlTileRows, result[t]);
+  for (int i = 0; i < S; ++i)
+    for (int t = 0; t < NT; ++t) _mm512_storeu_ps(outs[i] + t * kBlTileRows, result[i][t]);
 }
 
 template <int B>
 void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
                    float* out) {
+  const uint8_t* const tiles[1] = {tile};
+  float* const outs[1] = {out};
   switch (nt) {
-    case 1: return tile_avx512<B, 1>(shape, cols, tile, tokens, nt, out);
-    case 2: return tile_avx512<B, 2>(shape, cols, tile, tokens, nt, out);
-    case 3: return tile_avx512<B, 3>(shape, cols, tile, tokens, nt, out);
-    default: return tile_avx512<B, 4>(shape, cols, tile, tokens, nt, out);
+    case 1: return tiles_avx512<B, 1, 1>(shape, cols, tiles, tokens, outs);
+    case 2: return tiles_avx512<B, 2, 1>(shape, cols, tiles, tokens, outs);
+    case 3: return tiles_avx512<B, 3, 1>(shape, cols, tiles, tokens, outs);
+    default: return tiles_avx512<B, 4, 1>(shape, cols, tiles, tokens, outs);
   }
+}
+
+template <int B>
+void tile_pair(const BlGroupShape& shape, int64_t cols, const uint8_t* tile_a, const uint8_t* tile_b,
+               const LutTables* token, float* out_a, float* out_b) {
+  const uint8_t* const tiles[2] = {tile_a, tile_b};
+  float* const outs[2] = {out_a, out_b};
+  tiles_avx512<B, 1, 2>(shape, cols, tiles, token, outs);
 }
 
 static_assert(kLutTokens == 4, "tile_dispatch covers 1..4 tokens");
@@ -153,10 +174,10 @@ const LutKernels* lut_kernels_avx512(const BlGroupShape& shape) {
   const CpuFeatures& f = cpu_features();
   if (!f.has_avx512bw || !f.has_avx512vnni || !f.has_avx512vbmi) return nullptr;
   static const std::array<LutKernels, 8> kernels = {
-      LutKernels{build_avx512, tile_dispatch<1>}, LutKernels{build_avx512, tile_dispatch<2>},
-      LutKernels{build_avx512, tile_dispatch<3>}, LutKernels{build_avx512, tile_dispatch<4>},
-      LutKernels{build_avx512, tile_dispatch<5>}, LutKernels{build_avx512, tile_dispatch<6>},
-      LutKernels{build_avx512, tile_dispatch<7>}, LutKernels{build_avx512, tile_dispatch<8>},
+      LutKernels{build_avx512, tile_dispatch<1>, tile_pair<1>}, LutKernels{build_avx512, tile_dispatch<2>, tile_pair<2>},
+      LutKernels{build_avx512, tile_dispatch<3>, tile_pair<3>}, LutKernels{build_avx512, tile_dispatch<4>, tile_pair<4>},
+      LutKernels{build_avx512, tile_dispatch<5>, tile_pair<5>}, LutKernels{build_avx512, tile_dispatch<6>, tile_pair<6>},
+      LutKernels{build_avx512, tile_dispatch<7>, tile_pair<7>}, LutKernels{build_avx512, tile_dispatch<8>, tile_pair<8>},
   };
   return &kernels[static_cast<size_t>(shape.bits - 1)];
 }

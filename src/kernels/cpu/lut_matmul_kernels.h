@@ -22,24 +22,36 @@ struct LutTables {
 
 // Builds one token's tables from x [cols] for weight groups of g features. Entry e of a quad is
 // 0.5 * (((+-x0) +- x1) +- x2) +- x3 in fp32, + where bit m of e is set, - where not, scaled by
-// 127 / (the group's max |entry|) and rounded to nearest even; sum is the features added in
-// index order. Every level computes the same bytes.
+// 127 / (the group's max |entry|) and rounded to nearest even; sum is lut_group_sum. Every level
+// computes the same bytes.
 using LutBuildFn = void (*)(const float* x, int64_t cols, int g, int8_t* table, float* scale, float* sum);
 
-// The fp32 sum of a group's features in index order (every level's builder uses this one).
+// The fp32 sum of a group's g features (g a multiple of 16) in a fixed order that vectorizes:
+// 16 running sums of the features j = i mod 16, then halved pairwise (8, 4, 2, 1 apart). Every
+// level's builder uses this one (a serial sum would be a chain of g dependent adds).
 static inline float lut_group_sum(const float* x, int g) {
-  float sum = 0.0f;
-  for (int j = 0; j < g; ++j) sum += x[j];
-  return sum;
+  float p[16] = {};
+  for (int j0 = 0; j0 < g; j0 += 16)
+    for (int i = 0; i < 16; ++i) p[i] += x[j0 + i];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) p[i] += p[i + w];
+  return p[0];
 }
 
 // out[t * 16 + r] = row r of the 16-row tile at `tile` · token t, for t < nt (1..kLutTokens).
 using LutTileFn = void (*)(const quant::BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens,
                            int nt, float* out);
 
+// Decode (one token): two tiles at once, out_a / out_b [16] as LutTileFn's out. Two streams of
+// lines from far-apart tiles keep more DRAM reads in flight per core, and one table load
+// serves both. nullptr: the driver calls tile twice.
+using LutTilePairFn = void (*)(const quant::BlGroupShape& shape, int64_t cols, const uint8_t* tile_a,
+                               const uint8_t* tile_b, const LutTables* token, float* out_a, float* out_b);
+
 struct LutKernels {
   LutBuildFn build;
   LutTileFn tile;
+  LutTilePairFn pair = nullptr;
 };
 
 // The SIMD levels instantiate one tile kernel per bit width; nullptr when the CPU lacks the
