@@ -124,26 +124,9 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
   assert(rows % kBlTileRows == 0);
   const TokenTablesLayout layout(cols, shape.group_size);
-  const size_t need = layout.token_bytes * static_cast<size_t>(n);
-  if (scratch.bytes() < need && !scratch.resize(need)) {
-    assert(!"lut_matmul: cannot allocate the activation tables");
-    return;
-  }
-  char* tables = scratch.as<char>();
-  auto token = [&](int64_t t) { return tables + layout.token_bytes * static_cast<size_t>(t); };
   const float* xf = x.as<const float>();
-  // Tables: split over (token, group) so that one decode token keeps both threads busy.
   const int g = shape.group_size;
   const int64_t groups = cols / g;
-  pool.parallel_for(n * groups, 1, [&](int64_t a, int64_t b) {
-    while (a < b) {
-      const int64_t t = a / groups, g0 = a % groups, g1 = std::min(groups, g0 + (b - a));
-      k.build(xf + t * cols + g0 * g, (g1 - g0) * g, g, layout.table(token(t)) + g0 * g * 4, layout.scale(token(t)) + g0,
-              layout.sum(token(t)) + g0);
-      a += g1 - g0;
-    }
-  });
-
   float* o = out.as<float>();
   const float* bias_f = bias ? bias->as<const float>() : nullptr;
   const auto* wbase = static_cast<const uint8_t*>(w.data);
@@ -156,23 +139,53 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
       o[t * rows + row] = result[r] + (bias_f ? bias_f[row] : 0.0f);
     }
   };
-  pool.parallel_for(rows / kBlTileRows, 1, [&](int64_t i0, int64_t i1) {
-    if (n == 1 && k.pair) {
-      // Decode: tile i0 + j with tile mid + j, two streams from the two halves of the range.
-      const LutTables tok = layout.tables(token(0));
-      const int64_t half = (i1 - i0) / 2, mid = i0 + half;
+
+  if (n == 1) {
+    // Decode: each thread builds the token's tables itself (a few microseconds for a 2048-wide
+    // x), which costs less than a second dispatch and barrier on the pool. Then tile i0 + j
+    // goes with tile mid + j: two streams from the two halves of the thread's range.
+    pool.parallel_for(rows / kBlTileRows, 1, [&](int64_t i0, int64_t i1) {
+      thread_local AlignedBuffer own;  // grows to the widest x once, then is reused
+      if (own.bytes() < layout.token_bytes && !own.resize(layout.token_bytes)) {
+        assert(!"lut_matmul: cannot allocate the activation tables");
+        return;
+      }
+      char* mem = own.as<char>();
+      k.build(xf, cols, g, layout.table(mem), layout.scale(mem), layout.sum(mem));
+      const LutTables tok = layout.tables(mem);
       float a[kBlTileRows], b[kBlTileRows];
+      const int64_t half = k.pair ? (i1 - i0) / 2 : 0, mid = i0 + half;
       for (int64_t j = 0; j < half; ++j) {
         k.pair(shape, cols, tile_at(i0 + j), tile_at(mid + j), &tok, a, b);
         store(i0 + j, 0, a);
         store(mid + j, 0, b);
       }
-      for (int64_t i = mid + half; i < i1; ++i) {  // the odd one
+      for (int64_t i = i0 + 2 * half; i < i1; ++i) {  // the odd one, or all without a pair kernel
         k.tile(shape, cols, tile_at(i), &tok, 1, a);
         store(i, 0, a);
       }
-      return;
+    });
+    return;
+  }
+
+  // Prefill: the tables of all tokens first, split over (token, group), then per tile every
+  // block of kLutTokens tokens (the tile's weights stay in L1/L2 across the blocks).
+  const size_t need = layout.token_bytes * static_cast<size_t>(n);
+  if (scratch.bytes() < need && !scratch.resize(need)) {
+    assert(!"lut_matmul: cannot allocate the activation tables");
+    return;
+  }
+  char* tables = scratch.as<char>();
+  auto token = [&](int64_t t) { return tables + layout.token_bytes * static_cast<size_t>(t); };
+  pool.parallel_for(n * groups, 1, [&](int64_t a, int64_t b) {
+    while (a < b) {
+      const int64_t t = a / groups, g0 = a % groups, g1 = std::min(groups, g0 + (b - a));
+      k.build(xf + t * cols + g0 * g, (g1 - g0) * g, g, layout.table(token(t)) + g0 * g * 4, layout.scale(token(t)) + g0,
+              layout.sum(token(t)) + g0);
+      a += g1 - g0;
     }
+  });
+  pool.parallel_for(rows / kBlTileRows, 1, [&](int64_t i0, int64_t i1) {
     LutTables block[kLutTokens];
     float result[kLutTokens * kBlTileRows];
     for (int64_t i = i0; i < i1; ++i)
