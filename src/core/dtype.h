@@ -73,6 +73,12 @@ struct DTypeInfo {
   int64_t tile_rows = 1;
 };
 
+// Files holding tiled types (tile_rows > 1) carry this key with this value: the bl types' bytes
+// changed layout once (bit planes per row -> 16-row tiles), and an older file must be refused,
+// not decoded wrongly. Written by GgufWriter, checked by the GGUF reader.
+inline constexpr const char* kTileLayoutKey = "bitlight.tile_layout";
+inline constexpr uint32_t kTileLayoutVersion = 2;
+
 // nullptr for ids this build does not know (a GGUF file may carry any u32).
 const DTypeInfo* dtype_info(DType t);
 inline const DTypeInfo* dtype_info(uint32_t id) { return dtype_info(static_cast<DType>(id)); }

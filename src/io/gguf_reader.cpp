@@ -294,6 +294,22 @@ class GgufParser {
     return Status::Ok();
   }
 
+  // A tiled type (bl<b>g<g>) is only read from a file that says its bytes are in the current
+  // tile layout (dtype.h: kTileLayoutKey).
+  Status check_tile_layout(const std::string& name, const DTypeInfo& info) const {
+    for (const auto& kv : out_.metadata) {
+      if (kv.key != kTileLayoutKey) continue;
+      const int64_t* i = std::get_if<int64_t>(&kv.value.value);
+      const uint64_t* u = std::get_if<uint64_t>(&kv.value.value);
+      if ((i && *i == kTileLayoutVersion) || (u && *u == kTileLayoutVersion)) return Status::Ok();
+      break;
+    }
+    return invalid_file(name + ": type " + std::string(info.name) + " needs " + kTileLayoutKey + " = " +
+                        std::to_string(kTileLayoutVersion) +
+                        " (16-row tiles); this file lacks it, so it was written by an older bitlight in another "
+                        "layout: quantize the model again");
+  }
+
   Status read_alignment() {
     for (const auto& kv : out_.metadata) {
       if (kv.key != "general.alignment") continue;
@@ -348,6 +364,7 @@ class GgufParser {
         if (!p || *p > kInt64Max) return invalid_file(name + ": shape " + shape_text(t.ne) + " overflows");
         elements = *p;
       }
+      if (info->tile_rows > 1) BL_RETURN_IF_ERROR(check_tile_layout(name, *info));
       if ((elements / static_cast<uint64_t>(t.ne[0])) % static_cast<uint64_t>(info->tile_rows) != 0)
         return invalid_file(name + ": shape " + shape_text(t.ne) + " has " + std::to_string(elements / t.ne[0]) +
                             " rows, not a multiple of the " + std::string(info->name) + " tile of " +

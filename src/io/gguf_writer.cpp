@@ -241,6 +241,7 @@ Status GgufWriter::add_tensor(std::string name, DType dtype, std::vector<int64_t
     return invalid_argument("tensor '" + name + "': " + std::to_string(bytes) + " bytes given, its shape needs " +
                             std::to_string(expected));
   if (!data && bytes) return invalid_argument("tensor '" + name + "': data is null");
+  if (dtype_info(dtype)->tile_rows > 1) set_u32(kTileLayoutKey, kTileLayoutVersion);
   tensors_.push_back({std::move(name), dtype, std::move(ne), bytes, data, nullptr});
   return Status::Ok();
 }
@@ -249,6 +250,7 @@ Status GgufWriter::add_tensor(std::string name, DType dtype, std::vector<int64_t
   uint64_t bytes = 0;
   BL_RETURN_IF_ERROR(check_new_tensor(name, dtype, ne, bytes));
   if (!fill) return invalid_argument("tensor '" + name + "': fill callback is empty");
+  if (dtype_info(dtype)->tile_rows > 1) set_u32(kTileLayoutKey, kTileLayoutVersion);
   tensors_.push_back({std::move(name), dtype, std::move(ne), bytes, nullptr, std::move(fill)});
   return Status::Ok();
 }

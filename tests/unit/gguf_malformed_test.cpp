@@ -353,3 +353,26 @@ TEST(GgufMalformed, OpenNamesThePath) {
 
 }  // namespace
 }  // namespace bl
+
+namespace bl {
+namespace {
+
+// A bl3g32 tensor [32, rows] (16 bytes per row) with or without the tile-layout key.
+std::string bl_file(uint64_t rows, bool layout_key, uint32_t layout_version = kTileLayoutVersion) {
+  Bytes b = header(1, layout_key ? 1 : 0);
+  if (layout_key) b.str(kTileLayoutKey).u32(4).u32(layout_version);
+  tensor_info(b, "w", {32, rows}, static_cast<uint32_t>(DType::BL3G32), 0);
+  b.pad_to(32);
+  b.zeros(16 * rows);
+  return b.bytes();
+}
+
+TEST(GgufMalformed, TiledTypesNeedWholeTilesAndTheLayoutKey) {
+  ASSERT_TRUE(parse(bl_file(16, true)).ok()) << parse(bl_file(16, true)).message();
+  expect_error(bl_file(16, false), {"tensor 'w'", "bl3g32", "bitlight.tile_layout = 2", "older bitlight"});
+  expect_error(bl_file(16, true, 1), {"tensor 'w'", "bitlight.tile_layout = 2"});
+  expect_error(bl_file(24, true), {"tensor 'w'", "24 rows", "tile of 16 rows"});
+}
+
+}  // namespace
+}  // namespace bl
