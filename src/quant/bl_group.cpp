@@ -6,8 +6,11 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "core/half.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
 
 namespace bl::quant {
 namespace {
@@ -184,6 +187,36 @@ void quantize_bl_matrix(DType t, const float* x, void* dst, int64_t rows, int64_
     for (int64_t grp = 0; grp < groups; ++grp) {
       const Fit fit = quantize_group(*shape, x + row * cols + grp * g, importance ? importance + grp * g : nullptr);
       pack_row(*shape, fit, static_cast<int>(row % kBlTileRows), tile + grp * shape->tile_group_bytes());
+    }
+  }
+}
+
+void ternary_to_bl2(DType from, const void* src, void* dst, int64_t rows, int64_t cols) {
+  assert((from == DType::TQ1_0 || from == DType::TQ2_0) && rows % kBlTileRows == 0 && cols % kQKK == 0);
+  const BlGroupShape shape{2, 128};
+  const int64_t groups = cols / shape.group_size;
+  const size_t in_row = row_bytes(from, cols), block_bytes = row_bytes(from, kQKK);
+  auto* out = static_cast<uint8_t*>(dst);
+  std::memset(out, 0, static_cast<size_t>(rows * groups * shape.group_bytes()));
+  std::vector<float> values(static_cast<size_t>(cols));
+  const uint16_t one = f32_to_fp16(1.0f);
+  for (int64_t row = 0; row < rows; ++row) {
+    const auto* in = static_cast<const uint8_t*>(src) + in_row * static_cast<size_t>(row);
+    dequantize_row(from, in, values.data(), cols);
+    uint8_t* tile = out + (row / kBlTileRows) * groups * shape.tile_group_bytes();
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      // d is the last field of both block types (quant/blocks.h).
+      uint16_t d16;
+      std::memcpy(&d16, in + block_bytes * static_cast<size_t>(grp / 2) + block_bytes - 2, 2);
+      const float d = fp16_to_f32(d16);
+      Fit fit;
+      fit.scale = d16;
+      fit.zero = one;
+      for (int j = 0; j < shape.group_size; ++j) {
+        const float v = values[static_cast<size_t>(grp * shape.group_size + j)];
+        fit.q[j] = static_cast<uint8_t>(d != 0.0f ? std::lrintf(v / d) + 1 : 1);
+      }
+      pack_row(shape, fit, static_cast<int>(row % kBlTileRows), tile + grp * shape.tile_group_bytes());
     }
   }
 }

@@ -80,6 +80,12 @@ void quantize_bl_matrix(DType t, const float* x, void* dst, int64_t rows, int64_
 // a worse perplexity than uniform weights, 818 vs 509, so the plain form stays.)
 void bl_group_error_weights(const float* x, const float* importance, int g, float* out);
 
+// Ternary GGUF weights (TQ1_0 / TQ2_0: d * {-1, 0, 1} per block of 256) as bl2g128, exactly:
+// per group of 128 s = the block's d, z = 1, codes {0, 1, 2}; so the lookup-table kernels run
+// BitNet b1.58 models. src [rows][cols] in `from`, dst rows * row_bytes(BL2G128, cols) bytes;
+// rows a multiple of 16, cols of 256.
+void ternary_to_bl2(DType from, const void* src, void* dst, int64_t rows, int64_t cols);
+
 // y[cols] = row `row` of the matrix that starts at `matrix`.
 void dequantize_bl_row(DType t, const void* matrix, int64_t cols, int64_t row, float* y);
 

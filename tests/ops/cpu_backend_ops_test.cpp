@@ -2,7 +2,9 @@
 // widest ISA of this CPU and, by re-running this binary with BITLIGHT_ISA, at every lower one.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -14,6 +16,7 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/kv_store.h"
 #include "ops/backend_op_cases.h"
+#include "quant/quant.h"
 
 namespace bl {
 namespace {
@@ -84,6 +87,63 @@ TEST(CpuBackend, UploadWeightKeepsHostData) {
   auto w = backend->upload_weight(make_tensor_2d(host, DType::F32, 32, 2));
   ASSERT_TRUE(w.ok());
   EXPECT_EQ(w->data, static_cast<void*>(host));
+}
+
+// Ternary GGUF weights (TQ1_0, TQ2_0) run as bl2g128: the conversion at upload is exact (every
+// row decodes to the same floats), and the product is within the lookup-table bound of the
+// exact one (lut_matmul_test.cpp: per group of 128, |err| <= d * s_T * 16 * 3, s_T the group's
+// table scale <= max over quads of sum |x| / 2 / 127). Rows that do not fill 16-row tiles are
+// refused with a message.
+TEST(CpuBackend, TernaryWeightsRunAsBl2g128) {
+  const int64_t cols = 512, rows = 32, n = 3;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> trit(-1, 1);
+  std::uniform_real_distribution<float> scale(0.01f, 0.1f), feature(-2.0f, 2.0f);
+  std::vector<float> values(static_cast<size_t>(rows * cols)), x(static_cast<size_t>(cols * n));
+  for (int64_t b = 0; b < rows * cols / 256; ++b) {
+    const float d = scale(rng);
+    for (int j = 0; j < 256; ++j) values[static_cast<size_t>(b * 256 + j)] = d * static_cast<float>(trit(rng));
+  }
+  for (auto& v : x) v = feature(rng);
+  auto backend = make_cpu_backend(2);
+  for (DType type : {DType::TQ1_0, DType::TQ2_0}) {
+    std::vector<uint8_t> w(row_bytes(type, cols) * rows);
+    quantize_matrix(type, values.data(), w.data(), rows, cols);
+    auto up = backend->upload_weight(make_tensor_2d(w.data(), type, cols, rows));
+    ASSERT_TRUE(up.ok()) << up.status().message();
+    ASSERT_EQ(up->dtype, DType::BL2G128);
+    std::vector<float> want_row(cols), got_row(cols);
+    std::vector<double> wd(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      dequantize_matrix_row(type, w.data(), cols, r, want_row.data());
+      dequantize_matrix_row(DType::BL2G128, up->data, cols, r, got_row.data());
+      ASSERT_EQ(got_row, want_row) << dtype_name(type) << " row " << r;
+      for (int64_t j = 0; j < cols; ++j) wd[static_cast<size_t>(r * cols + j)] = want_row[static_cast<size_t>(j)];
+    }
+    std::vector<float> out(static_cast<size_t>(rows * n));
+    Tensor xt = make_tensor_2d(x.data(), DType::F32, cols, n), ot = make_tensor_2d(out.data(), DType::F32, rows, n);
+    backend->matmul(*up, xt, ot, nullptr);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < rows; ++r) {
+        double want = 0, bound = 1e-5;
+        for (int64_t j = 0; j < cols; ++j) want += wd[static_cast<size_t>(r * cols + j)] * x[static_cast<size_t>(t * cols + j)];
+        for (int64_t grp = 0; grp < cols / 128; ++grp) {
+          double d = 0, s_t = 0;
+          for (int j = 0; j < 128; ++j) d = std::max(d, std::fabs(wd[static_cast<size_t>(r * cols + grp * 128 + j)]));
+          for (int q = 0; q < 32; ++q) {
+            double abs_sum = 0;
+            for (int m = 0; m < 4; ++m) abs_sum += std::fabs(x[static_cast<size_t>(t * cols + grp * 128 + 4 * q + m)]);
+            s_t = std::max(s_t, abs_sum / 2 / 127);
+          }
+          bound += d * s_t * 16 * 3 * 1.0001;
+        }
+        EXPECT_LE(std::fabs(out[static_cast<size_t>(t * rows + r)] - want), bound) << dtype_name(type) << " [" << r << ", " << t << "]";
+      }
+  }
+  std::vector<uint8_t> odd(row_bytes(DType::TQ2_0, cols) * 8);
+  auto refused = backend->upload_weight(make_tensor_2d(odd.data(), DType::TQ2_0, cols, 8));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("tiles of 16 rows"), std::string::npos) << refused.status().message();
 }
 
 // The vector silu (its exp is a polynomial, clamped to [-87.3, 88.4]) against std::exp over

@@ -60,7 +60,14 @@ std::string CpuBackend::name() const {
          (n == 1 ? " thread)" : " threads)");
 }
 
-bool CpuBackend::supports(DType weight_type) const { return cpu::matmul_supported(weight_type); }
+namespace {
+// Ternary GGUF weights run as bl2g128 (converted exactly at upload, quant::ternary_to_bl2).
+bool is_ternary(DType t) { return t == DType::TQ1_0 || t == DType::TQ2_0; }
+}  // namespace
+
+bool CpuBackend::supports(DType weight_type) const {
+  return cpu::matmul_supported(weight_type) || is_ternary(weight_type);
+}
 
 Expected<Tensor> CpuBackend::alloc(DType dtype, std::array<int64_t, 4> ne) {
   Tensor t = make_tensor(nullptr, dtype, ne);
@@ -88,6 +95,7 @@ Expected<Tensor> CpuBackend::alloc(DType dtype, std::array<int64_t, 4> ne) {
 
 Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   if (host.device != Device::cpu) return invalid_argument("cpu backend: upload_weight of a tensor that is not in host memory");
+  if (is_ternary(host.dtype)) return upload_ternary(host);
   const bool interleave = host.layout == Layout::rows && cpu::interleave_at_load() && cpu::can_interleave(host.dtype, host.rows());
   if (!interleave && !quant::is_bl_group(host.dtype)) return host;  // used in place (mmap)
   // Q4_0 / Q4_1 / Q8_0 / Q4_K: a copy with 16 rows interleaved for the VNNI kernels; bl<b>g<g>
@@ -110,8 +118,23 @@ Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   return t;
 }
 
+Expected<Tensor> CpuBackend::upload_ternary(const Tensor& host) {
+  if (host.rows() % quant::kBlTileRows != 0)
+    return unsupported("cpu backend: ternary weight " + shape_string(host) + " has " + std::to_string(host.rows()) +
+                       " rows; the CPU runs ternary weights as bl2g128, in tiles of 16 rows");
+  Tensor t = make_tensor_2d(nullptr, DType::BL2G128, host.cols(), host.rows());
+  AlignedBuffer buffer;
+  if (!buffer.resize(t.bytes(), AlignedBuffer::Pages::huge))
+    return out_of_memory("cpu backend: cannot allocate " + std::to_string(t.bytes()) + " bytes to convert " +
+                         shape_string(host));
+  quant::ternary_to_bl2(host.dtype, host.data, buffer.data(), host.rows(), host.cols());
+  t.data = buffer.data();
+  buffers_.push_back(std::move(buffer));
+  return t;
+}
+
 bool CpuBackend::copies_weights(DType type, int64_t rows) const {
-  return (cpu::interleave_at_load() && cpu::can_interleave(type, rows)) || quant::is_bl_group(type);
+  return (cpu::interleave_at_load() && cpu::can_interleave(type, rows)) || quant::is_bl_group(type) || is_ternary(type);
 }
 
 void CpuBackend::write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) {

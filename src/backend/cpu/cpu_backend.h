@@ -43,6 +43,8 @@ class CpuBackend final : public Backend {
                  const AttentionParams& p, Tensor& out) override;
 
  private:
+  // TQ1_0 / TQ2_0 -> an exact bl2g128 copy (quant::ternary_to_bl2) that the LUT kernels run.
+  Expected<Tensor> upload_ternary(const Tensor& host);
   ThreadPool pool_;
   std::vector<AlignedBuffer> buffers_;  // everything alloc() handed out
   AlignedBuffer matmul_scratch_;        // quantized activations; grows on first use
