@@ -351,20 +351,52 @@ __device__ __forceinline__ void quantize_group(const float4& a, const float4& b,
     xs[i / 4] = {amax / 127.0f + poison, sum};  // a NaN scale makes the row's sum NaN
 }
 
-__device__ __forceinline__ void quantize_x(const float* x, int n, int64_t cols, int8_t* xq, XScale* xs) {
-  const int64_t groups = n * cols / 8;
-  const float4* x4 = reinterpret_cast<const float4*>(x);
+// The prologue of a fused GEMV (GemvFusion) on one group of 8 values: x' = silu(x) * up, or
+// x * norm (the 1 / rms factor of the norm is applied to the finished sums instead: the int8
+// quantization per 32 is scale-invariant, so quantizing x * norm and scaling the dot product by
+// 1 / rms gives what quantizing the normed x would).
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float4 silu_times(float4 g, float4 u) {
+  return make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w);
+}
+__device__ __forceinline__ float4 times(float4 a, float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
+__device__ __forceinline__ float squares(float4 a) { return a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w; }
+
+// sumsq[t]: this thread's share of sum x^2 over token t's x (with a norm prologue; else 0).
+template <int kTokens>
+__device__ __forceinline__ void quantize_x(const GemvArgs& p, int8_t* xq, XScale* xs, float (&sumsq)[kTokens]) {
+  const int64_t groups = p.n * p.cols / 8, groups_per_token = p.cols / 8;
+  const float4* x4 = reinterpret_cast<const float4*>(p.x);
+  const float4* u4 = reinterpret_cast<const float4*>(p.fuse.up);
+  const float4* g4 = reinterpret_cast<const float4*>(p.fuse.norm);
   for (int64_t i0 = threadIdx.x; i0 < groups; i0 += kThreads * kQuantBatch) {
-    float4 a[kQuantBatch], b[kQuantBatch];
+    float4 a[kQuantBatch], b[kQuantBatch], c[kQuantBatch], d[kQuantBatch];  // x and up or norm
 #pragma unroll
     for (int k = 0; k < kQuantBatch; ++k) {
       const int64_t i = i0 + k * kThreads;
-      if (i < groups) a[k] = __ldg(x4 + 2 * i), b[k] = __ldg(x4 + 2 * i + 1);
+      if (i >= groups) continue;
+      a[k] = __ldg(x4 + 2 * i), b[k] = __ldg(x4 + 2 * i + 1);
+      if (u4) c[k] = __ldg(u4 + 2 * i), d[k] = __ldg(u4 + 2 * i + 1);
+      if (g4) {
+        const int64_t j = i % groups_per_token;
+        c[k] = __ldg(g4 + 2 * j), d[k] = __ldg(g4 + 2 * j + 1);
+      }
     }
 #pragma unroll
     for (int k = 0; k < kQuantBatch; ++k) {
       const int64_t i = i0 + k * kThreads;
-      if (i < groups) quantize_group(a[k], b[k], i, xq, xs);
+      if (i >= groups) continue;
+      if (u4) {
+        a[k] = silu_times(a[k], c[k]), b[k] = silu_times(b[k], d[k]);
+      } else if (g4) {
+        const int64_t t = i / groups_per_token;
+        const float sq = squares(a[k]) + squares(b[k]);
+#pragma unroll
+        for (int tt = 0; tt < kTokens; ++tt)
+          if (tt == t) sumsq[tt] += sq;
+        a[k] = times(a[k], c[k]), b[k] = times(b[k], d[k]);
+      }
+      quantize_group(a[k], b[k], i, xq, xs);
     }
   }
 }
@@ -428,9 +460,32 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
   pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
-  quantize_x(p.x, p.n, p.cols, xq, xs);
+  float sumsq[kTokens];
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) sumsq[t] = 0.0f;
+  quantize_x<kTokens>(p, xq, xs, sumsq);
+  // With a norm prologue, each token's 1 / rms: warp sums, then every thread adds the 8 warps'
+  // in the same order (deterministic, no second barrier).
+  __shared__ float warp_sumsq[kWarps][kTokens];
+  if (p.fuse.norm) {
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      const float s = warp_sum(sumsq[t]);
+      if (lane == 0) warp_sumsq[warp][t] = s;
+    }
+  }
   __syncthreads();
   pdl_allow_next();
+  float out_scale[kTokens];  // 1 / rms of each token's x with a norm prologue, else 1
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    float total = 0.0f;
+    if (p.fuse.norm) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) total += warp_sumsq[w][t];
+    }
+    out_scale[t] = p.fuse.norm ? rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps) : 1.0f;
+  }
 
   float acc[kRows][kTokens];
 #pragma unroll
@@ -459,8 +514,11 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
 #pragma unroll
         for (int t = 0; t < kTokens; ++t) {
           const float s = warp_sum(acc[r][t]);
-          if (lane == 0 && t < p.n && row < p.rows)
-            p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
+          if (lane == 0 && t < p.n && row < p.rows) {
+            float* o = p.out + t * p.rows + row;
+            const float v = s * out_scale[t] + (p.bias ? p.bias[row] : 0.0f);
+            *o = p.fuse.accumulate ? *o + v : v;
+          }
           acc[r][t] = 0.0f;
         }
       }
@@ -519,10 +577,11 @@ bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
 }
 
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
-                      cudaStream_t stream) {
-  if (!gemv_dp4a_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+                      cudaStream_t stream, const GemvFusion& fuse) {
+  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  if (!gemv_dp4a_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) || !aligned(fuse.up)) return false;
   const GemvArgs p{
-      static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+      static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias, fuse};
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
     if constexpr (has_unit<T>()) {
