@@ -381,13 +381,14 @@ class CudaBackendImpl final : public CudaBackend {
     if (!on_device({&logits, &ids}, op) || !all_f32({&logits}, op) ||
         !expect(ids.dtype == DType::I32 && ids.elements() == n, op, "ids must be i32 [" + std::to_string(n) + "]"))
       return;
-    const size_t bytes = cuda::argmax_workspace_bytes(n);
-    if (bytes > argmax_ws_.bytes) {  // zeroed once: each launch leaves its counters at zero
+    if (n > argmax_capacity_) {  // a new buffer, zeroed once: each launch leaves its counters at zero
+      const size_t bytes = cuda::argmax_workspace_bytes(n);
       void* p = workspace(argmax_ws_, bytes, "argmax partial results");
       if (!p) return;
       note(cudaMemsetAsync(p, 0, bytes, stream_), op);
+      argmax_capacity_ = n;
     }
-    cuda::launch_argmax(logits.as<float>(), logits.ne[0], n, ids.as<int32_t>(), argmax_ws_.ptr, stream_);
+    cuda::launch_argmax(logits.as<float>(), logits.ne[0], n, ids.as<int32_t>(), argmax_ws_.ptr, argmax_capacity_, stream_);
     check_launch(op);
   }
 
@@ -562,6 +563,7 @@ class CudaBackendImpl final : public CudaBackend {
   cublasHandle_t cublas_ = nullptr;
   std::vector<void*> allocations_;  // every cudaMalloc of this backend, freed in the destructor
   Workspace deq_ws_, xh_ws_, attn_ws_, argmax_ws_;
+  int64_t argmax_capacity_ = 0;  // tokens argmax_ws_ is laid out for (sampling.cu)
   struct DeviceFactors {
     float* data;
     int n;

@@ -541,11 +541,18 @@ bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  // The opt-in limit counts the kernel's static shared memory (the norm's per-warp sums) too.
+  static const size_t static_smem = [&] {
+    cudaFuncAttributes attr{};
+    cudaFuncGetAttributes(&attr, kernel);
+    return attr.sharedSizeBytes;
+  }();
+  const size_t max_dynamic = static_cast<size_t>(optin) - static_smem;
   const size_t smem = smem_bytes(p.cols, p.n);
-  if (smem > static_cast<size_t>(optin)) return false;
+  if (smem > max_dynamic) return false;
   static bool raised = false;  // per instantiation: allow up to the opt-in limit once
   if (!raised) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(max_dynamic));
     raised = true;
   }
   int per_sm = 0;

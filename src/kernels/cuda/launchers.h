@@ -164,10 +164,11 @@ void launch_attention(const float* q, const void* k_cache, const void* v_cache, 
                       const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream);
 
 // ids[t] = argmax of logits[:, t] ([n_vocab, n_tokens]): the lowest index among equal maxima,
-// NaN never picked (all NaN: 0), sampling.cu. workspace: argmax_workspace_bytes(n_tokens) of
-// device memory, zeroed once before the first launch (each launch leaves it ready for the next).
-size_t argmax_workspace_bytes(int64_t n_tokens);
+// NaN never picked (all NaN: 0), sampling.cu. workspace: argmax_workspace_bytes(capacity) of
+// device memory for up to `capacity` tokens, zeroed once before its first launch (each launch
+// leaves it ready for the next, whatever its n_tokens <= capacity).
+size_t argmax_workspace_bytes(int64_t capacity);
 void launch_argmax(const float* logits, int64_t n_vocab, int64_t n_tokens, int32_t* ids, void* workspace,
-                   cudaStream_t stream);
+                   int64_t capacity, cudaStream_t stream);
 
 }  // namespace bl::cuda

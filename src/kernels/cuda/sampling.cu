@@ -76,15 +76,18 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, i
 
 }  // namespace
 
-size_t argmax_workspace_bytes(int64_t n_tokens) {
-  return static_cast<size_t>(n_tokens) * (kBlocks * sizeof(uint64_t) + sizeof(unsigned));
+// Layout for `capacity` tokens: keys [capacity][kBlocks], then counters [capacity]. It depends
+// on the capacity only, not on n_tokens: a launch with fewer tokens finds zero counters where a
+// larger one left them (each launch resets the counters it used).
+size_t argmax_workspace_bytes(int64_t capacity) {
+  return static_cast<size_t>(capacity) * (kBlocks * sizeof(uint64_t) + sizeof(unsigned));
 }
 
 void launch_argmax(const float* logits, int64_t n_vocab, int64_t n_tokens, int32_t* ids, void* workspace,
-                   cudaStream_t stream) {
-  if (n_tokens <= 0) return;
+                   int64_t capacity, cudaStream_t stream) {
+  if (n_tokens <= 0 || n_tokens > capacity) return;
   auto* keys = static_cast<uint64_t*>(workspace);
-  auto* counters = reinterpret_cast<unsigned*>(keys + n_tokens * kBlocks);
+  auto* counters = reinterpret_cast<unsigned*>(keys + capacity * kBlocks);
   launch_pdl(argmax_kernel, dim3(kBlocks, static_cast<unsigned>(n_tokens)), dim3(kThreads), 0, stream, logits, n_vocab,
              ids, keys, counters);
 }
