@@ -51,8 +51,8 @@ PY
   rm -f "$m"
 done
 
-echo "| shape | format | GB | pp512 tok/s | tg128 tok/s | decode GB/s | % of HBM read | HBM read GB/s |" > "$OUT/model_bench.md"
-echo "|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
+echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
+echo "|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
 for spec in llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-8b:q4_0 llama3-8b:q8_0 llama3-8b:f16; do
   shape=${spec%%:*}; type=${spec##*:}
   m=$MODELS/$shape-$type.gguf
@@ -64,8 +64,9 @@ import json, sys, statistics as st
 j = json.load(open(sys.argv[1]))
 pp = st.mean(j["prefill_tokens_per_second"]); tg = st.mean(j["decode_tokens_per_second"])
 gbps = tg * j["decode_bytes_per_token"] / 1e9
-print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {tg:.1f} | {gbps:.0f} | "
-      f"{100*j['decode_fraction_of_bandwidth']:.0f} % | {j['read_bandwidth_gbps']:.0f} |")
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {100*j['prefill_fraction_of_bf16_peak']:.0f} % | "
+      f"{tg:.1f} | {gbps:.0f} | {100*j['decode_fraction_of_bandwidth']:.0f} % | {j['read_bandwidth_gbps']:.0f} | "
+      f"{j['bf16_peak_tflops']:.0f} |")
 PY
 done
 cat "$OUT/model_bench.md"

@@ -1,5 +1,5 @@
-// bitlight bench: prefill and decode speed of a model, and decode as a fraction of the memory
-// read bandwidth measured in the same run.
+// bitlight bench: prefill and decode speed of a model, decode as a fraction of the memory read
+// bandwidth and (CUDA) prefill as a fraction of the bf16 matrix peak, both measured in the same run.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -41,6 +41,9 @@ Status bench(const BenchOptions& o) {
   BL_ASSIGN_OR_RETURN(m, load_model(o.model, /*with_tokenizer=*/false));
   BandwidthResult bandwidth;
   BL_ASSIGN_OR_RETURN(bandwidth, measure_bandwidth(*m.backend, o.model.threads));
+  // The compute roofline of prefill, where the backend has a probe (CUDA): bf16 tensor cores.
+  Expected<double> bf16_tflops = m.backend->measure_bf16_tflops();
+  const double peak_tflops = bf16_tflops.ok() ? *bf16_tflops : 0.0;
   ModelBenchResult r;
   BL_ASSIGN_OR_RETURN(r, bench_model(*m.model, {.n_prompt = o.n_prompt, .n_gen = o.n_gen, .repetitions = o.repetitions,
                                                .n_batch = o.model.n_batch, .kv_type = kv_type}));
@@ -59,7 +62,15 @@ Status bench(const BenchOptions& o) {
   if (o.n_gen > 0)
     std::printf("| %s | %s | %.2f | %s | tg%d | %.2f ± %.2f |\n", name.c_str(), format.c_str(), size_gb,
                 m.backend->name().c_str(), o.n_gen, r.decode.mean(), r.decode.stddev());
+  const double prefill_tflops = r.prefill.mean() * r.prefill_flops_per_token / 1e12;
+  const double prefill_fraction = peak_tflops > 0 ? prefill_tflops / peak_tflops : 0;
   std::printf("\nmeasured read bandwidth: %.1f GB/s\n", bandwidth.read_gbps);
+  if (peak_tflops > 0) {
+    std::printf("measured bf16 matrix peak (8192^3 GEMM): %.1f TFLOP/s\n", peak_tflops);
+    if (o.n_prompt > 0)
+      std::printf("prefill: %.2f GFLOP per token -> %.1f TFLOP/s = %.0f %% of the measured bf16 peak\n",
+                  r.prefill_flops_per_token / 1e9, prefill_tflops, 100 * prefill_fraction);
+  }
   if (o.n_gen > 0)
     std::printf("decode: %.1f MB read per token -> %.1f GB/s = %.0f %% of the measured read bandwidth\n",
                 r.decode_bytes_per_token / 1e6, decode_gbps, 100 * decode_fraction);
@@ -79,6 +90,9 @@ Status bench(const BenchOptions& o) {
         {"prefill_flops_per_token", r.prefill_flops_per_token},
         {"read_bandwidth_gbps", bandwidth.read_gbps},
         {"decode_fraction_of_bandwidth", decode_fraction},
+        {"bf16_peak_tflops", peak_tflops},  // 0 where the backend has no probe
+        {"prefill_tflops", prefill_tflops},
+        {"prefill_fraction_of_bf16_peak", prefill_fraction},
     };
     BL_RETURN_IF_ERROR(write_file_atomically(o.json_out, j.dump(2) + "\n"));
   }

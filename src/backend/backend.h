@@ -40,6 +40,15 @@ struct AttentionParams {
   float scale = 1.0f; // usually 1/sqrt(head_dim)
 };
 
+// The extra work of Backend::fused_matmul around W · x.
+struct MatmulFusion {
+  const Tensor* norm = nullptr;  // x' = rms_norm(x, eps) * norm
+  float eps = 1e-5f;
+  const Tensor* up = nullptr;    // x' = silu(x) * up
+  bool accumulate = false;       // out += W · x' instead of out = W · x'
+  Tensor* scratch = nullptr;     // F32 room for the default composition (see fused_matmul)
+};
+
 enum class BackendKind { reference, cpu, cuda };
 
 class Backend {
@@ -66,6 +75,9 @@ class Backend {
   // Device memory read bandwidth in 1e9 bytes/s, measured now (a large on-device reduction).
   // Host-memory backends leave this unsupported: perf/ measures host memory for them.
   virtual Expected<double> measure_read_bandwidth_gbps() { return unsupported(name() + " has no device memory"); }
+  // Peak dense matrix-product rate in 1e12 FLOP/s, measured now: a bf16 GEMM of 8192^3 with fp32
+  // accumulation (the compute roofline of prefill). Backends without such a probe: unsupported.
+  virtual Expected<double> measure_bf16_tflops() { return unsupported(name() + " has no matrix-product probe"); }
 
   // First error recorded by an op since the last call (ops cannot return one); backends that
   // check everything before running (CPU, reference) have none.
@@ -104,6 +116,26 @@ class Backend {
   // [0, positions[i]]. out [head_dim, n_head, n].
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                          const Tensor& positions, const AttentionParams& p, Tensor& out) = 0;
+
+  // ---- fused ops of a decode step. Each default runs the plain ops above in order (so every
+  // backend has them, with the same numerics); the CUDA backend replaces them with one kernel
+  // where it has one (docs/cuda.md: a launch costs a few us, the whole 8B step ~2-3 ms). ----
+
+  // out[rows, n] = W · x' (+ bias), or out += W · x' with f.accumulate (the residual add), where
+  // x' = x, or rms_norm(x) * f.norm (f.norm [cols] F32), or silu(x) * f.up (x is the gate,
+  // f.up [cols, n] F32); norm and up are not both given. f.scratch (F32) holds the default's
+  // x' (cols * n floats, with norm or up) followed by its W · x' (rows * n, with accumulate);
+  // its contents are left undefined. out must not alias x, f.up or f.scratch.
+  virtual void fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f,
+                            const Tensor* bias = nullptr);
+  // rope(q); rope(k); kv_store(k, v, caches, positions): q and k are rotated in place.
+  virtual void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                             const Tensor& positions, const RopeParams& p);
+  // Greedy sampling: ids[i] = argmax over logits[:, i] (the lowest index among equal maxima;
+  // NaN logits are never picked unless all are NaN, then 0). logits [n_vocab, n] F32, ids I32
+  // [n]. The default reads the logits through read() (host-memory backends); CUDA runs a
+  // kernel, so a decode step copies 4 bytes per token to the host instead of the logits.
+  virtual void argmax(const Tensor& logits, Tensor& ids);
 
  private:
   const void* graph_owner_ = nullptr;

@@ -249,11 +249,12 @@ Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool log
   BL_ASSIGN_OR_RETURN(s.ids, backend_.alloc(DType::I32, {t, 1, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.positions, backend_.alloc(DType::I32, {t, 1, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.x, backend_.alloc(DType::F32, {c.n_embd, t, 1, 1}));
-  BL_ASSIGN_OR_RETURN(s.h, backend_.alloc(DType::F32, {c.n_embd, t, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.scratch, backend_.alloc(DType::F32, {c.n_ff + c.n_embd, t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.qkv, backend_.alloc(DType::F32, {c.q_dim() + 2 * c.kv_dim(), t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.attn, backend_.alloc(DType::F32, {c.q_dim(), t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.gate_up, backend_.alloc(DType::F32, {2 * c.n_ff, t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.logits, backend_.alloc(DType::F32, {c.n_vocab, logits_all ? t : 1, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.sampled, backend_.alloc(DType::I32, {t, 1, 1, 1}));
   for (int il = 0; il < c.n_layer; ++il) {
     Tensor kc, vc;
     BL_ASSIGN_OR_RETURN(kc, backend_.alloc(kv_type, {c.head_dim, c.n_head_kv, n_ctx, 1}));
@@ -269,13 +270,12 @@ size_t LlamaModel::decode_weight_bytes() const {
   return weight_bytes_ - (tied ? 0 : token_embd_.bytes() - token_embd_.row_size());
 }
 
-void LlamaModel::forward(LlamaForwardState& s, int n) const {
+void LlamaModel::forward(LlamaForwardState& s, int n, bool argmax) const {
   const LlamaConfig& c = config_;
   Backend& b = backend_;
   Tensor ids = view(s.ids, {n, 1, 1, 1});
   Tensor pos = view(s.positions, {n, 1, 1, 1});
-  Tensor x = view(s.x, {c.n_embd, n, 1, 1});        // residual stream
-  Tensor h = view(s.h, {c.n_embd, n, 1, 1});        // normed input of a sub-block
+  Tensor x = view(s.x, {c.n_embd, n, 1, 1});  // residual stream
   // q, k, v, attn as matmul outputs [q_dim | kv_dim, n] and as heads [head_dim, n_heads, n]; q, k
   // and v follow each other in s.qkv, so for one token they are the fused matmul's output.
   const int64_t k_at = c.q_dim() * n, v_at = (c.q_dim() + c.kv_dim()) * n;
@@ -288,48 +288,49 @@ void LlamaModel::forward(LlamaForwardState& s, int n) const {
   Tensor up = view_at(s.gate_up, c.n_ff * n, {c.n_ff, n, 1, 1});
   Tensor gate_up = view(s.gate_up, {2 * c.n_ff, 1, 1, 1});  // one token
   const AttentionParams attn_params{c.n_head, c.n_head_kv, c.head_dim, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  // Each sub-block is: normed input -> matmul(s) -> ... -> matmul added to x. The norms, the
+  // residual adds and SwiGLU ride along with the matmuls (Backend::fused_matmul).
+  auto normed = [&](const Tensor& weight) { return MatmulFusion{.norm = &weight, .eps = c.rms_eps, .scratch = &s.scratch}; };
+  const MatmulFusion add_to_x{.accumulate = true, .scratch = &s.scratch};
+  const MatmulFusion swiglu_add_to_x{.up = &up, .accumulate = true, .scratch = &s.scratch};
 
   b.get_rows(token_embd_, ids, x);
   for (int il = 0; il < c.n_layer; ++il) {
     const LlamaLayerWeights& l = layers_[static_cast<size_t>(il)];
-    // Attention: h = norm(x); q,k,v = h·W (+b); rope; cache; attn; x += attn·Wo
-    b.rms_norm(x, l.attn_norm, c.rms_eps, h);
+    // Attention: q,k,v = norm(x)·W (+b); rope; cache; attn; x += attn·Wo
+    const MatmulFusion attn_norm = normed(l.attn_norm);
     if (n == 1 && l.wqkv.data) {
-      b.matmul(l.wqkv, h, qkv, c.qkv_bias ? &l.bqkv : nullptr);
+      b.fused_matmul(l.wqkv, x, qkv, attn_norm, c.qkv_bias ? &l.bqkv : nullptr);
     } else {
-      b.matmul(l.wq, h, q, c.qkv_bias ? &l.bq : nullptr);
-      b.matmul(l.wk, h, k, c.qkv_bias ? &l.bk : nullptr);
-      b.matmul(l.wv, h, v, c.qkv_bias ? &l.bv : nullptr);
+      b.fused_matmul(l.wq, x, q, attn_norm, c.qkv_bias ? &l.bq : nullptr);
+      b.fused_matmul(l.wk, x, k, attn_norm, c.qkv_bias ? &l.bk : nullptr);
+      b.fused_matmul(l.wv, x, v, attn_norm, c.qkv_bias ? &l.bv : nullptr);
     }
     Tensor& k_cache = s.k_cache[static_cast<size_t>(il)];
     Tensor& v_cache = s.v_cache[static_cast<size_t>(il)];
-    b.rope(q_heads, pos, rope_);
-    b.rope(k_heads, pos, rope_);
-    b.kv_store(k_heads, v_heads, k_cache, v_cache, pos);
+    b.rope_kv_store(q_heads, k_heads, v_heads, k_cache, v_cache, pos, rope_);
     b.attention(q_heads, k_cache, v_cache, pos, attn_params, attn_heads);
-    b.matmul(l.wo, attn, h);
-    b.add(x, h, x);
+    b.fused_matmul(l.wo, attn, x, add_to_x);
     // Feed-forward: x += W_down · (silu(h·W_gate) * (h·W_up)), h = norm(x)
-    b.rms_norm(x, l.ffn_norm, c.rms_eps, h);
+    const MatmulFusion ffn_norm = normed(l.ffn_norm);
     if (n == 1 && l.w_gate_up.data) {
-      b.matmul(l.w_gate_up, h, gate_up);
+      b.fused_matmul(l.w_gate_up, x, gate_up, ffn_norm);
     } else {
-      b.matmul(l.w_gate, h, gate);
-      b.matmul(l.w_up, h, up);
+      b.fused_matmul(l.w_gate, x, gate, ffn_norm);
+      b.fused_matmul(l.w_up, x, up, ffn_norm);
     }
-    b.silu_mul(gate, up, gate);
-    b.matmul(l.w_down, gate, h);
-    b.add(x, h, x);
+    b.fused_matmul(l.w_down, gate, x, swiglu_add_to_x);
   }
   // Only the tokens whose logits are wanted go through the final norm and the output matrix.
-  Tensor x_out = x, h_out = h;
-  if (!s.logits_all) {
+  Tensor x_out = x;
+  if (!s.logits_all)
     x_out = make_tensor_2d(static_cast<float*>(x.data) + static_cast<size_t>(n - 1) * c.n_embd, DType::F32, c.n_embd, 1, x.device);
-    h_out = view(h, {c.n_embd, 1, 1, 1});
+  Tensor logits = view(s.logits, {c.n_vocab, x_out.ne[1], 1, 1});
+  b.fused_matmul(output_, x_out, logits, normed(output_norm_));
+  if (argmax) {
+    Tensor sampled = view(s.sampled, {x_out.ne[1], 1, 1, 1});
+    b.argmax(logits, sampled);
   }
-  b.rms_norm(x_out, output_norm_, c.rms_eps, h_out);
-  Tensor logits = view(s.logits, {c.n_vocab, h_out.ne[1], 1, 1});
-  b.matmul(output_, h_out, logits);
 }
 
 }  // namespace bl

@@ -36,13 +36,17 @@ struct LlamaForwardState {
   int n_ctx = 0;
   int max_tokens = 0;
   Tensor ids, positions;          // I32 [max_tokens]
-  Tensor x, h;                    // [d, max_tokens] residual stream, normed input
+  Tensor x;                       // [d, max_tokens] residual stream
+  // Room for the fused ops' default composition (Backend::fused_matmul): a normed or gated
+  // input and a product to add, [n_ff + d, max_tokens]; the CUDA decode kernels do not use it.
+  Tensor scratch;
   // q, k, v of n tokens: [q_dim, n], [kv_dim, n], [kv_dim, n] one after the other, so that for
   // one token they are the output of the fused Q/K/V matmul; gate, up likewise.
   Tensor qkv;                     // [q_dim + 2 kv_dim, max_tokens]
   Tensor attn;                    // [q_dim, max_tokens]
   Tensor gate_up;                 // [2 n_ff, max_tokens]
   Tensor logits;                  // [n_vocab, max_tokens] (or [n_vocab, 1] when logits_all is off)
+  Tensor sampled;                 // I32 [max_tokens]: argmax of the logits (Backend::argmax)
   std::vector<Tensor> k_cache, v_cache;  // per layer [head_dim, n_head_kv, n_ctx]
   bool logits_all = false;
 };
@@ -68,7 +72,9 @@ class LlamaModel {
 
   // Runs n tokens whose ids and positions the caller wrote into state.ids / state.positions.
   // Leaves logits in state.logits: [n_vocab, n] with logits_all, else [n_vocab, 1] of the last.
-  void forward(LlamaForwardState& state, int n) const;
+  // With argmax, also writes the greedy token of each row of logits into state.sampled (on the
+  // device: a decode step then copies 4 bytes to the host instead of the logits).
+  void forward(LlamaForwardState& state, int n, bool argmax = false) const;
 
  private:
   LlamaModel(LlamaConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}

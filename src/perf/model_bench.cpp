@@ -48,10 +48,9 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
     BL_RETURN_IF_ERROR(session->feed(prompt));
     const double prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
     auto t1 = clock::now();
-    for (int i = 0; i < o.n_gen; ++i) {
-      const TokenId next[1] = {random_id(rng)};
-      BL_RETURN_IF_ERROR(session->feed(next));
-    }
+    // Each step as greedy generation runs it: the token is picked where the logits are
+    // (Session::feed_greedy) and read back; the fed ids stay random.
+    for (int i = 0; i < o.n_gen; ++i) BL_RETURN_IF_ERROR(session->feed_greedy(random_id(rng)).status());
     const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
     if (rep < 0) continue;
     if (o.n_prompt > 0) result.prefill.tokens_per_second.push_back(o.n_prompt / prefill_s);

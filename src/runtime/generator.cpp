@@ -34,8 +34,14 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
   StreamDecoder decoder(tokenizer);
   auto t1 = std::chrono::steady_clock::now();
   result.stop_reason = "length";
+  // Greedy without a repetition penalty is an argmax, which the backend does where the logits
+  // are (Session::feed_greedy): on CUDA a token then costs a 4-byte copy, not the logits.
+  const SamplerParams& sp = options.sampler;
+  const bool backend_greedy =
+      sp.temperature == 0.0f && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) && !session.logits_all();
+  TokenId picked = -1;  // the backend's choice for the next token, when backend_greedy
   for (int i = 0; options.n_predict < 0 || i < options.n_predict; ++i) {
-    const TokenId id = sampler.sample(session.last_logits(), history);
+    const TokenId id = picked >= 0 ? picked : sampler.sample(session.last_logits(), history);
     if (tokenizer.is_end_of_generation(id)) {
       result.stop_reason = "eog";
       break;
@@ -51,8 +57,12 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
       result.stop_reason = "context";
       break;
     }
-    const TokenId next[1] = {id};
-    BL_RETURN_IF_ERROR(session.feed(next));
+    if (backend_greedy) {
+      BL_ASSIGN_OR_RETURN(picked, session.feed_greedy(id));
+    } else {
+      const TokenId next[1] = {id};
+      BL_RETURN_IF_ERROR(session.feed(next));
+    }
   }
   if (on_token) {
     std::string tail = decoder.flush();

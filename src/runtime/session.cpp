@@ -30,30 +30,31 @@ void Session::truncate(int n) {
   all_logits_.resize(static_cast<size_t>(n_past_) * model_.config().n_vocab);
 }
 
-Status Session::step(int n) {
+Status Session::step(int n, bool argmax) {
   Backend& backend = model_.backend();
   if (n != 1 || !backend.supports_graphs() || graph_failed_) {
-    model_.forward(state_, n);
+    model_.forward(state_, n, argmax);
     return backend.status();
   }
-  if (backend.graph_owner() != this) {
+  if (backend.graph_owner() != this || graph_argmax_ != argmax) {
     // The first single-token step runs eagerly (it sizes the backend's workspaces), then the
     // same step is captured; later ones replay it.
-    model_.forward(state_, 1);
+    model_.forward(state_, 1, argmax);
     BL_RETURN_IF_ERROR(backend.status());
-    Status captured = backend.capture_graph([&] { model_.forward(state_, 1); });
+    Status captured = backend.capture_graph([&] { model_.forward(state_, 1, argmax); });
     if (!captured.ok()) {
       graph_failed_ = true;
       std::fprintf(stderr, "bitlight: decode graph capture failed, running ops one by one: %s\n", captured.message().c_str());
       return Status::Ok();
     }
     backend.set_graph_owner(this);
+    graph_argmax_ = argmax;
     return Status::Ok();
   }
   return backend.replay_graph();
 }
 
-Status Session::feed(std::span<const TokenId> ids) {
+Status Session::check_room(std::span<const TokenId> ids) const {
   const int n_vocab = model_.config().n_vocab;
   for (TokenId id : ids)
     if (id < 0 || id >= n_vocab)
@@ -61,6 +62,28 @@ Status Session::feed(std::span<const TokenId> ids) {
   if (static_cast<int64_t>(n_past_) + static_cast<int64_t>(ids.size()) > state_.n_ctx)
     return invalid_argument("the context is full: " + std::to_string(n_past_) + " + " + std::to_string(ids.size()) +
                             " tokens exceed the context size " + std::to_string(state_.n_ctx));
+  return Status::Ok();
+}
+
+Expected<TokenId> Session::feed_greedy(TokenId id) {
+  if (state_.logits_all) return invalid_argument("feed_greedy: this session keeps every token's logits (logits_all): use feed()");
+  const TokenId ids[1] = {id};
+  BL_RETURN_IF_ERROR(check_room(ids));
+  Backend& backend = model_.backend();
+  const int32_t position = n_past_;
+  backend.write(state_.ids, ids, sizeof(int32_t));
+  backend.write(state_.positions, &position, sizeof(int32_t));
+  BL_RETURN_IF_ERROR(step(1, /*argmax=*/true));
+  TokenId next = 0;
+  backend.read(state_.sampled, &next, sizeof next);
+  BL_RETURN_IF_ERROR(backend.status());
+  n_past_ += 1;
+  return next;
+}
+
+Status Session::feed(std::span<const TokenId> ids) {
+  const int n_vocab = model_.config().n_vocab;
+  BL_RETURN_IF_ERROR(check_room(ids));
   Backend& backend = model_.backend();
   size_t done = 0;
   while (done < ids.size()) {

@@ -32,11 +32,18 @@ class Session {
   // left in the context (nothing is fed then).
   Status feed(std::span<const TokenId> ids);
 
-  // Logits [n_vocab] of the last fed token.
+  // Appends one token and returns the greedy choice for the next one (the lowest id among the
+  // largest logits), picked by the backend (Backend::argmax): on CUDA only the id comes back to
+  // the host, not the logits. last_logits() is not updated. Errors as feed(), and with
+  // logits_all (whose logits this would not keep).
+  Expected<TokenId> feed_greedy(TokenId id);
+
+  // Logits [n_vocab] of the last fed token (by feed()).
   std::span<const float> last_logits() const { return last_logits_; }
   // With logits_all: [n_fed, n_vocab] of every token fed since the last reset.
   const std::vector<float>& all_logits() const { return all_logits_; }
 
+  bool logits_all() const { return state_.logits_all; }
   int n_past() const { return n_past_; }
   int n_ctx() const { return state_.n_ctx; }
   void reset() { truncate(0); }  // forget the conversation
@@ -52,10 +59,12 @@ class Session {
   int n_past_ = 0;
   // Runs one forward step of n tokens: single-token steps on a backend with graphs replay a
   // graph captured on first use.
-  Status step(int n);
+  Status step(int n, bool argmax = false);
+  Status check_room(std::span<const TokenId> ids) const;
 
   std::vector<int32_t> positions_;  // host staging [n_batch]
   bool graph_failed_ = false;       // capture did not work: run eagerly from then on
+  bool graph_argmax_ = false;       // the captured graph ends with Backend::argmax
   std::vector<float> last_logits_;  // [n_vocab]
   std::vector<float> all_logits_;
 };

@@ -64,6 +64,9 @@ TEST_F(CudaBackendOps, KvStore) { cases->kv_store(); }
 TEST_F(CudaBackendOps, Attention) { cases->attention(); }
 TEST_F(CudaBackendOps, GetRows) { cases->get_rows(); }
 TEST_F(CudaBackendOps, Matmul) { cases->matmul(); }
+TEST_F(CudaBackendOps, FusedMatmul) { cases->fused_matmul(); }
+TEST_F(CudaBackendOps, RopeKvStore) { cases->rope_kv_store(); }
+TEST_F(CudaBackendOps, Argmax) { cases->argmax(); }
 
 // ---- matmul over every supported format, against fp64 dot products of dequantize_row ----
 
@@ -234,6 +237,72 @@ TEST(CudaMatmul, Dp4aPropagatesNaN) {
   }
 }
 
+// The fused dp4a GEMV (Backend::fused_matmul) at decode shapes: rows long enough that lanes
+// loop (4096 columns), 1..4 tokens, each fusion, against fp64 W x' (x' = the normed or gated
+// input, computed here) with the int8 rounding bound of x' (matmul_error); with accumulate the
+// product is what out gained.
+TEST(CudaMatmul, FusedDp4a) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  std::mt19937_64 rng(81);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  enum Mode { kNorm, kGate, kAdd, kGateAdd };
+  const int64_t cols = 4096;
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K})
+    for (int64_t rows : {67, 2051})
+      for (int64_t n : {1, 2, 3, 4})
+        for (Mode mode : {kNorm, kGate, kAdd, kGateAdd}) {
+          if (rows == 2051 && n != 1 && n != 4) continue;
+          SCOPED_TRACE(std::string(dtype_name(t)) + " rows=" + std::to_string(rows) + " n=" + std::to_string(n) +
+                       " mode=" + std::to_string(mode));
+          ASSERT_TRUE(uses_int8_x(t, cols, rows, n));
+          const bool norm = mode == kNorm, gate = mode == kGate || mode == kGateAdd, acc = mode == kAdd || mode == kGateAdd;
+          HostMatmul p = make_problem(t, cols, rows, n, rng);
+          std::vector<float> x = p.x, up(p.x.size()), g(static_cast<size_t>(cols)), before(static_cast<size_t>(rows * n));
+          for (float& v : x) v *= 4.0f;
+          for (float& v : up) v = dist(rng);
+          for (float& v : g) v = dist(rng);
+          for (float& v : before) v = dist(rng);
+          for (int64_t j = 0; j < n; ++j) {  // p.x = x', what the product is checked against
+            double ss = 0.0;
+            for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(x[j * cols + k]) * x[j * cols + k];
+            const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
+            for (int64_t k = 0; k < cols; ++k) {
+              const double v = x[j * cols + k];
+              p.x[j * cols + k] = static_cast<float>(norm ? v * r * g[k] : gate ? v / (1.0 + std::exp(-v)) * up[j * cols + k] : v);
+            }
+          }
+          auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), t, cols, rows));
+          auto xt = backend->alloc(DType::F32, {cols, n, 1, 1});
+          auto ut = backend->alloc(DType::F32, {cols, n, 1, 1});
+          auto gt = backend->alloc(DType::F32, {cols, 1, 1, 1});
+          auto out = backend->alloc(DType::F32, {rows, n, 1, 1});
+          auto scratch = backend->alloc(DType::F32, {(cols + rows) * n, 1, 1, 1});
+          ASSERT_TRUE(w.ok() && xt.ok() && ut.ok() && gt.ok() && out.ok() && scratch.ok());
+          backend->write(*xt, x.data(), x.size() * sizeof(float));
+          backend->write(*ut, up.data(), up.size() * sizeof(float));
+          backend->write(*gt, g.data(), g.size() * sizeof(float));
+          const std::vector<uint8_t> poison(out->bytes(), 0xff);
+          if (acc)
+            backend->write(*out, before.data(), before.size() * sizeof(float));
+          else
+            backend->write(*out, poison.data(), poison.size());
+          MatmulFusion f;
+          f.norm = norm ? &*gt : nullptr;
+          f.up = gate ? &*ut : nullptr;
+          f.accumulate = acc;
+          f.scratch = &*scratch;
+          backend->fused_matmul(*w, *xt, *out, f);
+          std::vector<float> got(static_cast<size_t>(rows * n));
+          backend->read(*out, got.data(), got.size() * sizeof(float));
+          ASSERT_TRUE(backend->status().ok());
+          if (acc)
+            for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
+          EXPECT_LE(matmul_error(p, got, cols, rows, n, 1e-5, true), 1.0);
+        }
+}
+
 // Weights stored tiled (Q4_0, Q4_1, Q8_0, Q6_K with whole tiles per row) read back as the
 // GGUF bytes that were uploaded, whole or from a row on, and get_rows decodes them as the host.
 TEST(CudaWeights, TiledWeightsReadBackAndDecode) {
@@ -283,8 +352,9 @@ TEST(CudaWeights, TiledWeightsReadBackAndDecode) {
 
 // ---- a small decode step captured as a CUDA graph, replayed with new inputs ----
 
-TEST(CudaGraph, ReplayMatchesEagerRunsWithNewInputs) {
-  SKIP_WITHOUT_GPU();
+// fused: the same step through fused_matmul (norm in the GEMV), rope_kv_store and an argmax of
+// the attention output (whose counters must be left ready for the next replay).
+void graph_replay_matches_eager(bool fused) {
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   std::mt19937_64 rng(5);
@@ -302,7 +372,10 @@ TEST(CudaGraph, ReplayMatchesEagerRunsWithNewInputs) {
   auto kc = backend->alloc(DType::F16, {head_dim, n_head_kv, n_ctx, 1});
   auto vc = backend->alloc(DType::F16, {head_dim, n_head_kv, n_ctx, 1});
   auto pos = backend->alloc(DType::I32, {1, 1, 1, 1});
-  ASSERT_TRUE(w.ok() && nw.ok() && x.ok() && h.ok() && y.ok() && att.ok() && kc.ok() && vc.ok() && pos.ok());
+  auto scratch = backend->alloc(DType::F32, {d, 1, 1, 1});
+  auto id = backend->alloc(DType::I32, {1, 1, 1, 1});
+  ASSERT_TRUE(w.ok() && nw.ok() && x.ok() && h.ok() && y.ok() && att.ok() && kc.ok() && vc.ok() && pos.ok() &&
+              scratch.ok() && id.ok());
   const std::vector<uint8_t> zeros(kc->bytes(), 0);
   backend->write(*kc, zeros.data(), zeros.size());
   backend->write(*vc, zeros.data(), zeros.size());
@@ -318,22 +391,42 @@ TEST(CudaGraph, ReplayMatchesEagerRunsWithNewInputs) {
   AttentionParams ap{static_cast<int>(n_head), static_cast<int>(n_head_kv), static_cast<int>(head_dim),
                      1.0f / std::sqrt(static_cast<float>(head_dim))};
   auto step = [&] {
-    backend->rms_norm(*x, *nw, 1e-5f, *h);
-    backend->matmul(*w, *h, *y);
     Tensor q = qkv(0, n_head), k = qkv(head_dim * n_head, n_head_kv), v = qkv(head_dim * (n_head + n_head_kv), n_head_kv);
-    backend->rope(q, *pos, rp);
-    backend->rope(k, *pos, rp);
-    backend->kv_store(k, v, *kc, *vc, *pos);
+    if (fused) {
+      MatmulFusion f;
+      f.norm = &*nw;
+      f.scratch = &*scratch;
+      backend->fused_matmul(*w, *x, *y, f);
+      backend->rope_kv_store(q, k, v, *kc, *vc, *pos, rp);
+    } else {
+      backend->rms_norm(*x, *nw, 1e-5f, *h);
+      backend->matmul(*w, *h, *y);
+      backend->rope(q, *pos, rp);
+      backend->rope(k, *pos, rp);
+      backend->kv_store(k, v, *kc, *vc, *pos);
+    }
     backend->attention(q, *kc, *vc, *pos, ap, *att);
+    if (fused) {
+      Tensor flat = *att;
+      flat.ne = {head_dim * n_head, 1, 1, 1};
+      backend->argmax(flat, *id);
+    }
   };
   auto set_inputs = [&](int32_t position, std::vector<float>& xv) {
     for (float& v : xv) v = dist(rng);
     backend->write(*x, xv.data(), xv.size() * sizeof(float));
     backend->write(*pos, &position, sizeof position);
   };
-  auto read_att = [&] {
+  auto read_att = [&] {  // the attention output, then (fused) the argmax id as a float
     std::vector<float> out(static_cast<size_t>(head_dim * n_head));
     backend->read(*att, out.data(), out.size() * sizeof(float));
+    if (fused) {
+      int32_t best = -1;
+      backend->read(*id, &best, sizeof best);
+      const auto it = std::max_element(out.begin(), out.end());
+      EXPECT_EQ(best, it - out.begin()) << "argmax";
+      out.push_back(static_cast<float>(best));
+    }
     return out;
   };
 
@@ -356,6 +449,16 @@ TEST(CudaGraph, ReplayMatchesEagerRunsWithNewInputs) {
     EXPECT_EQ(read_att(), eager[i]) << "replay " << i << " differs from the eager run";
   }
   EXPECT_TRUE(backend->status().ok());
+}
+
+TEST(CudaGraph, ReplayMatchesEagerRunsWithNewInputs) {
+  SKIP_WITHOUT_GPU();
+  graph_replay_matches_eager(false);
+}
+
+TEST(CudaGraph, FusedStepReplayMatchesEagerRuns) {
+  SKIP_WITHOUT_GPU();
+  graph_replay_matches_eager(true);
 }
 
 // ---- errors ----

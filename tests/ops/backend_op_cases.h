@@ -27,6 +27,8 @@
 //   silu_mul       1e-5   vector exp within 2 ulp, then a division and a product: a few ulp.
 //   attention      1e-4   fp32 dots, softmax sums and p·v over up to ~600 slots (vs fp64):
 //                         worst case ~600·2^-24 ≈ 4e-5 relative, plus a few ulp of exp.
+//   fused ops      fused_matmul as matmul, rope_kv_store as rope (f16 k cache: 1e-3), argmax
+//                  exact (see each case).
 // matmul measures each output's error against the size of its terms instead, as an output
 // can be near zero by cancellation: err = max_i |out_i - ref_i| / (Σ_k |w_ik x_k| + |bias_i|).
 //   matmul f32/f16 1e-5   fp32 accumulation (vs fp64): error <= cols·2^-24 of Σ|w x| in the
@@ -99,6 +101,9 @@ class OpCases {
     attention();
     get_rows();
     matmul();
+    fused_matmul();
+    rope_kv_store();
+    argmax();
   }
 
   // Widths: 1..3 multiples of 32 and odd sizes; large ones so the parallel paths run.
@@ -288,6 +293,145 @@ class OpCases {
     }
   }
 
+  // fused_matmul against the reference's plain ops. Columns of 256 and 512 reach the CUDA fused
+  // GEMV (block formats, cols % 256 == 0, up to 4 tokens); 576 and 17 tokens its fallback. Each
+  // output's error is measured against sum_k |w_k x'_k| + |bias| + |out before| (x' the normed
+  // or gated input, computed here in fp64), with the matmul tolerances.
+  void fused_matmul() {
+    enum Mode { kNorm, kNormBias, kGate, kAdd, kGateAdd };
+    for (DType t : matmul_types()) {
+      if (!test_.supports(t)) continue;
+      const int64_t block = dtype_info(t)->block_elems;
+      const double tol = t == DType::F32 || t == DType::F16 ? tol_.matmul_float : tol_.matmul_quant;
+      for (int64_t cols : {int64_t{256}, int64_t{512}, std::max<int64_t>(block, 576) / block * block})
+        for (int64_t rows : {5, 97})
+          for (int64_t n : {1, 3, 17})
+            for (Mode mode : {kNorm, kNormBias, kGate, kAdd, kGateAdd}) {
+              if (cols % block != 0) continue;
+              begin_case();
+              SCOPED_TRACE(std::string("fused_matmul ") + std::string(dtype_name(t)) + " cols=" + std::to_string(cols) +
+                           " rows=" + std::to_string(rows) + " n=" + std::to_string(n) + " mode=" + std::to_string(mode));
+              const bool norm = mode == kNorm || mode == kNormBias, gate = mode == kGate || mode == kGateAdd;
+              const bool acc = mode == kAdd || mode == kGateAdd, with_bias = mode == kNormBias;
+              Weight w = make_weight(t, cols, rows);
+              const auto xv = random(cols * n, gate ? 4.0f : 2.0f), uv = random(cols * n, 1.0f), gv = random(cols, 1.0f);
+              const auto bv = random(rows, 1.0f), ov = random(rows * n, 1.0f);
+              Pair x = input(DType::F32, {cols, n, 1, 1}, xv);
+              Pair up = input(DType::F32, {cols, n, 1, 1}, uv);
+              Pair g = input(DType::F32, {cols, 1, 1, 1}, gv);
+              Pair bias = input(DType::F32, {rows, 1, 1, 1}, bv);
+              Pair scratch = output(DType::F32, {(cols + rows) * n, 1, 1, 1});
+              Pair out = acc ? input(DType::F32, {rows, n, 1, 1}, ov) : output(DType::F32, {rows, n, 1, 1});
+              for (bool on_test : {true, false}) {
+                MatmulFusion f;
+                f.norm = norm ? &(on_test ? g.test : g.ref) : nullptr;
+                f.up = gate ? &(on_test ? up.test : up.ref) : nullptr;
+                f.accumulate = acc;
+                f.scratch = on_test ? &scratch.test : &scratch.ref;
+                Backend& b = on_test ? test_ : *ref_;
+                b.fused_matmul(on_test ? w.test : w.ref, on_test ? x.test : x.ref, on_test ? out.test : out.ref,
+                               f, with_bias ? (on_test ? &bias.test : &bias.ref) : nullptr);
+              }
+              // x' in fp64, then the size of each output's terms.
+              std::vector<float> xp(xv.size());
+              for (int64_t j = 0; j < n; ++j) {
+                double ss = 0.0;
+                for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(xv[j * cols + k]) * xv[j * cols + k];
+                const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
+                for (int64_t k = 0; k < cols; ++k) {
+                  const double v = xv[j * cols + k];
+                  xp[j * cols + k] = static_cast<float>(norm ? v * r * gv[k] : gate ? v / (1.0 + std::exp(-v)) * uv[j * cols + k] : v);
+                }
+              }
+              Pair xprime = input(DType::F32, {cols, n, 1, 1}, xp);
+              auto sizes = term_sizes(w, xprime, with_bias ? &bias : nullptr, cols, rows, n);
+              if (acc)
+                for (size_t i = 0; i < sizes.size(); ++i) sizes[i] += std::fabs(ov[i]);
+              compare(out, tol, sizes);
+            }
+    }
+  }
+
+  // rope_kv_store against the reference's rope, rope, kv_store. q and k as rope (its tolerance);
+  // the k cache holds rotated values, so an fp32 rotation one ulp off may round to the other fp16
+  // neighbour: 1e-3 (2^-11 of the largest value) for f16 caches; the v cache is a copy (exact).
+  void rope_kv_store() {
+    const std::vector<float> factors = random_positive(64, 1.0f, 8.0f);
+    struct Heads {
+      int64_t q, kv;
+    };
+    for (DType cache_type : {DType::F32, DType::F16})
+      for (int64_t head_dim : {64, 128, 80})
+        for (Heads h : {Heads{8, 2}, Heads{9, 3}})
+          for (int64_t n : {1, 3, 17})
+            for (int variant = 0; variant < 3; ++variant) {  // as rope(): all dims; half, scaled; factors
+              RopeParams p;
+              p.n_dims = static_cast<int>(variant == 1 ? head_dim / 2 : head_dim);
+              p.freq_base = variant == 1 ? 500000.0f : 10000.0f;
+              p.freq_scale = variant == 1 ? 0.25f : 1.0f;
+              p.neox = variant != 0;
+              p.freq_factors = variant == 2 ? factors.data() : nullptr;
+              begin_case();
+              const int64_t n_ctx = 600;
+              const int32_t n_past = static_cast<int32_t>(uniform_int(0, n_ctx - n));
+              SCOPED_TRACE(std::string("rope_kv_store ") + std::string(dtype_name(cache_type)) + " head_dim=" +
+                           std::to_string(head_dim) + " heads=" + std::to_string(h.q) + "/" + std::to_string(h.kv) +
+                           " n=" + std::to_string(n) + " variant=" + std::to_string(variant) + " n_past=" + std::to_string(n_past));
+              Pair q = input(DType::F32, {head_dim, h.q, n, 1}, random(head_dim * h.q * n, 2.0f));
+              Pair k = input(DType::F32, {head_dim, h.kv, n, 1}, random(head_dim * h.kv * n, 2.0f));
+              Pair v = input(DType::F32, {head_dim, h.kv, n, 1}, random(head_dim * h.kv * n, 2.0f));
+              const std::array<int64_t, 4> cache_ne = {head_dim, h.kv, n_ctx, 1};
+              Pair kc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * h.kv * n_ctx));
+              Pair vc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * h.kv * n_ctx));
+              std::vector<int32_t> pos(static_cast<size_t>(n));
+              for (int64_t i = 0; i < n; ++i) pos[i] = n_past + static_cast<int32_t>(i);
+              if (n > 2) std::swap(pos[0], pos[2]);
+              Pair tp = input_i32(pos);
+              test_.rope_kv_store(q.test, k.test, v.test, kc.test, vc.test, tp.test, p);
+              ref_->rope_kv_store(q.ref, k.ref, v.ref, kc.ref, vc.ref, tp.ref, p);
+              compare(q, tol_.rope);
+              compare(k, tol_.rope);
+              const double cache_tol = cache_type == DType::F16 ? 1e-3 : tol_.rope;
+              const auto got = cache_values(test_, kc.test), want = cache_values(*ref_, kc.ref);
+              EXPECT_LE(relative_max_error(got, want), cache_tol) << "k cache";
+              EXPECT_TRUE(read_bytes(test_, vc.test) == read_bytes(*ref_, vc.ref)) << "v cache differs";
+            }
+  }
+
+  // argmax against the reference's (host) argmax: ids equal, including ties (lowest index) and
+  // NaN logits (never picked).
+  void argmax() {
+    for (int64_t n_vocab : {1, 7, 1000, 50001, 128256})
+      for (int64_t n : {1, 3})
+        for (int variant = 0; variant < 3; ++variant) {  // 0 random, 1 ties at the max, 2 NaNs too
+          begin_case();
+          SCOPED_TRACE("argmax n_vocab=" + std::to_string(n_vocab) + " n=" + std::to_string(n) + " variant=" + std::to_string(variant));
+          auto l = random(n_vocab * n, 10.0f);
+          for (int64_t t = 0; t < n; ++t) {
+            float* row = l.data() + t * n_vocab;
+            if (variant >= 1) {
+              const int64_t a = uniform_int(0, n_vocab - 1), b = uniform_int(0, n_vocab - 1);
+              row[a] = row[b] = 11.0f;  // the largest, twice (or once when a == b)
+            }
+            if (variant == 2) row[uniform_int(0, n_vocab - 1)] = NAN, row[0] = NAN;
+          }
+          Pair logits = input(DType::F32, {n_vocab, n, 1, 1}, l);
+          Pair ids = alloc_pair(DType::I32, {n, 1, 1, 1});
+          const std::vector<int32_t> poison(static_cast<size_t>(n), -1);
+          test_.write(ids.test, poison.data(), poison.size() * sizeof(int32_t), 0);
+          test_.argmax(logits.test, ids.test);
+          ref_->argmax(logits.ref, ids.ref);
+          const auto got = read_bytes(test_, ids.test), want = read_bytes(*ref_, ids.ref);
+          std::vector<int32_t> g(static_cast<size_t>(n)), w(static_cast<size_t>(n));
+          std::memcpy(g.data(), got.data(), got.size());
+          std::memcpy(w.data(), want.data(), want.size());
+          EXPECT_EQ(g, w);
+          for (int64_t t = 0; t < n && n_vocab > 1; ++t) {  // the reference itself: never a NaN
+            EXPECT_FALSE(std::isnan(l[t * n_vocab + w[t]]));
+          }
+        }
+  }
+
   static std::vector<DType> matmul_types() {
     return {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K};
   }
@@ -422,6 +566,13 @@ class OpCases {
     b.synchronize();
     b.read(t, bytes.data(), bytes.size(), 0);
     return bytes;
+  }
+  // A cache's elements (F32 or F16) as floats.
+  static std::vector<float> cache_values(Backend& b, const Tensor& t) {
+    const auto bytes = read_bytes(b, t);
+    std::vector<float> v(static_cast<size_t>(t.elements()));
+    dequantize_row(t.dtype, bytes.data(), v.data(), t.elements());
+    return v;
   }
   static std::vector<float> read_f32(Backend& b, const Tensor& t) {
     const auto bytes = read_bytes(b, t);

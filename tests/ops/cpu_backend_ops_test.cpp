@@ -38,6 +38,9 @@ TEST_F(CpuBackendOps, KvStore) { cases.kv_store(); }
 TEST_F(CpuBackendOps, Attention) { cases.attention(); }
 TEST_F(CpuBackendOps, GetRows) { cases.get_rows(); }
 TEST_F(CpuBackendOps, Matmul) { cases.matmul(); }
+TEST_F(CpuBackendOps, FusedMatmul) { cases.fused_matmul(); }
+TEST_F(CpuBackendOps, RopeKvStore) { cases.rope_kv_store(); }
+TEST_F(CpuBackendOps, Argmax) { cases.argmax(); }
 
 // Attention splits work by thread count (slot chunks when there are few (token, kv head)
 // pairs), so other counts take other paths: 1 thread (no pool), 3 and 4 threads (chunks).

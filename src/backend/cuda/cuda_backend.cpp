@@ -5,6 +5,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -75,6 +76,53 @@ class CudaBackendImpl final : public CudaBackend {
     const double gbps = cuda::measure_read_gbps(size_t{4} << 30, props_.multiProcessorCount, stream_);
     if (gbps <= 0) return out_of_memory("cuda: the bandwidth probe could not allocate or run on 4 GiB");
     return gbps;
+  }
+
+  // cuBLAS bf16 GEMM, m = n = k = 8192 (A, B bf16 random bits of moderate size, C fp32), 3
+  // warm-up runs then the median of 10 timed with events: the card's bf16 tensor-core rate.
+  Expected<double> measure_bf16_tflops() override {
+    constexpr int kN = 8192;
+    const size_t elems = static_cast<size_t>(kN) * kN;
+    void *a = nullptr, *b = nullptr, *c = nullptr;
+    auto release = [&] {
+      cudaFree(a), cudaFree(b), cudaFree(c);
+      cudaGetLastError();
+    };
+    if (cudaMalloc(&a, elems * 2) != cudaSuccess || cudaMalloc(&b, elems * 2) != cudaSuccess ||
+        cudaMalloc(&c, elems * 4) != cudaSuccess) {
+      release();
+      return out_of_memory("cuda: no room for the 8192^3 bf16 GEMM probe (640 MiB)");
+    }
+    // 0x3C00..0x3CFF as bf16 is ~0.0078..0.0086: finite products, no denormals.
+    cudaMemsetAsync(a, 0x3C, elems * 2, stream_);
+    cudaMemsetAsync(b, 0x3C, elems * 2, stream_);
+    const float alpha = 1.0f, beta = 0.0f;
+    auto gemm = [&] {
+      return cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, kN, kN, kN, &alpha, a, CUDA_R_16BF, kN, b, CUDA_R_16BF, kN,
+                          &beta, c, CUDA_R_32F, kN, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    };
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    std::vector<float> ms;
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+    for (int i = 0; i < 13 && st == CUBLAS_STATUS_SUCCESS; ++i) {
+      cudaEventRecord(start, stream_);
+      st = gemm();
+      cudaEventRecord(stop, stream_);
+      cudaEventSynchronize(stop);
+      float t = 0;
+      cudaEventElapsedTime(&t, start, stop);
+      if (i >= 3) ms.push_back(t);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    release();
+    if (st != CUBLAS_STATUS_SUCCESS || ms.empty())
+      return internal_error(std::string("cuda: bf16 GEMM probe failed: ") + cublasGetStatusString(st));
+    std::sort(ms.begin(), ms.end());
+    const double seconds = ms[ms.size() / 2] / 1e3;
+    return 2.0 * kN * kN * static_cast<double>(kN) / seconds / 1e12;
   }
 
   Expected<Tensor> alloc(DType dtype, std::array<int64_t, 4> ne) override {
@@ -276,6 +324,74 @@ class CudaBackendImpl final : public CudaBackend {
     check_launch(op);
   }
 
+  // ---- fused ops (backend.h): one kernel where the GEMV takes the fusion, else the plain ops ----
+
+  void fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) override {
+    const char* op = "fused_matmul";
+    const int64_t cols = w.ne[0], n = x.rows();
+    const Tensor* extra = f.norm ? f.norm : f.up;
+    if (!expect(!(f.norm && f.up), op, "norm and up are exclusive") ||
+        !expect(!extra || (extra->device == Device::cuda && extra->dtype == DType::F32 &&
+                           extra->elements() == (f.norm ? cols : cols * n)),
+                op, "norm must be f32 [cols], up f32 like x"))
+      return;
+    const cuda::GemvFusion g{f.norm ? f.norm->as<float>() : nullptr, f.eps, f.up ? f.up->as<float>() : nullptr,
+                             f.accumulate};
+    // The same checks as matmul; then the fused GEMV if one takes it.
+    if (on_device({&w, &x, &out}, op) && all_f32({&x, &out}, op) && supports(w.dtype) && x.ne[0] == cols &&
+        out.ne[0] == w.rows() && out.rows() == n && (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows())) &&
+        cuda::launch_gemv_fused(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
+                                bias ? bias->as<float>() : nullptr, g, stream_)) {
+      check_launch(op);
+      return;
+    }
+    Backend::fused_matmul(w, x, out, f, bias);  // the plain ops check and report
+  }
+
+  void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions,
+                     const RopeParams& p) override {
+    const char* op = "rope_kv_store";
+    const int64_t n = q.ne[2] * q.ne[3], kv_dim = k.ne[0] * k.ne[1];
+    const bool f16 = k_cache.dtype == DType::F16;
+    if (!on_device({&q, &k, &v, &k_cache, &v_cache, &positions}, op) || !all_f32({&q, &k, &v}, op) ||
+        !expect(q.ne[0] == k.ne[0] && k.ne == v.ne && k.ne[2] * k.ne[3] == n, op,
+                "q " + shape_string(q) + ", k " + shape_string(k) + ", v " + shape_string(v) + " do not match") ||
+        !expect(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= q.ne[0], op,
+                "n_dims " + std::to_string(p.n_dims) + " must be even and <= head_dim " + std::to_string(q.ne[0])) ||
+        !expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype, op, "caches must both be f16 or f32") ||
+        !expect(k_cache.ne == v_cache.ne && k_cache.ne[0] * k_cache.ne[1] == kv_dim, op,
+                "cache " + shape_string(k_cache) + " does not match k " + shape_string(k)) ||
+        !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]"))
+      return;
+    cuda::RopeLaunch rl{static_cast<int>(q.ne[0]), static_cast<int>(q.ne[1]), n, p.n_dims, p.freq_base,
+                        p.freq_scale, p.neox, nullptr};
+    if (p.freq_factors) {
+      rl.freq_factors = device_freq_factors(p.freq_factors, p.n_dims / 2);
+      if (!rl.freq_factors) return;
+    }
+    cuda::launch_rope_kv_store(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, f16,
+                               static_cast<int>(q.ne[1]), static_cast<int>(k.ne[1]), k_cache.ne[2] * k_cache.ne[3],
+                               positions.as<int32_t>(), rl, stream_);
+    check_launch(op);
+  }
+
+  void argmax(const Tensor& logits, Tensor& ids) override {
+    const char* op = "argmax";
+    const int64_t n = logits.rows();
+    if (!on_device({&logits, &ids}, op) || !all_f32({&logits}, op) ||
+        !expect(ids.dtype == DType::I32 && ids.elements() == n, op, "ids must be i32 [" + std::to_string(n) + "]"))
+      return;
+    if (n > argmax_capacity_) {  // a new buffer, zeroed once: each launch leaves its counters at zero
+      const size_t bytes = cuda::argmax_workspace_bytes(n);
+      void* p = workspace(argmax_ws_, bytes, "argmax partial results");
+      if (!p) return;
+      note(cudaMemsetAsync(p, 0, bytes, stream_), op);
+      argmax_capacity_ = n;
+    }
+    cuda::launch_argmax(logits.as<float>(), logits.ne[0], n, ids.as<int32_t>(), argmax_ws_.ptr, argmax_capacity_, stream_);
+    check_launch(op);
+  }
+
   // ---- graphs and errors ----
 
   Status capture_graph(const std::function<void()>& step) override {
@@ -446,7 +562,8 @@ class CudaBackendImpl final : public CudaBackend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   std::vector<void*> allocations_;  // every cudaMalloc of this backend, freed in the destructor
-  Workspace deq_ws_, xh_ws_, attn_ws_;
+  Workspace deq_ws_, xh_ws_, attn_ws_, argmax_ws_;
+  int64_t argmax_capacity_ = 0;  // tokens argmax_ws_ is laid out for (sampling.cu)
   struct DeviceFactors {
     float* data;
     int n;

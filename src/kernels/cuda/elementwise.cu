@@ -126,7 +126,72 @@ __global__ void kv_store_kernel(const float* k, const float* v, void* k_cache, v
   }
 }
 
+// rope + KV store in one kernel: block (h, t) takes head h of token t, where h counts the
+// n_head q heads, then the n_head_kv k heads, then the n_head_kv v heads. q and k heads are
+// rotated in place as rope_kernel does (thread i: pairs i, i + blockDim, ...); a k head is also
+// written to the k cache (rotated pairs and the pass-through dims past n_dims), a v head only to
+// the v cache. q [head_dim, n_head, n], k, v [head_dim, n_head_kv, n], caches [.., n_ctx].
+constexpr int kRopeKvThreads = 64;  // a Llama head of 128 dims is 64 pairs
+
+template <bool kF16>
+__device__ __forceinline__ void put_cache(void* cache, int64_t i, float v) {
+  if constexpr (kF16)
+    static_cast<__half*>(cache)[i] = __float2half_rn(v);
+  else
+    static_cast<float*>(cache)[i] = v;
+}
+
+template <bool kF16>
+__global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q, float* k, const float* v, void* k_cache,
+                                                                        void* v_cache, int n_head, int n_head_kv,
+                                                                        int64_t n_ctx, const int32_t* positions,
+                                                                        RopeLaunch p) {
+  pdl_wait();
+  pdl_allow_next();
+  const int64_t t = blockIdx.y;
+  const int h = static_cast<int>(blockIdx.x), hd = p.head_dim, half = p.n_dims / 2;
+  const int64_t kv_dim = static_cast<int64_t>(n_head_kv) * hd;
+  const int64_t slot = positions[t];
+  const bool store = slot >= 0 && slot < n_ctx;
+  if (h >= n_head + n_head_kv) {  // a v head: copy into the cache
+    const int64_t at = static_cast<int64_t>(h - n_head - n_head_kv) * hd;
+    if (store)
+      for (int e = threadIdx.x; e < hd; e += kRopeKvThreads) put_cache<kF16>(v_cache, slot * kv_dim + at + e, v[t * kv_dim + at + e]);
+    return;
+  }
+  const bool is_k = h >= n_head;
+  const int64_t at = static_cast<int64_t>(is_k ? h - n_head : h) * hd;  // the head's offset in its token
+  float* xh = is_k ? k + t * kv_dim + at : q + t * static_cast<int64_t>(n_head) * hd + at;
+  const bool to_cache = is_k && store;
+  const int64_t cache_at = slot * kv_dim + at;
+  const double pos = static_cast<double>(positions[t]);
+  for (int i = threadIdx.x; i < half; i += kRopeKvThreads) {
+    double theta = pos * p.freq_scale * pow(static_cast<double>(p.freq_base), -2.0 * static_cast<double>(i) / p.n_dims);
+    if (p.freq_factors) theta /= p.freq_factors[i];
+    double sd, cd;
+    sincos(theta, &sd, &cd);
+    const float sn = static_cast<float>(sd), cs = static_cast<float>(cd);
+    const int i0 = p.neox ? i : 2 * i, i1 = p.neox ? i + half : 2 * i + 1;
+    const float x0 = xh[i0], x1 = xh[i1];
+    const float y0 = x0 * cs - x1 * sn, y1 = x0 * sn + x1 * cs;
+    xh[i0] = y0;
+    xh[i1] = y1;
+    if (to_cache) put_cache<kF16>(k_cache, cache_at + i0, y0), put_cache<kF16>(k_cache, cache_at + i1, y1);
+  }
+  if (to_cache)
+    for (int e = p.n_dims + threadIdx.x; e < hd; e += kRopeKvThreads) put_cache<kF16>(k_cache, cache_at + e, xh[e]);
+}
+
 }  // namespace
+
+void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16, int n_head,
+                          int n_head_kv, int64_t n_ctx, const int32_t* positions, const RopeLaunch& p,
+                          cudaStream_t stream) {
+  if (p.n_tokens <= 0) return;
+  const dim3 grid(static_cast<unsigned>(n_head + 2 * n_head_kv), static_cast<unsigned>(p.n_tokens));
+  launch_pdl(cache_f16 ? rope_kv_store_kernel<true> : rope_kv_store_kernel<false>, grid, dim3(kRopeKvThreads), 0, stream,
+             q, k, v, k_cache, v_cache, n_head, n_head_kv, n_ctx, positions, p);
+}
 
 void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, float* out,
                      cudaStream_t stream) {

@@ -109,7 +109,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
     float s = p.bias ? p.bias[row] : 0.0f;
 #pragma unroll
     for (int w = 0; w < kGemvWarps; ++w) s += partial[w][idx];
-    p.out[t * p.rows + row] = s;
+    float* o = p.out + t * p.rows + row;
+    *o = p.fuse.accumulate ? *o + s : s;
   }
 }
 
@@ -139,12 +140,15 @@ bool weight_format_supported(DType t) {
   }
 }
 
-bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
-                 cudaStream_t stream) {
-  if (n_tokens >= 2 && tensor_core_gemv_enabled() && launch_gemv_tensor_core(w, x, n_tokens, out, bias, stream))
-    return true;
-  if (launch_gemv_dp4a(w, x, n_tokens, out, bias, stream)) return true;
-  const GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+namespace {
+
+// The CUDA-core paths of launch_gemv (dp4a, then fp32) with a fusion the fp32 kernel takes
+// (accumulate) or none.
+bool launch_cuda_core_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                           const GemvFusion& fuse, cudaStream_t stream) {
+  if (launch_gemv_dp4a(w, x, n_tokens, out, bias, stream, fuse)) return true;
+  if (fuse.prologue()) return false;
+  const GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias, fuse};
   // Pieces need 16-byte aligned x (and rows, for the plain types) and cols % 8 == 0; block
   // formats always qualify given an aligned x (their rows are whole blocks of 32 or 256).
   const bool aligned_x = reinterpret_cast<uintptr_t>(x) % 16 == 0;
@@ -159,6 +163,27 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
     else if (n_tokens <= 8) launch_for_tokens<T, 8>(p, vec, w.tiled, stream);
     else launch_for_tokens<T, 16>(p, vec, w.tiled, stream);
   });
+}
+
+// Whether launch_gemv would take the tensor-core kernel (which has no fusions).
+bool takes_tensor_cores(const WeightView& w, int n_tokens) {
+  return n_tokens >= 8 && tensor_core_gemv_enabled() && w.rows >= 2048 && w.dtype != DType::F32 &&
+         w.dtype != DType::F16 && w.dtype != DType::BF16;
+}
+
+}  // namespace
+
+bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                 cudaStream_t stream) {
+  if (n_tokens >= 2 && tensor_core_gemv_enabled() && launch_gemv_tensor_core(w, x, n_tokens, out, bias, stream))
+    return true;
+  return launch_cuda_core_gemv(w, x, n_tokens, out, bias, {}, stream);
+}
+
+bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                       const GemvFusion& fuse, cudaStream_t stream) {
+  if (n_tokens < 1 || n_tokens > kGemvMaxTokens || takes_tensor_cores(w, n_tokens)) return false;
+  return launch_cuda_core_gemv(w, x, n_tokens, out, bias, fuse, stream);
 }
 
 }  // namespace bl::cuda

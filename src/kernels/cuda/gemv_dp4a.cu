@@ -322,7 +322,7 @@ constexpr bool has_unit() {
 // n * cols / 8 is a multiple of 32 (cols % 256 == 0), so whole warps take a group or none and
 // the shuffles are safe. The loads of kQuantBatch groups are issued together: x comes from L2,
 // and at 14336 columns one group per round trip was 7 serial L2 latencies per block.
-constexpr int kQuantBatch = 2;
+constexpr int kQuantBatchPlain = 2;
 
 __device__ __forceinline__ void quantize_group(const float4& a, const float4& b, int64_t i, int8_t* xq,
                                                XScale* xs) {
@@ -351,20 +351,58 @@ __device__ __forceinline__ void quantize_group(const float4& a, const float4& b,
     xs[i / 4] = {amax / 127.0f + poison, sum};  // a NaN scale makes the row's sum NaN
 }
 
-__device__ __forceinline__ void quantize_x(const float* x, int n, int64_t cols, int8_t* xq, XScale* xs) {
-  const int64_t groups = n * cols / 8;
-  const float4* x4 = reinterpret_cast<const float4*>(x);
+// The prologue of a fused GEMV (GemvFusion) on one group of 8 values: x' = silu(x) * up, or
+// x * norm (the 1 / rms factor of the norm is applied to the finished sums instead: the int8
+// quantization per 32 is scale-invariant, so quantizing x * norm and scaling the dot product by
+// 1 / rms gives what quantizing the normed x would).
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float4 silu_times(float4 g, float4 u) {
+  return make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w);
+}
+__device__ __forceinline__ float4 times(float4 a, float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
+__device__ __forceinline__ float squares(float4 a) { return a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w; }
+
+// Which prologue a kernel instance runs (a template parameter: the plain kernel keeps the
+// registers it had, which its double-buffered weights need).
+enum class Prologue { none, norm, gate };
+
+// sumsq[t]: this thread's share of sum x^2 over token t's x (with a norm prologue; else 0).
+// With a prologue one group is loaded at a time: its second operand needs the registers.
+template <int kTokens, Prologue kPro>
+__device__ __forceinline__ void quantize_x(const GemvArgs& p, int8_t* xq, XScale* xs, float (&sumsq)[kTokens]) {
+  constexpr int kQuantBatch = kPro == Prologue::none ? kQuantBatchPlain : 1;
+  const int64_t groups = p.n * p.cols / 8, groups_per_token = p.cols / 8;
+  const float4* x4 = reinterpret_cast<const float4*>(p.x);
+  const float4* u4 = kPro == Prologue::gate ? reinterpret_cast<const float4*>(p.fuse.up) : nullptr;
+  const float4* g4 = kPro == Prologue::norm ? reinterpret_cast<const float4*>(p.fuse.norm) : nullptr;
   for (int64_t i0 = threadIdx.x; i0 < groups; i0 += kThreads * kQuantBatch) {
-    float4 a[kQuantBatch], b[kQuantBatch];
+    float4 a[kQuantBatch], b[kQuantBatch], c[kQuantBatch], d[kQuantBatch];  // x and up or norm
 #pragma unroll
     for (int k = 0; k < kQuantBatch; ++k) {
       const int64_t i = i0 + k * kThreads;
-      if (i < groups) a[k] = __ldg(x4 + 2 * i), b[k] = __ldg(x4 + 2 * i + 1);
+      if (i >= groups) continue;
+      a[k] = __ldg(x4 + 2 * i), b[k] = __ldg(x4 + 2 * i + 1);
+      if constexpr (kPro == Prologue::gate) c[k] = __ldg(u4 + 2 * i), d[k] = __ldg(u4 + 2 * i + 1);
+      if constexpr (kPro == Prologue::norm) {
+        const int64_t j = i % groups_per_token;
+        c[k] = __ldg(g4 + 2 * j), d[k] = __ldg(g4 + 2 * j + 1);
+      }
     }
 #pragma unroll
     for (int k = 0; k < kQuantBatch; ++k) {
       const int64_t i = i0 + k * kThreads;
-      if (i < groups) quantize_group(a[k], b[k], i, xq, xs);
+      if (i >= groups) continue;
+      if constexpr (kPro == Prologue::gate) {
+        a[k] = silu_times(a[k], c[k]), b[k] = silu_times(b[k], d[k]);
+      } else if constexpr (kPro == Prologue::norm) {
+        const int64_t t = i / groups_per_token;
+        const float sq = squares(a[k]) + squares(b[k]);
+#pragma unroll
+        for (int tt = 0; tt < kTokens; ++tt)
+          if (tt == t) sumsq[tt] += sq;
+        a[k] = times(a[k], c[k]), b[k] = times(b[k], d[k]);
+      }
+      quantize_group(a[k], b[k], i, xq, xs);
     }
   }
 }
@@ -382,7 +420,7 @@ constexpr int rows_per_step() {
   return kTokens >= 4 ? 1 : 2;
 }
 
-template <DType T, int kTokens>
+template <DType T, int kTokens, Prologue kPro>
 __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   constexpr int kRows = rows_per_step<kTokens>();
   using U = Unit<T>;
@@ -428,9 +466,33 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
   pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
-  quantize_x(p.x, p.n, p.cols, xq, xs);
+  float sumsq[kTokens];
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) sumsq[t] = 0.0f;
+  quantize_x<kTokens, kPro>(p, xq, xs, sumsq);
+  // With a norm prologue, each token's 1 / rms: warp sums, then every thread adds the 8 warps'
+  // in the same order (deterministic, no second barrier).
+  constexpr bool kNorm = kPro == Prologue::norm;
+  __shared__ float warp_sumsq[kWarps][kTokens];
+  if constexpr (kNorm) {
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      const float s = warp_sum(sumsq[t]);
+      if (lane == 0) warp_sumsq[warp][t] = s;
+    }
+  }
   __syncthreads();
   pdl_allow_next();
+  float out_scale[kTokens];  // 1 / rms of each token's x with a norm prologue, else 1
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    float total = 0.0f;
+    if constexpr (kNorm) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) total += warp_sumsq[w][t];
+    }
+    out_scale[t] = kNorm ? rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps) : 1.0f;
+  }
 
   float acc[kRows][kTokens];
 #pragma unroll
@@ -459,8 +521,11 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
 #pragma unroll
         for (int t = 0; t < kTokens; ++t) {
           const float s = warp_sum(acc[r][t]);
-          if (lane == 0 && t < p.n && row < p.rows)
-            p.out[t * p.rows + row] = s + (p.bias ? p.bias[row] : 0.0f);
+          if (lane == 0 && t < p.n && row < p.rows) {
+            float* o = p.out + t * p.rows + row;
+            const float v = (kNorm ? s * out_scale[t] : s) + (p.bias ? p.bias[row] : 0.0f);
+            *o = p.fuse.accumulate ? *o + v : v;
+          }
           acc[r][t] = 0.0f;
         }
       }
@@ -476,18 +541,25 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
 
 size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n) * cols * (1 + sizeof(XScale) / 32.0); }
 
-template <DType T, int kTokens>
+template <DType T, int kTokens, Prologue kPro = Prologue::none>
 bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
-  const auto kernel = gemv_dp4a_kernel<T, kTokens>;
+  const auto kernel = gemv_dp4a_kernel<T, kTokens, kPro>;
   int device = 0, sms = 0, optin = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  // The opt-in limit counts the kernel's static shared memory (the norm's per-warp sums) too.
+  static const size_t static_smem = [&] {
+    cudaFuncAttributes attr{};
+    cudaFuncGetAttributes(&attr, kernel);
+    return attr.sharedSizeBytes;
+  }();
+  const size_t max_dynamic = static_cast<size_t>(optin) - static_smem;
   const size_t smem = smem_bytes(p.cols, p.n);
-  if (smem > static_cast<size_t>(optin)) return false;
+  if (smem > max_dynamic) return false;
   static bool raised = false;  // per instantiation: allow up to the opt-in limit once
   if (!raised) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(max_dynamic));
     raised = true;
   }
   int per_sm = 0;
@@ -519,14 +591,21 @@ bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
 }
 
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
-                      cudaStream_t stream) {
-  if (!gemv_dp4a_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+                      cudaStream_t stream, const GemvFusion& fuse) {
+  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  if (!gemv_dp4a_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) || !aligned(fuse.up)) return false;
   const GemvArgs p{
-      static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias};
+      static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias, fuse};
+  // Prologues are compiled for one token only (decode): more tokens run the plain ops.
+  if (fuse.prologue() && n_tokens != 1) return false;
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
     if constexpr (has_unit<T>()) {
-      if (n_tokens == 1)
+      if (fuse.norm)
+        launched = launch_tokens<T, 1, Prologue::norm>(p, stream);
+      else if (fuse.up)
+        launched = launch_tokens<T, 1, Prologue::gate>(p, stream);
+      else if (n_tokens == 1)
         launched = launch_tokens<T, 1>(p, stream);
       else if (n_tokens == 2)
         launched = launch_tokens<T, 2>(p, stream);

@@ -32,6 +32,18 @@ struct WeightView {
   bool tiled = false;          // in the tiled layout of weight_layout.cuh (Q4_0, Q4_1, Q8_0, Q6_K)
 };
 
+// What a GEMV does besides out = W x (Backend::fused_matmul), so that a decode step needs no
+// separate rms_norm, silu_mul or add kernels: x' = rms_norm(x) * norm, or silu(x) * up, on the
+// way in (the dp4a kernel only: it stages x in shared memory anyway), out += W x' on the way out
+// (the dp4a and fp32 GEMVs).
+struct GemvFusion {
+  const float* norm = nullptr;  // [cols], 16-byte aligned
+  float eps = 0.0f;
+  const float* up = nullptr;    // [cols, n] like x, 16-byte aligned; x is the gate
+  bool accumulate = false;
+  bool prologue() const { return norm || up; }
+};
+
 // The operands of one GEMV launch as the kernels take them (gemv.cu, gemv_dp4a.cu,
 // gemv_tensor_core.cu): w's rows of row_bytes bytes, x [cols, n], out [rows, n], bias or null.
 struct GemvArgs {
@@ -43,6 +55,7 @@ struct GemvArgs {
   int n;
   float* out;      // [rows, n]
   const float* bias;
+  GemvFusion fuse = {};
 };
 
 // ---- the tiled weight layout (weight_layout.cuh, weight_tiling.cu) ----
@@ -58,6 +71,11 @@ bool untile_rows_on_host(DType t, const void* tiled, void* gguf, int64_t rows, s
 // out[rows, n] = W · x[cols, n] (+ bias[rows]); n in [1, kGemvMaxTokens]; bias may be null.
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream);
+// The same with a fusion: false (nothing launched) when no GEMV path does it for this weight and
+// batch (a prologue needs the dp4a path; accumulate is left to the caller where launch_gemv
+// would pick the tensor-core kernel); the caller then runs the plain ops.
+bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                       const GemvFusion& fuse, cudaStream_t stream);
 
 // The integer path of launch_gemv (gemv_dp4a.cu): block formats at 1..kDp4aMaxTokens tokens
 // with cols % 256 == 0 (Q4_K, Q5_K; Q4_0, Q4_1, Q8_0, Q6_K when tiled). x is quantized to int8
@@ -66,7 +84,7 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
 constexpr int kDp4aMaxTokens = 4;
 bool gemv_dp4a_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
-                      cudaStream_t stream);
+                      cudaStream_t stream, const GemvFusion& fuse = {});
 
 // The tensor-core path of launch_gemv (gemv_tensor_core.cu): block formats at 8..16 tokens
 // and >= 2048 rows, fp16 operands. On by default; the tests and the benchmark switch it off to check and time
@@ -111,6 +129,12 @@ struct RopeLaunch {
 // Rotates x [head_dim, n_heads, n_tokens] in place at positions [n_tokens] (I32, device).
 void launch_rope(float* x, const int32_t* positions, const RopeLaunch& p, cudaStream_t stream);
 
+// rope on q [head_dim, n_head, n] and k [head_dim, n_head_kv, n] in place, and k (rotated), v
+// into the caches at positions (as launch_rope then launch_kv_store), one kernel.
+void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16,
+                          int n_head, int n_head_kv, int64_t n_ctx, const int32_t* positions, const RopeLaunch& p,
+                          cudaStream_t stream);
+
 // Writes k, v [head_dim * n_head_kv, n] into the caches [head_dim * n_head_kv, n_ctx] at slots
 // positions[i]; slots outside [0, n_ctx) are skipped. Cache elements F32 or F16 (cache_f16).
 void launch_kv_store(const float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16,
@@ -138,5 +162,13 @@ int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_
 // seeing slots [0, positions[i]]. workspace: attention_workspace_floats(p) floats.
 void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
                       const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream);
+
+// ids[t] = argmax of logits[:, t] ([n_vocab, n_tokens]): the lowest index among equal maxima,
+// NaN never picked (all NaN: 0), sampling.cu. workspace: argmax_workspace_bytes(capacity) of
+// device memory for up to `capacity` tokens, zeroed once before its first launch (each launch
+// leaves it ready for the next, whatever its n_tokens <= capacity).
+size_t argmax_workspace_bytes(int64_t capacity);
+void launch_argmax(const float* logits, int64_t n_vocab, int64_t n_tokens, int32_t* ids, void* workspace,
+                   int64_t capacity, cudaStream_t stream);
 
 }  // namespace bl::cuda
