@@ -1,5 +1,6 @@
-// lut_matmul: build each token's tables once, then one tile kernel per (16-row tile, block of up
-// to kLutTokens tokens), tiles split across the thread pool; plus the scalar builder and tile
+// lut_matmul: build each token's tables, then run the tile kernel over the 16-row tiles, split
+// across the thread pool (decode: two tiles per call, each thread building its own tables;
+// prefill: blocks of up to kLutTokens tokens per call); plus the scalar builder and tile
 // kernel, the reference that the SIMD levels are tested against.
 #include "kernels/cpu/lut_matmul.h"
 
