@@ -2,13 +2,13 @@
 // per launch (launch_gemv_bl loops over groups of 4 tokens).
 //
 // x is quantized to int8 per 32 values in shared memory by every block (as gemv_dp4a.cu: each
-// x_k off by up to max|x_block| / 254), with d (scale) and d * sum(q) per block. A block of 4
-// warps owns one 16-row tile at a time; lane = (a = lane % 4: rows 4a..4a+3, h = lane / 4: a
-// group), so a warp covers 8 groups side by side and the block 32; a lane walks its group's
-// code lines in blocks of b lines (one x block of 32 columns), each line one 16-byte load
-// (rows 4a..4a+3), a line's dword = one row's 8 nibbles: transpose + one dp4a per (quad run).
-// Per group: out_r += s_r (sum_blocks d_blk * int_dot - z_r * sum_group x). Rows reduce over h
-// by shuffles and over the 4 warps in shared memory.
+// x_k off by up to max|x_block| / 254), with d (scale) and d * sum(q) per block. A block of 8
+// warps owns one 16-row tile at a time; lane = (a = lane % 4: rows 4a..4a+3, lane / 4: a slot),
+// 64 slots per block, each taking every 64th 32-column x block of the tile (b code lines: one
+// 16-byte load each, rows 4a..4a+3; a line's dword = one row's 8 nibbles: transpose + one dp4a
+// per quad run), two x blocks' loads in flight. Per x block: out_r += s_r (d * int_dot -
+// z_r * d * sum(q)) with its group's s, z. Rows reduce over slots by shuffles and over the 8
+// warps in shared memory.
 //
 // Napkin (H100, 132 SMs ~1.7 GHz, ~3 TB/s): ~13 B/clk/SM of weights. bl4g128: 8 weights per
 // dword, ~13 integer instructions (8 transpose, 3 shift/mask, 2 dp4a) -> ~37 of the 64
@@ -30,10 +30,10 @@ namespace {
 
 using namespace bltile;
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kGroupsPerWarp = 8;
-constexpr int kGroupsPerBlock = kWarps * kGroupsPerWarp;
+constexpr int kSlotsPerWarp = 8;                // lane / 4
+constexpr int kSlots = kWarps * kSlotsPerWarp;  // x blocks of a tile side by side
 constexpr int kXBlock = 32;
 
 struct XBlockScale {
@@ -109,51 +109,55 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_kernel(BlGemvArgs p) {
   pdl_allow_next();
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int a = lane % 4, h = lane / 4;
-  const int g = p.group, blocks_per_group = g / kXBlock;
-  const int64_t groups = p.cols / g, tiles = p.rows / kTileRows;
-  const int64_t tg_bytes = tile_group_bytes(kBits, g);
+  const int a = lane % 4, slot = warp * kSlotsPerWarp + lane / 4;
+  const int blocks_per_group = p.group / kXBlock;
+  const int64_t groups = p.cols / p.group, tiles = p.rows / kTileRows;
+  const int64_t tg_bytes = tile_group_bytes(kBits, p.group);
+  // One 32-column x block of the tile: its b code lines (rows 4a..4a+3), then
+  // res_r += s_r (d * int_dot - z_r * d * sum(q)) for its group's s, z.
+  auto load = [&](const uint8_t* tile_base, int64_t xb, uint4 (&v)[kBits]) {
+    const uint8_t* lines = tile_base + (xb / blocks_per_group) * tg_bytes + kHeaderBytes +
+                           kLineBytes * kBits * (xb % blocks_per_group) + 16 * a;
+#pragma unroll
+    for (int u = 0; u < kBits; ++u) v[u] = __ldg(reinterpret_cast<const uint4*>(lines + kLineBytes * u));
+  };
+  auto use = [&](const uint8_t* tile_base, int64_t xb, const uint4 (&v)[kBits], float (&res)[4][kTokens]) {
+    const uint8_t* tg = tile_base + (xb / blocks_per_group) * tg_bytes;
+    const uint2 s4 = __ldg(reinterpret_cast<const uint2*>(tg + 8 * a));       // fp16 s of rows 4a..4a+3
+    const uint2 z4 = __ldg(reinterpret_cast<const uint2*>(tg + 32 + 8 * a));  // fp16 z
+    const __half2* sh = reinterpret_cast<const __half2*>(&s4);
+    const __half2* zh = reinterpret_cast<const __half2*>(&z4);
+    const float2 s01 = __half22float2(sh[0]), s23 = __half22float2(sh[1]);
+    const float2 z01 = __half22float2(zh[0]), z23 = __half22float2(zh[1]);
+    const float s[4] = {s01.x, s01.y, s23.x, s23.y}, z[4] = {z01.x, z01.y, z23.x, z23.y};
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      int xw[8];
+      const int4* xsrc = reinterpret_cast<const int4*>(xq + t * p.cols + xb * kXBlock);
+      const int4 x0 = xsrc[0], x1 = xsrc[1];
+      xw[0] = x0.x, xw[1] = x0.y, xw[2] = x0.z, xw[3] = x0.w;
+      xw[4] = x1.x, xw[5] = x1.y, xw[6] = x1.z, xw[7] = x1.w;
+      int acc[4] = {0, 0, 0, 0};
+      dot_lines<kBits>(v, xw, acc);
+      const XBlockScale sc = xs[t * n_xblocks + xb];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) res[r][t] += s[r] * fmaf(sc.d, static_cast<float>(acc[r]), -z[r] * sc.dsum);
+    }
+  };
+  const int64_t xblocks_per_tile = groups * blocks_per_group;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     float res[4][kTokens] = {};
     const uint8_t* tile_base = p.w + tile * groups * tg_bytes;
-    for (int64_t grp = warp * kGroupsPerWarp + h; grp < groups; grp += kGroupsPerBlock) {
-      const uint8_t* tg = tile_base + grp * tg_bytes;
-      const uint2 s4 = *reinterpret_cast<const uint2*>(tg + 8 * a);       // fp16 s of rows 4a..4a+3
-      const uint2 z4 = *reinterpret_cast<const uint2*>(tg + 32 + 8 * a);  // fp16 z
-      float gacc[4][kTokens] = {};
-      float xsum[kTokens] = {};
-      for (int blk = 0; blk < blocks_per_group; ++blk) {
-        uint4 v[kBits];
-#pragma unroll
-        for (int u = 0; u < kBits; ++u)
-          v[u] = __ldg(reinterpret_cast<const uint4*>(tg + kHeaderBytes + kLineBytes * (blk * kBits + u) + 16 * a));
-        const int64_t xb = grp * blocks_per_group + blk;
-#pragma unroll
-        for (int t = 0; t < kTokens; ++t) {
-          int xw[8];
-          const int4* xsrc = reinterpret_cast<const int4*>(xq + t * p.cols + xb * kXBlock);
-          const int4 x0 = xsrc[0], x1 = xsrc[1];
-          xw[0] = x0.x, xw[1] = x0.y, xw[2] = x0.z, xw[3] = x0.w;
-          xw[4] = x1.x, xw[5] = x1.y, xw[6] = x1.z, xw[7] = x1.w;
-          int acc[4] = {0, 0, 0, 0};
-          dot_lines<kBits>(v, xw, acc);
-          const XBlockScale sc = xs[t * n_xblocks + xb];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) gacc[r][t] = fmaf(sc.d, static_cast<float>(acc[r]), gacc[r][t]);
-          xsum[t] += sc.dsum;
-        }
-      }
-      const __half2* sh = reinterpret_cast<const __half2*>(&s4);
-      const __half2* zh = reinterpret_cast<const __half2*>(&z4);
-      const float2 s01 = __half22float2(sh[0]), s23 = __half22float2(sh[1]);
-      const float2 z01 = __half22float2(zh[0]), z23 = __half22float2(zh[1]);
-      const float s[4] = {s01.x, s01.y, s23.x, s23.y}, z[4] = {z01.x, z01.y, z23.x, z23.y};
-#pragma unroll
-      for (int r = 0; r < 4; ++r)
-#pragma unroll
-        for (int t = 0; t < kTokens; ++t) res[r][t] += s[r] * (gacc[r][t] - z[r] * xsum[t]);
+    // Two x blocks in flight per lane: both blocks' loads are issued before either is used.
+    for (int64_t xb = slot; xb < xblocks_per_tile; xb += 2 * kSlots) {
+      uint4 v0[kBits], v1[kBits];
+      const bool second = xb + kSlots < xblocks_per_tile;
+      load(tile_base, xb, v0);
+      if (second) load(tile_base, xb + kSlots, v1);
+      use(tile_base, xb, v0, res);
+      if (second) use(tile_base, xb + kSlots, v1, res);
     }
-    // Sum over the 8 groups of the warp (lanes a + 4h), then over the warps.
+    // Sum over the 8 slots of the warp (lanes a + 4h), then over the warps.
 #pragma unroll
     for (int r = 0; r < 4; ++r)
 #pragma unroll
@@ -162,7 +166,7 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_kernel(BlGemvArgs p) {
         v += __shfl_xor_sync(0xffffffffu, v, 4);
         v += __shfl_xor_sync(0xffffffffu, v, 8);
         v += __shfl_xor_sync(0xffffffffu, v, 16);
-        if (h == 0) partial[warp][4 * a + r][t] = v;
+        if (lane < 4) partial[warp][4 * a + r][t] = v;
       }
     __syncthreads();
     for (int i = threadIdx.x; i < kTileRows * kTokens; i += kThreads) {
