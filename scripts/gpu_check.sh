@@ -69,7 +69,7 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITLIGHT_CUDA=O
   -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 "${CMAKE_EXTRA[@]}" 2>&1 | tee "$OUT/configure.log" | tail -3
 
 step "build (ninja -j$JOBS)"
-ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bench_test bitlight_cli 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
+ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bl_test cuda_bench_test bitlight_cli 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
 test -x "$BUILD_DIR/tests/cuda_backend_ops_test"
 
 # KERNEL_CHECKS=0 skips the op tests, memcheck and the kernel benchmark (whole model only).
@@ -79,8 +79,9 @@ step "GPU op tests"
 set +e
 "$BUILD_DIR/tests/cuda_backend_ops_test" > "$OUT/ops_test.log" 2>&1
 TEST_RC=$?
+"$BUILD_DIR/tests/cuda_bl_test" > "$OUT/bl_test.log" 2>&1 || TEST_RC=$?
 set -e
-grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |max error|Failure|error:|Expected|Which is" "$OUT/ops_test.log" | head -80 || true
+grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |max error|Failure|error:|Expected|Which is" "$OUT/ops_test.log" "$OUT/bl_test.log" | head -80 || true
 
 step "compute-sanitizer memcheck on the op tests (at most ${MEMCHECK_SECONDS} s)"
 MEMCHECK=skipped

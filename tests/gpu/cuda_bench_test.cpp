@@ -2,7 +2,8 @@
 // BITLIGHT_GPU_BENCH=1, otherwise skips; scripts/gpu_check.sh sets it on the device machine.
 //
 // Measures the read bandwidth of this card (a large sum, bandwidth_probe.cu) and the matmul
-// of every format at the Llama-3 8B shapes [cols x rows]: 4096x4096 (q/o), 4096x1024 (k/v),
+// of every format (of the bl types bl4g128 and bl2g128) at the Llama-3 8B shapes
+// [cols x rows]: 4096x4096 (q/o), 4096x1024 (k/v),
 // 4096x14336 (gate/up), 14336x4096 (down), 4096x128256 (lm_head), at batch 1 and 16. Each
 // timing replays a CUDA graph of back-to-back matmuls that cycle over enough copies of the
 // weight to exceed the L2 several times (so HBM is measured, not the cache), median of 7.
@@ -21,6 +22,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "kernels/cuda/bandwidth_probe.h"
 #include "kernels/cuda/launchers.h"
+#include "quant/bl_group.h"
 
 namespace bl {
 namespace {
@@ -136,8 +138,9 @@ TEST(CudaBench, GemvBandwidthAt8BShapes) {
   std::printf("measured read bandwidth: %.0f GB/s (4 GiB sum)\n", read_gbps);
 
   const Shape shapes[] = {{4096, 4096}, {4096, 1024}, {4096, 14336}, {14336, 4096}, {4096, 128256}};
-  const DType formats[] = {DType::F16, DType::BF16, DType::F32, DType::Q8_0, DType::Q4_0,
-                           DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  // bl types: random bytes give random fp16 s / z (some NaN): speed does not depend on them.
+  const DType formats[] = {DType::F16,  DType::BF16, DType::F32,  DType::Q8_0,    DType::Q4_0,   DType::Q4_1,
+                           DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::BL4G128, DType::BL2G128};
   const size_t rotate_bytes = size_t{320} << 20;  // > 6x the 50 MB L2 of an H100
   std::vector<Result> results;
   for (DType fmt : formats) {
@@ -160,6 +163,7 @@ TEST(CudaBench, GemvBandwidthAt8BShapes) {
       const bool plain = fmt == DType::F16 || fmt == DType::BF16 || fmt == DType::F32;
       std::vector<Config> configs = {{1, true}, {4, true}, {16, true}};
       if (!plain) configs.push_back({16, false});
+      if (quant::is_bl_group(fmt)) configs = {{1, true}, {4, true}};  // 16 tokens: four 4-token launches
       for (const Config& cfg : configs) {
         const int batch = cfg.batch;
         cuda::set_tensor_core_gemv(cfg.tensor_cores);

@@ -18,6 +18,7 @@
 
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
+#include "quant/bl_group.h"
 
 namespace bl::cuda {
 namespace {
@@ -136,7 +137,7 @@ bool weight_format_supported(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
     case DType::Q4_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return true;
-    default: return false;
+    default: return quant::is_bl_group(t);
   }
 }
 
@@ -175,6 +176,7 @@ bool takes_tensor_cores(const WeightView& w, int n_tokens) {
 
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream) {
+  if (quant::is_bl_group(w.dtype)) return launch_gemv_bl(w, x, n_tokens, out, bias, false, stream);
   if (n_tokens >= 2 && tensor_core_gemv_enabled() && launch_gemv_tensor_core(w, x, n_tokens, out, bias, stream))
     return true;
   return launch_cuda_core_gemv(w, x, n_tokens, out, bias, {}, stream);
@@ -182,7 +184,11 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
 
 bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                        const GemvFusion& fuse, cudaStream_t stream) {
-  if (n_tokens < 1 || n_tokens > kGemvMaxTokens || takes_tensor_cores(w, n_tokens)) return false;
+  if (n_tokens < 1 || n_tokens > kGemvMaxTokens) return false;
+  // bl weights: the residual add in the epilogue; a norm / SwiGLU prologue runs as plain ops.
+  if (quant::is_bl_group(w.dtype))
+    return !fuse.prologue() && launch_gemv_bl(w, x, n_tokens, out, bias, fuse.accumulate, stream);
+  if (takes_tensor_cores(w, n_tokens)) return false;
   return launch_cuda_core_gemv(w, x, n_tokens, out, bias, fuse, stream);
 }
 

@@ -17,7 +17,8 @@
 
 namespace bl::cuda {
 
-// Formats the fused-dequant kernels accept (GEMV, get_rows, dequantize).
+// Formats the fused-dequant kernels accept (GEMV, get_rows, dequantize): the GGUF formats
+// below and bitlight's bl<b>g<g> (quant/bl_group.h, read as stored: gemv_bl.cu, bl_rows.cu).
 bool weight_format_supported(DType t);
 
 // Largest batch the fused-dequant GEMV handles; larger batches go through a tensor-core GEMM.
@@ -85,6 +86,18 @@ constexpr int kDp4aMaxTokens = 4;
 bool gemv_dp4a_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                       cudaStream_t stream, const GemvFusion& fuse = {});
+
+// The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
+// quantized to int8 per 32 values in the kernel (each x_k off by up to max|x_block| / 254),
+// kBlGemvMaxTokens tokens per launch (more tokens: one launch per 4). out += W x when
+// accumulate. false (nothing launched) for other dtypes, rows % 16 != 0 or unaligned x.
+constexpr int kBlGemvMaxTokens = 4;
+bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                    bool accumulate, cudaStream_t stream);
+// bl<b>g<g> rows decoded (bl_rows.cu): the prefill operand (as launch_dequantize) and get_rows.
+bool launch_dequantize_bl(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream);
+bool launch_get_rows_bl(const WeightView& table, const int32_t* ids, int64_t n_tokens, float* out,
+                        cudaStream_t stream);
 
 // The tensor-core path of launch_gemv (gemv_tensor_core.cu): block formats at 8..16 tokens
 // and >= 2048 rows, fp16 operands. On by default; the tests and the benchmark switch it off to check and time

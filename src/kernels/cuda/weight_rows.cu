@@ -8,6 +8,7 @@
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/weight_decode.cuh"
+#include "quant/bl_group.h"
 
 namespace bl::cuda {
 namespace {
@@ -82,6 +83,7 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1)
 }  // namespace
 
 bool launch_get_rows(const WeightView& table, const int32_t* ids, int64_t n_tokens, float* out, cudaStream_t stream) {
+  if (quant::is_bl_group(table.dtype)) return launch_get_rows_bl(table, ids, n_tokens, out, stream);
   if (n_tokens <= 0) return true;
   const int64_t work = std::max<int64_t>(table.cols / kChunk, kChunk);  // chunks, or tail lanes
   const dim3 grid(blocks_for(work), static_cast<unsigned>(n_tokens));
@@ -100,6 +102,7 @@ bool launch_get_rows(const WeightView& table, const int32_t* ids, int64_t n_toke
 }
 
 bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream) {
+  if (quant::is_bl_group(w.dtype)) return launch_dequantize_bl(w, dst, to_bf16, stream);
   if (w.cols % kChunk != 0) return false;
   const unsigned grid = blocks_for(w.cols / kChunk * w.rows);
   return dispatch_weight_format(w.dtype, [&]<DType T>() {

@@ -1,0 +1,99 @@
+// Reading bl<b>g<g> tiles (quant/bl_group.h is the definition of the bytes) on the GPU, as
+// stored: the CUDA backend uploads the file's bytes unchanged.
+//
+// The unit of work is one dword of a 64-byte code line: row r's lanes 4r..4r+3 of the two
+// nibble registers R_2l (low nibbles) and R_2l+1 (high nibbles). Byte i of the dword, bit m
+// (low nibble) is bit m of nibble pi = 4 (k % b) + i of register k = 2l, i.e. bit plane
+// p = pi % b of the code of column 4 (pi / b) + m of chunk k / b; the high nibble likewise for
+// k = 2l + 1.
+//
+// A 4x4 bit transpose inside each nibble of the dword (two delta swaps, 8 instructions) turns
+// that into byte m, bit i = the same (plane, quad) bit of column m. Then the bits of one quad
+// (a run of consecutive i with the same q = pi / b, planes p0 .. p0 + w - 1) are, after one
+// shift and mask, w-bit partial codes (value sum_p 2^p bit_p < 256) in the 4 bytes of a word,
+// one byte per column m: one dp4a with the quad's 4 int8 x values adds sum_m x_m * partial
+// code_m. Every (register, nibble) pattern depends only on k % b, known at compile time when
+// the kernel walks a group in blocks of b lines (= 2b registers = 2 chunks = 32 columns, one
+// int8 x block: lines never straddle x blocks).
+#pragma once
+
+#include <cstdint>
+
+namespace bl::cuda::bltile {
+
+constexpr int kTileRows = 16;
+constexpr int kLineBytes = 64;
+constexpr int kHeaderBytes = 64;  // fp16 s[16], fp16 z[16]
+
+__host__ __device__ constexpr int tile_group_bytes(int bits, int group) { return kHeaderBytes + 2 * bits * group; }
+
+// Byte m bit i <- byte i bit m, in both nibbles of every byte (see above).
+__host__ __device__ __forceinline__ uint32_t transpose_nibbles(uint32_t x) {
+  uint32_t t = (x ^ (x >> 14)) & 0x0000CCCCu;  // swap the off-diagonal 2x2 blocks
+  x ^= t ^ (t << 14);
+  t = (x ^ (x >> 7)) & 0x00AA00AAu;  // transpose inside each 2x2 block
+  return x ^ t ^ (t << 7);
+}
+
+// a . b as 4 unsigned bytes times 4 signed bytes, plus c.
+__host__ __device__ __forceinline__ int dp4a_us(uint32_t a, int b, int c) {
+#if defined(__CUDA_ARCH__)
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+#else
+  for (int m = 0; m < 4; ++m) c += static_cast<int>((a >> (8 * m)) & 0xFF) * static_cast<int8_t>(b >> (8 * m));
+  return c;
+#endif
+}
+
+// Shift by a compile-time signed amount (left when positive).
+template <int kShift>
+__host__ __device__ __forceinline__ uint32_t shift_by(uint32_t x) {
+  if constexpr (kShift > 0) return x << kShift;
+  else if constexpr (kShift < 0) return x >> -kShift;
+  else return x;
+}
+
+// acc += sum over the 4 nibbles of register k (k % b = kJ), nibble half kHalf (0 low, 1 high)
+// of the transposed dword t, of x . partial codes; xw[4 * kChunk + q] = the 4 int8 x values of
+// quad q of the register's chunk (kChunk = 0 or 1 inside the 32-column x block).
+template <int kBits, int kJ, int kHalf, int kI0 = 0>
+__host__ __device__ __forceinline__ int dot_register(uint32_t t, const int* xw_chunk, int acc) {
+  if constexpr (kI0 >= 4) {
+    return acc;
+  } else {
+    constexpr int pi0 = 4 * kJ + kI0, q = pi0 / kBits, p0 = pi0 % kBits;
+    // The run: nibbles kI0 .. kI0 + w - 1 of the same quad (planes p0 .. p0 + w - 1).
+    constexpr int w = (kBits - p0) < (4 - kI0) ? (kBits - p0) : (4 - kI0);
+    constexpr uint32_t mask = ((1u << w) - 1u) << p0;
+    const uint32_t field = shift_by<p0 - kI0 - 4 * kHalf>(t) & (mask * 0x01010101u);
+    acc = dp4a_us(field, xw_chunk[q], acc);
+    return dot_register<kBits, kJ, kHalf, kI0 + w>(t, xw_chunk, acc);
+  }
+}
+
+// acc += x . codes for one dword of line u (0 .. b-1) of a 32-column block; xw [8] = the
+// block's int8 x as words (word 4c + q: chunk c, quad q).
+template <int kBits, int kU>
+__host__ __device__ __forceinline__ int dot_line_dword(uint32_t dword, const int* xw, int acc) {
+  const uint32_t t = transpose_nibbles(dword);
+  constexpr int k0 = 2 * kU, k1 = 2 * kU + 1;  // registers of the line, inside the block
+  acc = dot_register<kBits, k0 % kBits, 0>(t, xw + 4 * (k0 / kBits), acc);
+  return dot_register<kBits, k1 % kBits, 1>(t, xw + 4 * (k1 / kBits), acc);
+}
+
+// The code of column col (0 .. g-1) of row r (0..15) of a tile group, for the dequantizing
+// kernels (prefill operand, get_rows); one nibble read per plane.
+__host__ __device__ __forceinline__ int code_at(const uint8_t* tile_group, int bits, int r, int col) {
+  const int c = col / 16, q = (col / 4) % 4, m = col % 4;
+  int code = 0;
+  for (int p = 0; p < bits; ++p) {
+    const int pi = q * bits + p, k = c * bits + pi / 4;
+    const uint8_t byte = tile_group[kHeaderBytes + kLineBytes * (k / 2) + 4 * r + pi % 4];
+    code |= ((byte >> (4 * (k % 2) + m)) & 1) << p;
+  }
+  return code;
+}
+
+}  // namespace bl::cuda::bltile

@@ -1,0 +1,176 @@
+// bl<b>g<g> weights on the CUDA backend (read as stored: gemv_bl.cu, bl_rows.cu) against the
+// reference backend (fp64 dot products of dequantize_matrix_row): every bit width at g = 32,
+// 64, 128, rows 16, 48 and 4112 (one tile, three, 257), several groups per row, 1..5 and 17
+// tokens (1..4: one GEMV launch; 5: two; 17: dequantize + cuBLAS), fresh random inputs, the
+// output poisoned with NaN before each run; read-back equal to the uploaded bytes; get_rows.
+// Without a GPU every test skips ("no CUDA device").
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "kernels/cuda/launchers.h"
+#include "quant/bl_group.h"
+#include "quant/quant.h"
+
+namespace bl {
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device: the CUDA backend tests need a GPU"
+
+struct BlProblem {
+  std::vector<uint8_t> bytes;  // as quantize_matrix writes them (the file's bytes)
+  std::vector<float> w;        // dequantized [rows][cols]
+};
+
+BlProblem make_weight(DType t, int64_t cols, int64_t rows, std::mt19937_64& rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> values(static_cast<size_t>(cols * rows));
+  for (float& v : values) v = dist(rng);
+  BlProblem p;
+  p.bytes.resize(static_cast<size_t>(rows) * row_bytes(t, cols));
+  quantize_matrix(t, values.data(), p.bytes.data(), rows, cols);
+  p.w.resize(values.size());
+  for (int64_t r = 0; r < rows; ++r) dequantize_matrix_row(t, p.bytes.data(), cols, r, p.w.data() + r * cols);
+  return p;
+}
+
+// Max over outputs of |got - ref| / allowed. allowed = tol * sum_k |w_k x_k| + (int8 x only)
+// sum_k |w_k| d_b / 2, d_b = max|x| of k's block of 32 / 127: the most the kernel's int8
+// rounding of x can move the exact sum (0.1 % slack for the fp32 scale arithmetic).
+double error_ratio(const BlProblem& p, const std::vector<float>& x, const std::vector<float>& got,
+                   const std::vector<float>& ref, int64_t cols, int64_t rows, int64_t n, double tol, bool int8_x) {
+  double worst = 0.0;
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<double> half_step(static_cast<size_t>(cols), 0.0);
+    if (int8_x)
+      for (int64_t b = 0; b < cols; b += 32) {
+        float amax = 0.0f;
+        for (int64_t k = b; k < b + 32; ++k) amax = std::max(amax, std::fabs(x[t * cols + k]));
+        for (int64_t k = b; k < b + 32; ++k) half_step[k] = amax / 127.0 / 2.0;
+      }
+    for (int64_t r = 0; r < rows; ++r) {
+      double size = 0.0, rounding = 0.0;
+      for (int64_t k = 0; k < cols; ++k) {
+        const double w = p.w[r * cols + k];
+        size += std::fabs(w * x[t * cols + k]);
+        rounding += std::fabs(w) * half_step[k];
+      }
+      const float g = got[t * rows + r];
+      if (!std::isfinite(g)) return INFINITY;
+      const double allowed = std::max(tol * size + 1.001 * rounding, 1e-30);
+      worst = std::max(worst, std::fabs(g - static_cast<double>(ref[t * rows + r])) / allowed);
+    }
+  }
+  return worst;
+}
+
+std::vector<DType> every_bl_type() {
+  std::vector<DType> types;
+  for (int bits = 1; bits <= 8; ++bits)
+    for (int g : {32, 64, 128}) types.push_back(*quant::bl_group_dtype(bits, g));
+  return types;
+}
+
+TEST(CudaBl, MatmulEveryWidthAgainstReference) {
+  SKIP_WITHOUT_GPU();
+  auto opened = open_cuda_backend(0);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  CudaBackend& cuda = **opened;
+  auto ref = make_reference_backend();
+  std::mt19937_64 rng(2026);
+  std::uniform_real_distribution<float> xdist(-1.0f, 1.0f);
+  double worst = 0.0;
+  for (DType t : every_bl_type()) {
+    ASSERT_TRUE(cuda.supports(t)) << dtype_name(t);
+    const int g = quant::bl_group_shape(t)->group_size;
+    struct Shape {
+      int64_t cols, rows;
+    };
+    // 3 and 5 groups per row; 4112 rows = 257 tiles, more than one pass of the grid.
+    for (const Shape s : {Shape{3 * g, 16}, Shape{5 * g, 48}, Shape{3 * g, 4096 + 16}}) {
+      const BlProblem p = make_weight(t, s.cols, s.rows, rng);
+      Tensor host_w = make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, s.cols, s.rows);
+      auto w = cuda.upload_weight(host_w);
+      ASSERT_TRUE(w.ok()) << w.status().message();
+      std::vector<uint8_t> back(p.bytes.size(), 0);
+      cuda.read(*w, back.data(), back.size());
+      ASSERT_TRUE(cuda.status().ok());
+      EXPECT_EQ(back, p.bytes) << dtype_name(t) << ": read() must give the uploaded bytes";
+      for (int64_t n : {1, 2, 3, 4, 5, 17}) {
+        if (s.rows > 48 && n != 1 && n != 4 && n != 17) continue;
+        SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(s.cols) + " rows=" +
+                     std::to_string(s.rows) + " n=" + std::to_string(n));
+        std::vector<float> xv(static_cast<size_t>(s.cols * n));
+        for (float& v : xv) v = xdist(rng);
+        auto x = cuda.alloc(DType::F32, {s.cols, n, 1, 1});
+        auto out = cuda.alloc(DType::F32, {s.rows, n, 1, 1});
+        ASSERT_TRUE(x.ok() && out.ok());
+        cuda.write(*x, xv.data(), xv.size() * sizeof(float));
+        const std::vector<uint8_t> poison(out->bytes(), 0xff);  // NaN
+        cuda.write(*out, poison.data(), poison.size());
+        cuda.matmul(*w, *x, *out);
+        std::vector<float> got(static_cast<size_t>(s.rows * n));
+        cuda.read(*out, got.data(), got.size() * sizeof(float));
+        ASSERT_TRUE(cuda.status().ok());
+
+        std::vector<float> want(got.size());
+        Tensor rx = make_tensor_2d(xv.data(), DType::F32, s.cols, n);
+        Tensor rout = make_tensor_2d(want.data(), DType::F32, s.rows, n);
+        ref->matmul(host_w, rx, rout);
+        // GEMV (n <= 16): int8 x, fp32 sums (1e-5); n > 16: fp16 operands on tensor cores (2e-3).
+        const bool gemv = n <= cuda::kGemvMaxTokens;
+        const double e = error_ratio(p, xv, got, want, s.cols, s.rows, n, gemv ? 1e-5 : 2e-3, gemv);
+        EXPECT_LE(e, 1.0);
+        worst = std::max(worst, e);
+      }
+    }
+  }
+  std::printf("[ bl matmul ] max error / tolerance = %.3g\n", worst);
+}
+
+TEST(CudaBl, GetRowsEqualsReference) {
+  SKIP_WITHOUT_GPU();
+  auto opened = open_cuda_backend(0);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  CudaBackend& cuda = **opened;
+  std::mt19937_64 rng(7);
+  for (DType t : every_bl_type()) {
+    const int g = quant::bl_group_shape(t)->group_size;
+    const int64_t d = 3 * g, vocab = 48;
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    const BlProblem p = make_weight(t, d, vocab, rng);
+    Tensor host_w = make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, d, vocab);
+    auto table = cuda.upload_weight(host_w);
+    ASSERT_TRUE(table.ok());
+    std::vector<int32_t> ids = {0, 47, 17, 17, 31, 1, 46, -1};
+    const int64_t n = static_cast<int64_t>(ids.size());
+    auto dids = cuda.alloc(DType::I32, {n, 1, 1, 1});
+    auto out = cuda.alloc(DType::F32, {d, n, 1, 1});
+    ASSERT_TRUE(dids.ok() && out.ok());
+    cuda.write(*dids, ids.data(), ids.size() * sizeof(int32_t));
+    const std::vector<uint8_t> poison(out->bytes(), 0xff);
+    cuda.write(*out, poison.data(), poison.size());
+    cuda.get_rows(*table, *dids, *out);
+    std::vector<float> got(static_cast<size_t>(d * n));
+    cuda.read(*out, got.data(), got.size() * sizeof(float));
+    ASSERT_TRUE(cuda.status().ok());
+    // p.w is dequantize_matrix_row, what the reference backend's get_rows copies out.
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < d; ++k) {
+        const float want = ids[i] >= 0 ? p.w[ids[i] * d + k] : 0.0f;  // out-of-range ids give zeros
+        // s (q - z) in fp32 on both sides; 1e-6 relative allows a fused multiply-add.
+        ASSERT_NEAR(got[i * d + k], want, 1e-6 * std::max(1.0f, std::fabs(want))) << "id " << ids[i] << " col " << k;
+      }
+  }
+}
+
+}  // namespace
+}  // namespace bl
