@@ -83,22 +83,26 @@ TEST_RC=$?
 set -e
 grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |max error|Failure|error:|Expected|Which is" "$OUT/ops_test.log" "$OUT/bl_test.log" | head -80 || true
 
-step "compute-sanitizer memcheck on the op tests (at most ${MEMCHECK_SECONDS} s)"
+step "compute-sanitizer memcheck on the op tests and the bl tests (at most ${MEMCHECK_SECONDS} s each; 0 = skip)"
 MEMCHECK=skipped
-if command -v compute-sanitizer >/dev/null; then
-  set +e
-  timeout "$MEMCHECK_SECONDS" compute-sanitizer --tool memcheck --error-exitcode 99 \
-    "$BUILD_DIR/tests/cuda_backend_ops_test" --gtest_filter='CudaBackendOps.*:CudaGraph.*:CudaMatmul.*' \
-    > "$OUT/memcheck.log" 2>&1
-  rc=$?
-  set -e
-  case $rc in
-    0) MEMCHECK=clean ;;
-    124) MEMCHECK="no error in the ${MEMCHECK_SECONDS} s run (timed out before the end)" ;;
-    99) MEMCHECK="ERRORS (see memcheck.log)" ;;
-    *) MEMCHECK="exit $rc (see memcheck.log)" ;;
-  esac
-  grep -E "ERROR SUMMARY|Invalid|^\[ *(OK|FAILED) " "$OUT/memcheck.log" | tail -15 || true
+if command -v compute-sanitizer >/dev/null && [[ $MEMCHECK_SECONDS -gt 0 ]]; then
+  MEMCHECK=""
+  for name in cuda_backend_ops_test cuda_bl_test; do
+    args=()
+    [[ $name == cuda_backend_ops_test ]] && args=(--gtest_filter='CudaBackendOps.*:CudaGraph.*:CudaMatmul.*')
+    set +e
+    timeout "$MEMCHECK_SECONDS" compute-sanitizer --tool memcheck --error-exitcode 99 "$BUILD_DIR/tests/$name" \
+      "${args[@]}" > "$OUT/memcheck_$name.log" 2>&1
+    rc=$?
+    set -e
+    case $rc in
+      0) MEMCHECK+="$name clean; " ;;
+      124) MEMCHECK+="$name no error in the ${MEMCHECK_SECONDS} s run (timed out before the end); " ;;
+      99) MEMCHECK+="$name ERRORS (see memcheck_$name.log); " ;;
+      *) MEMCHECK+="$name exit $rc (see memcheck_$name.log); " ;;
+    esac
+    grep -E "ERROR SUMMARY|Invalid|^\[ *(OK|FAILED) " "$OUT/memcheck_$name.log" | tail -15 || true
+  done
 fi
 
 step "kernel benchmark"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-model checks and benchmarks on a GPU machine (called by scripts/gpu_check.sh):
 #  1. logits of the CUDA backend against the scalar reference and the CPU backend, and greedy
-#     continuations of CUDA and CPU, on synthetic smollm2-135m models (q4_1 and q8_0: the
+#     continuations of CUDA and CPU, on synthetic smollm2-135m models (q4_1, q8_0, bl4g64: the
 #     real SmolLM2 file is 98 MB, over what a call to the GPU machine carries);
 #  2. `bitlight bench` on synthetic Llama-3 1B and 8B shapes, decode as % of the HBM read
 #     bandwidth measured in the same run; a markdown summary goes to $OUT/model_bench.md.
@@ -27,7 +27,8 @@ sys.exit(0 if ok else 1)
 PY
 }
 
-for type in q4_1 q8_0; do
+# MODEL_TYPES / BENCH_SPECS narrow a run (defaults: everything below).
+for type in ${MODEL_TYPES:-q4_1 q8_0 bl4g64}; do
   m=$MODELS/smollm2-$type.gguf
   "$B" synth --shape smollm2-135m --type "$type" -o "$m" || { failed=1; continue; }
   "$B" eval -m "$m" --ids $IDS --device ref --logits-out "$MODELS/ref.f32" &&
@@ -53,7 +54,8 @@ done
 
 echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
 echo "|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
-for spec in llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-8b:q4_0 llama3-8b:q8_0 llama3-8b:f16; do
+for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-1b:bl4g128 llama3-1b:bl2g128 \
+             llama3-8b:q4_0 llama3-8b:q8_0 llama3-8b:f16}; do
   shape=${spec%%:*}; type=${spec##*:}
   m=$MODELS/$shape-$type.gguf
   "$B" synth --shape "$shape" --type "$type" -o "$m" 2>&1 | tail -1 || { failed=1; continue; }
