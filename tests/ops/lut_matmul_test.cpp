@@ -14,6 +14,8 @@
 //  - the SIMD levels against the scalar level: the same integers and the same fp32 operations
 //    in the same order, so the outputs are equal bit for bit; and the table builders write the
 //    same bytes.
+//  - all of it with one table term (int8) and two (int8x2, the default: the residual table's
+//    step is 1/254 of the first's, so the bound shrinks by 254 and the RMS check by 100).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -68,14 +70,14 @@ Problem make_problem(const Case& c, uint32_t seed) {
   return p;
 }
 
-std::vector<float> run(const Case& c, Problem& p, Isa isa, bool with_bias, ThreadPool& pool) {
+std::vector<float> run(const Case& c, Problem& p, Isa isa, ActPrecision precision, bool with_bias, ThreadPool& pool) {
   Tensor w = make_tensor_2d(p.w.data(), c.type, c.cols, c.rows);
   Tensor x = make_tensor_2d(p.x.data(), DType::F32, c.cols, c.n);
   std::vector<float> out(static_cast<size_t>(c.rows * c.n), NAN);
   Tensor o = make_tensor_2d(out.data(), DType::F32, c.rows, c.n);
   Tensor b = make_tensor_2d(p.bias.data(), DType::F32, c.rows, 1);
   AlignedBuffer scratch;
-  lut_matmul(w, x, o, with_bias ? &b : nullptr, pool, scratch, isa);
+  lut_matmul(w, x, o, with_bias ? &b : nullptr, pool, scratch, isa, precision);
   return out;
 }
 
@@ -95,12 +97,13 @@ std::vector<double> table_scales(const float* xt, int64_t cols, int g) {
   return out;
 }
 
-void check_case(const Case& c, uint32_t seed, ThreadPool& pool) {
+void check_case(const Case& c, uint32_t seed, ThreadPool& pool, ActPrecision precision) {
   const BlGroupShape shape = *quant::bl_group_shape(c.type);
   const int g = shape.group_size;
   Problem p = make_problem(c, seed);
   const bool with_bias = seed % 2 == 1;
-  const std::vector<float> scalar = run(c, p, Isa::scalar, with_bias, pool);
+  const bool two_terms = precision == ActPrecision::int8x2;
+  const std::vector<float> scalar = run(c, p, Isa::scalar, precision, with_bias, pool);
   const size_t row_size = row_bytes(c.type, c.cols);
   double err2 = 0, base_err2 = 0;
   for (int64_t t = 0; t < c.n; ++t) {
@@ -129,19 +132,22 @@ void check_case(const Case& c, uint32_t seed, ThreadPool& pool) {
         table_err += std::fabs(s) * s_t[static_cast<size_t>(grp)] * (g / 8.0) * ((1 << shape.bits) - 1);
       }
       const float got = scalar[static_cast<size_t>(t * c.rows + r)];
+      // Two terms: the residual table's step is 1 / kLutResidualSteps of the first's.
+      if (two_terms) table_err *= 1.01 / kLutResidualSteps;
       ASSERT_LE(std::fabs(got - want), table_err + 1e-5 * mag + 1e-6)
-          << dtype_name(c.type) << " cols " << c.cols << " rows " << c.rows << " n " << c.n << " at [" << r << ", "
-          << t << "]";
+          << dtype_name(c.type) << (two_terms ? " int8x2" : " int8") << " cols " << c.cols << " rows " << c.rows
+          << " n " << c.n << " at [" << r << ", " << t << "]";
       err2 += (got - want) * (got - want);
       base_err2 += (base - want) * (base - want);
     }
   }
-  if (c.rows * c.n >= 48) {  // enough outputs for an RMS
-    EXPECT_LE(std::sqrt(err2), 2.0 * std::sqrt(base_err2) + 1e-6) << dtype_name(c.type) << " cols " << c.cols << " n " << c.n;
+  if (c.rows * c.n >= 48) {  // enough outputs for an RMS; two terms: ~250x finer, checked at 1/50 of int8
+    EXPECT_LE(std::sqrt(err2), (two_terms ? 0.02 : 2.0) * std::sqrt(base_err2) + 1e-6)
+        << dtype_name(c.type) << (two_terms ? " int8x2" : " int8") << " cols " << c.cols << " n " << c.n;
   }
   for (Isa isa : {Isa::avx2, Isa::avx512}) {
     if (!isa_supported(isa)) continue;
-    const std::vector<float> got = run(c, p, isa, with_bias, pool);
+    const std::vector<float> got = run(c, p, isa, precision, with_bias, pool);
     for (size_t i = 0; i < got.size(); ++i)
       ASSERT_EQ(got[i], scalar[i]) << isa_name(isa) << " " << dtype_name(c.type) << " cols " << c.cols << " rows "
                                    << c.rows << " n " << c.n << " at [" << i % c.rows << ", " << i / c.rows << "]";
@@ -156,16 +162,20 @@ TEST(LutMatmul, EveryTypeOddShapesAllIsas) {
       const DType t = *quant::bl_group_dtype(bits, g);
       for (int64_t groups : {1, 3})
         for (int64_t rows : {16, 48})
-          for (int64_t n : {1, 3, 4, 5, 9}) check_case({t, g * groups, rows, n}, seed++, pool);
+          for (int64_t n : {1, 3, 4, 5, 9})
+            for (ActPrecision precision : {ActPrecision::int8, ActPrecision::int8x2})
+              check_case({t, g * groups, rows, n}, seed++, pool, precision);
     }
 }
 
 TEST(LutMatmul, LargerShapesOneAndTwoThreads) {
   ThreadPool one(1), two(2);
-  check_case({DType::BL2G128, 2048, 80, 1}, 5, two);
-  check_case({DType::BL3G64, 576, 144, 2}, 6, one);
-  check_case({DType::BL4G32, 1536, 48, 17}, 7, two);
-  check_case({DType::BL1G128, 1024, 32, 64}, 8, two);
+  for (ActPrecision precision : {ActPrecision::int8, ActPrecision::int8x2}) {
+    check_case({DType::BL2G128, 2048, 80, 1}, 5, two, precision);
+    check_case({DType::BL3G64, 576, 144, 2}, 6, one, precision);
+    check_case({DType::BL4G32, 1536, 48, 17}, 7, two, precision);
+    check_case({DType::BL1G128, 1024, 32, 64}, 8, two, precision);
+  }
 }
 
 // Every level's table builder writes the scalar builder's bytes (ties and an all-zero group
@@ -179,17 +189,20 @@ TEST(LutMatmul, TableBuildersMatchScalarExactly) {
     for (auto& v : x) v = dist(rng);
     for (int64_t j = 0; j < g; ++j) x[static_cast<size_t>(j)] = static_cast<float>(j % 9) - 4.0f;  // ties
     for (int64_t j = g; j < 2 * g; ++j) x[static_cast<size_t>(j)] = 0.0f;
-    std::vector<int8_t> ta(static_cast<size_t>(cols * 4)), tb(ta.size());
+    std::vector<int8_t> ta(static_cast<size_t>(cols * 4)), tb(ta.size()), ra(ta.size()), rb(ta.size());
     std::vector<float> sa(groups), sb(groups), za(groups), zb(groups);
-    lut_kernels_scalar().build(x.data(), cols, g, ta.data(), sa.data(), za.data());
-    // Entry 15 of quad 0 is half the sum of its 4 features in units of s_T, rounded; entry 0 its
-    // negative (the mirror).
-    EXPECT_LE(std::fabs(ta[15] * sa[0] - 0.5f * (x[0] + x[1] + x[2] + x[3])), 0.5f * sa[0] * 1.0001f);
+    lut_kernels_scalar().build(x.data(), cols, g, ta.data(), ra.data(), sa.data(), za.data());
+    // Entry 15 of quad 0 is half the sum of its 4 features, in two terms of units s_T and
+    // s_T / kLutResidualSteps (sa holds the latter); entry 0 is its negative (the mirror).
+    const float entry15 = static_cast<float>(ta[15] * kLutResidualSteps + ra[15]) * sa[0];
+    EXPECT_LE(std::fabs(entry15 - 0.5f * (x[0] + x[1] + x[2] + x[3])), 0.5f * sa[0] * 1.0001f);
     EXPECT_EQ(ta[0], -ta[15]);
+    EXPECT_EQ(ra[0], -ra[15]);
     const BlGroupShape shape{4, g};
     auto check = [&](const LutKernels& k, const char* level) {
-      k.build(x.data(), cols, g, tb.data(), sb.data(), zb.data());
+      k.build(x.data(), cols, g, tb.data(), rb.data(), sb.data(), zb.data());
       EXPECT_EQ(ta, tb) << level << " g " << g;
+      EXPECT_EQ(ra, rb) << level << " g " << g;
       EXPECT_EQ(sa, sb) << level << " g " << g;
       EXPECT_EQ(za, zb) << level << " g " << g;
     };
@@ -201,7 +214,7 @@ TEST(LutMatmul, TableBuildersMatchScalarExactly) {
 }
 
 TEST(LutMatmul, ScratchSizeCoversTables) {
-  EXPECT_GE(lut_matmul_scratch_bytes(DType::BL2G128, 2048, 3), 3u * (2048 * 4 + 2 * 16 * 4));
+  EXPECT_GE(lut_matmul_scratch_bytes(DType::BL2G128, 2048, 3), 3u * (2 * 2048 * 4 + 2 * 16 * 4));  // two terms
   EXPECT_EQ(lut_matmul_scratch_bytes(DType::Q4_0, 2048, 3), 0u);
   EXPECT_TRUE(lut_matmul_supported(DType::BL5G64));
   EXPECT_FALSE(lut_matmul_supported(DType::Q4_K));

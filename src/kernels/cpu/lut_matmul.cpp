@@ -20,24 +20,26 @@ using quant::kBlTileRows;
 
 constexpr size_t align64(size_t v) { return (v + 63) / 64 * 64; }
 
-// Scratch of one token: table [cols / 16][64] int8 | scale [groups] f32 | sum [groups] f32,
-// each part 64-byte aligned.
+// Scratch of one token: table [cols / 16][64] int8 | (two terms) residual, the same |
+// scale [groups] f32 | sum [groups] f32, each part 64-byte aligned.
 struct TokenTablesLayout {
+  int terms;
   size_t table_bytes, group_bytes, token_bytes;
-  TokenTablesLayout(int64_t cols, int g) {
+  TokenTablesLayout(int64_t cols, int g, int terms) : terms(terms) {
     table_bytes = align64(static_cast<size_t>(cols) * 4);
     group_bytes = align64(static_cast<size_t>(cols / g) * 4);
-    token_bytes = table_bytes + 2 * group_bytes;
+    token_bytes = terms * table_bytes + 2 * group_bytes;
   }
   int8_t* table(char* token) const { return reinterpret_cast<int8_t*>(token); }
-  float* scale(char* token) const { return reinterpret_cast<float*>(token + table_bytes); }
-  float* sum(char* token) const { return reinterpret_cast<float*>(token + table_bytes + group_bytes); }
-  LutTables tables(char* token) const { return {table(token), scale(token), sum(token)}; }
+  int8_t* residual(char* token) const { return terms == 2 ? reinterpret_cast<int8_t*>(token + table_bytes) : nullptr; }
+  float* scale(char* token) const { return reinterpret_cast<float*>(token + terms * table_bytes); }
+  float* sum(char* token) const { return reinterpret_cast<float*>(token + terms * table_bytes + group_bytes); }
+  LutTables tables(char* token) const { return {table(token), residual(token), scale(token), sum(token)}; }
 };
 
 // ---- scalar level ----
 
-void build_scalar(const float* x, int64_t cols, int g, int8_t* table, float* scale, float* sum) {
+void build_scalar(const float* x, int64_t cols, int g, int8_t* table, int8_t* residual, float* scale, float* sum) {
   float entries[128 / 4][16];
   for (int64_t grp = 0; grp < cols / g; ++grp) {
     const float* xg = x + grp * g;
@@ -50,10 +52,14 @@ void build_scalar(const float* x, int64_t cols, int g, int8_t* table, float* sca
         amax = std::max(amax, std::fabs(entries[quad][e]));
       }
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    int8_t* tg = table + grp * g * 4;  // 16 bytes per quad
     for (int quad = 0; quad < g / 4; ++quad)
-      for (int e = 0; e < 16; ++e) tg[16 * quad + e] = static_cast<int8_t>(std::nearbyint(entries[quad][e] * inv));
-    scale[grp] = amax / 127.0f;
+      for (int e = 0; e < 16; ++e) {
+        const int64_t at = grp * g * 4 + 16 * quad + e;  // 16 bytes per quad
+        const float u = entries[quad][e] * inv, first = std::nearbyint(u);
+        table[at] = static_cast<int8_t>(first);
+        if (residual) residual[at] = static_cast<int8_t>(std::nearbyint((u - first) * static_cast<float>(kLutResidualSteps)));
+      }
+    scale[grp] = residual ? amax / 127.0f / static_cast<float>(kLutResidualSteps) : amax / 127.0f;
     sum[grp] = lut_group_sum(xg, g);
   }
 }
@@ -75,7 +81,11 @@ void tile_scalar(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, c
         for (int i = 0; i < 4; ++i) {
           const int nibble = (line[4 * r + i] >> shift) & 15;
           const int entry = 16 * lut_lane_quad(b, k, i) + nibble, mult = 1 << lut_lane_plane(b, k, i);
-          for (int t = 0; t < nt; ++t) acc[t][r] += mult * tokens[t].table[chunk * 64 + entry];
+          for (int t = 0; t < nt; ++t) {
+            const LutTables& tt = tokens[t];
+            acc[t][r] += mult * (tt.residual ? kLutResidualSteps * tt.table[chunk * 64 + entry] + tt.residual[chunk * 64 + entry]
+                                             : tt.table[chunk * 64 + entry]);
+          }
         }
     }
     for (int r = 0; r < kBlTileRows; ++r) {
@@ -115,16 +125,16 @@ bool lut_matmul_supported(DType weight_type) { return quant::is_bl_group(weight_
 size_t lut_matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
   const auto shape = quant::bl_group_shape(weight_type);
   if (!shape) return 0;
-  return TokenTablesLayout(cols, shape->group_size).token_bytes * static_cast<size_t>(n);
+  return TokenTablesLayout(cols, shape->group_size, 2).token_bytes * static_cast<size_t>(n);
 }
 
 void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
-                AlignedBuffer& scratch, Isa isa) {
+                AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
   const BlGroupShape shape = *quant::bl_group_shape(w.dtype);
   const LutKernels& k = kernels_for(isa, shape);
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
   assert(rows % kBlTileRows == 0);
-  const TokenTablesLayout layout(cols, shape.group_size);
+  const TokenTablesLayout layout(cols, shape.group_size, precision == ActPrecision::int8x2 ? 2 : 1);
   const float* xf = x.as<const float>();
   const int g = shape.group_size;
   const int64_t groups = cols / g;
@@ -152,7 +162,7 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
         return;
       }
       char* mem = own.as<char>();
-      k.build(xf, cols, g, layout.table(mem), layout.scale(mem), layout.sum(mem));
+      k.build(xf, cols, g, layout.table(mem), layout.residual(mem), layout.scale(mem), layout.sum(mem));
       const LutTables tok = layout.tables(mem);
       float a[kBlTileRows], b[kBlTileRows];
       const int64_t half = k.pair ? (i1 - i0) / 2 : 0, mid = i0 + half;
@@ -181,8 +191,9 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
   pool.parallel_for(n * groups, 1, [&](int64_t a, int64_t b) {
     while (a < b) {
       const int64_t t = a / groups, g0 = a % groups, g1 = std::min(groups, g0 + (b - a));
-      k.build(xf + t * cols + g0 * g, (g1 - g0) * g, g, layout.table(token(t)) + g0 * g * 4, layout.scale(token(t)) + g0,
-              layout.sum(token(t)) + g0);
+      int8_t* residual = layout.residual(token(t));
+      k.build(xf + t * cols + g0 * g, (g1 - g0) * g, g, layout.table(token(t)) + g0 * g * 4,
+              residual ? residual + g0 * g * 4 : nullptr, layout.scale(token(t)) + g0, layout.sum(token(t)) + g0);
       a += g1 - g0;
     }
   });

@@ -17,6 +17,11 @@
 //
 //   out[r] += s_r * (s_T * acc_r + ((2^b - 1) / 2 - z_r) * sum_x)
 //
+// Precision: the activations enter as int8 table entries, one term (about the precision of int8
+// activations with a scale per group) or, by default (ActPrecision::int8x2, matmul.h), two: the
+// residual of the first rounding as a second table, looked up with the same indices (decode
+// stays memory-bound; prefill does twice the lookups).
+//
 // Levels: AVX-512 (VNNI + VBMI: vpermb over the 64-byte table), AVX2 (vpshufb per quad table,
 // the quads of a register merged by masks), and a scalar twin that computes exactly the same
 // integers and fp32 operations, which the SIMD levels are tested against.
@@ -29,6 +34,7 @@
 #include "core/tensor.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/matmul.h"
 
 namespace bl::cpu {
 
@@ -38,8 +44,9 @@ bool lut_matmul_supported(DType weight_type);  // the bl<b>g<g> types
 size_t lut_matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n);
 
 // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows]); operands as cpu::matmul's
-// (check_matmul has passed). isa is lowered to what the CPU supports.
+// (check_matmul has passed). isa is lowered to what the CPU supports. precision int8x2: two
+// table terms (the residual of the first, rounded again), about 250x finer than one.
 void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
-                AlignedBuffer& scratch, Isa isa);
+                AlignedBuffer& scratch, Isa isa, ActPrecision precision);
 
 }  // namespace bl::cpu

@@ -67,13 +67,13 @@ inline __m256i lookup(__m256i idx, const int8_t* table, const LaneConstants<B>& 
   return merged;
 }
 
-void build_avx2(const float* x, int64_t cols, int g, int8_t* table, float* scale, float* sum) {
+void build_avx2(const float* x, int64_t cols, int g, int8_t* table, int8_t* residual, float* scale, float* sum) {
   // The scalar builder: it defines the bytes, and this level is the fallback for CPUs without
   // AVX-512, whose speed the targets do not measure.
-  lut_kernels_scalar().build(x, cols, g, table, scale, sum);
+  lut_kernels_scalar().build(x, cols, g, table, residual, scale, sum);
 }
 
-template <int B, int NT>
+template <int B, int NT, int TERMS>
 void tile_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, float* out) {
   const int g = shape.group_size, units = g / 32;
   const int64_t groups = cols / g, tg_bytes = shape.tile_group_bytes();
@@ -85,8 +85,8 @@ void tile_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, con
 
   for (int64_t grp = 0; grp < groups; ++grp) {
     const uint8_t* tg = tile + grp * tg_bytes;
-    __m256i acc[NT][2];
-    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
+    __m256i acc[NT][2], acc2[NT][2];  // acc2: the residual table's sums (TERMS == 2)
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc2[t][0] = acc2[t][1] = _mm256_setzero_si256();
     for (int u = 0; u < units; ++u) {
       const uint8_t* lines = tg + 64 + 64 * B * u;
       const int64_t chunk0 = (grp * shape.chunks() + 2 * u) * 64;
@@ -107,6 +107,13 @@ void tile_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, con
                   // Summed in int32: two int16 pair sums of 8-bit planes could overflow int16.
                   acc[t][half] = _mm256_add_epi32(acc[t][half], _mm256_add_epi32(_mm256_madd_epi16(plo, ones16),
                                                                                  _mm256_madd_epi16(phi, ones16)));
+                  if constexpr (TERMS == 2) {
+                    const int8_t* residual = tokens[t].residual + chunk0;
+                    const __m256i rlo = _mm256_maddubs_epi16(mlo, lookup<B, klo>(lo, residual + 64 * (klo / B), lc));
+                    const __m256i rhi = _mm256_maddubs_epi16(mhi, lookup<B, khi>(hi, residual + 64 * (khi / B), lc));
+                    acc2[t][half] = _mm256_add_epi32(acc2[t][half], _mm256_add_epi32(_mm256_madd_epi16(rlo, ones16),
+                                                                                     _mm256_madd_epi16(rhi, ones16)));
+                  }
                 }
               }
             }(),
@@ -118,8 +125,11 @@ void tile_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, con
       const __m256 z = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 32 + 16 * half)));
       const __m256 cz = _mm256_sub_ps(half_range, z);
       for (int t = 0; t < NT; ++t) {
+        __m256i sum_i = acc[t][half];
+        if constexpr (TERMS == 2)
+          sum_i = _mm256_add_epi32(_mm256_mullo_epi32(sum_i, _mm256_set1_epi32(kLutResidualSteps)), acc2[t][half]);
         const __m256 v = _mm256_fmadd_ps(cz, _mm256_set1_ps(tokens[t].sum[grp]),
-                                         _mm256_mul_ps(_mm256_cvtepi32_ps(acc[t][half]), _mm256_set1_ps(tokens[t].scale[grp])));
+                                         _mm256_mul_ps(_mm256_cvtepi32_ps(sum_i), _mm256_set1_ps(tokens[t].scale[grp])));
         result[t][half] = _mm256_fmadd_ps(s, v, result[t][half]);
       }
     }
@@ -131,11 +141,14 @@ void tile_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, con
 template <int B>
 void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
                    float* out) {
+  const bool two_terms = tokens[0].residual != nullptr;
   for (int t = 0; t < nt; t += kTokensPerPass) {
-    if (nt - t >= 2)
-      tile_avx2<B, 2>(shape, cols, tile, tokens + t, out + t * kBlTileRows);
+    const bool pair = nt - t >= 2;
+    float* o = out + t * kBlTileRows;
+    if (two_terms)
+      pair ? tile_avx2<B, 2, 2>(shape, cols, tile, tokens + t, o) : tile_avx2<B, 1, 2>(shape, cols, tile, tokens + t, o);
     else
-      tile_avx2<B, 1>(shape, cols, tile, tokens + t, out + t * kBlTileRows);
+      pair ? tile_avx2<B, 2, 1>(shape, cols, tile, tokens + t, o) : tile_avx2<B, 1, 1>(shape, cols, tile, tokens + t, o);
   }
 }
 

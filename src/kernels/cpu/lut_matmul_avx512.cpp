@@ -46,7 +46,7 @@ const LaneConstants<B>& lane_constants() {
 // (a & b) | c
 inline __m512i and_or(__m512i a, __m512i b, __m512i c) { return _mm512_ternarylogic_epi32(a, b, c, 0xEA); }
 
-void build_avx512(const float* x, int64_t cols, int g, int8_t* table, float* scale, float* sum) {
+void build_avx512(const float* x, int64_t cols, int g, int8_t* table, int8_t* residual, float* scale, float* sum) {
   // Entry e of a quad = 0.5 * sum of +-x_m, added in the order m = 0..3, + on the entries with
   // bit m set (mask), - on the others.
   constexpr __mmask16 kHasBit[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00};
@@ -66,12 +66,18 @@ void build_avx512(const float* x, int64_t cols, int g, int8_t* table, float* sca
     }
     const float m = _mm512_reduce_max_ps(amax);
     const __m512 inv = _mm512_set1_ps(m > 0.0f ? 127.0f / m : 0.0f);
-    int8_t* tg = table + grp * g * 4;
+    const __m512 steps = _mm512_set1_ps(static_cast<float>(kLutResidualSteps));
     for (int quad = 0; quad < g / 4; ++quad) {
-      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(entries[quad], inv));  // round to nearest even
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(tg + 16 * quad), _mm512_cvtepi32_epi8(q));
+      const int64_t at = grp * g * 4 + 16 * quad;
+      const __m512 u = _mm512_mul_ps(entries[quad], inv);
+      const __m512i q = _mm512_cvtps_epi32(u);  // round to nearest even
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(table + at), _mm512_cvtepi32_epi8(q));
+      if (residual) {
+        const __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(u, _mm512_cvtepi32_ps(q)), steps));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(residual + at), _mm512_cvtepi32_epi8(r));
+      }
     }
-    scale[grp] = m / 127.0f;
+    scale[grp] = residual ? m / 127.0f / static_cast<float>(kLutResidualSteps) : m / 127.0f;
     sum[grp] = lut_group_sum(xg, g);
   }
 }
@@ -79,7 +85,7 @@ void build_avx512(const float* x, int64_t cols, int g, int8_t* table, float* sca
 // S 16-row tiles times NT tokens (S = 2 for decode: two streams of lines in flight, one table
 // load for both). Per weight group: B lines per 32 features (2 chunks), each line two nibble
 // registers; then the group's scales and zeros for the 16 rows.
-template <int B, int NT, int S>
+template <int B, int NT, int S, int TERMS>
 void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* tokens,
                   float* const* outs) {
   const int g = shape.group_size, units = g / 32;
@@ -97,9 +103,9 @@ void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const*
     for (int t = 0; t < NT; ++t) result[i][t] = _mm512_setzero_ps();
 
   for (int64_t grp = 0; grp < groups; ++grp) {
-    __m512i acc[S][NT];
+    __m512i acc[S][NT], acc2[S][NT];  // acc2: the residual table's sums (TERMS == 2)
     for (int i = 0; i < S; ++i)
-      for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_si512();
+      for (int t = 0; t < NT; ++t) acc[i][t] = acc2[i][t] = _mm512_setzero_si512();
     for (int u = 0; u < units; ++u) {
       const int64_t lines_at = grp * tg_bytes + 64 + 64 * B * u;
       const int64_t chunk0 = (grp * shape.chunks() + 2 * u) * 64;  // byte offset of the unit's first table
@@ -124,6 +130,15 @@ void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const*
                   acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], mult[klo % B], _mm512_permutexvar_epi8(lo[i], tlo));
                   acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], mult[khi % B], _mm512_permutexvar_epi8(hi[i], thi));
                 }
+                if constexpr (TERMS == 2) {
+                  const int8_t* residual = tokens[t].residual + chunk0;
+                  const __m512i rlo = _mm512_loadu_si512(residual + 64 * (klo / B));
+                  const __m512i rhi = _mm512_loadu_si512(residual + 64 * (khi / B));
+                  for (int i = 0; i < S; ++i) {
+                    acc2[i][t] = _mm512_dpbusd_epi32(acc2[i][t], mult[klo % B], _mm512_permutexvar_epi8(lo[i], rlo));
+                    acc2[i][t] = _mm512_dpbusd_epi32(acc2[i][t], mult[khi % B], _mm512_permutexvar_epi8(hi[i], rhi));
+                  }
+                }
               }
             }(),
             ...);
@@ -135,8 +150,11 @@ void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const*
       const __m512 z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tg + 32)));
       const __m512 cz = _mm512_sub_ps(half_range, z);
       for (int t = 0; t < NT; ++t) {
+        __m512i sum_i = acc[i][t];
+        if constexpr (TERMS == 2)
+          sum_i = _mm512_add_epi32(_mm512_mullo_epi32(sum_i, _mm512_set1_epi32(kLutResidualSteps)), acc2[i][t]);
         const __m512 v = _mm512_fmadd_ps(cz, _mm512_set1_ps(tokens[t].sum[grp]),
-                                         _mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][t]), _mm512_set1_ps(tokens[t].scale[grp])));
+                                         _mm512_mul_ps(_mm512_cvtepi32_ps(sum_i), _mm512_set1_ps(tokens[t].scale[grp])));
         result[i][t] = _mm512_fmadd_ps(s, v, result[i][t]);
       }
     }
@@ -145,17 +163,25 @@ void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const*
     for (int t = 0; t < NT; ++t) _mm512_storeu_ps(outs[i] + t * kBlTileRows, result[i][t]);
 }
 
-template <int B>
-void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
-                   float* out) {
+template <int B, int TERMS>
+void tile_tokens(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
+                 float* out) {
   const uint8_t* const tiles[1] = {tile};
   float* const outs[1] = {out};
   switch (nt) {
-    case 1: return tiles_avx512<B, 1, 1>(shape, cols, tiles, tokens, outs);
-    case 2: return tiles_avx512<B, 2, 1>(shape, cols, tiles, tokens, outs);
-    case 3: return tiles_avx512<B, 3, 1>(shape, cols, tiles, tokens, outs);
-    default: return tiles_avx512<B, 4, 1>(shape, cols, tiles, tokens, outs);
+    case 1: return tiles_avx512<B, 1, 1, TERMS>(shape, cols, tiles, tokens, outs);
+    case 2: return tiles_avx512<B, 2, 1, TERMS>(shape, cols, tiles, tokens, outs);
+    case 3: return tiles_avx512<B, 3, 1, TERMS>(shape, cols, tiles, tokens, outs);
+    default: return tiles_avx512<B, 4, 1, TERMS>(shape, cols, tiles, tokens, outs);
   }
+}
+
+// One or two table terms, as the tables were built (residual null or not).
+template <int B>
+void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
+                   float* out) {
+  if (tokens[0].residual) return tile_tokens<B, 2>(shape, cols, tile, tokens, nt, out);
+  tile_tokens<B, 1>(shape, cols, tile, tokens, nt, out);
 }
 
 template <int B>
@@ -163,7 +189,8 @@ void tile_pair(const BlGroupShape& shape, int64_t cols, const uint8_t* tile_a, c
                const LutTables* token, float* out_a, float* out_b) {
   const uint8_t* const tiles[2] = {tile_a, tile_b};
   float* const outs[2] = {out_a, out_b};
-  tiles_avx512<B, 1, 2>(shape, cols, tiles, token, outs);
+  if (token->residual) return tiles_avx512<B, 1, 2, 2>(shape, cols, tiles, token, outs);
+  tiles_avx512<B, 1, 2, 1>(shape, cols, tiles, token, outs);
 }
 
 static_assert(kLutTokens == 4, "tile_dispatch covers 1..4 tokens");

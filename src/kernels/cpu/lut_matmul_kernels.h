@@ -12,19 +12,28 @@ namespace bl::cpu {
 // Tokens one tile-kernel call multiplies with a 16-row tile (prefill); decode passes 1.
 constexpr int kLutTokens = 4;
 
-// One token's tables (lut_matmul.h): table [cols / 16][64] int8, and per weight group the table
-// scale s_T and the sum of the group's features (fp32).
+// One token's tables (lut_matmul.h): table [cols / 16][64] int8, with two terms also the
+// residual table (same shape, nullptr with one term), and per weight group the scale of the
+// integer sum and the sum of the group's features (fp32).
 struct LutTables {
   const int8_t* table;
+  const int8_t* residual;
   const float* scale;
   const float* sum;
 };
 
+// What the residual table adds: entry = s_T * (table + residual / kLutResidualSteps). A kernel
+// sums both lookups into one int32, acc * kLutResidualSteps + acc_residual (< 2^31: at most
+// 32 quads x 255 x 127 x 254 at b = 8, g = 128), so the stored scale is s_T / kLutResidualSteps.
+constexpr int kLutResidualSteps = 254;
+
 // Builds one token's tables from x [cols] for weight groups of g features. Entry e of a quad is
-// 0.5 * (((+-x0) +- x1) +- x2) +- x3 in fp32, + where bit m of e is set, - where not, scaled by
-// 127 / (the group's max |entry|) and rounded to nearest even; sum is lut_group_sum. Every level
-// computes the same bytes.
-using LutBuildFn = void (*)(const float* x, int64_t cols, int g, int8_t* table, float* scale, float* sum);
+// M = 0.5 * (((+-x0) +- x1) +- x2) +- x3 in fp32, + where bit m of e is set, - where not; with
+// u = M * (127 / the group's max |M|): table = round(u) (nearest even), and when residual is not
+// null residual = round((u - table) * kLutResidualSteps). scale = max |M| / 127 (one term) or
+// that / kLutResidualSteps (two); sum is lut_group_sum. Every level computes the same bytes.
+using LutBuildFn = void (*)(const float* x, int64_t cols, int g, int8_t* table, int8_t* residual, float* scale,
+                            float* sum);
 
 // The fp32 sum of a group's g features (g a multiple of 16) in a fixed order that vectorizes:
 // 16 running sums of the features j = i mod 16, then halved pairwise (8, 4, 2, 1 apart). Every

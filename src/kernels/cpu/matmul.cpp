@@ -111,7 +111,7 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
             AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
   assert(check_matmul(w, x, out, bias).ok());
   if (w.layout == Layout::tiles16) return interleaved_matmul(w, x, out, bias, pool, scratch, isa, precision);
-  if (lut_matmul_supported(w.dtype)) return lut_matmul(w, x, out, bias, pool, scratch, isa);
+  if (lut_matmul_supported(w.dtype)) return lut_matmul(w, x, out, bias, pool, scratch, isa, precision);
   const DotKernel& k = *find_dot_kernel(w.dtype, isa);
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
   const float* xf = x.as<const float>();
