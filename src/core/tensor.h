@@ -20,7 +20,9 @@ enum class Device : uint8_t { cpu, cuda };
 // `tiles16` (CPU backend only, Q4_0 / Q4_1 / Q8_0 / Q4_K): 16 rows interleaved per tile so that one
 // 512-bit register holds 4 bytes of each of 16 rows (kernels/cpu/interleaved_rows.h); the byte
 // count is the same, but row(r) does not point at row r. Only code that checks the layout may
-// read such a tensor.
+// read such a tensor. The bl<b>g<g> types are tiled by their format (DTypeInfo::tile_rows = 16):
+// row(r) of those points at row r only when r is a multiple of 16; read rows with
+// dequantize_matrix_row (quant/quant.h).
 enum class Layout : uint8_t { rows, tiles16 };
 
 struct Tensor {

@@ -25,16 +25,10 @@ DType default_high_precision_type(DType main_type) {
   return bits_per_weight(main_type) >= bits_per_weight(DType::Q8_0) ? main_type : DType::Q8_0;
 }
 
-int64_t row_count(const TensorInfo& t) {
-  int64_t rows = 1;
-  for (size_t i = 1; i < t.ne.size(); ++i) rows *= t.ne[i];
-  return rows;
-}
-
 // Rows of whole blocks, and a row count that fills the type's tiles (16 rows for bl types).
 bool fits(DType t, const TensorInfo& tensor) {
   const DTypeInfo* info = dtype_info(t);
-  return tensor.ne[0] % info->block_elems == 0 && row_count(tensor) % info->tile_rows == 0;
+  return tensor.ne[0] % info->block_elems == 0 && tensor.view().rows() % info->tile_rows == 0;
 }
 
 // Why `t` does not fit `tensor`, as "<what>" for the error message.
@@ -43,7 +37,7 @@ std::string misfit_text(DType t, const TensorInfo& tensor) {
   if (tensor.ne[0] % info->block_elems != 0)
     return "rows of " + std::to_string(tensor.ne[0]) + " elements, not a multiple of the " + std::string(info->name) +
            " block size " + std::to_string(info->block_elems);
-  return std::to_string(row_count(tensor)) + " rows, not a multiple of the " + std::string(info->name) +
+  return std::to_string(tensor.view().rows()) + " rows, not a multiple of the " + std::string(info->name) +
          " tile of " + std::to_string(info->tile_rows) + " rows";
 }
 
@@ -68,7 +62,7 @@ Expected<DType> target_type(const TensorInfo& t, const QuantizeOptions& o) {
 // the bl types), split across the pool in whole tiles of `to`. dst holds rows * row_bytes(to,
 // cols) bytes.
 void convert(const TensorInfo& t, DType to, const std::vector<float>& importance, void* dst, ThreadPool& pool) {
-  const int64_t cols = t.ne[0], rows = row_count(t), tile = dtype_info(to)->tile_rows;
+  const int64_t cols = t.ne[0], rows = t.view().rows(), tile = dtype_info(to)->tile_rows;
   const size_t out_row = row_bytes(to, cols);
   auto* out = static_cast<char*>(dst);
   pool.parallel_for(rows / tile, 1, [&](int64_t t0, int64_t t1) {
