@@ -9,6 +9,7 @@
 #include "kernels/cuda/bl_tiles.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/weight_decode.cuh"
 #include "quant/bl_group.h"
 
 namespace bl::cuda {
@@ -38,12 +39,6 @@ __device__ void decode_chunk16(const BlMatrix& m, int64_t row, int64_t c, float 
   for (int k = 0; k < kChunkCols; ++k) v[k] = s * (static_cast<float>(code_at(tg, m.bits, r, in_group + k)) - z);
 }
 
-template <bool kBf16>
-__device__ __forceinline__ uint16_t half_bits(float v) {
-  if constexpr (kBf16) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-  return __half_as_ushort(__float2half_rn(v));
-}
-
 // dst row-major [rows, cols] fp16 (bf16) bits.
 template <bool kBf16>
 __global__ void dequantize_bl_kernel(BlMatrix m, uint16_t* dst) {
@@ -56,7 +51,7 @@ __global__ void dequantize_bl_kernel(BlMatrix m, uint16_t* dst) {
   uint32_t h[kChunkCols / 2];
 #pragma unroll
   for (int k = 0; k < kChunkCols / 2; ++k)
-    h[k] = half_bits<kBf16>(v[2 * k]) | (static_cast<uint32_t>(half_bits<kBf16>(v[2 * k + 1])) << 16);
+    h[k] = to_half_bits<kBf16>(v[2 * k]) | (static_cast<uint32_t>(to_half_bits<kBf16>(v[2 * k + 1])) << 16);
   uint4* out = reinterpret_cast<uint4*>(dst + row * m.cols + c * kChunkCols);
   out[0] = make_uint4(h[0], h[1], h[2], h[3]);
   out[1] = make_uint4(h[4], h[5], h[6], h[7]);

@@ -27,6 +27,12 @@ constexpr int kChunk = 32;  // elements decoded per call
 
 __device__ __forceinline__ float half_bits_to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ float bf16_bits_to_float(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
+// fp32 -> fp16 (or bf16) bits, round to nearest: the GEMM operand of the prefill path.
+template <bool kBf16>
+__device__ __forceinline__ uint16_t to_half_bits(float v) {
+  if constexpr (kBf16) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  return __half_as_ushort(__float2half_rn(v));
+}
 
 // Q4_K / Q5_K sub-block scale and min (ggml's get_scale_min_k4), j in [0, 8), from the 12
 // scale bytes held as three little-endian words (shifts, so no local-memory byte array).

@@ -15,12 +15,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <bool kBf16>
-__device__ __forceinline__ uint16_t to_half_bits(float v) {
-  if constexpr (kBf16) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-  return __half_as_ushort(__float2half_rn(v));
-}
-
 // Grid: x over chunks (+ tail elements) of a row, y over tokens. ids outside [0, rows) write 0.
 template <DType T, bool kTiled>
 __global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t cols, int64_t rows,
