@@ -123,7 +123,11 @@ if [[ "${MODEL_CHECK:-1}" == 1 ]]; then
 fi
 
 echo
-echo "whole model: $([[ $MODEL_RC == 0 ]] && echo passed || echo "FAILED (rc $MODEL_RC)")"
+if [[ "${MODEL_CHECK:-1}" == 1 ]]; then
+  echo "whole model: $([[ $MODEL_RC == 0 ]] && echo passed || echo "FAILED (rc $MODEL_RC)")"
+else
+  echo "whole model: skipped (MODEL_CHECK=0)"
+fi
 [[ -f "$OUT/model_bench.md" ]] && cat "$OUT/model_bench.md"
 if [[ "${KERNEL_CHECKS:-1}" == 1 ]]; then
   echo "op tests: $([[ $TEST_RC == 0 ]] && echo passed || echo "FAILED (rc $TEST_RC)"); memcheck: $MEMCHECK;" \
