@@ -1,8 +1,14 @@
 // bitlight bench: prefill and decode speed of a model, decode as a fraction of the memory read
 // bandwidth and (CUDA) prefill as a fraction of the bf16 matrix peak, both measured in the same run.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "app/file_io.h"
@@ -22,16 +28,32 @@ struct BenchOptions {
   std::string json_out;
 };
 
-// Read bandwidth of the memory the weights live in: the device's for CUDA, else host DRAM
-// measured with the same number of threads the model runs with.
-Expected<BandwidthResult> measure_bandwidth(Backend& backend, int threads) {
-  if (backend.device() != Device::cpu) {
-    double gbps;
-    BL_ASSIGN_OR_RETURN(gbps, backend.measure_read_bandwidth_gbps());
-    return BandwidthResult{gbps, 0, 0};
+// Read bandwidth of the memory the weights live in, in GB/s (0 when the probe fails): the
+// device's for CUDA, else host DRAM read by as many threads as the model runs with. Called
+// between the benchmark's repetitions (bench_model).
+class BandwidthProbe {
+ public:
+  BandwidthProbe(Backend& backend, int threads) : backend_(backend) {
+    if (backend.device() != Device::cpu) return;
+    pool_ = std::make_unique<ThreadPool>(backend.kind() == BackendKind::reference ? 1 : threads);
+    host_ = std::make_unique<ReadBandwidthProbe>(*pool_);
   }
-  ThreadPool pool(backend.kind() == BackendKind::reference ? 1 : threads);
-  return measure_read_bandwidth(pool);
+  double operator()() {
+    if (host_) return host_->measure().read_gbps;
+    const Expected<double> gbps = backend_.measure_read_bandwidth_gbps();
+    return gbps.ok() ? *gbps : 0.0;
+  }
+
+ private:
+  Backend& backend_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ReadBandwidthProbe> host_;
+};
+
+std::string percent_list(const std::vector<double>& fractions) {
+  std::string s;
+  for (double f : fractions) s += (s.empty() ? "" : ", ") + std::to_string(static_cast<int>(std::lround(100 * f)));
+  return s;
 }
 
 Status bench(const BenchOptions& o) {
@@ -39,21 +61,29 @@ Status bench(const BenchOptions& o) {
   BL_ASSIGN_OR_RETURN(kv_type, parse_kv_type(o.model.kv_type));
   LoadedModel m;
   BL_ASSIGN_OR_RETURN(m, load_model(o.model, /*with_tokenizer=*/false));
-  BandwidthResult bandwidth;
-  BL_ASSIGN_OR_RETURN(bandwidth, measure_bandwidth(*m.backend, o.model.threads));
+  BandwidthProbe probe(*m.backend, o.model.threads);
   // The compute roofline of prefill, where the backend has a probe (CUDA): bf16 tensor cores.
   Expected<double> bf16_tflops = m.backend->measure_bf16_tflops();
   const double peak_tflops = bf16_tflops.ok() ? *bf16_tflops : 0.0;
   ModelBenchResult r;
-  BL_ASSIGN_OR_RETURN(r, bench_model(*m.model, {.n_prompt = o.n_prompt, .n_gen = o.n_gen, .repetitions = o.repetitions,
-                                               .n_batch = o.model.n_batch, .kv_type = kv_type}));
+  BL_ASSIGN_OR_RETURN(r, bench_model(*m.model, {.n_prompt = o.n_prompt,
+                                               .n_gen = o.n_gen,
+                                               .repetitions = o.repetitions,
+                                               .n_batch = o.model.n_batch,
+                                               .kv_type = kv_type,
+                                               .probe_read_gbps = std::ref(probe)}));
+  const auto [min_gbps, max_gbps] = std::minmax_element(r.read_gbps.begin(), r.read_gbps.end());
+  if (r.read_gbps.empty() || *min_gbps <= 0)
+    return out_of_memory("bench: the read-bandwidth probe could not allocate its buffer (1 GiB of host memory, 4 GiB on a GPU)");
 
   const std::string path = o.model.path.empty() ? kDefaultModelPath : o.model.path;
   const std::string name = std::filesystem::path(path).filename().string();
   const std::string format(dtype_name(m.model->main_weight_type()));
   const double size_gb = static_cast<double>(m.model->weight_bytes()) / 1e9;
   const double decode_gbps = r.decode.mean() * r.decode_bytes_per_token / 1e9;
-  const double decode_fraction = bandwidth.read_gbps > 0 ? decode_gbps / bandwidth.read_gbps : 0;
+  const double decode_fraction =
+      r.decode_fraction.empty() ? 0 : std::accumulate(r.decode_fraction.begin(), r.decode_fraction.end(), 0.0) /
+                                           static_cast<double>(r.decode_fraction.size());
 
   std::printf("| model | format | size (GB) | backend | test | tok/s |\n|---|---|---|---|---|---|\n");
   if (o.n_prompt > 0)
@@ -64,7 +94,8 @@ Status bench(const BenchOptions& o) {
                 m.backend->name().c_str(), o.n_gen, r.decode.mean(), r.decode.stddev());
   const double prefill_tflops = r.prefill.mean() * r.prefill_flops_per_token / 1e12;
   const double prefill_fraction = peak_tflops > 0 ? prefill_tflops / peak_tflops : 0;
-  std::printf("\nmeasured read bandwidth: %.1f GB/s\n", bandwidth.read_gbps);
+  std::printf("\nmeasured read bandwidth: %.1f-%.1f GB/s (%zu probes: before each repetition and after the last)\n",
+              *min_gbps, *max_gbps, r.read_gbps.size());
   if (peak_tflops > 0) {
     std::printf("measured bf16 matrix peak (8192^3 GEMM): %.1f TFLOP/s\n", peak_tflops);
     if (o.n_prompt > 0)
@@ -72,8 +103,10 @@ Status bench(const BenchOptions& o) {
                   r.prefill_flops_per_token / 1e9, prefill_tflops, 100 * prefill_fraction);
   }
   if (o.n_gen > 0)
-    std::printf("decode: %.1f MB read per token -> %.1f GB/s = %.0f %% of the measured read bandwidth\n",
-                r.decode_bytes_per_token / 1e6, decode_gbps, 100 * decode_fraction);
+    std::printf(
+        "decode: %.1f MB read per token -> %.1f GB/s = %.0f %% of the measured read bandwidth\n"
+        "        (per repetition, against the larger probe on either side of it: %s %%)\n",
+        r.decode_bytes_per_token / 1e6, decode_gbps, 100 * decode_fraction, percent_list(r.decode_fraction).c_str());
 
   if (!o.json_out.empty()) {
     nlohmann::json j = {
@@ -88,8 +121,10 @@ Status bench(const BenchOptions& o) {
         {"decode_tokens_per_second", r.decode.tokens_per_second},
         {"decode_bytes_per_token", r.decode_bytes_per_token},
         {"prefill_flops_per_token", r.prefill_flops_per_token},
-        {"read_bandwidth_gbps", bandwidth.read_gbps},
-        {"decode_fraction_of_bandwidth", decode_fraction},
+        {"read_bandwidth_gbps", *max_gbps},
+        {"read_bandwidth_probes_gbps", r.read_gbps},
+        {"decode_fraction_of_bandwidth", decode_fraction},  // mean of the repetitions' fractions
+        {"decode_fraction_per_repetition", r.decode_fraction},
         {"bf16_peak_tflops", peak_tflops},  // 0 where the backend has no probe
         {"prefill_tflops", prefill_tflops},
         {"prefill_fraction_of_bf16_peak", prefill_fraction},

@@ -4,30 +4,32 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <vector>
-
-#include "core/aligned_buffer.h"
 
 namespace bl {
 
-BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int repetitions) {
-  BandwidthResult result;
-  AlignedBuffer buffer;
+ReadBandwidthProbe::ReadBandwidthProbe(ThreadPool& pool, size_t bytes) : pool_(pool) {
   // Huge pages, as the weights the CPU backend interleaves at load: the limit must not be
   // weaker than what the kernels are given.
-  if (!buffer.resize(bytes, AlignedBuffer::Pages::huge)) return result;
+  if (!buffer_.resize(bytes, AlignedBuffer::Pages::huge)) return;
+  bytes_ = bytes;
   const int64_t n_words = static_cast<int64_t>(bytes / sizeof(uint64_t));
   // Non-zero, varied contents: a buffer of zeros can be served faster than real data.
-  pool.parallel_for(n_words, 4096, [&](int64_t begin, int64_t end) {
-    uint64_t* w = buffer.as<uint64_t>();
+  pool_.parallel_for(n_words, 4096, [&](int64_t begin, int64_t end) {
+    uint64_t* w = buffer_.as<uint64_t>();
     for (int64_t i = begin; i < end; ++i) w[i] = static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ull;
   });
+}
+
+BandwidthResult ReadBandwidthProbe::measure(int repetitions) {
+  BandwidthResult result;
+  if (bytes_ == 0) return result;
+  const int64_t n_words = static_cast<int64_t>(bytes_ / sizeof(uint64_t));
   std::atomic<uint64_t> sink{0};
   double best_seconds = 1e30;
   for (int r = 0; r < repetitions; ++r) {
     auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for(n_words, 4096, [&](int64_t begin, int64_t end) {
-      const uint64_t* w = buffer.as<const uint64_t>();
+    pool_.parallel_for(n_words, 4096, [&](int64_t begin, int64_t end) {
+      const uint64_t* w = buffer_.as<const uint64_t>();
       // Eight independent accumulators keep the loads in flight; the compiler vectorises this.
       uint64_t acc[8] = {};
       int64_t i = begin;
@@ -40,8 +42,8 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int repet
     });
     best_seconds = std::min(best_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  result.read_gbps = static_cast<double>(bytes) / best_seconds / 1e9;
-  result.bytes = bytes;
+  result.read_gbps = static_cast<double>(bytes_) / best_seconds / 1e9;
+  result.bytes = bytes_;
   result.repetitions = repetitions;
   return result;
 }

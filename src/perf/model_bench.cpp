@@ -1,5 +1,6 @@
 #include "perf/model_bench.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -39,9 +40,14 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
   std::vector<TokenId> prompt(static_cast<size_t>(std::max(o.n_prompt, 1)));
 
   ModelBenchResult result;
+  const double kv_elem_bytes = o.kv_type == DType::F16 ? 2 : 4;
+  const double mean_decode_ctx = std::max(o.n_prompt, 1) + o.n_gen / 2.0;
+  const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * kv_elem_bytes * mean_decode_ctx;
+  result.decode_bytes_per_token = static_cast<double>(model.decode_weight_bytes()) + kv_bytes;
   using clock = std::chrono::steady_clock;
   // One untimed warm-up repetition: first-touch of buffers, page faults, CUDA module loads.
   for (int rep = -1; rep < o.repetitions; ++rep) {
+    if (rep >= 0 && o.probe_read_gbps) result.read_gbps.push_back(o.probe_read_gbps());
     session->reset();
     for (TokenId& id : prompt) id = random_id(rng);
     auto t0 = clock::now();
@@ -56,11 +62,14 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
     if (o.n_prompt > 0) result.prefill.tokens_per_second.push_back(o.n_prompt / prefill_s);
     if (o.n_gen > 0) result.decode.tokens_per_second.push_back(o.n_gen / decode_s);
   }
-
-  const double kv_elem_bytes = o.kv_type == DType::F16 ? 2 : 4;
-  const double mean_decode_ctx = std::max(o.n_prompt, 1) + o.n_gen / 2.0;
-  const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * kv_elem_bytes * mean_decode_ctx;
-  result.decode_bytes_per_token = static_cast<double>(model.decode_weight_bytes()) + kv_bytes;
+  if (o.probe_read_gbps) {
+    result.read_gbps.push_back(o.probe_read_gbps());
+    for (size_t i = 0; i < result.decode.tokens_per_second.size(); ++i) {
+      const double limit = std::max(result.read_gbps[i], result.read_gbps[i + 1]);
+      const double gbps = result.decode.tokens_per_second[i] * result.decode_bytes_per_token / 1e9;
+      result.decode_fraction.push_back(limit > 0 ? gbps / limit : 0);
+    }
+  }
   const double matrix_params = static_cast<double>(c.n_layer) *
                                    (2.0 * c.n_embd * c.q_dim() + 2.0 * c.n_embd * c.kv_dim() + 3.0 * c.n_embd * c.n_ff) +
                                static_cast<double>(c.n_embd) * c.n_vocab;

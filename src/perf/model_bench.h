@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/status.h"
@@ -17,6 +18,10 @@ struct ModelBenchOptions {
   int n_batch = 512;   // prompt tokens per forward pass
   DType kv_type = DType::F16;
   uint64_t seed = 1;
+  // Read bandwidth of the weights' memory in GB/s (0: no probe), taken before each timed
+  // repetition and after the last, so that each decode is judged by the limit measured next
+  // to it (ModelBenchResult::decode_fraction).
+  std::function<double()> probe_read_gbps;
 };
 
 struct RateStats {
@@ -27,6 +32,11 @@ struct RateStats {
 
 struct ModelBenchResult {
   RateStats prefill, decode;
+  // With a probe: its readings (repetitions + 1: before each repetition and after the last),
+  // and per repetition the decode's bytes per second over the larger of the two readings
+  // around it.
+  std::vector<double> read_gbps;
+  std::vector<double> decode_fraction;
   // Bytes one decode step reads: weights (decode_weight_bytes) plus the KV cache at the mean
   // context length of the decode phase.
   double decode_bytes_per_token = 0;

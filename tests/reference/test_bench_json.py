@@ -1,0 +1,30 @@
+"""`bitlight bench --json`: the decode-vs-bandwidth arithmetic, recomputed from the numbers it reports.
+
+The read-bandwidth probe runs before each timed repetition and after the last, and each
+repetition's decode rate is judged against the larger probe on either side of it (a shared
+machine's bandwidth drifts). This test checks that contract on the tiny synthetic model: probe
+count, every fraction = tokens/s x bytes per token / max(neighbouring probes), and the reported
+fraction their mean.
+"""
+import json
+
+import pytest
+
+
+def test_bench_judges_each_repetition_by_its_neighbouring_probes(bitlight, session_tmp):
+    model = session_tmp / "bench_tiny_q4_0.gguf"
+    bitlight.run("synth", "--shape", "tiny", "--type", "q4_0", "-o", model)
+    out = session_tmp / "bench.json"
+    reps = 3
+    bitlight.run("bench", "-m", model, "-p", 8, "-n", 8, "-r", reps, "-t", 1, "--json", out)
+    j = json.loads(out.read_text())
+
+    probes = j["read_bandwidth_probes_gbps"]
+    assert len(probes) == reps + 1 and all(p > 0 for p in probes), probes
+    assert j["read_bandwidth_gbps"] == pytest.approx(max(probes))
+    rates, fractions = j["decode_tokens_per_second"], j["decode_fraction_per_repetition"]
+    assert len(rates) == reps and len(fractions) == reps
+    for i, (rate, fraction) in enumerate(zip(rates, fractions)):
+        limit = max(probes[i], probes[i + 1])
+        assert fraction == pytest.approx(rate * j["decode_bytes_per_token"] / 1e9 / limit, rel=1e-9), i
+    assert j["decode_fraction_of_bandwidth"] == pytest.approx(sum(fractions) / reps, rel=1e-9)
