@@ -61,12 +61,6 @@ __global__ void dequantize_kernel(const uint8_t* w, size_t row_bytes, int64_t co
   }
 }
 
-template <bool kBf16>
-__global__ void f32_to_half_kernel(const float* src, uint16_t* dst, int64_t n) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < n) dst[i] = to_half_bits<kBf16>(src[i]);
-}
-
 __global__ void add_bias_kernel(float* out, const float* bias, int64_t rows, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i < rows * n) out[i] += bias[i % rows];
@@ -111,12 +105,6 @@ bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStr
     if (to_bf16) dequantize_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
     else dequantize_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
   });
-}
-
-void launch_f32_to_half(const float* src, uint16_t* dst, int64_t n, bool to_bf16, cudaStream_t stream) {
-  if (n <= 0) return;
-  if (to_bf16) f32_to_half_kernel<true><<<blocks_for(n), kThreads, 0, stream>>>(src, dst, n);
-  else f32_to_half_kernel<false><<<blocks_for(n), kThreads, 0, stream>>>(src, dst, n);
 }
 
 void launch_add_bias(float* out, const float* bias, int64_t rows, int64_t n_tokens, cudaStream_t stream) {
