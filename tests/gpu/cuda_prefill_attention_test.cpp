@@ -39,16 +39,17 @@ constexpr double kFp32Tolerance = 1e-4;
 struct Case {
   int head_dim, n_head, n_head_kv;
   int64_t n, p0, n_ctx;
-  float q_scale = 1.0f;      // q uniform in [-q_scale, q_scale]; k, v in [-2, 2]
-  bool shuffled = false;     // positions p0..p0+n-1 in a random order
+  float q_scale = 1.0f;   // q uniform in [-q_scale, q_scale]; k, v in [-2, 2]
+  bool shuffled = false;  // positions p0..p0+n-1 in a random order
   DType cache = DType::F16;
 };
 
 std::string describe(const Case& c) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "head_dim=%d heads=%d/%d n=%lld p0=%lld n_ctx=%lld q_scale=%g%s %s", c.head_dim,
-                c.n_head, c.n_head_kv, static_cast<long long>(c.n), static_cast<long long>(c.p0),
-                static_cast<long long>(c.n_ctx), c.q_scale, c.shuffled ? " shuffled" : "", std::string(dtype_name(c.cache)).c_str());
+  std::snprintf(buf, sizeof buf, "head_dim=%d heads=%d/%d n=%lld p0=%lld n_ctx=%lld q_scale=%g%s %s",
+                c.head_dim, c.n_head, c.n_head_kv, static_cast<long long>(c.n), static_cast<long long>(c.p0),
+                static_cast<long long>(c.n_ctx), c.q_scale, c.shuffled ? " shuffled" : "",
+                std::string(dtype_name(c.cache)).c_str());
   return buf;
 }
 
@@ -78,8 +79,10 @@ double run_case(Backend& cuda, const Case& c, std::mt19937& rng) {
   if (c.shuffled) std::shuffle(pos.begin(), pos.end(), rng);
   const std::vector<float> poison(q.size(), NAN);
 
-  const std::array<int64_t, 4> q_ne = {c.head_dim, c.n_head, c.n, 1}, cache_ne = {c.head_dim, c.n_head_kv, c.n_ctx, 1};
-  const AttentionParams p{c.n_head, c.n_head_kv, c.head_dim, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  const std::array<int64_t, 4> q_ne = {c.head_dim, c.n_head, c.n, 1},
+                               cache_ne = {c.head_dim, c.n_head_kv, c.n_ctx, 1};
+  const AttentionParams p{c.n_head, c.n_head_kv, c.head_dim,
+                          1.0f / std::sqrt(static_cast<float>(c.head_dim))};
   std::vector<float> got(q.size()), want(q.size());
   for (Backend* b : {&cuda, ref.get()}) {
     Tensor tq = alloc_and_write(*b, DType::F32, q_ne, q.data(), q.size() * sizeof(float));
@@ -122,17 +125,17 @@ TEST(CudaPrefillAttention, MatchesReference) {
   ASSERT_GE(17, cuda::kPrefillAttentionMinTokens) << "the cases below would not reach the tensor-core kernel";
   expect_cases(
       {
-          {64, 8, 8, 17, 0, 40},         // one partial query tile, one KV tile
-          {64, 8, 2, 100, 0, 128},       // GQA 4, two query tiles, the last partial
-          {64, 6, 1, 65, 37, 160},       // GQA 6, a chunk starting mid-tile
-          {128, 8, 8, 17, 300, 400},     // a short chunk late in the cache
-          {128, 32, 8, 129, 0, 200},     // Llama-3 heads, 3 query tiles
-          {128, 12, 4, 257, 130, 400},   // GQA 3, chunk offset not a multiple of 64
-          {128, 4, 2, 64, 64, 128},      // the chunk ends on the last cache slot
-          {64, 8, 2, 33, 10, 100, 1.0f, true},    // positions out of order
+          {64, 8, 8, 17, 0, 40},                // one partial query tile, one KV tile
+          {64, 8, 2, 100, 0, 128},              // GQA 4, two query tiles, the last partial
+          {64, 6, 1, 65, 37, 160},              // GQA 6, a chunk starting mid-tile
+          {128, 8, 8, 17, 300, 400},            // a short chunk late in the cache
+          {128, 32, 8, 129, 0, 200},            // Llama-3 heads, 3 query tiles
+          {128, 12, 4, 257, 130, 400},          // GQA 3, chunk offset not a multiple of 64
+          {128, 4, 2, 64, 64, 128},             // the chunk ends on the last cache slot
+          {64, 8, 2, 33, 10, 100, 1.0f, true},  // positions out of order
           {128, 8, 2, 47, 5, 90, 1.0f, true},
-          {64, 9, 3, 50, 200, 512, 8.0f},         // large scores: the running max rescales
-          {128, 8, 2, 600, 0, 640},               // 10 query tiles, 10 KV tiles
+          {64, 9, 3, 50, 200, 512, 8.0f},  // large scores: the running max rescales
+          {128, 8, 2, 600, 0, 640},        // 10 query tiles, 10 KV tiles
       },
       kTensorCoreTolerance);
 }

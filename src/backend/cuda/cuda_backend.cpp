@@ -578,14 +578,6 @@ class CudaBackendImpl final : public CudaBackend {
                        out.as<float>(), m);
     } else {
       const bool bf16 = w.dtype == DType::BF16;
-      const void* a = w.data;
-      if (w.dtype != DType::F16 && !bf16) {
-        void* deq = workspace(deq_ws_, static_cast<size_t>(m) * k * sizeof(uint16_t), "dequantized weight");
-        if (!deq || !expect(cuda::launch_dequantize(view(w), static_cast<uint16_t*>(deq), false, stream_), "matmul",
-                            "no fp16 dequantization for " + shape_string(w)))
-          return;
-        a = deq;
-      }
       auto* xh = static_cast<uint16_t*>(workspace(xh_ws_, static_cast<size_t>(k) * n * sizeof(uint16_t), "fp16 activations"));
       if (!xh) return;
       if (f.up) {
@@ -596,6 +588,14 @@ class CudaBackendImpl final : public CudaBackend {
           return Backend::fused_matmul(w, x, out, f, bias);
       } else {
         cuda::launch_f32_to_half(x.as<float>(), xh, static_cast<int64_t>(k) * n, bf16, stream_);
+      }
+      const void* a = w.data;
+      if (w.dtype != DType::F16 && !bf16) {
+        void* deq = workspace(deq_ws_, static_cast<size_t>(m) * k * sizeof(uint16_t), "dequantized weight");
+        if (!deq || !expect(cuda::launch_dequantize(view(w), static_cast<uint16_t*>(deq), false, stream_), "matmul",
+                            "no fp16 dequantization for " + shape_string(w)))
+          return;
+        a = deq;
       }
       const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
       st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, t, k, xh, t, k, f.accumulate ? &one : &zero,

@@ -50,7 +50,8 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const __half* row_add
 // 16 bytes global -> shared, asynchronous (L2 only); src_bytes 0 writes zeros and reads nothing.
 __device__ __forceinline__ void cp_async_16(void* dst_shared, const void* src_global, int src_bytes) {
   const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst_shared));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src_global), "r"(src_bytes) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src_global), "r"(src_bytes)
+               : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // Waits until at most kPending of this thread's committed groups are still in flight.

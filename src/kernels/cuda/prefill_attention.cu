@@ -57,14 +57,14 @@ struct Tile {
 };
 
 struct PrefillParams {
-  const float* q;          // [head_dim, n_head, n_tokens], rope applied
-  const __half* k;         // [head_dim, n_head_kv, n_ctx]
-  const __half* v;         // [head_dim, n_head_kv, n_ctx]
+  const float* q;            // [head_dim, n_head, n_tokens], rope applied
+  const __half* k;           // [head_dim, n_head_kv, n_ctx]
+  const __half* v;           // [head_dim, n_head_kv, n_ctx]
   const int32_t* positions;  // [n_tokens]
-  float* out;              // [head_dim, n_head, n_tokens]
+  float* out;                // [head_dim, n_head, n_tokens]
   int n_head, n_head_kv;
   int64_t n_tokens, n_ctx;
-  float scale_log2;        // softmax scale * log2(e): scores in base 2
+  float scale_log2;  // softmax scale * log2(e): scores in base 2
 };
 
 // The last slot query `token` may see: positions[token] clamped to the cache, -1 for none
@@ -78,8 +78,8 @@ __device__ __forceinline__ int last_slot(const PrefillParams& p, int64_t token) 
 // Copies slots [slot0, slot0 + 64) of one KV head of K and V into a stage; slots >= end are
 // zero-filled (P is 0 there, and 0 * garbage could be NaN).
 template <int kHeadDim>
-__device__ __forceinline__ void load_kv_tile(const PrefillParams& p, int kv_head, int slot0, int end, __half* ks,
-                                             __half* vs) {
+__device__ __forceinline__ void load_kv_tile(const PrefillParams& p, int kv_head, int slot0, int end,
+                                             __half* ks, __half* vs) {
   using T = Tile<kHeadDim>;
 #pragma unroll
   for (int i = 0; i < T::kChunksPerThread; ++i) {
@@ -87,7 +87,8 @@ __device__ __forceinline__ void load_kv_tile(const PrefillParams& p, int kv_head
     const int row = c / T::kChunksPerRow, chunk = c % T::kChunksPerRow;
     const int slot = slot0 + row;
     const bool valid = slot < end;
-    const int64_t at = (static_cast<int64_t>(valid ? slot : 0) * p.n_head_kv + kv_head) * kHeadDim + chunk * 8;
+    const int64_t at =
+        (static_cast<int64_t>(valid ? slot : 0) * p.n_head_kv + kv_head) * kHeadDim + chunk * 8;
     cp_async_16(ks + row * T::kStride + chunk * 8, p.k + at, valid ? 16 : 0);
     cp_async_16(vs + row * T::kStride + chunk * 8, p.v + at, valid ? 16 : 0);
   }
@@ -96,9 +97,9 @@ __device__ __forceinline__ void load_kv_tile(const PrefillParams& p, int kv_head
 template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillParams p) {
   using T = Tile<kHeadDim>;
-  constexpr int kSteps = kHeadDim / 16;   // mma k-steps over head dims (S = Q K^T)
-  constexpr int kDimTiles = kHeadDim / 8; // mma n-tiles over head dims (O = P V)
-  constexpr int kSlotTiles = kSlots / 8;  // mma n-tiles over the slots of a tile
+  constexpr int kSteps = kHeadDim / 16;    // mma k-steps over head dims (S = Q K^T)
+  constexpr int kDimTiles = kHeadDim / 8;  // mma n-tiles over head dims (O = P V)
+  constexpr int kSlotTiles = kSlots / 8;   // mma n-tiles over the slots of a tile
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   __half* smem = reinterpret_cast<__half*>(smem_bytes);  // stage s: K at 2s, V at 2s + 1 (x kHalves)
 
@@ -110,7 +111,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
   const int64_t tile = gridDim.y - 1 - blockIdx.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int g = lane / 4, t = lane % 4;
-  const int64_t row0 = tile * kQueryRows + warp * 16;  // this warp's first query
+  const int64_t row0 = tile * kQueryRows + warp * 16;                        // this warp's first query
   const int last[2] = {last_slot(p, row0 + g), last_slot(p, row0 + g + 8)};  // rows g, g + 8
 
   // Slots this block and this warp must read: up to the largest last slot of their queries.
@@ -125,7 +126,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
   uint32_t qf[kSteps][4];
   {
     const float* qa = row0 + g < p.n_tokens ? p.q + ((row0 + g) * p.n_head + head) * kHeadDim : nullptr;
-    const float* qb = row0 + g + 8 < p.n_tokens ? p.q + ((row0 + g + 8) * p.n_head + head) * kHeadDim : nullptr;
+    const float* qb =
+        row0 + g + 8 < p.n_tokens ? p.q + ((row0 + g + 8) * p.n_head + head) * kHeadDim : nullptr;
     auto pair = [&](const float* qrow, int dim) {
       if (!qrow) return 0u;
       const float2 v = *reinterpret_cast<const float2*>(qrow + dim);
@@ -221,9 +223,9 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
       // O += P V: P's A fragment for slots 16k..16k+15 is S's C of slot tiles 2k, 2k + 1.
 #pragma unroll
       for (int kk = 0; kk < kSlots / 16; ++kk) {
-        const uint32_t pa[4] = {pack_half2(s[2 * kk][0], s[2 * kk][1]), pack_half2(s[2 * kk][2], s[2 * kk][3]),
-                                pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        const uint32_t pa[4] = {
+            pack_half2(s[2 * kk][0], s[2 * kk][1]), pack_half2(s[2 * kk][2], s[2 * kk][3]),
+            pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
         for (int n = 0; n < kDimTiles / 2; ++n) {
           uint32_t b[4];
@@ -255,22 +257,27 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
 template <int kHeadDim>
 void launch_for(const PrefillParams& pp, cudaStream_t stream) {
   // Above 48 KB of dynamic shared memory a kernel must opt in, once per process and device.
-  static const cudaError_t opted_in = cudaFuncSetAttribute(
-      prefill_attention_kernel<kHeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tile<kHeadDim>::kSmemBytes));
+  static const cudaError_t opted_in =
+      cudaFuncSetAttribute(prefill_attention_kernel<kHeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(Tile<kHeadDim>::kSmemBytes));
   (void)opted_in;  // an error shows at the launch
-  const dim3 grid(static_cast<unsigned>(pp.n_head), static_cast<unsigned>((pp.n_tokens + kQueryRows - 1) / kQueryRows));
-  launch_pdl(prefill_attention_kernel<kHeadDim>, grid, dim3(kThreads), Tile<kHeadDim>::kSmemBytes, stream, pp);
+  const dim3 grid(static_cast<unsigned>(pp.n_head),
+                  static_cast<unsigned>((pp.n_tokens + kQueryRows - 1) / kQueryRows));
+  launch_pdl(prefill_attention_kernel<kHeadDim>, grid, dim3(kThreads), Tile<kHeadDim>::kSmemBytes, stream,
+             pp);
 }
 
 }  // namespace
 
 bool prefill_attention_applies(const AttentionLaunch& p) {
-  return p.cache_f16 && (p.head_dim == 64 || p.head_dim == 128) && p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 &&
-         p.n_tokens > 0 && p.n_tokens <= int64_t{65535} * kQueryRows && p.n_ctx > 0 && p.n_ctx <= INT32_MAX;
+  return p.cache_f16 && (p.head_dim == 64 || p.head_dim == 128) && p.n_head_kv > 0 &&
+         p.n_head % p.n_head_kv == 0 && p.n_tokens > 0 && p.n_tokens <= int64_t{65535} * kQueryRows &&
+         p.n_ctx > 0 && p.n_ctx <= INT32_MAX;
 }
 
-void launch_prefill_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
-                              const AttentionLaunch& p, float* out, cudaStream_t stream) {
+void launch_prefill_attention(const float* q, const void* k_cache, const void* v_cache,
+                              const int32_t* positions, const AttentionLaunch& p, float* out,
+                              cudaStream_t stream) {
   const PrefillParams pp{q,
                          static_cast<const __half*>(k_cache),
                          static_cast<const __half*>(v_cache),
@@ -281,8 +288,10 @@ void launch_prefill_attention(const float* q, const void* k_cache, const void* v
                          p.n_tokens,
                          p.n_ctx,
                          p.scale * kLog2e};
-  if (p.head_dim == 64) launch_for<64>(pp, stream);
-  else launch_for<128>(pp, stream);
+  if (p.head_dim == 64)
+    launch_for<64>(pp, stream);
+  else
+    launch_for<128>(pp, stream);
 }
 
 }  // namespace bl::cuda

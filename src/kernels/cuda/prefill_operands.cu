@@ -30,8 +30,8 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 // One block per token, d % 4 == 0 and 16-byte aligned rows (the launcher checks): the sum of
 // squares as rms_norm_kernel computes it (elementwise.cu), then dst = x * scale * weight.
 template <bool kBf16>
-__global__ void __launch_bounds__(kThreads) rms_norm_half_kernel(const float* x, const float* weight, float eps, int64_t d,
-                                                                  uint16_t* dst) {
+__global__ void __launch_bounds__(kThreads)
+    rms_norm_half_kernel(const float* x, const float* weight, float eps, int64_t d, uint16_t* dst) {
   pdl_wait();
   pdl_allow_next();
   const float4* x4 = reinterpret_cast<const float4*>(x + blockIdx.x * d);
@@ -61,7 +61,8 @@ __global__ void __launch_bounds__(kThreads) rms_norm_half_kernel(const float* x,
 
 // 4 elements per thread (n % 4 == 0, 16-byte aligned): dst = silu(gate) * up, or src with up null.
 template <bool kBf16, bool kSwiGlu>
-__global__ void __launch_bounds__(kThreads) to_half_kernel(const float* src, const float* up, int64_t n4, uint16_t* dst) {
+__global__ void __launch_bounds__(kThreads)
+    to_half_kernel(const float* src, const float* up, int64_t n4, uint16_t* dst) {
   pdl_wait();
   pdl_allow_next();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -76,8 +77,8 @@ __global__ void __launch_bounds__(kThreads) to_half_kernel(const float* src, con
 
 // Any n and alignment: one element per thread.
 template <bool kBf16, bool kSwiGlu>
-__global__ void __launch_bounds__(kThreads) to_half_scalar_kernel(const float* src, const float* up, int64_t n,
-                                                                  uint16_t* dst) {
+__global__ void __launch_bounds__(kThreads)
+    to_half_scalar_kernel(const float* src, const float* up, int64_t n, uint16_t* dst) {
   pdl_wait();
   pdl_allow_next();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -91,7 +92,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 template <bool kSwiGlu>
-void launch_to_half(const float* src, const float* up, int64_t n, uint16_t* dst, bool to_bf16, cudaStream_t stream) {
+void launch_to_half(const float* src, const float* up, int64_t n, uint16_t* dst, bool to_bf16,
+                    cudaStream_t stream) {
   if (n <= 0) return;
   if (n % 4 == 0 && aligned16(src) && (!up || aligned16(up)) && reinterpret_cast<uintptr_t>(dst) % 8 == 0) {
     const auto k = to_bf16 ? to_half_kernel<true, kSwiGlu> : to_half_kernel<false, kSwiGlu>;
@@ -113,9 +115,10 @@ void launch_silu_mul_to_half(const float* gate, const float* up, int64_t n, uint
   launch_to_half<true>(gate, up, n, dst, to_bf16, stream);
 }
 
-bool launch_rms_norm_to_half(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, uint16_t* dst,
-                             bool to_bf16, cudaStream_t stream) {
-  if (d % 4 != 0 || !aligned16(x) || !aligned16(weight) || reinterpret_cast<uintptr_t>(dst) % 8 != 0) return false;
+bool launch_rms_norm_to_half(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens,
+                             uint16_t* dst, bool to_bf16, cudaStream_t stream) {
+  if (d % 4 != 0 || !aligned16(x) || !aligned16(weight) || reinterpret_cast<uintptr_t>(dst) % 8 != 0)
+    return false;
   if (n_tokens <= 0) return true;
   const auto k = to_bf16 ? rms_norm_half_kernel<true> : rms_norm_half_kernel<false>;
   launch_pdl(k, dim3(static_cast<unsigned>(n_tokens)), dim3(kThreads), 0, stream, x, weight, eps, d, dst);
