@@ -69,7 +69,7 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITLIGHT_CUDA=O
   -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 "${CMAKE_EXTRA[@]}" 2>&1 | tee "$OUT/configure.log" | tail -3
 
 step "build (ninja -j$JOBS)"
-ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bl_test cuda_bench_test bitlight_cli 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
+ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test cuda_bench_test bitlight_cli 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
 test -x "$BUILD_DIR/tests/cuda_backend_ops_test"
 
 # KERNEL_CHECKS=0 skips the op tests, memcheck and the kernel benchmark (whole model only).
@@ -80,14 +80,16 @@ set +e
 "$BUILD_DIR/tests/cuda_backend_ops_test" > "$OUT/ops_test.log" 2>&1
 TEST_RC=$?
 "$BUILD_DIR/tests/cuda_bl_test" > "$OUT/bl_test.log" 2>&1 || TEST_RC=$?
+"$BUILD_DIR/tests/cuda_prefill_attention_test" > "$OUT/prefill_attention_test.log" 2>&1 || TEST_RC=$?
 set -e
-grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |max error|Failure|error:|Expected|Which is" "$OUT/ops_test.log" "$OUT/bl_test.log" | head -80 || true
+grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |max error|Failure|error:|Expected|Which is" "$OUT/ops_test.log" "$OUT/bl_test.log" \
+  "$OUT/prefill_attention_test.log" | head -100 || true
 
-step "compute-sanitizer memcheck on the op tests and the bl tests (at most ${MEMCHECK_SECONDS} s each; 0 = skip)"
+step "compute-sanitizer memcheck on the op, bl and prefill attention tests (at most ${MEMCHECK_SECONDS} s each; 0 = skip)"
 MEMCHECK=skipped
 if command -v compute-sanitizer >/dev/null && [[ $MEMCHECK_SECONDS -gt 0 ]]; then
   MEMCHECK=""
-  for name in cuda_backend_ops_test cuda_bl_test; do
+  for name in cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test; do
     args=()
     [[ $name == cuda_backend_ops_test ]] && args=(--gtest_filter='CudaBackendOps.*:CudaGraph.*:CudaMatmul.*')
     set +e

@@ -4,7 +4,9 @@
 #     continuations of CUDA and CPU, on synthetic smollm2-135m models (q4_1, q8_0, bl4g64: the
 #     real SmolLM2 file is 98 MB, over what a call to the GPU machine carries);
 #  2. `bitlight bench` on synthetic Llama-3 1B and 8B shapes, decode as % of the HBM read
-#     bandwidth measured in the same run; a markdown summary goes to $OUT/model_bench.md.
+#     bandwidth measured in the same run, prefill (pp512; 8B also pp2048 as one forward pass of
+#     2048 tokens) as % of the bf16 peak measured in the same run; a markdown summary goes to
+#     $OUT/model_bench.md.
 #
 #   scripts/gpu_model_check.sh BITLIGHT_BIN OUT_DIR
 set -uo pipefail
@@ -52,21 +54,30 @@ PY
   rm -f "$m"
 done
 
-echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
-echo "|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
+echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | pp2048 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
 for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-1b:bl4g128 llama3-1b:bl2g128 \
              llama3-8b:q4_0 llama3-8b:q8_0 llama3-8b:f16}; do
   shape=${spec%%:*}; type=${spec##*:}
   m=$MODELS/$shape-$type.gguf
   "$B" synth --shape "$shape" --type "$type" -o "$m" 2>&1 | tail -1 || { failed=1; continue; }
   "$B" bench -m "$m" --device cuda -p 512 -n 128 -r 3 --json "$OUT/bench_${shape}_$type.json" | tail -4 || failed=1
+  long="$OUT/bench_${shape}_${type}_pp2048.json"
+  rm -f "$long"
+  if [[ $shape == llama3-8b ]]; then
+    "$B" bench -m "$m" --device cuda -p 2048 -b 2048 -n 0 -r 3 --json "$long" | tail -2 || failed=1
+  fi
   rm -f "$m"
-  python3 - "$OUT/bench_${shape}_$type.json" "$shape" "$type" >> "$OUT/model_bench.md" <<'PY'
-import json, sys, statistics as st
+  python3 - "$OUT/bench_${shape}_$type.json" "$shape" "$type" "$long" >> "$OUT/model_bench.md" <<'PY'
+import json, os, sys, statistics as st
 j = json.load(open(sys.argv[1]))
 pp = st.mean(j["prefill_tokens_per_second"]); tg = st.mean(j["decode_tokens_per_second"])
 gbps = tg * j["decode_bytes_per_token"] / 1e9
-print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {100*j['prefill_fraction_of_bf16_peak']:.0f} % | "
+long = "- | - |"
+if os.path.exists(sys.argv[4]):
+    k = json.load(open(sys.argv[4]))
+    long = f"{st.mean(k['prefill_tokens_per_second']):.0f} | {100*k['prefill_fraction_of_bf16_peak']:.0f} % |"
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {100*j['prefill_fraction_of_bf16_peak']:.0f} % | {long} "
       f"{tg:.1f} | {gbps:.0f} | {100*j['decode_fraction_of_bandwidth']:.0f} % | {j['read_bandwidth_gbps']:.0f} | "
       f"{j['bf16_peak_tflops']:.0f} |")
 PY

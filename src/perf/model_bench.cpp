@@ -70,11 +70,15 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
       result.decode_fraction.push_back(limit > 0 ? gbps / limit : 0);
     }
   }
-  const double matrix_params = static_cast<double>(c.n_layer) *
-                                   (2.0 * c.n_embd * c.q_dim() + 2.0 * c.n_embd * c.kv_dim() + 3.0 * c.n_embd * c.n_ff) +
-                               static_cast<double>(c.n_embd) * c.n_vocab;
+  const double layer_params = static_cast<double>(c.n_layer) *
+                              (2.0 * c.n_embd * c.q_dim() + 2.0 * c.n_embd * c.kv_dim() + 3.0 * c.n_embd * c.n_ff);
+  // The output matrix runs once per forward pass (the logits of its last token), not per
+  // prompt token: counting it per token would credit 2 n_embd n_vocab FLOPs never done (7 % of
+  // the 8B shape's per-token count).
+  const double passes = std::ceil(std::max(o.n_prompt, 1) / static_cast<double>(std::max(1, std::min(o.n_batch, n_ctx))));
+  const double output_flops_per_token = 2.0 * c.n_embd * c.n_vocab * passes / std::max(o.n_prompt, 1);
   const double attention_flops = 4.0 * c.n_layer * c.q_dim() * (o.n_prompt / 2.0);  // q·k and p·v
-  result.prefill_flops_per_token = 2 * matrix_params + attention_flops;
+  result.prefill_flops_per_token = 2 * layer_params + output_flops_per_token + attention_flops;
   return result;
 }
 

@@ -40,7 +40,9 @@ struct ModelBenchResult {
   // Bytes one decode step reads: weights (decode_weight_bytes) plus the KV cache at the mean
   // context length of the decode phase.
   double decode_bytes_per_token = 0;
-  double prefill_flops_per_token = 0;  // 2 * (matrix weights) + attention at the mean prompt position
+  // 2 * (layer matrix weights) + the output matrix once per forward pass (spread over the
+  // prompt) + attention at the mean prompt position.
+  double prefill_flops_per_token = 0;
 };
 
 Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBenchOptions& options);

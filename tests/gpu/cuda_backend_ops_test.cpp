@@ -34,9 +34,12 @@ std::unique_ptr<CudaBackend> open_or_fail() {
 // The shared tolerances, except matmul on F32/F16 weights: at n > 16 tokens (the cases use 17)
 // the product runs on tensor cores with activations rounded to fp16, so each term is off by
 // up to 2^-11 of its size: 1e-3 of sum |w x|. The GEMV (n <= 16) is checked at 1e-5 below.
+// Attention of 17 tokens over an f16 cache runs the tensor-core prefill kernel (q and p in
+// fp16): its tolerance, with the reason, is in cuda_prefill_attention_test.cpp.
 op_cases::Tolerances cuda_tolerances() {
   op_cases::Tolerances t;
   t.matmul_float = 1e-3;
+  t.attention_prompt = 3e-3;
   return t;
 }
 

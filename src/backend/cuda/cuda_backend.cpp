@@ -223,14 +223,8 @@ class CudaBackendImpl final : public CudaBackend {
 
   void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias) override {
     const char* op = "matmul";
-    const int64_t cols = w.ne[0], rows = w.rows(), n = x.rows();
-    if (!on_device({&w, &x, &out}, op) || !all_f32({&x, &out}, op) ||
-        !expect(supports(w.dtype), op, "weight format " + std::string(dtype_name(w.dtype)) + " unsupported") ||
-        !expect(x.ne[0] == cols && out.ne[0] == rows && out.rows() == n, op,
-                "w " + shape_string(w) + ", x " + shape_string(x) + ", out " + shape_string(out)) ||
-        !expect(!bias || (bias->dtype == DType::F32 && bias->elements() == rows && bias->device == Device::cuda), op,
-                "bias must be f32 [" + std::to_string(rows) + "] on the device"))
-      return;
+    if (!matmul_operands_ok(w, x, out, bias, op)) return;
+    const int64_t n = x.rows();
     if (n == 0) return;
     const float* b = bias ? bias->as<float>() : nullptr;
     if (n <= cuda::kGemvMaxTokens) {
@@ -239,8 +233,7 @@ class CudaBackendImpl final : public CudaBackend {
       check_launch(op);
       return;
     }
-    gemm(w, x, out, n);
-    if (b) cuda::launch_add_bias(out.as<float>(), b, rows, n, stream_);
+    prefill_matmul(w, x, out, MatmulFusion{}, bias);
     check_launch(op);
   }
 
@@ -313,6 +306,15 @@ class CudaBackendImpl final : public CudaBackend {
         !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]"))
       return;
     cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, k_cache.ne[2] * k_cache.ne[3], f16, 1};
+    // The tensor-core kernel reads q and writes out in float2, the caches in 16-byte chunks.
+    const bool aligned = reinterpret_cast<uintptr_t>(q.data) % 8 == 0 && reinterpret_cast<uintptr_t>(out.data) % 8 == 0 &&
+                         reinterpret_cast<uintptr_t>(k_cache.data) % 16 == 0 && reinterpret_cast<uintptr_t>(v_cache.data) % 16 == 0;
+    if (n >= cuda::kPrefillAttentionMinTokens && aligned && cuda::prefill_attention_applies(al)) {
+      cuda::launch_prefill_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al,
+                                     out.as<float>(), stream_);
+      check_launch(op);
+      return;
+    }
     al.n_splits = cuda::attention_pick_splits(p.n_head_kv, n, al.n_ctx, props_.multiProcessorCount);
     float* ws = nullptr;
     if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
@@ -335,6 +337,12 @@ class CudaBackendImpl final : public CudaBackend {
                            extra->elements() == (f.norm ? cols : cols * n)),
                 op, "norm must be f32 [cols], up f32 like x"))
       return;
+    // A prompt chunk: the prologue makes the GEMM's fp16 operand, the residual add is its beta.
+    if (n > cuda::kGemvMaxTokens && w.dtype != DType::F32) {
+      if (matmul_operands_ok(w, x, out, bias, op)) prefill_matmul(w, x, out, f, bias);
+      check_launch(op);
+      return;
+    }
     // The norm / SwiGLU prologue inside the GEMV pays off for narrow inputs only: every block
     // redoes it before its weights stream (H100, docs/cuda.md: 1B shapes, 2048 columns, +5..18 %;
     // 8B q8_0, 4096 / 14336 columns, -18 %). Wider inputs get the separate kernel first and keep
@@ -378,8 +386,9 @@ class CudaBackendImpl final : public CudaBackend {
     if (!on_device({&q, &k, &v, &k_cache, &v_cache, &positions}, op) || !all_f32({&q, &k, &v}, op) ||
         !expect(q.ne[0] == k.ne[0] && k.ne == v.ne && k.ne[2] * k.ne[3] == n, op,
                 "q " + shape_string(q) + ", k " + shape_string(k) + ", v " + shape_string(v) + " do not match") ||
-        !expect(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= q.ne[0], op,
-                "n_dims " + std::to_string(p.n_dims) + " must be even and <= head_dim " + std::to_string(q.ne[0])) ||
+        !expect(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= q.ne[0] && p.n_dims <= cuda::kAttentionMaxHeadDim, op,
+                "n_dims " + std::to_string(p.n_dims) + " must be even and <= head_dim " + std::to_string(q.ne[0]) +
+                    " and <= " + std::to_string(cuda::kAttentionMaxHeadDim)) ||
         !expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype, op, "caches must both be f16 or f32") ||
         !expect(k_cache.ne == v_cache.ne && k_cache.ne[0] * k_cache.ne[1] == kv_dim, op,
                 "cache " + shape_string(k_cache) + " does not match k " + shape_string(k)) ||
@@ -542,34 +551,60 @@ class CudaBackendImpl final : public CudaBackend {
     return p;
   }
 
-  // Prefill product: out[rows, n] = W x on tensor cores. cuBLAS is column-major: W's rows are
-  // the columns of a (cols x rows) matrix with ld = cols, so out = op_T(W) * x.
-  void gemm(const Tensor& w, const Tensor& x, Tensor& out, int64_t n) {
-    const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), nn = static_cast<int>(n);
-    const float alpha = 1.0f, beta = 0.0f;
+  bool matmul_operands_ok(const Tensor& w, const Tensor& x, const Tensor& out, const Tensor* bias, const char* op) {
+    const int64_t cols = w.ne[0], rows = w.rows(), n = x.rows();
+    return on_device({&w, &x, &out}, op) && all_f32({&x, &out}, op) &&
+           expect(supports(w.dtype), op, "weight format " + std::string(dtype_name(w.dtype)) + " unsupported") &&
+           expect(x.ne[0] == cols && out.ne[0] == rows && out.rows() == n, op,
+                  "w " + shape_string(w) + ", x " + shape_string(x) + ", out " + shape_string(out)) &&
+           expect(!bias || (bias->dtype == DType::F32 && bias->elements() == rows && bias->device == Device::cuda), op,
+                  "bias must be f32 [" + std::to_string(rows) + "] on the device");
+  }
+
+  // Prefill product on tensor cores (n > kGemvMaxTokens tokens): out = W x' (+ bias), or with
+  // f.accumulate out += W x' (+ bias), where x' = x, rms_norm(x) * f.norm or silu(x) * f.up.
+  // One kernel writes x' as the fp16 operand (bf16 for BF16 weights); quantized weights are
+  // dequantized to fp16 first (a workspace of rows x cols); cuBLAS multiplies with fp32
+  // accumulation into the fp32 out, the residual add being its beta = 1. cuBLAS is
+  // column-major: W's rows are the columns of a (cols x rows) matrix with ld = cols, so
+  // out = op_T(W) * x'. F32 weights: cublasSgemm on x (with the plain ops around it when fused).
+  void prefill_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) {
+    const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), n = static_cast<int>(x.rows());
+    const float alpha = 1.0f, zero = 0.0f, one = 1.0f;
     cublasStatus_t st;
     if (w.dtype == DType::F32) {
-      st = cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &alpha, w.as<float>(), k, x.as<float>(), k, &beta,
+      if (f.norm || f.up || f.accumulate) return Backend::fused_matmul(w, x, out, f, bias);
+      st = cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.as<float>(), k, x.as<float>(), k, &zero,
                        out.as<float>(), m);
     } else {
       const bool bf16 = w.dtype == DType::BF16;
+      auto* xh = static_cast<uint16_t*>(workspace(xh_ws_, static_cast<size_t>(k) * n * sizeof(uint16_t), "fp16 activations"));
+      if (!xh) return;
+      if (f.up) {
+        cuda::launch_silu_mul_to_half(x.as<float>(), f.up->as<float>(), static_cast<int64_t>(k) * n, xh, bf16, stream_);
+      } else if (f.norm) {
+        // Odd widths or alignment: the plain ops (rms_norm, then this without the norm).
+        if (!cuda::launch_rms_norm_to_half(x.as<float>(), f.norm->as<float>(), f.eps, k, n, xh, bf16, stream_))
+          return Backend::fused_matmul(w, x, out, f, bias);
+      } else {
+        cuda::launch_f32_to_half(x.as<float>(), xh, static_cast<int64_t>(k) * n, bf16, stream_);
+      }
       const void* a = w.data;
       if (w.dtype != DType::F16 && !bf16) {
         void* deq = workspace(deq_ws_, static_cast<size_t>(m) * k * sizeof(uint16_t), "dequantized weight");
-        if (!deq) return;
-        cuda::launch_dequantize(view(w), static_cast<uint16_t*>(deq), false, stream_);
+        if (!deq || !expect(cuda::launch_dequantize(view(w), static_cast<uint16_t*>(deq), false, stream_), "matmul",
+                            "no fp16 dequantization for " + shape_string(w)))
+          return;
         a = deq;
       }
-      auto* xh = static_cast<uint16_t*>(workspace(xh_ws_, static_cast<size_t>(k) * n * sizeof(uint16_t), "fp16 activations"));
-      if (!xh) return;
-      cuda::launch_f32_to_half(x.as<float>(), xh, static_cast<int64_t>(k) * n, bf16, stream_);
       const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
-      st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &alpha, a, t, k, xh, t, k, &beta, out.data,
-                        CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, t, k, xh, t, k, f.accumulate ? &one : &zero,
+                        out.data, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     }
     if (st != CUBLAS_STATUS_SUCCESS)
-      record(internal_error("matmul: cuBLAS GEMM " + std::to_string(m) + "x" + std::to_string(nn) + "x" +
+      record(internal_error("matmul: cuBLAS GEMM " + std::to_string(m) + "x" + std::to_string(n) + "x" +
                             std::to_string(k) + " failed: " + cublasGetStatusString(st)));
+    if (bias) cuda::launch_add_bias(out.as<float>(), bias->as<float>(), m, n, stream_);
   }
 
   void destroy_graph() {

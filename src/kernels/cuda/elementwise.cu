@@ -126,12 +126,19 @@ __global__ void kv_store_kernel(const float* k, const float* v, void* k_cache, v
   }
 }
 
-// rope + KV store in one kernel: block (h, t) takes head h of token t, where h counts the
-// n_head q heads, then the n_head_kv k heads, then the n_head_kv v heads. q and k heads are
-// rotated in place as rope_kernel does (thread i: pairs i, i + blockDim, ...); a k head is also
-// written to the k cache (rotated pairs and the pass-through dims past n_dims), a v head only to
-// the v cache. q [head_dim, n_head, n], k, v [head_dim, n_head_kv, n], caches [.., n_ctx].
+// rope + KV store in one kernel: block (b, t) takes heads [b * heads_per_block, +heads_per_block)
+// of token t, where heads count the n_head q heads, then the n_head_kv k heads, then the
+// n_head_kv v heads. The block first computes the token's n_dims / 2 rotation angles (fp64, as
+// rope_kernel) into shared memory, then rotates its q and k heads in place (thread i: pairs i,
+// i + blockDim, ...); a k head is also written to the k cache (rotated pairs and the pass-through
+// dims past n_dims), a v head only to the v cache. q [head_dim, n_head, n], k, v [head_dim,
+// n_head_kv, n], caches [.., n_ctx].
+// Why several heads per block: the fp64 pow + sincos per pair cost more than the bytes; with
+// one head per block a 2048-token prefill of the 8B shape (48 heads) took 120 us a layer on an
+// H100, re-deriving every angle 40 times. Decode keeps one head per block (48 blocks for one
+// token instead of 6), so the angles of one token are computed 40 times in parallel.
 constexpr int kRopeKvThreads = 64;  // a Llama head of 128 dims is 64 pairs
+constexpr int64_t kRopeManyTokens = 64;  // from here on, several heads per block
 
 template <bool kF16>
 __device__ __forceinline__ void put_cache(void* cache, int64_t i, float v) {
@@ -145,41 +152,54 @@ template <bool kF16>
 __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q, float* k, const float* v, void* k_cache,
                                                                         void* v_cache, int n_head, int n_head_kv,
                                                                         int64_t n_ctx, const int32_t* positions,
-                                                                        RopeLaunch p) {
+                                                                        RopeLaunch p, int heads_per_block) {
   pdl_wait();
   pdl_allow_next();
   const int64_t t = blockIdx.y;
-  const int h = static_cast<int>(blockIdx.x), hd = p.head_dim, half = p.n_dims / 2;
+  const int hd = p.head_dim, half = p.n_dims / 2;
   const int64_t kv_dim = static_cast<int64_t>(n_head_kv) * hd;
   const int64_t slot = positions[t];
   const bool store = slot >= 0 && slot < n_ctx;
-  if (h >= n_head + n_head_kv) {  // a v head: copy into the cache
-    const int64_t at = static_cast<int64_t>(h - n_head - n_head_kv) * hd;
-    if (store)
-      for (int e = threadIdx.x; e < hd; e += kRopeKvThreads) put_cache<kF16>(v_cache, slot * kv_dim + at + e, v[t * kv_dim + at + e]);
-    return;
+  const int h0 = static_cast<int>(blockIdx.x) * heads_per_block;
+  const int h_end = min(h0 + heads_per_block, n_head + 2 * n_head_kv);
+
+  __shared__ float cos_sh[kAttentionMaxHeadDim / 2], sin_sh[kAttentionMaxHeadDim / 2];
+  if (h0 < n_head + n_head_kv) {  // some q or k head to rotate
+    const double pos = static_cast<double>(positions[t]);
+    for (int i = threadIdx.x; i < half; i += kRopeKvThreads) {
+      double theta = pos * p.freq_scale * pow(static_cast<double>(p.freq_base), -2.0 * static_cast<double>(i) / p.n_dims);
+      if (p.freq_factors) theta /= p.freq_factors[i];
+      double sd, cd;
+      sincos(theta, &sd, &cd);
+      cos_sh[i] = static_cast<float>(cd);
+      sin_sh[i] = static_cast<float>(sd);
+    }
+    __syncthreads();
   }
-  const bool is_k = h >= n_head;
-  const int64_t at = static_cast<int64_t>(is_k ? h - n_head : h) * hd;  // the head's offset in its token
-  float* xh = is_k ? k + t * kv_dim + at : q + t * static_cast<int64_t>(n_head) * hd + at;
-  const bool to_cache = is_k && store;
-  const int64_t cache_at = slot * kv_dim + at;
-  const double pos = static_cast<double>(positions[t]);
-  for (int i = threadIdx.x; i < half; i += kRopeKvThreads) {
-    double theta = pos * p.freq_scale * pow(static_cast<double>(p.freq_base), -2.0 * static_cast<double>(i) / p.n_dims);
-    if (p.freq_factors) theta /= p.freq_factors[i];
-    double sd, cd;
-    sincos(theta, &sd, &cd);
-    const float sn = static_cast<float>(sd), cs = static_cast<float>(cd);
-    const int i0 = p.neox ? i : 2 * i, i1 = p.neox ? i + half : 2 * i + 1;
-    const float x0 = xh[i0], x1 = xh[i1];
-    const float y0 = x0 * cs - x1 * sn, y1 = x0 * sn + x1 * cs;
-    xh[i0] = y0;
-    xh[i1] = y1;
-    if (to_cache) put_cache<kF16>(k_cache, cache_at + i0, y0), put_cache<kF16>(k_cache, cache_at + i1, y1);
+  for (int h = h0; h < h_end; ++h) {
+    if (h >= n_head + n_head_kv) {  // a v head: copy into the cache
+      const int64_t at = static_cast<int64_t>(h - n_head - n_head_kv) * hd;
+      if (store)
+        for (int e = threadIdx.x; e < hd; e += kRopeKvThreads) put_cache<kF16>(v_cache, slot * kv_dim + at + e, v[t * kv_dim + at + e]);
+      continue;
+    }
+    const bool is_k = h >= n_head;
+    const int64_t at = static_cast<int64_t>(is_k ? h - n_head : h) * hd;  // the head's offset in its token
+    float* xh = is_k ? k + t * kv_dim + at : q + t * static_cast<int64_t>(n_head) * hd + at;
+    const bool to_cache = is_k && store;
+    const int64_t cache_at = slot * kv_dim + at;
+    for (int i = threadIdx.x; i < half; i += kRopeKvThreads) {
+      const float sn = sin_sh[i], cs = cos_sh[i];
+      const int i0 = p.neox ? i : 2 * i, i1 = p.neox ? i + half : 2 * i + 1;
+      const float x0 = xh[i0], x1 = xh[i1];
+      const float y0 = x0 * cs - x1 * sn, y1 = x0 * sn + x1 * cs;
+      xh[i0] = y0;
+      xh[i1] = y1;
+      if (to_cache) put_cache<kF16>(k_cache, cache_at + i0, y0), put_cache<kF16>(k_cache, cache_at + i1, y1);
+    }
+    if (to_cache)
+      for (int e = p.n_dims + threadIdx.x; e < hd; e += kRopeKvThreads) put_cache<kF16>(k_cache, cache_at + e, xh[e]);
   }
-  if (to_cache)
-    for (int e = p.n_dims + threadIdx.x; e < hd; e += kRopeKvThreads) put_cache<kF16>(k_cache, cache_at + e, xh[e]);
 }
 
 }  // namespace
@@ -188,9 +208,13 @@ void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, voi
                           int n_head_kv, int64_t n_ctx, const int32_t* positions, const RopeLaunch& p,
                           cudaStream_t stream) {
   if (p.n_tokens <= 0) return;
-  const dim3 grid(static_cast<unsigned>(n_head + 2 * n_head_kv), static_cast<unsigned>(p.n_tokens));
+  // Few tokens (decode): a block per head, to spread one token over many SMs. Many (prefill):
+  // 8 heads a block, so each token's angles are computed 6 times instead of 48 (8B shape).
+  const int heads = n_head + 2 * n_head_kv;
+  const int heads_per_block = p.n_tokens >= kRopeManyTokens ? 8 : 1;
+  const dim3 grid(static_cast<unsigned>((heads + heads_per_block - 1) / heads_per_block), static_cast<unsigned>(p.n_tokens));
   launch_pdl(cache_f16 ? rope_kv_store_kernel<true> : rope_kv_store_kernel<false>, grid, dim3(kRopeKvThreads), 0, stream,
-             q, k, v, k_cache, v_cache, n_head, n_head_kv, n_ctx, positions, p);
+             q, k, v, k_cache, v_cache, n_head, n_head_kv, n_ctx, positions, p, heads_per_block);
 }
 
 void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, float* out,

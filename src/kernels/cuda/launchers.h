@@ -111,8 +111,17 @@ bool launch_gemv_tensor_core(const WeightView& w, const float* x, int n_tokens, 
 // dst[rows * cols] (row-major, fp16 or bf16 bits) = dequantized W. `to_bf16` picks bf16.
 bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream);
 
-// dst[i] = src[i] rounded to fp16 (to_bf16: bf16), n elements.
+// ---- the activation operand of a prefill GEMM (prefill_operands.cu), fp16 or (to_bf16) bf16 ----
+
+// dst[i] = src[i] rounded, n elements.
 void launch_f32_to_half(const float* src, uint16_t* dst, int64_t n, bool to_bf16, cudaStream_t stream);
+// dst[i] = silu(gate[i]) * up[i] rounded, n elements.
+void launch_silu_mul_to_half(const float* gate, const float* up, int64_t n, uint16_t* dst, bool to_bf16,
+                             cudaStream_t stream);
+// dst[:, t] = rms_norm(x[:, t]) * weight rounded (as launch_rms_norm); x [d, n]. false (nothing
+// launched) unless d % 4 == 0, x and weight 16-byte and dst 8-byte aligned.
+bool launch_rms_norm_to_half(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, uint16_t* dst,
+                             bool to_bf16, cudaStream_t stream);
 
 // out[:, t] += bias for each of n tokens; out [rows, n].
 void launch_add_bias(float* out, const float* bias, int64_t rows, int64_t n_tokens, cudaStream_t stream);
@@ -175,6 +184,15 @@ int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_
 // seeing slots [0, positions[i]]. workspace: attention_workspace_floats(p) floats.
 void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
                       const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream);
+
+// The same causal attention for a chunk of prompt tokens on tensor cores (prefill_attention.cu,
+// FlashAttention-2 style: Q and P rounded to fp16, fp32 accumulation), for f16 caches, head_dim
+// 64 or 128 and n_head a multiple of n_head_kv. Fewer tokens than kPrefillAttentionMinTokens
+// stay on launch_attention: one pass over the cache per token is what decode needs, in fp32.
+constexpr int64_t kPrefillAttentionMinTokens = kGemvMaxTokens + 1;
+bool prefill_attention_applies(const AttentionLaunch& p);
+void launch_prefill_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
+                              const AttentionLaunch& p, float* out, cudaStream_t stream);
 
 // ids[t] = argmax of logits[:, t] ([n_vocab, n_tokens]): the lowest index among equal maxima,
 // NaN never picked (all NaN: 0), sampling.cu. workspace: argmax_workspace_bytes(capacity) of

@@ -41,30 +41,41 @@ __global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t 
 }
 
 // Thread per chunk over the whole matrix; dst row-major [rows, cols]. Block formats only
-// (cols % 32 == 0, so a chunk is four 16-byte stores).
+// (cols % 32 == 0), so chunk i lands at dst + 32 i and a warp's 32 chunks are 2 KB of dst in
+// one piece: they go out through shared memory, each store instruction of the warp covering
+// 512 contiguous bytes. (A thread storing its own 64 bytes made every store instruction touch
+// 32 sectors half each: 90 us for a 4096 x 14336 Q4_0 weight on an H100, 1.7 TB/s moved.)
 template <DType T, bool kBf16, bool kTiled>
-__global__ void dequantize_kernel(const uint8_t* w, size_t row_bytes, int64_t cols, int64_t rows, uint16_t* dst) {
-  const int64_t chunks_per_row = cols / kChunk;
+__global__ void __launch_bounds__(kThreads) dequantize_kernel(const uint8_t* w, size_t row_bytes, int64_t cols,
+                                                               int64_t rows, uint16_t* dst) {
+  constexpr int kWarp = 32, kParts = kChunk / 8;  // a chunk is 4 parts of 16 bytes
+  // Row stride 34 parts: when 8 lanes read (chunk c0 + {0, 1}, part 0..3) they hit 16-byte
+  // bank groups (c + 2 part) mod 8, all different.
+  constexpr int kStride = kWarp + 2;
+  __shared__ uint4 stage[kThreads / kWarp][kParts][kStride];
+  const int64_t chunks_per_row = cols / kChunk, n_chunks = chunks_per_row * rows;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i >= chunks_per_row * rows) return;
-  const int64_t r = i / chunks_per_row, c = i % chunks_per_row;
-  float v[kChunk];
-  decode_chunk<T, false, kTiled>(w + r * row_bytes, c, v);
-  uint4* out = reinterpret_cast<uint4*>(dst + r * cols + c * kChunk);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (i < n_chunks) {
+    const int64_t r = i / chunks_per_row, c = i % chunks_per_row;
+    float v[kChunk];
+    decode_chunk<T, false, kTiled>(w + r * row_bytes, c, v);
 #pragma unroll
-  for (int q = 0; q < kChunk / 8; ++q) {
-    uint32_t h[4];
+    for (int q = 0; q < kParts; ++q) {
+      uint32_t h[4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-      h[k] = to_half_bits<kBf16>(v[8 * q + 2 * k]) | (static_cast<uint32_t>(to_half_bits<kBf16>(v[8 * q + 2 * k + 1])) << 16);
-    out[q] = make_uint4(h[0], h[1], h[2], h[3]);
+      for (int k = 0; k < 4; ++k)
+        h[k] = to_half_bits<kBf16>(v[8 * q + 2 * k]) | (static_cast<uint32_t>(to_half_bits<kBf16>(v[8 * q + 2 * k + 1])) << 16);
+      stage[warp][q][lane] = make_uint4(h[0], h[1], h[2], h[3]);
+    }
   }
-}
-
-template <bool kBf16>
-__global__ void f32_to_half_kernel(const float* src, uint16_t* dst, int64_t n) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < n) dst[i] = to_half_bits<kBf16>(src[i]);
+  __syncwarp();
+  const int64_t first = i - lane;  // the warp's first chunk
+#pragma unroll
+  for (int q = 0; q < kParts; ++q) {
+    const int idx = q * kWarp + lane, c = idx / kParts, part = idx % kParts;
+    if (first + c < n_chunks) reinterpret_cast<uint4*>(dst + (first + c) * kChunk)[part] = stage[warp][part][c];
+  }
 }
 
 __global__ void add_bias_kernel(float* out, const float* bias, int64_t rows, int64_t n) {
@@ -111,12 +122,6 @@ bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStr
     if (to_bf16) dequantize_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
     else dequantize_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(src, w.row_bytes, w.cols, w.rows, dst);
   });
-}
-
-void launch_f32_to_half(const float* src, uint16_t* dst, int64_t n, bool to_bf16, cudaStream_t stream) {
-  if (n <= 0) return;
-  if (to_bf16) f32_to_half_kernel<true><<<blocks_for(n), kThreads, 0, stream>>>(src, dst, n);
-  else f32_to_half_kernel<false><<<blocks_for(n), kThreads, 0, stream>>>(src, dst, n);
 }
 
 void launch_add_bias(float* out, const float* bias, int64_t rows, int64_t n_tokens, cudaStream_t stream) {
