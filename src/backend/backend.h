@@ -136,6 +136,18 @@ class Backend {
   // [n]. The default reads the logits through read() (host-memory backends); CUDA runs a
   // kernel, so a decode step copies 4 bytes per token to the host instead of the logits.
   virtual void argmax(const Tensor& logits, Tensor& ids);
+  // Sampling at temperature > 0: ids[i] = cpu::draw_from_top_k(logits[:, i], draws[i])
+  // (kernels/cpu/top_k_draw.h: top-k, softmax, min-p, top-p, the draw at draws[i].u). draws
+  // holds n cpu::TopKDraw records (24 bytes each) in this backend's memory, written before the
+  // step, so a captured graph replays with new numbers; callers check can_sample_top_k for the
+  // records' top_k first (a device backend does not read them back). The default reads the
+  // logits through read(); CUDA runs a kernel.
+  virtual void sample_top_k(const Tensor& logits, const Tensor& draws, Tensor& ids);
+  // Whether sample_top_k takes top_k (0 = every token) over n_vocab logits.
+  virtual bool can_sample_top_k(int top_k, int64_t n_vocab) const {
+    (void)top_k, (void)n_vocab;
+    return true;
+  }
 
  private:
   const void* graph_owner_ = nullptr;

@@ -1,10 +1,12 @@
-// Defaults of the fused Backend ops (backend.h): the plain ops in order. Host-memory backends
+// Defaults of the fused Backend ops and of token picking (backend.h): the plain ops in order. Host-memory backends
 // (CPU, reference) use these as they are; the CUDA backend overrides them with fused kernels and
 // falls back to these where it has none (other formats, larger batches).
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "backend/backend.h"
+#include "kernels/cpu/top_k_draw.h"
 
 namespace bl {
 namespace {
@@ -69,6 +71,23 @@ void Backend::argmax(const Tensor& logits, Tensor& ids) {
     best[static_cast<size_t>(t)] = static_cast<int32_t>(std::max<int64_t>(b, 0));
   }
   write(ids, best.data(), best.size() * sizeof(int32_t));
+}
+
+void Backend::sample_top_k(const Tensor& logits, const Tensor& draws, Tensor& ids) {
+  const int64_t n_vocab = logits.ne[0], n = logits.rows();
+  if (logits.dtype != DType::F32 || ids.dtype != DType::I32 || ids.elements() != n ||
+      draws.bytes() < static_cast<size_t>(n) * sizeof(cpu::TopKDraw))
+    return;
+  std::vector<float> l(static_cast<size_t>(n_vocab * n));
+  read(logits, l.data(), l.size() * sizeof(float));
+  std::vector<cpu::TopKDraw> d(static_cast<size_t>(n));
+  read(draws, d.data(), d.size() * sizeof(cpu::TopKDraw));
+  std::vector<int32_t> picked(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t)
+    picked[static_cast<size_t>(t)] =
+        cpu::draw_from_top_k(std::span<const float>(l.data() + t * n_vocab, static_cast<size_t>(n_vocab)),
+                             d[static_cast<size_t>(t)]);
+  write(ids, picked.data(), picked.size() * sizeof(int32_t));
 }
 
 }  // namespace bl

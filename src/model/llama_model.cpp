@@ -6,6 +6,7 @@
 
 #include "core/aligned_buffer.h"
 #include "io/model_file.h"
+#include "kernels/cpu/top_k_draw.h"
 #include "quant/quant.h"
 
 namespace bl {
@@ -255,6 +256,8 @@ Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool log
   BL_ASSIGN_OR_RETURN(s.gate_up, backend_.alloc(DType::F32, {2 * c.n_ff, t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.logits, backend_.alloc(DType::F32, {c.n_vocab, logits_all ? t : 1, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.sampled, backend_.alloc(DType::I32, {t, 1, 1, 1}));
+  constexpr int64_t kDrawWords = sizeof(cpu::TopKDraw) / sizeof(int32_t);
+  BL_ASSIGN_OR_RETURN(s.draws, backend_.alloc(DType::I32, {kDrawWords * t, 1, 1, 1}));
   for (int il = 0; il < c.n_layer; ++il) {
     Tensor kc, vc;
     BL_ASSIGN_OR_RETURN(kc, backend_.alloc(kv_type, {c.head_dim, c.n_head_kv, n_ctx, 1}));
@@ -270,7 +273,7 @@ size_t LlamaModel::decode_weight_bytes() const {
   return weight_bytes_ - (tied ? 0 : token_embd_.bytes() - token_embd_.row_size());
 }
 
-void LlamaModel::forward(LlamaForwardState& s, int n, bool argmax) const {
+void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick) const {
   const LlamaConfig& c = config_;
   Backend& b = backend_;
   Tensor ids = view(s.ids, {n, 1, 1, 1});
@@ -327,9 +330,11 @@ void LlamaModel::forward(LlamaForwardState& s, int n, bool argmax) const {
     x_out = make_tensor_2d(static_cast<float*>(x.data) + static_cast<size_t>(n - 1) * c.n_embd, DType::F32, c.n_embd, 1, x.device);
   Tensor logits = view(s.logits, {c.n_vocab, x_out.ne[1], 1, 1});
   b.fused_matmul(output_, x_out, logits, normed(output_norm_));
-  if (argmax) {
-    Tensor sampled = view(s.sampled, {x_out.ne[1], 1, 1, 1});
-    b.argmax(logits, sampled);
+  Tensor sampled = view(s.sampled, {x_out.ne[1], 1, 1, 1});
+  if (pick == TokenPick::argmax) b.argmax(logits, sampled);
+  if (pick == TokenPick::sample_top_k) {
+    const Tensor draws = view(s.draws, {x_out.ne[1] * static_cast<int64_t>(sizeof(cpu::TopKDraw) / sizeof(int32_t)), 1, 1, 1});
+    b.sample_top_k(logits, draws, sampled);
   }
 }
 

@@ -46,12 +46,21 @@ struct LlamaForwardState {
   Tensor attn;                    // [q_dim, max_tokens]
   Tensor gate_up;                 // [2 n_ff, max_tokens]
   Tensor logits;                  // [n_vocab, max_tokens] (or [n_vocab, 1] when logits_all is off)
-  Tensor sampled;                 // I32 [max_tokens]: argmax of the logits (Backend::argmax)
+  Tensor sampled;                 // I32 [max_tokens]: the token picked from each row of logits
+  Tensor draws;                   // [max_tokens] cpu::TopKDraw (24 bytes each), as I32 [6 max_tokens]
   std::vector<Tensor> k_cache, v_cache;  // per layer [head_dim, n_head_kv, n_ctx]
   bool logits_all = false;
 };
 
 using LoadProgress = std::function<void(size_t bytes_done, size_t bytes_total)>;
+
+// What LlamaModel::forward picks from the logits it leaves, on the backend (where the logits
+// are: on CUDA a decode step then copies 4 bytes to the host instead of the logits).
+enum class TokenPick {
+  none,
+  argmax,        // greedy (Backend::argmax)
+  sample_top_k,  // a draw with the parameters the caller wrote into state.draws (Backend::sample_top_k)
+};
 
 class LlamaModel {
  public:
@@ -72,9 +81,8 @@ class LlamaModel {
 
   // Runs n tokens whose ids and positions the caller wrote into state.ids / state.positions.
   // Leaves logits in state.logits: [n_vocab, n] with logits_all, else [n_vocab, 1] of the last.
-  // With argmax, also writes the greedy token of each row of logits into state.sampled (on the
-  // device: a decode step then copies 4 bytes to the host instead of the logits).
-  void forward(LlamaForwardState& state, int n, bool argmax = false) const;
+  // With a pick, also writes the token picked from each row of logits into state.sampled.
+  void forward(LlamaForwardState& state, int n, TokenPick pick = TokenPick::none) const;
 
  private:
   LlamaModel(LlamaConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}

@@ -34,12 +34,16 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
   StreamDecoder decoder(tokenizer);
   auto t1 = std::chrono::steady_clock::now();
   result.stop_reason = "length";
-  // Greedy without a repetition penalty is an argmax, which the backend does where the logits
-  // are (Session::feed_greedy): on CUDA a token then costs a 4-byte copy, not the logits.
+  // Without a repetition penalty the backend picks the next token where the logits are: greedy
+  // is an argmax (Session::feed_greedy), and a draw at temperature > 0 takes the sampler's next
+  // uniform number (Session::feed_sampled), so a seed gives the text that drawing here gives.
+  // On CUDA a token then costs a 4-byte copy, not the logits.
   const SamplerParams& sp = options.sampler;
-  const bool backend_greedy =
-      sp.temperature == 0.0f && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) && !session.logits_all();
-  TokenId picked = -1;  // the backend's choice for the next token, when backend_greedy
+  const bool no_penalty = (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) && !session.logits_all();
+  const bool backend_greedy = no_penalty && sp.temperature == 0.0f;
+  const bool backend_draws = no_penalty && sp.temperature > 0.0f &&
+                             session.model().backend().can_sample_top_k(sp.top_k, session.model().config().n_vocab);
+  TokenId picked = -1;  // the backend's choice for the next token
   for (int i = 0; options.n_predict < 0 || i < options.n_predict; ++i) {
     const TokenId id = picked >= 0 ? picked : sampler.sample(session.last_logits(), history);
     if (tokenizer.is_end_of_generation(id)) {
@@ -59,6 +63,8 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
     }
     if (backend_greedy) {
       BL_ASSIGN_OR_RETURN(picked, session.feed_greedy(id));
+    } else if (backend_draws) {
+      BL_ASSIGN_OR_RETURN(picked, session.feed_sampled(id, top_k_draw(sp, sampler.next_uniform())));
     } else {
       const TokenId next[1] = {id};
       BL_RETURN_IF_ERROR(session.feed(next));

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <random>
 #include <string>
 
 namespace bl {
@@ -14,6 +16,16 @@ Status validate(const SamplerParams& p) {
   if (!(p.repeat_penalty > 0) || !std::isfinite(p.repeat_penalty)) return invalid_argument("repeat_penalty must be > 0");
   if (p.repeat_last_n < 0) return invalid_argument("repeat_last_n must be >= 0");
   return Status::Ok();
+}
+
+cpu::TopKDraw top_k_draw(const SamplerParams& p, double u) {
+  return {.temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p, .min_p = p.min_p, .u = u};
+}
+
+double Sampler::next_uniform() {
+  // What std::uniform_real_distribution<double>(0, b) draws before scaling by b (libstdc++), so
+  // texts of a seed stay those the sampler gave before the draw moved to kernels/cpu.
+  return std::generate_canonical<double, std::numeric_limits<double>::digits>(rng_);
 }
 
 TokenId Sampler::sample(std::span<const float> logits, std::span<const TokenId> history) {
@@ -34,49 +46,9 @@ TokenId Sampler::sample(std::span<const float> logits, std::span<const TokenId> 
     }
   }
 
-  auto by_logit = [](const Candidate& a, const Candidate& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
   if (params_.temperature == 0.0f)
-    return std::min_element(candidates_.begin(), candidates_.end(), by_logit)->id;
-
-  // top-k: keep the k largest (all when 0), sorted descending.
-  size_t n = candidates_.size();
-  if (params_.top_k > 0) n = std::min(n, static_cast<size_t>(params_.top_k));
-  std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(n), candidates_.end(), by_logit);
-  candidates_.resize(n);
-
-  // Softmax at the temperature.
-  probs_.resize(n);
-  const float max_logit = candidates_[0].logit;
-  double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += probs_[i] = std::exp((candidates_[i].logit - max_logit) / params_.temperature);
-  for (size_t i = 0; i < n; ++i) probs_[i] = static_cast<float>(probs_[i] / sum);
-
-  // min-p relative to the most likely token, then top-p over the sorted list.
-  size_t keep = n;
-  if (params_.min_p > 0) {
-    const float threshold = params_.min_p * probs_[0];
-    keep = 1;
-    while (keep < n && probs_[keep] >= threshold) ++keep;
-  }
-  if (params_.top_p < 1) {
-    double cumulative = 0;
-    size_t i = 0;
-    for (; i < keep; ++i) {
-      cumulative += probs_[i];
-      if (cumulative >= params_.top_p) break;
-    }
-    keep = std::min(keep, i + 1);
-  }
-
-  double kept_sum = 0;
-  for (size_t i = 0; i < keep; ++i) kept_sum += probs_[i];
-  std::uniform_real_distribution<double> uniform(0.0, kept_sum);
-  double r = uniform(rng_);
-  for (size_t i = 0; i < keep; ++i) {
-    r -= probs_[i];
-    if (r <= 0) return candidates_[i].id;
-  }
-  return candidates_[keep - 1].id;
+    return std::min_element(candidates_.begin(), candidates_.end(), cpu::before)->id;
+  return cpu::draw_from_top_k(candidates_, top_k_draw(params_, next_uniform()), probs_);
 }
 
 }  // namespace bl

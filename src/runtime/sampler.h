@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "kernels/cpu/top_k_draw.h"
 
 namespace bl {
 
@@ -26,6 +27,9 @@ struct SamplerParams {
 
 Status validate(const SamplerParams& p);  // names the first out-of-range parameter
 
+// The draw parameters of p (temperature > 0) with the uniform number u.
+cpu::TopKDraw top_k_draw(const SamplerParams& p, double u);
+
 class Sampler {
  public:
   explicit Sampler(const SamplerParams& params) : params_(params), rng_(params.seed) {}
@@ -33,14 +37,15 @@ class Sampler {
   // history: tokens so far (prompt and generated), for the repetition penalty.
   TokenId sample(std::span<const float> logits, std::span<const TokenId> history);
 
+  // The next uniform number in [0, 1) of the seeded generator: sample() takes one per draw at
+  // temperature > 0; a caller that has the draw done elsewhere (Session::feed_sampled, on the
+  // device) passes it on, so the seed's sequence of numbers is the same either way.
+  double next_uniform();
+
  private:
-  struct Candidate {
-    TokenId id;
-    float logit;
-  };
   SamplerParams params_;
   std::mt19937_64 rng_;
-  std::vector<Candidate> candidates_;  // reused: no allocation per token after the first
+  std::vector<cpu::TokenCandidate> candidates_;  // reused: no allocation per token after the first
   std::vector<float> probs_;
 };
 

@@ -30,25 +30,25 @@ void Session::truncate(int n) {
   all_logits_.resize(static_cast<size_t>(n_past_) * model_.config().n_vocab);
 }
 
-Status Session::step(int n, bool argmax) {
+Status Session::step(int n, TokenPick pick) {
   Backend& backend = model_.backend();
   if (n != 1 || !backend.supports_graphs() || graph_failed_) {
-    model_.forward(state_, n, argmax);
+    model_.forward(state_, n, pick);
     return backend.status();
   }
-  if (backend.graph_owner() != this || graph_argmax_ != argmax) {
+  if (backend.graph_owner() != this || graph_pick_ != pick) {
     // The first single-token step runs eagerly (it sizes the backend's workspaces), then the
     // same step is captured; later ones replay it.
-    model_.forward(state_, 1, argmax);
+    model_.forward(state_, 1, pick);
     BL_RETURN_IF_ERROR(backend.status());
-    Status captured = backend.capture_graph([&] { model_.forward(state_, 1, argmax); });
+    Status captured = backend.capture_graph([&] { model_.forward(state_, 1, pick); });
     if (!captured.ok()) {
       graph_failed_ = true;
       std::fprintf(stderr, "bitlight: decode graph capture failed, running ops one by one: %s\n", captured.message().c_str());
       return Status::Ok();
     }
     backend.set_graph_owner(this);
-    graph_argmax_ = argmax;
+    graph_pick_ = pick;
     return Status::Ok();
   }
   return backend.replay_graph();
@@ -65,15 +65,26 @@ Status Session::check_room(std::span<const TokenId> ids) const {
   return Status::Ok();
 }
 
-Expected<TokenId> Session::feed_greedy(TokenId id) {
-  if (state_.logits_all) return invalid_argument("feed_greedy: this session keeps every token's logits (logits_all): use feed()");
+Expected<TokenId> Session::feed_greedy(TokenId id) { return feed_and_pick(id, TokenPick::argmax, nullptr); }
+
+Expected<TokenId> Session::feed_sampled(TokenId id, const cpu::TopKDraw& draw) {
+  if (!(draw.temperature > 0) || !(draw.u >= 0 && draw.u < 1))
+    return invalid_argument("feed_sampled: needs temperature > 0 and u in [0, 1)");
+  if (!model_.backend().can_sample_top_k(draw.top_k, model_.config().n_vocab))
+    return unsupported("feed_sampled: " + model_.backend().name() + " cannot draw from top_k = " + std::to_string(draw.top_k));
+  return feed_and_pick(id, TokenPick::sample_top_k, &draw);
+}
+
+Expected<TokenId> Session::feed_and_pick(TokenId id, TokenPick pick, const cpu::TopKDraw* draw) {
+  if (state_.logits_all) return invalid_argument("feed_greedy / feed_sampled: this session keeps every token's logits (logits_all): use feed()");
   const TokenId ids[1] = {id};
   BL_RETURN_IF_ERROR(check_room(ids));
   Backend& backend = model_.backend();
   const int32_t position = n_past_;
   backend.write(state_.ids, ids, sizeof(int32_t));
   backend.write(state_.positions, &position, sizeof(int32_t));
-  BL_RETURN_IF_ERROR(step(1, /*argmax=*/true));
+  if (draw) backend.write(state_.draws, draw, sizeof *draw);
+  BL_RETURN_IF_ERROR(step(1, pick));
   TokenId next = 0;
   backend.read(state_.sampled, &next, sizeof next);
   BL_RETURN_IF_ERROR(backend.status());

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "kernels/cpu/top_k_draw.h"
 #include "model/llama_model.h"
 
 namespace bl {
@@ -37,6 +38,11 @@ class Session {
   // the host, not the logits. last_logits() is not updated. Errors as feed(), and with
   // logits_all (whose logits this would not keep).
   Expected<TokenId> feed_greedy(TokenId id);
+  // Appends one token and returns a token drawn for the next one by the backend
+  // (Backend::sample_top_k with `draw`: kernels/cpu/top_k_draw.h), where the logits are; the
+  // same draw as Sampler's for the same logits and draw.u. Errors as feed_greedy, and
+  // unsupported when the backend cannot draw from draw.top_k (can_sample_top_k).
+  Expected<TokenId> feed_sampled(TokenId id, const cpu::TopKDraw& draw);
 
   // Logits [n_vocab] of the last fed token (by feed()).
   std::span<const float> last_logits() const { return last_logits_; }
@@ -59,12 +65,13 @@ class Session {
   int n_past_ = 0;
   // Runs one forward step of n tokens: single-token steps on a backend with graphs replay a
   // graph captured on first use.
-  Status step(int n, bool argmax = false);
+  Status step(int n, TokenPick pick = TokenPick::none);
+  Expected<TokenId> feed_and_pick(TokenId id, TokenPick pick, const cpu::TopKDraw* draw);
   Status check_room(std::span<const TokenId> ids) const;
 
   std::vector<int32_t> positions_;  // host staging [n_batch]
   bool graph_failed_ = false;       // capture did not work: run eagerly from then on
-  bool graph_argmax_ = false;       // the captured graph ends with Backend::argmax
+  TokenPick graph_pick_ = TokenPick::none;  // what the captured graph ends with
   std::vector<float> last_logits_;  // [n_vocab]
   std::vector<float> all_logits_;
 };

@@ -70,6 +70,7 @@ TEST_F(CudaBackendOps, Matmul) { cases->matmul(); }
 TEST_F(CudaBackendOps, FusedMatmul) { cases->fused_matmul(); }
 TEST_F(CudaBackendOps, RopeKvStore) { cases->rope_kv_store(); }
 TEST_F(CudaBackendOps, Argmax) { cases->argmax(); }
+TEST_F(CudaBackendOps, SampleTopK) { cases->sample_top_k(); }
 
 // ---- matmul over every supported format, against fp64 dot products of dequantize_row ----
 

@@ -31,7 +31,9 @@
 //                         default; a backend that runs chunks on tensor cores in fp16 passes
 //                         its own (CUDA: tests/gpu/cuda_backend_ops_test.cpp).
 //   fused ops      fused_matmul as matmul, rope_kv_store as rope (f16 k cache: 1e-3), argmax
-//                  exact (see each case).
+//                  exact (see each case); sample_top_k the same ids as the host's draw (a
+//                  device's exp may differ in the last ulp, which moves a draw only when its
+//                  uniform number falls within ~1e-7 of a boundary: not in these cases).
 // matmul measures each output's error against the size of its terms instead, as an output
 // can be near zero by cancellation: err = max_i |out_i - ref_i| / (Σ_k |w_ik x_k| + |bias_i|).
 //   matmul f32/f16 1e-5   fp32 accumulation (vs fp64): error <= cols·2^-24 of Σ|w x| in the
@@ -51,11 +53,13 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
 #include "core/half.h"
+#include "kernels/cpu/top_k_draw.h"
 #include "quant/quant.h"
 
 namespace bl::op_cases {
@@ -108,6 +112,7 @@ class OpCases {
     fused_matmul();
     rope_kv_store();
     argmax();
+    sample_top_k();
   }
 
   // Widths: 1..3 multiples of 32 and odd sizes; large ones so the parallel paths run.
@@ -432,6 +437,53 @@ class OpCases {
           EXPECT_EQ(g, w);
           for (int64_t t = 0; t < n && n_vocab > 1; ++t) {  // the reference itself: never a NaN
             EXPECT_FALSE(std::isnan(l[t * n_vocab + w[t]]));
+          }
+        }
+  }
+
+  // sample_top_k against cpu::draw_from_top_k on the host copy of the logits (the sampler's
+  // own draw): the same id for every draw the backend accepts (can_sample_top_k), over several
+  // parameter sets, uniform numbers at both ends of [0, 1), and tied logits. Logits spread
+  // (scale 3) so that many tokens carry probability; poisoned ids.
+  void sample_top_k() {
+    struct Params {
+      float temperature;
+      int top_k;
+      float top_p, min_p;
+    };
+    const Params sets[] = {{0.8f, 40, 0.95f, 0.05f}, {1.0f, 1, 1.0f, 0.0f}, {2.0f, 64, 1.0f, 0.0f},
+                           {0.5f, 5, 0.5f, 0.0f},    {1.5f, 0, 0.9f, 0.0f}, {1.0f, 17, 1.0f, 0.3f}};
+    for (int64_t n_vocab : {1, 7, 1000, 50001, 128256, 151936})
+      for (const Params& p : sets)
+        for (bool ties : {false, true}) {
+          if (!test_.can_sample_top_k(p.top_k, n_vocab)) continue;
+          begin_case();
+          SCOPED_TRACE("sample_top_k n_vocab=" + std::to_string(n_vocab) + " T=" + std::to_string(p.temperature) +
+                       " k=" + std::to_string(p.top_k) + " ties=" + std::to_string(ties));
+          constexpr int64_t n = 2;
+          auto l = random(n_vocab * n, 3.0f);
+          if (ties)  // the top tokens of row 0 tied in pairs: order by id decides
+            for (int64_t i = 0; i + 1 < std::min<int64_t>(n_vocab, 40); i += 2) l[i] = l[i + 1] = 9.0f - 0.1f * i;
+          Pair logits = input(DType::F32, {n_vocab, n, 1, 1}, l);
+          Pair ids = alloc_pair(DType::I32, {n, 1, 1, 1});
+          for (double u : {0.0, 0.999999, -1.0, -1.0, -1.0, -1.0}) {  // -1: a fresh random number
+            cpu::TopKDraw draws[n];
+            for (int64_t t = 0; t < n; ++t) {
+              const double ut = u >= 0 ? u : std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+              draws[t] = {.temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p, .min_p = p.min_p, .u = ut};
+            }
+            Pair d = alloc_pair(DType::I32, {n * static_cast<int64_t>(sizeof(cpu::TopKDraw) / sizeof(int32_t)), 1, 1, 1});
+            test_.write(d.test, draws, sizeof draws, 0);
+            const int32_t poison[n] = {-1, -1};
+            test_.write(ids.test, poison, sizeof poison, 0);
+            test_.sample_top_k(logits.test, d.test, ids.test);
+            const auto got = read_bytes(test_, ids.test);
+            for (int64_t t = 0; t < n; ++t) {
+              int32_t g;
+              std::memcpy(&g, got.data() + sizeof(int32_t) * t, sizeof g);
+              const std::span<const float> row(l.data() + t * n_vocab, static_cast<size_t>(n_vocab));
+              EXPECT_EQ(g, cpu::draw_from_top_k(row, draws[t])) << "token " << t << " u " << draws[t].u;
+            }
           }
         }
   }

@@ -41,6 +41,7 @@ TEST_F(CpuBackendOps, Matmul) { cases.matmul(); }
 TEST_F(CpuBackendOps, FusedMatmul) { cases.fused_matmul(); }
 TEST_F(CpuBackendOps, RopeKvStore) { cases.rope_kv_store(); }
 TEST_F(CpuBackendOps, Argmax) { cases.argmax(); }
+TEST_F(CpuBackendOps, SampleTopK) { cases.sample_top_k(); }
 
 // Attention splits work by thread count (slot chunks when there are few (token, kv head)
 // pairs), so other counts take other paths: 1 thread (no pool), 3 and 4 threads (chunks).

@@ -5,11 +5,13 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <set>
 
 #include "backend/backend.h"
 #include "io/gguf_writer.h"
 #include "io/model_file.h"
 #include "model/llama_model.h"
+#include "runtime/sampler.h"
 #include "runtime/session.h"
 #include "runtime/synthetic_model.h"
 
@@ -137,6 +139,39 @@ std::string rewrite_with(const ModelFile& file, const std::string& key, uint32_t
   Status s = w.write(path);
   EXPECT_TRUE(s.ok()) << s.message();
   return path;
+}
+
+// Session::feed_sampled (the backend draws, Backend::sample_top_k) continues a prompt with the
+// tokens the host sampler draws from the logits of Session::feed, number for number.
+TEST(LlamaModel, BackendDrawsTheSamplersTokens) {
+  Loaded m = load(synth_file("q8_0"), "cpu");
+  const std::vector<TokenId> prompt = {1, 17, 300, 5};
+  for (uint64_t seed : {1u, 2u}) {
+    const SamplerParams params{.temperature = 1.2f, .top_k = 40, .top_p = 0.9f, .min_p = 0.02f, .seed = seed};
+    auto on_host = Session::create(*m.model, {.n_ctx = 64, .n_batch = 8});
+    auto on_backend = Session::create(*m.model, {.n_ctx = 64, .n_batch = 8});
+    ASSERT_TRUE(on_host.ok() && on_backend.ok());
+    ASSERT_TRUE((*on_host)->feed(prompt).ok() && (*on_backend)->feed(prompt).ok());
+    Sampler host_sampler(params), backend_sampler(params);
+    std::vector<TokenId> host_ids, backend_ids;
+    TokenId id = backend_sampler.sample((*on_backend)->last_logits(), {});
+    for (int i = 0; i < 24; ++i) {
+      host_ids.push_back(host_sampler.sample((*on_host)->last_logits(), {}));
+      const TokenId next[1] = {host_ids.back()};
+      ASSERT_TRUE((*on_host)->feed(next).ok());
+      backend_ids.push_back(id);
+      auto drawn = (*on_backend)->feed_sampled(id, top_k_draw(params, backend_sampler.next_uniform()));
+      ASSERT_TRUE(drawn.ok()) << drawn.status().message();
+      id = *drawn;
+    }
+    EXPECT_EQ(backend_ids, host_ids) << "seed " << seed;
+    std::set<TokenId> distinct(host_ids.begin(), host_ids.end());
+    EXPECT_GT(distinct.size(), 3u) << "the draws should not all be one token at temperature 1.2";
+  }
+  auto session = Session::create(*m.model, {.n_ctx = 64, .n_batch = 8});
+  ASSERT_TRUE(session.ok());
+  auto greedy_draw = (*session)->feed_sampled(1, {.temperature = 0.0f, .top_k = 40, .top_p = 1.0f, .min_p = 0.0f, .u = 0.5});
+  EXPECT_EQ(greedy_draw.status().code(), StatusCode::invalid_argument);
 }
 
 TEST(LlamaModel, MissingOrMisshapenTensorsAreNamed) {

@@ -423,6 +423,34 @@ class CudaBackendImpl final : public CudaBackend {
     check_launch(op);
   }
 
+  bool can_sample_top_k(int top_k, int64_t n_vocab) const override { return cuda::sample_top_k_applies(top_k, n_vocab); }
+
+  // The draw on the device (sample_top_k.cu). The records stay in device memory (a captured
+  // graph replays with the numbers written before each step), so their top_k is not checked
+  // here: callers ask can_sample_top_k first; an out-of-range top_k is clamped by the kernel.
+  void sample_top_k(const Tensor& logits, const Tensor& draws, Tensor& ids) override {
+    const char* op = "sample_top_k";
+    const int64_t n = logits.rows();
+    if (!on_device({&logits, &draws, &ids}, op) || !all_f32({&logits}, op) ||
+        !expect(ids.dtype == DType::I32 && ids.elements() == n, op, "ids must be i32 [" + std::to_string(n) + "]") ||
+        !expect(draws.bytes() >= static_cast<size_t>(n) * sizeof(cuda::TopKDrawParams), op,
+                "draws must hold " + std::to_string(n) + " records"))
+      return;
+    if (!expect(cuda::sample_top_k_applies(1, logits.ne[0]), op,
+                "a vocabulary of " + std::to_string(logits.ne[0]) + " is past the kernel's 64 slices of 4096"))
+      return;
+    if (n > sample_capacity_) {  // a new buffer, zeroed once: each launch leaves its counters at zero
+      const size_t bytes = cuda::sample_top_k_workspace_bytes(n);
+      void* p = workspace(sample_ws_, bytes, "sampling partial results");
+      if (!p) return;
+      note(cudaMemsetAsync(p, 0, bytes, stream_), op);
+      sample_capacity_ = n;
+    }
+    cuda::launch_sample_top_k(logits.as<float>(), logits.ne[0], n, reinterpret_cast<const cuda::TopKDrawParams*>(draws.data),
+                              ids.as<int32_t>(), sample_ws_.ptr, sample_capacity_, stream_);
+    check_launch(op);
+  }
+
   // ---- graphs and errors ----
 
   Status capture_graph(const std::function<void()>& step) override {
@@ -619,8 +647,9 @@ class CudaBackendImpl final : public CudaBackend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   std::vector<void*> allocations_;  // every cudaMalloc of this backend, freed in the destructor
-  Workspace deq_ws_, xh_ws_, attn_ws_, argmax_ws_;
+  Workspace deq_ws_, xh_ws_, attn_ws_, argmax_ws_, sample_ws_;
   int64_t argmax_capacity_ = 0;  // tokens argmax_ws_ is laid out for (sampling.cu)
+  int64_t sample_capacity_ = 0;  // tokens sample_ws_ is laid out for (sample_top_k.cu)
   struct DeviceFactors {
     float* data;
     int n;

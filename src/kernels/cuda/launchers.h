@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/cpu/top_k_draw.h"
 
 namespace bl::cuda {
 
@@ -201,5 +202,16 @@ void launch_prefill_attention(const float* q, const void* k_cache, const void* v
 size_t argmax_workspace_bytes(int64_t capacity);
 void launch_argmax(const float* logits, int64_t n_vocab, int64_t n_tokens, int32_t* ids, void* workspace,
                    int64_t capacity, cudaStream_t stream);
+
+// ids[t] = cpu::draw_from_top_k(logits[:, t], draws[t]) (draws: device memory, one record per
+// token), sample_top_k.cu, for 1 <= top_k <= kMaxDeviceTopK and n_vocab up to 64 slices of 4096
+// (sample_top_k_applies; a top_k outside that range is clamped into it: callers check first).
+// workspace: sample_top_k_workspace_bytes(capacity), zeroed once, as argmax's.
+using TopKDrawParams = cpu::TopKDraw;
+constexpr int kMaxDeviceTopK = 64;
+bool sample_top_k_applies(int top_k, int64_t n_vocab);
+size_t sample_top_k_workspace_bytes(int64_t capacity);
+void launch_sample_top_k(const float* logits, int64_t n_vocab, int64_t n_tokens, const TopKDrawParams* draws,
+                         int32_t* ids, void* workspace, int64_t capacity, cudaStream_t stream);
 
 }  // namespace bl::cuda
