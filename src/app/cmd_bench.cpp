@@ -25,6 +25,7 @@ struct BenchOptions {
   int n_prompt = 512;
   int n_gen = 128;
   int repetitions = 3;
+  int n_seq = 1;
   std::string json_out;
 };
 
@@ -70,6 +71,7 @@ Status bench(const BenchOptions& o) {
                                                .n_gen = o.n_gen,
                                                .repetitions = o.repetitions,
                                                .n_batch = o.model.n_batch,
+                                               .n_seq = o.n_seq,
                                                .kv_type = kv_type,
                                                .probe_read_gbps = std::ref(probe)}));
   const auto [min_gbps, max_gbps] = std::minmax_element(r.read_gbps.begin(), r.read_gbps.end());
@@ -85,13 +87,16 @@ Status bench(const BenchOptions& o) {
       r.decode_fraction.empty() ? 0 : std::accumulate(r.decode_fraction.begin(), r.decode_fraction.end(), 0.0) /
                                            static_cast<double>(r.decode_fraction.size());
 
+  // With -B N: the tests run N sequences (ppP x N prompts, tgG x N tokens per step), and tok/s
+  // counts the tokens of all of them.
+  const std::string seqs = o.n_seq > 1 ? " x" + std::to_string(o.n_seq) : "";
   std::printf("| model | format | size (GB) | backend | test | tok/s |\n|---|---|---|---|---|---|\n");
   if (o.n_prompt > 0)
-    std::printf("| %s | %s | %.2f | %s | pp%d | %.2f ± %.2f |\n", name.c_str(), format.c_str(), size_gb,
-                m.backend->name().c_str(), o.n_prompt, r.prefill.mean(), r.prefill.stddev());
+    std::printf("| %s | %s | %.2f | %s | pp%d%s | %.2f ± %.2f |\n", name.c_str(), format.c_str(), size_gb,
+                m.backend->name().c_str(), o.n_prompt, seqs.c_str(), r.prefill.mean(), r.prefill.stddev());
   if (o.n_gen > 0)
-    std::printf("| %s | %s | %.2f | %s | tg%d | %.2f ± %.2f |\n", name.c_str(), format.c_str(), size_gb,
-                m.backend->name().c_str(), o.n_gen, r.decode.mean(), r.decode.stddev());
+    std::printf("| %s | %s | %.2f | %s | tg%d%s | %.2f ± %.2f |\n", name.c_str(), format.c_str(), size_gb,
+                m.backend->name().c_str(), o.n_gen, seqs.c_str(), r.decode.mean(), r.decode.stddev());
   const double prefill_tflops = r.prefill.mean() * r.prefill_flops_per_token / 1e12;
   const double prefill_fraction = peak_tflops > 0 ? prefill_tflops / peak_tflops : 0;
   std::printf("\nmeasured read bandwidth: %.1f-%.1f GB/s (%zu probes: before each repetition and after the last)\n",
@@ -104,9 +109,10 @@ Status bench(const BenchOptions& o) {
   }
   if (o.n_gen > 0)
     std::printf(
-        "decode: %.1f MB read per token -> %.1f GB/s = %.0f %% of the measured read bandwidth\n"
+        "decode: %.1f MB read per step of %d token%s -> %.1f GB/s = %.0f %% of the measured read bandwidth\n"
         "        (per repetition, against the larger probe on either side of it: %s %%)\n",
-        r.decode_bytes_per_token / 1e6, decode_gbps, 100 * decode_fraction, percent_list(r.decode_fraction).c_str());
+        r.decode_bytes_per_token * o.n_seq / 1e6, o.n_seq, o.n_seq > 1 ? "s (one per sequence)" : "", decode_gbps,
+        100 * decode_fraction, percent_list(r.decode_fraction).c_str());
 
   if (!o.json_out.empty()) {
     nlohmann::json j = {
@@ -117,6 +123,7 @@ Status bench(const BenchOptions& o) {
         {"threads", o.model.threads},
         {"n_prompt", o.n_prompt},
         {"n_gen", o.n_gen},
+        {"n_seq", o.n_seq},
         {"prefill_tokens_per_second", r.prefill.tokens_per_second},
         {"decode_tokens_per_second", r.decode.tokens_per_second},
         {"decode_bytes_per_token", r.decode_bytes_per_token},
@@ -144,6 +151,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (prefill test ppN; 0 = skip)")->capture_default_str();
   cmd->add_option("-n,--n-gen", o->n_gen, "generated tokens (decode test tgN; 0 = skip)")->capture_default_str();
   cmd->add_option("-r,--repetitions", o->repetitions, "repetitions")->capture_default_str();
+  cmd->add_option("-B,--sequences", o->n_seq, "sequences decoded together: each decode step takes one token of each")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   cmd->add_option("--json", o->json_out, "also write the results as JSON");
   cmd->callback([o, &exit_code] {
     Status s = bench(*o);

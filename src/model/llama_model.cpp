@@ -45,6 +45,16 @@ Tensor view_at(const Tensor& t, int64_t floats, std::array<int64_t, 4> ne) {
   return v;
 }
 
+// Slots [q * n_ctx, (q + 1) * n_ctx) of a cache [head_dim, n_head_kv, n_seq * n_ctx]: the
+// cache of sequence q.
+Tensor sequence_slots(const Tensor& cache, int q, int n_ctx) {
+  Tensor v = cache;
+  const size_t slot_bytes = cache.row_size() * static_cast<size_t>(cache.ne[1]);
+  v.data = static_cast<char*>(cache.data) + slot_bytes * static_cast<size_t>(n_ctx) * static_cast<size_t>(q);
+  v.ne = {cache.ne[0], cache.ne[1], n_ctx, 1};
+  return v;
+}
+
 // Reads one byte per page so a memory-mapped weight is resident before the first token (and
 // the load progress bar measures the real read).
 void touch_pages(const void* data, size_t bytes) {
@@ -238,13 +248,17 @@ Expected<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelFile& file, Ba
   return model;
 }
 
-Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type) const {
+Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type, int n_seq) const {
   const LlamaConfig& c = config_;
   if (n_ctx <= 0 || max_tokens <= 0) return invalid_argument("context and batch sizes must be positive");
+  if (n_seq <= 0 || (n_seq > 1 && max_tokens < n_seq))
+    return invalid_argument("sequences must be >= 1 and at most the batch size (" + std::to_string(max_tokens) +
+                            "), got " + std::to_string(n_seq));
   if (kv_type != DType::F32 && kv_type != DType::F16) return invalid_argument("KV cache type must be f32 or f16");
   LlamaForwardState s;
   s.n_ctx = n_ctx;
   s.max_tokens = max_tokens;
+  s.n_seq = n_seq;
   s.logits_all = logits_all;
   const int64_t t = max_tokens;
   BL_ASSIGN_OR_RETURN(s.ids, backend_.alloc(DType::I32, {t, 1, 1, 1}));
@@ -254,14 +268,15 @@ Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool log
   BL_ASSIGN_OR_RETURN(s.qkv, backend_.alloc(DType::F32, {c.q_dim() + 2 * c.kv_dim(), t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.attn, backend_.alloc(DType::F32, {c.q_dim(), t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.gate_up, backend_.alloc(DType::F32, {2 * c.n_ff, t, 1, 1}));
-  BL_ASSIGN_OR_RETURN(s.logits, backend_.alloc(DType::F32, {c.n_vocab, logits_all ? t : 1, 1, 1}));
+  BL_ASSIGN_OR_RETURN(s.logits, backend_.alloc(DType::F32, {c.n_vocab, logits_all || n_seq > 1 ? t : 1, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.sampled, backend_.alloc(DType::I32, {t, 1, 1, 1}));
   constexpr int64_t kDrawWords = sizeof(cpu::TopKDraw) / sizeof(int32_t);
   BL_ASSIGN_OR_RETURN(s.draws, backend_.alloc(DType::I32, {kDrawWords * t, 1, 1, 1}));
   for (int il = 0; il < c.n_layer; ++il) {
     Tensor kc, vc;
-    BL_ASSIGN_OR_RETURN(kc, backend_.alloc(kv_type, {c.head_dim, c.n_head_kv, n_ctx, 1}));
-    BL_ASSIGN_OR_RETURN(vc, backend_.alloc(kv_type, {c.head_dim, c.n_head_kv, n_ctx, 1}));
+    const int64_t slots = static_cast<int64_t>(n_ctx) * n_seq;
+    BL_ASSIGN_OR_RETURN(kc, backend_.alloc(kv_type, {c.head_dim, c.n_head_kv, slots, 1}));
+    BL_ASSIGN_OR_RETURN(vc, backend_.alloc(kv_type, {c.head_dim, c.n_head_kv, slots, 1}));
     s.k_cache.push_back(kc);
     s.v_cache.push_back(vc);
   }
@@ -273,7 +288,7 @@ size_t LlamaModel::decode_weight_bytes() const {
   return weight_bytes_ - (tied ? 0 : token_embd_.bytes() - token_embd_.row_size());
 }
 
-void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick) const {
+void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) const {
   const LlamaConfig& c = config_;
   Backend& b = backend_;
   Tensor ids = view(s.ids, {n, 1, 1, 1});
@@ -309,10 +324,26 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick) const {
       b.fused_matmul(l.wk, x, k, attn_norm, c.qkv_bias ? &l.bk : nullptr);
       b.fused_matmul(l.wv, x, v, attn_norm, c.qkv_bias ? &l.bv : nullptr);
     }
-    Tensor& k_cache = s.k_cache[static_cast<size_t>(il)];
-    Tensor& v_cache = s.v_cache[static_cast<size_t>(il)];
-    b.rope_kv_store(q_heads, k_heads, v_heads, k_cache, v_cache, pos, rope_);
-    b.attention(q_heads, k_cache, v_cache, pos, attn_params, attn_heads);
+    if (seq != kEachOwnSequence) {
+      Tensor k_cache = sequence_slots(s.k_cache[static_cast<size_t>(il)], seq, s.n_ctx);
+      Tensor v_cache = sequence_slots(s.v_cache[static_cast<size_t>(il)], seq, s.n_ctx);
+      b.rope_kv_store(q_heads, k_heads, v_heads, k_cache, v_cache, pos, rope_);
+      b.attention(q_heads, k_cache, v_cache, pos, attn_params, attn_heads);
+    } else {
+      // One token of each sequence: rope, cache write and attention per sequence, on views of
+      // token i's q, k, v, position and output.
+      for (int i = 0; i < n; ++i) {
+        Tensor q_i = view_at(s.qkv, c.q_dim() * i, {c.head_dim, c.n_head, 1, 1});
+        Tensor k_i = view_at(s.qkv, k_at + c.kv_dim() * i, {c.head_dim, c.n_head_kv, 1, 1});
+        const Tensor v_i = view_at(s.qkv, v_at + c.kv_dim() * i, {c.head_dim, c.n_head_kv, 1, 1});
+        const Tensor pos_i = view_at(s.positions, i, {1, 1, 1, 1});  // i32: 4 bytes, as a float
+        Tensor attn_i = view_at(s.attn, c.q_dim() * i, {c.head_dim, c.n_head, 1, 1});
+        Tensor k_cache = sequence_slots(s.k_cache[static_cast<size_t>(il)], i, s.n_ctx);
+        Tensor v_cache = sequence_slots(s.v_cache[static_cast<size_t>(il)], i, s.n_ctx);
+        b.rope_kv_store(q_i, k_i, v_i, k_cache, v_cache, pos_i, rope_);
+        b.attention(q_i, k_cache, v_cache, pos_i, attn_params, attn_i);
+      }
+    }
     b.fused_matmul(l.wo, attn, x, add_to_x);
     // Feed-forward: x += W_down · (silu(h·W_gate) * (h·W_up)), h = norm(x)
     const MatmulFusion ffn_norm = normed(l.ffn_norm);
@@ -326,7 +357,7 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick) const {
   }
   // Only the tokens whose logits are wanted go through the final norm and the output matrix.
   Tensor x_out = x;
-  if (!s.logits_all)
+  if (!s.logits_all && seq != kEachOwnSequence)
     x_out = make_tensor_2d(static_cast<float*>(x.data) + static_cast<size_t>(n - 1) * c.n_embd, DType::F32, c.n_embd, 1, x.device);
   Tensor logits = view(s.logits, {c.n_vocab, x_out.ne[1], 1, 1});
   b.fused_matmul(output_, x_out, logits, normed(output_norm_));

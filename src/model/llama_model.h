@@ -33,8 +33,9 @@ struct LlamaLayerWeights {
 // Per-session buffers. Activations are sized for max_tokens tokens per forward call; views of
 // n < max_tokens tokens share the same memory.
 struct LlamaForwardState {
-  int n_ctx = 0;
+  int n_ctx = 0;  // cache slots per sequence
   int max_tokens = 0;
+  int n_seq = 1;  // sequences with a cache each (LlamaModel::forward's `seq`)
   Tensor ids, positions;          // I32 [max_tokens]
   Tensor x;                       // [d, max_tokens] residual stream
   // Room for the fused ops' default composition (Backend::fused_matmul): a normed or gated
@@ -45,10 +46,11 @@ struct LlamaForwardState {
   Tensor qkv;                     // [q_dim + 2 kv_dim, max_tokens]
   Tensor attn;                    // [q_dim, max_tokens]
   Tensor gate_up;                 // [2 n_ff, max_tokens]
-  Tensor logits;                  // [n_vocab, max_tokens] (or [n_vocab, 1] when logits_all is off)
+  Tensor logits;                  // [n_vocab, max_tokens] (or [n_vocab, 1] when logits_all is off and n_seq is 1)
   Tensor sampled;                 // I32 [max_tokens]: the token picked from each row of logits
   Tensor draws;                   // [max_tokens] cpu::TopKDraw (24 bytes each), as I32 [6 max_tokens]
-  std::vector<Tensor> k_cache, v_cache;  // per layer [head_dim, n_head_kv, n_ctx]
+  // Per layer [head_dim, n_head_kv, n_seq * n_ctx]: sequence q's slots are q * n_ctx .. + n_ctx.
+  std::vector<Tensor> k_cache, v_cache;
   bool logits_all = false;
 };
 
@@ -75,14 +77,19 @@ class LlamaModel {
   size_t decode_weight_bytes() const;
   DType main_weight_type() const { return layers_.empty() ? DType::F32 : layers_[0].wq.dtype; }
 
-  // Allocates a session's buffers: n_ctx cache slots, up to max_tokens tokens per forward
-  // call, logits for every token (logits_all) or only the last one.
-  Expected<LlamaForwardState> plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type) const;
+  // Allocates a session's buffers: n_ctx cache slots for each of n_seq sequences, up to
+  // max_tokens tokens per forward call (at least n_seq when n_seq > 1), logits for every token
+  // (logits_all, or n_seq > 1) or only the last one.
+  Expected<LlamaForwardState> plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type, int n_seq = 1) const;
 
   // Runs n tokens whose ids and positions the caller wrote into state.ids / state.positions.
-  // Leaves logits in state.logits: [n_vocab, n] with logits_all, else [n_vocab, 1] of the last.
-  // With a pick, also writes the token picked from each row of logits into state.sampled.
-  void forward(LlamaForwardState& state, int n, TokenPick pick = TokenPick::none) const;
+  // seq >= 0: all n belong to sequence seq (its cache, positions within it); kEachOwnSequence:
+  // token i is the next token of sequence i (a decode step of n sequences at once; the matmuls
+  // see n tokens, attention runs per sequence). Leaves logits in state.logits: [n_vocab, n]
+  // with logits_all or kEachOwnSequence, else [n_vocab, 1] of the last token. With a pick,
+  // also writes the token picked from each row of logits into state.sampled.
+  static constexpr int kEachOwnSequence = -1;
+  void forward(LlamaForwardState& state, int n, TokenPick pick = TokenPick::none, int seq = 0) const;
 
  private:
   LlamaModel(LlamaConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 
+#include "runtime/sequence_batch.h"
 #include "runtime/session.h"
 
 namespace bl {
@@ -32,35 +33,58 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
   if (n_ctx > c.n_ctx_train)
     return invalid_argument("bench: " + std::to_string(n_ctx) + " tokens exceed the model's context " +
                             std::to_string(c.n_ctx_train));
+  if (o.n_seq < 1) return invalid_argument("bench: -B (sequences decoded together) must be >= 1");
+  const int n_batch = std::max(1, std::min(o.n_batch, n_ctx));
+  // One sequence: a Session, as `bitlight run` decodes. Several: a SequenceBatch, each step
+  // taking the next token of every sequence.
   std::unique_ptr<Session> session;
-  BL_ASSIGN_OR_RETURN(session, Session::create(model, {.n_ctx = n_ctx, .n_batch = std::max(1, std::min(o.n_batch, n_ctx)),
-                                                       .kv_type = o.kv_type}));
+  std::unique_ptr<SequenceBatch> batch;
+  if (o.n_seq == 1) {
+    BL_ASSIGN_OR_RETURN(session, Session::create(model, {.n_ctx = n_ctx, .n_batch = n_batch, .kv_type = o.kv_type}));
+  } else {
+    BL_ASSIGN_OR_RETURN(batch, SequenceBatch::create(model, {.n_seq = o.n_seq, .n_ctx = n_ctx, .n_batch = n_batch,
+                                                             .kv_type = o.kv_type}));
+  }
   std::mt19937 rng(static_cast<uint32_t>(o.seed));
   std::uniform_int_distribution<int32_t> random_id(0, c.n_vocab - 1);
   std::vector<TokenId> prompt(static_cast<size_t>(std::max(o.n_prompt, 1)));
+  std::vector<TokenId> step_ids(static_cast<size_t>(o.n_seq));
 
   ModelBenchResult result;
   const double kv_elem_bytes = o.kv_type == DType::F16 ? 2 : 4;
   const double mean_decode_ctx = std::max(o.n_prompt, 1) + o.n_gen / 2.0;
   const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * kv_elem_bytes * mean_decode_ctx;
-  result.decode_bytes_per_token = static_cast<double>(model.decode_weight_bytes()) + kv_bytes;
+  // A step reads the weights once for all sequences and each sequence's cache.
+  result.decode_bytes_per_token = (static_cast<double>(model.decode_weight_bytes()) + o.n_seq * kv_bytes) / o.n_seq;
   using clock = std::chrono::steady_clock;
   // One untimed warm-up repetition: first-touch of buffers, page faults, CUDA module loads.
   for (int rep = -1; rep < o.repetitions; ++rep) {
     if (rep >= 0 && o.probe_read_gbps) result.read_gbps.push_back(o.probe_read_gbps());
-    session->reset();
-    for (TokenId& id : prompt) id = random_id(rng);
-    auto t0 = clock::now();
-    BL_RETURN_IF_ERROR(session->feed(prompt));
-    const double prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
+    // Prefill: every sequence's prompt of fresh random ids (drawn outside the timed part).
+    double prefill_s = 0;
+    for (int q = 0; q < o.n_seq; ++q) {
+      for (TokenId& id : prompt) id = random_id(rng);
+      if (session) session->reset();
+      if (batch && q == 0) batch->reset();
+      const auto t0 = clock::now();
+      BL_RETURN_IF_ERROR(session ? session->feed(prompt) : batch->feed(q, prompt));
+      prefill_s += std::chrono::duration<double>(clock::now() - t0).count();
+    }
     auto t1 = clock::now();
-    // Each step as greedy generation runs it: the token is picked where the logits are
-    // (Session::feed_greedy) and read back; the fed ids stay random.
-    for (int i = 0; i < o.n_gen; ++i) BL_RETURN_IF_ERROR(session->feed_greedy(random_id(rng)).status());
+    // Each step as greedy generation runs it: the tokens are picked where the logits are
+    // (Session::feed_greedy, SequenceBatch::step_greedy) and read back; the fed ids stay random.
+    for (int i = 0; i < o.n_gen; ++i) {
+      if (session) {
+        BL_RETURN_IF_ERROR(session->feed_greedy(random_id(rng)).status());
+      } else {
+        for (TokenId& id : step_ids) id = random_id(rng);
+        BL_RETURN_IF_ERROR(batch->step_greedy(step_ids).status());
+      }
+    }
     const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
     if (rep < 0) continue;
-    if (o.n_prompt > 0) result.prefill.tokens_per_second.push_back(o.n_prompt / prefill_s);
-    if (o.n_gen > 0) result.decode.tokens_per_second.push_back(o.n_gen / decode_s);
+    if (o.n_prompt > 0) result.prefill.tokens_per_second.push_back(static_cast<double>(o.n_seq) * o.n_prompt / prefill_s);
+    if (o.n_gen > 0) result.decode.tokens_per_second.push_back(static_cast<double>(o.n_seq) * o.n_gen / decode_s);
   }
   if (o.probe_read_gbps) {
     result.read_gbps.push_back(o.probe_read_gbps());

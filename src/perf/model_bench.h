@@ -1,5 +1,6 @@
 // End-to-end model timing for `bitlight bench`: prefill of a prompt (ppN) and decode of N
-// tokens one at a time (tgN), repeated, on random token ids.
+// tokens one at a time (tgN), repeated, on random token ids; with n_seq > 1, n_seq sequences
+// each prefilled, then decoded together (rates count the tokens of all sequences).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,7 @@ struct ModelBenchOptions {
   int n_gen = 128;     // 0: skip decode
   int repetitions = 3;
   int n_batch = 512;   // prompt tokens per forward pass
+  int n_seq = 1;       // sequences decoded together (each step: one token of each)
   DType kv_type = DType::F16;
   uint64_t seed = 1;
   // Read bandwidth of the weights' memory in GB/s (0: no probe), taken before each timed
@@ -37,8 +39,8 @@ struct ModelBenchResult {
   // around it.
   std::vector<double> read_gbps;
   std::vector<double> decode_fraction;
-  // Bytes one decode step reads: weights (decode_weight_bytes) plus the KV cache at the mean
-  // context length of the decode phase.
+  // Bytes one decode step reads per token it makes: weights (decode_weight_bytes) over the
+  // sequences of the step, plus one sequence's KV cache at the mean context of the decode.
   double decode_bytes_per_token = 0;
   // 2 * (layer matrix weights) + the output matrix once per forward pass (spread over the
   // prompt) + attention at the mean prompt position.

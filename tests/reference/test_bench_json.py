@@ -28,3 +28,23 @@ def test_bench_judges_each_repetition_by_its_neighbouring_probes(bitlight, sessi
         limit = max(probes[i], probes[i + 1])
         assert fraction == pytest.approx(rate * j["decode_bytes_per_token"] / 1e9 / limit, rel=1e-9), i
     assert j["decode_fraction_of_bandwidth"] == pytest.approx(sum(fractions) / reps, rel=1e-9)
+
+
+def test_bench_with_sequences_counts_weights_once_per_step(bitlight, session_tmp):
+    """-B 2: two sequences per decode step. Per token, a step reads the weights once for both
+    (W / 2) plus its own KV cache (kv): bytes per token b1 = W + kv at -B 1, b2 = W / 2 + kv at
+    -B 2, so W = 2 (b1 - b2) must be the model's weights read by a step (at most its file's) and
+    kv = 2 b2 - b1 must be positive."""
+    model = session_tmp / "bench_tiny_q4_0.gguf"
+    if not model.exists():
+        bitlight.run("synth", "--shape", "tiny", "--type", "q4_0", "-o", model)
+    docs = {}
+    for seqs in (1, 2):
+        out = session_tmp / f"bench_seqs{seqs}.json"
+        bitlight.run("bench", "-m", model, "-p", 4, "-n", 4, "-r", 1, "-t", 1, "-B", seqs, "--json", out)
+        docs[seqs] = json.loads(out.read_text())
+    assert docs[2]["n_seq"] == 2 and len(docs[2]["decode_tokens_per_second"]) == 1
+    b1, b2 = docs[1]["decode_bytes_per_token"], docs[2]["decode_bytes_per_token"]
+    weights, kv = 2 * (b1 - b2), 2 * b2 - b1
+    assert 0 < weights <= docs[1]["weight_bytes"], (b1, b2)
+    assert kv > 0, (b1, b2)

@@ -2,6 +2,7 @@
 // chunked prefill against one pass, and the session's bounds.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -12,6 +13,7 @@
 #include "io/model_file.h"
 #include "model/llama_model.h"
 #include "runtime/sampler.h"
+#include "runtime/sequence_batch.h"
 #include "runtime/session.h"
 #include "runtime/synthetic_model.h"
 
@@ -172,6 +174,61 @@ TEST(LlamaModel, BackendDrawsTheSamplersTokens) {
   ASSERT_TRUE(session.ok());
   auto greedy_draw = (*session)->feed_sampled(1, {.temperature = 0.0f, .top_k = 40, .top_p = 1.0f, .min_p = 0.0f, .u = 0.5});
   EXPECT_EQ(greedy_draw.status().code(), StatusCode::invalid_argument);
+}
+
+// A SequenceBatch of three sequences (prompts of different lengths) decoded together gives
+// each sequence the logits it gets alone in a Session: on the reference backend exactly the
+// same arithmetic per token, on the CPU backend the same kernels at another token count.
+TEST(LlamaModel, BatchOfSequencesMatchesEachAlone) {
+  const std::string path = synth_file("q8_0");
+  const std::vector<std::vector<TokenId>> prompts = {{1, 17, 300}, {5, 6, 7, 8, 9, 10, 11}, {42}};
+  for (const char* device : {"ref", "cpu"}) {
+    SCOPED_TRACE(device);
+    Loaded m = load(path, device);
+    auto batch = SequenceBatch::create(*m.model, {.n_seq = 3, .n_ctx = 64, .n_batch = 4});
+    ASSERT_TRUE(batch.ok()) << batch.status().message();
+    std::vector<std::unique_ptr<Session>> alone;
+    for (int q = 0; q < 3; ++q) {
+      ASSERT_TRUE((*batch)->feed(q, prompts[static_cast<size_t>(q)]).ok());
+      auto session = Session::create(*m.model, {.n_ctx = 64, .n_batch = 4});
+      ASSERT_TRUE(session.ok());
+      ASSERT_TRUE((*session)->feed(prompts[static_cast<size_t>(q)]).ok());
+      alone.push_back(std::move(session).value());
+    }
+    std::vector<TokenId> next = {3, 4, 5};
+    double worst = 0;
+    for (int step = 0; step < 6; ++step) {
+      ASSERT_TRUE((*batch)->step(next).ok());
+      for (int q = 0; q < 3; ++q) {
+        const TokenId one[1] = {next[static_cast<size_t>(q)]};
+        ASSERT_TRUE(alone[static_cast<size_t>(q)]->feed(one).ok());
+        const auto got = (*batch)->logits(q);
+        const auto span = alone[static_cast<size_t>(q)]->last_logits();
+        const std::vector<float> want(span.begin(), span.end());
+        worst = std::max(worst, relative_max_error(got, want));
+        // Continue with the token alone's logits pick, so both follow the same text.
+        next[static_cast<size_t>(q)] = static_cast<TokenId>(std::max_element(want.begin(), want.end()) - want.begin());
+        EXPECT_EQ((*batch)->n_past(q), alone[static_cast<size_t>(q)]->n_past());
+      }
+    }
+    EXPECT_LE(worst, std::string(device) == "ref" ? 1e-6 : 1e-3);
+    // Greedy steps pick on the backend: the argmax of the logits each sequence gets.
+    auto picked = (*batch)->step_greedy(next);
+    ASSERT_TRUE(picked.ok()) << picked.status().message();
+    for (int q = 0; q < 3; ++q) {
+      const auto l = (*batch)->logits(q);
+      EXPECT_EQ((*picked)[static_cast<size_t>(q)], std::max_element(l.begin(), l.end()) - l.begin()) << "sequence " << q;
+    }
+  }
+  Loaded m = load(path, "cpu");
+  auto batch = SequenceBatch::create(*m.model, {.n_seq = 2, .n_ctx = 8, .n_batch = 4});
+  ASSERT_TRUE(batch.ok());
+  const TokenId three[3] = {1, 2, 3};
+  EXPECT_EQ((*batch)->step(three).code(), StatusCode::invalid_argument) << "one token per sequence";
+  EXPECT_EQ((*batch)->feed(2, three).code(), StatusCode::invalid_argument) << "sequence out of range";
+  const std::vector<TokenId> nine(9, 1);
+  EXPECT_EQ((*batch)->feed(0, nine).code(), StatusCode::invalid_argument) << "context full";
+  EXPECT_EQ((*batch)->n_past(0), 0) << "nothing fed on an error";
 }
 
 TEST(LlamaModel, MissingOrMisshapenTensorsAreNamed) {

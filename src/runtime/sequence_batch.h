@@ -1,0 +1,58 @@
+// A SequenceBatch is n_seq conversations decoded together: one KV cache region per sequence,
+// each sequence's prompt fed on its own, then decode steps that take the next token of every
+// sequence at once, so each weight is read once per step for all of them (the matmuls see
+// n_seq tokens; attention runs per sequence). What `bitlight bench -B N` measures, and the
+// step a batching server runs.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "core/status.h"
+#include "model/llama_model.h"
+#include "runtime/session.h"
+
+namespace bl {
+
+struct SequenceBatchOptions {
+  int n_seq = 16;
+  int n_ctx = 4096;   // cache slots per sequence; capped at the model's training context
+  int n_batch = 64;   // prompt tokens per forward call (raised to n_seq if smaller)
+  DType kv_type = DType::F16;
+};
+
+class SequenceBatch {
+ public:
+  static Expected<std::unique_ptr<SequenceBatch>> create(const LlamaModel& model, const SequenceBatchOptions& options);
+
+  int n_seq() const { return state_.n_seq; }
+  int n_ctx() const { return state_.n_ctx; }
+  int n_past(int seq) const { return n_past_[static_cast<size_t>(seq)]; }
+
+  // Appends ids to sequence seq (in chunks of n_batch). Errors: seq out of range, an id outside
+  // the vocabulary, or no room left in that sequence's context (nothing is fed then).
+  Status feed(int seq, std::span<const TokenId> ids);
+  // Appends ids[i] to sequence i for every sequence (ids.size() == n_seq) in one forward pass.
+  // Errors as feed(), for any sequence (nothing is fed then).
+  Status step(std::span<const TokenId> ids);
+  // step(), then the greedy next token of every sequence, picked by the backend (on CUDA only
+  // n_seq ids come back to the host).
+  Expected<std::vector<TokenId>> step_greedy(std::span<const TokenId> ids);
+  // Logits [n_vocab] of sequence seq's last token after a step(), read from the backend.
+  std::vector<float> logits(int seq) const;
+  void reset() { std::fill(n_past_.begin(), n_past_.end(), 0); }
+
+ private:
+  SequenceBatch(const LlamaModel& model, LlamaForwardState state)
+      : model_(model), state_(std::move(state)), n_past_(static_cast<size_t>(state_.n_seq), 0) {}
+  Status check_ids(std::span<const TokenId> ids) const;
+  Status run_step(std::span<const TokenId> ids, TokenPick pick);
+
+  const LlamaModel& model_;
+  LlamaForwardState state_;
+  std::vector<int> n_past_;
+  std::vector<int32_t> positions_;  // host staging [max_tokens]
+};
+
+}  // namespace bl
