@@ -5,8 +5,8 @@
 #   scripts/gpu_decode_profile.sh BITLIGHT_BIN OUT_DIR [shape:type ...]   (default llama3-1b:q4_0 llama3-8b:q4_0)
 #
 # For each spec: synth the model, `bench -p 512 -n 128 -r 3` (step time, read bandwidth of the
-# card), then `ncu --graph-profiling node` over `bench -p 512 -n 3 -r 0` (the warm-up repetition
-# only: one 512-token prefill and 3 decode steps at ~512 slots of context). The table lists the
+# card), then `ncu --graph-profiling node` over `bench -p 512 -n 3 -r 1` (warm-up and one repetition:
+# each a 512-token prefill and 3 decode steps at ~512 slots of context). The table lists the
 # kernels of the last decode step (after the second-to-last argmax) grouped by name: calls, us,
 # DRAM bytes read, GB/s and % of the bench's bandwidth. ncu runs kernels one at a time with the
 # clocks and caches left alone, so kernel times add up without PDL overlap: step time - sum of
@@ -26,7 +26,7 @@ for spec in $SPECS; do
   "$B" bench -m "$m" --device cuda -p 512 -n 128 -r 3 --json "$OUT/profile_bench_${shape}_$type.json" | tail -3
   "$NCU" --graph-profiling node --cache-control none --clock-control none \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --log-file "$OUT/ncu_${shape}_$type.csv" \
-    "$B" bench -m "$m" --device cuda -p 512 -n 3 -r 0 > "$OUT/ncu_${shape}_$type.log" 2>&1 || tail -5 "$OUT/ncu_${shape}_$type.log"
+    "$B" bench -m "$m" --device cuda -p 512 -n 3 -r 1 > "$OUT/ncu_${shape}_$type.log" 2>&1 || tail -5 "$OUT/ncu_${shape}_$type.log"
   python3 - "$OUT/ncu_${shape}_$type.csv" "$OUT/profile_bench_${shape}_$type.json" "$shape $type" <<'PY'
 import csv, json, re, statistics as st, sys
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
