@@ -171,13 +171,14 @@ struct AttentionLaunch {
   int64_t n_tokens = 0;
   int64_t n_ctx = 0;  // cache capacity in slots
   bool cache_f16 = true;
-  int n_splits = 1;   // KV range split across blocks (FlashDecoding); 1 = no fixup pass
+  int n_splits = 1;   // KV range split across blocks (FlashDecoding), 1..kAttentionMaxSplits; 1 = no fixup pass
 };
 constexpr int kAttentionMaxHeadDim = 256;
+constexpr int kAttentionMaxSplits = 64;  // the fixup kernel reads the splits' (max, sum) with one warp
 
 // Floats of workspace the split-KV attention needs (0 when n_splits == 1).
 size_t attention_workspace_floats(const AttentionLaunch& p);
-// Splits chosen so that roughly `n_sms` * 2 blocks run; at most n_ctx / 256 + 1.
+// Splits chosen so that roughly `n_sms` * 2 blocks run; at most n_ctx / 32 + 1 and kAttentionMaxSplits.
 int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms);
 
 // Causal attention: out [head_dim, n_head, n] for q of the same shape over the caches, token i
