@@ -91,10 +91,10 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   }
 
   // A warp's slots begin + warp + 4 i, kSlotBatch at a time: all their K and V loads are issued
-  // before the first score is needed, so a split of ~30 slots costs ~2 memory round trips per
+  // before the first score is needed, so a split of ~30 slots costs ~1 memory round trip per
   // warp instead of ~8 (one per slot: the decode step at 512 slots of context was latency-bound,
   // 12 us per call for 2 MB of K/V, docs/cuda.md). One online-softmax correction per batch.
-  constexpr int kSlotBatch = kPairs >= 4 ? 1 : 4;  // head_dim 256 would spill with 4
+  constexpr int kSlotBatch = kPairs >= 4 ? 1 : 8;  // head_dim 256 would spill with more than 1
   for (int64_t s0 = begin + warp; s0 < stop; s0 += kAttnWarps * kSlotBatch) {
     float2 kp[kSlotBatch][kPairs], vp[kSlotBatch][kPairs];
 #pragma unroll
@@ -224,12 +224,17 @@ __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(Attn
   }
   __syncthreads();
   for (int dim = threadIdx.x; dim < p.head_dim; dim += kCombineThreads) {
+    // Fully unrolled over the most splits, predicated: every load is issued before the sum
+    // needs the first (a runtime-bound loop issued them 8 at a time: 3 round trips at 17).
+    float v[kAttentionMaxSplits];
+#pragma unroll
+    for (int s = 0; s < kAttentionMaxSplits; ++s)
+      v[s] = s < p.n_splits ? p.partial_acc[(s * stride + th) * p.head_dim + dim] : 0.0f;
     float a = 0.0f;
-#pragma unroll 8
-    for (int s = 0; s < p.n_splits; ++s) {
-      const float w = weight[s];
-      const float v = p.partial_acc[(s * stride + th) * p.head_dim + dim];
-      a += w > 0.0f ? w * v : 0.0f;
+#pragma unroll
+    for (int s = 0; s < kAttentionMaxSplits; ++s) {
+      const float w = s < p.n_splits ? weight[s] : 0.0f;
+      a += w > 0.0f ? w * v[s] : 0.0f;
     }
     p.out[th * p.head_dim + dim] = total > 0.0f ? a / total : 0.0f;
   }
