@@ -19,7 +19,8 @@
 # Environment: OUT (logs; default build-gpu/out), BUILD_DIR (default build-gpu),
 # CUDA_ARCH (default 90a), MEMCHECK_SECONDS (default 150, per memcheck process), SHARDS (gtest
 # shards of the op test binary, default 4), JOBS (default nproc), KERNEL_CHECKS (default 1),
-# MODEL_CHECK (default 1); BENCH_SPECS / MODEL_TYPES narrow the whole-model part.
+# KERNEL_BENCH (default 1; 0 skips the GEMV benchmark only), MODEL_CHECK (default 1);
+# BENCH_SPECS / MODEL_TYPES narrow the whole-model part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -136,6 +137,7 @@ grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |max error|Failure|error:|Expected|Whic
 grep -hE "ERROR SUMMARY|Invalid|^\[ *FAILED " "$OUT"/memcheck_*.log 2>/dev/null | sort | uniq -c || true
 part "op tests + memcheck"
 
+if [[ "${KERNEL_BENCH:-1}" == 1 ]]; then
 step "kernel benchmark"
 set +e
 BITLIGHT_GPU_BENCH=1 "$BUILD_DIR/tests/cuda_bench_test" > "$OUT/bench.log" 2>&1
@@ -143,6 +145,7 @@ BENCH_RC=$?
 set -e
 grep -vE "^\[|^$|^Note" "$OUT/bench.log" | head -150 || true
 part "kernel benchmark"
+fi
 fi
 
 MODEL_RC=0

@@ -356,7 +356,7 @@ class CudaBackendImpl final : public CudaBackend {
     constexpr int64_t kPrologueMaxCols = 2048;
     const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
     if (extra && cols > kPrologueMaxCols && scratch_ok && operands_ok &&
-        cuda::launch_gemv_dp4a_x_quantized_once(view(w), x.as<float>(), out.as<float>(),
+        cuda::launch_gemv_dp4a_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
                                                 bias ? bias->as<float>() : nullptr, g, f.scratch->data,
                                                 f.scratch->bytes(), stream_)) {
       check_launch(op);

@@ -33,6 +33,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/mma.cuh"  // cp_async_16
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 #include "kernels/cuda/weight_layout.cuh"
@@ -462,24 +463,19 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Prologue::staged: one token's quantized x copied to shared memory, 16 bytes a thread and
-// kCopyBatch loads in flight (14336 columns: 17920 bytes, one round trip for 256 threads).
-// __ldcg: written by the kernel before, read through L2.
+// Prologue::staged: one token's quantized x copied to shared memory by cp.async (16 bytes
+// each, all in flight at once, no registers held: the two weight buffers already in flight
+// keep theirs; 14336 columns = 17920 bytes, 4.4 copies per thread). Read through L2 (written
+// by the kernel before).
 __device__ __forceinline__ void copy_quantized_x(const GemvArgs& p, uint8_t* smem) {
-  constexpr int kCopyBatch = 8;
   const int64_t n16 = quantized_x_bytes(p.cols) / 16;
   const uint4* src = reinterpret_cast<const uint4*>(p.x_staged);
   uint4* dst = reinterpret_cast<uint4*>(smem);
-  for (int64_t i0 = threadIdx.x; i0 < n16; i0 += kThreads * kCopyBatch) {
-    uint4 v[kCopyBatch];
-#pragma unroll
-    for (int k = 0; k < kCopyBatch; ++k)
-      if (i0 + k * kThreads < n16) v[k] = __ldcg(src + i0 + k * kThreads);
-#pragma unroll
-    for (int k = 0; k < kCopyBatch; ++k)
-      if (i0 + k * kThreads < n16) dst[i0 + k * kThreads] = v[k];
-  }
+  for (int64_t i = threadIdx.x; i < n16; i += kThreads) cp_async_16(dst + i, src + i, 16);
+  cp_async_commit();
 }
+// Most partial sums of x^2 a staged norm reads (quantize_x_once_kernel blocks: cols / 2048).
+constexpr int kMaxNormPartials = 16;
 
 // Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
 // tokens the weights are already reused 4 times and 2 rows would not fit in 128 registers.
@@ -537,10 +533,16 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   float sumsq[kTokens];
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) sumsq[t] = 0.0f;
-  if constexpr (kPro == Prologue::staged)
+  // Staged: the norm's partial sums are loaded alongside the copy (one round trip for both).
+  float partials[kPro == Prologue::staged ? kMaxNormPartials : 1];
+  if constexpr (kPro == Prologue::staged) {
+#pragma unroll
+    for (int b = 0; b < kMaxNormPartials; ++b) partials[b] = b < p.n_partials ? __ldcg(p.sumsq_partials + b) : 0.0f;
     copy_quantized_x(p, smem);
-  else
+    cp_async_wait<0>();
+  } else {
     quantize_x<kTokens, kPro>(p, xq, xs, sumsq);
+  }
   // With a norm prologue, each token's 1 / rms: warp sums, then every thread adds the 8 warps'
   // in the same order (deterministic, no second barrier).
   constexpr bool kNorm = kPro == Prologue::norm;
@@ -565,7 +567,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) total += warp_sumsq[w][t];
     } else if constexpr (kPro == Prologue::staged) {
-      for (int b = 0; b < p.n_partials; ++b) total += __ldcg(p.sumsq_partials + b);
+#pragma unroll
+      for (int b = 0; b < kMaxNormPartials; ++b) total += partials[b];  // zeros past n_partials
     }
     const bool norm = kNorm || (kPro == Prologue::staged && p.n_partials > 0);
     out_scale[t] = norm ? rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps) : 1.0f;
@@ -704,14 +707,14 @@ size_t gemv_dp4a_x_quantized_bytes(int64_t cols) {
 }
 
 bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens) {
-  return n_tokens == 1 && gemv_dp4a_applies(w, 1);
+  return n_tokens == 1 && gemv_dp4a_applies(w, 1) && quantize_blocks(w.cols) <= kMaxNormPartials;
 }
 
-bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, float* out, const float* bias,
-                                       const GemvFusion& fuse, void* scratch, size_t scratch_bytes,
+bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
+                                       const float* bias, const GemvFusion& fuse, void* scratch, size_t scratch_bytes,
                                        cudaStream_t stream) {
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  if (!gemv_dp4a_x_quantized_once_applies(w, 1) || !aligned(x) || !aligned(fuse.norm) || !aligned(fuse.up) ||
+  if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) || !aligned(fuse.up) ||
       !aligned(scratch) || scratch_bytes < gemv_dp4a_x_quantized_bytes(w.cols))
     return false;
   int device = 0, optin = 0;

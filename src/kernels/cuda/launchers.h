@@ -98,11 +98,12 @@ bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* 
 // sums by the 1 / rms of the partial sums. For wide inputs (the 8B shapes' 4096 and 14336
 // columns), where the in-GEMV prologue costs every block several L2 round trips (docs/cuda.md).
 // scratch: 16-byte aligned, gemv_dp4a_x_quantized_bytes(cols) bytes, not aliasing x / out.
-// false (nothing launched) when the dp4a path does not take w at one token or scratch is short.
+// false (nothing launched) unless n_tokens == 1 and the dp4a path takes w (cols <= 32768), or
+// when scratch is short or unaligned.
 size_t gemv_dp4a_x_quantized_bytes(int64_t cols);
 bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens);
-bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, float* out, const float* bias,
-                                       const GemvFusion& fuse, void* scratch, size_t scratch_bytes,
+bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
+                                       const float* bias, const GemvFusion& fuse, void* scratch, size_t scratch_bytes,
                                        cudaStream_t stream);
 
 // The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
