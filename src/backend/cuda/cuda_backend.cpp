@@ -343,8 +343,8 @@ class CudaBackendImpl final : public CudaBackend {
       check_launch(op);
       return;
     }
-    const cuda::GemvFusion g{f.norm ? f.norm->as<float>() : nullptr, f.eps, f.up ? f.up->as<float>() : nullptr,
-                             f.accumulate};
+    const cuda::GemvFusion g{f.norm ? f.norm->as<float>() : nullptr, f.eps,
+                             f.up ? f.up->as<float>() : nullptr, f.accumulate};
     const bool operands_ok = on_device({&w, &x, &out}, op) && all_f32({&x, &out}, op) && supports(w.dtype) &&
                              x.ne[0] == cols && out.ne[0] == w.rows() && out.rows() == n &&
                              (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows()));
@@ -379,9 +379,8 @@ class CudaBackendImpl final : public CudaBackend {
       return;
     }
     // The same checks as matmul; then the fused GEMV if one takes it.
-    if (operands_ok &&
-        cuda::launch_gemv_fused(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
-                                bias ? bias->as<float>() : nullptr, g, stream_)) {
+    if (operands_ok && cuda::launch_gemv_fused(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
+                                               bias ? bias->as<float>() : nullptr, g, stream_)) {
       check_launch(op);
       return;
     }

@@ -100,7 +100,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
 #pragma unroll
     for (int j = 0; j < kSlotBatch; ++j) {
       const int64_t s = s0 + static_cast<int64_t>(kAttnWarps) * j;
-      const int64_t row = (min(s, stop - 1) * p.n_head_kv + kv_head) * p.head_dim;  // past stop: a valid row, masked below
+      // Slots past stop read a valid row (the last one); their scores are masked below.
+      const int64_t row = (min(s, stop - 1) * p.n_head_kv + kv_head) * p.head_dim;
 #pragma unroll
       for (int e = 0; e < kPairs; ++e) {
         const int pr = lane + kWarp * e;
@@ -198,7 +199,7 @@ __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(Attn
   const int64_t th = static_cast<int64_t>(blockIdx.y) * p.n_head + blockIdx.x;
   const int64_t stride = p.n_tokens * p.n_head;
   __shared__ float weight[kAttentionMaxSplits];  // e^(m_s - M), 0 for splits that saw no slot
-  __shared__ float total;                       // sum_s l_s e^(m_s - M)
+  __shared__ float total;                        // sum_s l_s e^(m_s - M)
   if (threadIdx.x < kWarp) {
     const int lane = threadIdx.x;
     float ms[2], ls[2], mx = -INFINITY;

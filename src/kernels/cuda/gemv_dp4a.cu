@@ -537,7 +537,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   float partials[kPro == Prologue::staged ? kMaxNormPartials : 1];
   if constexpr (kPro == Prologue::staged) {
 #pragma unroll
-    for (int b = 0; b < kMaxNormPartials; ++b) partials[b] = b < p.n_partials ? __ldcg(p.sumsq_partials + b) : 0.0f;
+    for (int b = 0; b < kMaxNormPartials; ++b)
+      partials[b] = b < p.n_partials ? __ldcg(p.sumsq_partials + b) : 0.0f;
     copy_quantized_x(p, smem);
     cp_async_wait<0>();
   } else {
@@ -711,11 +712,11 @@ bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens) {
 }
 
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
-                                       const float* bias, const GemvFusion& fuse, void* scratch, size_t scratch_bytes,
-                                       cudaStream_t stream) {
+                                       const float* bias, const GemvFusion& fuse, void* scratch,
+                                       size_t scratch_bytes, cudaStream_t stream) {
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) || !aligned(fuse.up) ||
-      !aligned(scratch) || scratch_bytes < gemv_dp4a_x_quantized_bytes(w.cols))
+  if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) ||
+      !aligned(fuse.up) || !aligned(scratch) || scratch_bytes < gemv_dp4a_x_quantized_bytes(w.cols))
     return false;
   int device = 0, optin = 0;
   cudaGetDevice(&device);

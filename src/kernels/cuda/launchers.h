@@ -103,8 +103,8 @@ bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* 
 size_t gemv_dp4a_x_quantized_bytes(int64_t cols);
 bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
-                                       const float* bias, const GemvFusion& fuse, void* scratch, size_t scratch_bytes,
-                                       cudaStream_t stream);
+                                       const float* bias, const GemvFusion& fuse, void* scratch,
+                                       size_t scratch_bytes, cudaStream_t stream);
 
 // The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
 // quantized to int8 per 32 values in the kernel (each x_k off by up to max|x_block| / 254),
@@ -190,7 +190,8 @@ struct AttentionLaunch {
   int64_t n_tokens = 0;
   int64_t n_ctx = 0;  // cache capacity in slots
   bool cache_f16 = true;
-  int n_splits = 1;   // KV range split across blocks (FlashDecoding), 1..kAttentionMaxSplits; 1 = no fixup pass
+  int n_splits =
+      1;  // KV range split across blocks (FlashDecoding), 1..kAttentionMaxSplits; 1 = no fixup pass
 };
 constexpr int kAttentionMaxHeadDim = 256;
 constexpr int kAttentionMaxSplits = 64;  // the fixup kernel reads the splits' (max, sum) with one warp
