@@ -18,6 +18,11 @@
 // the current one is multiplied (double buffer), and each unit's x is read from shared memory
 // once for the kRows rows. A row's partial sums meet in a warp shuffle.
 //
+// One token with a norm / SwiGLU prologue over 2048 columns (launch_gemv_dp4a_x_quantized_once):
+// quantize_x_once_kernel does the prologue and the int8 quantization once, into global memory
+// in the shared-memory layout, and every block of the GEMV (Prologue::staged) copies those
+// bytes with cp.async instead of quantizing x itself.
+//
 // Numerics: x_k = d_b q_k + e_k with |e_k| <= d_b / 2, d_b = max|x_b| / 127 over its block b
 // of 32; the integer dot products are exact and scales are applied once per 16 or 32 weights
 // in fp32. So |out - W x| <= sum_k |w_k| d_b / 2 (+ fp32 rounding): the bound the op test
