@@ -4,9 +4,19 @@
 # parallel processes); the kernel benchmark; the whole-model check and model benchmark
 # (scripts/gpu_model_check.sh). Prints a short table last, with the seconds each part took.
 #
-# Parts and their time on an H100 (16 cores) with the defaults: see the "time per part" table
-# the script prints last; docs/cuda.md keeps the last measured one. The whole run must stay
-# well under the 10 minutes a command may take on the lent machines (~6-7 minutes measured).
+# What it runs, and the seconds each part took on an H100 (16 cores) with the defaults
+# (branch gpu-decode, runs 2 and 3; the script prints this table for each run):
+#   configure + build (ninja, the 4 test binaries + CLI)                       44-46 s
+#   op tests (ops binary in SHARDS gtest shards, bl, prefill attention) side by
+#   side with compute-sanitizer memcheck on the same (ops: CudaBackendOps,
+#   CudaGraph, CudaMatmul), all as parallel processes                          38-45 s
+#   GEMV kernel benchmark (cuda_bench_test)                                    18 s
+#   whole model (gpu_model_check.sh): logits vs reference and greedy CUDA == CPU
+#   on smollm2 shapes (q4_1, q8_0, bl4g64) ~19 s; bench of the README table's
+#   7 specs incl. llama3-1b q4_0 greedy CUDA == CPU and 8B pp2048 ~115-130 s  131-148 s
+#   total                                                                      231-257 s
+# (Before: ~10-11 minutes, op tests and memcheck one after another.) A command on the lent
+# machines may run at most 10 minutes: keep the default run well under 8.
 #
 #   scripts/gpu_check.sh                 # on the GPU machine, from the repository root
 #   scripts/gpu_check.sh --fetch-deps    # on a Debian/Ubuntu machine with apt, beforehand
