@@ -1,7 +1,22 @@
 #!/usr/bin/env bash
-# One command for a GPU machine: configure (Release, sm_90a), build the CUDA backend and its
-# tests with all cores, run the GPU op tests, compute-sanitizer memcheck on them (bounded),
-# then the kernel benchmark, whose summary table is printed last. Under 9 minutes on an H100.
+# One command for a GPU machine: configure (Release, sm_90a), build the CUDA backend, its tests
+# and the CLI with all cores; the GPU op tests and compute-sanitizer memcheck on them (as
+# parallel processes); the kernel benchmark; the whole-model check and model benchmark
+# (scripts/gpu_model_check.sh). Prints a short table last, with the seconds each part took.
+#
+# What it runs, and the seconds each part took on an H100 (16 cores) with the defaults
+# (branch gpu-decode, runs 2 and 3; the script prints this table for each run):
+#   configure + build (ninja, the 4 test binaries + CLI)                       44-46 s
+#   op tests (ops binary in SHARDS gtest shards, bl, prefill attention) side by
+#   side with compute-sanitizer memcheck on the same (ops: CudaBackendOps,
+#   CudaGraph, CudaMatmul), all as parallel processes                          38-45 s
+#   GEMV kernel benchmark (cuda_bench_test)                                    18 s
+#   whole model (gpu_model_check.sh): logits vs reference and greedy CUDA == CPU
+#   on smollm2 shapes (q4_1, q8_0, bl4g64) ~19 s; bench of the README table's
+#   7 specs incl. llama3-1b q4_0 greedy CUDA == CPU and 8B pp2048 ~115-130 s  131-148 s
+#   total                                                                      231-257 s
+# (Before: ~10-11 minutes, op tests and memcheck one after another.) A command on the lent
+# machines may run at most 10 minutes: keep the default run well under 8.
 #
 #   scripts/gpu_check.sh                 # on the GPU machine, from the repository root
 #   scripts/gpu_check.sh --fetch-deps    # on a Debian/Ubuntu machine with apt, beforehand
@@ -12,8 +27,10 @@
 # machine); this script unpacks them into a private prefix and uses whatever the system lacks.
 #
 # Environment: OUT (logs; default build-gpu/out), BUILD_DIR (default build-gpu),
-# CUDA_ARCH (default 90a), MEMCHECK_SECONDS (default 150), JOBS (default nproc), KERNEL_CHECKS
-# (default 1), MODEL_CHECK (default 1).
+# CUDA_ARCH (default 90a), MEMCHECK_SECONDS (default 150, per memcheck process), SHARDS (gtest
+# shards of the op test binary, default 4), JOBS (default nproc), KERNEL_CHECKS (default 1),
+# KERNEL_BENCH (default 1; 0 skips the GEMV benchmark only), MODEL_CHECK (default 1);
+# BENCH_SPECS / MODEL_TYPES narrow the whole-model part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,10 +52,15 @@ OUT=${OUT:-$BUILD_DIR/out}
 CUDA_ARCH=${CUDA_ARCH:-90a}
 MEMCHECK_SECONDS=${MEMCHECK_SECONDS:-150}
 JOBS=${JOBS:-$(nproc)}
+SHARDS=${SHARDS:-4}
 mkdir -p "$OUT"
 export PATH=$PATH:/usr/local/cuda/bin
 T0=$SECONDS
 step() { echo; echo "=== [$((SECONDS - T0)) s] $*"; }
+PARTS=""; T_PART=$SECONDS
+part() {  # part NAME: the seconds since the last part ended, for the table at the end
+  PARTS+="| $1 | $((SECONDS - T_PART)) |"$'\n'; T_PART=$SECONDS
+}
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv || true
@@ -71,48 +93,69 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITLIGHT_CUDA=O
 step "build (ninja -j$JOBS)"
 ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test cuda_bench_test bitlight_cli 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
 test -x "$BUILD_DIR/tests/cuda_backend_ops_test"
+part "configure + build"
 
 # KERNEL_CHECKS=0 skips the op tests, memcheck and the kernel benchmark (whole model only).
 TEST_RC=0; BENCH_RC=0; MEMCHECK=skipped
 if [[ "${KERNEL_CHECKS:-1}" == 1 ]]; then
-step "GPU op tests"
+step "GPU op tests and compute-sanitizer memcheck, side by side (op test binary in $SHARDS gtest shards; memcheck at most ${MEMCHECK_SECONDS} s a process, 0 = skip)"
+# They are correctness checks, not timings, and mostly CPU-bound (the reference backend, the
+# sanitizer): run as parallel processes on the machine's cores, every case of every test still
+# runs once plainly and once under memcheck (sharding splits the tests, it drops none).
+MEMCHECK_FILTER='CudaBackendOps.*:CudaGraph.*:CudaMatmul.*'
+check_pids=(); check_names=()
+start_check() {  # start_check LABEL LOG COMMAND...: in the background
+  local label=$1 log=$2; shift 2
+  "$@" > "$log" 2>&1 &
+  check_pids+=($!); check_names+=("$label")
+}
+for name in cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test; do
+  shards=1; [[ $name == cuda_backend_ops_test ]] && shards=$SHARDS
+  for ((i = 0; i < shards; ++i)); do
+    start_check "test $name/$i" "$OUT/test_${name}_$i.log" env GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i \
+      "$BUILD_DIR/tests/$name"
+    if command -v compute-sanitizer >/dev/null && [[ $MEMCHECK_SECONDS -gt 0 ]]; then
+      args=(); [[ $name == cuda_backend_ops_test ]] && args=(--gtest_filter="$MEMCHECK_FILTER")
+      start_check "memcheck $name/$i" "$OUT/memcheck_${name}_$i.log" env GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i \
+        timeout "$MEMCHECK_SECONDS" compute-sanitizer --tool memcheck --error-exitcode 99 "$BUILD_DIR/tests/$name" "${args[@]}"
+    fi
+  done
+done
+[[ $MEMCHECK_SECONDS -gt 0 ]] && command -v compute-sanitizer >/dev/null && MEMCHECK=""
 set +e
-"$BUILD_DIR/tests/cuda_backend_ops_test" > "$OUT/ops_test.log" 2>&1
-TEST_RC=$?
-"$BUILD_DIR/tests/cuda_bl_test" > "$OUT/bl_test.log" 2>&1 || TEST_RC=$?
-"$BUILD_DIR/tests/cuda_prefill_attention_test" > "$OUT/prefill_attention_test.log" 2>&1 || TEST_RC=$?
+for k in "${!check_pids[@]}"; do
+  wait "${check_pids[$k]}"
+  rc=$?
+  label=${check_names[$k]}
+  if [[ $label == test* ]]; then
+    [[ $rc != 0 ]] && { TEST_RC=$rc; echo "$label FAILED (rc $rc)"; }
+  else
+    case $rc in
+      0) MEMCHECK+="${label#memcheck } clean; " ;;
+      124) MEMCHECK+="${label#memcheck } no error in the ${MEMCHECK_SECONDS} s run (timed out before the end); " ;;
+      99) MEMCHECK+="${label#memcheck } ERRORS; " ;;
+      *) MEMCHECK+="${label#memcheck } exit $rc; " ;;
+    esac
+  fi
+done
 set -e
+cat "$OUT"/test_cuda_backend_ops_test_*.log > "$OUT/ops_test.log"
+cat "$OUT"/test_cuda_bl_test_*.log > "$OUT/bl_test.log"
+cat "$OUT"/test_cuda_prefill_attention_test_*.log > "$OUT/prefill_attention_test.log"
 grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |max error|Failure|error:|Expected|Which is" "$OUT/ops_test.log" "$OUT/bl_test.log" \
   "$OUT/prefill_attention_test.log" | head -100 || true
+grep -hE "ERROR SUMMARY|Invalid|^\[ *FAILED " "$OUT"/memcheck_*.log 2>/dev/null | sort | uniq -c || true
+part "op tests + memcheck"
 
-step "compute-sanitizer memcheck on the op, bl and prefill attention tests (at most ${MEMCHECK_SECONDS} s each; 0 = skip)"
-MEMCHECK=skipped
-if command -v compute-sanitizer >/dev/null && [[ $MEMCHECK_SECONDS -gt 0 ]]; then
-  MEMCHECK=""
-  for name in cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test; do
-    args=()
-    [[ $name == cuda_backend_ops_test ]] && args=(--gtest_filter='CudaBackendOps.*:CudaGraph.*:CudaMatmul.*')
-    set +e
-    timeout "$MEMCHECK_SECONDS" compute-sanitizer --tool memcheck --error-exitcode 99 "$BUILD_DIR/tests/$name" \
-      "${args[@]}" > "$OUT/memcheck_$name.log" 2>&1
-    rc=$?
-    set -e
-    case $rc in
-      0) MEMCHECK+="$name clean; " ;;
-      124) MEMCHECK+="$name no error in the ${MEMCHECK_SECONDS} s run (timed out before the end); " ;;
-      99) MEMCHECK+="$name ERRORS (see memcheck_$name.log); " ;;
-      *) MEMCHECK+="$name exit $rc (see memcheck_$name.log); " ;;
-    esac
-    grep -E "ERROR SUMMARY|Invalid|^\[ *(OK|FAILED) " "$OUT/memcheck_$name.log" | tail -15 || true
-  done
-fi
-
+if [[ "${KERNEL_BENCH:-1}" == 1 ]]; then
 step "kernel benchmark"
 set +e
 BITLIGHT_GPU_BENCH=1 "$BUILD_DIR/tests/cuda_bench_test" > "$OUT/bench.log" 2>&1
 BENCH_RC=$?
 set -e
 grep -vE "^\[|^$|^Note" "$OUT/bench.log" | head -150 || true
+part "kernel benchmark"
+fi
 fi
 
 MODEL_RC=0
@@ -122,6 +165,7 @@ if [[ "${MODEL_CHECK:-1}" == 1 ]]; then
   bash scripts/gpu_model_check.sh "$BUILD_DIR/bin/bitlight" "$OUT" 2>&1 | tee "$OUT/model_check.log"
   MODEL_RC=${PIPESTATUS[0]}
   set -e
+  part "whole model: CUDA = CPU checks + model benchmark"
 fi
 
 echo
@@ -138,4 +182,9 @@ else
   echo "op tests, memcheck and kernel bench: skipped (KERNEL_CHECKS=0); total $((SECONDS - T0)) s"
 fi
 [[ -f "$OUT/bench.log" ]] && { sed -n '/GEMV summary/,$p' "$OUT/bench.log" | grep -vE "^\[" || true; }
+echo
+echo "| time per part | s |"
+echo "|---|---|"
+printf "%s" "$PARTS"
+echo "| total | $((SECONDS - T0)) |"
 [[ $TEST_RC == 0 && $MODEL_RC == 0 ]]

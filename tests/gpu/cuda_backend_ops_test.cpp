@@ -244,7 +244,10 @@ TEST(CudaMatmul, Dp4aPropagatesNaN) {
 // The fused dp4a GEMV (Backend::fused_matmul) at decode shapes: rows long enough that lanes
 // loop (4096 columns), 1..4 tokens, each fusion, against fp64 W x' (x' = the normed or gated
 // input, computed here) with the int8 rounding bound of x' (matmul_error); with accumulate the
-// product is what out gained.
+// product is what out gained. One token over 2048 columns with a prologue takes the path that
+// quantizes x once in a kernel of its own (launch_gemv_dp4a_x_quantized_once): 2304 (a last
+// quantizing block with one warp of work), 6144 (3 partial sums of x^2), 14336 (the 8B down
+// projection: 17920 bytes copied per GEMV block), 1 and 67 rows besides 4096's.
 TEST(CudaMatmul, FusedDp4a) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
@@ -252,59 +255,71 @@ TEST(CudaMatmul, FusedDp4a) {
   std::mt19937_64 rng(81);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   enum Mode { kNorm, kGate, kAdd, kGateAdd };
-  const int64_t cols = 4096;
-  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K})
-    for (int64_t rows : {67, 2051})
-      for (int64_t n : {1, 2, 3, 4})
-        for (Mode mode : {kNorm, kGate, kAdd, kGateAdd}) {
-          if (rows == 2051 && n != 1 && n != 4) continue;
-          SCOPED_TRACE(std::string(dtype_name(t)) + " rows=" + std::to_string(rows) + " n=" + std::to_string(n) +
-                       " mode=" + std::to_string(mode));
-          ASSERT_TRUE(uses_int8_x(t, cols, rows, n));
-          const bool norm = mode == kNorm, gate = mode == kGate || mode == kGateAdd, acc = mode == kAdd || mode == kGateAdd;
-          HostMatmul p = make_problem(t, cols, rows, n, rng);
-          std::vector<float> x = p.x, up(p.x.size()), g(static_cast<size_t>(cols)), before(static_cast<size_t>(rows * n));
-          for (float& v : x) v *= 4.0f;
-          for (float& v : up) v = dist(rng);
-          for (float& v : g) v = dist(rng);
-          for (float& v : before) v = dist(rng);
-          for (int64_t j = 0; j < n; ++j) {  // p.x = x', what the product is checked against
-            double ss = 0.0;
-            for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(x[j * cols + k]) * x[j * cols + k];
-            const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
-            for (int64_t k = 0; k < cols; ++k) {
-              const double v = x[j * cols + k];
-              p.x[j * cols + k] = static_cast<float>(norm ? v * r * g[k] : gate ? v / (1.0 + std::exp(-v)) * up[j * cols + k] : v);
+  for (int64_t cols : {4096, 2304, 6144, 14336})
+    for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K})
+      for (int64_t rows : {1, 67, 2051})
+        for (int64_t n : {1, 2, 3, 4})
+          for (Mode mode : {kNorm, kGate, kAdd, kGateAdd}) {
+            if (rows == 2051 && n != 1 && n != 4) continue;
+            if (cols != 4096 && (n != 1 || rows == 2051)) continue;
+            if (cols == 4096 && rows == 1) continue;
+            if (t == DType::Q6_K && cols % 2048 != 0) continue;  // Q6_K on dp4a needs whole tiles of 2048
+            SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(cols) + " rows=" +
+                         std::to_string(rows) + " n=" + std::to_string(n) + " mode=" + std::to_string(mode));
+            ASSERT_TRUE(uses_int8_x(t, cols, rows, n));
+            if (cols > 2048 && n == 1) {
+              cuda::WeightView v;
+              v.dtype = t, v.cols = cols, v.rows = rows, v.tiled = cuda::weight_tileable(t, cols);
+              ASSERT_TRUE(cuda::gemv_dp4a_x_quantized_once_applies(v, 1));
             }
+            const bool norm = mode == kNorm, gate = mode == kGate || mode == kGateAdd,
+                       acc = mode == kAdd || mode == kGateAdd;
+            HostMatmul p = make_problem(t, cols, rows, n, rng);
+            std::vector<float> x = p.x, up(p.x.size()), g(static_cast<size_t>(cols)),
+                               before(static_cast<size_t>(rows * n));
+            for (float& v : x) v *= 4.0f;
+            for (float& v : up) v = dist(rng);
+            for (float& v : g) v = dist(rng);
+            for (float& v : before) v = dist(rng);
+            for (int64_t j = 0; j < n; ++j) {  // p.x = x', what the product is checked against
+              double ss = 0.0;
+              for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(x[j * cols + k]) * x[j * cols + k];
+              const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
+              for (int64_t k = 0; k < cols; ++k) {
+                const double v = x[j * cols + k];
+                p.x[j * cols + k] = static_cast<float>(norm   ? v * r * g[k]
+                                                       : gate ? v / (1.0 + std::exp(-v)) * up[j * cols + k]
+                                                              : v);
+              }
+            }
+            auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), t, cols, rows));
+            auto xt = backend->alloc(DType::F32, {cols, n, 1, 1});
+            auto ut = backend->alloc(DType::F32, {cols, n, 1, 1});
+            auto gt = backend->alloc(DType::F32, {cols, 1, 1, 1});
+            auto out = backend->alloc(DType::F32, {rows, n, 1, 1});
+            auto scratch = backend->alloc(DType::F32, {(cols + rows) * n, 1, 1, 1});
+            ASSERT_TRUE(w.ok() && xt.ok() && ut.ok() && gt.ok() && out.ok() && scratch.ok());
+            backend->write(*xt, x.data(), x.size() * sizeof(float));
+            backend->write(*ut, up.data(), up.size() * sizeof(float));
+            backend->write(*gt, g.data(), g.size() * sizeof(float));
+            const std::vector<uint8_t> poison(out->bytes(), 0xff);
+            if (acc)
+              backend->write(*out, before.data(), before.size() * sizeof(float));
+            else
+              backend->write(*out, poison.data(), poison.size());
+            MatmulFusion f;
+            f.norm = norm ? &*gt : nullptr;
+            f.up = gate ? &*ut : nullptr;
+            f.accumulate = acc;
+            f.scratch = &*scratch;
+            backend->fused_matmul(*w, *xt, *out, f);
+            std::vector<float> got(static_cast<size_t>(rows * n));
+            backend->read(*out, got.data(), got.size() * sizeof(float));
+            ASSERT_TRUE(backend->status().ok());
+            if (acc)
+              for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
+            EXPECT_LE(matmul_error(p, got, cols, rows, n, 1e-5, true), 1.0);
           }
-          auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), t, cols, rows));
-          auto xt = backend->alloc(DType::F32, {cols, n, 1, 1});
-          auto ut = backend->alloc(DType::F32, {cols, n, 1, 1});
-          auto gt = backend->alloc(DType::F32, {cols, 1, 1, 1});
-          auto out = backend->alloc(DType::F32, {rows, n, 1, 1});
-          auto scratch = backend->alloc(DType::F32, {(cols + rows) * n, 1, 1, 1});
-          ASSERT_TRUE(w.ok() && xt.ok() && ut.ok() && gt.ok() && out.ok() && scratch.ok());
-          backend->write(*xt, x.data(), x.size() * sizeof(float));
-          backend->write(*ut, up.data(), up.size() * sizeof(float));
-          backend->write(*gt, g.data(), g.size() * sizeof(float));
-          const std::vector<uint8_t> poison(out->bytes(), 0xff);
-          if (acc)
-            backend->write(*out, before.data(), before.size() * sizeof(float));
-          else
-            backend->write(*out, poison.data(), poison.size());
-          MatmulFusion f;
-          f.norm = norm ? &*gt : nullptr;
-          f.up = gate ? &*ut : nullptr;
-          f.accumulate = acc;
-          f.scratch = &*scratch;
-          backend->fused_matmul(*w, *xt, *out, f);
-          std::vector<float> got(static_cast<size_t>(rows * n));
-          backend->read(*out, got.data(), got.size() * sizeof(float));
-          ASSERT_TRUE(backend->status().ok());
-          if (acc)
-            for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
-          EXPECT_LE(matmul_error(p, got, cols, rows, n, 1e-5, true), 1.0);
-        }
 }
 
 // Weights stored tiled (Q4_0, Q4_1, Q8_0, Q6_K with whole tiles per row) read back as the

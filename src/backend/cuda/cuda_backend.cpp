@@ -343,13 +343,26 @@ class CudaBackendImpl final : public CudaBackend {
       check_launch(op);
       return;
     }
+    const cuda::GemvFusion g{f.norm ? f.norm->as<float>() : nullptr, f.eps,
+                             f.up ? f.up->as<float>() : nullptr, f.accumulate};
+    const bool operands_ok = on_device({&w, &x, &out}, op) && all_f32({&x, &out}, op) && supports(w.dtype) &&
+                             x.ne[0] == cols && out.ne[0] == w.rows() && out.rows() == n &&
+                             (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows()));
     // The norm / SwiGLU prologue inside the GEMV pays off for narrow inputs only: every block
     // redoes it before its weights stream (H100, docs/cuda.md: 1B shapes, 2048 columns, +5..18 %;
-    // 8B q8_0, 4096 / 14336 columns, -18 %). Wider inputs get the separate kernel first and keep
-    // the fused residual add.
+    // 8B q8_0, 4096 / 14336 columns, -18 %). Wider inputs: one token on the dp4a path has x
+    // quantized once by a small kernel into the scratch (replacing the rms_norm / silu_mul
+    // kernel), else the separate kernel first; both keep the fused residual add.
     constexpr int64_t kPrologueMaxCols = 2048;
-    if (extra && cols > kPrologueMaxCols && f.scratch && f.scratch->dtype == DType::F32 &&
-        f.scratch->elements() >= cols * n) {
+    const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
+    if (extra && cols > kPrologueMaxCols && scratch_ok && operands_ok &&
+        cuda::launch_gemv_dp4a_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
+                                                bias ? bias->as<float>() : nullptr, g, f.scratch->data,
+                                                f.scratch->bytes(), stream_)) {
+      check_launch(op);
+      return;
+    }
+    if (extra && cols > kPrologueMaxCols && scratch_ok) {
       Tensor xin = *f.scratch;
       xin.ne = {cols, n, 1, 1};
       if (f.norm)
@@ -365,13 +378,9 @@ class CudaBackendImpl final : public CudaBackend {
       fused_matmul(w, xin, out, rest, bias);
       return;
     }
-    const cuda::GemvFusion g{f.norm ? f.norm->as<float>() : nullptr, f.eps, f.up ? f.up->as<float>() : nullptr,
-                             f.accumulate};
     // The same checks as matmul; then the fused GEMV if one takes it.
-    if (on_device({&w, &x, &out}, op) && all_f32({&x, &out}, op) && supports(w.dtype) && x.ne[0] == cols &&
-        out.ne[0] == w.rows() && out.rows() == n && (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows())) &&
-        cuda::launch_gemv_fused(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
-                                bias ? bias->as<float>() : nullptr, g, stream_)) {
+    if (operands_ok && cuda::launch_gemv_fused(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
+                                               bias ? bias->as<float>() : nullptr, g, stream_)) {
       check_launch(op);
       return;
     }

@@ -90,32 +90,59 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     }
   }
 
-  for (int64_t s = begin + warp; s < stop; s += kAttnWarps) {
-    const int64_t row = (s * p.n_head_kv + kv_head) * p.head_dim;
-    float2 kp[kPairs], vp[kPairs];
+  // A warp's slots begin + warp + 4 i, kSlotBatch at a time: all their K and V loads are issued
+  // before the first score is needed, so a split of ~30 slots costs ~1 memory round trip per
+  // warp instead of ~8 (one per slot: the decode step at 512 slots of context was latency-bound,
+  // 12 us per call for 2 MB of K/V, docs/cuda.md). One online-softmax correction per batch.
+  constexpr int kSlotBatch = kPairs >= 4 ? 1 : 8;  // head_dim 256 would spill with more than 1
+  for (int64_t s0 = begin + warp; s0 < stop; s0 += kAttnWarps * kSlotBatch) {
+    float2 kp[kSlotBatch][kPairs], vp[kSlotBatch][kPairs];
 #pragma unroll
-    for (int e = 0; e < kPairs; ++e) {
-      const int pr = lane + kWarp * e;
-      kp[e] = pr < n_pairs ? load_pair<kF16>(p.k, row + 2 * pr) : make_float2(0.0f, 0.0f);
-      vp[e] = pr < n_pairs ? load_pair<kF16>(p.v, row + 2 * pr) : make_float2(0.0f, 0.0f);
+    for (int j = 0; j < kSlotBatch; ++j) {
+      const int64_t s = s0 + static_cast<int64_t>(kAttnWarps) * j;
+      // Slots past stop read a valid row (the last one); their scores are masked below.
+      const int64_t row = (min(s, stop - 1) * p.n_head_kv + kv_head) * p.head_dim;
+#pragma unroll
+      for (int e = 0; e < kPairs; ++e) {
+        const int pr = lane + kWarp * e;
+        kp[j][e] = pr < n_pairs ? load_pair<kF16>(p.k, row + 2 * pr) : make_float2(0.0f, 0.0f);
+        vp[j][e] = pr < n_pairs ? load_pair<kF16>(p.v, row + 2 * pr) : make_float2(0.0f, 0.0f);
+      }
     }
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) {
       if (g >= n_g) break;
-      float d = 0.0f;
+      float d[kSlotBatch];
 #pragma unroll
-      for (int e = 0; e < kPairs; ++e) d += qv[g][e].x * kp[e].x + qv[g][e].y * kp[e].y;
+      for (int j = 0; j < kSlotBatch; ++j) {
+        d[j] = 0.0f;
 #pragma unroll
-      for (int o = kWarp / 2; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
-      const float m_new = fmaxf(m[g], d);
+        for (int e = 0; e < kPairs; ++e) d[j] += qv[g][e].x * kp[j][e].x + qv[g][e].y * kp[j][e].y;
+      }
+#pragma unroll
+      for (int o = kWarp / 2; o > 0; o /= 2)
+#pragma unroll
+        for (int j = 0; j < kSlotBatch; ++j) d[j] += __shfl_xor_sync(0xffffffffu, d[j], o);
+      float m_new = m[g];
+#pragma unroll
+      for (int j = 0; j < kSlotBatch; ++j)
+        if (s0 + static_cast<int64_t>(kAttnWarps) * j < stop) m_new = fmaxf(m_new, d[j]);
+      // The batch's first slot is < stop, so m_new is finite; m[g] = -inf gives corr = 0.
       const float corr = expf(m[g] - m_new);
-      const float pe = expf(d - m_new);
-      l[g] = l[g] * corr + pe;
+      float pe[kSlotBatch], pe_sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kSlotBatch; ++j) {
+        pe[j] = s0 + static_cast<int64_t>(kAttnWarps) * j < stop ? expf(d[j] - m_new) : 0.0f;
+        pe_sum += pe[j];
+      }
+      l[g] = l[g] * corr + pe_sum;
       m[g] = m_new;
 #pragma unroll
       for (int e = 0; e < kPairs; ++e) {
-        acc[g][e].x = acc[g][e].x * corr + pe * vp[e].x;
-        acc[g][e].y = acc[g][e].y * corr + pe * vp[e].y;
+        float ax = acc[g][e].x * corr, ay = acc[g][e].y * corr;
+#pragma unroll
+        for (int j = 0; j < kSlotBatch; ++j) ax += pe[j] * vp[j][e].x, ay += pe[j] * vp[j][e].y;
+        acc[g][e] = make_float2(ax, ay);
       }
     }
   }
@@ -159,26 +186,58 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   }
 }
 
-// Grid (n_head, n_tokens): out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
-__global__ void attention_combine_kernel(AttnParams p) {
+// Grid (n_head, n_tokens), kCombineThreads threads: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
+// The first warp reads the splits' (m, l) side by side (lane s and s + 32) and leaves the
+// weights e^(m_s - M) in shared memory; then each thread sums its dims over the splits with
+// the loads unrolled. (Before: a loop of 2 x n_splits dependent loads, ~7.5 us a call at 17
+// splits under ncu for 17 KB of partials.)
+constexpr int kCombineThreads = 128;
+__global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(AttnParams p) {
+  static_assert(kAttentionMaxSplits <= 2 * kWarp, "the first warp reads two splits per lane");
   pdl_wait();
   pdl_allow_next();
   const int64_t th = static_cast<int64_t>(blockIdx.y) * p.n_head + blockIdx.x;
   const int64_t stride = p.n_tokens * p.n_head;
-  float mx = -INFINITY;
-  for (int s = 0; s < p.n_splits; ++s)
-    if (p.partial_ml[2 * (s * stride + th) + 1] > 0.0f) mx = fmaxf(mx, p.partial_ml[2 * (s * stride + th)]);
-  for (int dim = threadIdx.x; dim < p.head_dim; dim += blockDim.x) {
-    float sum = 0.0f, a = 0.0f;
-    for (int s = 0; s < p.n_splits; ++s) {
-      const int64_t slot = s * stride + th;
-      const float ls = p.partial_ml[2 * slot + 1];
-      if (ls <= 0.0f) continue;
-      const float f = expf(p.partial_ml[2 * slot] - mx);
-      sum += ls * f;
-      a += p.partial_acc[slot * p.head_dim + dim] * f;
+  __shared__ float weight[kAttentionMaxSplits];  // e^(m_s - M), 0 for splits that saw no slot
+  __shared__ float total;                        // sum_s l_s e^(m_s - M)
+  if (threadIdx.x < kWarp) {
+    const int lane = threadIdx.x;
+    float ms[2], ls[2], mx = -INFINITY;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int s = lane + kWarp * h;
+      ms[h] = s < p.n_splits ? p.partial_ml[2 * (s * stride + th)] : -INFINITY;
+      ls[h] = s < p.n_splits ? p.partial_ml[2 * (s * stride + th) + 1] : 0.0f;
+      if (ls[h] > 0.0f) mx = fmaxf(mx, ms[h]);
     }
-    p.out[th * p.head_dim + dim] = sum > 0.0f ? a / sum : 0.0f;
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float sum = 0.0f;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float w = ls[h] > 0.0f ? expf(ms[h] - mx) : 0.0f;
+      sum += ls[h] * w;
+      if (lane + kWarp * h < kAttentionMaxSplits) weight[lane + kWarp * h] = w;
+    }
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) total = sum;
+  }
+  __syncthreads();
+  for (int dim = threadIdx.x; dim < p.head_dim; dim += kCombineThreads) {
+    // Fully unrolled over the most splits, predicated: every load is issued before the sum
+    // needs the first (a runtime-bound loop issued them 8 at a time: 3 round trips at 17).
+    float v[kAttentionMaxSplits];
+#pragma unroll
+    for (int s = 0; s < kAttentionMaxSplits; ++s)
+      v[s] = s < p.n_splits ? p.partial_acc[(s * stride + th) * p.head_dim + dim] : 0.0f;
+    float a = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kAttentionMaxSplits; ++s) {
+      const float w = s < p.n_splits ? weight[s] : 0.0f;
+      a += w > 0.0f ? w * v[s] : 0.0f;
+    }
+    p.out[th * p.head_dim + dim] = total > 0.0f ? a / total : 0.0f;
   }
 }
 
@@ -199,7 +258,7 @@ int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_
   const int64_t blocks = std::max<int64_t>(1, n_head_kv * n_tokens);
   const int64_t want = (2 * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
   const int64_t most = n_ctx / kSlotsPerSplitMin + 1;
-  return static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, 64));
+  return static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, kAttentionMaxSplits));
 }
 
 void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
@@ -207,7 +266,7 @@ void launch_attention(const float* q, const void* k_cache, const void* v_cache, 
   if (p.n_tokens <= 0 || p.n_head <= 0) return;
   const int heads_per_kv = p.n_head / p.n_head_kv;
   const int groups = (heads_per_kv + kMaxGroup - 1) / kMaxGroup;
-  const int n_splits = std::max(1, p.n_splits);
+  const int n_splits = std::clamp(p.n_splits, 1, kAttentionMaxSplits);
   AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
                 p.n_tokens, p.n_ctx, n_splits, nullptr, nullptr, out};
   if (n_splits > 1) {
@@ -221,7 +280,7 @@ void launch_attention(const float* q, const void* k_cache, const void* v_cache, 
   else launch_pairs<4>(ap, grid, p.cache_f16, stream);
   if (n_splits > 1) {
     const dim3 cgrid(static_cast<unsigned>(p.n_head), static_cast<unsigned>(p.n_tokens));
-    launch_pdl(attention_combine_kernel, cgrid, dim3(128), 0, stream, ap);
+    launch_pdl(attention_combine_kernel, cgrid, dim3(kCombineThreads), 0, stream, ap);
   }
 }
 

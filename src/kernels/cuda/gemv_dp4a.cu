@@ -18,6 +18,11 @@
 // the current one is multiplied (double buffer), and each unit's x is read from shared memory
 // once for the kRows rows. A row's partial sums meet in a warp shuffle.
 //
+// One token with a norm / SwiGLU prologue over 2048 columns (launch_gemv_dp4a_x_quantized_once):
+// quantize_x_once_kernel does the prologue and the int8 quantization once, into global memory
+// in the shared-memory layout, and every block of the GEMV (Prologue::staged) copies those
+// bytes with cp.async instead of quantizing x itself.
+//
 // Numerics: x_k = d_b q_k + e_k with |e_k| <= d_b / 2, d_b = max|x_b| / 127 over its block b
 // of 32; the integer dot products are exact and scales are applied once per 16 or 32 weights
 // in fp32. So |out - W x| <= sum_k |w_k| d_b / 2 (+ fp32 rounding): the bound the op test
@@ -33,6 +38,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/mma.cuh"  // cp_async_16
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 #include "kernels/cuda/weight_layout.cuh"
@@ -363,8 +369,9 @@ __device__ __forceinline__ float4 times(float4 a, float4 b) { return make_float4
 __device__ __forceinline__ float squares(float4 a) { return a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w; }
 
 // Which prologue a kernel instance runs (a template parameter: the plain kernel keeps the
-// registers it had, which its double-buffered weights need).
-enum class Prologue { none, norm, gate };
+// registers it had, which its double-buffered weights need). staged: x was quantized by
+// quantize_x_once_kernel (with whatever prologue) and is copied as it is.
+enum class Prologue { none, norm, gate, staged };
 
 // sumsq[t]: this thread's share of sum x^2 over token t's x (with a norm prologue; else 0).
 // With a prologue one group is loaded at a time: its second operand needs the registers.
@@ -412,6 +419,68 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+
+// Bytes of one token's quantized x: int8 [cols] then XScale [cols / 32] (20 x 16 bytes per 256
+// columns), in shared memory and in quantize_x_once_kernel's output alike.
+__host__ __device__ constexpr int64_t quantized_x_bytes(int64_t cols) {
+  return cols + cols / kXBlock * static_cast<int64_t>(sizeof(XScale));
+}
+
+// The first kernel of launch_gemv_dp4a_x_quantized_once: one thread per group of 8 values
+// (cols % 256 == 0, so a warp has all 32 groups or none and quantize_group's shuffles are
+// safe), x' = x * norm or silu(x) * up or x, quantized into dst in the shared-memory layout;
+// with a norm, block b writes its sum of x^2 to partial_sumsq[b] (the GEMV adds the partials in
+// order: deterministic, no atomics).
+template <Prologue kPro>
+__global__ void __launch_bounds__(kThreads)
+    quantize_x_once_kernel(const float* x, GemvFusion fuse, int64_t cols, uint8_t* dst,
+                           float* partial_sumsq) {
+  pdl_wait();
+  pdl_allow_next();  // the GEMV after this one may start its weight loads
+  int8_t* xq = reinterpret_cast<int8_t*>(dst);
+  XScale* xs = reinterpret_cast<XScale*>(dst + cols);
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  float sq = 0.0f;
+  if (i < cols / 8) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float4 a = __ldg(x4 + 2 * i), b = __ldg(x4 + 2 * i + 1);
+    if constexpr (kPro == Prologue::norm) {
+      const float4* g4 = reinterpret_cast<const float4*>(fuse.norm);
+      sq = squares(a) + squares(b);
+      a = times(a, __ldg(g4 + 2 * i)), b = times(b, __ldg(g4 + 2 * i + 1));
+    } else if constexpr (kPro == Prologue::gate) {
+      const float4* u4 = reinterpret_cast<const float4*>(fuse.up);
+      a = silu_times(a, __ldg(u4 + 2 * i)), b = silu_times(b, __ldg(u4 + 2 * i + 1));
+    }
+    quantize_group(a, b, i, xq, xs);
+  }
+  if constexpr (kPro == Prologue::norm) {
+    __shared__ float warp_sq[kWarps];
+    sq = warp_sum(sq);
+    if (threadIdx.x % kWarp == 0) warp_sq[threadIdx.x / kWarp] = sq;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float total = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) total += warp_sq[w];
+      partial_sumsq[blockIdx.x] = total;
+    }
+  }
+}
+
+// Prologue::staged: one token's quantized x copied to shared memory by cp.async (16 bytes
+// each, all in flight at once, no registers held: the two weight buffers already in flight
+// keep theirs; 14336 columns = 17920 bytes, 4.4 copies per thread). Read through L2 (written
+// by the kernel before).
+__device__ __forceinline__ void copy_quantized_x(const GemvArgs& p, uint8_t* smem) {
+  const int64_t n16 = quantized_x_bytes(p.cols) / 16;
+  const uint4* src = reinterpret_cast<const uint4*>(p.x_staged);
+  uint4* dst = reinterpret_cast<uint4*>(smem);
+  for (int64_t i = threadIdx.x; i < n16; i += kThreads) cp_async_16(dst + i, src + i, 16);
+  cp_async_commit();
+}
+// Most partial sums of x^2 a staged norm reads (quantize_x_once_kernel blocks: cols / 2048).
+constexpr int kMaxNormPartials = 16;
 
 // Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
 // tokens the weights are already reused 4 times and 2 rows would not fit in 128 registers.
@@ -469,7 +538,17 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   float sumsq[kTokens];
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) sumsq[t] = 0.0f;
-  quantize_x<kTokens, kPro>(p, xq, xs, sumsq);
+  // Staged: the norm's partial sums are loaded alongside the copy (one round trip for both).
+  float partials[kPro == Prologue::staged ? kMaxNormPartials : 1];
+  if constexpr (kPro == Prologue::staged) {
+#pragma unroll
+    for (int b = 0; b < kMaxNormPartials; ++b)
+      partials[b] = b < p.n_partials ? __ldcg(p.sumsq_partials + b) : 0.0f;
+    copy_quantized_x(p, smem);
+    cp_async_wait<0>();
+  } else {
+    quantize_x<kTokens, kPro>(p, xq, xs, sumsq);
+  }
   // With a norm prologue, each token's 1 / rms: warp sums, then every thread adds the 8 warps'
   // in the same order (deterministic, no second barrier).
   constexpr bool kNorm = kPro == Prologue::norm;
@@ -483,15 +562,22 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   }
   __syncthreads();
   pdl_allow_next();
-  float out_scale[kTokens];  // 1 / rms of each token's x with a norm prologue, else 1
+  // 1 / rms of each token's x with a norm prologue (staged: from the quantizing kernel's
+  // partial sums, one token), else 1.
+  constexpr bool kScaled = kNorm || kPro == Prologue::staged;
+  float out_scale[kTokens];
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
     float total = 0.0f;
     if constexpr (kNorm) {
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) total += warp_sumsq[w][t];
+    } else if constexpr (kPro == Prologue::staged) {
+#pragma unroll
+      for (int b = 0; b < kMaxNormPartials; ++b) total += partials[b];  // zeros past n_partials
     }
-    out_scale[t] = kNorm ? rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps) : 1.0f;
+    const bool norm = kNorm || (kPro == Prologue::staged && p.n_partials > 0);
+    out_scale[t] = norm ? rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps) : 1.0f;
   }
 
   float acc[kRows][kTokens];
@@ -523,7 +609,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
           const float s = warp_sum(acc[r][t]);
           if (lane == 0 && t < p.n && row < p.rows) {
             float* o = p.out + t * p.rows + row;
-            const float v = (kNorm ? s * out_scale[t] : s) + (p.bias ? p.bias[row] : 0.0f);
+            const float v = (kScaled ? s * out_scale[t] : s) + (p.bias ? p.bias[row] : 0.0f);
             *o = p.fuse.accumulate ? *o + v : v;
           }
           acc[r][t] = 0.0f;
@@ -539,7 +625,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   }
 }
 
-size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n) * cols * (1 + sizeof(XScale) / 32.0); }
+size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n * quantized_x_bytes(cols)); }
 
 template <DType T, int kTokens, Prologue kPro = Prologue::none>
 bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
@@ -612,6 +698,54 @@ bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* 
       else
         launched = launch_tokens<T, 4>(p, stream);
     }
+  });
+  return launched;
+}
+
+namespace {
+// Partial sums of x^2 after the quantized bytes: one per block of quantize_x_once_kernel.
+int64_t quantize_blocks(int64_t cols) { return (cols / 8 + kThreads - 1) / kThreads; }
+}  // namespace
+
+size_t gemv_dp4a_x_quantized_bytes(int64_t cols) {
+  return static_cast<size_t>(quantized_x_bytes(cols) +
+                             quantize_blocks(cols) * static_cast<int64_t>(sizeof(float)));
+}
+
+bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens) {
+  return n_tokens == 1 && gemv_dp4a_applies(w, 1) && quantize_blocks(w.cols) <= kMaxNormPartials;
+}
+
+bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
+                                       const float* bias, const GemvFusion& fuse, void* scratch,
+                                       size_t scratch_bytes, cudaStream_t stream) {
+  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) ||
+      !aligned(fuse.up) || !aligned(scratch) || scratch_bytes < gemv_dp4a_x_quantized_bytes(w.cols))
+    return false;
+  int device = 0, optin = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (smem_bytes(w.cols, 1) + 1024 > static_cast<size_t>(optin)) return false;  // before launching anything
+  uint8_t* staged = static_cast<uint8_t*>(scratch);
+  float* partials = reinterpret_cast<float*>(staged + quantized_x_bytes(w.cols));
+  const dim3 grid(static_cast<unsigned>(quantize_blocks(w.cols)));
+  if (fuse.norm)
+    launch_pdl(quantize_x_once_kernel<Prologue::norm>, grid, dim3(kThreads), 0, stream, x, fuse, w.cols,
+               staged, partials);
+  else if (fuse.up)
+    launch_pdl(quantize_x_once_kernel<Prologue::gate>, grid, dim3(kThreads), 0, stream, x, fuse, w.cols,
+               staged, partials);
+  else
+    launch_pdl(quantize_x_once_kernel<Prologue::none>, grid, dim3(kThreads), 0, stream, x, fuse, w.cols,
+               staged, partials);
+  GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, 1, out, bias, fuse};
+  p.x_staged = staged;
+  p.sumsq_partials = fuse.norm ? partials : nullptr;
+  p.n_partials = fuse.norm ? static_cast<int>(grid.x) : 0;
+  bool launched = false;
+  dispatch_weight_format(w.dtype, [&]<DType T>() {
+    if constexpr (has_unit<T>()) launched = launch_tokens<T, 1, Prologue::staged>(p, stream);
   });
   return launched;
 }

@@ -58,6 +58,11 @@ struct GemvArgs {
   float* out;      // [rows, n]
   const float* bias;
   GemvFusion fuse = {};
+  // The dp4a GEMV with x quantized beforehand (launch_gemv_dp4a_x_quantized_once): the bytes it
+  // copies to shared memory as they are, and with a norm the partial sums of x^2 [n_partials].
+  const uint8_t* x_staged = nullptr;
+  const float* sumsq_partials = nullptr;
+  int n_partials = 0;
 };
 
 // ---- the tiled weight layout (weight_layout.cuh, weight_tiling.cu) ----
@@ -87,6 +92,20 @@ constexpr int kDp4aMaxTokens = 4;
 bool gemv_dp4a_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                       cudaStream_t stream, const GemvFusion& fuse = {});
+// One token through the dp4a GEMV with x quantized once: a small kernel (cols / 2048 blocks)
+// applies the prologue (x * norm, or silu(x) * up), quantizes x' to int8 per 32 into `scratch`
+// and sums x^2 per block; every GEMV block then copies those 1.25 bytes per column to shared
+// memory instead of reading 4 (+4) bytes per column and quantizing them itself, and scales its
+// sums by the 1 / rms of the partial sums. For wide inputs (the 8B shapes' 4096 and 14336
+// columns), where the in-GEMV prologue costs every block several L2 round trips (docs/cuda.md).
+// scratch: 16-byte aligned, gemv_dp4a_x_quantized_bytes(cols) bytes, not aliasing x / out.
+// false (nothing launched) unless n_tokens == 1 and the dp4a path takes w (cols <= 32768), or
+// when scratch is short or unaligned.
+size_t gemv_dp4a_x_quantized_bytes(int64_t cols);
+bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens);
+bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
+                                       const float* bias, const GemvFusion& fuse, void* scratch,
+                                       size_t scratch_bytes, cudaStream_t stream);
 
 // The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
 // quantized to int8 per 32 values in the kernel (each x_k off by up to max|x_block| / 254),
@@ -172,13 +191,15 @@ struct AttentionLaunch {
   int64_t n_tokens = 0;
   int64_t n_ctx = 0;  // cache capacity in slots
   bool cache_f16 = true;
-  int n_splits = 1;   // KV range split across blocks (FlashDecoding); 1 = no fixup pass
+  int n_splits =
+      1;  // KV range split across blocks (FlashDecoding), 1..kAttentionMaxSplits; 1 = no fixup pass
 };
 constexpr int kAttentionMaxHeadDim = 256;
+constexpr int kAttentionMaxSplits = 64;  // the fixup kernel reads the splits' (max, sum) with one warp
 
 // Floats of workspace the split-KV attention needs (0 when n_splits == 1).
 size_t attention_workspace_floats(const AttentionLaunch& p);
-// Splits chosen so that roughly `n_sms` * 2 blocks run; at most n_ctx / 256 + 1.
+// Splits chosen so that roughly `n_sms` * 2 blocks run; at most n_ctx / 32 + 1 and kAttentionMaxSplits.
 int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms);
 
 // Causal attention: out [head_dim, n_head, n] for q of the same shape over the caches, token i
