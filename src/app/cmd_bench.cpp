@@ -76,7 +76,8 @@ Status bench(const BenchOptions& o) {
                                                .probe_read_gbps = std::ref(probe)}));
   const auto [min_gbps, max_gbps] = std::minmax_element(r.read_gbps.begin(), r.read_gbps.end());
   if (r.read_gbps.empty() || *min_gbps <= 0)
-    return out_of_memory("bench: the read-bandwidth probe could not allocate its buffer (1 GiB of host memory, 4 GiB on a GPU)");
+    return out_of_memory(
+        "bench: the read-bandwidth probe could not allocate its buffer (1 GiB of host memory, 4 GiB on a GPU)");
 
   const std::string path = o.model.path.empty() ? kDefaultModelPath : o.model.path;
   const std::string name = std::filesystem::path(path).filename().string();

@@ -248,7 +248,8 @@ Expected<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelFile& file, Ba
   return model;
 }
 
-Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type, int n_seq) const {
+Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type,
+                                             int n_seq) const {
   const LlamaConfig& c = config_;
   if (n_ctx <= 0 || max_tokens <= 0) return invalid_argument("context and batch sizes must be positive");
   if (n_seq <= 0 || (n_seq > 1 && max_tokens < n_seq))
@@ -364,7 +365,8 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
   Tensor sampled = view(s.sampled, {x_out.ne[1], 1, 1, 1});
   if (pick == TokenPick::argmax) b.argmax(logits, sampled);
   if (pick == TokenPick::sample_top_k) {
-    const Tensor draws = view(s.draws, {x_out.ne[1] * static_cast<int64_t>(sizeof(cpu::TopKDraw) / sizeof(int32_t)), 1, 1, 1});
+    constexpr int64_t kDrawWords = sizeof(cpu::TopKDraw) / sizeof(int32_t);
+    const Tensor draws = view(s.draws, {x_out.ne[1] * kDrawWords, 1, 1, 1});
     b.sample_top_k(logits, draws, sampled);
   }
 }

@@ -5,10 +5,13 @@
 
 namespace bl {
 
-Expected<std::unique_ptr<SequenceBatch>> SequenceBatch::create(const LlamaModel& model, const SequenceBatchOptions& o) {
-  if (o.n_seq <= 0) return invalid_argument("the number of sequences must be positive, got " + std::to_string(o.n_seq));
+Expected<std::unique_ptr<SequenceBatch>> SequenceBatch::create(const LlamaModel& model,
+                                                               const SequenceBatchOptions& o) {
+  if (o.n_seq <= 0)
+    return invalid_argument("the number of sequences must be positive, got " + std::to_string(o.n_seq));
   if (o.n_ctx <= 0) return invalid_argument("context size must be positive, got " + std::to_string(o.n_ctx));
-  if (o.n_batch <= 0) return invalid_argument("batch size must be positive, got " + std::to_string(o.n_batch));
+  if (o.n_batch <= 0)
+    return invalid_argument("batch size must be positive, got " + std::to_string(o.n_batch));
   const int n_ctx = std::min(o.n_ctx, model.config().n_ctx_train);
   const int max_tokens = std::max(std::min(o.n_batch, n_ctx), o.n_seq);
   LlamaForwardState state;
@@ -22,21 +25,25 @@ Status SequenceBatch::check_ids(std::span<const TokenId> ids) const {
   const int n_vocab = model_.config().n_vocab;
   for (TokenId id : ids)
     if (id < 0 || id >= n_vocab)
-      return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
+      return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                              std::to_string(n_vocab - 1) + ")");
   return Status::Ok();
 }
 
 Status SequenceBatch::feed(int seq, std::span<const TokenId> ids) {
   if (seq < 0 || seq >= n_seq())
-    return invalid_argument("sequence " + std::to_string(seq) + " is outside 0.." + std::to_string(n_seq() - 1));
+    return invalid_argument("sequence " + std::to_string(seq) + " is outside 0.." +
+                            std::to_string(n_seq() - 1));
   BL_RETURN_IF_ERROR(check_ids(ids));
   int& n_past = n_past_[static_cast<size_t>(seq)];
   if (static_cast<int64_t>(n_past) + static_cast<int64_t>(ids.size()) > state_.n_ctx)
-    return invalid_argument("sequence " + std::to_string(seq) + "'s context is full: " + std::to_string(n_past) + " + " +
+    return invalid_argument("sequence " + std::to_string(seq) +
+                            "'s context is full: " + std::to_string(n_past) + " + " +
                             std::to_string(ids.size()) + " tokens exceed " + std::to_string(state_.n_ctx));
   Backend& backend = model_.backend();
   for (size_t done = 0; done < ids.size();) {
-    const int n = static_cast<int>(std::min<size_t>(ids.size() - done, static_cast<size_t>(state_.max_tokens)));
+    const int n =
+        static_cast<int>(std::min<size_t>(ids.size() - done, static_cast<size_t>(state_.max_tokens)));
     for (int i = 0; i < n; ++i) positions_[static_cast<size_t>(i)] = n_past + i;
     backend.write(state_.ids, ids.data() + done, static_cast<size_t>(n) * sizeof(int32_t));
     backend.write(state_.positions, positions_.data(), static_cast<size_t>(n) * sizeof(int32_t));
@@ -50,11 +57,13 @@ Status SequenceBatch::feed(int seq, std::span<const TokenId> ids) {
 
 Status SequenceBatch::run_step(std::span<const TokenId> ids, TokenPick pick) {
   if (static_cast<int>(ids.size()) != n_seq())
-    return invalid_argument("a step takes one token per sequence: " + std::to_string(n_seq()) + ", got " + std::to_string(ids.size()));
+    return invalid_argument("a step takes one token per sequence: " + std::to_string(n_seq()) + ", got " +
+                            std::to_string(ids.size()));
   BL_RETURN_IF_ERROR(check_ids(ids));
   for (int q = 0; q < n_seq(); ++q) {
     if (n_past_[static_cast<size_t>(q)] >= state_.n_ctx)
-      return invalid_argument("sequence " + std::to_string(q) + "'s context is full (" + std::to_string(state_.n_ctx) + " tokens)");
+      return invalid_argument("sequence " + std::to_string(q) + "'s context is full (" +
+                              std::to_string(state_.n_ctx) + " tokens)");
     positions_[static_cast<size_t>(q)] = n_past_[static_cast<size_t>(q)];
   }
   Backend& backend = model_.backend();

@@ -17,14 +17,15 @@ namespace bl {
 
 struct SequenceBatchOptions {
   int n_seq = 16;
-  int n_ctx = 4096;   // cache slots per sequence; capped at the model's training context
-  int n_batch = 64;   // prompt tokens per forward call (raised to n_seq if smaller)
+  int n_ctx = 4096;  // cache slots per sequence; capped at the model's training context
+  int n_batch = 64;  // prompt tokens per forward call (raised to n_seq if smaller)
   DType kv_type = DType::F16;
 };
 
 class SequenceBatch {
  public:
-  static Expected<std::unique_ptr<SequenceBatch>> create(const LlamaModel& model, const SequenceBatchOptions& options);
+  static Expected<std::unique_ptr<SequenceBatch>> create(const LlamaModel& model,
+                                                         const SequenceBatchOptions& options);
 
   int n_seq() const { return state_.n_seq; }
   int n_ctx() const { return state_.n_ctx; }

@@ -71,12 +71,14 @@ Expected<TokenId> Session::feed_sampled(TokenId id, const cpu::TopKDraw& draw) {
   if (!(draw.temperature > 0) || !(draw.u >= 0 && draw.u < 1))
     return invalid_argument("feed_sampled: needs temperature > 0 and u in [0, 1)");
   if (!model_.backend().can_sample_top_k(draw.top_k, model_.config().n_vocab))
-    return unsupported("feed_sampled: " + model_.backend().name() + " cannot draw from top_k = " + std::to_string(draw.top_k));
+    return unsupported("feed_sampled: " + model_.backend().name() + " cannot draw from top_k = " +
+                       std::to_string(draw.top_k));
   return feed_and_pick(id, TokenPick::sample_top_k, &draw);
 }
 
 Expected<TokenId> Session::feed_and_pick(TokenId id, TokenPick pick, const cpu::TopKDraw* draw) {
-  if (state_.logits_all) return invalid_argument("feed_greedy / feed_sampled: this session keeps every token's logits (logits_all): use feed()");
+  if (state_.logits_all)
+    return invalid_argument("feed_greedy / feed_sampled: this session keeps every token's logits (logits_all): use feed()");
   const TokenId ids[1] = {id};
   BL_RETURN_IF_ERROR(check_room(ids));
   Backend& backend = model_.backend();

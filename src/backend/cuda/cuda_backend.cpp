@@ -455,8 +455,9 @@ class CudaBackendImpl final : public CudaBackend {
       note(cudaMemsetAsync(p, 0, bytes, stream_), op);
       sample_capacity_ = n;
     }
-    cuda::launch_sample_top_k(logits.as<float>(), logits.ne[0], n, reinterpret_cast<const cuda::TopKDrawParams*>(draws.data),
-                              ids.as<int32_t>(), sample_ws_.ptr, sample_capacity_, stream_);
+    const auto* records = reinterpret_cast<const cuda::TopKDrawParams*>(draws.data);
+    cuda::launch_sample_top_k(logits.as<float>(), logits.ne[0], n, records, ids.as<int32_t>(), sample_ws_.ptr,
+                              sample_capacity_, stream_);
     check_launch(op);
   }
 

@@ -5,18 +5,21 @@
 
 namespace bl::cpu {
 
-int32_t draw_from_top_k(std::vector<TokenCandidate>& candidates, const TopKDraw& d, std::vector<float>& probs) {
+int32_t draw_from_top_k(std::vector<TokenCandidate>& candidates, const TopKDraw& d,
+                        std::vector<float>& probs) {
   // top-k: keep the k largest (all when 0), sorted descending.
   size_t n = candidates.size();
   if (d.top_k > 0) n = std::min(n, static_cast<size_t>(d.top_k));
-  std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(n), candidates.end(), before);
+  std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(n), candidates.end(),
+                    before);
   candidates.resize(n);
 
   // Softmax at the temperature: float exponentials, a double sum.
   probs.resize(n);
   const float max_logit = candidates[0].logit;
   double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += probs[i] = std::exp((candidates[i].logit - max_logit) / d.temperature);
+  for (size_t i = 0; i < n; ++i)
+    sum += probs[i] = std::exp((candidates[i].logit - max_logit) / d.temperature);
   for (size_t i = 0; i < n; ++i) probs[i] = static_cast<float>(probs[i] / sum);
 
   // min-p relative to the most likely token, then top-p over the sorted list.

@@ -33,7 +33,8 @@ inline bool before(const TokenCandidate& a, const TokenCandidate& b) {
 
 // candidates: every token with its (penalised) logit, reordered and shrunk by the call. probs:
 // scratch. Returns the drawn id.
-int32_t draw_from_top_k(std::vector<TokenCandidate>& candidates, const TopKDraw& d, std::vector<float>& probs);
+int32_t draw_from_top_k(std::vector<TokenCandidate>& candidates, const TopKDraw& d,
+                        std::vector<float>& probs);
 
 // The same draw from a row of logits [n_vocab].
 int32_t draw_from_top_k(std::span<const float> logits, const TopKDraw& d);

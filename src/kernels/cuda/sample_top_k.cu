@@ -22,7 +22,7 @@ namespace bl::cuda {
 namespace {
 
 constexpr int kThreads = 512;
-constexpr int kSliceKeys = 4096;  // 32 KB of keys in shared memory
+constexpr int kSliceKeys = 4096;                         // 32 KB of keys in shared memory
 constexpr int kMaxBlocks = kSliceKeys / kMaxDeviceTopK;  // stage 2 sorts kMaxBlocks x k <= kSliceKeys keys
 
 __device__ __forceinline__ uint64_t key_of(float v, uint32_t i) {
@@ -87,9 +87,9 @@ __device__ int32_t draw(const uint64_t* best, int n, const TopKDrawParams& d) {
 
 // grid (blocks, n_tokens); slice_len = ceil(n_vocab / blocks) <= kSliceKeys.
 // block_keys [n_tokens][kMaxBlocks][kMaxDeviceTopK], counters [n_tokens] (zero before the first launch).
-__global__ void __launch_bounds__(kThreads) sample_top_k_kernel(const float* logits, int64_t n_vocab, int slice_len,
-                                                               const TopKDrawParams* draws, int32_t* ids,
-                                                               uint64_t* block_keys, unsigned* counters) {
+__global__ void __launch_bounds__(kThreads)
+    sample_top_k_kernel(const float* logits, int64_t n_vocab, int slice_len, const TopKDrawParams* draws,
+                        int32_t* ids, uint64_t* block_keys, unsigned* counters) {
   __shared__ uint64_t keys[kSliceKeys];
   pdl_wait();
   pdl_allow_next();
@@ -148,8 +148,8 @@ void launch_sample_top_k(const float* logits, int64_t n_vocab, int64_t n_tokens,
   const int slice_len = static_cast<int>((n_vocab + blocks - 1) / blocks);
   auto* keys = static_cast<uint64_t*>(workspace);
   auto* counters = reinterpret_cast<unsigned*>(keys + capacity * kMaxBlocks * kMaxDeviceTopK);
-  launch_pdl(sample_top_k_kernel, dim3(blocks, static_cast<unsigned>(n_tokens)), dim3(kThreads), 0, stream, logits,
-             n_vocab, slice_len, draws, ids, keys, counters);
+  launch_pdl(sample_top_k_kernel, dim3(blocks, static_cast<unsigned>(n_tokens)), dim3(kThreads), 0, stream,
+             logits, n_vocab, slice_len, draws, ids, keys, counters);
 }
 
 }  // namespace bl::cuda
