@@ -5,13 +5,14 @@
 // step a batching server runs.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <span>
 #include <vector>
 
 #include "core/status.h"
 #include "model/llama_model.h"
-#include "runtime/session.h"
+#include "runtime/session.h"  // TokenId
 
 namespace bl {
 
