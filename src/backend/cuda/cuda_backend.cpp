@@ -421,13 +421,8 @@ class CudaBackendImpl final : public CudaBackend {
     if (!on_device({&logits, &ids}, op) || !all_f32({&logits}, op) ||
         !expect(ids.dtype == DType::I32 && ids.elements() == n, op, "ids must be i32 [" + std::to_string(n) + "]"))
       return;
-    if (n > argmax_capacity_) {  // a new buffer, zeroed once: each launch leaves its counters at zero
-      const size_t bytes = cuda::argmax_workspace_bytes(n);
-      void* p = workspace(argmax_ws_, bytes, "argmax partial results");
-      if (!p) return;
-      note(cudaMemsetAsync(p, 0, bytes, stream_), op);
-      argmax_capacity_ = n;
-    }
+    if (!counter_workspace(argmax_ws_, argmax_capacity_, n, cuda::argmax_workspace_bytes, "argmax partial results", op))
+      return;
     cuda::launch_argmax(logits.as<float>(), logits.ne[0], n, ids.as<int32_t>(), argmax_ws_.ptr, argmax_capacity_, stream_);
     check_launch(op);
   }
@@ -448,13 +443,9 @@ class CudaBackendImpl final : public CudaBackend {
     if (!expect(cuda::sample_top_k_applies(1, logits.ne[0]), op,
                 "a vocabulary of " + std::to_string(logits.ne[0]) + " is past the kernel's 64 slices of 4096"))
       return;
-    if (n > sample_capacity_) {  // a new buffer, zeroed once: each launch leaves its counters at zero
-      const size_t bytes = cuda::sample_top_k_workspace_bytes(n);
-      void* p = workspace(sample_ws_, bytes, "sampling partial results");
-      if (!p) return;
-      note(cudaMemsetAsync(p, 0, bytes, stream_), op);
-      sample_capacity_ = n;
-    }
+    if (!counter_workspace(sample_ws_, sample_capacity_, n, cuda::sample_top_k_workspace_bytes, "sampling partial results",
+                           op))
+      return;
     const auto* records = reinterpret_cast<const cuda::TopKDrawParams*>(draws.data);
     cuda::launch_sample_top_k(logits.as<float>(), logits.ne[0], n, records, ids.as<int32_t>(), sample_ws_.ptr,
                               sample_capacity_, stream_);
@@ -567,6 +558,21 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   // Grows by replacement; the old buffer stays allocated (a captured graph may use it).
+  // The workspace of a kernel whose last block reduces per-token partial results behind a counter
+  // (argmax, sample_top_k), laid out for `capacity` tokens: grown and zeroed only when n exceeds
+  // it, since each launch leaves the counters it used at zero. False (error noted) when it
+  // cannot grow.
+  bool counter_workspace(Workspace& ws, int64_t& capacity, int64_t n, size_t (*bytes_for)(int64_t), const char* what,
+                         const char* op) {
+    if (n <= capacity) return true;
+    const size_t bytes = bytes_for(n);
+    void* p = workspace(ws, bytes, what);
+    if (!p) return false;
+    note(cudaMemsetAsync(p, 0, bytes, stream_), op);
+    capacity = n;
+    return true;
+  }
+
   void* workspace(Workspace& ws, size_t bytes, const char* what) {
     if (bytes > ws.bytes) {
       void* p = device_alloc(bytes, what);

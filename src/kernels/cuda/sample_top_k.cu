@@ -8,9 +8,8 @@
 // lower index first among equal ones, NaN key 0) with a bitonic sort in shared memory and
 // stores its k largest keys. Stage 2: the last block to finish (a counter per token, reset for
 // the next launch, so a captured graph replays it) sorts the blocks x k keys the same way and
-// one thread runs the draw over the k best, in the host's order of operations (float exp, a
-// double sum), so ids match the host's except where a uniform number falls within an ulp of a
-// boundary.
+// one thread runs the host's own draw (cpu::draw_sorted) over the k best, so ids match the
+// host's except where a uniform number falls within an ulp of the device's expf of a boundary.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -53,38 +52,6 @@ __device__ void bitonic_sort_descending(uint64_t* keys) {
     }
 }
 
-// The host's draw (kernels/cpu/top_k_draw.cpp) over the n best keys, largest first.
-__device__ int32_t draw(const uint64_t* best, int n, const TopKDrawParams& d) {
-  float probs[kMaxDeviceTopK];
-  const float max_logit = logit_of(best[0]);
-  double sum = 0;
-  for (int i = 0; i < n; ++i) sum += probs[i] = expf((logit_of(best[i]) - max_logit) / d.temperature);
-  for (int i = 0; i < n; ++i) probs[i] = static_cast<float>(probs[i] / sum);
-  int keep = n;
-  if (d.min_p > 0) {
-    const float threshold = d.min_p * probs[0];
-    keep = 1;
-    while (keep < n && probs[keep] >= threshold) ++keep;
-  }
-  if (d.top_p < 1) {
-    double cumulative = 0;
-    int i = 0;
-    for (; i < keep; ++i) {
-      cumulative += probs[i];
-      if (cumulative >= d.top_p) break;
-    }
-    keep = keep < i + 1 ? keep : i + 1;
-  }
-  double kept_sum = 0;
-  for (int i = 0; i < keep; ++i) kept_sum += probs[i];
-  double r = d.u * kept_sum;
-  for (int i = 0; i < keep; ++i) {
-    r -= probs[i];
-    if (r <= 0) return id_of(best[i]);
-  }
-  return id_of(best[keep - 1]);
-}
-
 // grid (blocks, n_tokens); slice_len = ceil(n_vocab / blocks) <= kSliceKeys.
 // block_keys [n_tokens][kMaxBlocks][kMaxDeviceTopK], counters [n_tokens] (zero before the first launch).
 __global__ void __launch_bounds__(kThreads)
@@ -124,7 +91,8 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) {
     int n = 0;  // the k best, NaN (key 0) left out
     while (n < k && keys[n] != 0) ++n;
-    ids[t] = n == 0 ? 0 : draw(keys, n, d);
+    float probs[kMaxDeviceTopK];
+    ids[t] = n == 0 ? 0 : id_of(keys[cpu::draw_sorted(n, [&](int i) { return logit_of(keys[i]); }, d, probs)]);
     counters[t] = 0;
   }
 }
