@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "gpu/cuda_test_util.h"
 #include "core/half.h"
 #include "kernels/cuda/launchers.h"
 #include "ops/backend_op_cases.h"
@@ -21,15 +22,6 @@
 
 namespace bl {
 namespace {
-
-#define SKIP_WITHOUT_GPU() \
-  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device: the CUDA backend tests need a GPU"
-
-std::unique_ptr<CudaBackend> open_or_fail() {
-  auto b = open_cuda_backend(0);
-  EXPECT_TRUE(b.ok()) << b.status().message();
-  return b.ok() ? std::move(b).value() : nullptr;
-}
 
 // The shared tolerances, except matmul on F32/F16 weights: at n > 16 tokens (the cases use 17)
 // the product runs on tensor cores with activations rounded to fp16, so each term is off by

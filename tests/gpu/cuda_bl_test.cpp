@@ -15,15 +15,13 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "gpu/cuda_test_util.h"
 #include "kernels/cuda/launchers.h"
 #include "quant/bl_group.h"
 #include "quant/quant.h"
 
 namespace bl {
 namespace {
-
-#define SKIP_WITHOUT_GPU() \
-  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device: the CUDA backend tests need a GPU"
 
 struct BlProblem {
   std::vector<uint8_t> bytes;  // as quantize_matrix writes them (the file's bytes)

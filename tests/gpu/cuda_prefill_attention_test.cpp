@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "gpu/cuda_test_util.h"
 #include "kernels/cuda/launchers.h"
 #include "ops/backend_op_cases.h"
 #include "quant/quant.h"
@@ -95,15 +96,6 @@ double run_case(Backend& cuda, const Case& c, std::mt19937& rng) {
     EXPECT_TRUE(b->status().ok()) << b->name() << ": " << b->status().message();
   }
   return op_cases::relative_max_error(got, want);
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device: the CUDA backend tests need a GPU"
-
-std::unique_ptr<CudaBackend> open_or_fail() {
-  auto b = open_cuda_backend(0);
-  EXPECT_TRUE(b.ok()) << b.status().message();
-  return b.ok() ? std::move(b).value() : nullptr;
 }
 
 void expect_cases(const std::vector<Case>& cases, double tolerance) {
