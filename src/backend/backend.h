@@ -131,6 +131,16 @@ class Backend {
   // rope(q); rope(k); kv_store(k, v, caches, positions): q and k are rotated in place.
   virtual void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                              const Tensor& positions, const RopeParams& p);
+  // One token per sequence (SequenceBatch's decode step): token i of q, k, v [head_dim, heads,
+  // n] is sequence i's, whose cache is slots [i * seq_slots, (i + 1) * seq_slots) of caches
+  // [head_dim, n_head_kv, >= n * seq_slots], and positions[i] counts within that sequence.
+  // rope_kv_store / attention as above on each token and its own cache. The defaults run the
+  // single-sequence ops per token on views (2 x n calls); CUDA runs one kernel each for all.
+  virtual void rope_kv_store_each_sequence(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                                           const Tensor& positions, const RopeParams& p, int64_t seq_slots);
+  virtual void attention_each_sequence(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                       const Tensor& positions, const AttentionParams& p, int64_t seq_slots,
+                                       Tensor& out);
   // Greedy sampling: ids[i] = argmax over logits[:, i] (the lowest index among equal maxima;
   // NaN logits are never picked unless all are NaN, then 0). logits [n_vocab, n] F32, ids I32
   // [n]. The default reads the logits through read() (host-memory backends); CUDA runs a

@@ -57,6 +57,55 @@ void Backend::rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cac
   kv_store(k, v, k_cache, v_cache, positions);
 }
 
+namespace {
+
+// Token i of x [ne0, ne1, n] as [ne0, ne1, 1] (any 4-byte element type).
+Tensor token_of(const Tensor& x, int64_t i) {
+  Tensor v = x;
+  v.data = static_cast<char*>(x.data) + static_cast<size_t>(i) * x.row_size() * static_cast<size_t>(x.ne[1]);
+  v.ne = {x.ne[0], x.ne[1], 1, 1};
+  return v;
+}
+
+// Slots [i * seq_slots, (i + 1) * seq_slots) of a cache [head_dim, n_head_kv, ..]: sequence i's.
+Tensor sequence_cache(const Tensor& cache, int64_t i, int64_t seq_slots) {
+  Tensor v = cache;
+  const size_t slot_bytes = cache.row_size() * static_cast<size_t>(cache.ne[1]);
+  v.data = static_cast<char*>(cache.data) + slot_bytes * static_cast<size_t>(seq_slots * i);
+  v.ne = {cache.ne[0], cache.ne[1], seq_slots, 1};
+  return v;
+}
+
+Tensor position_of(const Tensor& positions, int64_t i) {
+  Tensor v = positions;
+  v.data = positions.as<int32_t>() + i;
+  v.ne = {1, 1, 1, 1};
+  return v;
+}
+
+}  // namespace
+
+void Backend::rope_kv_store_each_sequence(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                                          const Tensor& positions, const RopeParams& p, int64_t seq_slots) {
+  const int64_t n = q.ne[2] * q.ne[3];
+  for (int64_t i = 0; i < n; ++i) {
+    Tensor q_i = token_of(q, i), k_i = token_of(k, i);
+    Tensor kc = sequence_cache(k_cache, i, seq_slots), vc = sequence_cache(v_cache, i, seq_slots);
+    rope_kv_store(q_i, k_i, token_of(v, i), kc, vc, position_of(positions, i), p);
+  }
+}
+
+void Backend::attention_each_sequence(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                      const Tensor& positions, const AttentionParams& p, int64_t seq_slots,
+                                      Tensor& out) {
+  const int64_t n = q.ne[2] * q.ne[3];
+  for (int64_t i = 0; i < n; ++i) {
+    Tensor out_i = token_of(out, i);
+    attention(token_of(q, i), sequence_cache(k_cache, i, seq_slots), sequence_cache(v_cache, i, seq_slots),
+              position_of(positions, i), p, out_i);
+  }
+}
+
 void Backend::argmax(const Tensor& logits, Tensor& ids) {
   const int64_t n_vocab = logits.ne[0], n = logits.rows();
   if (logits.dtype != DType::F32 || ids.dtype != DType::I32 || ids.elements() != n) return;

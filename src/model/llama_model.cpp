@@ -331,19 +331,11 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
       b.rope_kv_store(q_heads, k_heads, v_heads, k_cache, v_cache, pos, rope_);
       b.attention(q_heads, k_cache, v_cache, pos, attn_params, attn_heads);
     } else {
-      // One token of each sequence: rope, cache write and attention per sequence, on views of
-      // token i's q, k, v, position and output.
-      for (int i = 0; i < n; ++i) {
-        Tensor q_i = view_at(s.qkv, c.q_dim() * i, {c.head_dim, c.n_head, 1, 1});
-        Tensor k_i = view_at(s.qkv, k_at + c.kv_dim() * i, {c.head_dim, c.n_head_kv, 1, 1});
-        const Tensor v_i = view_at(s.qkv, v_at + c.kv_dim() * i, {c.head_dim, c.n_head_kv, 1, 1});
-        const Tensor pos_i = view_at(s.positions, i, {1, 1, 1, 1});  // i32: 4 bytes, as a float
-        Tensor attn_i = view_at(s.attn, c.q_dim() * i, {c.head_dim, c.n_head, 1, 1});
-        Tensor k_cache = sequence_slots(s.k_cache[static_cast<size_t>(il)], i, s.n_ctx);
-        Tensor v_cache = sequence_slots(s.v_cache[static_cast<size_t>(il)], i, s.n_ctx);
-        b.rope_kv_store(q_i, k_i, v_i, k_cache, v_cache, pos_i, rope_);
-        b.attention(q_i, k_cache, v_cache, pos_i, attn_params, attn_i);
-      }
+      // One token of each sequence, each with its own cache region of n_ctx slots.
+      b.rope_kv_store_each_sequence(q_heads, k_heads, v_heads, s.k_cache[static_cast<size_t>(il)],
+                                    s.v_cache[static_cast<size_t>(il)], pos, rope_, s.n_ctx);
+      b.attention_each_sequence(q_heads, s.k_cache[static_cast<size_t>(il)], s.v_cache[static_cast<size_t>(il)], pos,
+                                attn_params, s.n_ctx, attn_heads);
     }
     b.fused_matmul(l.wo, attn, x, add_to_x);
     // Feed-forward: x += W_down · (silu(h·W_gate) * (h·W_up)), h = norm(x)

@@ -1,6 +1,7 @@
 #include "runtime/sequence_batch.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 
 namespace bl {
@@ -69,10 +70,40 @@ Status SequenceBatch::run_step(std::span<const TokenId> ids, TokenPick pick) {
   Backend& backend = model_.backend();
   backend.write(state_.ids, ids.data(), ids.size() * sizeof(int32_t));
   backend.write(state_.positions, positions_.data(), ids.size() * sizeof(int32_t));
-  model_.forward(state_, n_seq(), pick, LlamaModel::kEachOwnSequence);
-  BL_RETURN_IF_ERROR(backend.status());
+  BL_RETURN_IF_ERROR(forward_step(pick));
   for (int& n : n_past_) n += 1;
   return Status::Ok();
+}
+
+SequenceBatch::~SequenceBatch() {
+  // A later owner at the same address must not replay this batch's graph.
+  if (model_.backend().graph_owner() == this) model_.backend().set_graph_owner(nullptr);
+}
+
+Status SequenceBatch::forward_step(TokenPick pick) {
+  Backend& backend = model_.backend();
+  auto forward = [&] { model_.forward(state_, n_seq(), pick, LlamaModel::kEachOwnSequence); };
+  if (!backend.supports_graphs() || graph_failed_) {
+    forward();
+    return backend.status();
+  }
+  if (backend.graph_owner() != this || graph_pick_ != pick) {
+    // As Session::step: the first step runs eagerly (it sizes the backend's workspaces), then
+    // the same step is captured; later ones replay it with the ids and positions written above.
+    forward();
+    BL_RETURN_IF_ERROR(backend.status());
+    Status captured = backend.capture_graph(forward);
+    if (!captured.ok()) {
+      graph_failed_ = true;
+      std::fprintf(stderr, "bitlight: batch step graph capture failed, running ops one by one: %s\n",
+                   captured.message().c_str());
+      return Status::Ok();
+    }
+    backend.set_graph_owner(this);
+    graph_pick_ = pick;
+    return Status::Ok();
+  }
+  return backend.replay_graph();
 }
 
 Status SequenceBatch::step(std::span<const TokenId> ids) { return run_step(ids, TokenPick::none); }

@@ -1,7 +1,8 @@
 // A SequenceBatch is n_seq conversations decoded together: one KV cache region per sequence,
 // each sequence's prompt fed on its own, then decode steps that take the next token of every
 // sequence at once, so each weight is read once per step for all of them (the matmuls see
-// n_seq tokens; attention runs per sequence). What `bitlight bench -B N` measures, and the
+// n_seq tokens; rope, the cache write and attention take each token to its own sequence's cache
+// region; on CUDA the step is a graph, replayed). What `bitlight bench -B N` measures, and the
 // step a batching server runs.
 #pragma once
 
@@ -27,6 +28,9 @@ class SequenceBatch {
  public:
   static Expected<std::unique_ptr<SequenceBatch>> create(const LlamaModel& model,
                                                          const SequenceBatchOptions& options);
+  ~SequenceBatch();
+  SequenceBatch(const SequenceBatch&) = delete;
+  SequenceBatch& operator=(const SequenceBatch&) = delete;
 
   int n_seq() const { return state_.n_seq; }
   int n_ctx() const { return state_.n_ctx; }
@@ -50,11 +54,16 @@ class SequenceBatch {
       : model_(model), state_(std::move(state)), n_past_(static_cast<size_t>(state_.n_seq), 0) {}
   Status check_ids(std::span<const TokenId> ids) const;
   Status run_step(std::span<const TokenId> ids, TokenPick pick);
+  // The forward pass of a step: on a backend with graphs, captured on first use (and when the
+  // pick changes) and replayed after that, as Session's single-token steps.
+  Status forward_step(TokenPick pick);
 
   const LlamaModel& model_;
   LlamaForwardState state_;
   std::vector<int> n_past_;
   std::vector<int32_t> positions_;  // host staging [max_tokens]
+  bool graph_failed_ = false;       // capture did not work: run eagerly from then on
+  TokenPick graph_pick_ = TokenPick::none;  // what the captured graph ends with
 };
 
 }  // namespace bl

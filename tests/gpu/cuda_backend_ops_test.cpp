@@ -61,6 +61,7 @@ TEST_F(CudaBackendOps, GetRows) { cases->get_rows(); }
 TEST_F(CudaBackendOps, Matmul) { cases->matmul(); }
 TEST_F(CudaBackendOps, FusedMatmul) { cases->fused_matmul(); }
 TEST_F(CudaBackendOps, RopeKvStore) { cases->rope_kv_store(); }
+TEST_F(CudaBackendOps, EachSequence) { cases->each_sequence(); }
 TEST_F(CudaBackendOps, Argmax) { cases->argmax(); }
 TEST_F(CudaBackendOps, SampleTopK) { cases->sample_top_k(); }
 
@@ -122,11 +123,21 @@ double matmul_error(const HostMatmul& p, const std::vector<float>& out, int64_t 
 
 bool is_plain(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
-// Whether launch_gemv takes the dp4a path (int8 x) for this weight as upload_weight stores it.
-bool uses_int8_x(DType t, int64_t cols, int64_t rows, int64_t n) {
+cuda::WeightView weight_view(DType t, int64_t cols, int64_t rows) {
   cuda::WeightView v;
   v.dtype = t, v.cols = cols, v.rows = rows, v.tiled = cuda::weight_tileable(t, cols);
-  return n <= cuda::kDp4aMaxTokens && cuda::gemv_dp4a_applies(v, static_cast<int>(n));
+  return v;
+}
+
+// Whether launch_gemv takes the skinny tensor-core GEMM (fp16 x) for this weight and batch.
+bool uses_skinny(DType t, int64_t cols, int64_t rows, int64_t n) {
+  return cuda::tensor_core_gemv_enabled() && cuda::gemv_skinny_applies(weight_view(t, cols, rows), static_cast<int>(n));
+}
+
+// Whether launch_gemv takes the dp4a path (int8 x) for this weight as upload_weight stores it.
+bool uses_int8_x(DType t, int64_t cols, int64_t rows, int64_t n) {
+  return n <= cuda::kDp4aMaxTokens && !uses_skinny(t, cols, rows, n) &&
+         cuda::gemv_dp4a_applies(weight_view(t, cols, rows), static_cast<int>(n));
 }
 
 TEST(CudaMatmul, EveryFormatGemvAndGemm) {
@@ -144,14 +155,16 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
     // 2816 = 11 super-blocks = 352 pieces: GEMV threads loop more than once; 1001 is an odd row.
     // 2816 is whole tiles for Q4_0 / Q4_1 / Q8_0 (stored tiled) but not for Q6_K; 6144 is
     // whole tiles for Q6_K too.
+    // 256: one K unit of the skinny GEMM (no K split, so no atomics); 2816 splits K 11 ways.
     std::vector<int64_t> col_sizes = {2816};
     if (plain) col_sizes.push_back(1001);
+    if (!plain) col_sizes.push_back(256);
     if (t == DType::Q6_K) col_sizes.push_back(6144);
     for (int64_t cols : col_sizes)
       for (int64_t rows : {67, 300, 2051})  // the tensor-core GEMV starts at 2048 rows
-        for (int64_t n : {1, 2, 3, 7, 9, 16, 40}) {
-          // 2051 rows only for the tensor-core path (8..16 tokens); other paths are covered above.
-          if (rows == 2051 && (!tensor_cores || n < 9 || n > 16)) continue;
+        for (int64_t n : {1, 2, 3, 5, 7, 8, 9, 16, 40}) {
+          // 2051 rows only for the tensor-core paths (2..16 tokens); other paths are covered above.
+          if (rows == 2051 && (!tensor_cores || n < 2 || n > 16)) continue;
           SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(cols) + " rows=" + std::to_string(rows) +
                        " n=" + std::to_string(n) + " tensor_cores=" + std::to_string(tensor_cores));
           const HostMatmul p = make_problem(t, cols, rows, n, rng);
@@ -171,7 +184,9 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
           // rounding (matmul_error). Tensor-core GEMV (block formats, 8..16 tokens) and the GEMM
           // (n > 16): operands rounded to fp16 (2^-11 each, so 2e-3 covers both) or, for bf16
           // weights in the GEMM, to bf16 (2^-8).
-          const bool fp16_operands = n > 16 || (tensor_cores && !plain && n >= 8 && rows >= 2048);
+          // The skinny GEMM (block formats, 2..16 tokens, cols % 256 == 0): x in fp16 too.
+          const bool fp16_operands =
+              n > 16 || uses_skinny(t, cols, rows, n) || (tensor_cores && !plain && n >= 8 && rows >= 2048);
           const double tol = !fp16_operands ? 1e-5 : (t == DType::BF16 ? 8e-3 : 2e-3);
           EXPECT_LE(matmul_error(p, got, cols, rows, n, tol, uses_int8_x(t, cols, rows, n)), 1.0);
         }
@@ -180,12 +195,14 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
 }
 
 // The dp4a GEMV with more rows than its resident warps (each warp loops over several rows,
-// several chunks per row at 6144 columns): every block format it takes, 1 and 4 tokens.
+// several chunks per row at 6144 columns): every block format it takes, 1 and 4 tokens (the
+// skinny tensor-core GEMM, which takes 2..16 tokens by default, switched off).
 TEST(CudaMatmul, Dp4aRowLoop) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   std::mt19937_64 rng(78);
+  cuda::set_tensor_core_gemv(false);
   for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K})
     for (int64_t n : {1, 4}) {
       const int64_t cols = 6144, rows = n == 1 ? 6001 : 2503;
@@ -205,6 +222,7 @@ TEST(CudaMatmul, Dp4aRowLoop) {
       ASSERT_TRUE(backend->status().ok());
       EXPECT_LE(matmul_error(p, got, cols, rows, n, 1e-5, true), 1.0);
     }
+  cuda::set_tensor_core_gemv(true);
 }
 
 // A NaN in x makes every output of the dp4a path NaN, as in fp32 (quantizing to int8 would
@@ -245,6 +263,7 @@ TEST(CudaMatmul, FusedDp4a) {
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   std::mt19937_64 rng(81);
+  cuda::set_tensor_core_gemv(false);  // the skinny GEMM would take 2..4 tokens without a prologue
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   enum Mode { kNorm, kGate, kAdd, kGateAdd };
   for (int64_t cols : {4096, 2304, 6144, 14336})
@@ -312,6 +331,7 @@ TEST(CudaMatmul, FusedDp4a) {
               for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
             EXPECT_LE(matmul_error(p, got, cols, rows, n, 1e-5, true), 1.0);
           }
+  cuda::set_tensor_core_gemv(true);
 }
 
 // Weights stored tiled (Q4_0, Q4_1, Q8_0, Q6_K with whole tiles per row) read back as the

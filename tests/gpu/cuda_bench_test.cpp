@@ -4,7 +4,7 @@
 // Measures the read bandwidth of this card (a large sum, bandwidth_probe.cu) and the matmul
 // of every format (of the bl types bl4g128 and bl2g128) at the Llama-3 8B shapes
 // [cols x rows]: 4096x4096 (q/o), 4096x1024 (k/v),
-// 4096x14336 (gate/up), 14336x4096 (down), 4096x128256 (lm_head), at batch 1 and 16. Each
+// 4096x14336 (gate/up), 14336x4096 (down), 4096x128256 (lm_head), at batch 1, 4, 8 and 16. Each
 // timing replays a CUDA graph of back-to-back matmuls that cycle over enough copies of the
 // weight to exceed the L2 several times (so HBM is measured, not the cache), median of 7.
 // Weights are random bytes (speed does not depend on the values; never zeros). GB/s counts
@@ -161,7 +161,7 @@ TEST(CudaBench, GemvBandwidthAt8BShapes) {
         weights.push_back(*w);
       }
       const bool plain = fmt == DType::F16 || fmt == DType::BF16 || fmt == DType::F32;
-      std::vector<Config> configs = {{1, true}, {4, true}, {16, true}};
+      std::vector<Config> configs = {{1, true}, {4, true}, {8, true}, {16, true}};
       if (!plain) configs.push_back({16, false});
       if (quant::is_bl_group(fmt)) configs = {{1, true}, {4, true}};  // 16 tokens: four 4-token launches
       for (const Config& cfg : configs) {
@@ -210,8 +210,8 @@ TEST(CudaBench, GemvBandwidthAt8BShapes) {
                 r.tensor_cores ? "default" : "cuda-core", r.us, r.gbps, 100.0 * r.gbps / read_gbps);
   // Summary: all five shapes of a format as one decode-like pass (total bytes / total time).
   std::printf("\nGEMV summary, Llama-3 8B shapes, read bandwidth %.0f GB/s measured in this run\n\n", read_gbps);
-  std::printf("| format | b1 GB/s | b1 %% | b4 %% | b16 GB/s | b16 %% | b16 cuda-core %% | b16 us, 5 shapes |\n"
-              "|---|---|---|---|---|---|---|---|\n");
+  std::printf("| format | b1 GB/s | b1 %% | b4 %% | b8 %% | b16 GB/s | b16 %% | b16 cuda-core %% | b16 us, 5 shapes |\n"
+              "|---|---|---|---|---|---|---|---|---|\n");
   for (DType fmt : formats) {
     auto total = [&](int batch, bool tc, double& gbps, double& us) {
       double bytes = 0;
@@ -223,14 +223,16 @@ TEST(CudaBench, GemvBandwidthAt8BShapes) {
         }
       gbps = us > 0 ? bytes / (us * 1e3) : 0.0;
     };
-    double g1, u1, g4, u4, g16, u16, gcc, ucc;
+    double g1, u1, g4, u4, g8, u8, g16, u16, gcc, ucc;
     total(1, true, g1, u1);
     total(4, true, g4, u4);
+    total(8, true, g8, u8);
     total(16, true, g16, u16);
     total(16, false, gcc, ucc);
     const std::string cc = gcc > 0 ? std::to_string(static_cast<int>(100.0 * gcc / read_gbps + 0.5)) + " %" : "-";
-    std::printf("| %s | %.0f | %.0f %% | %.0f %% | %.0f | %.0f %% | %s | %.0f |\n", std::string(dtype_name(fmt)).c_str(), g1,
-                100.0 * g1 / read_gbps, 100.0 * g4 / read_gbps, g16, 100.0 * g16 / read_gbps, cc.c_str(), u16);
+    std::printf("| %s | %.0f | %.0f %% | %.0f %% | %.0f %% | %.0f | %.0f %% | %s | %.0f |\n",
+                std::string(dtype_name(fmt)).c_str(), g1, 100.0 * g1 / read_gbps, 100.0 * g4 / read_gbps,
+                100.0 * g8 / read_gbps, g16, 100.0 * g16 / read_gbps, cc.c_str(), u16);
   }
 }
 

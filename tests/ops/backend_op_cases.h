@@ -111,6 +111,7 @@ class OpCases {
     matmul();
     fused_matmul();
     rope_kv_store();
+    each_sequence();
     argmax();
     sample_top_k();
   }
@@ -405,6 +406,57 @@ class OpCases {
               EXPECT_LE(relative_max_error(got, want), cache_tol) << "k cache";
               EXPECT_TRUE(read_bytes(test_, vc.test) == read_bytes(*ref_, vc.ref)) << "v cache differs";
             }
+  }
+
+  // rope_kv_store_each_sequence then attention_each_sequence (one token per sequence, each with
+  // its own region of seq_slots cache slots) against the reference's, which runs the
+  // single-sequence ops per token. Positions are random within each region (one at its last
+  // slot, one at 0); the caches start with random data everywhere, so a token that read or
+  // wrote another sequence's region, or a slot past its position, changes the result. Tolerances
+  // as rope_kv_store (q, k, k cache) and attention; the v cache is a copy (exact).
+  void each_sequence() {
+    for (DType cache_type : {DType::F32, DType::F16})
+      for (int64_t head_dim : {64, 128, 80})
+        for (int64_t n : {2, 3, 5, 8, 16})
+          for (int64_t seq_slots : {40, 300}) {
+            const int64_t n_head = head_dim == 80 ? 9 : 8, n_head_kv = head_dim == 80 ? 3 : 2;
+            begin_case();
+            SCOPED_TRACE(std::string("each_sequence ") + std::string(dtype_name(cache_type)) + " head_dim=" +
+                         std::to_string(head_dim) + " n=" + std::to_string(n) + " seq_slots=" + std::to_string(seq_slots));
+            RopeParams rp;
+            rp.n_dims = static_cast<int>(head_dim);
+            rp.freq_base = 500000.0f;
+            rp.neox = true;
+            AttentionParams ap;
+            ap.n_head = static_cast<int>(n_head);
+            ap.n_head_kv = static_cast<int>(n_head_kv);
+            ap.head_dim = static_cast<int>(head_dim);
+            ap.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+            Pair q = input(DType::F32, {head_dim, n_head, n, 1}, random(head_dim * n_head * n, 2.0f));
+            Pair k = input(DType::F32, {head_dim, n_head_kv, n, 1}, random(head_dim * n_head_kv * n, 2.0f));
+            Pair v = input(DType::F32, {head_dim, n_head_kv, n, 1}, random(head_dim * n_head_kv * n, 2.0f));
+            const int64_t slots = n * seq_slots;
+            const std::array<int64_t, 4> cache_ne = {head_dim, n_head_kv, slots, 1};
+            Pair kc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * n_head_kv * slots));
+            Pair vc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * n_head_kv * slots));
+            std::vector<int32_t> pos(static_cast<size_t>(n));
+            for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(uniform_int(0, seq_slots - 1));
+            pos[0] = static_cast<int32_t>(seq_slots - 1);
+            pos[1] = 0;
+            Pair tp = input_i32(pos);
+            Pair out = output(DType::F32, {head_dim, n_head, n, 1});
+            test_.rope_kv_store_each_sequence(q.test, k.test, v.test, kc.test, vc.test, tp.test, rp, seq_slots);
+            ref_->rope_kv_store_each_sequence(q.ref, k.ref, v.ref, kc.ref, vc.ref, tp.ref, rp, seq_slots);
+            test_.attention_each_sequence(q.test, kc.test, vc.test, tp.test, ap, seq_slots, out.test);
+            ref_->attention_each_sequence(q.ref, kc.ref, vc.ref, tp.ref, ap, seq_slots, out.ref);
+            compare(q, tol_.rope);
+            compare(k, tol_.rope);
+            const double cache_tol = cache_type == DType::F16 ? 1e-3 : tol_.rope;
+            const auto got = cache_values(test_, kc.test), want = cache_values(*ref_, kc.ref);
+            EXPECT_LE(relative_max_error(got, want), cache_tol) << "k cache";
+            EXPECT_TRUE(read_bytes(test_, vc.test) == read_bytes(*ref_, vc.ref)) << "v cache differs";
+            compare(out, cache_type == DType::F16 ? std::max(tol_.attention, 1e-3) : tol_.attention);
+          }
   }
 
   // argmax against the reference's (host) argmax: ids equal, including ties (lowest index) and

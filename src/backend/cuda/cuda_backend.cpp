@@ -326,6 +326,50 @@ class CudaBackendImpl final : public CudaBackend {
     check_launch(op);
   }
 
+  // One launch for all sequences (attention.cu with AttentionLaunch::seq_slots): the split-KV
+  // kernel's grid already has a token dimension, each token now reads its own cache region.
+  void attention_each_sequence(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
+                               const AttentionParams& p, int64_t seq_slots, Tensor& out) override {
+    const char* op = "attention_each_sequence";
+    const int64_t n = q.ne[2] * q.ne[3];
+    const bool f16 = k_cache.dtype == DType::F16;
+    if (!on_device({&q, &k_cache, &v_cache, &positions, &out}, op) || !all_f32({&q, &out}, op) ||
+        !expect(p.n_head > 0 && p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, op, "n_head must be a multiple of n_head_kv") ||
+        !expect(p.head_dim > 0 && p.head_dim % 2 == 0 && p.head_dim <= cuda::kAttentionMaxHeadDim, op,
+                "head_dim " + std::to_string(p.head_dim) + " must be even and <= 256") ||
+        !expect(q.ne[0] == p.head_dim && q.ne[1] == p.n_head && out.ne == q.ne, op,
+                "q " + shape_string(q) + " / out " + shape_string(out) + " do not match the params") ||
+        !expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype && k_cache.ne == v_cache.ne &&
+                    k_cache.ne[0] == p.head_dim && k_cache.ne[1] == p.n_head_kv, op,
+                "caches " + shape_string(k_cache) + " do not match the params") ||
+        !expect(seq_slots > 0 && k_cache.ne[2] * k_cache.ne[3] >= n * seq_slots, op,
+                "caches " + shape_string(k_cache) + " hold fewer than " + std::to_string(n) + " sequences of " +
+                    std::to_string(seq_slots) + " slots") ||
+        !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]"))
+      return;
+    cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, seq_slots, f16, 1, seq_slots};
+    al.n_splits = cuda::attention_pick_splits(p.n_head_kv, n, seq_slots, props_.multiProcessorCount);
+    float* ws = nullptr;
+    if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
+      ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
+      if (!ws) return;
+    }
+    cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
+                           stream_);
+    check_launch(op);
+  }
+
+  void rope_kv_store_each_sequence(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                                   const Tensor& positions, const RopeParams& p, int64_t seq_slots) override {
+    const char* op = "rope_kv_store_each_sequence";
+    const int64_t n = q.ne[2] * q.ne[3];
+    if (!expect(seq_slots > 0 && k_cache.ne[2] * k_cache.ne[3] >= n * seq_slots && v_cache.ne == k_cache.ne, op,
+                "caches " + shape_string(k_cache) + " hold fewer than " + std::to_string(n) + " sequences of " +
+                    std::to_string(seq_slots) + " slots"))
+      return;
+    rope_kv_store_checked(q, k, v, k_cache, v_cache, positions, p, seq_slots, op);
+  }
+
   // ---- fused ops (backend.h): one kernel where the GEMV takes the fusion, else the plain ops ----
 
   void fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) override {
@@ -389,7 +433,12 @@ class CudaBackendImpl final : public CudaBackend {
 
   void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions,
                      const RopeParams& p) override {
-    const char* op = "rope_kv_store";
+    rope_kv_store_checked(q, k, v, k_cache, v_cache, positions, p, 0, "rope_kv_store");
+  }
+
+  // rope_kv_store, or with seq_slots > 0 its one-sequence-per-token form.
+  void rope_kv_store_checked(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                             const Tensor& positions, const RopeParams& p, int64_t seq_slots, const char* op) {
     const int64_t n = q.ne[2] * q.ne[3], kv_dim = k.ne[0] * k.ne[1];
     const bool f16 = k_cache.dtype == DType::F16;
     if (!on_device({&q, &k, &v, &k_cache, &v_cache, &positions}, op) || !all_f32({&q, &k, &v}, op) ||
@@ -411,7 +460,7 @@ class CudaBackendImpl final : public CudaBackend {
     }
     cuda::launch_rope_kv_store(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, f16,
                                static_cast<int>(q.ne[1]), static_cast<int>(k.ne[1]), k_cache.ne[2] * k_cache.ne[3],
-                               positions.as<int32_t>(), rl, stream_);
+                               positions.as<int32_t>(), rl, stream_, seq_slots);
     check_launch(op);
   }
 

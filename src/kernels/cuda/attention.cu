@@ -44,6 +44,7 @@ struct AttnParams {
   float* partial_acc;  // [n_splits, n_tokens, n_head, head_dim]
   float* partial_ml;   // [n_splits, n_tokens, n_head, 2]
   float* out;          // [head_dim, n_head, n_tokens]
+  int64_t seq_slots;   // > 0: token t's cache is slots [t * seq_slots, (t + 1) * seq_slots)
 };
 
 template <bool kF16>
@@ -67,6 +68,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int n_pairs = p.head_dim / 2;
 
+  // One sequence per token (seq_slots > 0): its cache region starts at slot t * seq_slots and
+  // n_ctx is that region's size.
+  const int64_t base_slot = p.seq_slots > 0 ? t * p.seq_slots : 0;
   const int64_t pos = p.positions[t];
   const int64_t end = pos < 0 ? 0 : min(pos + 1, p.n_ctx);
   const int64_t per_split = (p.n_ctx + p.n_splits - 1) / p.n_splits;
@@ -101,7 +105,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     for (int j = 0; j < kSlotBatch; ++j) {
       const int64_t s = s0 + static_cast<int64_t>(kAttnWarps) * j;
       // Slots past stop read a valid row (the last one); their scores are masked below.
-      const int64_t row = (min(s, stop - 1) * p.n_head_kv + kv_head) * p.head_dim;
+      const int64_t row = ((base_slot + min(s, stop - 1)) * p.n_head_kv + kv_head) * p.head_dim;
 #pragma unroll
       for (int e = 0; e < kPairs; ++e) {
         const int pr = lane + kWarp * e;
@@ -268,7 +272,7 @@ void launch_attention(const float* q, const void* k_cache, const void* v_cache, 
   const int groups = (heads_per_kv + kMaxGroup - 1) / kMaxGroup;
   const int n_splits = std::clamp(p.n_splits, 1, kAttentionMaxSplits);
   AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
-                p.n_tokens, p.n_ctx, n_splits, nullptr, nullptr, out};
+                p.n_tokens, p.seq_slots > 0 ? p.seq_slots : p.n_ctx, n_splits, nullptr, nullptr, out, p.seq_slots};
   if (n_splits > 1) {
     ap.partial_acc = workspace;
     ap.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;

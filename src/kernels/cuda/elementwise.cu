@@ -152,14 +152,16 @@ template <bool kF16>
 __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q, float* k, const float* v, void* k_cache,
                                                                         void* v_cache, int n_head, int n_head_kv,
                                                                         int64_t n_ctx, const int32_t* positions,
-                                                                        RopeLaunch p, int heads_per_block) {
+                                                                        RopeLaunch p, int heads_per_block,
+                                                                        int64_t seq_slots) {
   pdl_wait();
   pdl_allow_next();
   const int64_t t = blockIdx.y;
   const int hd = p.head_dim, half = p.n_dims / 2;
   const int64_t kv_dim = static_cast<int64_t>(n_head_kv) * hd;
-  const int64_t slot = positions[t];
-  const bool store = slot >= 0 && slot < n_ctx;
+  // seq_slots > 0: token t is sequence t's, whose cache region starts at slot t * seq_slots.
+  const int64_t slot = seq_slots > 0 ? t * seq_slots + positions[t] : positions[t];
+  const bool store = seq_slots > 0 ? positions[t] >= 0 && positions[t] < seq_slots : slot >= 0 && slot < n_ctx;
   const int h0 = static_cast<int>(blockIdx.x) * heads_per_block;
   const int h_end = min(h0 + heads_per_block, n_head + 2 * n_head_kv);
 
@@ -206,7 +208,7 @@ __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q,
 
 void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16, int n_head,
                           int n_head_kv, int64_t n_ctx, const int32_t* positions, const RopeLaunch& p,
-                          cudaStream_t stream) {
+                          cudaStream_t stream, int64_t seq_slots) {
   if (p.n_tokens <= 0) return;
   // Few tokens (decode): a block per head, to spread one token over many SMs. Many (prefill):
   // 8 heads a block, so each token's angles are computed 6 times instead of 48 (8B shape).
@@ -214,7 +216,7 @@ void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, voi
   const int heads_per_block = p.n_tokens >= kRopeManyTokens ? 8 : 1;
   const dim3 grid(static_cast<unsigned>((heads + heads_per_block - 1) / heads_per_block), static_cast<unsigned>(p.n_tokens));
   launch_pdl(cache_f16 ? rope_kv_store_kernel<true> : rope_kv_store_kernel<false>, grid, dim3(kRopeKvThreads), 0, stream,
-             q, k, v, k_cache, v_cache, n_head, n_head_kv, n_ctx, positions, p, heads_per_block);
+             q, k, v, k_cache, v_cache, n_head, n_head_kv, n_ctx, positions, p, heads_per_block, seq_slots);
 }
 
 void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, float* out,

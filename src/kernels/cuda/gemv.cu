@@ -177,6 +177,7 @@ bool takes_tensor_cores(const WeightView& w, int n_tokens) {
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream) {
   if (quant::is_bl_group(w.dtype)) return launch_gemv_bl(w, x, n_tokens, out, bias, false, stream);
+  if (tensor_core_gemv_enabled() && launch_gemv_skinny(w, x, n_tokens, out, bias, false, stream)) return true;
   if (n_tokens >= 2 && tensor_core_gemv_enabled() && launch_gemv_tensor_core(w, x, n_tokens, out, bias, stream))
     return true;
   return launch_cuda_core_gemv(w, x, n_tokens, out, bias, {}, stream);
@@ -188,6 +189,9 @@ bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float*
   // bl weights: the residual add in the epilogue; a norm / SwiGLU prologue runs as plain ops.
   if (quant::is_bl_group(w.dtype))
     return !fuse.prologue() && launch_gemv_bl(w, x, n_tokens, out, bias, fuse.accumulate, stream);
+  if (!fuse.prologue() && tensor_core_gemv_enabled() &&
+      launch_gemv_skinny(w, x, n_tokens, out, bias, fuse.accumulate, stream))
+    return true;
   if (takes_tensor_cores(w, n_tokens)) return false;
   return launch_cuda_core_gemv(w, x, n_tokens, out, bias, fuse, stream);
 }

@@ -128,6 +128,16 @@ bool tensor_core_gemv_enabled();
 bool launch_gemv_tensor_core(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                              cudaStream_t stream);
 
+// The batched-decode path of launch_gemv / launch_gemv_fused (gemv_skinny.cu): Q8_0, Q4_0, Q4_1,
+// Q4_K, Q5_K, Q6_K at kSkinnyMinTokens..kGemvMaxTokens tokens, cols % 256 == 0, on tensor cores
+// with x rounded to fp16 and each weight decoded once for all tokens; K split across blocks
+// with atomics (out zeroed first unless accumulate: out += W x). Taken only while
+// tensor_core_gemv_enabled(). false (nothing launched) when it does not apply (or x unaligned).
+constexpr int kSkinnyMinTokens = 2;
+bool gemv_skinny_applies(const WeightView& w, int n_tokens);
+bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                        bool accumulate, cudaStream_t stream);
+
 // dst[rows * cols] (row-major, fp16 or bf16 bits) = dequantized W. `to_bf16` picks bf16.
 bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream);
 
@@ -172,10 +182,12 @@ struct RopeLaunch {
 void launch_rope(float* x, const int32_t* positions, const RopeLaunch& p, cudaStream_t stream);
 
 // rope on q [head_dim, n_head, n] and k [head_dim, n_head_kv, n] in place, and k (rotated), v
-// into the caches at positions (as launch_rope then launch_kv_store), one kernel.
+// into the caches at positions (as launch_rope then launch_kv_store), one kernel. seq_slots > 0:
+// one sequence per token, token t's slot is t * seq_slots + positions[t] (positions[t] <
+// seq_slots, else not stored) and n_ctx is ignored.
 void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16,
                           int n_head, int n_head_kv, int64_t n_ctx, const int32_t* positions, const RopeLaunch& p,
-                          cudaStream_t stream);
+                          cudaStream_t stream, int64_t seq_slots = 0);
 
 // Writes k, v [head_dim * n_head_kv, n] into the caches [head_dim * n_head_kv, n_ctx] at slots
 // positions[i]; slots outside [0, n_ctx) are skipped. Cache elements F32 or F16 (cache_f16).
@@ -193,6 +205,9 @@ struct AttentionLaunch {
   bool cache_f16 = true;
   int n_splits =
       1;  // KV range split across blocks (FlashDecoding), 1..kAttentionMaxSplits; 1 = no fixup pass
+  // > 0: one sequence per token (SequenceBatch): token t sees slots [t * seq_slots, t * seq_slots
+  // + positions[t]] and n_ctx is taken as seq_slots (the decode kernel only, not prefill).
+  int64_t seq_slots = 0;
 };
 constexpr int kAttentionMaxHeadDim = 256;
 constexpr int kAttentionMaxSplits = 64;  // the fixup kernel reads the splits' (max, sum) with one warp

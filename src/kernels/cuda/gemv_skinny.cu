@@ -1,0 +1,215 @@
+// Skinny GEMM for batched decode: out[rows, n] (+)= W x for n = 2..16 tokens and the block
+// formats, on tensor cores (mma.sync m16n8k16, fp16 operands, fp32 accumulation). Each weight
+// is read from HBM and dequantized once for all tokens.
+//
+// Why not gemv_tensor_core.cu (16 rows a block, 8 warps splitting K): every block read all of
+// x (fp32, 16 tokens x cols x 4 B = 256 KB at 4096 columns) for 36 KB of Q4_0 weights, so the
+// L2 -> SM traffic for x was ~7x the weight bytes and q4_0 ran at 22 % of HBM at 16 tokens.
+// Here a block owns 128 rows (8 warps x 16) and a K range: it stages its slice of x once, as
+// fp16, in shared memory ([tokens][512 columns] a round), and all 8 warps read it from there,
+// so x costs ~0.9x the 4-bit weight bytes from L2 and ~1.8x from shared memory. Rows alone give
+// too few blocks (4096 rows: 32), so K is split across blocks (grid.y) until ~2 blocks per SM
+// run; the splits add their sums into out with atomics (out zeroed first unless accumulating).
+// Float atomics make the summation order vary from run to run (~1 ulp of the sum).
+//
+// Warp layout as gemv_tensor_core.cu: lane (g = lane / 4, c = lane % 4) decodes piece 4s + c of
+// rows g and g + 8 (gemv_pieces.cuh: 8 weights for x columns o0..o0+3 and o1..o1+3) into the A
+// fragments of two mma (k-slots {2c, 2c+1, 2c+8, 2c+9} take the piece's 4 columns), and reads
+// the same 4 columns of token t * 8 + g from shared memory as B (one 8-byte load per mma).
+// Pieces 4s..4s+3 of a row lie in one 256-column (super-)block, so rounds of whole 256-column
+// units hold every column their pieces need.
+//
+// Napkin math (H100, 8B shapes, 16 tokens): 4096 x 4096 Q4_0 is 9.4 MB (3.1 us at 3 TB/s) and
+// 0.54 GFLOP (~1 us of dense fp16 mma at the m16n8k16 issue rate): bytes bound if enough loads
+// are in flight: 256 blocks of 8 warps, each warp 2 x 4-byte weight loads per lane per step,
+// unrolled 4 steps.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/gemv_pieces.cuh"
+#include "kernels/cuda/launchers.h"
+
+namespace bl::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * kWarp;
+constexpr int kWarpRows = 16;                     // one mma M
+constexpr int kBlockRows = kWarps * kWarpRows;    // 128
+constexpr int kTileTokens = 8;                    // one mma N
+constexpr int kUnitCols = 256;                    // K granularity: a Q4_K / Q6_K super-block
+constexpr int kRoundCols = 2 * kUnitCols;         // x columns staged per round
+// Row pitch of the staged x in halves: 512 + 16 shifts each token row by 8 banks, so the 8
+// tokens x 4 lanes of a B load hit different banks in each half-warp (Q4_0's piece layout).
+constexpr int kXPitch = kRoundCols + 16;
+
+struct SkinnyArgs {
+  const uint8_t* w;
+  size_t row_bytes;
+  int64_t rows, cols;
+  const float* x;  // [cols, n], 16-byte aligned, cols % 256 == 0
+  int n;
+  float* out;      // [rows, n]
+  const float* bias;
+  bool accumulate;       // out += W x (else out = W x; zeroed before the launch when split)
+  int64_t split_cols;    // columns per K split, a multiple of kUnitCols
+  bool split;            // several K splits: atomics
+};
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// kTiles: token tiles of 8 (1 for n <= 8, 2 for n <= 16).
+template <DType T, int kTiles, bool kTiled>
+__global__ void __launch_bounds__(kThreads) gemv_skinny_kernel(SkinnyArgs p) {
+  constexpr int kTokens = kTiles * kTileTokens;
+  __shared__ __align__(16) __half xs[kTokens][kXPitch];
+
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int g = lane / 4, c = lane % 4;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockRows + warp * kWarpRows;
+  // Rows past the end decode the last row (valid memory); their results are not stored.
+  const uint8_t* row_a = p.w + min(row0 + g, p.rows - 1) * p.row_bytes;
+  const uint8_t* row_b = p.w + min(row0 + g + 8, p.rows - 1) * p.row_bytes;
+  const int64_t k_begin = static_cast<int64_t>(blockIdx.y) * p.split_cols;
+  const int64_t k_end = min(k_begin + p.split_cols, p.cols);
+
+  float acc[kTiles][4];
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kRoundCols) {
+    const int round_cols = static_cast<int>(min(static_cast<int64_t>(kRoundCols), k_end - k0));
+    // Stage x[k0 .. k0 + round_cols) of every token as fp16 (tokens past n as zeros).
+    const int quads = round_cols / 4;
+    __syncthreads();  // the previous round's readers are done
+    for (int i = threadIdx.x; i < kTokens * quads; i += kThreads) {
+      const int t = i / quads, q4 = i % quads;
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (t < p.n) v = __ldg(reinterpret_cast<const float4*>(p.x + t * p.cols + k0) + q4);
+      uint2 h;
+      h.x = pack_half2(v.x, v.y);
+      h.y = pack_half2(v.z, v.w);
+      *reinterpret_cast<uint2*>(&xs[t][4 * q4]) = h;
+    }
+    __syncthreads();
+
+    const int64_t s_begin = k0 / 32, s_end = (k0 + round_cols) / 32;  // 32 columns (4 pieces) a step
+#pragma unroll 4
+    for (int64_t s = s_begin; s < s_end; ++s) {
+      const int64_t piece = 4 * s + c;
+      float wa[kPiece], wb[kPiece];
+      int64_t o0, o1;
+      Piece<T, kTiled>::load(row_a, piece, wa, o0, o1);
+      Piece<T, kTiled>::load(row_b, piece, wb, o0, o1);
+      const uint32_t a_lo[4] = {pack_half2(wa[0], wa[1]), pack_half2(wb[0], wb[1]), pack_half2(wa[2], wa[3]),
+                                pack_half2(wb[2], wb[3])};
+      const uint32_t a_hi[4] = {pack_half2(wa[4], wa[5]), pack_half2(wb[4], wb[5]), pack_half2(wa[6], wa[7]),
+                                pack_half2(wb[6], wb[7])};
+      const int l0 = static_cast<int>(o0 - k0), l1 = static_cast<int>(o1 - k0);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+        const __half* xt = xs[t * kTileTokens + g];
+        const uint2 b_lo = *reinterpret_cast<const uint2*>(xt + l0);
+        const uint2 b_hi = *reinterpret_cast<const uint2*>(xt + l1);
+        mma_16816(acc[t], a_lo, b_lo.x, b_lo.y);
+        mma_16816(acc[t], a_hi, b_hi.x, b_hi.y);
+      }
+    }
+  }
+
+  // acc[t]: {row g, token 2c}, {row g, token 2c + 1}, {row g + 8, token 2c}, {row g + 8,
+  // token 2c + 1} of token tile t.
+  const bool add_bias = p.bias && blockIdx.y == 0;
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t row = row0 + g + (e >= 2 ? 8 : 0);
+      const int token = t * kTileTokens + 2 * c + (e & 1);
+      if (row >= p.rows || token >= p.n) continue;
+      const float v = acc[t][e] + (add_bias ? p.bias[row] : 0.0f);
+      float* o = p.out + static_cast<int64_t>(token) * p.rows + row;
+      if (p.split)
+        atomicAdd(o, v);
+      else
+        *o = p.accumulate ? *o + v : v;
+    }
+}
+
+template <DType T, bool kTiled>
+void launch_layout(const SkinnyArgs& p, dim3 grid, cudaStream_t stream) {
+  if (p.n <= kTileTokens)
+    gemv_skinny_kernel<T, 1, kTiled><<<grid, kThreads, 0, stream>>>(p);
+  else
+    gemv_skinny_kernel<T, 2, kTiled><<<grid, kThreads, 0, stream>>>(p);
+}
+
+template <DType T>
+void launch_format(const SkinnyArgs& p, bool tiled, dim3 grid, cudaStream_t stream) {
+  if constexpr (is_tileable<T>()) {
+    if (tiled) return launch_layout<T, true>(p, grid, stream);
+  }
+  launch_layout<T, false>(p, grid, stream);
+}
+
+int multiprocessors() {
+  static const int n = [] {
+    int device = 0, count = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
+    return std::max(count, 1);
+  }();
+  return n;
+}
+
+}  // namespace
+
+bool gemv_skinny_applies(const WeightView& w, int n_tokens) {
+  if (n_tokens < kSkinnyMinTokens || n_tokens > kGemvMaxTokens || w.cols % kUnitCols != 0 || w.rows <= 0) return false;
+  switch (w.dtype) {
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+      return true;
+    default: return false;
+  }
+}
+
+bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                        bool accumulate, cudaStream_t stream) {
+  if (!gemv_skinny_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  // K splits: enough blocks for ~2 per SM, each split at least one 256-column unit.
+  const int64_t row_blocks = (w.rows + kBlockRows - 1) / kBlockRows;
+  const int64_t units = w.cols / kUnitCols;
+  const int64_t want = (2 * multiprocessors() + row_blocks - 1) / row_blocks;
+  const int64_t units_per_split = (units + std::clamp<int64_t>(want, 1, units) - 1) / std::clamp<int64_t>(want, 1, units);
+  const int64_t split_cols = units_per_split * kUnitCols;
+  const int64_t splits = (w.cols + split_cols - 1) / split_cols;
+  const SkinnyArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias,
+                     accumulate, split_cols, splits > 1};
+  if (p.split && !accumulate) cudaMemsetAsync(out, 0, static_cast<size_t>(w.rows) * n_tokens * sizeof(float), stream);
+  const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
+  switch (w.dtype) {
+    case DType::Q8_0: launch_format<DType::Q8_0>(p, w.tiled, grid, stream); return true;
+    case DType::Q4_0: launch_format<DType::Q4_0>(p, w.tiled, grid, stream); return true;
+    case DType::Q4_1: launch_format<DType::Q4_1>(p, w.tiled, grid, stream); return true;
+    case DType::Q4_K: launch_format<DType::Q4_K>(p, w.tiled, grid, stream); return true;
+    case DType::Q5_K: launch_format<DType::Q5_K>(p, w.tiled, grid, stream); return true;
+    case DType::Q6_K: launch_format<DType::Q6_K>(p, w.tiled, grid, stream); return true;
+    default: return false;
+  }
+}
+
+}  // namespace bl::cuda

@@ -1,0 +1,115 @@
+// Whole-model check of batch decode on CUDA: each sequence of a SequenceBatch gets the logits it
+// gets alone (a Session of its own), at 2, 3, 5, 8 and 16 sequences, so the batched paths of
+// the step all run: the 2..16-token GEMVs, rope + cache write and attention over all sequences
+// in one launch each (each token in its own cache region), and the step captured as a CUDA
+// graph and replayed (the batch takes all its steps first, so steps 2.. replay the graph).
+//
+// Tolerance: alone, a token's activations go to the GEMVs quantized to int8 per 32 values
+// (dp4a path); in the batch they are rounded to fp16 (tensor-core GEMV) or int8 at 2..4 tokens,
+// so the logits differ by the int8 rounding, ~max|x_block| / 254 per activation: measured
+// relative max errors are printed; 3e-2 of the largest logit is the bound (a token that read
+// another sequence's cache or the wrong position is off by O(1)).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "gpu/cuda_test_util.h"
+#include "io/model_file.h"
+#include "model/llama_model.h"
+#include "runtime/sequence_batch.h"
+#include "runtime/session.h"
+#include "runtime/synthetic_model.h"
+
+namespace bl {
+namespace {
+
+std::string synth_file(const std::string& shape, DType type) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("bl_cuda_batch_test_" + shape + "_" + std::string(dtype_name(type)) + ".gguf"))
+                               .string();
+  ThreadPool pool(2);
+  const Status s = write_synthetic_model(*find_synth_shape(shape), type, 11, path, pool);
+  EXPECT_TRUE(s.ok()) << s.message();
+  return path;
+}
+
+double relative_max_error(const std::vector<float>& got, std::span<const float> want) {
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[i]) - want[i]));
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(want[i])));
+  }
+  return max_diff / max_ref;
+}
+
+TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  constexpr int kSteps = 5;
+  for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::F16}) {
+    const std::string path = synth_file("tiny", type);
+    auto file = ModelFile::open(path);
+    ASSERT_TRUE(file.ok()) << file.status().message();
+    auto model = LlamaModel::load(**file, *backend);
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    for (int n_seq : {2, 3, 5, 8, 16}) {
+      SCOPED_TRACE(std::string(dtype_name(type)) + " n_seq=" + std::to_string(n_seq));
+      const int n_vocab = (*model)->config().n_vocab;
+      // Prompts of different lengths (1..n_seq + 1 tokens), so the sequences sit at different
+      // positions; the steps' tokens are fixed ids, the same for the batch and alone.
+      std::vector<std::vector<TokenId>> prompts(static_cast<size_t>(n_seq));
+      for (int q = 0; q < n_seq; ++q)
+        for (int i = 0; i <= q % 7; ++i) prompts[static_cast<size_t>(q)].push_back((q * 131 + i * 17 + 3) % n_vocab);
+      auto token = [&](int step, int q) { return static_cast<TokenId>((step * 977 + q * 59 + 1) % n_vocab); };
+
+      auto batch = SequenceBatch::create(**model, {.n_seq = n_seq, .n_ctx = 64, .n_batch = 8});
+      ASSERT_TRUE(batch.ok()) << batch.status().message();
+      for (int q = 0; q < n_seq; ++q) ASSERT_TRUE((*batch)->feed(q, prompts[static_cast<size_t>(q)]).ok());
+      std::vector<std::vector<std::vector<float>>> batch_logits(kSteps);  // [step][seq][vocab]
+      for (int step = 0; step < kSteps; ++step) {
+        std::vector<TokenId> ids;
+        for (int q = 0; q < n_seq; ++q) ids.push_back(token(step, q));
+        ASSERT_TRUE((*batch)->step(ids).ok());
+        for (int q = 0; q < n_seq; ++q) batch_logits[static_cast<size_t>(step)].push_back((*batch)->logits(q));
+      }
+      // Greedy steps pick on the device: the argmax of the logits each sequence gets.
+      std::vector<TokenId> ids;
+      for (int q = 0; q < n_seq; ++q) ids.push_back(token(kSteps, q));
+      auto picked = (*batch)->step_greedy(ids);
+      ASSERT_TRUE(picked.ok()) << picked.status().message();
+      for (int q = 0; q < n_seq; ++q) {
+        const auto l = (*batch)->logits(q);
+        EXPECT_EQ((*picked)[static_cast<size_t>(q)], std::max_element(l.begin(), l.end()) - l.begin()) << "sequence " << q;
+      }
+
+      double worst = 0;
+      for (int q = 0; q < n_seq; ++q) {
+        auto alone = Session::create(**model, {.n_ctx = 64, .n_batch = 8});
+        ASSERT_TRUE(alone.ok());
+        ASSERT_TRUE((*alone)->feed(prompts[static_cast<size_t>(q)]).ok());
+        for (int step = 0; step < kSteps; ++step) {
+          const TokenId one[1] = {token(step, q)};
+          ASSERT_TRUE((*alone)->feed(one).ok());
+          worst = std::max(worst, relative_max_error(batch_logits[static_cast<size_t>(step)][static_cast<size_t>(q)],
+                                                     (*alone)->last_logits()));
+        }
+      }
+      std::printf("[ %s n_seq=%d ] batch vs alone: relative max error %.3g\n", std::string(dtype_name(type)).c_str(),
+                  n_seq, worst);
+      EXPECT_LE(worst, 3e-2);
+    }
+  }
+  EXPECT_TRUE(backend->status().ok());
+}
+
+}  // namespace
+}  // namespace bl
