@@ -82,7 +82,8 @@ struct Piece<DType::Q4_0, kTiled> {
     const int q = static_cast<int>(i & 3);
     const BlockRef blk = block_ref<DType::Q4_0, kTiled>(row, b);
     const float d = fp16_bits_to_float(*reinterpret_cast<const uint16_t*>(blk.hdr));
-    const uint32_t v = load_u32_from_u16(blk.body + 4 * q);
+    // Tiled bodies are 16-byte aligned: one 4-byte load instead of two 2-byte ones.
+    const uint32_t v = kTiled ? *reinterpret_cast<const uint32_t*>(blk.body + 4 * q) : load_u32_from_u16(blk.body + 4 * q);
     const uint32_t lo = v & 0x0F0F0F0Fu, hi = (v >> 4) & 0x0F0F0F0Fu;
     w[0] = byte_value<0>(lo, 8.0f) * d, w[1] = byte_value<1>(lo, 8.0f) * d;
     w[2] = byte_value<2>(lo, 8.0f) * d, w[3] = byte_value<3>(lo, 8.0f) * d;
@@ -124,8 +125,14 @@ struct Piece<DType::Q8_0, kTiled> {
     const int q = static_cast<int>(i & 3);
     const BlockRef blk = block_ref<DType::Q8_0, kTiled>(row, b);
     const float d = fp16_bits_to_float(*reinterpret_cast<const uint16_t*>(blk.hdr));
-    const uint32_t u0 = load_u32_from_u16(blk.body + 8 * q) ^ 0x80808080u;
-    const uint32_t u1 = load_u32_from_u16(blk.body + 4 + 8 * q) ^ 0x80808080u;
+    uint32_t u0, u1;
+    if constexpr (kTiled) {  // 16-byte aligned body: one 8-byte load
+      const uint2 u = *reinterpret_cast<const uint2*>(blk.body + 8 * q);
+      u0 = u.x ^ 0x80808080u, u1 = u.y ^ 0x80808080u;
+    } else {
+      u0 = load_u32_from_u16(blk.body + 8 * q) ^ 0x80808080u;
+      u1 = load_u32_from_u16(blk.body + 4 + 8 * q) ^ 0x80808080u;
+    }
     w[0] = byte_value<0>(u0, 128.0f) * d, w[1] = byte_value<1>(u0, 128.0f) * d;
     w[2] = byte_value<2>(u0, 128.0f) * d, w[3] = byte_value<3>(u0, 128.0f) * d;
     w[4] = byte_value<0>(u1, 128.0f) * d, w[5] = byte_value<1>(u1, 128.0f) * d;

@@ -21,8 +21,8 @@
 //
 // Napkin math (H100, 8B shapes, 16 tokens): 4096 x 4096 Q4_0 is 9.4 MB (3.1 us at 3 TB/s) and
 // 0.54 GFLOP (~1 us of dense fp16 mma at the m16n8k16 issue rate): bytes bound if enough loads
-// are in flight: 256 blocks of 8 warps, each warp 2 x 4-byte weight loads per lane per step,
-// unrolled 4 steps.
+// are in flight: ~2 blocks of 8 warps per SM, each lane with 2 x 16 weight loads of a round
+// (512 columns) issued at once.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -72,9 +72,40 @@ __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// kTiles: token tiles of 8 (1 for n <= 8, 2 for n <= 16).
+// One round of a warp: kSteps steps of 32 columns from column k0 (x staged in xs from k0),
+// fully unrolled so that all 2 x kSteps weight loads of a lane are issued before the first
+// decode needs one (a 512-column round was 4 serial memory round trips with `unroll 4`).
+template <DType T, int kTiles, bool kTiled, int kSteps, int kTokens>
+__device__ __forceinline__ void warp_round(const uint8_t* row_a, const uint8_t* row_b, int64_t k0, int c, int g,
+                                           const __half (*xs)[kXPitch], float acc[kTiles][4]) {
+  const int64_t s0 = k0 / 32;
+#pragma unroll
+  for (int i = 0; i < kSteps; ++i) {
+    const int64_t piece = 4 * (s0 + i) + c;
+    float wa[kPiece], wb[kPiece];
+    int64_t o0, o1;
+    Piece<T, kTiled>::load(row_a, piece, wa, o0, o1);
+    Piece<T, kTiled>::load(row_b, piece, wb, o0, o1);
+    const uint32_t a_lo[4] = {pack_half2(wa[0], wa[1]), pack_half2(wb[0], wb[1]), pack_half2(wa[2], wa[3]),
+                              pack_half2(wb[2], wb[3])};
+    const uint32_t a_hi[4] = {pack_half2(wa[4], wa[5]), pack_half2(wb[4], wb[5]), pack_half2(wa[6], wa[7]),
+                              pack_half2(wb[6], wb[7])};
+    const int l0 = static_cast<int>(o0 - k0), l1 = static_cast<int>(o1 - k0);
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t) {
+      const __half* xt = xs[t * kTileTokens + g];
+      const uint2 b_lo = *reinterpret_cast<const uint2*>(xt + l0);
+      const uint2 b_hi = *reinterpret_cast<const uint2*>(xt + l1);
+      mma_16816(acc[t], a_lo, b_lo.x, b_lo.y);
+      mma_16816(acc[t], a_hi, b_hi.x, b_hi.y);
+    }
+  }
+}
+
+// kTiles: token tiles of 8 (1 for n <= 8, 2 for n <= 16). Two blocks per SM (<= 128 registers
+// a thread): the grid is sized for about that many.
 template <DType T, int kTiles, bool kTiled>
-__global__ void __launch_bounds__(kThreads) gemv_skinny_kernel(SkinnyArgs p) {
+__global__ void __launch_bounds__(kThreads, 2) gemv_skinny_kernel(SkinnyArgs p) {
   constexpr int kTokens = kTiles * kTileTokens;
   __shared__ __align__(16) __half xs[kTokens][kXPitch];
 
@@ -92,43 +123,26 @@ __global__ void __launch_bounds__(kThreads) gemv_skinny_kernel(SkinnyArgs p) {
   for (int t = 0; t < kTiles; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
 
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kRoundCols) {
-    const int round_cols = static_cast<int>(min(static_cast<int64_t>(kRoundCols), k_end - k0));
-    // Stage x[k0 .. k0 + round_cols) of every token as fp16 (tokens past n as zeros).
-    const int quads = round_cols / 4;
+    const int round_cols = static_cast<int>(min(static_cast<int64_t>(kRoundCols), k_end - k0));  // 256 or 512
+    // Stage x[k0 .. k0 + round_cols) of every token as fp16 (tokens past n as zeros): a fixed
+    // number of float4 loads a thread, all issued together.
+    constexpr int kQuads = kRoundCols / 4;
     __syncthreads();  // the previous round's readers are done
-    for (int i = threadIdx.x; i < kTokens * quads; i += kThreads) {
-      const int t = i / quads, q4 = i % quads;
+#pragma unroll
+    for (int j = 0; j < kTokens * kQuads / kThreads; ++j) {
+      const int i = threadIdx.x + j * kThreads, t = i / kQuads, q4 = i % kQuads;
       float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (t < p.n) v = __ldg(reinterpret_cast<const float4*>(p.x + t * p.cols + k0) + q4);
+      if (t < p.n && 4 * q4 < round_cols) v = __ldg(reinterpret_cast<const float4*>(p.x + t * p.cols + k0) + q4);
       uint2 h;
       h.x = pack_half2(v.x, v.y);
       h.y = pack_half2(v.z, v.w);
       *reinterpret_cast<uint2*>(&xs[t][4 * q4]) = h;
     }
     __syncthreads();
-
-    const int64_t s_begin = k0 / 32, s_end = (k0 + round_cols) / 32;  // 32 columns (4 pieces) a step
-#pragma unroll 4
-    for (int64_t s = s_begin; s < s_end; ++s) {
-      const int64_t piece = 4 * s + c;
-      float wa[kPiece], wb[kPiece];
-      int64_t o0, o1;
-      Piece<T, kTiled>::load(row_a, piece, wa, o0, o1);
-      Piece<T, kTiled>::load(row_b, piece, wb, o0, o1);
-      const uint32_t a_lo[4] = {pack_half2(wa[0], wa[1]), pack_half2(wb[0], wb[1]), pack_half2(wa[2], wa[3]),
-                                pack_half2(wb[2], wb[3])};
-      const uint32_t a_hi[4] = {pack_half2(wa[4], wa[5]), pack_half2(wb[4], wb[5]), pack_half2(wa[6], wa[7]),
-                                pack_half2(wb[6], wb[7])};
-      const int l0 = static_cast<int>(o0 - k0), l1 = static_cast<int>(o1 - k0);
-#pragma unroll
-      for (int t = 0; t < kTiles; ++t) {
-        const __half* xt = xs[t * kTileTokens + g];
-        const uint2 b_lo = *reinterpret_cast<const uint2*>(xt + l0);
-        const uint2 b_hi = *reinterpret_cast<const uint2*>(xt + l1);
-        mma_16816(acc[t], a_lo, b_lo.x, b_lo.y);
-        mma_16816(acc[t], a_hi, b_hi.x, b_hi.y);
-      }
-    }
+    if (round_cols == kRoundCols)
+      warp_round<T, kTiles, kTiled, kRoundCols / 32, kTokens>(row_a, row_b, k0, c, g, xs, acc);
+    else
+      warp_round<T, kTiles, kTiled, kUnitCols / 32, kTokens>(row_a, row_b, k0, c, g, xs, acc);
   }
 
   // acc[t]: {row g, token 2c}, {row g, token 2c + 1}, {row g + 8, token 2c}, {row g + 8,
