@@ -68,7 +68,8 @@ TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {
       // positions; the steps' tokens are fixed ids, the same for the batch and alone.
       std::vector<std::vector<TokenId>> prompts(static_cast<size_t>(n_seq));
       for (int q = 0; q < n_seq; ++q)
-        for (int i = 0; i <= q % 7; ++i) prompts[static_cast<size_t>(q)].push_back((q * 131 + i * 17 + 3) % n_vocab);
+        for (int i = 0; i <= q % 7; ++i)
+          prompts[static_cast<size_t>(q)].push_back((q * 131 + i * 17 + 3) % n_vocab);
       auto token = [&](int step, int q) { return static_cast<TokenId>((step * 977 + q * 59 + 1) % n_vocab); };
 
       auto batch = SequenceBatch::create(**model, {.n_seq = n_seq, .n_ctx = 64, .n_batch = 8});
@@ -79,7 +80,8 @@ TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {
         std::vector<TokenId> ids;
         for (int q = 0; q < n_seq; ++q) ids.push_back(token(step, q));
         ASSERT_TRUE((*batch)->step(ids).ok());
-        for (int q = 0; q < n_seq; ++q) batch_logits[static_cast<size_t>(step)].push_back((*batch)->logits(q));
+        for (int q = 0; q < n_seq; ++q)
+          batch_logits[static_cast<size_t>(step)].push_back((*batch)->logits(q));
       }
       // Greedy steps pick on the device: the argmax of the logits each sequence gets.
       std::vector<TokenId> ids;
@@ -88,7 +90,8 @@ TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {
       ASSERT_TRUE(picked.ok()) << picked.status().message();
       for (int q = 0; q < n_seq; ++q) {
         const auto l = (*batch)->logits(q);
-        EXPECT_EQ((*picked)[static_cast<size_t>(q)], std::max_element(l.begin(), l.end()) - l.begin()) << "sequence " << q;
+        EXPECT_EQ((*picked)[static_cast<size_t>(q)], std::max_element(l.begin(), l.end()) - l.begin())
+            << "sequence " << q;
       }
 
       double worst = 0;
@@ -99,12 +102,13 @@ TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {
         for (int step = 0; step < kSteps; ++step) {
           const TokenId one[1] = {token(step, q)};
           ASSERT_TRUE((*alone)->feed(one).ok());
-          worst = std::max(worst, relative_max_error(batch_logits[static_cast<size_t>(step)][static_cast<size_t>(q)],
-                                                     (*alone)->last_logits()));
+          worst = std::max(worst,
+                           relative_max_error(batch_logits[static_cast<size_t>(step)][static_cast<size_t>(q)],
+                                              (*alone)->last_logits()));
         }
       }
-      std::printf("[ %s n_seq=%d ] batch vs alone: relative max error %.3g\n", std::string(dtype_name(type)).c_str(),
-                  n_seq, worst);
+      std::printf("[ %s n_seq=%d ] batch vs alone: relative max error %.3g\n",
+                  std::string(dtype_name(type)).c_str(), n_seq, worst);
       EXPECT_LE(worst, 3e-2);
     }
   }

@@ -7,9 +7,10 @@
 // the uploaded GGUF bytes either way (in whole rows for a tiled one). Ops only queue kernels:
 // no allocation once warm, no host synchronisation; read() and synchronize() wait for the stream.
 //
-// Matmul: 1..16 tokens run a fused-dequant GEMV (block formats at 1..4 tokens: int8 x and dp4a,
-// kernels/cuda/gemv_dp4a.cu; at 8..16 tokens and >= 2048 rows on tensor cores,
-// gemv_tensor_core.cu; otherwise fp32, gemv.cu); more tokens (prefill) dequantize the weight
+// Matmul: 1..16 tokens run a fused-dequant GEMV (Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K at 2..16 tokens
+// and cols % 256 == 0: the skinny tensor-core GEMM, kernels/cuda/gemv_skinny.cu; block formats at
+// 1 token (else 1..4): int8 x and dp4a, gemv_dp4a.cu; at 8..16 tokens and >= 2048 rows on tensor
+// cores, gemv_tensor_core.cu; otherwise fp32, gemv.cu); more tokens (prefill) dequantize the weight
 // into an fp16/bf16 workspace and call cuBLAS with fp32 accumulation.
 // rope's freq_factors (a host array) are copied to the device once per pointer: the model
 // must not change the values behind a pointer it has passed.

@@ -37,11 +37,11 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * kWarp;
-constexpr int kWarpRows = 16;                     // one mma M
-constexpr int kBlockRows = kWarps * kWarpRows;    // 128
-constexpr int kTileTokens = 8;                    // one mma N
-constexpr int kUnitCols = 256;                    // K granularity: a Q4_K / Q6_K super-block
-constexpr int kRoundCols = 2 * kUnitCols;         // x columns staged per round
+constexpr int kWarpRows = 16;                   // one mma M
+constexpr int kBlockRows = kWarps * kWarpRows;  // 128
+constexpr int kTileTokens = 8;                  // one mma N
+constexpr int kUnitCols = 256;                  // K granularity: a Q4_K / Q6_K super-block
+constexpr int kRoundCols = 2 * kUnitCols;       // x columns staged per round
 // Row pitch of the staged x in halves: 512 + 16 shifts each token row by 8 banks, so the 8
 // tokens x 4 lanes of a B load hit different banks in each half-warp (Q4_0's piece layout).
 constexpr int kXPitch = kRoundCols + 16;
@@ -52,11 +52,11 @@ struct SkinnyArgs {
   int64_t rows, cols;
   const float* x;  // [cols, n], 16-byte aligned, cols % 256 == 0
   int n;
-  float* out;      // [rows, n]
+  float* out;  // [rows, n]
   const float* bias;
-  bool accumulate;       // out += W x (else out = W x; zeroed before the launch when split)
-  int64_t split_cols;    // columns per K split, a multiple of kUnitCols
-  bool split;            // several K splits: atomics
+  bool accumulate;     // out += W x (else out = W x; zeroed before the launch when split)
+  int64_t split_cols;  // columns per K split, a multiple of kUnitCols
+  bool split;          // several K splits: atomics
 };
 
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
@@ -76,8 +76,8 @@ __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint3
 // fully unrolled so that all 2 x kSteps weight loads of a lane are issued before the first
 // decode needs one (a 512-column round was 4 serial memory round trips with `unroll 4`).
 template <DType T, int kTiles, bool kTiled, int kSteps, int kTokens>
-__device__ __forceinline__ void warp_round(const uint8_t* row_a, const uint8_t* row_b, int64_t k0, int c, int g,
-                                           const __half (*xs)[kXPitch], float acc[kTiles][4]) {
+__device__ __forceinline__ void warp_round(const uint8_t* row_a, const uint8_t* row_b, int64_t k0, int c,
+                                           int g, const __half (*xs)[kXPitch], float acc[kTiles][4]) {
   const int64_t s0 = k0 / 32;
 #pragma unroll
   for (int i = 0; i < kSteps; ++i) {
@@ -132,7 +132,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_skinny_kernel(SkinnyArgs p) 
     for (int j = 0; j < kTokens * kQuads / kThreads; ++j) {
       const int i = threadIdx.x + j * kThreads, t = i / kQuads, q4 = i % kQuads;
       float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (t < p.n && 4 * q4 < round_cols) v = __ldg(reinterpret_cast<const float4*>(p.x + t * p.cols + k0) + q4);
+      if (t < p.n && 4 * q4 < round_cols)
+        v = __ldg(reinterpret_cast<const float4*>(p.x + t * p.cols + k0) + q4);
       uint2 h;
       h.x = pack_half2(v.x, v.y);
       h.y = pack_half2(v.z, v.w);
@@ -193,11 +194,18 @@ int multiprocessors() {
 }  // namespace
 
 bool gemv_skinny_applies(const WeightView& w, int n_tokens) {
-  if (n_tokens < kSkinnyMinTokens || n_tokens > kGemvMaxTokens || w.cols % kUnitCols != 0 || w.rows <= 0) return false;
+  if (n_tokens < kSkinnyMinTokens || n_tokens > kGemvMaxTokens || w.cols % kUnitCols != 0 || w.rows <= 0)
+    return false;
   switch (w.dtype) {
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
       return true;
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -208,21 +216,45 @@ bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float
   const int64_t row_blocks = (w.rows + kBlockRows - 1) / kBlockRows;
   const int64_t units = w.cols / kUnitCols;
   const int64_t want = (2 * multiprocessors() + row_blocks - 1) / row_blocks;
-  const int64_t units_per_split = (units + std::clamp<int64_t>(want, 1, units) - 1) / std::clamp<int64_t>(want, 1, units);
+  const int64_t units_per_split =
+      (units + std::clamp<int64_t>(want, 1, units) - 1) / std::clamp<int64_t>(want, 1, units);
   const int64_t split_cols = units_per_split * kUnitCols;
   const int64_t splits = (w.cols + split_cols - 1) / split_cols;
-  const SkinnyArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias,
-                     accumulate, split_cols, splits > 1};
-  if (p.split && !accumulate) cudaMemsetAsync(out, 0, static_cast<size_t>(w.rows) * n_tokens * sizeof(float), stream);
+  const SkinnyArgs p{static_cast<const uint8_t*>(w.data),
+                     w.row_bytes,
+                     w.rows,
+                     w.cols,
+                     x,
+                     n_tokens,
+                     out,
+                     bias,
+                     accumulate,
+                     split_cols,
+                     splits > 1};
+  if (p.split && !accumulate)
+    cudaMemsetAsync(out, 0, static_cast<size_t>(w.rows) * n_tokens * sizeof(float), stream);
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
   switch (w.dtype) {
-    case DType::Q8_0: launch_format<DType::Q8_0>(p, w.tiled, grid, stream); return true;
-    case DType::Q4_0: launch_format<DType::Q4_0>(p, w.tiled, grid, stream); return true;
-    case DType::Q4_1: launch_format<DType::Q4_1>(p, w.tiled, grid, stream); return true;
-    case DType::Q4_K: launch_format<DType::Q4_K>(p, w.tiled, grid, stream); return true;
-    case DType::Q5_K: launch_format<DType::Q5_K>(p, w.tiled, grid, stream); return true;
-    case DType::Q6_K: launch_format<DType::Q6_K>(p, w.tiled, grid, stream); return true;
-    default: return false;
+    case DType::Q8_0:
+      launch_format<DType::Q8_0>(p, w.tiled, grid, stream);
+      return true;
+    case DType::Q4_0:
+      launch_format<DType::Q4_0>(p, w.tiled, grid, stream);
+      return true;
+    case DType::Q4_1:
+      launch_format<DType::Q4_1>(p, w.tiled, grid, stream);
+      return true;
+    case DType::Q4_K:
+      launch_format<DType::Q4_K>(p, w.tiled, grid, stream);
+      return true;
+    case DType::Q5_K:
+      launch_format<DType::Q5_K>(p, w.tiled, grid, stream);
+      return true;
+    case DType::Q6_K:
+      launch_format<DType::Q6_K>(p, w.tiled, grid, stream);
+      return true;
+    default:
+      return false;
   }
 }
 
