@@ -12,6 +12,18 @@
 
 namespace bl::cpu {
 
+void prefetch_span_rows(const AttentionSpan& s, int64_t first, int64_t last) {
+  const int64_t elem = s.f16 ? 2 : 4, row_bytes = s.head_dim * elem;
+  for (int64_t j = first; j < last && j < s.end; ++j) {
+    const char* k = static_cast<const char*>(s.k) + j * s.slot_stride * elem;
+    const char* v = static_cast<const char*>(s.v) + j * s.slot_stride * elem;
+    for (int64_t off = 0; off < row_bytes; off += 64) {
+      __builtin_prefetch(k + off, 0, 3);
+      __builtin_prefetch(v + off, 0, 3);
+    }
+  }
+}
+
 // Plain C++ fallback for CPUs without AVX2: one online-softmax update per slot.
 void attend_span_scalar(const AttentionSpan& s) {
   const int hd = s.head_dim;

@@ -70,8 +70,10 @@ void attend(const AttentionSpan& s) {
   const int hd_vec = hd / 8 * 8;  // dims done with vectors; the rest in scalar code
   const void* k = s.k;
   const void* v = s.v;
+  prefetch_span_rows(s, s.begin, s.begin + kPrefetchSlotsAhead);
   for (int64_t b0 = s.begin; b0 < s.end; b0 += kBlock) {
     const int nb = static_cast<int>(s.end - b0 < kBlock ? s.end - b0 : kBlock);
+    prefetch_span_rows(s, b0 + kPrefetchSlotsAhead, b0 + kPrefetchSlotsAhead + kBlock);
     for (int h = 0; h < s.n_heads; ++h) {
       const float* q = s.q + static_cast<int64_t>(h) * hd;
 

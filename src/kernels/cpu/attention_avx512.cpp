@@ -87,8 +87,10 @@ void attend_heads(const AttentionSpan& s, int h0) {
   for (int h = 0; h < kHeads; ++h)
     for (int r = 0; r < kVectors; ++r) acc[h][r] = _mm512_maskz_loadu_ps(mask_of(r), o + h * hd + 16 * r);
 
+  prefetch_span_rows(s, s.begin, s.begin + kPrefetchSlotsAhead);
   for (int64_t b0 = s.begin; b0 < s.end; b0 += kBlock) {
     const int nb = static_cast<int>(s.end - b0 < kBlock ? s.end - b0 : kBlock);
+    prefetch_span_rows(s, b0 + kPrefetchSlotsAhead, b0 + kPrefetchSlotsAhead + kBlock);
     const __mmask16 valid = tail_mask(nb);
 
     // dots[h][j]: 16 partial sums of q_h · k_j.
