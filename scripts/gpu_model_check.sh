@@ -56,8 +56,8 @@ PY
 done
 
 echo "[whole-model CUDA = CPU checks: $SECONDS s]"
-echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | pp2048 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
+echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | pp2048 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | batch 16 tg32 tok/s | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
 # The default specs are the README's CUDA table; bl4g128 / bl2g128 etc. by BENCH_SPECS.
 for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-8b:q4_0 llama3-8b:q8_0 \
              llama3-8b:f16}; do
@@ -80,6 +80,8 @@ print(f"{sys.argv[3]} greedy: cpu {len(a)} tokens, cuda {len(b)} tokens, identic
 sys.exit(0 if a == b else 1)
 PY
   fi
+  # Batch decode: 16 sequences, one token each per step (tok/s over all 16).
+  "$B" bench -m "$m" --device cuda -p 16 -n 32 -r 2 -B 16 --json "$OUT/bench_${shape}_${type}_b16.json" | tail -2 || failed=1
   long="$OUT/bench_${shape}_${type}_pp2048.json"
   rm -f "$long"
   if [[ $shape == llama3-8b ]]; then
@@ -87,9 +89,13 @@ PY
   fi
   rm -f "$m"
   echo "[$spec done at $SECONDS s]"
-  python3 - "$OUT/bench_${shape}_$type.json" "$shape" "$type" "$long" >> "$OUT/model_bench.md" <<'PY'
+  python3 - "$OUT/bench_${shape}_$type.json" "$shape" "$type" "$long" "$OUT/bench_${shape}_${type}_b16.json" \
+    >> "$OUT/model_bench.md" <<'PY'
 import json, os, sys, statistics as st
 j = json.load(open(sys.argv[1]))
+b16 = "-"
+if os.path.exists(sys.argv[5]):
+    b16 = f"{st.mean(json.load(open(sys.argv[5]))['decode_tokens_per_second']):.1f}"
 pp = st.mean(j["prefill_tokens_per_second"]); tg = st.mean(j["decode_tokens_per_second"])
 gbps = tg * j["decode_bytes_per_token"] / 1e9
 long = "- | - |"
@@ -97,7 +103,7 @@ if os.path.exists(sys.argv[4]):
     k = json.load(open(sys.argv[4]))
     long = f"{st.mean(k['prefill_tokens_per_second']):.0f} | {100*k['prefill_fraction_of_bf16_peak']:.0f} % |"
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {100*j['prefill_fraction_of_bf16_peak']:.0f} % | {long} "
-      f"{tg:.1f} | {gbps:.0f} | {100*j['decode_fraction_of_bandwidth']:.0f} % | {j['read_bandwidth_gbps']:.0f} | "
+      f"{tg:.1f} | {gbps:.0f} | {100*j['decode_fraction_of_bandwidth']:.0f} % | {b16} | {j['read_bandwidth_gbps']:.0f} | "
       f"{j['bf16_peak_tflops']:.0f} |")
 PY
 done
