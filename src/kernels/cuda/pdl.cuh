@@ -12,7 +12,7 @@
 // pdl_allow_next() may come anywhere (the next kernel waits for this one's completion anyway);
 // calling it early lets the next launch overlap this kernel. No deadlock: the next kernel
 // launches only once all blocks of this one are running or done. On GPUs before sm_90 both are
-// no-ops and launch_pdl is an ordinary launch.
+// no-ops and launch_pdl is an ordinary launch (also where a kernel runs from pre-sm_90 PTX).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -39,6 +39,21 @@ inline bool pdl_supported() {
   return major >= 9;
 }
 
+// Whether `kernel` as loaded on the current device waits in pdl_wait(): griddepcontrol is
+// compiled in only from PTX of compute_90 or newer. The same binary run from its compute_80
+// PTX (JIT-compiled on an H100 that has no matching SASS, or on a later GPU for which only the
+// portable PTX fits) has no-op waits; launched with the PDL attribute its kernels would read
+// their predecessor's output before it is written.
+template <typename... Params>
+bool kernel_waits_for_predecessor(void (*kernel)(Params...)) {
+  cudaFuncAttributes attributes{};
+  if (cudaFuncGetAttributes(&attributes, kernel) != cudaSuccess) {
+    (void)cudaGetLastError();  // leave no error for the launch's caller to find
+    return false;
+  }
+  return attributes.ptxVersion >= 90;
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute where supported. A
 // launch error is left for the caller's cudaGetLastError, as with <<<>>>.
 template <typename... Params, typename... Args>
@@ -53,7 +68,7 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, c
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attr;
-  config.numAttrs = pdl_supported() ? 1 : 0;
+  config.numAttrs = pdl_supported() && kernel_waits_for_predecessor(kernel) ? 1 : 0;
   cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
 }
 
