@@ -27,8 +27,9 @@
 # machine); this script unpacks them into a private prefix and uses whatever the system lacks.
 #
 # Environment: OUT (logs; default build-gpu/out), BUILD_DIR (default build-gpu),
-# CUDA_ARCH (default 90a; 80-virtual runs the sm_80 build's PTX, JIT-compiled, on a Hopper GPU), MEMCHECK_SECONDS (default 150, per memcheck process), SHARDS (gtest
-# shards of the op test binary, default 4), JOBS (default nproc), KERNEL_CHECKS (default 1),
+# CUDA_ARCH (default 90a; 80-virtual runs the sm_80 build's PTX, JIT-compiled, on a Hopper
+# GPU), MEMCHECK_SECONDS (default 150, per memcheck process), SHARDS (gtest shards of the op
+# test binary, default 4), JOBS (default nproc), KERNEL_CHECKS (default 1),
 # KERNEL_BENCH (default 1; 0 skips the GEMV benchmark only), MODEL_CHECK (default 1);
 # BENCH_SPECS / MODEL_TYPES narrow the whole-model part.
 set -euo pipefail
