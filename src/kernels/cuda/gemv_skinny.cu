@@ -30,6 +30,7 @@
 
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/mma.cuh"
 
 namespace bl::cuda {
 namespace {
@@ -58,19 +59,6 @@ struct SkinnyArgs {
   int64_t split_cols;  // columns per K split, a multiple of kUnitCols
   bool split;          // several K splits: atomics
 };
-
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // One round of a warp: kSteps steps of 32 columns from column k0 (x staged in xs from k0),
 // fully unrolled so that all 2 x kSteps weight loads of a lane are issued before the first
