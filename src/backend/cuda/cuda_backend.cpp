@@ -289,22 +289,29 @@ class CudaBackendImpl final : public CudaBackend {
     check_launch(op);
   }
 
+  // The operand checks of attention and attention_each_sequence (device, types, shapes).
+  bool attention_operands_ok(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
+                             const AttentionParams& p, const Tensor& out, const char* op) {
+    const int64_t n = q.ne[2] * q.ne[3];
+    const bool f16 = k_cache.dtype == DType::F16;
+    return on_device({&q, &k_cache, &v_cache, &positions, &out}, op) && all_f32({&q, &out}, op) &&
+           expect(p.n_head > 0 && p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, op, "n_head must be a multiple of n_head_kv") &&
+           expect(p.head_dim > 0 && p.head_dim % 2 == 0 && p.head_dim <= cuda::kAttentionMaxHeadDim, op,
+                "head_dim " + std::to_string(p.head_dim) + " must be even and <= 256") &&
+           expect(q.ne[0] == p.head_dim && q.ne[1] == p.n_head && out.ne == q.ne, op,
+                "q " + shape_string(q) + " / out " + shape_string(out) + " do not match the params") &&
+           expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype && k_cache.ne == v_cache.ne &&
+                    k_cache.ne[0] == p.head_dim && k_cache.ne[1] == p.n_head_kv, op,
+                "caches " + shape_string(k_cache) + " do not match the params") &&
+           expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]");
+  }
+
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
                  const AttentionParams& p, Tensor& out) override {
     const char* op = "attention";
     const int64_t n = q.ne[2] * q.ne[3];
     const bool f16 = k_cache.dtype == DType::F16;
-    if (!on_device({&q, &k_cache, &v_cache, &positions, &out}, op) || !all_f32({&q, &out}, op) ||
-        !expect(p.n_head > 0 && p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, op, "n_head must be a multiple of n_head_kv") ||
-        !expect(p.head_dim > 0 && p.head_dim % 2 == 0 && p.head_dim <= cuda::kAttentionMaxHeadDim, op,
-                "head_dim " + std::to_string(p.head_dim) + " must be even and <= 256") ||
-        !expect(q.ne[0] == p.head_dim && q.ne[1] == p.n_head && out.ne == q.ne, op,
-                "q " + shape_string(q) + " / out " + shape_string(out) + " do not match the params") ||
-        !expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype && k_cache.ne == v_cache.ne &&
-                    k_cache.ne[0] == p.head_dim && k_cache.ne[1] == p.n_head_kv, op,
-                "caches " + shape_string(k_cache) + " do not match the params") ||
-        !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]"))
-      return;
+    if (!attention_operands_ok(q, k_cache, v_cache, positions, p, out, op)) return;
     cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, k_cache.ne[2] * k_cache.ne[3], f16, 1};
     // The tensor-core kernel reads q and writes out in float2, the caches in 16-byte chunks.
     const bool aligned = reinterpret_cast<uintptr_t>(q.data) % 8 == 0 && reinterpret_cast<uintptr_t>(out.data) % 8 == 0 &&
@@ -333,19 +340,10 @@ class CudaBackendImpl final : public CudaBackend {
     const char* op = "attention_each_sequence";
     const int64_t n = q.ne[2] * q.ne[3];
     const bool f16 = k_cache.dtype == DType::F16;
-    if (!on_device({&q, &k_cache, &v_cache, &positions, &out}, op) || !all_f32({&q, &out}, op) ||
-        !expect(p.n_head > 0 && p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, op, "n_head must be a multiple of n_head_kv") ||
-        !expect(p.head_dim > 0 && p.head_dim % 2 == 0 && p.head_dim <= cuda::kAttentionMaxHeadDim, op,
-                "head_dim " + std::to_string(p.head_dim) + " must be even and <= 256") ||
-        !expect(q.ne[0] == p.head_dim && q.ne[1] == p.n_head && out.ne == q.ne, op,
-                "q " + shape_string(q) + " / out " + shape_string(out) + " do not match the params") ||
-        !expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype && k_cache.ne == v_cache.ne &&
-                    k_cache.ne[0] == p.head_dim && k_cache.ne[1] == p.n_head_kv, op,
-                "caches " + shape_string(k_cache) + " do not match the params") ||
+    if (!attention_operands_ok(q, k_cache, v_cache, positions, p, out, op) ||
         !expect(seq_slots > 0 && k_cache.ne[2] * k_cache.ne[3] >= n * seq_slots, op,
                 "caches " + shape_string(k_cache) + " hold fewer than " + std::to_string(n) + " sequences of " +
-                    std::to_string(seq_slots) + " slots") ||
-        !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]"))
+                    std::to_string(seq_slots) + " slots"))
       return;
     cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, seq_slots, f16, 1, seq_slots};
     al.n_splits = cuda::attention_pick_splits(p.n_head_kv, n, seq_slots, props_.multiProcessorCount);
