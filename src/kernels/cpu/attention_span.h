@@ -31,8 +31,9 @@ struct AttentionSpan {
 // lines of a 1 KiB slot row), a stride the hardware prefetchers follow poorly, and a decode
 // step reaches a layer's cache after a whole token of weights has streamed through the caches:
 // without help each block of slots waits on DRAM latency. The ISA variants prefetch the k and v
-// rows of the slots this far ahead (2 blocks of 16; 1 to 4 blocks measured alike, none: cold
-// 256-slot decode attention ~15 % slower, a 1B bl2g128 decode at ~1k slots 4-5 % slower).
+// rows of the slots this far ahead (2 blocks of 16; 1 to 4 blocks measured alike; none: cold
+// decode attention 1.2-1.8x slower in alternating runs of bench/attention_bench, a 1B bl2g128
+// decode at ~1k slots 4-5 % slower).
 inline constexpr int64_t kPrefetchSlotsAhead = 32;
 
 // Prefetches the k and v rows of slots [first, min(last, span.end)) into L1. Defined out of line

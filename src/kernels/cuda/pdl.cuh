@@ -46,12 +46,10 @@ inline bool pdl_supported() {
 // their predecessor's output before it is written.
 template <typename... Params>
 bool kernel_waits_for_predecessor(void (*kernel)(Params...)) {
+  // A kernel that cannot be queried cannot be launched either: its error is left for the
+  // launch's caller, as the launch's own would be.
   cudaFuncAttributes attributes{};
-  if (cudaFuncGetAttributes(&attributes, kernel) != cudaSuccess) {
-    (void)cudaGetLastError();  // leave no error for the launch's caller to find
-    return false;
-  }
-  return attributes.ptxVersion >= 90;
+  return cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess && attributes.ptxVersion >= 90;
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute where supported. A
