@@ -306,6 +306,21 @@ class CudaBackendImpl final : public CudaBackend {
            expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]");
   }
 
+  // The split-KV decode attention (attention.cu) over al.n_ctx slots per token's cache region:
+  // as many splits as fill the SMs, their partials in the attention workspace.
+  void launch_split_kv_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
+                                 cuda::AttentionLaunch al, Tensor& out, const char* op) {
+    al.n_splits = cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount);
+    float* ws = nullptr;
+    if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
+      ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
+      if (!ws) return;
+    }
+    cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
+                           stream_);
+    check_launch(op);
+  }
+
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
                  const AttentionParams& p, Tensor& out) override {
     const char* op = "attention";
@@ -322,15 +337,7 @@ class CudaBackendImpl final : public CudaBackend {
       check_launch(op);
       return;
     }
-    al.n_splits = cuda::attention_pick_splits(p.n_head_kv, n, al.n_ctx, props_.multiProcessorCount);
-    float* ws = nullptr;
-    if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
-      ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
-      if (!ws) return;
-    }
-    cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
-                           stream_);
-    check_launch(op);
+    launch_split_kv_attention(q, k_cache, v_cache, positions, al, out, op);
   }
 
   // One launch for all sequences (attention.cu with AttentionLaunch::seq_slots): the split-KV
@@ -346,15 +353,7 @@ class CudaBackendImpl final : public CudaBackend {
                     std::to_string(seq_slots) + " slots"))
       return;
     cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, seq_slots, f16, 1, seq_slots};
-    al.n_splits = cuda::attention_pick_splits(p.n_head_kv, n, seq_slots, props_.multiProcessorCount);
-    float* ws = nullptr;
-    if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
-      ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
-      if (!ws) return;
-    }
-    cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
-                           stream_);
-    check_launch(op);
+    launch_split_kv_attention(q, k_cache, v_cache, positions, al, out, op);
   }
 
   void rope_kv_store_each_sequence(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
