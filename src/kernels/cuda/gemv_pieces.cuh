@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "core/half.h"
+#include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 #include "kernels/cuda/weight_layout.cuh"
 
@@ -259,5 +260,23 @@ template <bool kTiled>
 struct Piece<DType::F16, kTiled> : PieceHalf<false> {};
 template <bool kTiled>
 struct Piece<DType::BF16, kTiled> : PieceHalf<true> {};
+
+// The A fragments of the tensor-core GEMVs' mma pair (mma.cuh's layout) for piece `piece` of
+// rows g (row_a) and g + 8 (row_b): a_lo covers the piece's columns o0..o0+3, a_hi o1..o1+3.
+template <DType T, bool kTiled>
+__device__ __forceinline__ void piece_a_fragments(const uint8_t* row_a, const uint8_t* row_b, int64_t piece,
+                                                  uint32_t a_lo[4], uint32_t a_hi[4], int64_t& o0, int64_t& o1) {
+  float wa[kPiece], wb[kPiece];
+  Piece<T, kTiled>::load(row_a, piece, wa, o0, o1);
+  Piece<T, kTiled>::load(row_b, piece, wb, o0, o1);
+  a_lo[0] = pack_half2(wa[0], wa[1]);
+  a_lo[1] = pack_half2(wb[0], wb[1]);
+  a_lo[2] = pack_half2(wa[2], wa[3]);
+  a_lo[3] = pack_half2(wb[2], wb[3]);
+  a_hi[0] = pack_half2(wa[4], wa[5]);
+  a_hi[1] = pack_half2(wb[4], wb[5]);
+  a_hi[2] = pack_half2(wa[6], wa[7]);
+  a_hi[3] = pack_half2(wb[6], wb[7]);
+}
 
 }  // namespace bl::cuda

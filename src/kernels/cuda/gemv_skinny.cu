@@ -70,14 +70,9 @@ __device__ __forceinline__ void warp_round(const uint8_t* row_a, const uint8_t* 
 #pragma unroll
   for (int i = 0; i < kSteps; ++i) {
     const int64_t piece = 4 * (s0 + i) + c;
-    float wa[kPiece], wb[kPiece];
+    uint32_t a_lo[4], a_hi[4];
     int64_t o0, o1;
-    Piece<T, kTiled>::load(row_a, piece, wa, o0, o1);
-    Piece<T, kTiled>::load(row_b, piece, wb, o0, o1);
-    const uint32_t a_lo[4] = {pack_half2(wa[0], wa[1]), pack_half2(wb[0], wb[1]), pack_half2(wa[2], wa[3]),
-                              pack_half2(wb[2], wb[3])};
-    const uint32_t a_hi[4] = {pack_half2(wa[4], wa[5]), pack_half2(wb[4], wb[5]), pack_half2(wa[6], wa[7]),
-                              pack_half2(wb[6], wb[7])};
+    piece_a_fragments<T, kTiled>(row_a, row_b, piece, a_lo, a_hi, o0, o1);
     const int l0 = static_cast<int>(o0 - k0), l1 = static_cast<int>(o1 - k0);
 #pragma unroll
     for (int t = 0; t < kTiles; ++t) {

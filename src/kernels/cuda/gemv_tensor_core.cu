@@ -28,20 +28,6 @@ constexpr int kWarps = kThreads / kWarp;
 constexpr int kTileRows = 16;    // rows per block (one mma M)
 constexpr int kTileTokens = 8;   // tokens per mma N
 
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-__device__ __forceinline__ void mma_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                          uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // kTiles: token tiles of 8 (1 for n <= 8, 2 for n <= 16).
 template <DType T, int kTiles, bool kTiled>
 __global__ void __launch_bounds__(kThreads) gemv_tc_kernel(GemvArgs p) {
@@ -60,14 +46,9 @@ __global__ void __launch_bounds__(kThreads) gemv_tc_kernel(GemvArgs p) {
 #pragma unroll 2
   for (int64_t s = warp; s < n_steps; s += kWarps) {
     const int64_t piece = 4 * s + c;
-    float wa[kPiece], wb[kPiece];
+    uint32_t a_lo[4], a_hi[4];
     int64_t o0, o1;
-    Piece<T, kTiled>::load(row_a, piece, wa, o0, o1);
-    Piece<T, kTiled>::load(row_b, piece, wb, o0, o1);
-    const uint32_t a_lo[4] = {pack_half2(wa[0], wa[1]), pack_half2(wb[0], wb[1]), pack_half2(wa[2], wa[3]),
-                              pack_half2(wb[2], wb[3])};
-    const uint32_t a_hi[4] = {pack_half2(wa[4], wa[5]), pack_half2(wb[4], wb[5]), pack_half2(wa[6], wa[7]),
-                              pack_half2(wb[6], wb[7])};
+    piece_a_fragments<T, kTiled>(row_a, row_b, piece, a_lo, a_hi, o0, o1);
 #pragma unroll
     for (int t = 0; t < kTiles; ++t) {
       const int token = t * kTileTokens + g;
@@ -77,8 +58,8 @@ __global__ void __launch_bounds__(kThreads) gemv_tc_kernel(GemvArgs p) {
         xa = __ldg(reinterpret_cast<const float4*>(xt + o0));
         xb = __ldg(reinterpret_cast<const float4*>(xt + o1));
       }
-      mma_16816(acc[t], a_lo[0], a_lo[1], a_lo[2], a_lo[3], pack_half2(xa.x, xa.y), pack_half2(xa.z, xa.w));
-      mma_16816(acc[t], a_hi[0], a_hi[1], a_hi[2], a_hi[3], pack_half2(xb.x, xb.y), pack_half2(xb.z, xb.w));
+      mma_16816(acc[t], a_lo, pack_half2(xa.x, xa.y), pack_half2(xa.z, xa.w));
+      mma_16816(acc[t], a_hi, pack_half2(xb.x, xb.y), pack_half2(xb.z, xb.w));
     }
   }
 
