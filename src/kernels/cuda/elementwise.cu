@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
 
@@ -14,7 +15,6 @@ namespace bl::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
@@ -40,15 +40,7 @@ __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, 
 #pragma unroll 4
     for (int64_t i = threadIdx.x; i < d; i += kThreads) sum += xt[i] * xt[i];
   }
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  __shared__ float warp_sums[kThreads / kWarp];
-  if (threadIdx.x % kWarp == 0) warp_sums[threadIdx.x / kWarp] = sum;
-  __syncthreads();
-  float total = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kThreads / kWarp; ++w) total += warp_sums[w];
-  const float scale = rsqrtf(total / static_cast<float>(d) + eps);
+  const float scale = rsqrtf(block_sum<kThreads>(sum) / static_cast<float>(d) + eps);
   if (vec) {
     const float4* w4 = reinterpret_cast<const float4*>(weight);
     float4* o4 = reinterpret_cast<float4*>(ot);

@@ -9,6 +9,7 @@
 // 2048], ~100 us for the SwiGLU's 2 x [14336, 2048].
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/weight_decode.cuh"
@@ -17,7 +18,6 @@ namespace bl::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 
 template <bool kBf16>
 __device__ __forceinline__ uint2 to_half4(float a, float b, float c, float d) {
@@ -41,15 +41,7 @@ __global__ void __launch_bounds__(kThreads)
     const float4 v = x4[i];
     sum += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  __shared__ float warp_sums[kThreads / kWarp];
-  if (threadIdx.x % kWarp == 0) warp_sums[threadIdx.x / kWarp] = sum;
-  __syncthreads();
-  float total = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kThreads / kWarp; ++w) total += warp_sums[w];
-  const float scale = rsqrtf(total / static_cast<float>(d) + eps);
+  const float scale = rsqrtf(block_sum<kThreads>(sum) / static_cast<float>(d) + eps);
   const float4* w4 = reinterpret_cast<const float4*>(weight);
   uint2* o = reinterpret_cast<uint2*>(dst + blockIdx.x * d);
 #pragma unroll 4
