@@ -30,6 +30,21 @@ sys.exit(0 if ok else 1)
 PY
 }
 
+greedy_cpu_equals_cuda() {  # MODEL N_TOKENS LABEL LOG_PREFIX: the greedy continuations of the two backends
+  local dev
+  for dev in cpu cuda; do
+    "$B" run -m "$1" --ids $IDS -n "$2" --temp 0 --device $dev --no-display-prompt --json-out "$MODELS/$dev.json" \
+      > /dev/null 2> "$OUT/$4_$dev.log" || return 1
+  done
+  python3 - "$MODELS/cpu.json" "$MODELS/cuda.json" "$3" <<'PY'
+import json, sys
+a = json.load(open(sys.argv[1]))["generated_ids"]; b = json.load(open(sys.argv[2]))["generated_ids"]
+same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+print(f"{sys.argv[3]} greedy: cpu {len(a)} tokens, cuda {len(b)} tokens, identical for the first {same}")
+sys.exit(0 if a == b else 1)
+PY
+}
+
 # MODEL_TYPES / BENCH_SPECS narrow a run (defaults: everything below).
 for type in ${MODEL_TYPES:-q4_1 q8_0 bl4g64}; do
   m=$MODELS/smollm2-$type.gguf
@@ -41,17 +56,7 @@ for type in ${MODEL_TYPES:-q4_1 q8_0 bl4g64}; do
   # per operand, a few 1e-3 after 30 layers.
   compare "$MODELS/ref.f32" "$MODELS/cuda.f32" "$type cuda vs ref" 1e-2 || failed=1
   compare "$MODELS/ref.f32" "$MODELS/cpu.f32" "$type cpu vs ref" 1e-3 || failed=1
-  for dev in cpu cuda; do
-    "$B" run -m "$m" --ids $IDS -n 48 --temp 0 --device $dev --no-display-prompt --json-out "$MODELS/$dev.json" \
-      > /dev/null 2> "$OUT/run_$dev.log" || failed=1
-  done
-  python3 - "$MODELS/cpu.json" "$MODELS/cuda.json" "$type" <<'PY' || failed=1
-import json, sys
-a = json.load(open(sys.argv[1]))["generated_ids"]; b = json.load(open(sys.argv[2]))["generated_ids"]
-same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-print(f"{sys.argv[3]} greedy: cpu {len(a)} tokens, cuda {len(b)} tokens, identical for the first {same}")
-sys.exit(0 if a == b else 1)
-PY
+  greedy_cpu_equals_cuda "$m" 48 "$type" run || failed=1
   rm -f "$m"
 done
 
@@ -68,17 +73,7 @@ for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b
   # Greedy CUDA == CPU on a 2048-wide model too (the smollm2 shapes above are 576 wide): its
   # 8192-wide down projection takes the GEMV whose x is quantized once by a kernel of its own.
   if [[ $spec == llama3-1b:q4_0 ]]; then
-    for dev in cpu cuda; do
-      "$B" run -m "$m" --ids $IDS -n 32 --temp 0 --device $dev --no-display-prompt --json-out "$MODELS/$dev.json" \
-        > /dev/null 2> "$OUT/run_1b_$dev.log" || failed=1
-    done
-    python3 - "$MODELS/cpu.json" "$MODELS/cuda.json" "$spec" <<'PY' || failed=1
-import json, sys
-a = json.load(open(sys.argv[1]))["generated_ids"]; b = json.load(open(sys.argv[2]))["generated_ids"]
-same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-print(f"{sys.argv[3]} greedy: cpu {len(a)} tokens, cuda {len(b)} tokens, identical for the first {same}")
-sys.exit(0 if a == b else 1)
-PY
+    greedy_cpu_equals_cuda "$m" 32 "$spec" run_1b || failed=1
   fi
   # Batch decode: 16 sequences, one token each per step (tok/s over all 16).
   "$B" bench -m "$m" --device cuda -p 16 -n 32 -r 2 -B 16 --json "$OUT/bench_${shape}_${type}_b16.json" | tail -2 || failed=1
