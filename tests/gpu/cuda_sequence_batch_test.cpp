@@ -22,6 +22,7 @@
 #include "core/thread_pool.h"
 #include "gpu/cuda_test_util.h"
 #include "io/model_file.h"
+#include "logits_error.h"
 #include "model/llama_model.h"
 #include "runtime/sequence_batch.h"
 #include "runtime/session.h"
@@ -38,16 +39,6 @@ std::string synth_file(const std::string& shape, DType type) {
   const Status s = write_synthetic_model(*find_synth_shape(shape), type, 11, path, pool);
   EXPECT_TRUE(s.ok()) << s.message();
   return path;
-}
-
-double relative_max_error(const std::vector<float>& got, std::span<const float> want) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[i]) - want[i]));
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(want[i])));
-  }
-  return max_diff / max_ref;
 }
 
 TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {

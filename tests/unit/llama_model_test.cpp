@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "io/gguf_writer.h"
 #include "io/model_file.h"
+#include "logits_error.h"
 #include "model/llama_model.h"
 #include "runtime/sampler.h"
 #include "runtime/sequence_batch.h"
@@ -52,16 +53,6 @@ std::vector<float> logits_of(const LlamaModel& model, const std::vector<TokenId>
   Status s = (*session)->feed(ids);
   EXPECT_TRUE(s.ok()) << s.message();
   return (*session)->all_logits();
-}
-
-double relative_max_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[i]) - want[i]));
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(want[i])));
-  }
-  return max_diff / max_ref;
 }
 
 std::vector<TokenId> some_ids(int n) {
