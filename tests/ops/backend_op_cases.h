@@ -399,12 +399,7 @@ class OpCases {
               Pair tp = input_i32(pos);
               test_.rope_kv_store(q.test, k.test, v.test, kc.test, vc.test, tp.test, p);
               ref_->rope_kv_store(q.ref, k.ref, v.ref, kc.ref, vc.ref, tp.ref, p);
-              compare(q, tol_.rope);
-              compare(k, tol_.rope);
-              const double cache_tol = cache_type == DType::F16 ? 1e-3 : tol_.rope;
-              const auto got = cache_values(test_, kc.test), want = cache_values(*ref_, kc.ref);
-              EXPECT_LE(relative_max_error(got, want), cache_tol) << "k cache";
-              EXPECT_TRUE(read_bytes(test_, vc.test) == read_bytes(*ref_, vc.ref)) << "v cache differs";
+              compare_rope_kv_store(q, k, kc, vc, cache_type);
             }
   }
 
@@ -449,12 +444,7 @@ class OpCases {
             ref_->rope_kv_store_each_sequence(q.ref, k.ref, v.ref, kc.ref, vc.ref, tp.ref, rp, seq_slots);
             test_.attention_each_sequence(q.test, kc.test, vc.test, tp.test, ap, seq_slots, out.test);
             ref_->attention_each_sequence(q.ref, kc.ref, vc.ref, tp.ref, ap, seq_slots, out.ref);
-            compare(q, tol_.rope);
-            compare(k, tol_.rope);
-            const double cache_tol = cache_type == DType::F16 ? 1e-3 : tol_.rope;
-            const auto got = cache_values(test_, kc.test), want = cache_values(*ref_, kc.ref);
-            EXPECT_LE(relative_max_error(got, want), cache_tol) << "k cache";
-            EXPECT_TRUE(read_bytes(test_, vc.test) == read_bytes(*ref_, vc.ref)) << "v cache differs";
+            compare_rope_kv_store(q, k, kc, vc, cache_type);
             compare(out, cache_type == DType::F16 ? std::max(tol_.attention, 1e-3) : tol_.attention);
           }
   }
@@ -710,6 +700,17 @@ class OpCases {
 
   // With `scales`, the error of element i is measured relative to scales[i]; without, relative
   // to the largest reference value.
+  // After rope_kv_store (or its each-sequence form) on both backends: q and k rotated as rope
+  // (its tolerance), the k cache as rope (an f16 cache: within 1e-3), the v cache an exact copy.
+  void compare_rope_kv_store(const Pair& q, const Pair& k, const Pair& kc, const Pair& vc, DType cache_type) {
+    compare(q, tol_.rope);
+    compare(k, tol_.rope);
+    const double cache_tol = cache_type == DType::F16 ? 1e-3 : tol_.rope;
+    const auto got = cache_values(test_, kc.test), want = cache_values(*ref_, kc.ref);
+    EXPECT_LE(relative_max_error(got, want), cache_tol) << "k cache";
+    EXPECT_TRUE(read_bytes(test_, vc.test) == read_bytes(*ref_, vc.ref)) << "v cache differs";
+  }
+
   void compare(const Pair& p, double tol, const std::vector<double>& scales = {}) {
     const auto got = read_f32(test_, p.test), want = read_f32(*ref_, p.ref);
     ASSERT_EQ(got.size(), want.size());
