@@ -26,6 +26,7 @@ struct BenchOptions {
   int n_gen = 128;
   int repetitions = 3;
   int n_seq = 1;
+  bool ctx_given = false;  // -c: allocate that many cache slots, not just the -p + -n the tests use
   std::string json_out;
 };
 
@@ -72,6 +73,7 @@ Status bench(const BenchOptions& o) {
                                                .repetitions = o.repetitions,
                                                .n_batch = o.model.n_batch,
                                                .n_seq = o.n_seq,
+                                               .n_ctx = o.ctx_given ? o.model.n_ctx : 0,
                                                .kv_type = kv_type,
                                                .probe_read_gbps = std::ref(probe)}));
   const auto [min_gbps, max_gbps] = std::minmax_element(r.read_gbps.begin(), r.read_gbps.end());
@@ -125,6 +127,7 @@ Status bench(const BenchOptions& o) {
         {"n_prompt", o.n_prompt},
         {"n_gen", o.n_gen},
         {"n_seq", o.n_seq},
+        {"n_ctx", r.n_ctx},
         {"prefill_tokens_per_second", r.prefill.tokens_per_second},
         {"decode_tokens_per_second", r.decode.tokens_per_second},
         {"decode_bytes_per_token", r.decode_bytes_per_token},
@@ -156,7 +159,10 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
   cmd->add_option("--json", o->json_out, "also write the results as JSON");
-  cmd->callback([o, &exit_code] {
+  cmd->callback([o, cmd, &exit_code] {
+    // bench allocates the cache the tests need (-p + -n slots) unless -c asks for more, as a
+    // server or `run -c` allocates up front (decode then runs over a mostly empty cache).
+    o->ctx_given = cmd->count("--ctx-size") > 0;
     Status s = bench(*o);
     exit_code = s.ok() ? 0 : report_error(s);
   });

@@ -29,7 +29,11 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
     return invalid_argument("bench: -p and -n must be >= 0 and -r >= 1");
   const LlamaConfig& c = model.config();
   // Decode starts after a one-token prompt when prefill is skipped.
-  const int n_ctx = std::max(o.n_prompt, 1) + o.n_gen;
+  const int needed = std::max(o.n_prompt, 1) + o.n_gen;
+  if (o.n_ctx != 0 && o.n_ctx < needed)
+    return invalid_argument("bench: a context of " + std::to_string(o.n_ctx) + " slots cannot hold the " +
+                            std::to_string(needed) + " tokens of the tests (-p + -n)");
+  const int n_ctx = std::max(needed, o.n_ctx);
   if (n_ctx > c.n_ctx_train)
     return invalid_argument("bench: " + std::to_string(n_ctx) + " tokens exceed the model's context " +
                             std::to_string(c.n_ctx_train));
@@ -51,6 +55,7 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
   std::vector<TokenId> step_ids(static_cast<size_t>(o.n_seq));
 
   ModelBenchResult result;
+  result.n_ctx = n_ctx;
   const double kv_elem_bytes = o.kv_type == DType::F16 ? 2 : 4;
   const double mean_decode_ctx = std::max(o.n_prompt, 1) + o.n_gen / 2.0;
   const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * kv_elem_bytes * mean_decode_ctx;

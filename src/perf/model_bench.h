@@ -18,6 +18,7 @@ struct ModelBenchOptions {
   int repetitions = 3;
   int n_batch = 512;   // prompt tokens per forward pass
   int n_seq = 1;       // sequences decoded together (each step: one token of each)
+  int n_ctx = 0;       // cache slots per sequence; 0: what the tests need (-p + -n)
   DType kv_type = DType::F16;
   uint64_t seed = 1;
   // Read bandwidth of the weights' memory in GB/s (0: no probe), taken before each timed
@@ -34,6 +35,7 @@ struct RateStats {
 
 struct ModelBenchResult {
   RateStats prefill, decode;
+  int n_ctx = 0;  // cache slots allocated per sequence
   // With a probe: its readings (repetitions + 1: before each repetition and after the last),
   // and per repetition the decode's bytes per second over the larger of the two readings
   // around it.

@@ -7,6 +7,7 @@ count, every fraction = tokens/s x bytes per token / max(neighbouring probes), a
 fraction their mean.
 """
 import json
+import subprocess
 
 import pytest
 
@@ -48,3 +49,24 @@ def test_bench_with_sequences_counts_weights_once_per_step(bitlight, session_tmp
     weights, kv = 2 * (b1 - b2), 2 * b2 - b1
     assert 0 < weights <= docs[1]["weight_bytes"], (b1, b2)
     assert kv > 0, (b1, b2)
+
+
+def test_bench_context_size(bitlight, session_tmp):
+    """bench allocates the cache its tests need (-p + -n slots) unless -c asks for more (as a
+    server or `run -c` allocates up front); the bytes read per token do not depend on it, and a
+    -c too small for the tests is refused with the reason."""
+    model = session_tmp / "bench_tiny_q4_0.gguf"
+    if not model.exists():
+        bitlight.run("synth", "--shape", "tiny", "--type", "q4_0", "-o", model)
+    docs = {}
+    for ctx in (None, 64):
+        out = session_tmp / f"bench_ctx{ctx}.json"
+        extra = ["-c", ctx] if ctx else []
+        bitlight.run("bench", "-m", model, "-p", 4, "-n", 4, "-r", 1, "-t", 1, *extra, "--json", out)
+        docs[ctx] = json.loads(out.read_text())
+    assert docs[None]["n_ctx"] == 8 and docs[64]["n_ctx"] == 64
+    assert docs[64]["decode_bytes_per_token"] == docs[None]["decode_bytes_per_token"]
+    cmd = [str(bitlight.binary), "bench", "-m", str(model), "-p", "4", "-n", "4", "-r", "1", "-t", "1", "-c", "6"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r.stderr
+    assert "context of 6 slots cannot hold the 8 tokens" in r.stderr
