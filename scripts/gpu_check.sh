@@ -95,6 +95,8 @@ step "build (ninja -j$JOBS)"
 ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test cuda_sequence_batch_test \
   cuda_bench_test bitlight_cli 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
 test -x "$BUILD_DIR/tests/cuda_backend_ops_test"
+# The kernel timeline tool (tools/kernel_trace), where the toolkit has CUPTI.
+ninja -C "$BUILD_DIR" -j"$JOBS" bitlight_kernel_trace >> "$OUT/build.log" 2>&1 || echo "(no kernel timeline tool: no CUPTI)"
 part "configure + build"
 
 # KERNEL_CHECKS=0 skips the op tests, memcheck and the kernel benchmark (whole model only).
