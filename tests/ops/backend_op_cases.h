@@ -407,15 +407,16 @@ class OpCases {
   // rope_kv_store_attention against the reference's rope_kv_store then attention: the output
   // (attention's tolerance; f16 caches 1e-3, as each_sequence) and the caches (as rope_kv_store),
   // not q and k, which the op may leave unrotated. One token takes CUDA's rope inside the
-  // attention kernel (with up to 8 query heads per KV head; 16/2 does not), three the two ops.
+  // attention kernel at head_dim 128 and 256 with up to 8 query heads per KV head (not 16/2);
+  // three tokens, and the other head sizes, take the two ops.
   // The caches start random everywhere, so a wrong slot or head written or read shows.
   void rope_kv_store_attention() {
-    const std::vector<float> factors = random_positive(64, 1.0f, 8.0f);
+    const std::vector<float> factors = random_positive(128, 1.0f, 8.0f);  // n_dims / 2 at head_dim 256
     struct Heads {
       int64_t q, kv;
     };
     for (DType cache_type : {DType::F32, DType::F16})
-      for (int64_t head_dim : {64, 128, 80})
+      for (int64_t head_dim : {64, 128, 80, 256})
         for (Heads h : {Heads{8, 2}, Heads{9, 3}, Heads{8, 8}, Heads{8, 1}, Heads{16, 2}})
           for (int64_t n : {1, 3})
             for (int variant = 0; variant < 3; ++variant) {  // as rope(): all dims; half, scaled; factors
