@@ -131,6 +131,12 @@ class Backend {
   // rope(q); rope(k); kv_store(k, v, caches, positions): q and k are rotated in place.
   virtual void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                              const Tensor& positions, const RopeParams& p);
+  // rope_kv_store(q, k, v, caches, positions, rope), then attention(q, caches, positions, attn,
+  // out): a layer's attention from the QKV matmul's output. q and k are left rotated or not
+  // (CUDA rotates them on the fly for one token, one kernel instead of two).
+  virtual void rope_kv_store_attention(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                                       const Tensor& positions, const RopeParams& rope, const AttentionParams& attn,
+                                       Tensor& out);
   // One token per sequence (SequenceBatch's decode step): token i of q, k, v [head_dim, heads,
   // n] is sequence i's, whose cache is slots [i * seq_slots, (i + 1) * seq_slots) of caches
   // [head_dim, n_head_kv, >= n * seq_slots], and positions[i] counts within that sequence.

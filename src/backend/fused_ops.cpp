@@ -57,6 +57,13 @@ void Backend::rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cac
   kv_store(k, v, k_cache, v_cache, positions);
 }
 
+void Backend::rope_kv_store_attention(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                                      const Tensor& positions, const RopeParams& rope, const AttentionParams& attn,
+                                      Tensor& out) {
+  rope_kv_store(q, k, v, k_cache, v_cache, positions, rope);
+  attention(q, k_cache, v_cache, positions, attn, out);
+}
+
 namespace {
 
 // Token i of x [ne0, ne1, n] as [ne0, ne1, 1] (any 4-byte element type).

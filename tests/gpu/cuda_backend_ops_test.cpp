@@ -61,6 +61,7 @@ TEST_F(CudaBackendOps, GetRows) { cases->get_rows(); }
 TEST_F(CudaBackendOps, Matmul) { cases->matmul(); }
 TEST_F(CudaBackendOps, FusedMatmul) { cases->fused_matmul(); }
 TEST_F(CudaBackendOps, RopeKvStore) { cases->rope_kv_store(); }
+TEST_F(CudaBackendOps, RopeKvStoreAttention) { cases->rope_kv_store_attention(); }
 TEST_F(CudaBackendOps, EachSequence) { cases->each_sequence(); }
 TEST_F(CudaBackendOps, Argmax) { cases->argmax(); }
 TEST_F(CudaBackendOps, SampleTopK) { cases->sample_top_k(); }

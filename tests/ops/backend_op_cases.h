@@ -111,6 +111,7 @@ class OpCases {
     matmul();
     fused_matmul();
     rope_kv_store();
+    rope_kv_store_attention();
     each_sequence();
     argmax();
     sample_top_k();
@@ -400,6 +401,58 @@ class OpCases {
               test_.rope_kv_store(q.test, k.test, v.test, kc.test, vc.test, tp.test, p);
               ref_->rope_kv_store(q.ref, k.ref, v.ref, kc.ref, vc.ref, tp.ref, p);
               compare_rope_kv_store(q, k, kc, vc, cache_type);
+            }
+  }
+
+  // rope_kv_store_attention against the reference's rope_kv_store then attention: the output
+  // (attention's tolerance; f16 caches 1e-3, as each_sequence) and the caches (as rope_kv_store),
+  // not q and k, which the op may leave unrotated. One token takes CUDA's rope inside the
+  // attention kernel at head_dim 128 and 256 with up to 8 query heads per KV head (not 16/2);
+  // three tokens, and the other head sizes, take the two ops.
+  // The caches start random everywhere, so a wrong slot or head written or read shows.
+  void rope_kv_store_attention() {
+    const std::vector<float> factors = random_positive(128, 1.0f, 8.0f);  // n_dims / 2 at head_dim 256
+    struct Heads {
+      int64_t q, kv;
+    };
+    for (DType cache_type : {DType::F32, DType::F16})
+      for (int64_t head_dim : {64, 128, 80, 256})
+        for (Heads h : {Heads{8, 2}, Heads{9, 3}, Heads{8, 8}, Heads{8, 1}, Heads{16, 2}})
+          for (int64_t n : {1, 3})
+            for (int variant = 0; variant < 3; ++variant) {  // as rope(): all dims; half, scaled; factors
+              RopeParams rp;
+              rp.n_dims = static_cast<int>(variant == 1 ? head_dim / 2 : head_dim);
+              rp.freq_base = variant == 1 ? 500000.0f : 10000.0f;
+              rp.freq_scale = variant == 1 ? 0.25f : 1.0f;
+              rp.neox = variant != 0;
+              rp.freq_factors = variant == 2 ? factors.data() : nullptr;
+              AttentionParams ap;
+              ap.n_head = static_cast<int>(h.q);
+              ap.n_head_kv = static_cast<int>(h.kv);
+              ap.head_dim = static_cast<int>(head_dim);
+              ap.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+              begin_case();
+              const int64_t n_ctx = 600;
+              const int32_t n_past = variant == 0 ? 0 : static_cast<int32_t>(uniform_int(1, n_ctx - n));
+              SCOPED_TRACE(std::string("rope_kv_store_attention ") + std::string(dtype_name(cache_type)) + " head_dim=" +
+                           std::to_string(head_dim) + " heads=" + std::to_string(h.q) + "/" + std::to_string(h.kv) +
+                           " n=" + std::to_string(n) + " variant=" + std::to_string(variant) + " n_past=" + std::to_string(n_past));
+              Pair q = input(DType::F32, {head_dim, h.q, n, 1}, random(head_dim * h.q * n, 2.0f));
+              Pair k = input(DType::F32, {head_dim, h.kv, n, 1}, random(head_dim * h.kv * n, 2.0f));
+              Pair v = input(DType::F32, {head_dim, h.kv, n, 1}, random(head_dim * h.kv * n, 2.0f));
+              const std::array<int64_t, 4> cache_ne = {head_dim, h.kv, n_ctx, 1};
+              Pair kc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * h.kv * n_ctx));
+              Pair vc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * h.kv * n_ctx));
+              std::vector<int32_t> pos(static_cast<size_t>(n));
+              for (int64_t i = 0; i < n; ++i) pos[i] = n_past + static_cast<int32_t>(i);
+              Pair tp = input_i32(pos);
+              Pair out = output(DType::F32, {head_dim, h.q, n, 1});
+              test_.rope_kv_store_attention(q.test, k.test, v.test, kc.test, vc.test, tp.test, rp, ap, out.test);
+              ref_->rope_kv_store_attention(q.ref, k.ref, v.ref, kc.ref, vc.ref, tp.ref, rp, ap, out.ref);
+              compare(out, cache_type == DType::F16 ? std::max(tol_.attention, 1e-3) : tol_.attention);
+              const double cache_tol = cache_type == DType::F16 ? 1e-3 : tol_.rope;
+              EXPECT_LE(relative_max_error(cache_values(test_, kc.test), cache_values(*ref_, kc.ref)), cache_tol) << "k cache";
+              EXPECT_TRUE(read_bytes(test_, vc.test) == read_bytes(*ref_, vc.ref)) << "v cache differs";
             }
   }
 

@@ -40,6 +40,7 @@ TEST_F(CpuBackendOps, GetRows) { cases.get_rows(); }
 TEST_F(CpuBackendOps, Matmul) { cases.matmul(); }
 TEST_F(CpuBackendOps, FusedMatmul) { cases.fused_matmul(); }
 TEST_F(CpuBackendOps, RopeKvStore) { cases.rope_kv_store(); }
+TEST_F(CpuBackendOps, RopeKvStoreAttention) { cases.rope_kv_store_attention(); }
 TEST_F(CpuBackendOps, EachSequence) { cases.each_sequence(); }
 TEST_F(CpuBackendOps, Argmax) { cases.argmax(); }
 TEST_F(CpuBackendOps, SampleTopK) { cases.sample_top_k(); }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -37,7 +38,11 @@ constexpr size_t kCublasWorkspaceBytes = 32u << 20;
 
 class CudaBackendImpl final : public CudaBackend {
  public:
-  explicit CudaBackendImpl(int device) : device_(device) {}
+  explicit CudaBackendImpl(int device) : device_(device) {
+    // BITLIGHT_CUDA_ROPE_ATTENTION=0: rope_kv_store_attention as two kernels (for comparisons).
+    const char* fused = std::getenv("BITLIGHT_CUDA_ROPE_ATTENTION");
+    rope_in_attention_ = !fused || std::strcmp(fused, "0") != 0;
+  }
 
   Status init() {
     cudaError_t e = cudaSetDevice(device_);
@@ -433,22 +438,67 @@ class CudaBackendImpl final : public CudaBackend {
     rope_kv_store_checked(q, k, v, k_cache, v_cache, positions, p, 0, "rope_kv_store");
   }
 
+  // The operand checks of rope_kv_store (reported through op).
+  bool rope_kv_operands_ok(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                           const Tensor& v_cache, const Tensor& positions, const RopeParams& p, const char* op) {
+    const int64_t n = q.ne[2] * q.ne[3], kv_dim = k.ne[0] * k.ne[1];
+    const bool f16 = k_cache.dtype == DType::F16;
+    return on_device({&q, &k, &v, &k_cache, &v_cache, &positions}, op) && all_f32({&q, &k, &v}, op) &&
+           expect(q.ne[0] == k.ne[0] && k.ne == v.ne && k.ne[2] * k.ne[3] == n, op,
+                "q " + shape_string(q) + ", k " + shape_string(k) + ", v " + shape_string(v) + " do not match") &&
+           expect(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= q.ne[0] && p.n_dims <= cuda::kAttentionMaxHeadDim, op,
+                "n_dims " + std::to_string(p.n_dims) + " must be even and <= head_dim " + std::to_string(q.ne[0]) +
+                    " and <= " + std::to_string(cuda::kAttentionMaxHeadDim)) &&
+           expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype, op, "caches must both be f16 or f32") &&
+           expect(k_cache.ne == v_cache.ne && k_cache.ne[0] * k_cache.ne[1] == kv_dim, op,
+                "cache " + shape_string(k_cache) + " does not match k " + shape_string(k)) &&
+           expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]");
+  }
+
+  // One token of one sequence with head_dim >= 128: the rope inside the attention kernel
+  // (attention.cu, launch_rope_attention), one launch less per layer; otherwise the two ops.
+  // Measured on an H100 (docs/cuda.md, "Decode step timeline"): 8B shapes (head_dim 128) q4_0
+  // +3.7 %, q8_0 +3.5 %, f16 unchanged; the 1B shape (head_dim 64) q4_0 -4 %, not understood
+  // yet, so smaller heads keep the rope kernel.
+  static constexpr int kRopeInAttentionMinHeadDim = 128;
+  void rope_kv_store_attention(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                               const Tensor& positions, const RopeParams& rope, const AttentionParams& attn,
+                               Tensor& out) override {
+    const char* op = "rope_kv_store_attention";
+    const int64_t n = q.ne[2] * q.ne[3];
+    const bool f16 = k_cache.dtype == DType::F16;
+    cuda::AttentionLaunch al{attn.n_head, attn.n_head_kv, attn.head_dim, attn.scale, n, k_cache.ne[2] * k_cache.ne[3],
+                             f16, 1};
+    cuda::RopeLaunch rl{static_cast<int>(q.ne[0]), static_cast<int>(q.ne[1]), n, rope.n_dims, rope.freq_base,
+                        rope.freq_scale, rope.neox, nullptr};
+    if (!rope_in_attention_ || attn.head_dim < kRopeInAttentionMinHeadDim || !cuda::rope_attention_applies(al, rl)) {
+      Backend::rope_kv_store_attention(q, k, v, k_cache, v_cache, positions, rope, attn, out);
+      return;
+    }
+    if (!rope_kv_operands_ok(q, k, v, k_cache, v_cache, positions, rope, op) ||
+        !attention_operands_ok(q, k_cache, v_cache, positions, attn, out, op))
+      return;
+    if (rope.freq_factors) {
+      rl.freq_factors = device_freq_factors(rope.freq_factors, rope.n_dims / 2);
+      if (!rl.freq_factors) return;
+    }
+    al.n_splits = cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount);
+    float* ws = nullptr;
+    if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
+      ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
+      if (!ws) return;
+    }
+    cuda::launch_rope_attention(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data,
+                                positions.as<int32_t>(), al, rl, ws, out.as<float>(), stream_);
+    check_launch(op);
+  }
+
   // rope_kv_store, or with seq_slots > 0 its one-sequence-per-token form.
   void rope_kv_store_checked(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                              const Tensor& positions, const RopeParams& p, int64_t seq_slots, const char* op) {
-    const int64_t n = q.ne[2] * q.ne[3], kv_dim = k.ne[0] * k.ne[1];
+    const int64_t n = q.ne[2] * q.ne[3];
     const bool f16 = k_cache.dtype == DType::F16;
-    if (!on_device({&q, &k, &v, &k_cache, &v_cache, &positions}, op) || !all_f32({&q, &k, &v}, op) ||
-        !expect(q.ne[0] == k.ne[0] && k.ne == v.ne && k.ne[2] * k.ne[3] == n, op,
-                "q " + shape_string(q) + ", k " + shape_string(k) + ", v " + shape_string(v) + " do not match") ||
-        !expect(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= q.ne[0] && p.n_dims <= cuda::kAttentionMaxHeadDim, op,
-                "n_dims " + std::to_string(p.n_dims) + " must be even and <= head_dim " + std::to_string(q.ne[0]) +
-                    " and <= " + std::to_string(cuda::kAttentionMaxHeadDim)) ||
-        !expect((f16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype, op, "caches must both be f16 or f32") ||
-        !expect(k_cache.ne == v_cache.ne && k_cache.ne[0] * k_cache.ne[1] == kv_dim, op,
-                "cache " + shape_string(k_cache) + " does not match k " + shape_string(k)) ||
-        !expect(positions.dtype == DType::I32 && positions.elements() == n, op, "positions must be i32 [n_tokens]"))
-      return;
+    if (!rope_kv_operands_ok(q, k, v, k_cache, v_cache, positions, p, op)) return;
     cuda::RopeLaunch rl{static_cast<int>(q.ne[0]), static_cast<int>(q.ne[1]), n, p.n_dims, p.freq_base,
                         p.freq_scale, p.neox, nullptr};
     if (p.freq_factors) {
@@ -724,6 +774,7 @@ class CudaBackendImpl final : public CudaBackend {
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
   bool capturing_ = false;
+  bool rope_in_attention_ = true;  // rope_kv_store_attention as one kernel where it applies
   Status error_;
 };
 

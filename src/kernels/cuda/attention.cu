@@ -45,7 +45,39 @@ struct AttnParams {
   float* partial_ml;   // [n_splits, n_tokens, n_head, 2]
   float* out;          // [head_dim, n_head, n_tokens]
   int64_t seq_slots;   // > 0: token t's cache is slots [t * seq_slots, (t + 1) * seq_slots)
+  // With the rope (attention_rope_kernel; one token, one query group per KV head): q and k_new,
+  // v_new [head_dim, n_head_kv] as the QKV matmul wrote them, rotated here; k_new (rotated) and
+  // v_new go into the caches at slot positions[0] by the block whose slots hold it.
+  const float* k_new;
+  const float* v_new;
+  RopeLaunch rope;
 };
+
+// k or v of one head into a cache row.
+template <bool kF16>
+__device__ __forceinline__ void put_cache(void* cache, int64_t i, float v) {
+  if constexpr (kF16)
+    static_cast<__half*>(cache)[i] = __float2half_rn(v);
+  else
+    static_cast<float*>(cache)[i] = v;
+}
+
+// Asks L2 for the K and V rows of kv_head at slots [begin, stop) (from base_slot): issued
+// before pdl_wait, their DRAM latency overlaps the kernel before. Safe to issue early: rows
+// a predecessor still writes (the current token's) are only read after the wait, and L2 is
+// the point of coherence, so a line fetched early is updated in place by the write.
+__device__ __forceinline__ void prefetch_rows_l2(const AttnParams& p, int kv_head, int64_t base_slot, int64_t begin,
+                                                 int64_t stop, int elem_bytes) {
+  constexpr int kLine = 128;
+  const int64_t row_bytes = static_cast<int64_t>(p.head_dim) * elem_bytes;
+  const int64_t lines = (row_bytes + kLine - 1) / kLine;
+  for (int64_t j = threadIdx.x; j < (stop - begin) * lines; j += kAttnThreads) {
+    const int64_t slot = begin + j / lines, line = j % lines;
+    const int64_t at = ((base_slot + slot) * p.n_head_kv + kv_head) * row_bytes + line * kLine;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(static_cast<const char*>(p.k) + at));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(static_cast<const char*>(p.v) + at));
+  }
+}
 
 template <bool kF16>
 __device__ __forceinline__ float2 load_pair(const void* base, int64_t idx) {
@@ -53,11 +85,11 @@ __device__ __forceinline__ float2 load_pair(const void* base, int64_t idx) {
   return *reinterpret_cast<const float2*>(static_cast<const float*>(base) + idx);
 }
 
-// kPairs: dim pairs per lane, 64 * kPairs >= head_dim.
-template <int kPairs, bool kF16>
+// kPairs: dim pairs per lane, 64 * kPairs >= head_dim. kRope: q and the new k, v come unrotated
+// from the QKV matmul (AttnParams::k_new); the kernel rotates them (as rope_kv_store_kernel,
+// elementwise.cu: angles in fp64) and stores the new k, v in the caches itself.
+template <int kPairs, bool kF16, bool kRope>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
-  pdl_wait();
-  pdl_allow_next();
   const int kv_head = blockIdx.x / p.groups_per_kv;
   const int group = blockIdx.x % p.groups_per_kv;
   const int64_t t = blockIdx.y;
@@ -81,6 +113,60 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   const int64_t begin = min(end, split * per_split);
   const int64_t stop = min(begin + per_split, end);
 
+  // Before the wait: nothing the kernel before writes (positions come from the host before the
+  // step's first kernel; the rope angles depend on them only).
+  prefetch_rows_l2(p, kv_head, base_slot, begin, stop, kF16 ? 2 : 4);
+  __shared__ float cos_sh[kAttentionMaxHeadDim / 2], sin_sh[kAttentionMaxHeadDim / 2];
+  __shared__ float q_sh[kRope ? kMaxGroup : 1][kRope ? kAttentionMaxHeadDim : 1];
+  const int half = p.rope.n_dims / 2;
+  if constexpr (kRope) {
+    for (int i = threadIdx.x; i < half; i += kAttnThreads) {
+      double theta = static_cast<double>(pos) * p.rope.freq_scale *
+                     pow(static_cast<double>(p.rope.freq_base), -2.0 * static_cast<double>(i) / p.rope.n_dims);
+      if (p.rope.freq_factors) theta /= p.rope.freq_factors[i];
+      double sd, cd;
+      sincos(theta, &sd, &cd);
+      cos_sh[i] = static_cast<float>(cd);
+      sin_sh[i] = static_cast<float>(sd);
+    }
+  }
+  pdl_wait();
+  pdl_allow_next();
+  if constexpr (kRope) {
+    // The group's q heads, rotated, into shared memory; the block whose slots hold the token's
+    // own slot rotates its k and writes k and v there (read back below after the barrier).
+    for (int idx = threadIdx.x; idx < n_g * p.head_dim; idx += kAttnThreads)
+      q_sh[idx / p.head_dim][idx % p.head_dim] =
+          p.q[(t * p.n_head + kv_head * heads_per_kv + g0) * p.head_dim + idx];
+    __syncthreads();
+    const bool own_slot = pos >= begin && pos < stop;
+    for (int idx = threadIdx.x; idx < (n_g + (own_slot ? 1 : 0)) * half; idx += kAttnThreads) {
+      const int g = idx / half, i = idx % half;
+      const int i0 = p.rope.neox ? i : 2 * i, i1 = p.rope.neox ? i + half : 2 * i + 1;
+      const float sn = sin_sh[i], cs = cos_sh[i];
+      if (g < n_g) {
+        const float x0 = q_sh[g][i0], x1 = q_sh[g][i1];
+        q_sh[g][i0] = x0 * cs - x1 * sn;
+        q_sh[g][i1] = x0 * sn + x1 * cs;
+      } else {
+        const float* kh = p.k_new + static_cast<int64_t>(kv_head) * p.head_dim;
+        const int64_t row = (pos * p.n_head_kv + kv_head) * p.head_dim;
+        const float x0 = kh[i0], x1 = kh[i1];
+        put_cache<kF16>(const_cast<void*>(p.k), row + i0, x0 * cs - x1 * sn);
+        put_cache<kF16>(const_cast<void*>(p.k), row + i1, x0 * sn + x1 * cs);
+      }
+    }
+    if (own_slot) {
+      const int64_t row = (pos * p.n_head_kv + kv_head) * p.head_dim;
+      const int64_t at = static_cast<int64_t>(kv_head) * p.head_dim;
+      for (int e = threadIdx.x; e < p.head_dim; e += kAttnThreads) {
+        if (e >= p.rope.n_dims) put_cache<kF16>(const_cast<void*>(p.k), row + e, p.k_new[at + e]);
+        put_cache<kF16>(const_cast<void*>(p.v), row + e, p.v_new[at + e]);
+      }
+    }
+    __syncthreads();  // q_sh rotated; the own slot's k, v visible to the block's loads
+  }
+
   float2 qv[kMaxGroup][kPairs];
   float m[kMaxGroup], l[kMaxGroup];
   float2 acc[kMaxGroup][kPairs];
@@ -88,7 +174,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   for (int g = 0; g < kMaxGroup; ++g) {
     m[g] = -INFINITY;
     l[g] = 0.0f;
-    const float* qh = p.q + (t * p.n_head + kv_head * heads_per_kv + g0 + g) * p.head_dim;
+    const float* qh = kRope ? q_sh[kRope ? g : 0] : p.q + (t * p.n_head + kv_head * heads_per_kv + g0 + g) * p.head_dim;
 #pragma unroll
     for (int e = 0; e < kPairs; ++e) {
       const int pr = lane + kWarp * e;
@@ -249,10 +335,39 @@ __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(Attn
   }
 }
 
-template <int kPairs>
+template <int kPairs, bool kRope>
 void launch_pairs(const AttnParams& ap, dim3 grid, bool f16, cudaStream_t stream) {
-  launch_pdl(f16 ? attention_kernel<kPairs, true> : attention_kernel<kPairs, false>, grid, dim3(kAttnThreads), 0, stream,
-             ap);
+  launch_pdl(f16 ? attention_kernel<kPairs, true, kRope> : attention_kernel<kPairs, false, kRope>, grid,
+             dim3(kAttnThreads), 0, stream, ap);
+}
+
+// launch_attention, or with ap.k_new set launch_rope_attention.
+template <bool kRope>
+void launch_split_kv(const AttnParams& ap, const AttentionLaunch& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.n_head_kv * ap.groups_per_kv), static_cast<unsigned>(p.n_tokens),
+                  static_cast<unsigned>(ap.n_splits));
+  if (p.head_dim <= 64) launch_pairs<1, kRope>(ap, grid, p.cache_f16, stream);
+  else if (p.head_dim <= 128) launch_pairs<2, kRope>(ap, grid, p.cache_f16, stream);
+  else launch_pairs<4, kRope>(ap, grid, p.cache_f16, stream);
+  if (ap.n_splits > 1) {
+    const dim3 cgrid(static_cast<unsigned>(p.n_head), static_cast<unsigned>(p.n_tokens));
+    launch_pdl(attention_combine_kernel, cgrid, dim3(kCombineThreads), 0, stream, ap);
+  }
+}
+
+AttnParams attn_params(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
+                       const AttentionLaunch& p, float* workspace, float* out) {
+  const int heads_per_kv = p.n_head / p.n_head_kv;
+  const int groups = (heads_per_kv + kMaxGroup - 1) / kMaxGroup;
+  const int n_splits = std::clamp(p.n_splits, 1, kAttentionMaxSplits);
+  AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
+                p.n_tokens, p.seq_slots > 0 ? p.seq_slots : p.n_ctx, n_splits, nullptr, nullptr, out, p.seq_slots,
+                nullptr, nullptr, RopeLaunch{}};
+  if (n_splits > 1) {
+    ap.partial_acc = workspace;
+    ap.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
+  }
+  return ap;
 }
 
 }  // namespace
@@ -272,24 +387,24 @@ int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_
 void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
                       const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream) {
   if (p.n_tokens <= 0 || p.n_head <= 0) return;
-  const int heads_per_kv = p.n_head / p.n_head_kv;
-  const int groups = (heads_per_kv + kMaxGroup - 1) / kMaxGroup;
-  const int n_splits = std::clamp(p.n_splits, 1, kAttentionMaxSplits);
-  AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
-                p.n_tokens, p.seq_slots > 0 ? p.seq_slots : p.n_ctx, n_splits, nullptr, nullptr, out, p.seq_slots};
-  if (n_splits > 1) {
-    ap.partial_acc = workspace;
-    ap.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
-  }
-  const dim3 grid(static_cast<unsigned>(p.n_head_kv * groups), static_cast<unsigned>(p.n_tokens),
-                  static_cast<unsigned>(n_splits));
-  if (p.head_dim <= 64) launch_pairs<1>(ap, grid, p.cache_f16, stream);
-  else if (p.head_dim <= 128) launch_pairs<2>(ap, grid, p.cache_f16, stream);
-  else launch_pairs<4>(ap, grid, p.cache_f16, stream);
-  if (n_splits > 1) {
-    const dim3 cgrid(static_cast<unsigned>(p.n_head), static_cast<unsigned>(p.n_tokens));
-    launch_pdl(attention_combine_kernel, cgrid, dim3(kCombineThreads), 0, stream, ap);
-  }
+  launch_split_kv<false>(attn_params(q, k_cache, v_cache, positions, p, workspace, out), p, stream);
+}
+
+bool rope_attention_applies(const AttentionLaunch& p, const RopeLaunch& r) {
+  return p.n_tokens == 1 && p.seq_slots == 0 && p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 &&
+         p.n_head / p.n_head_kv <= kMaxGroup && r.head_dim == p.head_dim && r.n_dims > 0 && r.n_dims % 2 == 0 &&
+         r.n_dims <= p.head_dim;
+}
+
+void launch_rope_attention(const float* q, const float* k, const float* v, void* k_cache, void* v_cache,
+                           const int32_t* positions, const AttentionLaunch& p, const RopeLaunch& r, float* workspace,
+                           float* out, cudaStream_t stream) {
+  if (!rope_attention_applies(p, r) || p.n_head <= 0) return;
+  AttnParams ap = attn_params(q, k_cache, v_cache, positions, p, workspace, out);
+  ap.k_new = k;
+  ap.v_new = v;
+  ap.rope = r;
+  launch_split_kv<true>(ap, p, stream);
 }
 
 }  // namespace bl::cuda

@@ -222,6 +222,16 @@ int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_
 void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
                       const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream);
 
+// launch_rope_kv_store then launch_attention for one token of one sequence (q [head_dim, n_head],
+// k, v [head_dim, n_head_kv] as the QKV matmul wrote them), without the rope kernel: each
+// attention block rotates its query heads itself, and the block whose slots hold the token's
+// own writes its rotated k and v into the caches (q and k are left unrotated). Applies with at
+// most 8 query heads per KV head (one block group) and r.head_dim == p.head_dim.
+bool rope_attention_applies(const AttentionLaunch& p, const RopeLaunch& r);
+void launch_rope_attention(const float* q, const float* k, const float* v, void* k_cache, void* v_cache,
+                           const int32_t* positions, const AttentionLaunch& p, const RopeLaunch& r, float* workspace,
+                           float* out, cudaStream_t stream);
+
 // The same causal attention for a chunk of prompt tokens on tensor cores (prefill_attention.cu,
 // FlashAttention-2 style: Q and P rounded to fp16, fp32 accumulation), for f16 caches, head_dim
 // 64 or 128 and n_head a multiple of n_head_kv. Fewer tokens than kPrefillAttentionMinTokens
