@@ -7,13 +7,19 @@
 #  2. `bitlight bench` on synthetic Llama-3 1B and 8B shapes, decode as % of the HBM read
 #     bandwidth measured in the same run, prefill (pp512; 8B also pp2048 as one forward pass of
 #     2048 tokens) as % of the bf16 peak measured in the same run; a markdown summary goes to
-#     $OUT/model_bench.md.
+#     $OUT/model_bench.md;
+#  3. for TIMELINE_SPECS (default llama3-1b:q4_0 llama3-8b:q4_0), the decode step's per-kernel
+#     timeline inside the replayed graph (tools/kernel_trace + scripts/kernel_timeline.py) to
+#     $OUT/timeline_<shape>_<type>.md, printed before the summary.
 #
 #   scripts/gpu_model_check.sh BITLIGHT_BIN OUT_DIR
 set -uo pipefail
 B=$1
 OUT=$2
 MODELS=${MODELS_DIR:-/tmp/bitlight-models}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TRACE_LIB=$(cd "$(dirname "$B")/.." && pwd)/lib/libbitlight_kernel_trace.so
+TIMELINE_SPECS=${TIMELINE_SPECS:-llama3-1b:q4_0 llama3-8b:q4_0}
 mkdir -p "$MODELS" "$OUT"
 failed=0
 # 20 ids: eval runs them as one prefill step (more than 16 tokens: the cuBLAS path).
@@ -77,6 +83,15 @@ for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b
   fi
   # Batch decode: 16 sequences, one token each per step (tok/s over all 16).
   "$B" bench -m "$m" --device cuda -p 16 -n 32 -r 2 -B 16 --json "$OUT/bench_${shape}_${type}_b16.json" | tail -2 || failed=1
+  # Where each kernel's time goes inside the replayed decode graph (tools/kernel_trace, CUPTI;
+  # built by gpu_check.sh where the toolkit has it): per-kernel shares of the last 16 of 32 steps.
+  if [[ " $TIMELINE_SPECS " == *" $spec "* && -f $TRACE_LIB ]]; then
+    CUDA_INJECTION64_PATH=$TRACE_LIB BITLIGHT_KERNEL_TRACE="$OUT/trace.csv" \
+      "$B" bench -m "$m" --device cuda -p 512 -n 32 -r 1 > /dev/null 2>&1 &&
+      { echo "decode step timeline, $spec (-p 512 -n 32, last 16 steps):"; python3 "$ROOT/scripts/kernel_timeline.py" \
+        "$OUT/trace.csv" --steps 16; } > "$OUT/timeline_${shape}_$type.md" || echo "(no timeline for $spec)"
+    rm -f "$OUT/trace.csv"
+  fi
   long="$OUT/bench_${shape}_${type}_pp2048.json"
   rm -f "$long"
   if [[ $shape == llama3-8b ]]; then
@@ -102,5 +117,6 @@ print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f}
       f"{j['bf16_peak_tflops']:.0f} |")
 PY
 done
+for t in "$OUT"/timeline_*.md; do [[ -f $t ]] && { cat "$t"; echo; }; done
 cat "$OUT/model_bench.md"
 exit $failed
