@@ -39,9 +39,11 @@ constexpr size_t kCublasWorkspaceBytes = 32u << 20;
 class CudaBackendImpl final : public CudaBackend {
  public:
   explicit CudaBackendImpl(int device) : device_(device) {
-    // BITLIGHT_CUDA_ROPE_ATTENTION=0: rope_kv_store_attention as two kernels (for comparisons).
+    // BITLIGHT_CUDA_ROPE_ATTENTION=0: rope_kv_store_attention as two kernels; =all: as one kernel
+    // at every head size too (both for comparisons).
     const char* fused = std::getenv("BITLIGHT_CUDA_ROPE_ATTENTION");
     rope_in_attention_ = !fused || std::strcmp(fused, "0") != 0;
+    rope_in_attention_all_heads_ = fused && std::strcmp(fused, "all") == 0;
   }
 
   Status init() {
@@ -471,7 +473,8 @@ class CudaBackendImpl final : public CudaBackend {
                              f16, 1};
     cuda::RopeLaunch rl{static_cast<int>(q.ne[0]), static_cast<int>(q.ne[1]), n, rope.n_dims, rope.freq_base,
                         rope.freq_scale, rope.neox, nullptr};
-    if (!rope_in_attention_ || attn.head_dim < kRopeInAttentionMinHeadDim || !cuda::rope_attention_applies(al, rl)) {
+    if (!rope_in_attention_ || (attn.head_dim < kRopeInAttentionMinHeadDim && !rope_in_attention_all_heads_) ||
+        !cuda::rope_attention_applies(al, rl)) {
       Backend::rope_kv_store_attention(q, k, v, k_cache, v_cache, positions, rope, attn, out);
       return;
     }
@@ -775,6 +778,7 @@ class CudaBackendImpl final : public CudaBackend {
   cudaGraphExec_t graph_exec_ = nullptr;
   bool capturing_ = false;
   bool rope_in_attention_ = true;  // rope_kv_store_attention as one kernel where it applies
+  bool rope_in_attention_all_heads_ = false;  // also below kRopeInAttentionMinHeadDim
   Status error_;
 };
 
