@@ -315,14 +315,22 @@ class CudaBackendImpl final : public CudaBackend {
 
   // The split-KV decode attention (attention.cu) over al.n_ctx slots per token's cache region:
   // as many splits as fill the SMs, their partials in the attention workspace.
-  void launch_split_kv_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
-                                 cuda::AttentionLaunch al, Tensor& out, const char* op) {
+  // Picks al.n_splits and sets ws to the partials' workspace (null when one split); false when
+  // that memory cannot be had (the error is recorded).
+  bool split_kv_workspace(cuda::AttentionLaunch& al, float*& ws) {
     al.n_splits = cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount);
-    float* ws = nullptr;
+    ws = nullptr;
     if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
       ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
-      if (!ws) return;
+      if (!ws) return false;
     }
+    return true;
+  }
+
+  void launch_split_kv_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
+                                 cuda::AttentionLaunch al, Tensor& out, const char* op) {
+    float* ws;
+    if (!split_kv_workspace(al, ws)) return;
     cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
                            stream_);
     check_launch(op);
@@ -485,12 +493,8 @@ class CudaBackendImpl final : public CudaBackend {
       rl.freq_factors = device_freq_factors(rope.freq_factors, rope.n_dims / 2);
       if (!rl.freq_factors) return;
     }
-    al.n_splits = cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount);
-    float* ws = nullptr;
-    if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
-      ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
-      if (!ws) return;
-    }
+    float* ws;
+    if (!split_kv_workspace(al, ws)) return;
     cuda::launch_rope_attention(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data,
                                 positions.as<int32_t>(), al, rl, ws, out.as<float>(), stream_);
     check_launch(op);

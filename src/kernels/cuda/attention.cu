@@ -45,9 +45,10 @@ struct AttnParams {
   float* partial_ml;   // [n_splits, n_tokens, n_head, 2]
   float* out;          // [head_dim, n_head, n_tokens]
   int64_t seq_slots;   // > 0: token t's cache is slots [t * seq_slots, (t + 1) * seq_slots)
-  // With the rope (attention_rope_kernel; one token, one query group per KV head): q and k_new,
-  // v_new [head_dim, n_head_kv] as the QKV matmul wrote them, rotated here; k_new (rotated) and
-  // v_new go into the caches at slot positions[0] by the block whose slots hold it.
+  // With the rope (attention_kernel<.., kRope>, launch_rope_attention: one token of one
+  // sequence, one query group per KV head): q and k_new, v_new [head_dim, n_head_kv] as the QKV
+  // matmul wrote them, rotated here; k_new (rotated) and v_new go into the caches at slot
+  // positions[0] (= the cache row: no seq_slots) by the block whose slots hold it.
   const float* k_new;
   const float* v_new;
   RopeLaunch rope;
