@@ -19,6 +19,7 @@
 
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rope.cuh"
 
 namespace bl::cuda {
 namespace {
@@ -54,15 +55,6 @@ struct AttnParams {
   RopeLaunch rope;
 };
 
-// k or v of one head into a cache row.
-template <bool kF16>
-__device__ __forceinline__ void put_cache(void* cache, int64_t i, float v) {
-  if constexpr (kF16)
-    static_cast<__half*>(cache)[i] = __float2half_rn(v);
-  else
-    static_cast<float*>(cache)[i] = v;
-}
-
 // Asks L2 for the K and V rows of kv_head at slots [begin, stop) (from base_slot): issued
 // before pdl_wait, their DRAM latency overlaps the kernel before. Safe to issue early: rows
 // a predecessor still writes (the current token's) are only read after the wait, and L2 is
@@ -88,7 +80,7 @@ __device__ __forceinline__ float2 load_pair(const void* base, int64_t idx) {
 
 // kPairs: dim pairs per lane, 64 * kPairs >= head_dim. kRope: q and the new k, v come unrotated
 // from the QKV matmul (AttnParams::k_new); the kernel rotates them (as rope_kv_store_kernel,
-// elementwise.cu: angles in fp64) and stores the new k, v in the caches itself.
+// rope.cuh: angles in fp64) and stores the new k, v in the caches itself.
 template <int kPairs, bool kF16, bool kRope>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   const int kv_head = blockIdx.x / p.groups_per_kv;
@@ -121,15 +113,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   __shared__ float q_sh[kRope ? kMaxGroup : 1][kRope ? kAttentionMaxHeadDim : 1];
   const int half = p.rope.n_dims / 2;
   if constexpr (kRope) {
-    for (int i = threadIdx.x; i < half; i += kAttnThreads) {
-      double theta = static_cast<double>(pos) * p.rope.freq_scale *
-                     pow(static_cast<double>(p.rope.freq_base), -2.0 * static_cast<double>(i) / p.rope.n_dims);
-      if (p.rope.freq_factors) theta /= p.rope.freq_factors[i];
-      double sd, cd;
-      sincos(theta, &sd, &cd);
-      cos_sh[i] = static_cast<float>(cd);
-      sin_sh[i] = static_cast<float>(sd);
-    }
+    for (int i = threadIdx.x; i < half; i += kAttnThreads) rope_cos_sin(static_cast<double>(pos), i, p.rope, cos_sh[i], sin_sh[i]);
   }
   pdl_wait();
   pdl_allow_next();
@@ -143,7 +127,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     const bool own_slot = pos >= begin && pos < stop;
     for (int idx = threadIdx.x; idx < (n_g + (own_slot ? 1 : 0)) * half; idx += kAttnThreads) {
       const int g = idx / half, i = idx % half;
-      const int i0 = p.rope.neox ? i : 2 * i, i1 = p.rope.neox ? i + half : 2 * i + 1;
+      const int i0 = rope_first(i, p.rope.neox), i1 = rope_second(i, half, p.rope.neox);
       const float sn = sin_sh[i], cs = cos_sh[i];
       if (g < n_g) {
         const float x0 = q_sh[g][i0], x1 = q_sh[g][i1];

@@ -10,6 +10,7 @@
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rope.cuh"
 
 namespace bl::cuda {
 namespace {
@@ -72,9 +73,8 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, 
   }
 }
 
-// One thread per rotated pair: i in [0, n_dims / 2) of head h of token t. theta =
-// pos * freq_scale * freq_base^(-2i / n_dims) / freq_factors[i] (ggml's rope without YaRN),
-// in fp64: at position 600 an fp32 theta is already ~1e-4 rad off, and the op is tiny.
+// One thread per rotated pair: i in [0, n_dims / 2) of head h of token t (angles in fp64,
+// rope.cuh; the op is tiny).
 __global__ void rope_kernel(float* x, const int32_t* positions, RopeLaunch p) {
   pdl_wait();
   pdl_allow_next();
@@ -84,15 +84,10 @@ __global__ void rope_kernel(float* x, const int32_t* positions, RopeLaunch p) {
   const int64_t i = idx % half;
   const int64_t head = (idx / half) % p.n_heads;
   const int64_t t = idx / (half * p.n_heads);
-  double theta = static_cast<double>(positions[t]) * p.freq_scale *
-                 pow(static_cast<double>(p.freq_base), -2.0 * static_cast<double>(i) / p.n_dims);
-  if (p.freq_factors) theta /= p.freq_factors[i];
-  double sd, cd;
-  sincos(theta, &sd, &cd);
-  const float s = static_cast<float>(sd), c = static_cast<float>(cd);
+  float c, s;
+  rope_cos_sin(static_cast<double>(positions[t]), i, p, c, s);
   float* xh = x + (t * p.n_heads + head) * p.head_dim;
-  const int64_t i0 = p.neox ? i : 2 * i;
-  const int64_t i1 = p.neox ? i + half : 2 * i + 1;
+  const int64_t i0 = rope_first(i, p.neox), i1 = rope_second(i, half, p.neox);
   const float x0 = xh[i0], x1 = xh[i1];
   xh[i0] = x0 * c - x1 * s;
   xh[i1] = x0 * s + x1 * c;
@@ -133,14 +128,6 @@ constexpr int kRopeKvThreads = 64;  // a Llama head of 128 dims is 64 pairs
 constexpr int64_t kRopeManyTokens = 64;  // from here on, several heads per block
 
 template <bool kF16>
-__device__ __forceinline__ void put_cache(void* cache, int64_t i, float v) {
-  if constexpr (kF16)
-    static_cast<__half*>(cache)[i] = __float2half_rn(v);
-  else
-    static_cast<float*>(cache)[i] = v;
-}
-
-template <bool kF16>
 __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q, float* k, const float* v, void* k_cache,
                                                                         void* v_cache, int n_head, int n_head_kv,
                                                                         int64_t n_ctx, const int32_t* positions,
@@ -160,14 +147,7 @@ __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q,
   __shared__ float cos_sh[kAttentionMaxHeadDim / 2], sin_sh[kAttentionMaxHeadDim / 2];
   if (h0 < n_head + n_head_kv) {  // some q or k head to rotate
     const double pos = static_cast<double>(positions[t]);
-    for (int i = threadIdx.x; i < half; i += kRopeKvThreads) {
-      double theta = pos * p.freq_scale * pow(static_cast<double>(p.freq_base), -2.0 * static_cast<double>(i) / p.n_dims);
-      if (p.freq_factors) theta /= p.freq_factors[i];
-      double sd, cd;
-      sincos(theta, &sd, &cd);
-      cos_sh[i] = static_cast<float>(cd);
-      sin_sh[i] = static_cast<float>(sd);
-    }
+    for (int i = threadIdx.x; i < half; i += kRopeKvThreads) rope_cos_sin(pos, i, p, cos_sh[i], sin_sh[i]);
     __syncthreads();
   }
   for (int h = h0; h < h_end; ++h) {
@@ -184,7 +164,7 @@ __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q,
     const int64_t cache_at = slot * kv_dim + at;
     for (int i = threadIdx.x; i < half; i += kRopeKvThreads) {
       const float sn = sin_sh[i], cs = cos_sh[i];
-      const int i0 = p.neox ? i : 2 * i, i1 = p.neox ? i + half : 2 * i + 1;
+      const int i0 = rope_first(i, p.neox), i1 = rope_second(i, half, p.neox);
       const float x0 = xh[i0], x1 = xh[i1];
       const float y0 = x0 * cs - x1 * sn, y1 = x0 * sn + x1 * cs;
       xh[i0] = y0;
