@@ -170,14 +170,7 @@ class OpCases {
         for (int64_t n : {1, 3, 17})
           for (bool neox : {false, true})
             for (int variant = 0; variant < 3; ++variant) {
-              // variant 0: all dims, base 1e4; 1: half the dims, freq_scale 0.25, base 5e5;
-              // 2: all dims with Llama 3 frequency factors.
-              RopeParams p;
-              p.n_dims = static_cast<int>(variant == 1 ? head_dim / 2 : head_dim);
-              p.freq_base = variant == 1 ? 500000.0f : 10000.0f;
-              p.freq_scale = variant == 1 ? 0.25f : 1.0f;
-              p.neox = neox;
-              p.freq_factors = variant == 2 ? factors.data() : nullptr;
+              const RopeParams p = rope_variant(variant, head_dim, neox, factors);
               begin_case();
               const int32_t n_past = static_cast<int32_t>(uniform_int(0, 600));
               SCOPED_TRACE("rope head_dim=" + std::to_string(head_dim) + " heads=" + std::to_string(n_heads) +
@@ -375,25 +368,15 @@ class OpCases {
       for (int64_t head_dim : {64, 128, 80})
         for (Heads h : {Heads{8, 2}, Heads{9, 3}})
           for (int64_t n : {1, 3, 17, 70})  // 70: the CUDA kernel's many-token grid (several heads a block)
-            for (int variant = 0; variant < 3; ++variant) {  // as rope(): all dims; half, scaled; factors
-              RopeParams p;
-              p.n_dims = static_cast<int>(variant == 1 ? head_dim / 2 : head_dim);
-              p.freq_base = variant == 1 ? 500000.0f : 10000.0f;
-              p.freq_scale = variant == 1 ? 0.25f : 1.0f;
-              p.neox = variant != 0;
-              p.freq_factors = variant == 2 ? factors.data() : nullptr;
+            for (int variant = 0; variant < 3; ++variant) {  // normal rope at variant 0, else neox
+              const RopeParams p = rope_variant(variant, head_dim, variant != 0, factors);
               begin_case();
               const int64_t n_ctx = 600;
               const int32_t n_past = static_cast<int32_t>(uniform_int(0, n_ctx - n));
               SCOPED_TRACE(std::string("rope_kv_store ") + std::string(dtype_name(cache_type)) + " head_dim=" +
                            std::to_string(head_dim) + " heads=" + std::to_string(h.q) + "/" + std::to_string(h.kv) +
                            " n=" + std::to_string(n) + " variant=" + std::to_string(variant) + " n_past=" + std::to_string(n_past));
-              Pair q = input(DType::F32, {head_dim, h.q, n, 1}, random(head_dim * h.q * n, 2.0f));
-              Pair k = input(DType::F32, {head_dim, h.kv, n, 1}, random(head_dim * h.kv * n, 2.0f));
-              Pair v = input(DType::F32, {head_dim, h.kv, n, 1}, random(head_dim * h.kv * n, 2.0f));
-              const std::array<int64_t, 4> cache_ne = {head_dim, h.kv, n_ctx, 1};
-              Pair kc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * h.kv * n_ctx));
-              Pair vc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * h.kv * n_ctx));
+              auto [q, k, v, kc, vc] = rope_kv_inputs(cache_type, head_dim, h.q, h.kv, n, n_ctx);
               std::vector<int32_t> pos(static_cast<size_t>(n));
               for (int64_t i = 0; i < n; ++i) pos[i] = n_past + static_cast<int32_t>(i);
               if (n > 2) std::swap(pos[0], pos[2]);
@@ -419,13 +402,8 @@ class OpCases {
       for (int64_t head_dim : {64, 128, 80, 256})
         for (Heads h : {Heads{8, 2}, Heads{9, 3}, Heads{8, 8}, Heads{8, 1}, Heads{16, 2}})
           for (int64_t n : {1, 3})
-            for (int variant = 0; variant < 3; ++variant) {  // as rope(): all dims; half, scaled; factors
-              RopeParams rp;
-              rp.n_dims = static_cast<int>(variant == 1 ? head_dim / 2 : head_dim);
-              rp.freq_base = variant == 1 ? 500000.0f : 10000.0f;
-              rp.freq_scale = variant == 1 ? 0.25f : 1.0f;
-              rp.neox = variant != 0;
-              rp.freq_factors = variant == 2 ? factors.data() : nullptr;
+            for (int variant = 0; variant < 3; ++variant) {  // normal rope at variant 0, else neox
+              const RopeParams rp = rope_variant(variant, head_dim, variant != 0, factors);
               AttentionParams ap;
               ap.n_head = static_cast<int>(h.q);
               ap.n_head_kv = static_cast<int>(h.kv);
@@ -437,12 +415,7 @@ class OpCases {
               SCOPED_TRACE(std::string("rope_kv_store_attention ") + std::string(dtype_name(cache_type)) + " head_dim=" +
                            std::to_string(head_dim) + " heads=" + std::to_string(h.q) + "/" + std::to_string(h.kv) +
                            " n=" + std::to_string(n) + " variant=" + std::to_string(variant) + " n_past=" + std::to_string(n_past));
-              Pair q = input(DType::F32, {head_dim, h.q, n, 1}, random(head_dim * h.q * n, 2.0f));
-              Pair k = input(DType::F32, {head_dim, h.kv, n, 1}, random(head_dim * h.kv * n, 2.0f));
-              Pair v = input(DType::F32, {head_dim, h.kv, n, 1}, random(head_dim * h.kv * n, 2.0f));
-              const std::array<int64_t, 4> cache_ne = {head_dim, h.kv, n_ctx, 1};
-              Pair kc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * h.kv * n_ctx));
-              Pair vc = input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * h.kv * n_ctx));
+              auto [q, k, v, kc, vc] = rope_kv_inputs(cache_type, head_dim, h.q, h.kv, n, n_ctx);
               std::vector<int32_t> pos(static_cast<size_t>(n));
               for (int64_t i = 0; i < n; ++i) pos[i] = n_past + static_cast<int32_t>(i);
               Pair tp = input_i32(pos);
@@ -624,6 +597,34 @@ class OpCases {
     for (float& x : v) x = dist(rng_);
     return v;
   }
+  // The rope cases' parameters: variant 0 all dims, base 1e4; 1 half the dims, freq_scale 0.25,
+  // base 5e5; 2 all dims with Llama 3 frequency factors (factors: at least n_dims / 2 of them).
+  static RopeParams rope_variant(int variant, int64_t head_dim, bool neox, const std::vector<float>& factors) {
+    RopeParams p;
+    p.n_dims = static_cast<int>(variant == 1 ? head_dim / 2 : head_dim);
+    p.freq_base = variant == 1 ? 500000.0f : 10000.0f;
+    p.freq_scale = variant == 1 ? 0.25f : 1.0f;
+    p.neox = neox;
+    p.freq_factors = variant == 2 ? factors.data() : nullptr;
+    return p;
+  }
+
+  // q [head_dim, n_head, n], k and v [head_dim, n_head_kv, n] in [-2, 2], and k, v caches of
+  // n_ctx slots filled with random values (in that order of draws).
+  struct RopeKvInputs {
+    Pair q, k, v, k_cache, v_cache;
+  };
+  RopeKvInputs rope_kv_inputs(DType cache_type, int64_t head_dim, int64_t n_head, int64_t n_head_kv, int64_t n,
+                              int64_t n_ctx) {
+    const std::array<int64_t, 4> cache_ne = {head_dim, n_head_kv, n_ctx, 1};
+    return RopeKvInputs{
+        input(DType::F32, {head_dim, n_head, n, 1}, random(head_dim * n_head * n, 2.0f)),
+        input(DType::F32, {head_dim, n_head_kv, n, 1}, random(head_dim * n_head_kv * n, 2.0f)),
+        input(DType::F32, {head_dim, n_head_kv, n, 1}, random(head_dim * n_head_kv * n, 2.0f)),
+        input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * n_head_kv * n_ctx)),
+        input_bytes(cache_type, cache_ne, random_cache(cache_type, head_dim * n_head_kv * n_ctx))};
+  }
+
   std::vector<float> random_positive(int64_t n, float lo, float hi) {
     std::uniform_real_distribution<float> dist(lo, hi);
     std::vector<float> v(static_cast<size_t>(n));
