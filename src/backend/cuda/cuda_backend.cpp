@@ -270,12 +270,8 @@ class CudaBackendImpl final : public CudaBackend {
         !expect(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= x.ne[0], op,
                 "n_dims " + std::to_string(p.n_dims) + " must be even and <= head_dim " + std::to_string(x.ne[0])))
       return;
-    cuda::RopeLaunch rl{static_cast<int>(x.ne[0]), static_cast<int>(x.ne[1]), n, p.n_dims, p.freq_base,
-                        p.freq_scale, p.neox, nullptr};
-    if (p.freq_factors) {
-      rl.freq_factors = device_freq_factors(p.freq_factors, p.n_dims / 2);
-      if (!rl.freq_factors) return;
-    }
+    cuda::RopeLaunch rl = rope_launch(x, p);
+    if (!with_freq_factors(p, rl)) return;
     cuda::launch_rope(x.as<float>(), positions.as<int32_t>(), rl, stream_);
     check_launch(op);
   }
@@ -479,8 +475,7 @@ class CudaBackendImpl final : public CudaBackend {
     const bool f16 = k_cache.dtype == DType::F16;
     cuda::AttentionLaunch al{attn.n_head, attn.n_head_kv, attn.head_dim, attn.scale, n, k_cache.ne[2] * k_cache.ne[3],
                              f16, 1};
-    cuda::RopeLaunch rl{static_cast<int>(q.ne[0]), static_cast<int>(q.ne[1]), n, rope.n_dims, rope.freq_base,
-                        rope.freq_scale, rope.neox, nullptr};
+    cuda::RopeLaunch rl = rope_launch(q, rope);
     if (!rope_in_attention_ || (attn.head_dim < kRopeInAttentionMinHeadDim && !rope_in_attention_all_heads_) ||
         !cuda::rope_attention_applies(al, rl)) {
       Backend::rope_kv_store_attention(q, k, v, k_cache, v_cache, positions, rope, attn, out);
@@ -489,10 +484,7 @@ class CudaBackendImpl final : public CudaBackend {
     if (!rope_kv_operands_ok(q, k, v, k_cache, v_cache, positions, rope, op) ||
         !attention_operands_ok(q, k_cache, v_cache, positions, attn, out, op))
       return;
-    if (rope.freq_factors) {
-      rl.freq_factors = device_freq_factors(rope.freq_factors, rope.n_dims / 2);
-      if (!rl.freq_factors) return;
-    }
+    if (!with_freq_factors(rope, rl)) return;
     float* ws;
     if (!split_kv_workspace(al, ws)) return;
     cuda::launch_rope_attention(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data,
@@ -503,15 +495,10 @@ class CudaBackendImpl final : public CudaBackend {
   // rope_kv_store, or with seq_slots > 0 its one-sequence-per-token form.
   void rope_kv_store_checked(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                              const Tensor& positions, const RopeParams& p, int64_t seq_slots, const char* op) {
-    const int64_t n = q.ne[2] * q.ne[3];
     const bool f16 = k_cache.dtype == DType::F16;
     if (!rope_kv_operands_ok(q, k, v, k_cache, v_cache, positions, p, op)) return;
-    cuda::RopeLaunch rl{static_cast<int>(q.ne[0]), static_cast<int>(q.ne[1]), n, p.n_dims, p.freq_base,
-                        p.freq_scale, p.neox, nullptr};
-    if (p.freq_factors) {
-      rl.freq_factors = device_freq_factors(p.freq_factors, p.n_dims / 2);
-      if (!rl.freq_factors) return;
-    }
+    cuda::RopeLaunch rl = rope_launch(q, p);
+    if (!with_freq_factors(p, rl)) return;
     cuda::launch_rope_kv_store(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, f16,
                                static_cast<int>(q.ne[1]), static_cast<int>(k.ne[1]), k_cache.ne[2] * k_cache.ne[3],
                                positions.as<int32_t>(), rl, stream_, seq_slots);
@@ -687,6 +674,20 @@ class CudaBackendImpl final : public CudaBackend {
 
   // Device copy of a host freq_factors array, made once per (pointer, length): the same
   // pointer may come with more pairs later (another head_dim), which needs a longer copy.
+  // The rope of p over x [head_dim, n_heads, n_tokens]; its frequency factors are put on the
+  // device by with_freq_factors.
+  static cuda::RopeLaunch rope_launch(const Tensor& x, const RopeParams& p) {
+    return {static_cast<int>(x.ne[0]), static_cast<int>(x.ne[1]), x.ne[2] * x.ne[3], p.n_dims, p.freq_base,
+            p.freq_scale, p.neox, nullptr};
+  }
+  // rl.freq_factors = p.freq_factors on the device (null without them); false when they cannot
+  // be uploaded (the error is recorded).
+  bool with_freq_factors(const RopeParams& p, cuda::RopeLaunch& rl) {
+    if (!p.freq_factors) return true;
+    rl.freq_factors = device_freq_factors(p.freq_factors, p.n_dims / 2);
+    return rl.freq_factors != nullptr;
+  }
+
   const float* device_freq_factors(const float* host, int n) {
     auto it = freq_factors_.find(host);
     if (it != freq_factors_.end() && it->second.n >= n) return it->second.data;
