@@ -31,6 +31,7 @@
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/weight_decode.cuh"  // dispatch_weight_format
 
 namespace bl::cuda {
 namespace {
@@ -156,6 +157,13 @@ void launch_layout(const SkinnyArgs& p, dim3 grid, cudaStream_t stream) {
     gemv_skinny_kernel<T, 2, kTiled><<<grid, kThreads, 0, stream>>>(p);
 }
 
+// The formats with skinny pieces: the block formats (not F32 / F16 / BF16).
+template <DType T>
+constexpr bool is_skinny_format() {
+  return T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q4_K || T == DType::Q5_K ||
+         T == DType::Q6_K;
+}
+
 template <DType T>
 void launch_format(const SkinnyArgs& p, bool tiled, dim3 grid, cudaStream_t stream) {
   if constexpr (is_tileable<T>()) {
@@ -179,17 +187,9 @@ int multiprocessors() {
 bool gemv_skinny_applies(const WeightView& w, int n_tokens) {
   if (n_tokens < kSkinnyMinTokens || n_tokens > kGemvMaxTokens || w.cols % kUnitCols != 0 || w.rows <= 0)
     return false;
-  switch (w.dtype) {
-    case DType::Q8_0:
-    case DType::Q4_0:
-    case DType::Q4_1:
-    case DType::Q4_K:
-    case DType::Q5_K:
-    case DType::Q6_K:
-      return true;
-    default:
-      return false;
-  }
+  bool block_format = false;
+  dispatch_weight_format(w.dtype, [&]<DType T>() { block_format = is_skinny_format<T>(); });
+  return block_format;
 }
 
 bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
@@ -217,28 +217,10 @@ bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float
   if (p.split && !accumulate)
     cudaMemsetAsync(out, 0, static_cast<size_t>(w.rows) * n_tokens * sizeof(float), stream);
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
-  switch (w.dtype) {
-    case DType::Q8_0:
-      launch_format<DType::Q8_0>(p, w.tiled, grid, stream);
-      return true;
-    case DType::Q4_0:
-      launch_format<DType::Q4_0>(p, w.tiled, grid, stream);
-      return true;
-    case DType::Q4_1:
-      launch_format<DType::Q4_1>(p, w.tiled, grid, stream);
-      return true;
-    case DType::Q4_K:
-      launch_format<DType::Q4_K>(p, w.tiled, grid, stream);
-      return true;
-    case DType::Q5_K:
-      launch_format<DType::Q5_K>(p, w.tiled, grid, stream);
-      return true;
-    case DType::Q6_K:
-      launch_format<DType::Q6_K>(p, w.tiled, grid, stream);
-      return true;
-    default:
-      return false;
-  }
+  dispatch_weight_format(w.dtype, [&]<DType T>() {
+    if constexpr (is_skinny_format<T>()) launch_format<T>(p, w.tiled, grid, stream);
+  });
+  return true;  // gemv_skinny_applies admitted only skinny formats
 }
 
 }  // namespace bl::cuda
