@@ -31,7 +31,8 @@
 # GPU), MEMCHECK_SECONDS (default 150, per memcheck process), SHARDS (gtest shards of the op
 # test binary, default 4), JOBS (default nproc), KERNEL_CHECKS (default 1),
 # KERNEL_BENCH (default 1; 0 skips the GEMV benchmark only), MODEL_CHECK (default 1);
-# BENCH_SPECS / MODEL_TYPES narrow the whole-model part.
+# BENCH_SPECS / MODEL_TYPES narrow the whole-model part; CMAKE_ARGS adds configure arguments
+# (e.g. -DCMAKE_CUDA_FLAGS=-DNAME=1 for a build to compare, scripts/gpu_ab.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -89,12 +90,15 @@ step "configure ($BUILD_DIR, sm_$CUDA_ARCH, Release)"
 # CMake < 3.26 does not know nvcc's C++20 flag; naming it is harmless for newer versions.
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITLIGHT_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
-  -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 "${CMAKE_EXTRA[@]}" 2>&1 | tee "$OUT/configure.log" | tail -3
+  -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 "${CMAKE_EXTRA[@]}" ${CMAKE_ARGS:-} 2>&1 | tee "$OUT/configure.log" | tail -3
 
 step "build (ninja -j$JOBS)"
-ninja -C "$BUILD_DIR" -j"$JOBS" cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test cuda_sequence_batch_test \
-  cuda_bench_test bitlight_cli 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
-test -x "$BUILD_DIR/tests/cuda_backend_ops_test"
+TARGETS=(bitlight_cli)
+[[ "${KERNEL_CHECKS:-1}" == 1 ]] && TARGETS+=(cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test
+                                             cuda_sequence_batch_test cuda_bench_test)
+ninja -C "$BUILD_DIR" -j"$JOBS" "${TARGETS[@]}" 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
+test -x "$BUILD_DIR/bin/bitlight"
+[[ "${KERNEL_CHECKS:-1}" == 1 ]] && test -x "$BUILD_DIR/tests/cuda_backend_ops_test"
 # The kernel timeline tool (tools/kernel_trace), where the toolkit has CUPTI.
 ninja -C "$BUILD_DIR" -j"$JOBS" bitlight_kernel_trace >> "$OUT/build.log" 2>&1 || echo "(no kernel timeline tool: no CUPTI)"
 part "configure + build"

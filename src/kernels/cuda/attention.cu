@@ -115,8 +115,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   if constexpr (kRope) {
     for (int i = threadIdx.x; i < half; i += kAttnThreads) rope_cos_sin(static_cast<double>(pos), i, p.rope, cos_sh[i], sin_sh[i]);
   }
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   if constexpr (kRope) {
     // The group's q heads, rotated, into shared memory; the block whose slots hold the token's
     // own slot rotates its k and writes k and v there (read back below after the barrier).
@@ -273,8 +272,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
 constexpr int kCombineThreads = 128;
 __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(AttnParams p) {
   static_assert(kAttentionMaxSplits <= 2 * kWarp, "the first warp reads two splits per lane");
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start_next_early();  // the O GEMV after this one may start its weight loads
   const int64_t th = static_cast<int64_t>(blockIdx.y) * p.n_head + blockIdx.x;
   const int64_t stride = p.n_tokens * p.n_head;
   __shared__ float weight[kAttentionMaxSplits];  // e^(m_s - M), 0 for splits that saw no slot

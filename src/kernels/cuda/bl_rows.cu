@@ -59,8 +59,7 @@ __global__ void dequantize_bl_kernel(BlMatrix m, uint16_t* dst) {
 
 // Grid x over chunks of a row, y over tokens; ids outside [0, rows) give zeros.
 __global__ void get_rows_bl_kernel(BlMatrix m, const int32_t* ids, float* out) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t t = blockIdx.y, c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (c >= m.cols / kChunkCols) return;
   const int64_t id = ids[t];

@@ -23,8 +23,7 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1)
 // float4 loads, unrolled so that a thread's loads are in flight together: the plain loop
 // issued one 4-byte load per L2 round trip, 16 in a row at d = 4096 (6.7 us a call, docs/cuda.md).
 __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, int64_t d, float* out) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const float* xt = x + blockIdx.x * d;
   float* ot = out + blockIdx.x * d;
   const bool vec = d % 4 == 0 && reinterpret_cast<uintptr_t>(xt) % 16 == 0 &&
@@ -57,15 +56,13 @@ __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, 
 }
 
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i < n) out[i] = a[i] + b[i];
 }
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i < n) {
     const float g = gate[i];
@@ -76,8 +73,7 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, 
 // One thread per rotated pair: i in [0, n_dims / 2) of head h of token t (angles in fp64,
 // rope.cuh; the op is tiny).
 __global__ void rope_kernel(float* x, const int32_t* positions, RopeLaunch p) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t half = p.n_dims / 2;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (idx >= half * p.n_heads * p.n_tokens) return;
@@ -96,8 +92,7 @@ __global__ void rope_kernel(float* x, const int32_t* positions, RopeLaunch p) {
 template <bool kF16>
 __global__ void kv_store_kernel(const float* k, const float* v, void* k_cache, void* v_cache, int64_t kv_dim,
                                 int64_t n_tokens, int64_t n_ctx, const int32_t* positions) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= kv_dim * n_tokens) return;
   const int64_t t = i / kv_dim, e = i % kv_dim;
@@ -133,8 +128,7 @@ __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q,
                                                                         int64_t n_ctx, const int32_t* positions,
                                                                         RopeLaunch p, int heads_per_block,
                                                                         int64_t seq_slots) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t t = blockIdx.y;
   const int hd = p.head_dim, half = p.n_dims / 2;
   const int64_t kv_dim = static_cast<int64_t>(n_head_kv) * hd;

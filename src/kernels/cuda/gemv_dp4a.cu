@@ -435,8 +435,7 @@ template <Prologue kPro>
 __global__ void __launch_bounds__(kThreads)
     quantize_x_once_kernel(const float* x, GemvFusion fuse, int64_t cols, uint8_t* dst,
                            float* partial_sumsq) {
-  pdl_wait();
-  pdl_allow_next();  // the GEMV after this one may start its weight loads
+  pdl_start_next_early();  // the GEMV after this one may start its weight loads
   int8_t* xq = reinterpret_cast<int8_t*>(dst);
   XScale* xs = reinterpret_cast<XScale*>(dst + cols);
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;

@@ -31,6 +31,36 @@ __device__ __forceinline__ void pdl_allow_next() {
 #endif
 }
 
+// The first line of a kernel whose every step needs the kernel before it. Two orders:
+//  - pdl_start(): wait, then let the next kernel launch. For kernels followed by other small
+//    kernels: allowing first let launches run ahead through rope, attention and combine into
+//    the next GEMV, whose blocks then held SMs and loaded weights while attention read its
+//    cache (1B q4_0 -2.4 %, docs/cuda.md).
+//  - pdl_start_next_early(): let the next kernel launch, then wait. For the small kernels just
+//    before a GEMV: its blocks get resident as the SMs free and issue their weight loads while
+//    this one waits and runs (with the wait first, that launch began only once the kernel
+//    before had completed).
+// BITLIGHT_PDL_ORDER (compile time, for comparisons): 1 = every kernel allows first, 2 = every
+// kernel waits first.
+__device__ __forceinline__ void pdl_start() {
+#if defined(BITLIGHT_PDL_ORDER) && BITLIGHT_PDL_ORDER == 1
+  pdl_allow_next();
+  pdl_wait();
+#else
+  pdl_wait();
+  pdl_allow_next();
+#endif
+}
+__device__ __forceinline__ void pdl_start_next_early() {
+#if defined(BITLIGHT_PDL_ORDER) && BITLIGHT_PDL_ORDER == 2
+  pdl_wait();
+  pdl_allow_next();
+#else
+  pdl_allow_next();
+  pdl_wait();
+#endif
+}
+
 // Whether the current device supports PDL (compute capability 9.0 or newer).
 inline bool pdl_supported() {
   int device = 0, major = 0;

@@ -58,8 +58,7 @@ __global__ void __launch_bounds__(kThreads)
     sample_top_k_kernel(const float* logits, int64_t n_vocab, int slice_len, const TopKDrawParams* draws,
                         int32_t* ids, uint64_t* block_keys, unsigned* counters) {
   __shared__ uint64_t keys[kSliceKeys];
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int t = blockIdx.y;
   const TopKDrawParams d = draws[t];
   const int top_k = d.top_k < 1 ? 1 : d.top_k > kMaxDeviceTopK ? kMaxDeviceTopK : d.top_k;  // memory-safe

@@ -45,8 +45,7 @@ __device__ __forceinline__ uint64_t block_max(uint64_t k) {
 // keys [n_tokens][kBlocks], counters [n_tokens] (zero before the first launch).
 __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, int64_t n_vocab, int32_t* ids,
                                                          uint64_t* keys, unsigned* counters) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t t = blockIdx.y;
   const float* row = logits + t * n_vocab;
   uint64_t best = 0;

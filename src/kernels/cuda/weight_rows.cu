@@ -19,8 +19,7 @@ constexpr int kThreads = 256;
 template <DType T, bool kTiled>
 __global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t cols, int64_t rows,
                                 const int32_t* ids, float* out) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start_next_early();  // the first GEMV (or quantize) may launch
   const int64_t t = blockIdx.y;
   const int64_t id = ids[t];
   float* dst = out + t * cols;

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# A/B of builds on a GPU machine, for a change chosen at compile time: builds each of BUILDS
+# (default "A B") as scripts/gpu_check.sh does (the CLI and the trace tool only; CMAKE_ARGS_<name>
+# is added to that build's configure), synthesizes each spec of SPECS once, benches it ROUNDS
+# times with the builds alternating (A B A B ..., so drift of the machine hits all), prints decode tok/s
+# per run as a markdown table ($OUT/ab.md), and writes each build's decode-step timeline for
+# every spec (tools/kernel_trace, $OUT/timeline_<build>_<shape>_<type>.md).
+#
+#   CMAKE_ARGS_B=-DCMAKE_CUDA_FLAGS=-DNAME=1 SPECS="llama3-8b:q4_0" scripts/gpu_ab.sh
+#
+# Environment: OUT (default build-ab/out), BUILDS, SPECS (default llama3-1b:q4_0 llama3-8b:q4_0),
+# ROUNDS (default 2), BENCH_ARGS (default -p 512 -n 128 -r 2), TRACE (default 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-build-ab/out}
+SPECS=${SPECS:-llama3-1b:q4_0 llama3-8b:q4_0}
+ROUNDS=${ROUNDS:-2}
+BUILDS=${BUILDS:-A B}
+BENCH_ARGS=${BENCH_ARGS:--p 512 -n 128 -r 2}
+MODELS=${MODELS_DIR:-/tmp/bitlight-models}
+mkdir -p "$OUT" "$MODELS"
+T0=$SECONDS
+
+for v in $BUILDS; do
+  args_var=CMAKE_ARGS_$v
+  echo "build $v: ${!args_var:-(no extra arguments)}"
+  BUILD_DIR=build-ab-$v OUT=$OUT/build-$v KERNEL_CHECKS=0 MODEL_CHECK=0 CMAKE_ARGS="${!args_var:-}" \
+    bash scripts/gpu_check.sh > "$OUT/build_$v.log" 2>&1 || { tail -30 "$OUT/build_$v.log"; exit 1; }
+done
+echo "[builds done at $((SECONDS - T0)) s]"
+# What gpu_check.sh unpacked from .gpu-deps for the build, the binaries may need to run.
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/tmp/bitlight-gpu-deps/usr/lib/x86_64-linux-gnu
+
+summary() {  # summary JSON: decode tok/s of each repetition and the mean fraction of HBM read
+  python3 - "$1" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+print(" / ".join(f"{x:.1f}" for x in j["decode_tokens_per_second"]),
+      f"| {100 * j['decode_fraction_of_bandwidth']:.1f} % | {j['read_bandwidth_gbps']:.0f} |")
+PY
+}
+
+{
+  echo "bench $BENCH_ARGS, builds alternating"
+  echo "| spec | build | round | decode tok/s per repetition | % of HBM read | HBM GB/s |"
+  echo "|---|---|---|---|---|---|"
+} | tee "$OUT/ab.md"
+for spec in $SPECS; do
+  shape=${spec%%:*}; type=${spec##*:}
+  m=$MODELS/$shape-$type.gguf
+  build-ab-A/bin/bitlight synth --shape "$shape" --type "$type" -o "$m" > /dev/null 2>&1
+  for ((r = 0; r < ROUNDS; ++r)); do
+    for v in $BUILDS; do
+      # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+      build-ab-$v/bin/bitlight bench -m "$m" --device cuda $BENCH_ARGS --json "$OUT/run.json" > /dev/null 2>&1
+      echo "| $spec | $v | $r | $(summary "$OUT/run.json")" | tee -a "$OUT/ab.md"
+    done
+  done
+  if [[ "${TRACE:-1}" == 1 ]]; then
+    for v in $BUILDS; do
+      lib=build-ab-$v/lib/libbitlight_kernel_trace.so
+      [[ -f $lib ]] || continue
+      CUDA_INJECTION64_PATH=$PWD/$lib BITLIGHT_KERNEL_TRACE="$OUT/trace.csv" \
+        build-ab-$v/bin/bitlight bench -m "$m" --device cuda -p 512 -n 32 -r 1 > /dev/null 2>&1 &&
+        { echo "decode step timeline, build $v, $spec (-p 512 -n 32, last 16 steps):";
+          python3 scripts/kernel_timeline.py "$OUT/trace.csv" --steps 16; } > "$OUT/timeline_${v}_${shape}_$type.md"
+      rm -f "$OUT/trace.csv"
+    done
+  fi
+  rm -f "$m" "$OUT/run.json"
+done
+echo "[done at $((SECONDS - T0)) s]"
