@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of builds on a GPU machine, for a change chosen at compile time: builds each of BUILDS
 # (default "A B") as scripts/gpu_check.sh does (the CLI and the trace tool only; CMAKE_ARGS_<name>
-# is added to that build's configure), synthesizes each spec of SPECS once, benches it ROUNDS
+# is added to that build's configure; SRC_<name>, a directory holding another checkout of the
+# repository, e.g. an older commit from `git archive`, builds that one instead of this), synthesizes each spec of SPECS once, benches it ROUNDS
 # times with the builds alternating (A B A B ..., so drift of the machine hits all), prints decode tok/s
 # per run as a markdown table ($OUT/ab.md), and writes each build's decode-step timeline for
 # every spec (tools/kernel_trace, $OUT/timeline_<build>_<shape>_<type>.md).
@@ -19,13 +20,18 @@ BUILDS=${BUILDS:-A B}
 BENCH_ARGS=${BENCH_ARGS:--p 512 -n 128 -r 2}
 MODELS=${MODELS_DIR:-/tmp/bitlight-models}
 mkdir -p "$OUT" "$MODELS"
+OUT=$(cd "$OUT" && pwd)
 T0=$SECONDS
 
+declare -A BIN LIB
 for v in $BUILDS; do
-  args_var=CMAKE_ARGS_$v
-  echo "build $v: ${!args_var:-(no extra arguments)}"
+  args_var=CMAKE_ARGS_$v; src_var=SRC_$v
+  src=$(cd "${!src_var:-.}" && pwd)
+  echo "build $v: $src ${!args_var:-(no extra arguments)}"
   BUILD_DIR=build-ab-$v OUT=$OUT/build-$v KERNEL_CHECKS=0 MODEL_CHECK=0 CMAKE_ARGS="${!args_var:-}" \
-    bash scripts/gpu_check.sh > "$OUT/build_$v.log" 2>&1 || { tail -30 "$OUT/build_$v.log"; exit 1; }
+    bash "$src/scripts/gpu_check.sh" > "$OUT/build_$v.log" 2>&1 || { tail -30 "$OUT/build_$v.log"; exit 1; }
+  BIN[$v]=$src/build-ab-$v/bin/bitlight
+  LIB[$v]=$src/build-ab-$v/lib/libbitlight_kernel_trace.so
 done
 echo "[builds done at $((SECONDS - T0)) s]"
 # What gpu_check.sh unpacked from .gpu-deps for the build, the binaries may need to run.
@@ -48,20 +54,19 @@ PY
 for spec in $SPECS; do
   shape=${spec%%:*}; type=${spec##*:}
   m=$MODELS/$shape-$type.gguf
-  build-ab-A/bin/bitlight synth --shape "$shape" --type "$type" -o "$m" > /dev/null 2>&1
+  "${BIN[${BUILDS%% *}]}" synth --shape "$shape" --type "$type" -o "$m" > /dev/null 2>&1
   for ((r = 0; r < ROUNDS; ++r)); do
     for v in $BUILDS; do
       # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-      build-ab-$v/bin/bitlight bench -m "$m" --device cuda $BENCH_ARGS --json "$OUT/run.json" > /dev/null 2>&1
+      "${BIN[$v]}" bench -m "$m" --device cuda $BENCH_ARGS --json "$OUT/run.json" > /dev/null 2>&1
       echo "| $spec | $v | $r | $(summary "$OUT/run.json")" | tee -a "$OUT/ab.md"
     done
   done
   if [[ "${TRACE:-1}" == 1 ]]; then
     for v in $BUILDS; do
-      lib=build-ab-$v/lib/libbitlight_kernel_trace.so
-      [[ -f $lib ]] || continue
-      CUDA_INJECTION64_PATH=$PWD/$lib BITLIGHT_KERNEL_TRACE="$OUT/trace.csv" \
-        build-ab-$v/bin/bitlight bench -m "$m" --device cuda -p 512 -n 32 -r 1 > /dev/null 2>&1 &&
+      [[ -f ${LIB[$v]} ]] || continue
+      CUDA_INJECTION64_PATH=${LIB[$v]} BITLIGHT_KERNEL_TRACE="$OUT/trace.csv" \
+        "${BIN[$v]}" bench -m "$m" --device cuda -p 512 -n 32 -r 1 > /dev/null 2>&1 &&
         { echo "decode step timeline, build $v, $spec (-p 512 -n 32, last 16 steps):";
           python3 scripts/kernel_timeline.py "$OUT/trace.csv" --steps 16; } > "$OUT/timeline_${v}_${shape}_$type.md"
       rm -f "$OUT/trace.csv"
