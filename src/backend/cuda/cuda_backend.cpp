@@ -401,11 +401,14 @@ class CudaBackendImpl final : public CudaBackend {
                              x.ne[0] == cols && out.ne[0] == w.rows() && out.rows() == n &&
                              (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows()));
     // The norm / SwiGLU prologue inside the GEMV pays off for narrow inputs only: every block
-    // redoes it before its weights stream (H100, docs/cuda.md: 1B shapes, 2048 columns, +5..18 %;
-    // 8B q8_0, 4096 / 14336 columns, -18 %). Wider inputs: one token on the dp4a path has x
+    // redoes it before its weights stream (H100, docs/cuda.md: 8B q8_0, 4096 / 14336 columns,
+    // -18 %; 8B q4_0 / q8_0 with the norm alone inside at 4096 columns, -15 / -22 %; since the
+    // quantize kernel lets the GEMV launch before it waits, 2048 columns too: 1B q8_0 1073 ->
+    // 1184 tok/s staged, q4_0 1499 -> 1505). Wider inputs: one token on the dp4a path has x
     // quantized once by a small kernel into the scratch (replacing the rms_norm / silu_mul
-    // kernel), else the separate kernel first; both keep the fused residual add.
-    constexpr int64_t kPrologueMaxCols = 2048;
+    // kernel), else the separate kernel first; both keep the fused residual add. At <= 1024
+    // columns (not measured) the prologue stays inside.
+    constexpr int64_t kPrologueMaxCols = 1024;
     const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
     if (extra && cols > kPrologueMaxCols && scratch_ok && operands_ok &&
         cuda::launch_gemv_dp4a_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
