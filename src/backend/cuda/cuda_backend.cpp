@@ -402,22 +402,24 @@ class CudaBackendImpl final : public CudaBackend {
                              (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows()));
     // The norm / SwiGLU prologue inside the GEMV pays off for narrow inputs only: every block
     // redoes it before its weights stream (H100, docs/cuda.md: 8B q8_0, 4096 / 14336 columns,
-    // -18 %; 8B q4_0 / q8_0 with the norm alone inside at 4096 columns, -15 / -22 %; since the
-    // quantize kernel lets the GEMV launch before it waits, 2048 columns too: 1B q8_0 1073 ->
-    // 1184 tok/s staged, q4_0 1499 -> 1505). Wider inputs: one token on the dp4a path has x
-    // quantized once by a small kernel into the scratch (replacing the rms_norm / silu_mul
-    // kernel), else the separate kernel first; both keep the fused residual add. At <= 1024
-    // columns (not measured) the prologue stays inside.
-    constexpr int64_t kPrologueMaxCols = 1024;
+    // -18 %; 8B q4_0 / q8_0 with the norm alone inside at 4096 columns, -15 / -22 %). At 2048
+    // columns (1B), since the quantize kernel lets the GEMV launch before it waits, it depends on
+    // the format: staged, q8_0 1073 -> 1184 tok/s, q4_0 1499 -> 1505, q4_1 the same, but q4_k
+    // 1467 -> 1410 and q6_k 1282 -> 1259; so the block formats of 32 stage from 1025 columns,
+    // the k-quants from 2049. Wider inputs: one token on the dp4a path has x quantized once by a
+    // small kernel into the scratch (replacing the rms_norm / silu_mul kernel), else the
+    // separate kernel first; both keep the fused residual add.
+    const bool block32 = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0 || w.dtype == DType::Q4_1;
+    const int64_t prologue_max_cols = block32 ? 1024 : 2048;
     const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
-    if (extra && cols > kPrologueMaxCols && scratch_ok && operands_ok &&
+    if (extra && cols > prologue_max_cols && scratch_ok && operands_ok &&
         cuda::launch_gemv_dp4a_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
                                                 bias ? bias->as<float>() : nullptr, g, f.scratch->data,
                                                 f.scratch->bytes(), stream_)) {
       check_launch(op);
       return;
     }
-    if (extra && cols > kPrologueMaxCols && scratch_ok) {
+    if (extra && cols > prologue_max_cols && scratch_ok) {
       Tensor xin = *f.scratch;
       xin.ne = {cols, n, 1, 1};
       if (f.norm)
