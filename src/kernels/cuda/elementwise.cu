@@ -23,7 +23,7 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1)
 // float4 loads, unrolled so that a thread's loads are in flight together: the plain loop
 // issued one 4-byte load per L2 round trip, 16 in a row at d = 4096 (6.7 us a call, docs/cuda.md).
 __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, int64_t d, float* out) {
-  pdl_start();
+  pdl_start_next_early();  // the GEMV after this one may start its weight loads
   const float* xt = x + blockIdx.x * d;
   float* ot = out + blockIdx.x * d;
   const bool vec = d % 4 == 0 && reinterpret_cast<uintptr_t>(xt) % 16 == 0 &&
@@ -62,7 +62,7 @@ __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n
 }
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
-  pdl_start();
+  pdl_start_next_early();  // the down GEMV after this one may start its weight loads
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i < n) {
     const float g = gate[i];

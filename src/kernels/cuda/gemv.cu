@@ -18,6 +18,7 @@
 
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/pdl.cuh"
 #include "quant/bl_group.h"
 
 namespace bl::cuda {
@@ -60,12 +61,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
     for (int t = 0; t < kTokens; ++t) acc[r][t] = 0.0f;
 
   const int64_t n_pieces = kVec ? p.cols / kPiece : 0;
-#pragma unroll 2
-  for (int64_t i = threadIdx.x; i < n_pieces; i += kGemvThreads) {
-    float w[kRows][kPiece];
-    int64_t o0 = 0, o1 = 0;
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) Piece<T, kTiled>::load(rowp[r], i, w[r], o0, o1);
+  // Multiplies one piece of each row with every token's x.
+  auto multiply = [&](const float (&w)[kRows][kPiece], int64_t o0, int64_t o1) {
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t >= p.n) break;
@@ -75,6 +72,27 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
 #pragma unroll
       for (int r = 0; r < kRows; ++r) acc[r][t] = dot4(w[r] + 4, xb, dot4(w[r], xa, acc[r][t]));
     }
+  };
+  // Launched with PDL (pdl.cuh): the first piece of each row is read before waiting for the
+  // kernel before (x and out are its; the weights are not), so a block of the first wave has
+  // its loads in flight while that kernel finishes.
+  float w_first[kRows][kPiece];
+  int64_t f0 = 0, f1 = 0;
+  const bool has_first = threadIdx.x < n_pieces;
+  if (has_first) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) Piece<T, kTiled>::load(rowp[r], threadIdx.x, w_first[r], f0, f1);
+  }
+  pdl_wait();
+  pdl_allow_next();
+  if (has_first) multiply(w_first, f0, f1);
+#pragma unroll 2
+  for (int64_t i = threadIdx.x + kGemvThreads; i < n_pieces; i += kGemvThreads) {
+    float w[kRows][kPiece];
+    int64_t o0 = 0, o1 = 0;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) Piece<T, kTiled>::load(rowp[r], i, w[r], o0, o1);
+    multiply(w, o0, o1);
   }
   // Weights the pieces did not cover: the row tail (cols % 8) or, without kVec, the whole row;
   // plain types only (block formats always have whole, aligned pieces).
@@ -120,14 +138,14 @@ void launch_for_tokens(const GemvArgs& p, bool vec, bool tiled, cudaStream_t str
   const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
   if constexpr (is_tileable<T>()) {
     if (tiled) {
-      gemv_kernel<T, kTokens, true, true><<<grid, kGemvThreads, 0, stream>>>(p);
+      launch_pdl(gemv_kernel<T, kTokens, true, true>, grid, dim3(kGemvThreads), 0, stream, p);
       return;
     }
   }
   if (vec) {
-    gemv_kernel<T, kTokens, true, false><<<grid, kGemvThreads, 0, stream>>>(p);
+    launch_pdl(gemv_kernel<T, kTokens, true, false>, grid, dim3(kGemvThreads), 0, stream, p);
   } else if constexpr (is_plain_type<T>()) {
-    gemv_kernel<T, kTokens, false, false><<<grid, kGemvThreads, 0, stream>>>(p);
+    launch_pdl(gemv_kernel<T, kTokens, false, false>, grid, dim3(kGemvThreads), 0, stream, p);
   }
 }
 
