@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
   // its loads in flight while that kernel finishes.
   float w_first[kRows][kPiece];
   int64_t f0 = 0, f1 = 0;
-  const bool has_first = threadIdx.x < n_pieces;
+  const bool has_first = static_cast<int64_t>(threadIdx.x) < n_pieces;
   if (has_first) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) Piece<T, kTiled>::load(rowp[r], threadIdx.x, w_first[r], f0, f1);
