@@ -2,15 +2,17 @@
 //
 // A decode step is a chain of ~300 dependent kernels; the timeline (docs/cuda.md) shows each
 // small one adding ~3.5 us to the step whatever it does. This program times a chain of
-// kStages small dependent kernels ("stages": each block reads the 4096 floats the stage before
-// wrote, reduces them and writes its slice, as a norm or quantize kernel does) four ways:
+// small dependent kernels ("stages": each block reads the 4096 floats the stage before wrote,
+// reduces them and writes its slice, as a norm or quantize kernel does) five ways:
 //   plain      ordinary launches, stream order
 //   pdl        launched with the PDL attribute, pdl_allow_next() first, griddepcontrol.wait
+//   pdl_late   the same with griddepcontrol.wait first, then pdl_allow_next()
 //   flag       launched with the PDL attribute, pdl_allow_next() first, then thread 0 spins
 //              (ld.acquire.gpu) until a counter says every block of the stages before is done;
 //              each block adds 1 to it (release) when done. No griddepcontrol.wait.
 //   persistent one kernel, the stages separated by a grid barrier on the same counter
-// and prints us per stage for several grid sizes. Usage: kernel_boundary_bench [stages]
+// and prints us per stage for several grid sizes; then GEMV-like streaming kernels with and
+// without a small kernel between each two. Usage: kernel_boundary_bench [stages]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -117,9 +119,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   if (threadIdx.x == 0) y[blockIdx.x] = x[blockIdx.x % kWidth] + static_cast<float>(acc & 1);
 }
 
-template <Mode kMode>
-void launch(const float* x, float* y, unsigned* counter, unsigned target, int grid,
-            cudaStream_t stream) {
+// kernel<<<grid, kThreads, 0, stream>>>(args...), with the PDL attribute when pdl.
+template <typename... Params, typename... Args>
+void launch_with(void (*kernel)(Params...), int grid, bool pdl, cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(grid);
   config.blockDim = dim3(kThreads);
@@ -128,22 +130,19 @@ void launch(const float* x, float* y, unsigned* counter, unsigned target, int gr
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attr;
-  config.numAttrs = kMode == kPlain ? 0 : 1;
-  CHECK(cudaLaunchKernelEx(&config, stage_kernel<kMode>, x, y, counter, target));
+  config.numAttrs = pdl ? 1 : 0;
+  CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+}
+
+template <Mode kMode>
+void launch(const float* x, float* y, unsigned* counter, unsigned target, int grid,
+            cudaStream_t stream) {
+  launch_with(stage_kernel<kMode>, grid, kMode != kPlain, stream, x, y, counter, target);
 }
 
 void launch_stream(const uint4* w, int64_t vecs_per_block, const float* x, float* y, int grid,
                    cudaStream_t stream) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(grid);
-  config.blockDim = dim3(kThreads);
-  config.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attr;
-  config.numAttrs = 1;
-  CHECK(cudaLaunchKernelEx(&config, stream_kernel, w, vecs_per_block, x, y));
+  launch_with(stream_kernel, grid, true, stream, w, vecs_per_block, x, y);
 }
 
 // Microseconds per stage of a graph of `stages` stages, the median of 20 replays.
