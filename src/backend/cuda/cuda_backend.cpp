@@ -677,8 +677,6 @@ class CudaBackendImpl final : public CudaBackend {
     return ws.ptr;
   }
 
-  // Device copy of a host freq_factors array, made once per (pointer, length): the same
-  // pointer may come with more pairs later (another head_dim), which needs a longer copy.
   // The rope of p over x [head_dim, n_heads, n_tokens]; its frequency factors are put on the
   // device by with_freq_factors.
   static cuda::RopeLaunch rope_launch(const Tensor& x, const RopeParams& p) {
@@ -693,6 +691,8 @@ class CudaBackendImpl final : public CudaBackend {
     return rl.freq_factors != nullptr;
   }
 
+  // Device copy of a host freq_factors array, made once per (pointer, length): the same
+  // pointer may come with more pairs later (another head_dim), which needs a longer copy.
   const float* device_freq_factors(const float* host, int n) {
     auto it = freq_factors_.find(host);
     if (it != freq_factors_.end() && it->second.n >= n) return it->second.data;
