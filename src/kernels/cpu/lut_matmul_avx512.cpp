@@ -20,10 +20,6 @@ namespace {
 using quant::BlGroupShape;
 using quant::kBlTileRows;
 
-// Bytes a decode tile kernel prefetches ahead of the line it reads (the tile's lines are
-// contiguous, and the next tile of the thread's range follows).
-constexpr int kPrefetchBytes = 2048;
-
 // Per nibble register k % B: lane 4r + i's table offset 16 * quad and multiplier 2^plane.
 template <int B>
 struct LaneConstants {
@@ -117,7 +113,7 @@ void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const*
               __m512i lo[S], hi[S];
               for (int i = 0; i < S; ++i) {
                 const uint8_t* line = tiles[i] + lines_at + 64 * L;
-                if constexpr (NT == 1) _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
+                if constexpr (NT == 1) _mm_prefetch(reinterpret_cast<const char*>(line) + kLutStreamLead, _MM_HINT_T0);
                 const __m512i v = _mm512_loadu_si512(line);
                 lo[i] = and_or(v, low4, offset[klo % B]);
                 hi[i] = and_or(_mm512_srli_epi16(v, 4), low4, offset[khi % B]);

@@ -12,6 +12,10 @@ namespace bl::cpu {
 // Tokens one tile-kernel call multiplies with a 16-row tile (prefill); decode passes 1.
 constexpr int kLutTokens = 4;
 
+// Bytes a decode tile kernel prefetches ahead of the line it reads (a tile's lines are
+// contiguous, and the next tile of the thread's range follows).
+constexpr int kLutStreamLead = 2048;
+
 // One token's tables (lut_matmul.h): table [cols / 16][64] int8, with two terms also the
 // residual table (same shape, nullptr with one term), and per weight group the scale of the
 // integer sum and the sum of the group's features (fp32).
