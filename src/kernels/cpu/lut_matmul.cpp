@@ -1,7 +1,7 @@
 // lut_matmul: build each token's tables, then run the tile kernel over the 16-row tiles, split
 // across the thread pool (decode: one region, each thread building a share of the tables, then
-// two tiles per call; prefill: blocks of up to kLutTokens tokens per call); plus the scalar builder and tile
-// kernel, the reference that the SIMD levels are tested against.
+// two tiles per call; prefill: blocks of up to kLutTokens tokens per call); plus the scalar
+// builder and tile kernel, the reference that the SIMD levels are tested against.
 #include "kernels/cpu/lut_matmul.h"
 
 #include <algorithm>

@@ -62,7 +62,8 @@ constexpr int kPrefetchAhead = 2048;
 // The line `ahead` bytes into one of a tile's streams (its quants, or its scales: `bytes` from
 // `start`), running on into the same stream of the next tile, which is the one this thread reads
 // next: without that a tile's first 2 KiB came cold, an eighth of a tile at 2048 columns (the
-// whole-model Q4_0 decode went from ~81 to ~87 % of the read bandwidth with it).
+// whole-model Q4_0 decode went from ~81 to ~86 % of the read bandwidth with it, Q4_K from ~77 to
+// ~87 %; docs/cpu_kernels.md).
 inline const char* ahead_in_stream(const uint8_t* tile, size_t start, size_t bytes, size_t tile_bytes,
                                    size_t ahead) {
   return reinterpret_cast<const char*>(tile) + start + ahead + (ahead >= bytes ? tile_bytes - bytes : 0);
@@ -216,7 +217,8 @@ void tile_tokens_q4_k(const InterleavedMatmul& m, const TileOffsets& o, const in
       const uint8_t* q = base[i] + o.quant_bytes * static_cast<size_t>(b);
       const uint8_t* header = base[i] + o.d_offset + kQ4KHeaderBytes * static_cast<size_t>(b);
       const size_t two_headers_on = kQ4KHeaderBytes * static_cast<size_t>(b + 2);
-      const char* header_ahead = ahead_in_stream(base[i], o.d_offset, headers_bytes, o.tile_bytes, two_headers_on);
+      const char* header_ahead =
+          ahead_in_stream(base[i], o.d_offset, headers_bytes, o.tile_bytes, two_headers_on);
       for (int line = 0; line < 4; ++line) _mm_prefetch(header_ahead + 64 * line, _MM_HINT_T1);
       __m512 total[NT], total_min[NT];
       for (int t = 0; t < NT; ++t) total[t] = total_min[t] = _mm512_setzero_ps();
