@@ -178,6 +178,21 @@ TEST(LutMatmul, LargerShapesOneAndTwoThreads) {
   }
 }
 
+// Decode runs several tiles per kernel call (four up to 4 bits, two above), taken from equal
+// parts of each thread's range, and the tiles left over one by one: 19 tiles give one thread
+// parts of 4 and 3 left over (S = 4) or 9 and 1 (S = 2), and two threads 9 and 10 tiles.
+TEST(LutMatmul, DecodeGroupsOfTilesEveryWidth) {
+  ThreadPool one(1), two(2);
+  uint32_t seed = 100;
+  for (int bits = 1; bits <= 8; ++bits) {
+    const DType t = *quant::bl_group_dtype(bits, 64);
+    for (ActPrecision precision : {ActPrecision::int8, ActPrecision::int8x2}) {
+      check_case({t, 256, 19 * 16, 1}, seed++, one, precision);
+      check_case({t, 256, 19 * 16, 1}, seed++, two, precision);
+    }
+  }
+}
+
 // Every level's table builder writes the scalar builder's bytes (ties and an all-zero group
 // included).
 TEST(LutMatmul, TableBuildersMatchScalarExactly) {

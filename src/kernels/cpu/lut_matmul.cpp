@@ -1,6 +1,6 @@
 // lut_matmul: build each token's tables, then run the tile kernel over the 16-row tiles, split
 // across the thread pool (decode: one region, each thread building a share of the tables, then
-// two tiles per call; prefill: blocks of up to kLutTokens tokens per call); plus the scalar
+// several tiles per call; prefill: blocks of up to kLutTokens tokens per call); plus the scalar
 // builder and tile kernel, the reference that the SIMD levels are tested against.
 #include "kernels/cpu/lut_matmul.h"
 
@@ -105,15 +105,12 @@ void tile_scalar(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, c
   for (int t = 0; t < nt; ++t) std::memcpy(out + t * kBlTileRows, result[t], sizeof(result[t]));
 }
 
-// The first kLutStreamLead bytes of the two tiles a decode thread starts with: the tile kernels
-// prefetch that far ahead of what they read, so without this each matmul's first lines come
-// cold, one DRAM latency at a time. (noipa: GCC deletes a function of prefetches alone when it
-// sees through it, docs/cpu_kernels.md.)
-__attribute__((noipa)) void prefetch_stream_starts(const uint8_t* a, const uint8_t* b) {
-  for (int off = 0; off < kLutStreamLead; off += 64) {
-    __builtin_prefetch(a + off, 0, 3);
-    __builtin_prefetch(b + off, 0, 3);
-  }
+// The first kLutStreamLead bytes of a tile a decode thread starts a stream with: the tile
+// kernels prefetch that far ahead of what they read, so without this each matmul's first lines
+// come cold, one DRAM latency at a time. (noipa: GCC deletes a function of prefetches alone
+// when it sees through it, docs/cpu_kernels.md.)
+__attribute__((noipa)) void prefetch_stream_start(const uint8_t* tile) {
+  for (int off = 0; off < kLutStreamLead; off += 64) __builtin_prefetch(tile + off, 0, 3);
 }
 
 // The kernels of level isa, lowered to the nearest level this CPU supports.
@@ -178,28 +175,32 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
   };
 
   if (n == 1) {
-    // Decode in one region: each thread prefetches the starts of its two tile streams, builds
-    // its share of the token's tables (4-12 us for 2048-8192 columns, with DRAM idle), meets
-    // the others, and multiplies its tiles: tile i0 + j goes with tile mid + j, two streams
-    // from the two halves of the thread's range.
+    // Decode in one region: each thread prefetches the starts of its tile streams, builds its
+    // share of the token's tables (4-12 us for 2048-8192 columns, with DRAM idle), meets the
+    // others, and multiplies its tiles: the range cut into S = k.decode_tiles equal parts, tile
+    // j of every part in one call (S streams), then the tiles left over one by one.
     const int64_t tiles = rows / kBlTileRows;
     SpinBarrier built(pool.size());
     const LutTables tok = layout.tables(token(0));
     auto share = [&](int thread, int n_threads) {
       const int64_t i0 = tiles * thread / n_threads, i1 = tiles * (thread + 1) / n_threads;
-      const int64_t half = k.pair ? (i1 - i0) / 2 : 0, mid = i0 + half;
-      if (i0 < i1) prefetch_stream_starts(tile_at(i0), tile_at(mid));
+      const int S = k.decode ? k.decode_tiles : 1;
+      const int64_t part = (i1 - i0) / S;  // tiles per part
+      for (int s = 0; s < S && part > 0; ++s) prefetch_stream_start(tile_at(i0 + s * part));
       build(0, groups * thread / n_threads, groups * (thread + 1) / n_threads);
       built.arrive_and_wait();
-      float a[kBlTileRows], b[kBlTileRows];
-      for (int64_t j = 0; j < half; ++j) {
-        k.pair(shape, cols, tile_at(i0 + j), tile_at(mid + j), &tok, a, b);
-        store(i0 + j, 0, a);
-        store(mid + j, 0, b);
+      float result[kLutMaxDecodeTiles][kBlTileRows];
+      const uint8_t* group[kLutMaxDecodeTiles];
+      float* outs[kLutMaxDecodeTiles];
+      for (int s = 0; s < S; ++s) outs[s] = result[s];
+      for (int64_t j = 0; k.decode && j < part; ++j) {
+        for (int s = 0; s < S; ++s) group[s] = tile_at(i0 + s * part + j);
+        k.decode(shape, cols, group, &tok, outs);
+        for (int s = 0; s < S; ++s) store(i0 + s * part + j, 0, result[s]);
       }
-      for (int64_t i = i0 + 2 * half; i < i1; ++i) {  // the odd one, or all without a pair kernel
-        k.tile(shape, cols, tile_at(i), &tok, 1, a);
-        store(i, 0, a);
+      for (int64_t i = k.decode ? i0 + S * part : i0; i < i1; ++i) {  // left over, or all without a decode kernel
+        k.tile(shape, cols, tile_at(i), &tok, 1, result[0]);
+        store(i, 0, result[0]);
       }
     };
     pool.run([fn = &share](int thread, int n_threads) { (*fn)(thread, n_threads); });

@@ -78,8 +78,8 @@ void build_avx512(const float* x, int64_t cols, int g, int8_t* table, int8_t* re
   }
 }
 
-// S 16-row tiles times NT tokens (S = 2 for decode: two streams of lines in flight, one table
-// load for both). Per weight group: B lines per 32 features (2 chunks), each line two nibble
+// S 16-row tiles times NT tokens (S = kLutDecodeTiles for decode: that many streams of lines in
+// flight, one table load for all). Per weight group: B lines per 32 features (2 chunks), each line two nibble
 // registers; then the group's scales and zeros for the 16 rows.
 template <int B, int NT, int S, int TERMS>
 void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* tokens,
@@ -180,13 +180,20 @@ void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile,
   tile_tokens<B, 1>(shape, cols, tile, tokens, nt, out);
 }
 
+// Tiles a decode call takes at B bits (lut_matmul_kernels.h).
 template <int B>
-void tile_pair(const BlGroupShape& shape, int64_t cols, const uint8_t* tile_a, const uint8_t* tile_b,
-               const LutTables* token, float* out_a, float* out_b) {
-  const uint8_t* const tiles[2] = {tile_a, tile_b};
-  float* const outs[2] = {out_a, out_b};
-  if (token->residual) return tiles_avx512<B, 1, 2, 2>(shape, cols, tiles, token, outs);
-  tiles_avx512<B, 1, 2, 1>(shape, cols, tiles, token, outs);
+constexpr int kDecodeTiles = B <= 4 ? 4 : 2;
+
+template <int B>
+void tile_decode(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* token,
+                 float* const* outs) {
+  if (token->residual) return tiles_avx512<B, 1, kDecodeTiles<B>, 2>(shape, cols, tiles, token, outs);
+  tiles_avx512<B, 1, kDecodeTiles<B>, 1>(shape, cols, tiles, token, outs);
+}
+
+template <int B>
+constexpr LutKernels kernels_of() {
+  return LutKernels{build_avx512, tile_dispatch<B>, tile_decode<B>, kDecodeTiles<B>};
 }
 
 static_assert(kLutTokens == 4, "tile_dispatch covers 1..4 tokens");
@@ -196,12 +203,8 @@ static_assert(kLutTokens == 4, "tile_dispatch covers 1..4 tokens");
 const LutKernels* lut_kernels_avx512(const BlGroupShape& shape) {
   const CpuFeatures& f = cpu_features();
   if (!f.has_avx512bw || !f.has_avx512vnni || !f.has_avx512vbmi) return nullptr;
-  static const std::array<LutKernels, 8> kernels = {
-      LutKernels{build_avx512, tile_dispatch<1>, tile_pair<1>}, LutKernels{build_avx512, tile_dispatch<2>, tile_pair<2>},
-      LutKernels{build_avx512, tile_dispatch<3>, tile_pair<3>}, LutKernels{build_avx512, tile_dispatch<4>, tile_pair<4>},
-      LutKernels{build_avx512, tile_dispatch<5>, tile_pair<5>}, LutKernels{build_avx512, tile_dispatch<6>, tile_pair<6>},
-      LutKernels{build_avx512, tile_dispatch<7>, tile_pair<7>}, LutKernels{build_avx512, tile_dispatch<8>, tile_pair<8>},
-  };
+  static const std::array<LutKernels, 8> kernels = {kernels_of<1>(), kernels_of<2>(), kernels_of<3>(), kernels_of<4>(),
+                                                     kernels_of<5>(), kernels_of<6>(), kernels_of<7>(), kernels_of<8>()};
   return &kernels[static_cast<size_t>(shape.bits - 1)];
 }
 
