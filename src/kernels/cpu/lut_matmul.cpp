@@ -185,7 +185,8 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
     auto share = [&](int thread, int n_threads) {
       const int64_t i0 = tiles * thread / n_threads, i1 = tiles * (thread + 1) / n_threads;
       const int S = k.decode ? k.decode_tiles : 1;
-      const int64_t part = (i1 - i0) / S;  // tiles per part
+      const int64_t part = (i1 - i0) / S;               // tiles per part
+      const int64_t grouped = k.decode ? S * part : 0;  // tiles the decode kernel takes
       for (int s = 0; s < S && part > 0; ++s) prefetch_stream_start(tile_at(i0 + s * part));
       build(0, groups * thread / n_threads, groups * (thread + 1) / n_threads);
       built.arrive_and_wait();
@@ -193,12 +194,12 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
       const uint8_t* group[kLutMaxDecodeTiles];
       float* outs[kLutMaxDecodeTiles];
       for (int s = 0; s < S; ++s) outs[s] = result[s];
-      for (int64_t j = 0; k.decode && j < part; ++j) {
+      for (int64_t j = 0; j < grouped / S; ++j) {
         for (int s = 0; s < S; ++s) group[s] = tile_at(i0 + s * part + j);
         k.decode(shape, cols, group, &tok, outs);
         for (int s = 0; s < S; ++s) store(i0 + s * part + j, 0, result[s]);
       }
-      for (int64_t i = k.decode ? i0 + S * part : i0; i < i1; ++i) {  // left over, or all without a decode kernel
+      for (int64_t i = i0 + grouped; i < i1; ++i) {  // left over, or all without a decode kernel
         k.tile(shape, cols, tile_at(i), &tok, 1, result[0]);
         store(i, 0, result[0]);
       }
