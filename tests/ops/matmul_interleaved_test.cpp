@@ -173,8 +173,11 @@ TEST(InterleavedMatmul, EveryFormatLevelAndShapeMatchesReference) {
     int64_t cols, rows, n;
   };
   // Odd block counts, one tile and many, every token-group remainder (1, 2, 3, 5, 7, 9 tokens),
-  // more tokens than a prefill chunk (64); Q4_K takes 8x the columns (blocks of 256).
-  const Shape shapes[] = {{32, 16, 1}, {96, 48, 3}, {544, 32, 5}, {2048, 64, 1}, {160, 16, 9}, {64, 32, 70}, {4096, 16, 7}};
+  // more tokens than a prefill chunk (64); Q4_K takes 8x the columns (blocks of 256). Decode
+  // takes 3 tiles a call from a thread's range, then pairs and a single: 11 and 19 tiles over two
+  // threads leave 5 / 6 and 9 / 10.
+  const Shape shapes[] = {{32, 16, 1},  {96, 48, 3},  {544, 32, 5}, {2048, 64, 1}, {160, 16, 9},
+                          {64, 32, 70}, {4096, 16, 7}, {96, 176, 1}, {64, 304, 1}};
   for (DType t : kTypes)
     for (Isa isa : isas)
       for (ActPrecision p : {ActPrecision::int8, ActPrecision::int8x2})
