@@ -78,7 +78,7 @@ void build_avx512(const float* x, int64_t cols, int g, int8_t* table, int8_t* re
   }
 }
 
-// S 16-row tiles times NT tokens (S = kLutDecodeTiles for decode: that many streams of lines in
+// S 16-row tiles times NT tokens (S = kDecodeTiles<B> for decode: that many streams of lines in
 // flight, one table load for all). Per weight group: B lines per 32 features (2 chunks), each line two nibble
 // registers; then the group's scales and zeros for the 16 rows.
 template <int B, int NT, int S, int TERMS>
@@ -183,6 +183,7 @@ void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile,
 // Tiles a decode call takes at B bits (lut_matmul_kernels.h).
 template <int B>
 constexpr int kDecodeTiles = B <= 4 ? 4 : 2;
+static_assert(kDecodeTiles<1> <= kLutMaxDecodeTiles, "the driver's arrays hold kLutMaxDecodeTiles tiles");
 
 template <int B>
 void tile_decode(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* token,
