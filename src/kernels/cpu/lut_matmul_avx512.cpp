@@ -79,8 +79,8 @@ void build_avx512(const float* x, int64_t cols, int g, int8_t* table, int8_t* re
 }
 
 // S 16-row tiles times NT tokens (S = kDecodeTiles<B> for decode: that many streams of lines in
-// flight, one table load for all). Per weight group: B lines per 32 features (2 chunks), each line two nibble
-// registers; then the group's scales and zeros for the 16 rows.
+// flight, one table load for all). Per weight group: B lines per 32 features (2 chunks), each
+// line two nibble registers; then the group's scales and zeros for the 16 rows.
 template <int B, int NT, int S, int TERMS>
 void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* tokens,
                   float* const* outs) {
