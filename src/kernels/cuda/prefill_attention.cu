@@ -103,8 +103,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   __half* smem = reinterpret_cast<__half*>(smem_bytes);  // stage s: K at 2s, V at 2s + 1 (x kHalves)
 
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int head = blockIdx.x;
   const int kv_head = head / (p.n_head / p.n_head_kv);
   // The last query tiles see the most slots: they go first, so the short ones fill the tail.

@@ -32,8 +32,7 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 template <bool kBf16>
 __global__ void __launch_bounds__(kThreads)
     rms_norm_half_kernel(const float* x, const float* weight, float eps, int64_t d, uint16_t* dst) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const float4* x4 = reinterpret_cast<const float4*>(x + blockIdx.x * d);
   float sum = 0.0f;
 #pragma unroll 4
@@ -55,8 +54,7 @@ __global__ void __launch_bounds__(kThreads)
 template <bool kBf16, bool kSwiGlu>
 __global__ void __launch_bounds__(kThreads)
     to_half_kernel(const float* src, const float* up, int64_t n4, uint16_t* dst) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= n4) return;
   float4 v = reinterpret_cast<const float4*>(src)[i];
@@ -71,8 +69,7 @@ __global__ void __launch_bounds__(kThreads)
 template <bool kBf16, bool kSwiGlu>
 __global__ void __launch_bounds__(kThreads)
     to_half_scalar_kernel(const float* src, const float* up, int64_t n, uint16_t* dst) {
-  pdl_wait();
-  pdl_allow_next();
+  pdl_start();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= n) return;
   float v = src[i];
