@@ -1,14 +1,11 @@
 // A one-use barrier for the threads of one ThreadPool::run region: each arrives once, and
-// returns when all have. Decode regions are ~10-600 µs long, so the wait spins (pause, and a
-// yield now and then in case there are more threads than cores) rather than sleeping.
+// returns when all have. Decode regions are ~10-600 µs long, so the wait spins (spin_pause)
+// rather than sleeping.
 #pragma once
 
 #include <atomic>
-#include <thread>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
+#include "core/spin_pause.h"
 
 namespace bl {
 
@@ -21,12 +18,7 @@ class SpinBarrier {
   // Everything a thread wrote before it arrives is visible to every thread after the wait.
   void arrive_and_wait() {
     arrived_.fetch_add(1, std::memory_order_acq_rel);
-    for (int spins = 1; arrived_.load(std::memory_order_acquire) < n_threads_; ++spins) {
-#if defined(__x86_64__)
-      _mm_pause();
-#endif
-      if (spins % 64 == 0) std::this_thread::yield();
-    }
+    for (int spins = 1; arrived_.load(std::memory_order_acquire) < n_threads_; ++spins) spin_pause(spins);
   }
 
  private:

@@ -3,12 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define BL_CPU_RELAX() _mm_pause()
-#else
-#define BL_CPU_RELAX() std::this_thread::yield()
-#endif
+#include "core/spin_pause.h"
 
 namespace bl {
 namespace {
@@ -40,10 +35,7 @@ void ThreadPool::worker_loop(int index) {
     uint64_t gen;
     int spins = 0;
     while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
-      BL_CPU_RELAX();
-      // Yield now and then: with more threads than cores a pure spin starves the thread that
-      // has the work.
-      if (++spins % 64 == 0) std::this_thread::yield();
+      spin_pause(++spins);
       if (spins % 1024 == 0 && std::chrono::steady_clock::now() - spin_start > kSpinBeforeSleep) {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return generation_.load() != seen; });
@@ -71,8 +63,7 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   wake_.notify_all();
   fn(0, n_threads_);
   for (int spins = 1; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-    BL_CPU_RELAX();
-    if (spins % 64 == 0) std::this_thread::yield();
+    spin_pause(spins);
   }
 }
 
