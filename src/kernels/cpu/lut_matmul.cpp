@@ -176,9 +176,10 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
 
   if (n == 1) {
     // Decode in one region: each thread prefetches the starts of its tile streams, builds its
-    // share of the token's tables (4-12 us for 2048-8192 columns, with DRAM idle), meets the
-    // others, and multiplies its tiles: the range cut into S = k.decode_tiles equal parts, tile
-    // j of every part in one call (S streams), then the tiles left over one by one.
+    // share of the token's tables (all of them take 4-12 us at 2048-8192 columns, with DRAM
+    // idle), meets the others, and multiplies its tiles: the range cut into S = k.decode_tiles
+    // equal parts, tile j of every part in one call (S streams), then the tiles left over one
+    // by one.
     const int64_t tiles = rows / kBlTileRows;
     SpinBarrier built(pool.size());
     const LutTables tok = layout.tables(token(0));
@@ -191,12 +192,12 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
       build(0, groups * thread / n_threads, groups * (thread + 1) / n_threads);
       built.arrive_and_wait();
       float result[kLutMaxDecodeTiles][kBlTileRows];
-      const uint8_t* group[kLutMaxDecodeTiles];
+      const uint8_t* call_tiles[kLutMaxDecodeTiles];  // one from each part
       float* outs[kLutMaxDecodeTiles];
       for (int s = 0; s < S; ++s) outs[s] = result[s];
       for (int64_t j = 0; j < grouped / S; ++j) {
-        for (int s = 0; s < S; ++s) group[s] = tile_at(i0 + s * part + j);
-        k.decode(shape, cols, group, &tok, outs);
+        for (int s = 0; s < S; ++s) call_tiles[s] = tile_at(i0 + s * part + j);
+        k.decode(shape, cols, call_tiles, &tok, outs);
         for (int s = 0; s < S; ++s) store(i0 + s * part + j, 0, result[s]);
       }
       for (int64_t i = i0 + grouped; i < i1; ++i) {  // left over, or all without a decode kernel

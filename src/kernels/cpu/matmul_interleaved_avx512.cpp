@@ -128,8 +128,8 @@ void tile_tokens(const InterleavedMatmul& m, const TileOffsets& o, const int64_t
   const size_t d_bytes = d_bytes_per_block * static_cast<size_t>(nb);
 
   for (int64_t b = 0; b < nb; ++b) {
+    const size_t block = static_cast<size_t>(b);
     for (int i = 0; i < kTiles; ++i) {
-      const size_t block = static_cast<size_t>(b);
       const uint8_t* q = base[i] + o.quant_bytes * block;
       const char* quants_ahead =
           ahead_in_stream(base[i], 0, o.d_offset, o.tile_bytes, o.quant_bytes * block + kPrefetchAhead);
