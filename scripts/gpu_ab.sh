@@ -37,19 +37,21 @@ echo "[builds done at $((SECONDS - T0)) s]"
 # What gpu_check.sh unpacked from .gpu-deps for the build, the binaries may need to run.
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/tmp/bitlight-gpu-deps/usr/lib/x86_64-linux-gnu
 
-summary() {  # summary JSON: decode tok/s of each repetition and the mean fraction of HBM read
+summary() {  # summary JSON: decode tok/s of each repetition and the mean fraction of HBM read, then prefill's
   python3 - "$1" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 print(" / ".join(f"{x:.1f}" for x in j["decode_tokens_per_second"]),
-      f"| {100 * j['decode_fraction_of_bandwidth']:.1f} % | {j['read_bandwidth_gbps']:.0f} |")
+      f"| {100 * j['decode_fraction_of_bandwidth']:.1f} % | {j['read_bandwidth_gbps']:.0f} |",
+      " / ".join(f"{x:.0f}" for x in j["prefill_tokens_per_second"]),
+      f"| {100 * j['prefill_fraction_of_bf16_peak']:.1f} % |")
 PY
 }
 
 {
   echo "bench $BENCH_ARGS, builds alternating"
-  echo "| spec | build | round | decode tok/s per repetition | % of HBM read | HBM GB/s |"
-  echo "|---|---|---|---|---|---|"
+  echo "| spec | build | round | decode tok/s per repetition | % of HBM read | HBM GB/s | prefill tok/s per repetition | % of bf16 peak |"
+  echo "|---|---|---|---|---|---|---|---|"
 } | tee "$OUT/ab.md"
 for spec in $SPECS; do
   shape=${spec%%:*}; type=${spec##*:}

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "core/status.h"
@@ -47,6 +48,14 @@ struct MatmulFusion {
   const Tensor* up = nullptr;    // x' = silu(x) * up
   bool accumulate = false;       // out += W · x' instead of out = W · x'
   Tensor* scratch = nullptr;     // F32 room for the default composition (see fused_matmul)
+};
+
+// One product of Backend::fused_matmul_same_input: *out = *w · x' (+ *bias), or += with
+// accumulate.
+struct MatmulOutput {
+  const Tensor* w = nullptr;
+  Tensor* out = nullptr;
+  const Tensor* bias = nullptr;
 };
 
 enum class BackendKind { reference, cpu, cuda };
@@ -128,6 +137,11 @@ class Backend {
   // its contents are left undefined. out must not alias x, f.up or f.scratch.
   virtual void fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f,
                             const Tensor* bias = nullptr);
+  // fused_matmul of each matrix in `outputs` (same cols) with the same x and f: q, k and v of a
+  // prompt chunk, gate and up. A backend that stages x' makes it once (CUDA prefill: the fp16
+  // GEMM operand, 3 of a layer's 5 norm passes saved); the default calls fused_matmul for each.
+  // No out may alias x, f.up, f.scratch or another out.
+  virtual void fused_matmul_same_input(std::span<const MatmulOutput> outputs, const Tensor& x, const MatmulFusion& f);
   // rope(q); rope(k); kv_store(k, v, caches, positions): q and k are rotated in place.
   virtual void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                              const Tensor& positions, const RopeParams& p);

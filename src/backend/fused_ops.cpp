@@ -50,6 +50,10 @@ void Backend::fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const 
   add(out, product, out);
 }
 
+void Backend::fused_matmul_same_input(std::span<const MatmulOutput> outputs, const Tensor& x, const MatmulFusion& f) {
+  for (const MatmulOutput& o : outputs) fused_matmul(*o.w, x, *o.out, f, o.bias);
+}
+
 void Backend::rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                             const Tensor& positions, const RopeParams& p) {
   rope(q, positions, p);

@@ -321,9 +321,10 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
     if (n == 1 && l.wqkv.data) {
       b.fused_matmul(l.wqkv, x, qkv, attn_norm, c.qkv_bias ? &l.bqkv : nullptr);
     } else {
-      b.fused_matmul(l.wq, x, q, attn_norm, c.qkv_bias ? &l.bq : nullptr);
-      b.fused_matmul(l.wk, x, k, attn_norm, c.qkv_bias ? &l.bk : nullptr);
-      b.fused_matmul(l.wv, x, v, attn_norm, c.qkv_bias ? &l.bv : nullptr);
+      const MatmulOutput qkv_outputs[] = {{&l.wq, &q, c.qkv_bias ? &l.bq : nullptr},
+                                          {&l.wk, &k, c.qkv_bias ? &l.bk : nullptr},
+                                          {&l.wv, &v, c.qkv_bias ? &l.bv : nullptr}};
+      b.fused_matmul_same_input(qkv_outputs, x, attn_norm);
     }
     if (seq != kEachOwnSequence) {
       Tensor k_cache = sequence_slots(s.k_cache[static_cast<size_t>(il)], seq, s.n_ctx);
@@ -342,8 +343,8 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
     if (n == 1 && l.w_gate_up.data) {
       b.fused_matmul(l.w_gate_up, x, gate_up, ffn_norm);
     } else {
-      b.fused_matmul(l.w_gate, x, gate, ffn_norm);
-      b.fused_matmul(l.w_up, x, up, ffn_norm);
+      const MatmulOutput gate_up_outputs[] = {{&l.w_gate, &gate}, {&l.w_up, &up}};
+      b.fused_matmul_same_input(gate_up_outputs, x, ffn_norm);
     }
     b.fused_matmul(l.w_down, gate, x, swiglu_add_to_x);
   }

@@ -30,7 +30,7 @@
 //                         attention_prompt (n > 16 tokens, a prompt chunk) is the same by
 //                         default; a backend that runs chunks on tensor cores in fp16 passes
 //                         its own (CUDA: tests/gpu/cuda_backend_ops_test.cpp).
-//   fused ops      fused_matmul as matmul, rope_kv_store as rope (f16 k cache: 1e-3), argmax
+//   fused ops      fused_matmul (and fused_matmul_same_input) as matmul, rope_kv_store as rope (f16 k cache: 1e-3), argmax
 //                  exact (see each case); sample_top_k the same ids as the host's draw (a
 //                  device's exp may differ in the last ulp, which moves a draw only when its
 //                  uniform number falls within ~1e-7 of a boundary: not in these cases).
@@ -110,6 +110,7 @@ class OpCases {
     get_rows();
     matmul();
     fused_matmul();
+    fused_matmul_same_input();
     rope_kv_store();
     rope_kv_store_attention();
     each_sequence();
@@ -353,6 +354,73 @@ class OpCases {
                 for (size_t i = 0; i < sizes.size(); ++i) sizes[i] += std::fabs(ov[i]);
               compare(out, tol, sizes);
             }
+    }
+  }
+
+  // fused_matmul_same_input: three matrices (97, 5 and 33 rows; the first with a bias) of one
+  // input against the reference's fused_matmul of each. 17 and 40 tokens reach the CUDA prefill
+  // path (one fp16 operand, one GEMM per matrix), 3 tokens its GEMV fallback. Errors as in
+  // fused_matmul, per output.
+  void fused_matmul_same_input() {
+    enum Mode { kNorm, kGate, kNormAdd };
+    constexpr int64_t kRows[3] = {97, 5, 33};
+    for (DType t : matmul_types()) {
+      if (!test_.supports(t)) continue;
+      const int64_t block = dtype_info(t)->block_elems;
+      const int64_t cols = std::max<int64_t>(block, 576) / block * block;
+      const double tol = t == DType::F32 || t == DType::F16 ? tol_.matmul_float : tol_.matmul_quant;
+      for (int64_t n : {3, 17, 40})
+        for (Mode mode : {kNorm, kGate, kNormAdd}) {
+          begin_case();
+          SCOPED_TRACE(std::string("fused_matmul_same_input ") + std::string(dtype_name(t)) + " cols=" +
+                       std::to_string(cols) + " n=" + std::to_string(n) + " mode=" + std::to_string(mode));
+          const bool norm = mode != kGate, acc = mode == kNormAdd;
+          const auto xv = random(cols * n, norm ? 2.0f : 4.0f), uv = random(cols * n, 1.0f), gv = random(cols, 1.0f);
+          Pair x = input(DType::F32, {cols, n, 1, 1}, xv);
+          Pair up = input(DType::F32, {cols, n, 1, 1}, uv);
+          Pair g = input(DType::F32, {cols, 1, 1, 1}, gv);
+          Pair bias = input(DType::F32, {kRows[0], 1, 1, 1}, random(kRows[0], 1.0f));
+          Pair scratch = output(DType::F32, {(cols + kRows[0]) * n, 1, 1, 1});
+          std::vector<Weight> w;
+          std::vector<Pair> outs;
+          std::vector<std::vector<float>> before;
+          for (int64_t rows : kRows) {
+            w.push_back(make_weight(t, cols, rows));
+            before.push_back(random(rows * n, 1.0f));
+            outs.push_back(acc ? input(DType::F32, {rows, n, 1, 1}, before.back()) : output(DType::F32, {rows, n, 1, 1}));
+          }
+          for (bool on_test : {true, false}) {
+            MatmulFusion f;
+            f.norm = norm ? &(on_test ? g.test : g.ref) : nullptr;
+            f.up = norm ? nullptr : &(on_test ? up.test : up.ref);
+            f.accumulate = acc;
+            f.scratch = on_test ? &scratch.test : &scratch.ref;
+            std::vector<MatmulOutput> products;
+            for (size_t i = 0; i < w.size(); ++i)
+              products.push_back({on_test ? &w[i].test : &w[i].ref, on_test ? &outs[i].test : &outs[i].ref,
+                                  i == 0 ? (on_test ? &bias.test : &bias.ref) : nullptr});
+            (on_test ? test_ : *ref_).fused_matmul_same_input(products, on_test ? x.test : x.ref, f);
+          }
+          // x' in fp64 as in fused_matmul, then each output against the size of its terms.
+          std::vector<float> xp(xv.size());
+          for (int64_t j = 0; j < n; ++j) {
+            double ss = 0.0;
+            for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(xv[j * cols + k]) * xv[j * cols + k];
+            const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
+            for (int64_t k = 0; k < cols; ++k) {
+              const double v = xv[j * cols + k];
+              xp[j * cols + k] = static_cast<float>(norm ? v * r * gv[k] : v / (1.0 + std::exp(-v)) * uv[j * cols + k]);
+            }
+          }
+          Pair xprime = input(DType::F32, {cols, n, 1, 1}, xp);
+          for (size_t i = 0; i < w.size(); ++i) {
+            SCOPED_TRACE("output " + std::to_string(i));
+            auto sizes = term_sizes(w[i], xprime, i == 0 ? &bias : nullptr, cols, kRows[i], n);
+            if (acc)
+              for (size_t e = 0; e < sizes.size(); ++e) sizes[e] += std::fabs(before[i][e]);
+            compare(outs[i], tol, sizes);
+          }
+        }
     }
   }
 

@@ -444,6 +444,34 @@ class CudaBackendImpl final : public CudaBackend {
     Backend::fused_matmul(w, x, out, f, bias);  // the plain ops check and report
   }
 
+  // A prompt chunk with fp16 (or all bf16) weights: x' made once, then one GEMM per matrix (at
+  // pp2048 on the 8B shape each norm -> fp16 pass is ~18 us, a layer's GEMMs ~1.2 ms). Anything
+  // else: fused_matmul for each.
+  void fused_matmul_same_input(std::span<const MatmulOutput> outputs, const Tensor& x, const MatmulFusion& f) override {
+    const char* op = "fused_matmul_same_input";
+    const int64_t n = x.rows();
+    bool one_operand = n > cuda::kGemvMaxTokens && outputs.size() > 1;
+    for (const MatmulOutput& o : outputs)
+      one_operand = one_operand && o.w->dtype != DType::F32 && o.w->ne[0] == outputs[0].w->ne[0] &&
+                    (o.w->dtype == DType::BF16) == (outputs[0].w->dtype == DType::BF16);
+    if (!one_operand) return Backend::fused_matmul_same_input(outputs, x, f);
+    const int64_t cols = outputs[0].w->ne[0];
+    const Tensor* extra = f.norm ? f.norm : f.up;
+    if (!expect(!(f.norm && f.up), op, "norm and up are exclusive") ||
+        !expect(!extra || (extra->device == Device::cuda && extra->dtype == DType::F32 &&
+                           extra->elements() == (f.norm ? cols : cols * n)),
+                op, "norm must be f32 [cols], up f32 like x"))
+      return;
+    for (const MatmulOutput& o : outputs)
+      if (!matmul_operands_ok(*o.w, x, *o.out, o.bias, op)) return;
+    const PrefillOperand x_half =
+        prefill_operand(x, f, static_cast<int>(cols), static_cast<int>(n), outputs[0].w->dtype == DType::BF16);
+    if (x_half.plain_ops) return Backend::fused_matmul_same_input(outputs, x, f);
+    for (const MatmulOutput& o : outputs)
+      if (x_half.data) prefill_gemm(*o.w, x_half.data, *o.out, f.accumulate, o.bias);
+    check_launch(op);
+  }
+
   void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions,
                      const RopeParams& p) override {
     rope_kv_store_checked(q, k, v, k_cache, v_cache, positions, p, 0, "rope_kv_store");
@@ -716,48 +744,73 @@ class CudaBackendImpl final : public CudaBackend {
 
   // Prefill product on tensor cores (n > kGemvMaxTokens tokens): out = W x' (+ bias), or with
   // f.accumulate out += W x' (+ bias), where x' = x, rms_norm(x) * f.norm or silu(x) * f.up.
-  // One kernel writes x' as the fp16 operand (bf16 for BF16 weights); quantized weights are
-  // dequantized to fp16 first (a workspace of rows x cols); cuBLAS multiplies with fp32
-  // accumulation into the fp32 out, the residual add being its beta = 1. cuBLAS is
-  // column-major: W's rows are the columns of a (cols x rows) matrix with ld = cols, so
-  // out = op_T(W) * x'. F32 weights: cublasSgemm on x (with the plain ops around it when fused).
+  // One kernel writes x' as the fp16 operand (bf16 for BF16 weights, prefill_operand);
+  // quantized weights are dequantized to fp16 first (prefill_gemm). F32 weights:
+  // cublasSgemm on x (with the plain ops around it when fused).
   void prefill_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) {
     const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), n = static_cast<int>(x.rows());
-    const float alpha = 1.0f, zero = 0.0f, one = 1.0f;
-    cublasStatus_t st;
     if (w.dtype == DType::F32) {
       if (f.norm || f.up || f.accumulate) return Backend::fused_matmul(w, x, out, f, bias);
-      st = cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.as<float>(), k, x.as<float>(), k, &zero,
-                       out.as<float>(), m);
-    } else {
-      const bool bf16 = w.dtype == DType::BF16;
-      auto* xh = static_cast<uint16_t*>(workspace(xh_ws_, static_cast<size_t>(k) * n * sizeof(uint16_t), "fp16 activations"));
-      if (!xh) return;
-      if (f.up) {
-        cuda::launch_silu_mul_to_half(x.as<float>(), f.up->as<float>(), static_cast<int64_t>(k) * n, xh, bf16, stream_);
-      } else if (f.norm) {
-        // Odd widths or alignment: the plain ops (rms_norm, then this without the norm).
-        if (!cuda::launch_rms_norm_to_half(x.as<float>(), f.norm->as<float>(), f.eps, k, n, xh, bf16, stream_))
-          return Backend::fused_matmul(w, x, out, f, bias);
-      } else {
-        cuda::launch_f32_to_half(x.as<float>(), xh, static_cast<int64_t>(k) * n, bf16, stream_);
-      }
-      const void* a = w.data;
-      if (w.dtype != DType::F16 && !bf16) {
-        void* deq = workspace(deq_ws_, static_cast<size_t>(m) * k * sizeof(uint16_t), "dequantized weight");
-        if (!deq || !expect(cuda::launch_dequantize(view(w), static_cast<uint16_t*>(deq), false, stream_), "matmul",
-                            "no fp16 dequantization for " + shape_string(w)))
-          return;
-        a = deq;
-      }
-      const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
-      st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, t, k, xh, t, k, f.accumulate ? &one : &zero,
-                        out.data, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      const float alpha = 1.0f, zero = 0.0f;
+      const cublasStatus_t st = cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.as<float>(), k,
+                                            x.as<float>(), k, &zero, out.as<float>(), m);
+      if (st != CUBLAS_STATUS_SUCCESS) record_gemm_failure(m, n, k, st);
+      if (bias) cuda::launch_add_bias(out.as<float>(), bias->as<float>(), m, n, stream_);
+      return;
     }
-    if (st != CUBLAS_STATUS_SUCCESS)
-      record(internal_error("matmul: cuBLAS GEMM " + std::to_string(m) + "x" + std::to_string(n) + "x" +
-                            std::to_string(k) + " failed: " + cublasGetStatusString(st)));
+    const PrefillOperand x_half = prefill_operand(x, f, k, n, w.dtype == DType::BF16);
+    if (x_half.plain_ops) return Backend::fused_matmul(w, x, out, f, bias);
+    if (x_half.data) prefill_gemm(w, x_half.data, out, f.accumulate, bias);
+  }
+
+  // The fp16 (bf16) operand x' [n][k] of a prefill GEMM, in xh_ws_: data null when the
+  // workspace failed (recorded), plain_ops when the norm kernel does not take this width or
+  // alignment (the caller falls back to the plain ops).
+  struct PrefillOperand {
+    const uint16_t* data = nullptr;
+    bool plain_ops = false;
+  };
+  PrefillOperand prefill_operand(const Tensor& x, const MatmulFusion& f, int k, int n, bool bf16) {
+    auto* xh = static_cast<uint16_t*>(workspace(xh_ws_, static_cast<size_t>(k) * n * sizeof(uint16_t), "fp16 activations"));
+    if (!xh) return {};
+    if (f.up) {
+      cuda::launch_silu_mul_to_half(x.as<float>(), f.up->as<float>(), static_cast<int64_t>(k) * n, xh, bf16, stream_);
+    } else if (f.norm) {
+      if (!cuda::launch_rms_norm_to_half(x.as<float>(), f.norm->as<float>(), f.eps, k, n, xh, bf16, stream_))
+        return {nullptr, true};
+    } else {
+      cuda::launch_f32_to_half(x.as<float>(), xh, static_cast<int64_t>(k) * n, bf16, stream_);
+    }
+    return {xh, false};
+  }
+
+  // out (+)= W x_half (+ bias) on cuBLAS with fp32 accumulation, the residual add being its
+  // beta = 1; W not F32, dequantized into an fp16 workspace of rows x cols unless F16 / BF16.
+  // cuBLAS is column-major: W's rows are the columns of a (cols x rows) matrix with ld = cols,
+  // so out = op_T(W) * x'.
+  void prefill_gemm(const Tensor& w, const uint16_t* x_half, Tensor& out, bool accumulate, const Tensor* bias) {
+    const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), n = static_cast<int>(out.rows());
+    const bool bf16 = w.dtype == DType::BF16;
+    const void* a = w.data;
+    if (w.dtype != DType::F16 && !bf16) {
+      void* deq = workspace(deq_ws_, static_cast<size_t>(m) * k * sizeof(uint16_t), "dequantized weight");
+      if (!deq || !expect(cuda::launch_dequantize(view(w), static_cast<uint16_t*>(deq), false, stream_), "matmul",
+                          "no fp16 dequantization for " + shape_string(w)))
+        return;
+      a = deq;
+    }
+    const float alpha = 1.0f, zero = 0.0f, one = 1.0f;
+    const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    const cublasStatus_t st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, t, k, x_half, t, k,
+                                           accumulate ? &one : &zero, out.data, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) record_gemm_failure(m, n, k, st);
     if (bias) cuda::launch_add_bias(out.as<float>(), bias->as<float>(), m, n, stream_);
+  }
+
+  void record_gemm_failure(int m, int n, int k, cublasStatus_t st) {
+    record(internal_error("matmul: cuBLAS GEMM " + std::to_string(m) + "x" + std::to_string(n) + "x" +
+                          std::to_string(k) + " failed: " + cublasGetStatusString(st)));
   }
 
   void destroy_graph() {
