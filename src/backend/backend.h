@@ -58,6 +58,18 @@ struct MatmulOutput {
   const Tensor* bias = nullptr;
 };
 
+// The operands of Backend::fused_ffn.
+struct FfnBlock {
+  const Tensor* w_gate = nullptr;  // [cols, n_ff]
+  const Tensor* w_up = nullptr;    // [cols, n_ff]
+  const Tensor* w_down = nullptr;  // [n_ff, cols]
+  const Tensor* norm = nullptr;    // [cols] F32
+  float eps = 1e-5f;
+  Tensor* gate = nullptr;          // [n_ff, n] F32: the default's intermediates, left undefined
+  Tensor* up = nullptr;            // [n_ff, n] F32, likewise
+  Tensor* scratch = nullptr;       // as MatmulFusion::scratch
+};
+
 enum class BackendKind { reference, cpu, cuda };
 
 class Backend {
@@ -142,6 +154,11 @@ class Backend {
   // GEMM operand, 3 of a layer's 5 norm passes saved); the default calls fused_matmul for each.
   // No out may alias x, f.up, f.scratch or another out.
   virtual void fused_matmul_same_input(std::span<const MatmulOutput> outputs, const Tensor& x, const MatmulFusion& f);
+  // A feed-forward block: x += W_down · (silu(x' · W_gate) * (x' · W_up)), x' = rms_norm(x) *
+  // f.norm. The default: fused_matmul_same_input of gate and up into f.gate, f.up, then
+  // fused_matmul of W_down with the SwiGLU and the residual add. CUDA prefill keeps gate and up
+  // in fp16 (bf16) between its GEMMs, half the bytes of the fp32 round trip.
+  virtual void fused_ffn(Tensor& x, const FfnBlock& f);
   // rope(q); rope(k); kv_store(k, v, caches, positions): q and k are rotated in place.
   virtual void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                              const Tensor& positions, const RopeParams& p);

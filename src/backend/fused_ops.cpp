@@ -54,6 +54,12 @@ void Backend::fused_matmul_same_input(std::span<const MatmulOutput> outputs, con
   for (const MatmulOutput& o : outputs) fused_matmul(*o.w, x, *o.out, f, o.bias);
 }
 
+void Backend::fused_ffn(Tensor& x, const FfnBlock& f) {
+  const MatmulOutput gate_up[] = {{f.w_gate, f.gate}, {f.w_up, f.up}};
+  fused_matmul_same_input(gate_up, x, MatmulFusion{.norm = f.norm, .eps = f.eps, .scratch = f.scratch});
+  fused_matmul(*f.w_down, *f.gate, x, MatmulFusion{.up = f.up, .accumulate = true, .scratch = f.scratch});
+}
+
 void Backend::rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                             const Tensor& positions, const RopeParams& p) {
   rope(q, positions, p);

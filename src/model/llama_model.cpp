@@ -342,11 +342,10 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
     const MatmulFusion ffn_norm = normed(l.ffn_norm);
     if (n == 1 && l.w_gate_up.data) {
       b.fused_matmul(l.w_gate_up, x, gate_up, ffn_norm);
+      b.fused_matmul(l.w_down, gate, x, swiglu_add_to_x);
     } else {
-      const MatmulOutput gate_up_outputs[] = {{&l.w_gate, &gate}, {&l.w_up, &up}};
-      b.fused_matmul_same_input(gate_up_outputs, x, ffn_norm);
+      b.fused_ffn(x, FfnBlock{&l.w_gate, &l.w_up, &l.w_down, &l.ffn_norm, c.rms_eps, &gate, &up, &s.scratch});
     }
-    b.fused_matmul(l.w_down, gate, x, swiglu_add_to_x);
   }
   // Only the tokens whose logits are wanted go through the final norm and the output matrix.
   Tensor x_out = x;

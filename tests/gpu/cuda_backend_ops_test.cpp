@@ -61,6 +61,7 @@ TEST_F(CudaBackendOps, GetRows) { cases->get_rows(); }
 TEST_F(CudaBackendOps, Matmul) { cases->matmul(); }
 TEST_F(CudaBackendOps, FusedMatmul) { cases->fused_matmul(); }
 TEST_F(CudaBackendOps, FusedMatmulSameInput) { cases->fused_matmul_same_input(); }
+TEST_F(CudaBackendOps, FusedFfn) { cases->fused_ffn(); }
 TEST_F(CudaBackendOps, RopeKvStore) { cases->rope_kv_store(); }
 TEST_F(CudaBackendOps, RopeKvStoreAttention) { cases->rope_kv_store_attention(); }
 TEST_F(CudaBackendOps, EachSequence) { cases->each_sequence(); }

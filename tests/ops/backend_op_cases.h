@@ -30,7 +30,7 @@
 //                         attention_prompt (n > 16 tokens, a prompt chunk) is the same by
 //                         default; a backend that runs chunks on tensor cores in fp16 passes
 //                         its own (CUDA: tests/gpu/cuda_backend_ops_test.cpp).
-//   fused ops      fused_matmul (and fused_matmul_same_input) as matmul, rope_kv_store as rope (f16 k cache: 1e-3), argmax
+//   fused ops      fused_matmul (fused_matmul_same_input, fused_ffn) as matmul, rope_kv_store as rope (f16 k cache: 1e-3), argmax
 //                  exact (see each case); sample_top_k the same ids as the host's draw (a
 //                  device's exp may differ in the last ulp, which moves a draw only when its
 //                  uniform number falls within ~1e-7 of a boundary: not in these cases).
@@ -111,6 +111,7 @@ class OpCases {
     matmul();
     fused_matmul();
     fused_matmul_same_input();
+    fused_ffn();
     rope_kv_store();
     rope_kv_store_attention();
     each_sequence();
@@ -421,6 +422,72 @@ class OpCases {
             compare(outs[i], tol, sizes);
           }
         }
+    }
+  }
+
+  // fused_ffn against the reference's default (fused_matmul_same_input of gate and up, then the
+  // down matmul with the SwiGLU and the residual add). 17 and 40 tokens reach the CUDA prefill
+  // path, where x', gate, up and silu(gate) * up are rounded to fp16 on the way. Each output's
+  // error is measured against the size of its terms carried through the block (fp64 here): with
+  // S_g, S_u the term sizes of g = x'·w_gate and u = x'·w_up and h = silu(g) u,
+  //   |x_before| + sum_k |w_down_k| (|h_k| + |silu'(g_k) u_k| S_g,k + |silu(g_k)| S_u,k),
+  // so a relative error e in every term of the first products or in h moves the output by at
+  // most e times that; the matmul tolerances apply.
+  void fused_ffn() {
+    for (DType t : matmul_types()) {
+      if (!test_.supports(t)) continue;
+      const int64_t block = dtype_info(t)->block_elems;
+      const int64_t cols = std::max<int64_t>(block, 576) / block * block;
+      const int64_t n_ff = std::max<int64_t>(block, 320) / block * block;
+      const double tol = t == DType::F32 || t == DType::F16 ? tol_.matmul_float : tol_.matmul_quant;
+      for (int64_t n : {3, 17, 40}) {
+        begin_case();
+        SCOPED_TRACE(std::string("fused_ffn ") + std::string(dtype_name(t)) + " cols=" + std::to_string(cols) +
+                     " n_ff=" + std::to_string(n_ff) + " n=" + std::to_string(n));
+        const auto xv = random(cols * n, 2.0f), nv = random(cols, 1.0f);
+        Pair x = input(DType::F32, {cols, n, 1, 1}, xv);
+        Pair norm = input(DType::F32, {cols, 1, 1, 1}, nv);
+        Pair gate = output(DType::F32, {n_ff, n, 1, 1}), up = output(DType::F32, {n_ff, n, 1, 1});
+        Pair scratch = output(DType::F32, {(cols + n_ff + cols) * n, 1, 1, 1});
+        Weight wg = make_weight(t, cols, n_ff), wu = make_weight(t, cols, n_ff), wd = make_weight(t, n_ff, cols);
+        for (bool on_test : {true, false}) {
+          auto pick = [&](Pair& p) { return on_test ? &p.test : &p.ref; };
+          auto pick_w = [&](Weight& w) { return on_test ? &w.test : &w.ref; };
+          (on_test ? test_ : *ref_).fused_ffn(*pick(x), FfnBlock{pick_w(wg), pick_w(wu), pick_w(wd), pick(norm), 1e-5f,
+                                                                 pick(gate), pick(up), pick(scratch)});
+        }
+        // x' in fp64, then g, u, their term sizes and h, then each output's bound.
+        auto rows_of = [&](const Weight& w, int64_t c, int64_t r) {
+          std::vector<float> v(static_cast<size_t>(c * r));
+          const size_t rs = row_bytes(t, c);
+          for (int64_t i = 0; i < r; ++i) dequantize_row(t, w.host.data() + i * rs, v.data() + i * c, c);
+          return v;
+        };
+        const auto g_w = rows_of(wg, cols, n_ff), u_w = rows_of(wu, cols, n_ff), d_w = rows_of(wd, n_ff, cols);
+        std::vector<double> bound(static_cast<size_t>(cols * n));
+        for (int64_t j = 0; j < n; ++j) {
+          double ss = 0.0;
+          for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(xv[j * cols + k]) * xv[j * cols + k];
+          const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
+          std::vector<double> xp(static_cast<size_t>(cols)), spread(static_cast<size_t>(n_ff));
+          for (int64_t k = 0; k < cols; ++k) xp[k] = xv[j * cols + k] * r * nv[k];
+          for (int64_t f = 0; f < n_ff; ++f) {
+            double g = 0, u = 0, sg = 0, su = 0;
+            for (int64_t k = 0; k < cols; ++k) {
+              g += g_w[f * cols + k] * xp[k], sg += std::fabs(g_w[f * cols + k] * xp[k]);
+              u += u_w[f * cols + k] * xp[k], su += std::fabs(u_w[f * cols + k] * xp[k]);
+            }
+            const double sig = 1.0 / (1.0 + std::exp(-g)), silu = g * sig, dsilu = sig * (1.0 + g * (1.0 - sig));
+            spread[f] = std::fabs(silu * u) + std::fabs(dsilu * u) * sg + std::fabs(silu) * su;
+          }
+          for (int64_t o = 0; o < cols; ++o) {
+            double b = std::fabs(xv[j * cols + o]);
+            for (int64_t f = 0; f < n_ff; ++f) b += std::fabs(d_w[o * n_ff + f]) * spread[f];
+            bound[j * cols + o] = b;
+          }
+        }
+        compare(x, tol, bound);
+      }
     }
   }
 

@@ -40,6 +40,7 @@ TEST_F(CpuBackendOps, GetRows) { cases.get_rows(); }
 TEST_F(CpuBackendOps, Matmul) { cases.matmul(); }
 TEST_F(CpuBackendOps, FusedMatmul) { cases.fused_matmul(); }
 TEST_F(CpuBackendOps, FusedMatmulSameInput) { cases.fused_matmul_same_input(); }
+TEST_F(CpuBackendOps, FusedFfn) { cases.fused_ffn(); }
 TEST_F(CpuBackendOps, RopeKvStore) { cases.rope_kv_store(); }
 TEST_F(CpuBackendOps, RopeKvStoreAttention) { cases.rope_kv_store_attention(); }
 TEST_F(CpuBackendOps, EachSequence) { cases.each_sequence(); }

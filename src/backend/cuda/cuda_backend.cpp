@@ -472,6 +472,41 @@ class CudaBackendImpl final : public CudaBackend {
     check_launch(op);
   }
 
+  // A prompt chunk with fp16 (or all bf16) operands: x' once, the gate and up GEMMs write fp16
+  // (bf16) into a workspace, silu(gate) * up is made in place there as the down GEMM's operand,
+  // and the down GEMM adds into x (beta = 1). At 8B pp2048 gate and up are 2 x 117 MB as fp32,
+  // written by the GEMMs and read back by the SwiGLU pass; half of that as fp16. f.gate and
+  // f.up are not written. Anything else: the default.
+  void fused_ffn(Tensor& x, const FfnBlock& f) override {
+    const char* op = "fused_ffn";
+    const int64_t n = x.rows(), cols = x.ne[0], n_ff = f.w_gate->rows();
+    const bool bf16 = f.w_gate->dtype == DType::BF16;
+    bool staged = n > cuda::kGemvMaxTokens && f.norm;
+    for (const Tensor* w : {f.w_gate, f.w_up, f.w_down})
+      staged = staged && w->dtype != DType::F32 && (w->dtype == DType::BF16) == bf16;
+    if (!staged) return Backend::fused_ffn(x, f);
+    if (!on_device({f.w_gate, f.w_up, f.w_down, &x, f.norm}, op) || !all_f32({&x, f.norm}, op) ||
+        !expect(supports(f.w_gate->dtype) && supports(f.w_up->dtype) && supports(f.w_down->dtype), op,
+                "weight format unsupported") ||
+        !expect(f.w_gate->ne[0] == cols && f.w_up->ne[0] == cols && f.w_up->rows() == n_ff && f.w_down->ne[0] == n_ff &&
+                    f.w_down->rows() == cols && f.norm->elements() == cols,
+                op, "gate " + shape_string(*f.w_gate) + ", up " + shape_string(*f.w_up) + ", down " +
+                        shape_string(*f.w_down) + ", x " + shape_string(x) + ", norm " + shape_string(*f.norm)))
+      return;
+    const PrefillOperand x_half =
+        prefill_operand(x, MatmulFusion{.norm = f.norm, .eps = f.eps}, static_cast<int>(cols), static_cast<int>(n), bf16);
+    if (x_half.plain_ops) return Backend::fused_ffn(x, f);
+    const size_t elems = static_cast<size_t>(n_ff) * static_cast<size_t>(n);
+    auto* gate_up = static_cast<uint16_t*>(workspace(ffn_ws_, 2 * elems * sizeof(uint16_t), "fp16 gate and up"));
+    if (!x_half.data || !gate_up) return;
+    const cudaDataType_t half_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    prefill_gemm_to(*f.w_gate, x_half.data, static_cast<int>(n), gate_up, half_type, false);
+    prefill_gemm_to(*f.w_up, x_half.data, static_cast<int>(n), gate_up + elems, half_type, false);
+    cuda::launch_silu_mul_halves(gate_up, gate_up + elems, static_cast<int64_t>(elems), gate_up, bf16, stream_);
+    prefill_gemm_to(*f.w_down, gate_up, static_cast<int>(n), x.data, CUDA_R_32F, true);
+    check_launch(op);
+  }
+
   void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions,
                      const RopeParams& p) override {
     rope_kv_store_checked(q, k, v, k_cache, v_cache, positions, p, 0, "rope_kv_store");
@@ -789,7 +824,15 @@ class CudaBackendImpl final : public CudaBackend {
   // cuBLAS is column-major: W's rows are the columns of a (cols x rows) matrix with ld = cols,
   // so out = op_T(W) * x'.
   void prefill_gemm(const Tensor& w, const uint16_t* x_half, Tensor& out, bool accumulate, const Tensor* bias) {
-    const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), n = static_cast<int>(out.rows());
+    prefill_gemm_to(w, x_half, static_cast<int>(out.rows()), out.data, CUDA_R_32F, accumulate);
+    if (bias) cuda::launch_add_bias(out.as<float>(), bias->as<float>(), w.rows(), out.rows(), stream_);
+  }
+
+  // The GEMM of prefill_gemm for n tokens into out [n][rows] of type out_type (fp32, or the
+  // operand's fp16 / bf16).
+  void prefill_gemm_to(const Tensor& w, const uint16_t* x_half, int n, void* out, cudaDataType_t out_type,
+                       bool accumulate) {
+    const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]);
     const bool bf16 = w.dtype == DType::BF16;
     const void* a = w.data;
     if (w.dtype != DType::F16 && !bf16) {
@@ -802,10 +845,9 @@ class CudaBackendImpl final : public CudaBackend {
     const float alpha = 1.0f, zero = 0.0f, one = 1.0f;
     const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     const cublasStatus_t st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, t, k, x_half, t, k,
-                                           accumulate ? &one : &zero, out.data, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                           accumulate ? &one : &zero, out, out_type, m, CUBLAS_COMPUTE_32F,
                                            CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) record_gemm_failure(m, n, k, st);
-    if (bias) cuda::launch_add_bias(out.as<float>(), bias->as<float>(), m, n, stream_);
   }
 
   void record_gemm_failure(int m, int n, int k, cublasStatus_t st) {
@@ -825,7 +867,7 @@ class CudaBackendImpl final : public CudaBackend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   std::vector<void*> allocations_;  // every cudaMalloc of this backend, freed in the destructor
-  Workspace deq_ws_, xh_ws_, attn_ws_, argmax_ws_, sample_ws_;
+  Workspace deq_ws_, xh_ws_, ffn_ws_, attn_ws_, argmax_ws_, sample_ws_;
   int64_t argmax_capacity_ = 0;  // tokens argmax_ws_ is laid out for (sampling.cu)
   int64_t sample_capacity_ = 0;  // tokens sample_ws_ is laid out for (sample_top_k.cu)
   struct DeviceFactors {

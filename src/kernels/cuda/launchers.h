@@ -148,6 +148,10 @@ void launch_f32_to_half(const float* src, uint16_t* dst, int64_t n, bool to_bf16
 // dst[i] = silu(gate[i]) * up[i] rounded, n elements.
 void launch_silu_mul_to_half(const float* gate, const float* up, int64_t n, uint16_t* dst, bool to_bf16,
                              cudaStream_t stream);
+// dst[i] = silu(gate[i]) * up[i] rounded, gate and up fp16 (bf16 with `bf16`) as a prefill
+// GEMM wrote them, n elements.
+void launch_silu_mul_halves(const uint16_t* gate, const uint16_t* up, int64_t n, uint16_t* dst, bool bf16,
+                            cudaStream_t stream);
 // dst[:, t] = rms_norm(x[:, t]) * weight rounded (as launch_rms_norm); x [d, n]. false (nothing
 // launched) unless d % 4 == 0, x and weight 16-byte and dst 8-byte aligned.
 bool launch_rms_norm_to_half(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, uint16_t* dst,

@@ -77,6 +77,34 @@ __global__ void __launch_bounds__(kThreads)
   dst[i] = to_half_bits<kBf16>(v);
 }
 
+// dst = silu(gate) * up on fp16 (bf16) gate and up, as the fp32 kernels compute it after
+// widening: 8 elements per thread (uint4 loads), or one with kScalar for any n and alignment.
+template <bool kBf16>
+__device__ __forceinline__ float half_to_float(uint16_t h) {
+  return kBf16 ? bf16_bits_to_float(h) : half_bits_to_float(h);
+}
+template <bool kBf16, bool kScalar>
+__global__ void __launch_bounds__(kThreads)
+    silu_mul_halves_kernel(const uint16_t* gate, const uint16_t* up, int64_t n_units, uint16_t* dst) {
+  pdl_start();
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= n_units) return;
+  if constexpr (kScalar) {
+    dst[i] = to_half_bits<kBf16>(silu_times(half_to_float<kBf16>(gate[i]), half_to_float<kBf16>(up[i])));
+  } else {
+    const uint4 g = reinterpret_cast<const uint4*>(gate)[i], u = reinterpret_cast<const uint4*>(up)[i];
+    const uint32_t gw[4] = {g.x, g.y, g.z, g.w}, uw[4] = {u.x, u.y, u.z, u.w};
+    uint32_t out[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float lo = silu_times(half_to_float<kBf16>(gw[j] & 0xFFFF), half_to_float<kBf16>(uw[j] & 0xFFFF));
+      const float hi = silu_times(half_to_float<kBf16>(gw[j] >> 16), half_to_float<kBf16>(uw[j] >> 16));
+      out[j] = to_half_bits<kBf16>(lo) | (static_cast<uint32_t>(to_half_bits<kBf16>(hi)) << 16);
+    }
+    reinterpret_cast<uint4*>(dst)[i] = make_uint4(out[0], out[1], out[2], out[3]);
+  }
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
@@ -102,6 +130,18 @@ void launch_f32_to_half(const float* src, uint16_t* dst, int64_t n, bool to_bf16
 void launch_silu_mul_to_half(const float* gate, const float* up, int64_t n, uint16_t* dst, bool to_bf16,
                              cudaStream_t stream) {
   launch_to_half<true>(gate, up, n, dst, to_bf16, stream);
+}
+
+void launch_silu_mul_halves(const uint16_t* gate, const uint16_t* up, int64_t n, uint16_t* dst, bool bf16,
+                            cudaStream_t stream) {
+  if (n <= 0) return;
+  if (n % 8 == 0 && aligned16(gate) && aligned16(up) && aligned16(dst)) {
+    const auto k = bf16 ? silu_mul_halves_kernel<true, false> : silu_mul_halves_kernel<false, false>;
+    launch_pdl(k, dim3(blocks_for(n / 8)), dim3(kThreads), 0, stream, gate, up, n / 8, dst);
+  } else {
+    const auto k = bf16 ? silu_mul_halves_kernel<true, true> : silu_mul_halves_kernel<false, true>;
+    launch_pdl(k, dim3(blocks_for(n)), dim3(kThreads), 0, stream, gate, up, n, dst);
+  }
 }
 
 bool launch_rms_norm_to_half(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens,
