@@ -36,10 +36,7 @@ namespace bl::cuda {
 namespace {
 
 constexpr int kWarp = 32;
-#ifndef BITLIGHT_PREFILL_ATTN_WARPS
-#define BITLIGHT_PREFILL_ATTN_WARPS 4
-#endif
-constexpr int kWarps = BITLIGHT_PREFILL_ATTN_WARPS;
+constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * kWarp;
 constexpr int kQueryRows = 16 * kWarps;  // queries per block: one mma M of 16 per warp
 constexpr int kSlots = 64;               // cache slots per KV tile
@@ -98,7 +95,7 @@ __device__ __forceinline__ void load_kv_tile(const PrefillParams& p, int kv_head
 }
 
 template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads, kWarps <= 4 ? 8 / kWarps : 1) prefill_attention_kernel(PrefillParams p) {
+__global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillParams p) {
   using T = Tile<kHeadDim>;
   constexpr int kSteps = kHeadDim / 16;    // mma k-steps over head dims (S = Q K^T)
   constexpr int kDimTiles = kHeadDim / 8;  // mma n-tiles over head dims (O = P V)
