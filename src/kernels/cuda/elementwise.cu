@@ -118,7 +118,9 @@ __global__ void kv_store_kernel(const float* k, const float* v, void* k_cache, v
 // Why several heads per block: the fp64 pow + sincos per pair cost more than the bytes; with
 // one head per block a 2048-token prefill of the 8B shape (48 heads) took 120 us a layer on an
 // H100, re-deriving every angle 40 times. Decode keeps one head per block (48 blocks for one
-// token instead of 6), so the angles of one token are computed 40 times in parallel.
+// token instead of 6), so the angles of one token are computed 40 times in parallel. Prefill
+// takes rope_kv_store_token_kernel (below) where it applies; this kernel with 8 heads a block
+// serves many tokens of several sequences (seq_slots) and unaligned pairs.
 constexpr int kRopeKvThreads = 64;  // a Llama head of 128 dims is 64 pairs
 constexpr int64_t kRopeManyTokens = 64;  // from here on, several heads per block
 
@@ -170,6 +172,68 @@ __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q,
   }
 }
 
+// Prefill (kRopeManyTokens tokens or more): one block per token, all of its heads. The token's
+// n_dims / 2 angles once (fp64, as rope_kernel) into shared memory, then every (q or k head,
+// pair) item rotated in place, a k item also written to the k cache, then the k heads'
+// pass-through dims and the v heads into the caches. Adjacent pairs (2i, 2i + 1, not neox) move
+// as one float2 (and one half2 into an f16 cache); the launcher checks the 8-byte alignment.
+// Why: with 8 heads a block (rope_kv_store_kernel) a 2048-token prefill of the 8B shape
+// computed each token's angles 6 times and moved 4 bytes per load, ~49 us a layer for ~100 MB.
+template <bool kF16>
+__device__ __forceinline__ void put_cache_pair(void* cache, int64_t i, float a, float b) {
+  if constexpr (kF16)
+    *reinterpret_cast<__half2*>(static_cast<__half*>(cache) + i) = __floats2half2_rn(a, b);
+  else
+    *reinterpret_cast<float2*>(static_cast<float*>(cache) + i) = make_float2(a, b);
+}
+
+template <bool kF16>
+__global__ void __launch_bounds__(kThreads)
+    rope_kv_store_token_kernel(float* q, float* k, const float* v, void* k_cache, void* v_cache, int n_head,
+                               int n_head_kv, int64_t n_ctx, const int32_t* positions, RopeLaunch p) {
+  pdl_start();
+  const int64_t t = blockIdx.x;
+  const int hd = p.head_dim, half = p.n_dims / 2;
+  const int64_t kv_dim = static_cast<int64_t>(n_head_kv) * hd;
+  const int64_t slot = positions[t];
+  const bool store = slot >= 0 && slot < n_ctx;
+  __shared__ float cos_sh[kAttentionMaxHeadDim / 2], sin_sh[kAttentionMaxHeadDim / 2];
+  for (int i = threadIdx.x; i < half; i += kThreads) rope_cos_sin(static_cast<double>(slot), i, p, cos_sh[i], sin_sh[i]);
+  __syncthreads();
+  float* qt = q + t * n_head * hd;
+  float* kt = k + t * kv_dim;
+  for (int idx = threadIdx.x; idx < (n_head + n_head_kv) * half; idx += kThreads) {
+    const int h = idx / half, i = idx % half;
+    const bool is_k = h >= n_head;
+    const int64_t at = static_cast<int64_t>(is_k ? h - n_head : h) * hd;
+    float* xh = (is_k ? kt : qt) + at;
+    const float sn = sin_sh[i], cs = cos_sh[i];
+    const int i0 = rope_first(i, p.neox), i1 = rope_second(i, half, p.neox);
+    float x0, x1;
+    if (p.neox) {
+      x0 = xh[i0], x1 = xh[i1];
+    } else {
+      const float2 pair = *reinterpret_cast<const float2*>(xh + i0);
+      x0 = pair.x, x1 = pair.y;
+    }
+    const float y0 = x0 * cs - x1 * sn, y1 = x0 * sn + x1 * cs;
+    if (p.neox) {
+      xh[i0] = y0, xh[i1] = y1;
+      if (is_k && store) put_cache<kF16>(k_cache, slot * kv_dim + at + i0, y0), put_cache<kF16>(k_cache, slot * kv_dim + at + i1, y1);
+    } else {
+      *reinterpret_cast<float2*>(xh + i0) = make_float2(y0, y1);
+      if (is_k && store) put_cache_pair<kF16>(k_cache, slot * kv_dim + at + i0, y0, y1);
+    }
+  }
+  if (!store) return;
+  const int pass = hd - p.n_dims;  // dims past n_dims, not rotated
+  for (int idx = threadIdx.x; idx < n_head_kv * pass; idx += kThreads) {
+    const int64_t e = static_cast<int64_t>(idx / pass) * hd + p.n_dims + idx % pass;
+    put_cache<kF16>(k_cache, slot * kv_dim + e, kt[e]);
+  }
+  for (int64_t e = threadIdx.x; e < kv_dim; e += kThreads) put_cache<kF16>(v_cache, slot * kv_dim + e, v[t * kv_dim + e]);
+}
+
 }  // namespace
 
 void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16, int n_head,
@@ -177,8 +241,16 @@ void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, voi
                           cudaStream_t stream, int64_t seq_slots) {
   if (p.n_tokens <= 0) return;
   // Few tokens (decode): a block per head, to spread one token over many SMs. Many (prefill):
-  // 8 heads a block, so each token's angles are computed 6 times instead of 48 (8B shape).
+  // a block per token (angles once per token, pairs as float2), else 8 heads a block.
   const int heads = n_head + 2 * n_head_kv;
+  const bool aligned8 = reinterpret_cast<uintptr_t>(q) % 8 == 0 && reinterpret_cast<uintptr_t>(k) % 8 == 0 &&
+                        reinterpret_cast<uintptr_t>(k_cache) % 8 == 0 && p.head_dim % 2 == 0;
+  if (p.n_tokens >= kRopeManyTokens && seq_slots == 0 && (p.neox || aligned8) && p.n_dims / 2 <= kAttentionMaxHeadDim / 2) {
+    launch_pdl(cache_f16 ? rope_kv_store_token_kernel<true> : rope_kv_store_token_kernel<false>,
+               dim3(static_cast<unsigned>(p.n_tokens)), dim3(kThreads), 0, stream, q, k, v, k_cache, v_cache, n_head,
+               n_head_kv, n_ctx, positions, p);
+    return;
+  }
   const int heads_per_block = p.n_tokens >= kRopeManyTokens ? 8 : 1;
   const dim3 grid(static_cast<unsigned>((heads + heads_per_block - 1) / heads_per_block), static_cast<unsigned>(p.n_tokens));
   launch_pdl(cache_f16 ? rope_kv_store_kernel<true> : rope_kv_store_kernel<false>, grid, dim3(kRopeKvThreads), 0, stream,
