@@ -615,7 +615,8 @@ class OpCases {
   void argmax() {
     for (int64_t n_vocab : {1, 7, 1000, 50001, 128256})
       for (int64_t n : {1, 3})
-        for (int variant = 0; variant < 3; ++variant) {  // 0 random, 1 ties at the max, 2 NaNs too
+        for (int variant = 0; variant < 5; ++variant) {  // 0 random, 1 ties at the max, 2 NaNs too,
+                                                           // 3 all NaN, 4 -inf and NaN only
           begin_case();
           SCOPED_TRACE("argmax n_vocab=" + std::to_string(n_vocab) + " n=" + std::to_string(n) + " variant=" + std::to_string(variant));
           auto l = random(n_vocab * n, 10.0f);
@@ -626,6 +627,8 @@ class OpCases {
               row[a] = row[b] = 11.0f;  // the largest, twice (or once when a == b)
             }
             if (variant == 2) row[uniform_int(0, n_vocab - 1)] = NAN, row[0] = NAN;
+            for (int64_t i = 0; variant >= 3 && i < n_vocab; ++i)
+              row[i] = variant == 3 || i % 3 == 0 ? NAN : -INFINITY;
           }
           Pair logits = input(DType::F32, {n_vocab, n, 1, 1}, l);
           Pair ids = alloc_pair(DType::I32, {n, 1, 1, 1});
@@ -638,7 +641,7 @@ class OpCases {
           std::memcpy(g.data(), got.data(), got.size());
           std::memcpy(w.data(), want.data(), want.size());
           EXPECT_EQ(g, w);
-          for (int64_t t = 0; t < n && n_vocab > 1; ++t) {  // the reference itself: never a NaN
+          for (int64_t t = 0; t < n && n_vocab > 1 && variant != 3; ++t) {  // the reference itself: never a NaN
             EXPECT_FALSE(std::isnan(l[t * n_vocab + w[t]]));
           }
         }

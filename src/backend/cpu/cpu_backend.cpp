@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <vector>
 
 #include "core/checked_math.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/argmax.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/elementwise.h"
@@ -178,6 +180,24 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
     const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
     cpu::add(ap + i0, bp + i0, op + i0, i1 - i0);
   });
+}
+
+// In place on the logits (no copy, unlike the default). One token's row is split over the
+// threads as the output matmul split its rows, so each thread scans what it just wrote.
+void CpuBackend::argmax(const Tensor& logits, Tensor& ids) {
+  const int64_t n_vocab = logits.ne[0], n = logits.rows();
+  if (logits.dtype != DType::F32 || ids.dtype != DType::I32 || ids.elements() != n) return;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* row = logits.as<const float>() + t * n_vocab;
+    std::vector<cpu::RangeMax> parts(static_cast<size_t>(pool_.size()));
+    pool_.run([&](int thread, int n_threads) {
+      parts[static_cast<size_t>(thread)] =
+          cpu::argmax_range(row, n_vocab * thread / n_threads, n_vocab * (thread + 1) / n_threads);
+    });
+    cpu::RangeMax m;
+    for (const cpu::RangeMax& part : parts) m = cpu::later_range(m, part);
+    ids.as<int32_t>()[t] = static_cast<int32_t>(m.index < 0 ? 0 : m.index);
+  }
 }
 
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {

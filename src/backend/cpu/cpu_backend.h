@@ -37,6 +37,7 @@ class CpuBackend final : public Backend {
   void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias) override;
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void argmax(const Tensor& logits, Tensor& ids) override;
   void rope(Tensor& x, const Tensor& positions, const RopeParams& p) override;
   void kv_store(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions) override;
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
