@@ -339,17 +339,7 @@ class OpCases {
                                f, with_bias ? (on_test ? &bias.test : &bias.ref) : nullptr);
               }
               // x' in fp64, then the size of each output's terms.
-              std::vector<float> xp(xv.size());
-              for (int64_t j = 0; j < n; ++j) {
-                double ss = 0.0;
-                for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(xv[j * cols + k]) * xv[j * cols + k];
-                const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
-                for (int64_t k = 0; k < cols; ++k) {
-                  const double v = xv[j * cols + k];
-                  xp[j * cols + k] = static_cast<float>(norm ? v * r * gv[k] : gate ? v / (1.0 + std::exp(-v)) * uv[j * cols + k] : v);
-                }
-              }
-              Pair xprime = input(DType::F32, {cols, n, 1, 1}, xp);
+              Pair xprime = input(DType::F32, {cols, n, 1, 1}, fused_input(xv, norm ? &gv : nullptr, gate ? &uv : nullptr, cols, n));
               auto sizes = term_sizes(w, xprime, with_bias ? &bias : nullptr, cols, rows, n);
               if (acc)
                 for (size_t i = 0; i < sizes.size(); ++i) sizes[i] += std::fabs(ov[i]);
@@ -402,18 +392,8 @@ class OpCases {
                                   i == 0 ? (on_test ? &bias.test : &bias.ref) : nullptr});
             (on_test ? test_ : *ref_).fused_matmul_same_input(products, on_test ? x.test : x.ref, f);
           }
-          // x' in fp64 as in fused_matmul, then each output against the size of its terms.
-          std::vector<float> xp(xv.size());
-          for (int64_t j = 0; j < n; ++j) {
-            double ss = 0.0;
-            for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(xv[j * cols + k]) * xv[j * cols + k];
-            const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
-            for (int64_t k = 0; k < cols; ++k) {
-              const double v = xv[j * cols + k];
-              xp[j * cols + k] = static_cast<float>(norm ? v * r * gv[k] : v / (1.0 + std::exp(-v)) * uv[j * cols + k]);
-            }
-          }
-          Pair xprime = input(DType::F32, {cols, n, 1, 1}, xp);
+          // x' in fp64, then each output against the size of its terms.
+          Pair xprime = input(DType::F32, {cols, n, 1, 1}, fused_input(xv, norm ? &gv : nullptr, norm ? nullptr : &uv, cols, n));
           for (size_t i = 0; i < w.size(); ++i) {
             SCOPED_TRACE("output " + std::to_string(i));
             auto sizes = term_sizes(w[i], xprime, i == 0 ? &bias : nullptr, cols, kRows[i], n);
@@ -456,7 +436,7 @@ class OpCases {
           (on_test ? test_ : *ref_).fused_ffn(*pick(x), FfnBlock{pick_w(wg), pick_w(wu), pick_w(wd), pick(norm), 1e-5f,
                                                                  pick(gate), pick(up), pick(scratch)});
         }
-        // x' in fp64, then g, u, their term sizes and h, then each output's bound.
+        // x' (fused_input), then g, u, their term sizes and h, then each output's bound.
         auto rows_of = [&](const Weight& w, int64_t c, int64_t r) {
           std::vector<float> v(static_cast<size_t>(c * r));
           const size_t rs = row_bytes(t, c);
@@ -465,12 +445,10 @@ class OpCases {
         };
         const auto g_w = rows_of(wg, cols, n_ff), u_w = rows_of(wu, cols, n_ff), d_w = rows_of(wd, n_ff, cols);
         std::vector<double> bound(static_cast<size_t>(cols * n));
+        const std::vector<float> xps = fused_input(xv, &nv, nullptr, cols, n);
         for (int64_t j = 0; j < n; ++j) {
-          double ss = 0.0;
-          for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(xv[j * cols + k]) * xv[j * cols + k];
-          const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
-          std::vector<double> xp(static_cast<size_t>(cols)), spread(static_cast<size_t>(n_ff));
-          for (int64_t k = 0; k < cols; ++k) xp[k] = xv[j * cols + k] * r * nv[k];
+          const float* xp = xps.data() + j * cols;
+          std::vector<double> spread(static_cast<size_t>(n_ff));
           for (int64_t f = 0; f < n_ff; ++f) {
             double g = 0, u = 0, sg = 0, su = 0;
             for (int64_t k = 0; k < cols; ++k) {
@@ -869,6 +847,23 @@ class OpCases {
     std::vector<float> v(bytes.size() / sizeof(float));
     std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
     return v;
+  }
+
+  // x' of a fused matmul, computed in fp64 (rounded to fp32 at the end): rms_norm(x) * gamma
+  // (eps 1e-5) with gamma, silu(x) * up with up, else x; x [cols, n].
+  static std::vector<float> fused_input(const std::vector<float>& x, const std::vector<float>* gamma,
+                                        const std::vector<float>* up, int64_t cols, int64_t n) {
+    std::vector<float> xp(x.size());
+    for (int64_t j = 0; j < n; ++j) {
+      double ss = 0.0;
+      for (int64_t k = 0; k < cols; ++k) ss += static_cast<double>(x[j * cols + k]) * x[j * cols + k];
+      const double r = 1.0 / std::sqrt(ss / cols + 1e-5);
+      for (int64_t k = 0; k < cols; ++k) {
+        const double v = x[j * cols + k];
+        xp[j * cols + k] = static_cast<float>(gamma ? v * r * (*gamma)[k] : up ? v / (1.0 + std::exp(-v)) * (*up)[j * cols + k] : v);
+      }
+    }
+    return xp;
   }
 
   // Σ_k |w_rk x_kt| + |bias_r| for output (r, t), from the dequantized weights.

@@ -383,12 +383,8 @@ class CudaBackendImpl final : public CudaBackend {
   void fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) override {
     const char* op = "fused_matmul";
     const int64_t cols = w.ne[0], n = x.rows();
+    if (!fusion_ok(f, cols, n, op)) return;
     const Tensor* extra = f.norm ? f.norm : f.up;
-    if (!expect(!(f.norm && f.up), op, "norm and up are exclusive") ||
-        !expect(!extra || (extra->device == Device::cuda && extra->dtype == DType::F32 &&
-                           extra->elements() == (f.norm ? cols : cols * n)),
-                op, "norm must be f32 [cols], up f32 like x"))
-      return;
     // A prompt chunk: the prologue makes the GEMM's fp16 operand, the residual add is its beta.
     if (n > cuda::kGemvMaxTokens && w.dtype != DType::F32) {
       if (matmul_operands_ok(w, x, out, bias, op)) prefill_matmul(w, x, out, f, bias);
@@ -456,12 +452,7 @@ class CudaBackendImpl final : public CudaBackend {
                     (o.w->dtype == DType::BF16) == (outputs[0].w->dtype == DType::BF16);
     if (!one_operand) return Backend::fused_matmul_same_input(outputs, x, f);
     const int64_t cols = outputs[0].w->ne[0];
-    const Tensor* extra = f.norm ? f.norm : f.up;
-    if (!expect(!(f.norm && f.up), op, "norm and up are exclusive") ||
-        !expect(!extra || (extra->device == Device::cuda && extra->dtype == DType::F32 &&
-                           extra->elements() == (f.norm ? cols : cols * n)),
-                op, "norm must be f32 [cols], up f32 like x"))
-      return;
+    if (!fusion_ok(f, cols, n, op)) return;
     for (const MatmulOutput& o : outputs)
       if (!matmul_operands_ok(*o.w, x, *o.out, o.bias, op)) return;
     const PrefillOperand x_half =
@@ -765,6 +756,15 @@ class CudaBackendImpl final : public CudaBackend {
     note(cudaMemcpy(p, host, n * sizeof(float), cudaMemcpyHostToDevice), "rope freq_factors copy");
     freq_factors_[host] = {p, n};
     return p;
+  }
+
+  // f's norm ([cols] F32) or up ([cols, n] F32, like x) on this device, not both.
+  bool fusion_ok(const MatmulFusion& f, int64_t cols, int64_t n, const char* op) {
+    const Tensor* extra = f.norm ? f.norm : f.up;
+    return expect(!(f.norm && f.up), op, "norm and up are exclusive") &&
+           expect(!extra || (extra->device == Device::cuda && extra->dtype == DType::F32 &&
+                             extra->elements() == (f.norm ? cols : cols * n)),
+                  op, "norm must be f32 [cols], up f32 like x");
   }
 
   bool matmul_operands_ok(const Tensor& w, const Tensor& x, const Tensor& out, const Tensor* bias, const char* op) {

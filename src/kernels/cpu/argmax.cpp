@@ -7,8 +7,8 @@ namespace bl::cpu {
 RangeMax argmax_range_scalar(const float* row, int64_t begin, int64_t end) {
   // Lane l sees elements begin + l, begin + l + 16, ...: its largest value and the first offset
   // holding it (a NaN never compares greater, so it is never taken; nor is -inf). Offsets are
-  // int32, as wide as the values, so the compare's mask selects both (the loop vectorizes with
-  // plain SSE2; int64 offsets made it 3x slower); a range is taken 2^30 elements at a time.
+  // int32, as wide as the values, so one compare mask can select both; a range is taken 2^30
+  // elements at a time.
   constexpr int kLanes = 16;
   constexpr int64_t kPiece = int64_t{1} << 30;
   RangeMax m;
@@ -27,13 +27,7 @@ RangeMax argmax_range_scalar(const float* row, int64_t begin, int64_t end) {
       }
     for (int l = 0; i + l < n; ++l)
       if (x[i + l] > best[l]) best[l] = x[i + l], at[l] = i + l;
-    RangeMax piece;
-    for (int l = 0; l < kLanes; ++l)
-      if (at[l] >= 0 && (piece.index < 0 || best[l] > piece.value || (best[l] == piece.value && p0 + at[l] < piece.index)))
-        piece = {p0 + at[l], best[l]};
-    for (int32_t j = 0; piece.index < 0 && j < n; ++j)  // nothing above -inf: the first -inf, if any
-      if (!std::isnan(x[j])) piece = {p0 + j, x[j]};
-    m = later_range(m, piece);
+    m = later_range(m, fold_lanes(best, at, kLanes, p0, x, n));
   }
   return m;
 }

@@ -27,6 +27,20 @@ static inline RangeMax later_range(RangeMax so_far, RangeMax next) {
   return next.index >= 0 && (so_far.index < 0 || next.value > so_far.value) ? next : so_far;
 }
 
+// The RangeMax of x[0, n) at offset p0 from its lanes' results (each lane's largest value and
+// the first offset holding it, -1 for none): the largest value, at the lowest offset among ties;
+// when no lane took a value (nothing above -inf), the first -inf. Both levels end with this.
+static inline RangeMax fold_lanes(const float* best, const int32_t* at, int lanes, int64_t p0, const float* x,
+                                  int32_t n) {
+  RangeMax m;
+  for (int l = 0; l < lanes; ++l)
+    if (at[l] >= 0 && (m.index < 0 || best[l] > m.value || (best[l] == m.value && p0 + at[l] < m.index)))
+      m = {p0 + at[l], best[l]};
+  for (int32_t j = 0; m.index < 0 && j < n; ++j)
+    if (!std::isnan(x[j])) m = {p0 + j, x[j]};
+  return m;
+}
+
 // What Backend::argmax defines for one row: the first index of the largest non-NaN value, 0
 // when every value is NaN.
 static inline int64_t argmax_row(const float* row, int64_t n) {

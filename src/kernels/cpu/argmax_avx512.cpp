@@ -35,13 +35,7 @@ RangeMax argmax_range_avx512(const float* row, int64_t begin, int64_t end) {
     alignas(64) float bv[kAcc * kLanes];
     alignas(64) int32_t av[kAcc * kLanes];
     for (int a = 0; a < kAcc; ++a) _mm512_store_ps(bv + kLanes * a, best[a]), _mm512_store_si512(av + kLanes * a, at[a]);
-    RangeMax piece;
-    for (int l = 0; l < kAcc * kLanes; ++l)
-      if (av[l] >= 0 && (piece.index < 0 || bv[l] > piece.value || (bv[l] == piece.value && p0 + av[l] < piece.index)))
-        piece = {p0 + av[l], bv[l]};
-    for (int32_t j = 0; piece.index < 0 && j < n; ++j)  // nothing above -inf: the first -inf, if any
-      if (!std::isnan(x[j])) piece = {p0 + j, x[j]};
-    m = later_range(m, piece);
+    m = later_range(m, fold_lanes(bv, av, kAcc * kLanes, p0, x, n));
   }
   return m;
 }
