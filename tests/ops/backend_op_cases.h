@@ -452,8 +452,9 @@ class OpCases {
           for (int64_t f = 0; f < n_ff; ++f) {
             double g = 0, u = 0, sg = 0, su = 0;
             for (int64_t k = 0; k < cols; ++k) {
-              g += g_w[f * cols + k] * xp[k], sg += std::fabs(g_w[f * cols + k] * xp[k]);
-              u += u_w[f * cols + k] * xp[k], su += std::fabs(u_w[f * cols + k] * xp[k]);
+              const double gk = static_cast<double>(g_w[f * cols + k]) * xp[k];
+              const double uk = static_cast<double>(u_w[f * cols + k]) * xp[k];
+              g += gk, sg += std::fabs(gk), u += uk, su += std::fabs(uk);
             }
             const double sig = 1.0 / (1.0 + std::exp(-g)), silu = g * sig, dsilu = sig * (1.0 + g * (1.0 - sig));
             spread[f] = std::fabs(silu * u) + std::fabs(dsilu * u) * sg + std::fabs(silu) * su;

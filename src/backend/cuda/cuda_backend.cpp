@@ -466,8 +466,10 @@ class CudaBackendImpl final : public CudaBackend {
   // A prompt chunk with fp16 (or all bf16) operands: x' once, the gate and up GEMMs write fp16
   // (bf16) into a workspace, silu(gate) * up is made in place there as the down GEMM's operand,
   // and the down GEMM adds into x (beta = 1). At 8B pp2048 gate and up are 2 x 117 MB as fp32,
-  // written by the GEMMs and read back by the SwiGLU pass; half of that as fp16. f.gate and
-  // f.up are not written. Anything else: the default.
+  // written by the GEMMs and read back by the SwiGLU pass; half of that as fp16. fp16's range
+  // (65504) now bounds gate and up themselves, as it bounded silu(gate) * up, the down GEMM's
+  // operand, before (bf16 has fp32's). f.gate and f.up are not written. Anything else: the
+  // default.
   void fused_ffn(Tensor& x, const FfnBlock& f) override {
     const char* op = "fused_ffn";
     const int64_t n = x.rows(), cols = x.ne[0], n_ff = f.w_gate->rows();

@@ -122,7 +122,7 @@ __global__ void kv_store_kernel(const float* k, const float* v, void* k_cache, v
 // takes rope_kv_store_token_kernel (below) where it applies; this kernel with 8 heads a block
 // serves many tokens of several sequences (seq_slots) and unaligned pairs.
 constexpr int kRopeKvThreads = 64;  // a Llama head of 128 dims is 64 pairs
-constexpr int64_t kRopeManyTokens = 64;  // from here on, several heads per block
+constexpr int64_t kRopeManyTokens = 64;  // from here on, a block per token (or 8 heads a block)
 
 template <bool kF16>
 __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_store_kernel(float* q, float* k, const float* v, void* k_cache,
