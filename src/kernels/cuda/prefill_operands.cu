@@ -79,10 +79,6 @@ __global__ void __launch_bounds__(kThreads)
 
 // dst = silu(gate) * up on fp16 (bf16) gate and up, as the fp32 kernels compute it after
 // widening: 8 elements per thread (uint4 loads), or one with kScalar for any n and alignment.
-template <bool kBf16>
-__device__ __forceinline__ float half_to_float(uint16_t h) {
-  return kBf16 ? bf16_bits_to_float(h) : half_bits_to_float(h);
-}
 template <bool kBf16, bool kScalar>
 __global__ void __launch_bounds__(kThreads)
     silu_mul_halves_kernel(const uint16_t* gate, const uint16_t* up, int64_t n_units, uint16_t* dst) {
@@ -90,15 +86,15 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= n_units) return;
   if constexpr (kScalar) {
-    dst[i] = to_half_bits<kBf16>(silu_times(half_to_float<kBf16>(gate[i]), half_to_float<kBf16>(up[i])));
+    dst[i] = to_half_bits<kBf16>(silu_times(from_half_bits<kBf16>(gate[i]), from_half_bits<kBf16>(up[i])));
   } else {
     const uint4 g = reinterpret_cast<const uint4*>(gate)[i], u = reinterpret_cast<const uint4*>(up)[i];
     const uint32_t gw[4] = {g.x, g.y, g.z, g.w}, uw[4] = {u.x, u.y, u.z, u.w};
     uint32_t out[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const float lo = silu_times(half_to_float<kBf16>(gw[j] & 0xFFFF), half_to_float<kBf16>(uw[j] & 0xFFFF));
-      const float hi = silu_times(half_to_float<kBf16>(gw[j] >> 16), half_to_float<kBf16>(uw[j] >> 16));
+      const float lo = silu_times(from_half_bits<kBf16>(gw[j] & 0xFFFF), from_half_bits<kBf16>(uw[j] & 0xFFFF));
+      const float hi = silu_times(from_half_bits<kBf16>(gw[j] >> 16), from_half_bits<kBf16>(uw[j] >> 16));
       out[j] = to_half_bits<kBf16>(lo) | (static_cast<uint32_t>(to_half_bits<kBf16>(hi)) << 16);
     }
     reinterpret_cast<uint4*>(dst)[i] = make_uint4(out[0], out[1], out[2], out[3]);

@@ -27,6 +27,11 @@ constexpr int kChunk = 32;  // elements decoded per call
 
 __device__ __forceinline__ float half_bits_to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ float bf16_bits_to_float(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
+// fp16 (or bf16) bits -> fp32, exact.
+template <bool kBf16>
+__device__ __forceinline__ float from_half_bits(uint16_t h) {
+  return kBf16 ? bf16_bits_to_float(h) : half_bits_to_float(h);
+}
 // fp32 -> fp16 (or bf16) bits, round to nearest: the GEMM operand of the prefill path.
 template <bool kBf16>
 __device__ __forceinline__ uint16_t to_half_bits(float v) {
@@ -222,7 +227,7 @@ struct Decoder<DType::F32> {
 
 template <bool kBf16>
 struct HalfDecoder {
-  __device__ __forceinline__ static float cvt(uint16_t h) { return kBf16 ? bf16_bits_to_float(h) : half_bits_to_float(h); }
+  __device__ __forceinline__ static float cvt(uint16_t h) { return from_half_bits<kBf16>(h); }
   template <bool kVec>
   __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
     const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + c * kChunk;
