@@ -166,7 +166,7 @@ class OpCases {
   }
 
   void rope() {
-    const std::vector<float> factors = random_positive(64, 1.0f, 8.0f);  // up to 128 / 2 pairs
+    std::vector<float> factors = random_positive(64, 1.0f, 8.0f);  // up to 128 / 2 pairs
     for (int64_t head_dim : {64, 128, 80})
       for (int64_t n_heads : {1, 9})
         for (int64_t n : {1, 3, 17})
@@ -192,6 +192,21 @@ class OpCases {
                 for (int64_t c = p.n_dims; c < head_dim; ++c)
                   ASSERT_EQ(got[r * head_dim + c], x[r * head_dim + c]) << "pass-through dim " << c << " changed";
             }
+    // The same call twice, the factors changed in place in between (as when a freed vector's
+    // memory holds other values): a backend that keeps angles or a device copy per array must
+    // not rotate by the old ones.
+    for (int round = 0; round < 2; ++round) {
+      if (round == 1)
+        for (float& f : factors) f = 9.0f - f;
+      begin_case();
+      SCOPED_TRACE("rope, the same call twice, factors changed in place before round " + std::to_string(round));
+      const RopeParams p = rope_variant(2, 128, true, factors);
+      Pair tx = input(DType::F32, {128, 9, 3, 1}, random(128 * 9 * 3, 2.0f));
+      Pair tp = input_i32({590, 591, 592});
+      test_.rope(tx.test, tp.test, p);
+      ref_->rope(tx.ref, tp.ref, p);
+      compare(tx, tol_.rope);
+    }
   }
 
   void kv_store() {

@@ -747,16 +747,24 @@ class CudaBackendImpl final : public CudaBackend {
     return rl.freq_factors != nullptr;
   }
 
-  // Device copy of a host freq_factors array, made once per (pointer, length): the same
-  // pointer may come with more pairs later (another head_dim), which needs a longer copy.
+  // Device copy of a host freq_factors array, made once per array: found by its pointer and
+  // checked against the values it was made from, since the same pointer may come with more
+  // pairs later (another head_dim) or, once its vector is freed, hold other values.
   const float* device_freq_factors(const float* host, int n) {
     auto it = freq_factors_.find(host);
-    if (it != freq_factors_.end() && it->second.n >= n) return it->second.data;
+    if (it != freq_factors_.end() && std::ssize(it->second.values) >= n &&
+        std::equal(host, host + n, it->second.values.begin()))
+      return it->second.data;
     auto* p = static_cast<float*>(device_alloc(n * sizeof(float), "rope freq_factors"));
     if (!p) return nullptr;
-    // A synchronous copy: the host array is read once, the first time rope meets it.
+    // cudaMemcpy from pageable memory may return once the bytes are staged, before they land,
+    // and stream_ (non-blocking) does not wait for the legacy stream: a rope kernel launched
+    // right after read the fresh allocation instead (a flake of RopeKvStoreAttention beside
+    // other GPU work). Waiting for the legacy stream makes the copy complete here; it runs
+    // once per array, outside capture in practice (prefill meets the array first).
     note(cudaMemcpy(p, host, n * sizeof(float), cudaMemcpyHostToDevice), "rope freq_factors copy");
-    freq_factors_[host] = {p, n};
+    note(cudaStreamSynchronize(cudaStreamLegacy), "rope freq_factors copy");
+    freq_factors_[host] = {p, std::vector<float>(host, host + n)};
     return p;
   }
 
@@ -874,7 +882,7 @@ class CudaBackendImpl final : public CudaBackend {
   int64_t sample_capacity_ = 0;  // tokens sample_ws_ is laid out for (sample_top_k.cu)
   struct DeviceFactors {
     float* data;
-    int n;
+    std::vector<float> values;  // what data holds
   };
   std::unordered_map<const float*, DeviceFactors> freq_factors_;
   struct TiledWeight {

@@ -2,11 +2,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 namespace bl::cpu {
 
 void RopeTable::update(const RopeConfig& config, const int32_t* positions, int64_t n_tokens) {
-  const bool same_config = valid_ && config == config_;
+  // The factors by value: the same pointer may hold other values later (a freed vector's memory).
+  const bool same_factors = config.freq_factors
+                                ? std::ssize(factors_) == config.n_dims / 2 &&
+                                      std::equal(factors_.begin(), factors_.end(), config.freq_factors)
+                                : factors_.empty();
+  const bool same_config = valid_ && config == config_ && same_factors;
   if (same_config && static_cast<int64_t>(positions_.size()) == n_tokens &&
       std::equal(positions_.begin(), positions_.end(), positions))
     return;
@@ -14,6 +20,7 @@ void RopeTable::update(const RopeConfig& config, const int32_t* positions, int64
     config_ = config;
     pairs_ = config.n_dims / 2;
     inv_freq_.resize(static_cast<size_t>(pairs_));
+    factors_.assign(config.freq_factors, config.freq_factors ? config.freq_factors + pairs_ : nullptr);
     for (int i = 0; i < pairs_; ++i) {
       double f = std::pow(static_cast<double>(config.freq_base), -2.0 * i / config.n_dims);
       if (config.freq_factors) f /= config.freq_factors[i];

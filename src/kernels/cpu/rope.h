@@ -30,6 +30,7 @@ class RopeTable {
   RopeConfig config_;
   int pairs_ = 0;
   std::vector<double> inv_freq_;    // [pairs]
+  std::vector<float> factors_;      // [pairs] config_.freq_factors' values, or empty
   std::vector<int32_t> positions_;  // [n_tokens]
   std::vector<float> cos_, sin_;    // [pairs, n_tokens]
 };
