@@ -170,6 +170,19 @@ void CpuBackend::matmul(const Tensor& w, const Tensor& x, Tensor& out, const Ten
   cpu::matmul(w, x, out, bias, pool_, matmul_scratch_);
 }
 
+void CpuBackend::fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) {
+  const int64_t cols = w.ne[0];
+  auto f32_of_cols = [&](const Tensor* t) { return t->dtype == DType::F32 && t->elements() == cols; };
+  const bool fuse = x.rows() == 1 && cpu::matmul_fuses_decode(w) && cpu::check_matmul(w, x, out, bias).ok() &&
+                    !(f.norm && f.up) && (!f.norm || f32_of_cols(f.norm)) && (!f.up || f32_of_cols(f.up));
+  if (!fuse) return Backend::fused_matmul(w, x, out, f, bias);
+  const cpu::DecodeFusion fusion{.norm = f.norm ? f.norm->as<const float>() : nullptr,
+                                 .eps = f.eps,
+                                 .up = f.up ? f.up->as<const float>() : nullptr,
+                                 .accumulate = f.accumulate};
+  cpu::matmul_decode_fused(w, x, out, bias, fusion, pool_, matmul_scratch_);
+}
+
 void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
   const int64_t n = a.elements();
   assert(b.elements() == n && out.elements() == n);

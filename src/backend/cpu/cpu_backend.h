@@ -35,6 +35,9 @@ class CpuBackend final : public Backend {
   void get_rows(const Tensor& table, const Tensor& ids, Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
   void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias) override;
+  // One token with bl<b>g<g> weights: the norm or SwiGLU and the residual add inside the
+  // matmul's threads (cpu::matmul_decode_fused); otherwise the default composition.
+  void fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) override;
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
   void argmax(const Tensor& logits, Tensor& ids) override;

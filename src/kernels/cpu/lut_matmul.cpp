@@ -11,7 +11,9 @@
 
 #include "core/half.h"
 #include "core/spin_barrier.h"
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/lut_matmul_kernels.h"
+#include "kernels/cpu/rms_norm.h"
 
 namespace bl::cpu {
 namespace {
@@ -138,7 +140,7 @@ size_t lut_matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
 }
 
 void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
-                AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
+                AlignedBuffer& scratch, Isa isa, ActPrecision precision, const DecodeFusion& fusion) {
   const BlGroupShape shape = *quant::bl_group_shape(w.dtype);
   const LutKernels& k = kernels_for(isa, shape);
   const int64_t cols = w.cols(), rows = w.rows(), n = x.rows();
@@ -152,34 +154,47 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
   const auto* wbase = static_cast<const uint8_t*>(w.data);
   const size_t tile_bytes = w.row_size() * kBlTileRows;
   auto tile_at = [&](int64_t i) { return wbase + tile_bytes * static_cast<size_t>(i); };
-  // Row i * 16 + r of token t's output, plus the bias.
-  auto store = [&](int64_t i, int64_t t, const float* result) {
+  assert(n == 1 || (!fusion.norm && !fusion.up && !fusion.accumulate));
+  // Row i * 16 + r of token t's output: the sums times `scale` (1 / rms with a norm), plus the
+  // bias, stored or (fusion.accumulate) added.
+  auto store = [&](int64_t i, int64_t t, const float* result, float scale) {
     for (int r = 0; r < kBlTileRows; ++r) {
       const int64_t row = i * kBlTileRows + r;
-      o[t * rows + row] = result[r] + (bias_f ? bias_f[row] : 0.0f);
+      const float v = result[r] * scale + (bias_f ? bias_f[row] : 0.0f);
+      o[t * rows + row] = fusion.accumulate ? o[t * rows + row] + v : v;
     }
   };
 
-  const size_t need = layout.token_bytes * static_cast<size_t>(n);
+  // Scratch: the tables of the n tokens; with a prologue then x' [cols] and each thread's sum
+  // of x² (a cache line apart).
+  const bool prologue = fusion.norm || fusion.up;
+  constexpr size_t kLine = 64;
+  const size_t tables_bytes = layout.token_bytes * static_cast<size_t>(n);
+  const size_t need = tables_bytes + (prologue ? align64(static_cast<size_t>(cols) * sizeof(float)) +
+                                                     kLine * static_cast<size_t>(pool.size())
+                                               : 0);
   if (scratch.bytes() < need && !scratch.resize(need)) {
     assert(!"lut_matmul: cannot allocate the activation tables");
     return;
   }
   char* tables = scratch.as<char>();
+  float* x_prime = prologue ? reinterpret_cast<float*>(tables + tables_bytes) : nullptr;
+  char* sums_of_squares = prologue ? tables + tables_bytes + align64(static_cast<size_t>(cols) * sizeof(float)) : nullptr;
+  auto thread_sum_sq = [&](int thread) -> double& { return *reinterpret_cast<double*>(sums_of_squares + kLine * thread); };
   auto token = [&](int64_t t) { return tables + layout.token_bytes * static_cast<size_t>(t); };
-  // Tables of groups [g0, g1) of token t.
-  auto build = [&](int64_t t, int64_t g0, int64_t g1) {
+  // Tables of groups [g0, g1) of token t, from src (x, or x' for one token).
+  auto build = [&](const float* src, int64_t t, int64_t g0, int64_t g1) {
     int8_t* residual = layout.residual(token(t));
-    k.build(xf + t * cols + g0 * g, (g1 - g0) * g, g, layout.table(token(t)) + g0 * g * 4,
+    k.build(src + t * cols + g0 * g, (g1 - g0) * g, g, layout.table(token(t)) + g0 * g * 4,
             residual ? residual + g0 * g * 4 : nullptr, layout.scale(token(t)) + g0, layout.sum(token(t)) + g0);
   };
 
   if (n == 1) {
-    // Decode in one region: each thread prefetches the starts of its tile streams, builds its
-    // share of the token's tables (all of them take 4-12 us at 2048-8192 columns, with DRAM
-    // idle), meets the others, and multiplies its tiles: the range cut into S = k.decode_tiles
-    // equal parts, tile j of every part in one call (S streams), then the tiles left over one
-    // by one.
+    // Decode in one region: each thread prefetches the starts of its tile streams, makes its
+    // share of x' (a fusion's prologue), builds its share of the token's tables from it (all
+    // of them take 4-12 us at 2048-8192 columns, with DRAM idle), meets the others, and
+    // multiplies its tiles: the range cut into S = k.decode_tiles equal parts, tile j of every
+    // part in one call (S streams), then the tiles left over one by one.
     const int64_t tiles = rows / kBlTileRows;
     SpinBarrier built(pool.size());
     const LutTables tok = layout.tables(token(0));
@@ -189,8 +204,26 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
       const int64_t part = (i1 - i0) / S;               // tiles per part
       const int64_t grouped = k.decode ? S * part : 0;  // tiles the decode kernel takes
       for (int s = 0; s < S && part > 0; ++s) prefetch_stream_start(tile_at(i0 + s * part));
-      build(0, groups * thread / n_threads, groups * (thread + 1) / n_threads);
+      const int64_t g0 = groups * thread / n_threads, g1 = groups * (thread + 1) / n_threads;
+      const float* src = xf;
+      if (prologue) {
+        const int64_t c0 = g0 * g, c1 = g1 * g;
+        if (fusion.norm) {
+          thread_sum_sq(thread) = sum_of_squares(xf + c0, c1 - c0);
+          for (int64_t c = c0; c < c1; ++c) x_prime[c] = xf[c] * fusion.norm[c];
+        } else {
+          silu_mul(xf + c0, fusion.up + c0, x_prime + c0, c1 - c0);
+        }
+        src = x_prime;
+      }
+      build(src, 0, g0, g1);
       built.arrive_and_wait();
+      float scale = 1.0f;
+      if (fusion.norm) {
+        double sum_sq = 0.0;
+        for (int i = 0; i < n_threads; ++i) sum_sq += thread_sum_sq(i);
+        scale = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(cols) + fusion.eps));
+      }
       float result[kLutMaxDecodeTiles][kBlTileRows];
       const uint8_t* call_tiles[kLutMaxDecodeTiles];  // one from each part
       float* outs[kLutMaxDecodeTiles];
@@ -198,11 +231,11 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
       for (int64_t j = 0; j < grouped / S; ++j) {
         for (int s = 0; s < S; ++s) call_tiles[s] = tile_at(i0 + s * part + j);
         k.decode(shape, cols, call_tiles, &tok, outs);
-        for (int s = 0; s < S; ++s) store(i0 + s * part + j, 0, result[s]);
+        for (int s = 0; s < S; ++s) store(i0 + s * part + j, 0, result[s], scale);
       }
       for (int64_t i = i0 + grouped; i < i1; ++i) {  // left over, or all without a decode kernel
         k.tile(shape, cols, tile_at(i), &tok, 1, result[0]);
-        store(i, 0, result[0]);
+        store(i, 0, result[0], scale);
       }
     };
     pool.run([fn = &share](int thread, int n_threads) { (*fn)(thread, n_threads); });
@@ -214,7 +247,7 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
   pool.parallel_for(n * groups, 1, [&](int64_t a, int64_t b) {
     while (a < b) {
       const int64_t t = a / groups, g0 = a % groups, g1 = std::min(groups, g0 + (b - a));
-      build(t, g0, g1);
+      build(xf, t, g0, g1);
       a += g1 - g0;
     }
   });
@@ -226,7 +259,7 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
         const int nt = static_cast<int>(std::min<int64_t>(kLutTokens, n - t0));
         for (int t = 0; t < nt; ++t) block[t] = layout.tables(token(t0 + t));
         k.tile(shape, cols, tile_at(i), block, nt, result);
-        for (int t = 0; t < nt; ++t) store(i, t0 + t, result + t * kBlTileRows);
+        for (int t = 0; t < nt; ++t) store(i, t0 + t, result + t * kBlTileRows, 1.0f);
       }
   });
 }

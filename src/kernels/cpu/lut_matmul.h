@@ -46,7 +46,11 @@ size_t lut_matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n);
 // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows]); operands as cpu::matmul's
 // (check_matmul has passed). isa is lowered to what the CPU supports. precision int8x2: two
 // table terms (the residual of the first, rounded again), about 250x finer than one.
+// fusion (matmul.h), for one token only: x' instead of x, out += instead of =. With a norm the
+// tables are built from x * norm and the sums scaled by 1 / rms(x) afterwards (each group's
+// table and sum scale with its input, the int8 entries do not), so the threads build their
+// shares before the total sum of squares is known.
 void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
-                AlignedBuffer& scratch, Isa isa, ActPrecision precision);
+                AlignedBuffer& scratch, Isa isa, ActPrecision precision, const DecodeFusion& fusion = {});
 
 }  // namespace bl::cpu

@@ -107,6 +107,14 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
   matmul(w, x, out, bias, pool, scratch, active_isa());
 }
 
+bool matmul_fuses_decode(const Tensor& w) { return lut_matmul_supported(w.dtype); }
+
+void matmul_decode_fused(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, const DecodeFusion& fusion,
+                         ThreadPool& pool, AlignedBuffer& scratch) {
+  assert(check_matmul(w, x, out, bias).ok() && x.rows() == 1 && matmul_fuses_decode(w));
+  lut_matmul(w, x, out, bias, pool, scratch, active_isa(), active_act_precision(), fusion);
+}
+
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
             AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
   assert(check_matmul(w, x, out, bias).ok());

@@ -39,6 +39,24 @@ void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, T
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
             AlignedBuffer& scratch, Isa isa, ActPrecision precision = active_act_precision());
 
+// What a one-token matmul can do inside its own threads (CpuBackend::fused_matmul): take
+// x' = rms_norm(x, eps) * norm or x' = silu(x) * up (not both) as its input, each thread making
+// the columns it turns into activation tables, and add its product to out instead of storing
+// it. So a decode step has no norm, SwiGLU or residual add between its matmuls: each was a
+// pass over x on one thread, or a thread-pool region of its own, while the other core idled.
+struct DecodeFusion {
+  const float* norm = nullptr;  // [cols]
+  float eps = 0.0f;
+  const float* up = nullptr;    // [cols]
+  bool accumulate = false;      // out += W · x' (+ bias)
+};
+// Whether matmul takes a DecodeFusion for this weight: the bl<b>g<g> types (lut_matmul.h).
+bool matmul_fuses_decode(const Tensor& w);
+// out[rows] (+)= W[cols, rows] · x'[cols] (+ bias) for one token (x [cols, 1]), as above; only
+// where matmul_fuses_decode(w).
+void matmul_decode_fused(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, const DecodeFusion& fusion,
+                         ThreadPool& pool, AlignedBuffer& scratch);
+
 // Why matmul cannot run on these operands (format, dtypes, shapes, devices), or Ok.
 Status check_matmul(const Tensor& w, const Tensor& x, const Tensor& out, const Tensor* bias);
 

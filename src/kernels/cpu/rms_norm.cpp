@@ -4,7 +4,7 @@
 
 namespace bl::cpu {
 
-void rms_norm_row(const float* x, const float* weight, float eps, float* out, int64_t d) {
+double sum_of_squares(const float* x, int64_t d) {
   // 16 independent partial sums: the compiler vectorises them (a single float accumulator
   // would be a serial dependency chain, as IEEE addition is not reassociated), and the sum of
   // squares keeps ~1e-7 relative accuracy for any d a model uses.
@@ -16,7 +16,11 @@ void rms_norm_row(const float* x, const float* weight, float eps, float* out, in
   double sum_sq = 0.0;
   for (; i < d; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
   for (float p : partial) sum_sq += p;
-  const float inv_rms = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(d) + eps));
+  return sum_sq;
+}
+
+void rms_norm_row(const float* x, const float* weight, float eps, float* out, int64_t d) {
+  const float inv_rms = static_cast<float>(1.0 / std::sqrt(sum_of_squares(x, d) / static_cast<double>(d) + eps));
   for (int64_t j = 0; j < d; ++j) out[j] = x[j] * inv_rms * weight[j];
 }
 
