@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-kernel timeline of decode steps from a kernel trace (tools/kernel_trace, CUPTI).
 
-    python3 scripts/kernel_timeline.py TRACE.csv [--steps 8]
+    python3 scripts/kernel_timeline.py TRACE.csv [--steps 8] [--prefill]
 
 A decode step is the kernels from an embedding lookup (get_rows) to the next argmax; the last
 --steps of them are summarised. Kernels of a step finish in launch order (each waits for the one
@@ -48,19 +48,30 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("trace")
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--prefill", action="store_true",
+                    help="a step is a whole forward, get_rows to the kernel before the next get_rows or "
+                         "bandwidth probe (a prompt's forward ends without an argmax)")
     a = ap.parse_args()
     rows = list(csv.DictReader(open(a.trace)))
     names = demangle(sorted({r["name"] for r in rows}))
     kernels = sorted(((int(r["start_ns"]), int(r["end_ns"]), short(names[r["name"]])) for r in rows))
     steps, current = [], None
     for k in kernels:
-        if "get_rows" in k[2]:
+        if a.prefill and "probe" in k[2]:  # the bench's bandwidth probe between forwards
+            if current:
+                steps.append(current)
+            current = None
+        elif "get_rows" in k[2]:
+            if a.prefill and current:
+                steps.append(current)
             current = [k]
         elif current is not None:
             current.append(k)
-            if "argmax" in k[2]:
+            if "argmax" in k[2] and not a.prefill:
                 steps.append(current)
                 current = None
+    if a.prefill and current:
+        steps.append(current)
     if not steps:
         raise SystemExit("no decode step (get_rows ... argmax) in the trace")
     steps = steps[-a.steps:]
