@@ -39,8 +39,9 @@ constexpr size_t kCublasWorkspaceBytes = 32u << 20;
 class CudaBackendImpl final : public CudaBackend {
  public:
   explicit CudaBackendImpl(int device) : device_(device) {
-    // BITLIGHT_CUDA_ROPE_ATTENTION=0: rope_kv_store_attention as two kernels; =all: as one kernel
-    // at every head size too (both for comparisons).
+    // BITLIGHT_CUDA_ROPE_ATTENTION=0: rope_kv_store_attention as two kernels, q rotated by the
+    // rope kernel also for a prompt chunk; =all: as one kernel at every head size too (both for
+    // comparisons).
     const char* fused = std::getenv("BITLIGHT_CUDA_ROPE_ATTENTION");
     rope_in_attention_ = !fused || std::strcmp(fused, "0") != 0;
     rope_in_attention_all_heads_ = fused && std::strcmp(fused, "all") == 0;
@@ -339,16 +340,22 @@ class CudaBackendImpl final : public CudaBackend {
     const bool f16 = k_cache.dtype == DType::F16;
     if (!attention_operands_ok(q, k_cache, v_cache, positions, p, out, op)) return;
     cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, k_cache.ne[2] * k_cache.ne[3], f16, 1};
-    // The tensor-core kernel reads q and writes out in float2, the caches in 16-byte chunks.
-    const bool aligned = reinterpret_cast<uintptr_t>(q.data) % 8 == 0 && reinterpret_cast<uintptr_t>(out.data) % 8 == 0 &&
-                         reinterpret_cast<uintptr_t>(k_cache.data) % 16 == 0 && reinterpret_cast<uintptr_t>(v_cache.data) % 16 == 0;
-    if (n >= cuda::kPrefillAttentionMinTokens && aligned && cuda::prefill_attention_applies(al)) {
+    if (prefill_attention_takes(q, k_cache, v_cache, out, al)) {
       cuda::launch_prefill_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al,
                                      out.as<float>(), stream_);
       check_launch(op);
       return;
     }
     launch_split_kv_attention(q, k_cache, v_cache, positions, al, out, op);
+  }
+
+  // Whether a prompt chunk's attention runs on the tensor-core kernel (prefill_attention.cu),
+  // which reads q and writes out in float2 and the caches in 16-byte chunks.
+  static bool prefill_attention_takes(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& out,
+                                      const cuda::AttentionLaunch& al) {
+    const bool aligned = reinterpret_cast<uintptr_t>(q.data) % 8 == 0 && reinterpret_cast<uintptr_t>(out.data) % 8 == 0 &&
+                         reinterpret_cast<uintptr_t>(k_cache.data) % 16 == 0 && reinterpret_cast<uintptr_t>(v_cache.data) % 16 == 0;
+    return al.n_tokens >= cuda::kPrefillAttentionMinTokens && aligned && cuda::prefill_attention_applies(al);
   }
 
   // One launch for all sequences (attention.cu with AttentionLaunch::seq_slots): the split-KV
@@ -537,6 +544,11 @@ class CudaBackendImpl final : public CudaBackend {
     cuda::AttentionLaunch al{attn.n_head, attn.n_head_kv, attn.head_dim, attn.scale, n, k_cache.ne[2] * k_cache.ne[3],
                              f16, 1};
     cuda::RopeLaunch rl = rope_launch(q, rope);
+    if (rope_in_attention_ && prefill_attention_takes(q, k_cache, v_cache, out, al) && rope.n_dims == attn.head_dim && q.ne[0] == attn.head_dim &&
+        cuda::rope_q_angles_apply(q.as<float>(), k.as<float>(), k_cache.data, rl)) {
+      prompt_rope_kv_store_attention(q, k, v, k_cache, v_cache, positions, rope, attn, out);
+      return;
+    }
     if (!rope_in_attention_ || (attn.head_dim < kRopeInAttentionMinHeadDim && !rope_in_attention_all_heads_) ||
         !cuda::rope_attention_applies(al, rl)) {
       Backend::rope_kv_store_attention(q, k, v, k_cache, v_cache, positions, rope, attn, out);
@@ -550,6 +562,33 @@ class CudaBackendImpl final : public CudaBackend {
     if (!split_kv_workspace(al, ws)) return;
     cuda::launch_rope_attention(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data,
                                 positions.as<int32_t>(), al, rl, ws, out.as<float>(), stream_);
+    check_launch(op);
+  }
+
+  // A prompt chunk (prefill attention, whole-head rotary, the one-block-per-token rope kernel):
+  // the rope kernel rotates and stores k, stores v and writes each token's angles; the
+  // attention kernel rotates q with them as it loads it (q is left unrotated).
+  void prompt_rope_kv_store_attention(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                                      const Tensor& positions, const RopeParams& rope, const AttentionParams& attn,
+                                      Tensor& out) {
+    const char* op = "rope_kv_store_attention";
+    const int64_t n = q.ne[2] * q.ne[3];
+    if (!rope_kv_operands_ok(q, k, v, k_cache, v_cache, positions, rope, op) ||
+        !attention_operands_ok(q, k_cache, v_cache, positions, attn, out, op))
+      return;
+    cuda::RopeLaunch rl = rope_launch(q, rope);
+    if (!with_freq_factors(rope, rl)) return;
+    auto* angles = static_cast<float2*>(workspace(angles_ws_, static_cast<size_t>(n) * (rope.n_dims / 2) * sizeof(float2),
+                                                  "rope angles of a prompt chunk"));
+    if (!angles) return;
+    const bool f16 = k_cache.dtype == DType::F16;
+    cuda::launch_rope_kv_store(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, f16,
+                               static_cast<int>(q.ne[1]), static_cast<int>(k.ne[1]), k_cache.ne[2] * k_cache.ne[3],
+                               positions.as<int32_t>(), rl, stream_, 0, angles);
+    cuda::AttentionLaunch al{attn.n_head, attn.n_head_kv, attn.head_dim, attn.scale, n, k_cache.ne[2] * k_cache.ne[3],
+                             f16, 1};
+    cuda::launch_prefill_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al,
+                                   out.as<float>(), stream_, cuda::PrefillRope{angles, rope.neox});
     check_launch(op);
   }
 
@@ -877,7 +916,7 @@ class CudaBackendImpl final : public CudaBackend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   std::vector<void*> allocations_;  // every cudaMalloc of this backend, freed in the destructor
-  Workspace deq_ws_, xh_ws_, ffn_ws_, attn_ws_, argmax_ws_, sample_ws_;
+  Workspace deq_ws_, xh_ws_, ffn_ws_, attn_ws_, argmax_ws_, sample_ws_, angles_ws_;
   int64_t argmax_capacity_ = 0;  // tokens argmax_ws_ is laid out for (sampling.cu)
   int64_t sample_capacity_ = 0;  // tokens sample_ws_ is laid out for (sample_top_k.cu)
   struct DeviceFactors {

@@ -187,10 +187,12 @@ __device__ __forceinline__ void put_cache_pair(void* cache, int64_t i, float a, 
     *reinterpret_cast<float2*>(static_cast<float*>(cache) + i) = make_float2(a, b);
 }
 
+// With q_angles (launch_rope_kv_store's): the q heads are left as they are and the token's
+// (cos, sin) go to q_angles[t * half + i] for the prefill attention to rotate q as it loads it.
 template <bool kF16>
 __global__ void __launch_bounds__(kThreads)
     rope_kv_store_token_kernel(float* q, float* k, const float* v, void* k_cache, void* v_cache, int n_head,
-                               int n_head_kv, int64_t n_ctx, const int32_t* positions, RopeLaunch p) {
+                               int n_head_kv, int64_t n_ctx, const int32_t* positions, RopeLaunch p, float2* q_angles) {
   pdl_start();
   const int64_t t = blockIdx.x;
   const int hd = p.head_dim, half = p.n_dims / 2;
@@ -198,11 +200,15 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t slot = positions[t];
   const bool store = slot >= 0 && slot < n_ctx;
   __shared__ float cos_sh[kAttentionMaxHeadDim / 2], sin_sh[kAttentionMaxHeadDim / 2];
-  for (int i = threadIdx.x; i < half; i += kThreads) rope_cos_sin(static_cast<double>(slot), i, p, cos_sh[i], sin_sh[i]);
+  for (int i = threadIdx.x; i < half; i += kThreads) {
+    rope_cos_sin(static_cast<double>(slot), i, p, cos_sh[i], sin_sh[i]);
+    if (q_angles) q_angles[t * half + i] = make_float2(cos_sh[i], sin_sh[i]);
+  }
   __syncthreads();
   float* qt = q + t * n_head * hd;
   float* kt = k + t * kv_dim;
-  for (int idx = threadIdx.x; idx < (n_head + n_head_kv) * half; idx += kThreads) {
+  const int first_head = q_angles ? n_head : 0;  // q heads rotated here, or by the attention
+  for (int idx = threadIdx.x + first_head * half; idx < (n_head + n_head_kv) * half; idx += kThreads) {
     const int h = idx / half, i = idx % half;
     const bool is_k = h >= n_head;
     const int64_t at = static_cast<int64_t>(is_k ? h - n_head : h) * hd;
@@ -236,19 +242,31 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+namespace {
+// Whether rope_kv_store_token_kernel serves these operands.
+bool token_kernel_applies(const float* q, const float* k, const void* k_cache, const RopeLaunch& p, int64_t seq_slots) {
+  const bool aligned8 = reinterpret_cast<uintptr_t>(q) % 8 == 0 && reinterpret_cast<uintptr_t>(k) % 8 == 0 &&
+                        reinterpret_cast<uintptr_t>(k_cache) % 8 == 0 && p.head_dim % 2 == 0;
+  return p.n_tokens >= kRopeManyTokens && seq_slots == 0 && (p.neox || aligned8) &&
+         p.n_dims / 2 <= kAttentionMaxHeadDim / 2;
+}
+}  // namespace
+
+bool rope_q_angles_apply(const float* q, const float* k, const void* k_cache, const RopeLaunch& p) {
+  return token_kernel_applies(q, k, k_cache, p, 0);
+}
+
 void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16, int n_head,
                           int n_head_kv, int64_t n_ctx, const int32_t* positions, const RopeLaunch& p,
-                          cudaStream_t stream, int64_t seq_slots) {
+                          cudaStream_t stream, int64_t seq_slots, float2* q_angles) {
   if (p.n_tokens <= 0) return;
   // Few tokens (decode): a block per head, to spread one token over many SMs. Many (prefill):
   // a block per token (angles once per token, pairs as float2), else 8 heads a block.
   const int heads = n_head + 2 * n_head_kv;
-  const bool aligned8 = reinterpret_cast<uintptr_t>(q) % 8 == 0 && reinterpret_cast<uintptr_t>(k) % 8 == 0 &&
-                        reinterpret_cast<uintptr_t>(k_cache) % 8 == 0 && p.head_dim % 2 == 0;
-  if (p.n_tokens >= kRopeManyTokens && seq_slots == 0 && (p.neox || aligned8) && p.n_dims / 2 <= kAttentionMaxHeadDim / 2) {
+  if (token_kernel_applies(q, k, k_cache, p, seq_slots)) {
     launch_pdl(cache_f16 ? rope_kv_store_token_kernel<true> : rope_kv_store_token_kernel<false>,
                dim3(static_cast<unsigned>(p.n_tokens)), dim3(kThreads), 0, stream, q, k, v, k_cache, v_cache, n_head,
-               n_head_kv, n_ctx, positions, p);
+               n_head_kv, n_ctx, positions, p, q_angles);
     return;
   }
   const int heads_per_block = p.n_tokens >= kRopeManyTokens ? 8 : 1;

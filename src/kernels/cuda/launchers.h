@@ -189,9 +189,15 @@ void launch_rope(float* x, const int32_t* positions, const RopeLaunch& p, cudaSt
 // into the caches at positions (as launch_rope then launch_kv_store), one kernel. seq_slots > 0:
 // one sequence per token, token t's slot is t * seq_slots + positions[t] (positions[t] <
 // seq_slots, else not stored) and n_ctx is ignored.
+// q_angles (where rope_q_angles_apply): q is left as it is and each token's (cos, sin) of its
+// n_dims / 2 pairs go to q_angles [n_tokens, n_dims / 2] instead, for launch_prefill_attention
+// to rotate q as it loads it (q's fp32 round trip, ~2/3 of this kernel's bytes, saved).
 void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, void* v_cache, bool cache_f16,
                           int n_head, int n_head_kv, int64_t n_ctx, const int32_t* positions, const RopeLaunch& p,
-                          cudaStream_t stream, int64_t seq_slots = 0);
+                          cudaStream_t stream, int64_t seq_slots = 0, float2* q_angles = nullptr);
+// Whether launch_rope_kv_store takes q_angles for these operands (a prompt chunk of at least
+// 64 tokens of one sequence: the one-block-per-token kernel).
+bool rope_q_angles_apply(const float* q, const float* k, const void* k_cache, const RopeLaunch& p);
 
 // Writes k, v [head_dim * n_head_kv, n] into the caches [head_dim * n_head_kv, n_ctx] at slots
 // positions[i]; slots outside [0, n_ctx) are skipped. Cache elements F32 or F16 (cache_f16).
@@ -242,8 +248,15 @@ void launch_rope_attention(const float* q, const float* k, const float* v, void*
 // stay on launch_attention: one pass over the cache per token is what decode needs, in fp32.
 constexpr int64_t kPrefillAttentionMinTokens = kGemvMaxTokens + 1;
 bool prefill_attention_applies(const AttentionLaunch& p);
+// The rope of q done by launch_prefill_attention as it loads q: angles [n_tokens, head_dim / 2]
+// (cos, sin) from launch_rope_kv_store's q_angles; rotary over the whole head only (n_dims ==
+// head_dim), so each rope pair's two dims sit in one thread's mma fragments.
+struct PrefillRope {
+  const float2* angles = nullptr;  // null: q is rotated already
+  bool neox = false;
+};
 void launch_prefill_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
-                              const AttentionLaunch& p, float* out, cudaStream_t stream);
+                              const AttentionLaunch& p, float* out, cudaStream_t stream, const PrefillRope& rope = {});
 
 // ids[t] = argmax of logits[:, t] ([n_vocab, n_tokens]): the lowest index among equal maxima,
 // NaN never picked (all NaN: 0), sampling.cu. workspace: argmax_workspace_bytes(capacity) of

@@ -9,6 +9,11 @@
 // fragments of S are the A fragments of P) and accumulates O += P V (V^T fragments by
 // ldmatrix.trans). O / sum goes out in fp32.
 //
+// With angles (PrefillRope), q arrives as the QKV matmul wrote it and each thread rotates the
+// dims of its Q fragments as it loads them, with the (cos, sin) the rope kernel computed for
+// the token's position (launch_rope_kv_store's q_angles): q's fp32 round trip through the rope
+// kernel (2 x 33.5 MB a layer at the 8B shape, 2048 tokens) is not made.
+//
 // Positions come from the positions tensor, per query: query i sees slots [0, positions[i]]
 // (clamped to the cache; a negative position sees nothing and gives zeros), which is both
 // plain causal prefill (0..n-1) and a later chunk of a chunked prefill (p0..p0+n-1 over a
@@ -57,7 +62,7 @@ struct Tile {
 };
 
 struct PrefillParams {
-  const float* q;            // [head_dim, n_head, n_tokens], rope applied
+  const float* q;            // [head_dim, n_head, n_tokens], rope applied unless angles
   const __half* k;           // [head_dim, n_head_kv, n_ctx]
   const __half* v;           // [head_dim, n_head_kv, n_ctx]
   const int32_t* positions;  // [n_tokens]
@@ -65,6 +70,8 @@ struct PrefillParams {
   int n_head, n_head_kv;
   int64_t n_tokens, n_ctx;
   float scale_log2;  // softmax scale * log2(e): scores in base 2
+  const float2* angles;  // [n_tokens, head_dim / 2] (cos, sin) to rotate q by, or null
+  bool neox;             // rope pairs (i, i + head_dim / 2), else (2i, 2i + 1)
 };
 
 // The last slot query `token` may see: positions[token] clamped to the cache, -1 for none
@@ -73,6 +80,31 @@ __device__ __forceinline__ int last_slot(const PrefillParams& p, int64_t token) 
   if (token >= p.n_tokens) return -1;
   const int pos = p.positions[token];
   return pos < 0 ? -1 : static_cast<int>(min(static_cast<int64_t>(pos), p.n_ctx - 1));
+}
+
+// This thread's q dims of one query row, as qv[4 s + 2 h + e] = dim 16 s + 8 h + 2 t + e (s <
+// kHeadDim / 16, h, e in {0, 1}: its A-fragment dims), rotated by the token's angles. Both dims
+// of every rope pair are the thread's: (2i, 2i + 1) are e = 0, 1, and neox's (i, i + kHeadDim / 2)
+// are s and s + kHeadDim / 32 (whole-head rotary only). The arithmetic is rope_kv_store's.
+template <int kHeadDim>
+__device__ __forceinline__ void rotate_q_row(float (&qv)[kHeadDim / 4], const float2* angles, bool neox, int t) {
+  auto rotate = [](float& x0, float& x1, float2 cs) {
+    const float y0 = x0 * cs.x - x1 * cs.y, y1 = x0 * cs.y + x1 * cs.x;
+    x0 = y0, x1 = y1;
+  };
+  if (neox) {
+#pragma unroll
+    for (int j = 0; j < kHeadDim / 8; ++j) {  // dims below kHeadDim / 2, each with its partner
+      const int d = 16 * (j / 4) + 8 * ((j / 2) % 2) + 2 * t + j % 2;
+      rotate(qv[j], qv[j + kHeadDim / 8], angles[d]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kHeadDim / 4; j += 2) {
+      const int d = 16 * (j / 4) + 8 * ((j / 2) % 2) + 2 * t;
+      rotate(qv[j], qv[j + 1], angles[d / 2]);
+    }
+  }
 }
 
 // Copies slots [slot0, slot0 + 64) of one KV head of K and V into a stage; slots >= end are
@@ -124,21 +156,26 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
   // a2 / a3 the same at dims 16s + 8 + 2t. Rows past the chunk are zeros (and fully masked).
   uint32_t qf[kSteps][4];
   {
-    const float* qa = row0 + g < p.n_tokens ? p.q + ((row0 + g) * p.n_head + head) * kHeadDim : nullptr;
-    const float* qb =
-        row0 + g + 8 < p.n_tokens ? p.q + ((row0 + g + 8) * p.n_head + head) * kHeadDim : nullptr;
-    auto pair = [&](const float* qrow, int dim) {
-      if (!qrow) return 0u;
-      const float2 v = *reinterpret_cast<const float2*>(qrow + dim);
-      return pack_half2(v.x * p.scale_log2, v.y * p.scale_log2);
-    };
+    float qv[2][kHeadDim / 4];  // rows g, g + 8 (rotate_q_row's order)
 #pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
-      qf[s][0] = pair(qa, 16 * s + 2 * t);
-      qf[s][1] = pair(qb, 16 * s + 2 * t);
-      qf[s][2] = pair(qa, 16 * s + 8 + 2 * t);
-      qf[s][3] = pair(qb, 16 * s + 8 + 2 * t);
+    for (int r = 0; r < 2; ++r) {
+      const int64_t token = row0 + g + 8 * r;
+      const float* qrow = token < p.n_tokens ? p.q + (token * p.n_head + head) * kHeadDim : nullptr;
+#pragma unroll
+      for (int j = 0; j < kHeadDim / 4; j += 2) {
+        const float2 v = qrow ? *reinterpret_cast<const float2*>(qrow + 16 * (j / 4) + 8 * ((j / 2) % 2) + 2 * t)
+                              : make_float2(0.0f, 0.0f);
+        qv[r][j] = v.x, qv[r][j + 1] = v.y;
+      }
+      if (qrow && p.angles) rotate_q_row<kHeadDim>(qv[r], p.angles + token * (kHeadDim / 2), p.neox, t);
     }
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {  // a0..a3: row i % 2, dims 16 s + 8 (i / 2) + 2 t, + 1
+        const float* v = qv[i % 2] + 4 * s + 2 * (i / 2);
+        qf[s][i] = pack_half2(v[0] * p.scale_log2, v[1] * p.scale_log2);
+      }
   }
   __syncthreads();
   int end = 0;
@@ -276,7 +313,7 @@ bool prefill_attention_applies(const AttentionLaunch& p) {
 
 void launch_prefill_attention(const float* q, const void* k_cache, const void* v_cache,
                               const int32_t* positions, const AttentionLaunch& p, float* out,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, const PrefillRope& rope) {
   const PrefillParams pp{q,
                          static_cast<const __half*>(k_cache),
                          static_cast<const __half*>(v_cache),
@@ -286,7 +323,9 @@ void launch_prefill_attention(const float* q, const void* k_cache, const void* v
                          p.n_head_kv,
                          p.n_tokens,
                          p.n_ctx,
-                         p.scale * kLog2e};
+                         p.scale * kLog2e,
+                         rope.angles,
+                         rope.neox};
   if (p.head_dim == 64)
     launch_for<64>(pp, stream);
   else
