@@ -272,7 +272,10 @@ class OpCases {
     for (DType t : matmul_types()) {
       if (!test_.supports(t)) continue;
       const int64_t block = dtype_info(t)->block_elems;
-      for (int64_t d : {block, 3 * block}) {
+      // 33 chunks of 32 (CUDA: a warp's worth and one more, through its store staging), and for
+      // the plain types 5 elements past whole chunks (rows not 16-byte aligned).
+      const int64_t wide = 33 * std::max<int64_t>(block, 32);
+      for (int64_t d : {block, 3 * block, wide, block == 1 ? wide + 5 : 5 * block}) {
         begin_case();
         const int64_t n_vocab = 50;
         SCOPED_TRACE(std::string("get_rows ") + std::string(dtype_name(t)) + " d=" + std::to_string(d));

@@ -190,11 +190,12 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
   };
 
   if (n == 1) {
-    // Decode in one region: each thread prefetches the starts of its tile streams, makes its
-    // share of x' (a fusion's prologue), builds its share of the token's tables from it (all
-    // of them take 4-12 us at 2048-8192 columns, with DRAM idle), meets the others, and
-    // multiplies its tiles: the range cut into S = k.decode_tiles equal parts, tile j of every
-    // part in one call (S streams), then the tiles left over one by one.
+    // Decode in one region: each thread makes its share of x' (a fusion's prologue), prefetches
+    // the starts of its tile streams, builds its share of the token's tables (all of them take
+    // 4-12 us at 2048-8192 columns, with DRAM idle), meets the others, and multiplies its tiles:
+    // the range cut into S = k.decode_tiles equal parts, tile j of every part in one call (S
+    // streams), then the tiles left over one by one. (The prologue goes before the prefetches,
+    // whose lines would hold the fill buffers its reads of x, half from the other core, need.)
     const int64_t tiles = rows / kBlTileRows;
     SpinBarrier built(pool.size());
     const LutTables tok = layout.tables(token(0));
@@ -203,7 +204,6 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
       const int S = k.decode ? k.decode_tiles : 1;
       const int64_t part = (i1 - i0) / S;               // tiles per part
       const int64_t grouped = k.decode ? S * part : 0;  // tiles the decode kernel takes
-      for (int s = 0; s < S && part > 0; ++s) prefetch_stream_start(tile_at(i0 + s * part));
       const int64_t g0 = groups * thread / n_threads, g1 = groups * (thread + 1) / n_threads;
       const float* src = xf;
       if (prologue) {
@@ -216,6 +216,7 @@ void lut_matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bia
         }
         src = x_prime;
       }
+      for (int s = 0; s < S && part > 0; ++s) prefetch_stream_start(tile_at(i0 + s * part));
       build(src, 0, g0, g1);
       built.arrive_and_wait();
       float scale = 1.0f;

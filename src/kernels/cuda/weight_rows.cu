@@ -16,22 +16,47 @@ namespace {
 constexpr int kThreads = 256;
 
 // Grid: x over chunks (+ tail elements) of a row, y over tokens. ids outside [0, rows) write 0.
+// A warp's 32 chunks (4 KB of the row in one piece) go out through shared memory, each store
+// instruction of the warp covering 512 contiguous bytes. (A thread storing its own 128 bytes
+// made every store instruction touch 32 lines: a 2048-token prompt of the 8B shape took 158 us
+// for ~50 MB on an H100.)
 template <DType T, bool kTiled>
-__global__ void get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t cols, int64_t rows,
-                                const int32_t* ids, float* out) {
+__global__ void __launch_bounds__(kThreads) get_rows_kernel(const uint8_t* table, size_t row_bytes, int64_t cols,
+                                                             int64_t rows, const int32_t* ids, float* out) {
   pdl_start_next_early();  // the first GEMV (or quantize) may launch
+  constexpr int kWarp = 32, kParts = kChunk / 4;  // a chunk is 8 parts of 4 floats
+  // Row stride kWarp + 1 parts: the 8 lanes that read one chunk's 8 parts hit 8 bank groups.
+  __shared__ float4 stage[kThreads / kWarp][kParts][kWarp + 1];
   const int64_t t = blockIdx.y;
   const int64_t id = ids[t];
   float* dst = out + t * cols;
   const int64_t n_chunks = cols / kChunk;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const bool valid = id >= 0 && id < rows;
   const uint8_t* row = table + (valid ? id : 0) * row_bytes;
   if (i < n_chunks) {
     float w[kChunk];
     decode_chunk<T, false, kTiled>(row, i, w);
 #pragma unroll
-    for (int k = 0; k < kChunk; ++k) dst[i * kChunk + k] = valid ? w[k] : 0.0f;
+    for (int q = 0; q < kParts; ++q)
+      stage[warp][q][lane] = valid ? make_float4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3])
+                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+  __syncwarp();
+  const int64_t first = i - lane;  // the warp's first chunk
+  const bool aligned = cols % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+#pragma unroll
+  for (int q = 0; q < kParts; ++q) {
+    const int idx = q * kWarp + lane, c = idx / kParts, part = idx % kParts;
+    if (first + c >= n_chunks) continue;
+    const float4 v = stage[warp][part][c];
+    float* at = dst + (first + c) * kChunk + 4 * part;
+    if (aligned) {
+      *reinterpret_cast<float4*>(at) = v;
+    } else {
+      at[0] = v.x, at[1] = v.y, at[2] = v.z, at[3] = v.w;
+    }
   }
   if constexpr (is_plain_type<T>()) {
     const int64_t e = n_chunks * kChunk + i;
