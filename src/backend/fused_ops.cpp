@@ -1,6 +1,7 @@
-// Defaults of the fused Backend ops and of token picking (backend.h): the plain ops in order. Host-memory backends
-// (CPU, reference) use these as they are; the CUDA backend overrides them with fused kernels and
-// falls back to these where it has none (other formats, larger batches).
+// Defaults of the fused Backend ops and of token picking (backend.h): the plain ops in order. The
+// reference backend uses these as they are; the CPU backend overrides fused_matmul for one token
+// with bl<b>g<g> weights and argmax; the CUDA backend overrides them with fused kernels. Both fall
+// back to these where they have none (other formats, larger batches).
 #include <cmath>
 #include <span>
 #include <vector>
