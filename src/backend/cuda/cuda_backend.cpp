@@ -544,8 +544,8 @@ class CudaBackendImpl final : public CudaBackend {
     cuda::AttentionLaunch al{attn.n_head, attn.n_head_kv, attn.head_dim, attn.scale, n, k_cache.ne[2] * k_cache.ne[3],
                              f16, 1};
     cuda::RopeLaunch rl = rope_launch(q, rope);
-    if (rope_in_attention_ && prefill_attention_takes(q, k_cache, v_cache, out, al) && rope.n_dims == attn.head_dim && q.ne[0] == attn.head_dim &&
-        cuda::rope_q_angles_apply(q.as<float>(), k.as<float>(), k_cache.data, rl)) {
+    if (rope_in_attention_ && prefill_attention_takes(q, k_cache, v_cache, out, al) && rope.n_dims == attn.head_dim &&
+        q.ne[0] == attn.head_dim && cuda::rope_q_angles_apply(q.as<float>(), k.as<float>(), k_cache.data, rl)) {
       prompt_rope_kv_store_attention(q, k, v, k_cache, v_cache, positions, rope, attn, out);
       return;
     }

@@ -240,9 +240,6 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t e = threadIdx.x; e < kv_dim; e += kThreads) put_cache<kF16>(v_cache, slot * kv_dim + e, v[t * kv_dim + e]);
 }
 
-}  // namespace
-
-namespace {
 // Whether rope_kv_store_token_kernel serves these operands.
 bool token_kernel_applies(const float* q, const float* k, const void* k_cache, const RopeLaunch& p, int64_t seq_slots) {
   const bool aligned8 = reinterpret_cast<uintptr_t>(q) % 8 == 0 && reinterpret_cast<uintptr_t>(k) % 8 == 0 &&
