@@ -239,79 +239,86 @@ TEST(LutMatmul, TableBuildersMatchScalarExactly) {
 //    checked against the math instead (x' and the dequantized weights in fp64), within
 //    check_case's bound for x' (the table scales are those of x', by scale invariance).
 // At every level, with one and two threads (5 groups: shares of 2 and 3), int8 and int8x2.
+enum class FusionMode { norm, norm_bias, swiglu, add, swiglu_add };
+
+void check_decode_fusion(const Case& c, FusionMode mode, Isa isa, ActPrecision precision, ThreadPool& pool,
+                         uint32_t seed) {
+  const BlGroupShape shape = *quant::bl_group_shape(c.type);
+  Problem p = make_problem(c, seed);
+  const bool norm = mode == FusionMode::norm || mode == FusionMode::norm_bias;
+  const bool swiglu = mode == FusionMode::swiglu || mode == FusionMode::swiglu_add;
+  const bool accumulate = mode == FusionMode::add || mode == FusionMode::swiglu_add;
+  const bool with_bias = mode == FusionMode::norm_bias;
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(0.5f, 1.5f);
+  std::vector<float> aux(static_cast<size_t>(c.cols)), before(static_cast<size_t>(c.rows));
+  for (auto& v : aux) v = dist(rng);  // the norm weight or up
+  for (auto& v : before) v = dist(rng) - 1.0f;
+  const float eps = 1e-5f;
+  const DecodeFusion fusion{.norm = norm ? aux.data() : nullptr,
+                            .eps = eps,
+                            .up = swiglu ? aux.data() : nullptr,
+                            .accumulate = accumulate};
+  Tensor w = make_tensor_2d(p.w.data(), c.type, c.cols, c.rows);
+  Tensor x = make_tensor_2d(p.x.data(), DType::F32, c.cols, 1);
+  Tensor b = make_tensor_2d(p.bias.data(), DType::F32, c.rows, 1);
+  std::vector<float> fused = accumulate ? before : std::vector<float>(before.size(), NAN);
+  Tensor o = make_tensor_2d(fused.data(), DType::F32, c.rows, 1);
+  AlignedBuffer scratch;
+  lut_matmul(w, x, o, with_bias ? &b : nullptr, pool, scratch, isa, precision, fusion);
+
+  if (!norm) {  // x' as the fusion makes it, then the plain product (and the add)
+    std::vector<float> xp = p.x;
+    if (swiglu) silu_mul(p.x.data(), aux.data(), xp.data(), c.cols);
+    std::vector<float> plain(before.size(), NAN);
+    Tensor xpt = make_tensor_2d(xp.data(), DType::F32, c.cols, 1);
+    Tensor po = make_tensor_2d(plain.data(), DType::F32, c.rows, 1);
+    lut_matmul(w, xpt, po, with_bias ? &b : nullptr, pool, scratch, isa, precision);
+    for (int64_t r = 0; r < c.rows; ++r) ASSERT_EQ(fused[r], accumulate ? before[r] + plain[r] : plain[r]) << "row " << r;
+    return;
+  }
+  // The norm: x' in fp64, then check_case's bound with the table scales of x'.
+  double sum_sq = 0;
+  for (float v : p.x) sum_sq += static_cast<double>(v) * v;
+  const double inv_rms = 1.0 / std::sqrt(sum_sq / c.cols + eps);
+  std::vector<float> xpf(static_cast<size_t>(c.cols));
+  for (int64_t j = 0; j < c.cols; ++j) xpf[j] = static_cast<float>(p.x[j] * inv_rms * aux[j]);
+  const std::vector<double> s_t = table_scales(xpf.data(), c.cols, shape.group_size);
+  const size_t row_size = row_bytes(c.type, c.cols);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    double want = with_bias ? p.bias[r] : 0.0, mag = 0, table_err = 0;
+    for (int64_t j = 0; j < c.cols; ++j) {
+      const double term = static_cast<double>(p.wf[r * c.cols + j]) * p.x[j] * inv_rms * aux[j];
+      want += term;
+      mag += std::fabs(term);
+    }
+    const uint8_t* tile = p.w.data() + (r / 16) * 16 * row_size;
+    for (int64_t grp = 0; grp < c.cols / shape.group_size; ++grp) {
+      uint8_t codes[128];
+      float s, z;
+      quant::unpack_bl_codes(shape, tile + grp * shape.tile_group_bytes(), static_cast<int>(r % 16), codes, s, z);
+      table_err += std::fabs(s) * s_t[grp] * (shape.group_size / 8.0) * ((1 << shape.bits) - 1);
+    }
+    if (precision == ActPrecision::int8x2) table_err *= 1.01 / kLutResidualSteps;
+    ASSERT_LE(std::fabs(fused[r] - want), table_err + 1e-5 * mag + 1e-6) << "row " << r;
+  }
+}
+
 TEST(LutMatmul, DecodeFusionEveryLevel) {
   ThreadPool one(1), two(2);
-  enum Mode { kNorm, kNormBias, kSwiglu, kAdd, kSwigluAdd };
   uint32_t seed = 200;
   for (DType t : {DType::BL2G128, DType::BL3G64, DType::BL4G128, DType::BL8G32})
     for (ThreadPool* pool : {&one, &two})
       for (ActPrecision precision : {ActPrecision::int8, ActPrecision::int8x2})
-        for (Mode mode : {kNorm, kNormBias, kSwiglu, kAdd, kSwigluAdd})
+        for (FusionMode mode : {FusionMode::norm, FusionMode::norm_bias, FusionMode::swiglu, FusionMode::add,
+                                FusionMode::swiglu_add})
           for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
             if (!isa_supported(isa)) continue;
-            const BlGroupShape shape = *quant::bl_group_shape(t);
-            const Case c{t, 5 * shape.group_size, 48, 1};
-            Problem p = make_problem(c, seed++);
-            const bool norm = mode == kNorm || mode == kNormBias, swiglu = mode == kSwiglu || mode == kSwigluAdd;
-            const bool accumulate = mode == kAdd || mode == kSwigluAdd, with_bias = mode == kNormBias;
             SCOPED_TRACE(std::string(dtype_name(t)) + " threads " + std::to_string(pool->size()) + " mode " +
-                         std::to_string(mode) + " " + std::string(isa_name(isa)) + (precision == ActPrecision::int8x2 ? " int8x2" : " int8"));
-            std::mt19937 rng(seed);
-            std::uniform_real_distribution<float> dist(0.5f, 1.5f);
-            std::vector<float> aux(static_cast<size_t>(c.cols)), before(static_cast<size_t>(c.rows));
-            for (auto& v : aux) v = dist(rng);  // the norm weight or up
-            for (auto& v : before) v = dist(rng) - 1.0f;
-            const float eps = 1e-5f;
-            DecodeFusion fusion{.norm = norm ? aux.data() : nullptr, .eps = eps, .up = swiglu ? aux.data() : nullptr,
-                                .accumulate = accumulate};
-            Tensor w = make_tensor_2d(p.w.data(), c.type, c.cols, c.rows);
-            Tensor x = make_tensor_2d(p.x.data(), DType::F32, c.cols, 1);
-            Tensor b = make_tensor_2d(p.bias.data(), DType::F32, c.rows, 1);
-            std::vector<float> fused = accumulate ? before : std::vector<float>(before.size(), NAN);
-            Tensor o = make_tensor_2d(fused.data(), DType::F32, c.rows, 1);
-            AlignedBuffer scratch;
-            lut_matmul(w, x, o, with_bias ? &b : nullptr, *pool, scratch, isa, precision, fusion);
-
-            std::vector<float> xp(static_cast<size_t>(c.cols));  // x' as the composition makes it
-            if (norm) rms_norm_row(p.x.data(), aux.data(), eps, xp.data(), c.cols);
-            else if (swiglu) silu_mul(p.x.data(), aux.data(), xp.data(), c.cols);
-            else xp = p.x;
-            if (!norm) {
-              std::vector<float> plain(before.size(), NAN);
-              Tensor xpt = make_tensor_2d(xp.data(), DType::F32, c.cols, 1);
-              Tensor po = make_tensor_2d(plain.data(), DType::F32, c.rows, 1);
-              lut_matmul(w, xpt, po, with_bias ? &b : nullptr, *pool, scratch, isa, precision);
-              for (int64_t r = 0; r < c.rows; ++r) {
-                const float want = accumulate ? before[r] + plain[r] : plain[r];
-                ASSERT_EQ(fused[r], want) << "row " << r;
-              }
-              continue;
-            }
-            // The norm: x' in fp64, then check_case's bound.
-            double sum_sq = 0;
-            for (float v : p.x) sum_sq += static_cast<double>(v) * v;
-            const double inv_rms = 1.0 / std::sqrt(sum_sq / c.cols + eps);
-            std::vector<float> xpf(static_cast<size_t>(c.cols));
-            for (int64_t j = 0; j < c.cols; ++j) xpf[j] = static_cast<float>(p.x[j] * inv_rms * aux[j]);
-            const std::vector<double> s_t = table_scales(xpf.data(), c.cols, shape.group_size);
-            const size_t row_size = row_bytes(c.type, c.cols);
-            for (int64_t r = 0; r < c.rows; ++r) {
-              double want = with_bias ? p.bias[r] : 0.0, mag = 0, table_err = 0;
-              for (int64_t j = 0; j < c.cols; ++j) {
-                const double term = static_cast<double>(p.wf[r * c.cols + j]) * p.x[j] * inv_rms * aux[j];
-                want += term;
-                mag += std::fabs(term);
-              }
-              const uint8_t* tile = p.w.data() + (r / 16) * 16 * row_size;
-              for (int64_t grp = 0; grp < c.cols / shape.group_size; ++grp) {
-                uint8_t codes[128];
-                float s, z;
-                quant::unpack_bl_codes(shape, tile + grp * shape.tile_group_bytes(), static_cast<int>(r % 16), codes, s, z);
-                table_err += std::fabs(s) * s_t[grp] * (shape.group_size / 8.0) * ((1 << shape.bits) - 1);
-              }
-              if (precision == ActPrecision::int8x2) table_err *= 1.01 / kLutResidualSteps;
-              ASSERT_LE(std::fabs(fused[r] - want), table_err + 1e-5 * mag + 1e-6) << "row " << r;
-            }
+                         std::to_string(static_cast<int>(mode)) + " " + std::string(isa_name(isa)) +
+                         (precision == ActPrecision::int8x2 ? " int8x2" : " int8"));
+            check_decode_fusion({t, 5 * quant::bl_group_shape(t)->group_size, 48, 1}, mode, isa, precision, *pool,
+                                seed++);
           }
 }
 
