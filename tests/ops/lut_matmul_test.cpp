@@ -100,6 +100,22 @@ std::vector<double> table_scales(const float* xt, int64_t cols, int g) {
   return out;
 }
 
+// The table rounding bound of row r for a token whose group scales are s_t (table_scales):
+// per group |s| s_T (g / 8) (2^b - 1), shrunk by the residual table's step with two terms.
+double table_error_bound(const Case& c, const Problem& p, const std::vector<double>& s_t, int64_t r, bool two_terms) {
+  const BlGroupShape shape = *quant::bl_group_shape(c.type);
+  const uint8_t* tile = p.w.data() + (r / 16) * 16 * row_bytes(c.type, c.cols);
+  double bound = 0;
+  for (int64_t grp = 0; grp < c.cols / shape.group_size; ++grp) {
+    uint8_t codes[128];
+    float s, z;
+    quant::unpack_bl_codes(shape, tile + grp * shape.tile_group_bytes(), static_cast<int>(r % 16), codes, s, z);
+    bound += std::fabs(s) * s_t[static_cast<size_t>(grp)] * (shape.group_size / 8.0) * ((1 << shape.bits) - 1);
+  }
+  // Two terms: the residual table's step is 1 / kLutResidualSteps of the first's.
+  return two_terms ? bound * 1.01 / kLutResidualSteps : bound;
+}
+
 void check_case(const Case& c, uint32_t seed, ThreadPool& pool, ActPrecision precision) {
   const BlGroupShape shape = *quant::bl_group_shape(c.type);
   const int g = shape.group_size;
@@ -107,7 +123,6 @@ void check_case(const Case& c, uint32_t seed, ThreadPool& pool, ActPrecision pre
   const bool with_bias = seed % 2 == 1;
   const bool two_terms = precision == ActPrecision::int8x2;
   const std::vector<float> scalar = run(c, p, Isa::scalar, precision, with_bias, pool);
-  const size_t row_size = row_bytes(c.type, c.cols);
   double err2 = 0, base_err2 = 0;
   for (int64_t t = 0; t < c.n; ++t) {
     const float* xt = p.x.data() + t * c.cols;
@@ -121,22 +136,14 @@ void check_case(const Case& c, uint32_t seed, ThreadPool& pool, ActPrecision pre
     }
     for (int64_t r = 0; r < c.rows; ++r) {
       const float* wr = p.wf.data() + r * c.cols;
-      const uint8_t* tile = p.w.data() + (r / 16) * 16 * row_size;
-      double want = with_bias ? p.bias[static_cast<size_t>(r)] : 0.0, mag = 0, table_err = 0, base = want;
+      double want = with_bias ? p.bias[static_cast<size_t>(r)] : 0.0, mag = 0, base = want;
       for (int64_t j = 0; j < c.cols; ++j) {
         want += static_cast<double>(wr[j]) * xt[j];
         base += static_cast<double>(wr[j]) * x8[static_cast<size_t>(j)];
         mag += std::fabs(static_cast<double>(wr[j]) * xt[j]);
       }
-      for (int64_t grp = 0; grp < c.cols / g; ++grp) {
-        uint8_t codes[128];
-        float s, z;
-        quant::unpack_bl_codes(shape, tile + grp * shape.tile_group_bytes(), static_cast<int>(r % 16), codes, s, z);
-        table_err += std::fabs(s) * s_t[static_cast<size_t>(grp)] * (g / 8.0) * ((1 << shape.bits) - 1);
-      }
+      const double table_err = table_error_bound(c, p, s_t, r, two_terms);
       const float got = scalar[static_cast<size_t>(t * c.rows + r)];
-      // Two terms: the residual table's step is 1 / kLutResidualSteps of the first's.
-      if (two_terms) table_err *= 1.01 / kLutResidualSteps;
       ASSERT_LE(std::fabs(got - want), table_err + 1e-5 * mag + 1e-6)
           << dtype_name(c.type) << (two_terms ? " int8x2" : " int8") << " cols " << c.cols << " rows " << c.rows
           << " n " << c.n << " at [" << r << ", " << t << "]";
@@ -284,22 +291,14 @@ void check_decode_fusion(const Case& c, FusionMode mode, Isa isa, ActPrecision p
   std::vector<float> xpf(static_cast<size_t>(c.cols));
   for (int64_t j = 0; j < c.cols; ++j) xpf[j] = static_cast<float>(p.x[j] * inv_rms * aux[j]);
   const std::vector<double> s_t = table_scales(xpf.data(), c.cols, shape.group_size);
-  const size_t row_size = row_bytes(c.type, c.cols);
   for (int64_t r = 0; r < c.rows; ++r) {
-    double want = with_bias ? p.bias[r] : 0.0, mag = 0, table_err = 0;
+    double want = with_bias ? p.bias[r] : 0.0, mag = 0;
     for (int64_t j = 0; j < c.cols; ++j) {
       const double term = static_cast<double>(p.wf[r * c.cols + j]) * p.x[j] * inv_rms * aux[j];
       want += term;
       mag += std::fabs(term);
     }
-    const uint8_t* tile = p.w.data() + (r / 16) * 16 * row_size;
-    for (int64_t grp = 0; grp < c.cols / shape.group_size; ++grp) {
-      uint8_t codes[128];
-      float s, z;
-      quant::unpack_bl_codes(shape, tile + grp * shape.tile_group_bytes(), static_cast<int>(r % 16), codes, s, z);
-      table_err += std::fabs(s) * s_t[grp] * (shape.group_size / 8.0) * ((1 << shape.bits) - 1);
-    }
-    if (precision == ActPrecision::int8x2) table_err *= 1.01 / kLutResidualSteps;
+    const double table_err = table_error_bound(c, p, s_t, r, precision == ActPrecision::int8x2);
     ASSERT_LE(std::fabs(fused[r] - want), table_err + 1e-5 * mag + 1e-6) << "row " << r;
   }
 }
