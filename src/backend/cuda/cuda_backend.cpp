@@ -546,7 +546,7 @@ class CudaBackendImpl final : public CudaBackend {
     cuda::RopeLaunch rl = rope_launch(q, rope);
     if (rope_in_attention_ && prefill_attention_takes(q, k_cache, v_cache, out, al) && rope.n_dims == attn.head_dim &&
         q.ne[0] == attn.head_dim && cuda::rope_q_angles_apply(q.as<float>(), k.as<float>(), k_cache.data, rl)) {
-      prompt_rope_kv_store_attention(q, k, v, k_cache, v_cache, positions, rope, attn, out);
+      prompt_rope_kv_store_attention(q, k, v, k_cache, v_cache, positions, rope, attn, al, rl, out);
       return;
     }
     if (!rope_in_attention_ || (attn.head_dim < kRopeInAttentionMinHeadDim && !rope_in_attention_all_heads_) ||
@@ -568,25 +568,21 @@ class CudaBackendImpl final : public CudaBackend {
   // A prompt chunk (prefill attention, whole-head rotary, the one-block-per-token rope kernel):
   // the rope kernel rotates and stores k, stores v and writes each token's angles; the
   // attention kernel rotates q with them as it loads it (q is left unrotated).
+  // al and rl as rope_kv_store_attention made them.
   void prompt_rope_kv_store_attention(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                                       const Tensor& positions, const RopeParams& rope, const AttentionParams& attn,
-                                      Tensor& out) {
+                                      const cuda::AttentionLaunch& al, cuda::RopeLaunch rl, Tensor& out) {
     const char* op = "rope_kv_store_attention";
-    const int64_t n = q.ne[2] * q.ne[3];
     if (!rope_kv_operands_ok(q, k, v, k_cache, v_cache, positions, rope, op) ||
         !attention_operands_ok(q, k_cache, v_cache, positions, attn, out, op))
       return;
-    cuda::RopeLaunch rl = rope_launch(q, rope);
     if (!with_freq_factors(rope, rl)) return;
-    auto* angles = static_cast<float2*>(workspace(angles_ws_, static_cast<size_t>(n) * (rope.n_dims / 2) * sizeof(float2),
-                                                  "rope angles of a prompt chunk"));
+    auto* angles = static_cast<float2*>(workspace(
+        angles_ws_, static_cast<size_t>(al.n_tokens) * (rope.n_dims / 2) * sizeof(float2), "rope angles of a prompt chunk"));
     if (!angles) return;
-    const bool f16 = k_cache.dtype == DType::F16;
-    cuda::launch_rope_kv_store(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, f16,
-                               static_cast<int>(q.ne[1]), static_cast<int>(k.ne[1]), k_cache.ne[2] * k_cache.ne[3],
-                               positions.as<int32_t>(), rl, stream_, 0, angles);
-    cuda::AttentionLaunch al{attn.n_head, attn.n_head_kv, attn.head_dim, attn.scale, n, k_cache.ne[2] * k_cache.ne[3],
-                             f16, 1};
+    cuda::launch_rope_kv_store(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, al.cache_f16,
+                               static_cast<int>(q.ne[1]), static_cast<int>(k.ne[1]), al.n_ctx, positions.as<int32_t>(),
+                               rl, stream_, 0, angles);
     cuda::launch_prefill_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al,
                                    out.as<float>(), stream_, cuda::PrefillRope{angles, rope.neox});
     check_launch(op);
