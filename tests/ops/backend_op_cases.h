@@ -266,6 +266,15 @@ class OpCases {
       run_attention(cache_type, 64, 9, 3, 1, 400, 512, 8.0f);
       run_attention(cache_type, 64, 9, 3, 17, 200, 512, 8.0f);
     }
+    // One token right after a prompt chunk's kv_store: CUDA's decode kernel loads the K/V rows of
+    // all slots but the token's own before waiting for the kernel before it, which must not
+    // happen here (the store writes every slot the token reads).
+    for (DType cache_type : {DType::F32, DType::F16})
+      for (int head_dim : {64, 128}) {
+        SCOPED_TRACE(std::string("attention after kv_store ") + std::string(dtype_name(cache_type)) +
+                     " head_dim=" + std::to_string(head_dim));
+        run_attention_after_store(cache_type, head_dim, 8, 2, 600, 640);
+      }
   }
 
   void get_rows() {
@@ -708,6 +717,35 @@ class OpCases {
     std::vector<uint8_t> host;
     Tensor test, ref;
   };
+
+  // kv_store of n_store tokens at slots 0.. over caches of random data, then attention of one
+  // token at the last of them.
+  void run_attention_after_store(DType cache_type, int head_dim, int n_head, int n_head_kv, int64_t n_store,
+                                 int64_t n_ctx) {
+    begin_case();
+    const int64_t kv_dim = int64_t{head_dim} * n_head_kv;
+    Pair k = input(DType::F32, {head_dim, n_head_kv, n_store, 1}, random(kv_dim * n_store, 1.0f));
+    Pair v = input(DType::F32, {head_dim, n_head_kv, n_store, 1}, random(kv_dim * n_store, 1.0f));
+    const std::array<int64_t, 4> cache_ne = {head_dim, n_head_kv, n_ctx, 1};
+    Pair kc = input_bytes(cache_type, cache_ne, random_cache(cache_type, kv_dim * n_ctx));
+    Pair vc = input_bytes(cache_type, cache_ne, random_cache(cache_type, kv_dim * n_ctx));
+    std::vector<int32_t> store_pos(static_cast<size_t>(n_store));
+    for (int64_t i = 0; i < n_store; ++i) store_pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    Pair sp = input_i32(store_pos);
+    Pair tp = input_i32({static_cast<int32_t>(n_store - 1)});
+    Pair q = input(DType::F32, {head_dim, n_head, 1, 1}, random(int64_t{head_dim} * n_head, 1.0f));
+    Pair out = output(DType::F32, {head_dim, n_head, 1, 1});
+    AttentionParams p;
+    p.n_head = n_head;
+    p.n_head_kv = n_head_kv;
+    p.head_dim = head_dim;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    test_.kv_store(k.test, v.test, kc.test, vc.test, sp.test);
+    test_.attention(q.test, kc.test, vc.test, tp.test, p, out.test);
+    ref_->kv_store(k.ref, v.ref, kc.ref, vc.ref, sp.ref);
+    ref_->attention(q.ref, kc.ref, vc.ref, tp.ref, p, out.ref);
+    compare(out, cache_type == DType::F16 ? std::max(tol_.attention, 1e-3) : tol_.attention);
+  }
 
   void run_attention(DType cache_type, int head_dim, int n_head, int n_head_kv, int64_t n, int64_t n_past,
                      int64_t n_ctx, float q_scale) {

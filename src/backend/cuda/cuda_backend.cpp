@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -45,6 +46,10 @@ class CudaBackendImpl final : public CudaBackend {
     const char* fused = std::getenv("BITLIGHT_CUDA_ROPE_ATTENTION");
     rope_in_attention_ = !fused || std::strcmp(fused, "0") != 0;
     rope_in_attention_all_heads_ = fused && std::strcmp(fused, "all") == 0;
+    // BITLIGHT_CUDA_KV_EARLY=0: the decode attention loads no K/V rows before it waits for the
+    // kernel before it (kv_loads_early; for comparisons).
+    const char* early = std::getenv("BITLIGHT_CUDA_KV_EARLY");
+    kv_loads_early_enabled_ = !early || std::strcmp(early, "0") != 0;
   }
 
   Status init() {
@@ -290,6 +295,7 @@ class CudaBackendImpl final : public CudaBackend {
       return;
     cuda::launch_kv_store(k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, f16, kv_dim, n,
                           k_cache.ne[2] * k_cache.ne[3], positions.as<int32_t>(), stream_);
+    note_cache_write(k_cache, positions, n, 0);
     check_launch(op);
   }
 
@@ -324,10 +330,28 @@ class CudaBackendImpl final : public CudaBackend {
     return true;
   }
 
+  // Kept for the next split-KV attention launch (kv_loads_early): the last cache write since.
+  void note_cache_write(const Tensor& k_cache, const Tensor& positions, int64_t n_tokens, int64_t seq_slots) {
+    unread_cache_write_ = CacheWrite{k_cache.data, positions.data, n_tokens, seq_slots};
+  }
+  // Whether the split-KV attention about to be launched may load the K/V rows of all slots but
+  // each token's own before it waits for the kernel before it (AttentionLaunch::kv_loads_early):
+  // one token per sequence, and no cache write since the last attention launch other than one
+  // to these tokens' own slots (same caches, positions and shape). A kernel that lets its
+  // successor launch early may itself still wait for the one before it, so any other write,
+  // however many ops back, is taken as possibly still running.
+  bool kv_loads_early(const cuda::AttentionLaunch& al, const Tensor& k_cache, const Tensor& positions) {
+    const std::optional<CacheWrite> w = std::exchange(unread_cache_write_, std::nullopt);
+    const bool one_per_sequence = al.n_tokens == 1 || al.seq_slots > 0;
+    return kv_loads_early_enabled_ && one_per_sequence && (!w || (w->k_cache == k_cache.data && w->positions == positions.data &&
+                                       w->n_tokens == al.n_tokens && w->seq_slots == al.seq_slots));
+  }
+
   void launch_split_kv_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
                                  cuda::AttentionLaunch al, Tensor& out, const char* op) {
     float* ws;
     if (!split_kv_workspace(al, ws)) return;
+    al.kv_loads_early = kv_loads_early(al, k_cache, positions);
     cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
                            stream_);
     check_launch(op);
@@ -560,6 +584,8 @@ class CudaBackendImpl final : public CudaBackend {
     if (!with_freq_factors(rope, rl)) return;
     float* ws;
     if (!split_kv_workspace(al, ws)) return;
+    al.kv_loads_early = kv_loads_early(al, k_cache, positions);
+    note_cache_write(k_cache, positions, n, 0);  // the kernel stores the token's k and v
     cuda::launch_rope_attention(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data,
                                 positions.as<int32_t>(), al, rl, ws, out.as<float>(), stream_);
     check_launch(op);
@@ -583,6 +609,7 @@ class CudaBackendImpl final : public CudaBackend {
     cuda::launch_rope_kv_store(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, al.cache_f16,
                                static_cast<int>(q.ne[1]), static_cast<int>(k.ne[1]), al.n_ctx, positions.as<int32_t>(),
                                rl, stream_, 0, angles);
+    note_cache_write(k_cache, positions, al.n_tokens, 0);
     cuda::launch_prefill_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al,
                                    out.as<float>(), stream_, cuda::PrefillRope{angles, rope.neox});
     check_launch(op);
@@ -598,6 +625,7 @@ class CudaBackendImpl final : public CudaBackend {
     cuda::launch_rope_kv_store(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data, f16,
                                static_cast<int>(q.ne[1]), static_cast<int>(k.ne[1]), k_cache.ne[2] * k_cache.ne[3],
                                positions.as<int32_t>(), rl, stream_, seq_slots);
+    note_cache_write(k_cache, positions, q.ne[2] * q.ne[3], seq_slots);
     check_launch(op);
   }
 
@@ -929,6 +957,14 @@ class CudaBackendImpl final : public CudaBackend {
   bool capturing_ = false;
   bool rope_in_attention_ = true;  // rope_kv_store_attention as one kernel where it applies
   bool rope_in_attention_all_heads_ = false;  // also below kRopeInAttentionMinHeadDim
+  bool kv_loads_early_enabled_ = true;
+  // The last KV-cache write that no split-KV attention launch has been told of (kv_loads_early).
+  struct CacheWrite {
+    const void* k_cache;
+    const void* positions;
+    int64_t n_tokens, seq_slots;
+  };
+  std::optional<CacheWrite> unread_cache_write_;
   Status error_;
 };
 

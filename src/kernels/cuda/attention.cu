@@ -53,6 +53,7 @@ struct AttnParams {
   const float* k_new;
   const float* v_new;
   RopeLaunch rope;
+  bool kv_loads_early;  // AttentionLaunch::kv_loads_early, checked against the shape
 };
 
 // Asks L2 for the K and V rows of kv_head at slots [begin, stop) (from base_slot): issued
@@ -106,9 +107,39 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   const int64_t begin = min(end, split * per_split);
   const int64_t stop = min(begin + per_split, end);
 
+  // A warp's slots begin + warp + 4 i, kSlotBatch at a time: all their K and V loads are issued
+  // before the first score is needed, so a split of ~30 slots costs ~1 memory round trip per
+  // warp instead of ~8 (one per slot: the decode step at 512 slots of context was latency-bound,
+  // 12 us per call for 2 MB of K/V, docs/cuda.md). One online-softmax correction per batch.
+  constexpr int kSlotBatch = kPairs >= 4 ? 1 : 8;  // head_dim 256 would spill with more than 1
+  float2 kp[kSlotBatch][kPairs], vp[kSlotBatch][kPairs];
+  // Loads the batch of slots s0, s0 + 4, ..; slots past stop read a valid row (the last one),
+  // their scores are masked below. With skip_own, the token's own slot is left for later.
+  auto load_batch = [&](int64_t s0, bool skip_own) {
+#pragma unroll
+    for (int j = 0; j < kSlotBatch; ++j) {
+      const int64_t s = min(s0 + static_cast<int64_t>(kAttnWarps) * j, stop - 1);
+      if (skip_own && s == pos) continue;
+      const int64_t row = ((base_slot + s) * p.n_head_kv + kv_head) * p.head_dim;
+#pragma unroll
+      for (int e = 0; e < kPairs; ++e) {
+        const int pr = lane + kWarp * e;
+        kp[j][e] = pr < n_pairs ? load_pair<kF16>(p.k, row + 2 * pr) : make_float2(0.0f, 0.0f);
+        vp[j][e] = pr < n_pairs ? load_pair<kF16>(p.v, row + 2 * pr) : make_float2(0.0f, 0.0f);
+      }
+    }
+  };
+
   // Before the wait: nothing the kernel before writes (positions come from the host before the
-  // step's first kernel; the rope angles depend on them only).
-  prefetch_rows_l2(p, kv_head, base_slot, begin, stop, kF16 ? 2 : 4);
+  // step's first kernel; the rope angles depend on them only). At one token per sequence that
+  // includes the K/V rows of every slot but the token's own: the warp's first batch is loaded
+  // into registers now, so its round trip overlaps the kernel before instead of following it;
+  // the later batches are asked of L2.
+  const int64_t first_s0 = begin + warp;
+  const bool early = p.kv_loads_early && first_s0 < stop;
+  if (early) load_batch(first_s0, true);
+  prefetch_rows_l2(p, kv_head, base_slot, early ? min(stop, begin + kAttnWarps * kSlotBatch) : begin, stop,
+                   kF16 ? 2 : 4);
   __shared__ float cos_sh[kAttentionMaxHeadDim / 2], sin_sh[kAttentionMaxHeadDim / 2];
   __shared__ float q_sh[kRope ? kMaxGroup : 1][kRope ? kAttentionMaxHeadDim : 1];
   const int half = p.rope.n_dims / 2;
@@ -168,18 +199,15 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     }
   }
 
-  // A warp's slots begin + warp + 4 i, kSlotBatch at a time: all their K and V loads are issued
-  // before the first score is needed, so a split of ~30 slots costs ~1 memory round trip per
-  // warp instead of ~8 (one per slot: the decode step at 512 slots of context was latency-bound,
-  // 12 us per call for 2 MB of K/V, docs/cuda.md). One online-softmax correction per batch.
-  constexpr int kSlotBatch = kPairs >= 4 ? 1 : 8;  // head_dim 256 would spill with more than 1
-  for (int64_t s0 = begin + warp; s0 < stop; s0 += kAttnWarps * kSlotBatch) {
-    float2 kp[kSlotBatch][kPairs], vp[kSlotBatch][kPairs];
+  // The own slot of an early first batch, now that it is written (by the kernel before, or
+  // above with kRope: visible after the block's barrier). It is the last slot a token sees, so
+  // it lies in this split only as stop - 1, which is also the row the batch's masked entries
+  // read (their P is 0, but 0 * an unloaded register could be NaN).
+  if (early && pos >= first_s0 && pos < stop) {
+    const int64_t row = ((base_slot + pos) * p.n_head_kv + kv_head) * p.head_dim;
 #pragma unroll
     for (int j = 0; j < kSlotBatch; ++j) {
-      const int64_t s = s0 + static_cast<int64_t>(kAttnWarps) * j;
-      // Slots past stop read a valid row (the last one); their scores are masked below.
-      const int64_t row = ((base_slot + min(s, stop - 1)) * p.n_head_kv + kv_head) * p.head_dim;
+      if (min(first_s0 + static_cast<int64_t>(kAttnWarps) * j, stop - 1) != pos) continue;
 #pragma unroll
       for (int e = 0; e < kPairs; ++e) {
         const int pr = lane + kWarp * e;
@@ -187,6 +215,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
         vp[j][e] = pr < n_pairs ? load_pair<kF16>(p.v, row + 2 * pr) : make_float2(0.0f, 0.0f);
       }
     }
+  }
+  for (int64_t s0 = first_s0; s0 < stop; s0 += kAttnWarps * kSlotBatch) {
+    if (!early || s0 != first_s0) load_batch(s0, false);
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) {
       if (g >= n_g) break;
@@ -345,7 +376,7 @@ AttnParams attn_params(const float* q, const void* k_cache, const void* v_cache,
   const int n_splits = std::clamp(p.n_splits, 1, kAttentionMaxSplits);
   AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
                 p.n_tokens, p.seq_slots > 0 ? p.seq_slots : p.n_ctx, n_splits, nullptr, nullptr, out, p.seq_slots,
-                nullptr, nullptr, RopeLaunch{}};
+                nullptr, nullptr, RopeLaunch{}, p.kv_loads_early && (p.n_tokens == 1 || p.seq_slots > 0)};
   if (n_splits > 1) {
     ap.partial_acc = workspace;
     ap.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;

@@ -218,6 +218,11 @@ struct AttentionLaunch {
   // > 0: one sequence per token (SequenceBatch): token t sees slots [t * seq_slots, t * seq_slots
   // + positions[t]] and n_ctx is taken as seq_slots (the decode kernel only, not prefill).
   int64_t seq_slots = 0;
+  // One token per sequence (n_tokens == 1 or seq_slots > 0) only: every slot a token reads but
+  // its own was written by kernels that have completed before the kernel just before this one
+  // began, so the decode kernel loads those K/V rows before waiting for it (pdl.cuh) and only the
+  // own slot after. The caller vouches for it (CudaBackend tracks its cache writes).
+  bool kv_loads_early = false;
 };
 constexpr int kAttentionMaxHeadDim = 256;
 constexpr int kAttentionMaxSplits = 64;  // the fixup kernel reads the splits' (max, sum) with one warp
