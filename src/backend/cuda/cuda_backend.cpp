@@ -50,6 +50,11 @@ class CudaBackendImpl final : public CudaBackend {
     // kernel before it (kv_loads_early; for comparisons).
     const char* early = std::getenv("BITLIGHT_CUDA_KV_EARLY");
     kv_loads_early_enabled_ = !early || std::strcmp(early, "0") != 0;
+    // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|all: which prologues the fp32 GEMV takes (comparisons).
+    const char* pro = std::getenv("BITLIGHT_CUDA_FP32_PROLOGUE");
+    if (pro && std::strcmp(pro, "0") == 0) fp32_prologue_ = Fp32Prologue::none;
+    if (pro && std::strcmp(pro, "norm") == 0) fp32_prologue_ = Fp32Prologue::norm;
+    if (pro && std::strcmp(pro, "all") == 0) fp32_prologue_ = Fp32Prologue::all;
   }
 
   Status init() {
@@ -436,6 +441,16 @@ class CudaBackendImpl final : public CudaBackend {
     // the k-quants from 2049. Wider inputs: one token on the dp4a path has x quantized once by a
     // small kernel into the scratch (replacing the rms_norm / silu_mul kernel), else the
     // separate kernel first; both keep the fused residual add.
+    // F16 / BF16 / F32 weights, one token: the fp32 GEMV applies the norm (and with
+    // fp32_prologue_ all, SwiGLU) to x itself, so the rms_norm (silu_mul) kernel goes.
+    const bool plain = w.dtype == DType::F16 || w.dtype == DType::BF16 || w.dtype == DType::F32;
+    const bool fp32_prologue = f.norm ? fp32_prologue_ != Fp32Prologue::none : fp32_prologue_ == Fp32Prologue::all;
+    if (extra && plain && fp32_prologue && n == 1 && operands_ok &&
+        cuda::launch_gemv_fused(view(w), x.as<float>(), 1, out.as<float>(), bias ? bias->as<float>() : nullptr, g,
+                                stream_)) {
+      check_launch(op);
+      return;
+    }
     const bool block32 = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0 || w.dtype == DType::Q4_1;
     const int64_t prologue_max_cols = block32 ? 1024 : 2048;
     const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
@@ -958,6 +973,8 @@ class CudaBackendImpl final : public CudaBackend {
   bool rope_in_attention_ = true;  // rope_kv_store_attention as one kernel where it applies
   bool rope_in_attention_all_heads_ = false;  // also below kRopeInAttentionMinHeadDim
   bool kv_loads_early_enabled_ = true;
+  enum class Fp32Prologue { none, norm, all };
+  Fp32Prologue fp32_prologue_ = Fp32Prologue::norm;
   // The last KV-cache write that no split-KV attention launch has been told of (kv_loads_early).
   struct CacheWrite {
     const void* k_cache;

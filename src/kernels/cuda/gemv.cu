@@ -42,12 +42,30 @@ __device__ __forceinline__ float dot4(const float* w, float4 x, float acc) {
   return fmaf(w[3], x.w, acc);
 }
 
+// The prologue of a fused GEMV (GemvFusion) on one token, for the plain types: x' = x * norm
+// (the 1 / rms factor is applied to the finished sums: out = (W (x * norm)) / rms) or
+// x' = silu(x) * up, computed per piece from x and the second operand as the pieces need them,
+// so the separate rms_norm / silu_mul kernel and its boundary go (docs/cuda.md).
+enum class Fp32Prologue { none, norm, gate };
+
+__device__ __forceinline__ float squares4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+template <Fp32Prologue kPro>
+__device__ __forceinline__ float4 prologue4(float4 x, const float* second, int64_t at) {
+  if constexpr (kPro == Fp32Prologue::none) return x;
+  const float4 v = __ldg(reinterpret_cast<const float4*>(second + at));
+  if constexpr (kPro == Fp32Prologue::norm) return make_float4(x.x * v.x, x.y * v.y, x.z * v.z, x.w * v.w);
+  return make_float4(silu(x.x) * v.x, silu(x.y) * v.y, silu(x.z) * v.z, silu(x.w) * v.w);
+}
+
 // kTokens: compile-time upper bound of the batch (register arrays need constant sizes); the
 // runtime p.n <= kTokens. kVec: rows and x are 16-byte aligned and cols % 8 == 0, so the
 // pieces apply; otherwise (plain types with odd rows only) every weight goes the scalar way.
-// kTiled: the weight is in the tiled layout (weight_layout.cuh).
-template <DType T, int kTokens, bool kVec, bool kTiled>
+// kTiled: the weight is in the tiled layout (weight_layout.cuh). kPro: the prologue (one token,
+// kVec, so cols % 8 == 0 and no scalar tail).
+template <DType T, int kTokens, bool kVec, bool kTiled, Fp32Prologue kPro = Fp32Prologue::none>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
+  static_assert(kPro == Fp32Prologue::none || (kTokens == 1 && kVec), "prologues: one token, whole pieces");
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   // Rows past the end read the last row again (a valid address) and are not stored.
   const uint8_t* rowp[kRows];
@@ -61,14 +79,21 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
     for (int t = 0; t < kTokens; ++t) acc[r][t] = 0.0f;
 
   const int64_t n_pieces = kVec ? p.cols / kPiece : 0;
+  // With the norm, this thread's part of sum x^2: the block's pieces cover x once, so the
+  // block's sum is the whole one (no second pass over x).
+  float sumsq = 0.0f;
   // Multiplies one piece of each row with every token's x.
   auto multiply = [&](const float (&w)[kRows][kPiece], int64_t o0, int64_t o1) {
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t >= p.n) break;
       const float* xt = p.x + t * p.cols;
-      const float4 xa = __ldg(reinterpret_cast<const float4*>(xt + o0));
-      const float4 xb = __ldg(reinterpret_cast<const float4*>(xt + o1));
+      const float* second = kPro == Fp32Prologue::norm ? p.fuse.norm : p.fuse.up;
+      const float4 xa_in = __ldg(reinterpret_cast<const float4*>(xt + o0));
+      const float4 xb_in = __ldg(reinterpret_cast<const float4*>(xt + o1));
+      if constexpr (kPro == Fp32Prologue::norm) sumsq += squares4(xa_in) + squares4(xb_in);
+      const float4 xa = prologue4<kPro>(xa_in, second, o0);
+      const float4 xb = prologue4<kPro>(xb_in, second, o1);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) acc[r][t] = dot4(w[r] + 4, xb, dot4(w[r], xa, acc[r][t]));
     }
@@ -111,7 +136,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
     }
   }
 
-  __shared__ float partial[kGemvWarps][kRows * kTokens];
+  // Per warp: the rows' sums, then (with the norm) its part of sum x^2.
+  __shared__ float partial[kGemvWarps][kRows * kTokens + 1];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
 #pragma unroll
   for (int r = 0; r < kRows; ++r)
@@ -120,17 +146,40 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
       const float s = warp_sum(acc[r][t]);
       if (lane == 0) partial[warp][r * kTokens + t] = s;
     }
+  if constexpr (kPro == Fp32Prologue::norm) {
+    const float s = warp_sum(sumsq);
+    if (lane == 0) partial[warp][kRows * kTokens] = s;
+  }
   __syncthreads();
+  // The norm's 1 / rms scales the finished sums: out = (W (x * norm)) / rms.
+  float out_scale = 1.0f;
+  if constexpr (kPro == Fp32Prologue::norm) {
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGemvWarps; ++w) total += partial[w][kRows * kTokens];
+    out_scale = rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps);
+  }
   for (int idx = threadIdx.x; idx < kRows * kTokens; idx += kGemvThreads) {
     const int r = idx / kTokens, t = idx % kTokens;
     const int64_t row = row0 + r;
     if (t >= p.n || row >= p.rows) continue;
-    float s = p.bias ? p.bias[row] : 0.0f;
+    float s = 0.0f;
 #pragma unroll
     for (int w = 0; w < kGemvWarps; ++w) s += partial[w][idx];
+    s = s * out_scale + (p.bias ? p.bias[row] : 0.0f);
     float* o = p.out + t * p.rows + row;
     *o = p.fuse.accumulate ? *o + s : s;
   }
+}
+
+// One token with a prologue, plain types with whole pieces (launch_cuda_core_gemv checks).
+template <DType T>
+void launch_with_prologue(const GemvArgs& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
+  if (p.fuse.norm)
+    launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::norm>, grid, dim3(kGemvThreads), 0, stream, p);
+  else
+    launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::gate>, grid, dim3(kGemvThreads), 0, stream, p);
 }
 
 template <DType T, int kTokens>
@@ -166,7 +215,6 @@ namespace {
 bool launch_cuda_core_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                            const GemvFusion& fuse, cudaStream_t stream) {
   if (launch_gemv_dp4a(w, x, n_tokens, out, bias, stream, fuse)) return true;
-  if (fuse.prologue()) return false;
   const GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias, fuse};
   // Pieces need 16-byte aligned x (and rows, for the plain types) and cols % 8 == 0; block
   // formats always qualify given an aligned x (their rows are whole blocks of 32 or 256).
@@ -174,6 +222,16 @@ bool launch_cuda_core_gemv(const WeightView& w, const float* x, int n_tokens, fl
   const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
   const bool vec = aligned_x && w.cols % kPiece == 0 &&
                    (!plain || (w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0));
+  if (fuse.prologue()) {
+    // The plain types take a norm or SwiGLU prologue for one token (the block formats have theirs
+    // in the dp4a kernel); the second operand is read as float4 like x.
+    const void* second = fuse.norm ? static_cast<const void*>(fuse.norm) : fuse.up;
+    if (!plain || !vec || n_tokens != 1 || reinterpret_cast<uintptr_t>(second) % 16 != 0) return false;
+    if (w.dtype == DType::F32) launch_with_prologue<DType::F32>(p, stream);
+    else if (w.dtype == DType::F16) launch_with_prologue<DType::F16>(p, stream);
+    else launch_with_prologue<DType::BF16>(p, stream);
+    return true;
+  }
   if (!vec && !plain) return false;
   return dispatch_weight_format(w.dtype, [&]<DType T>() {
     if (n_tokens <= 1) launch_for_tokens<T, 1>(p, vec, w.tiled, stream);
