@@ -442,9 +442,11 @@ class CudaBackendImpl final : public CudaBackend {
     // small kernel into the scratch (replacing the rms_norm / silu_mul kernel), else the
     // separate kernel first; both keep the fused residual add.
     // F16 / BF16 / F32 weights, one token: the fp32 GEMV applies the norm (and with
-    // fp32_prologue_ all, SwiGLU) to x itself, so the rms_norm (silu_mul) kernel goes.
+    // fp32_prologue_ all, SwiGLU) to x itself, so the rms_norm (silu_mul) kernel goes. A
+    // prologue it is not to take runs as a kernel of its own (below).
     const bool plain = w.dtype == DType::F16 || w.dtype == DType::BF16 || w.dtype == DType::F32;
     const bool fp32_prologue = f.norm ? fp32_prologue_ != Fp32Prologue::none : fp32_prologue_ == Fp32Prologue::all;
+    const bool prologue_apart = extra && plain && !fp32_prologue;
     if (extra && plain && fp32_prologue && n == 1 && operands_ok &&
         cuda::launch_gemv_fused(view(w), x.as<float>(), 1, out.as<float>(), bias ? bias->as<float>() : nullptr, g,
                                 stream_)) {
@@ -478,7 +480,7 @@ class CudaBackendImpl final : public CudaBackend {
       return;
     }
     // The same checks as matmul; then the fused GEMV if one takes it.
-    if (operands_ok && cuda::launch_gemv_fused(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
+    if (operands_ok && !prologue_apart && cuda::launch_gemv_fused(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
                                                bias ? bias->as<float>() : nullptr, g, stream_)) {
       check_launch(op);
       return;

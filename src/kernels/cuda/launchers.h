@@ -36,8 +36,9 @@ struct WeightView {
 
 // What a GEMV does besides out = W x (Backend::fused_matmul), so that a decode step needs no
 // separate rms_norm, silu_mul or add kernels: x' = rms_norm(x) * norm, or silu(x) * up, on the
-// way in (the dp4a kernel only: it stages x in shared memory anyway), out += W x' on the way out
-// (the dp4a and fp32 GEMVs).
+// way in (one token: the dp4a kernel, which stages x in shared memory anyway, and the fp32
+// kernel for the plain types, per piece as x streams), out += W x' on the way out (the dp4a and
+// fp32 GEMVs).
 struct GemvFusion {
   const float* norm = nullptr;  // [cols], 16-byte aligned
   float eps = 0.0f;
@@ -79,8 +80,9 @@ bool untile_rows_on_host(DType t, const void* tiled, void* gguf, int64_t rows, s
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream);
 // The same with a fusion: false (nothing launched) when no GEMV path does it for this weight and
-// batch (a prologue needs the dp4a path; accumulate is left to the caller where launch_gemv
-// would pick the tensor-core kernel); the caller then runs the plain ops.
+// batch (a prologue needs one token on the dp4a path or plain-type weights with aligned rows;
+// accumulate is left to the caller where launch_gemv would pick the tensor-core kernel); the
+// caller then runs the plain ops.
 bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                        const GemvFusion& fuse, cudaStream_t stream);
 
