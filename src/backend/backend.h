@@ -48,6 +48,11 @@ struct MatmulFusion {
   const Tensor* up = nullptr;    // x' = silu(x) * up
   bool accumulate = false;       // out += W · x' instead of out = W · x'
   Tensor* scratch = nullptr;     // F32 room for the default composition (see fused_matmul)
+  // A hint for one token: the op right after this one is fused_matmul(*swiglu_next, gate, ..)
+  // with up, where out = [gate; up] (rows / 2 each) and nothing else reads out. A backend may
+  // then store silu(gate) in out's first half and have that op multiply by up only (CUDA, plain
+  // types: the silu_mul kernel between the two GEMVs goes). Results are the same either way.
+  const Tensor* swiglu_next = nullptr;
 };
 
 // One product of Backend::fused_matmul_same_input: *out = *w · x' (+ *bias), or += with

@@ -341,7 +341,9 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
     // Feed-forward: x += W_down · (silu(h·W_gate) * (h·W_up)), h = norm(x)
     const MatmulFusion ffn_norm = normed(l.ffn_norm);
     if (n == 1 && l.w_gate_up.data) {
-      b.fused_matmul(l.w_gate_up, x, gate_up, ffn_norm);
+      MatmulFusion ffn_norm_then_swiglu = ffn_norm;
+      ffn_norm_then_swiglu.swiglu_next = &l.w_down;
+      b.fused_matmul(l.w_gate_up, x, gate_up, ffn_norm_then_swiglu);
       b.fused_matmul(l.w_down, gate, x, swiglu_add_to_x);
     } else {
       b.fused_ffn(x, FfnBlock{&l.w_gate, &l.w_up, &l.w_down, &l.ffn_norm, c.rms_eps, &gate, &up, &s.scratch});

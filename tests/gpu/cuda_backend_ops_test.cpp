@@ -337,6 +337,64 @@ TEST(CudaMatmul, FusedDp4a) {
   cuda::set_tensor_core_gemv(true);
 }
 
+// A decode step's feed-forward with plain-type weights, with and without the swiglu_next hint
+// (MatmulFusion): with it the gate/up GEMV stores silu(gate) and the down GEMV multiplies by up
+// only, which computes the same floats in the same order as the silu_mul kernel's path, so x must
+// come out with the same bits. n_ff 2304 (the SwiGLU apart as a kernel) and 1536 (<= 2048: the
+// default composition); twice in a row, with x fed back.
+TEST(CudaMatmul, SwigluSplitOverTwoGemvsMatchesSiluKernel) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  std::mt19937_64 rng(85);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  constexpr int64_t d = 1024;
+  for (DType t : {DType::F16, DType::BF16, DType::F32})
+    for (int64_t n_ff : {2304, 1536}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " n_ff=" + std::to_string(n_ff));
+      auto weight = [&](int64_t cols, int64_t rows) {
+        std::vector<float> values(static_cast<size_t>(cols * rows));
+        for (float& v : values) v = dist(rng) * 0.05f;
+        std::vector<uint8_t> bytes(row_bytes(t, cols) * rows);
+        quantize_matrix(t, values.data(), bytes.data(), rows, cols);
+        return backend->upload_weight(make_tensor_2d(bytes.data(), t, cols, rows));
+      };
+      auto w_gate_up = weight(d, 2 * n_ff), w_down = weight(n_ff, d);
+      auto norm = backend->alloc(DType::F32, {d, 1, 1, 1});
+      ASSERT_TRUE(w_gate_up.ok() && w_down.ok() && norm.ok());
+      std::vector<float> x_init(static_cast<size_t>(d)), g(static_cast<size_t>(d));
+      for (float& v : x_init) v = dist(rng) * 3.0f;
+      for (float& v : g) v = dist(rng) + 1.0f;
+      backend->write(*norm, g.data(), g.size() * sizeof(float));
+      auto run = [&](bool hint) {
+        std::vector<float> result(static_cast<size_t>(d));
+        auto x = backend->alloc(DType::F32, {d, 1, 1, 1});
+        auto gate_up = backend->alloc(DType::F32, {2 * n_ff, 1, 1, 1});
+        auto scratch = backend->alloc(DType::F32, {2 * n_ff + d, 1, 1, 1});
+        if (!x.ok() || !gate_up.ok() || !scratch.ok()) return result;
+        backend->write(*x, x_init.data(), x_init.size() * sizeof(float));
+        Tensor gate = *gate_up, up = *gate_up;
+        gate.ne = up.ne = {n_ff, 1, 1, 1};
+        up.data = gate_up->as<float>() + n_ff;
+        for (int step = 0; step < 2; ++step) {
+          MatmulFusion ffn{.norm = &*norm, .scratch = &*scratch};
+          if (hint) ffn.swiglu_next = &*w_down;
+          backend->fused_matmul(*w_gate_up, *x, *gate_up, ffn);
+          backend->fused_matmul(*w_down, gate, *x, {.up = &up, .accumulate = true, .scratch = &*scratch});
+        }
+        backend->read(*x, result.data(), result.size() * sizeof(float));
+        return result;
+      };
+      const std::vector<float> apart = run(false), split = run(true);
+      ASSERT_TRUE(backend->status().ok());
+      bool finite = true;
+      for (float v : split) finite = finite && std::isfinite(v);
+      EXPECT_TRUE(finite);
+      EXPECT_EQ(std::memcmp(apart.data(), split.data(), apart.size() * sizeof(float)), 0)
+          << "x differs with the SwiGLU split over the two GEMVs";
+    }
+}
+
 // Weights stored tiled (Q4_0, Q4_1, Q8_0, Q6_K with whole tiles per row) read back as the
 // GGUF bytes that were uploaded, whole or from a row on, and get_rows decodes them as the host.
 TEST(CudaWeights, TiledWeightsReadBackAndDecode) {

@@ -50,10 +50,13 @@ class CudaBackendImpl final : public CudaBackend {
     // kernel before it (kv_loads_early; for comparisons).
     const char* early = std::getenv("BITLIGHT_CUDA_KV_EARLY");
     kv_loads_early_enabled_ = !early || std::strcmp(early, "0") != 0;
-    // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|all: which prologues the fp32 GEMV takes (comparisons).
+    // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|split|all: what the fp32 GEMV takes in (comparisons):
+    // nothing, the norm, the norm and the SwiGLU split over gate/up and down (default), the norm
+    // and the whole SwiGLU in the down GEMV.
     const char* pro = std::getenv("BITLIGHT_CUDA_FP32_PROLOGUE");
     if (pro && std::strcmp(pro, "0") == 0) fp32_prologue_ = Fp32Prologue::none;
     if (pro && std::strcmp(pro, "norm") == 0) fp32_prologue_ = Fp32Prologue::norm;
+    if (pro && std::strcmp(pro, "split") == 0) fp32_prologue_ = Fp32Prologue::split;
     if (pro && std::strcmp(pro, "all") == 0) fp32_prologue_ = Fp32Prologue::all;
   }
 
@@ -192,6 +195,7 @@ class CudaBackendImpl final : public CudaBackend {
     if (!expect(!capturing_, "write", "host-to-device copies cannot be captured: write before capture/replay")) return;
     if (!expect(offset_bytes + bytes <= dst.bytes(), "write", "range past the end of " + shape_string(dst))) return;
     note(cudaMemcpyAsync(static_cast<char*>(dst.data) + offset_bytes, src, bytes, cudaMemcpyHostToDevice, stream_), "write");
+    activated_gate_.reset();
   }
 
   void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) override {
@@ -443,15 +447,33 @@ class CudaBackendImpl final : public CudaBackend {
     // separate kernel first; both keep the fused residual add.
     // F16 / BF16 / F32 weights, one token: the fp32 GEMV applies the norm (and with
     // fp32_prologue_ all, SwiGLU) to x itself, so the rms_norm (silu_mul) kernel goes. A
-    // prologue it is not to take runs as a kernel of its own (below).
+    // prologue it is not to take runs as a kernel of its own (below). Measured on the H100 (8B
+    // f16, docs/cuda.md "Eleventh session"): the norm inside, 87 -> 90 % of HBM read; the whole
+    // SwiGLU inside the down GEMV, slower (every block recomputes silu over all of x).
+    // With swiglu_next (MatmulFusion) the gate/up GEMV stores silu(gate), and the down GEMV right
+    // after it multiplies by up only: no silu_mul kernel between them.
     const bool plain = w.dtype == DType::F16 || w.dtype == DType::BF16 || w.dtype == DType::F32;
-    const bool fp32_prologue = f.norm ? fp32_prologue_ != Fp32Prologue::none : fp32_prologue_ == Fp32Prologue::all;
+    const std::optional<ActivatedGate> activated = std::exchange(activated_gate_, std::nullopt);
+    const bool gate_activated = f.up && activated && activated->gate == x.data && activated->up == f.up->data &&
+                                activated->cols == cols && activated->down == w.data;
+    const bool fp32_prologue = f.norm ? fp32_prologue_ != Fp32Prologue::none
+                                      : fp32_prologue_ == Fp32Prologue::all || gate_activated;
     const bool prologue_apart = extra && plain && !fp32_prologue;
-    if (extra && plain && fp32_prologue && n == 1 && operands_ok &&
-        cuda::launch_gemv_fused(view(w), x.as<float>(), 1, out.as<float>(), bias ? bias->as<float>() : nullptr, g,
-                                stream_)) {
-      check_launch(op);
-      return;
+    if (extra && plain && fp32_prologue && n == 1 && operands_ok) {
+      cuda::GemvFusion gp = g;
+      gp.gate_activated = gate_activated;
+      const int64_t half = out.ne[0] / 2;
+      const bool activate = f.norm && f.swiglu_next && f.swiglu_next->device == Device::cuda &&
+                            fp32_prologue_ == Fp32Prologue::split && out.ne[0] % 2 == 0 && f.swiglu_next->ne[0] == half &&
+                            cuda::gemv_fp32_prologue_applies(view(*f.swiglu_next), out.as<float>(), out.as<float>() + half);
+      if (activate) gp.silu_rows = half;
+      if (cuda::launch_gemv_fused(view(w), x.as<float>(), 1, out.as<float>(), bias ? bias->as<float>() : nullptr, gp,
+                                  stream_)) {
+        check_launch(op);
+        if (activate) activated_gate_ = ActivatedGate{out.data, out.as<float>() + half, half, f.swiglu_next->data};
+        return;
+      }
+      expect(!gate_activated, op, "the gate was stored activated for this SwiGLU, but its GEMV did not launch");
     }
     const bool block32 = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0 || w.dtype == DType::Q4_1;
     const int64_t prologue_max_cols = block32 ? 1024 : 2048;
@@ -770,7 +792,11 @@ class CudaBackendImpl final : public CudaBackend {
   void note(cudaError_t e, const char* what) {
     if (e != cudaSuccess) record(internal_error(std::string("cuda ") + what + ": " + cuda_error_text(e)));
   }
-  void check_launch(const char* op) { note(cudaGetLastError(), op); }
+  // After every op's launches; an activated gate is for the op right after its GEMV only.
+  void check_launch(const char* op) {
+    note(cudaGetLastError(), op);
+    activated_gate_.reset();
+  }
 
   void* device_alloc(size_t bytes, const std::string& what) {
     void* p = nullptr;
@@ -975,8 +1001,17 @@ class CudaBackendImpl final : public CudaBackend {
   bool rope_in_attention_ = true;  // rope_kv_store_attention as one kernel where it applies
   bool rope_in_attention_all_heads_ = false;  // also below kRopeInAttentionMinHeadDim
   bool kv_loads_early_enabled_ = true;
-  enum class Fp32Prologue { none, norm, all };
-  Fp32Prologue fp32_prologue_ = Fp32Prologue::norm;
+  // What the last gate/up GEMV left activated for the down GEMV right after it (swiglu_next):
+  // the gate and up halves, their length, the down weight.
+  struct ActivatedGate {
+    const void* gate;
+    const void* up;
+    int64_t cols;
+    const void* down;
+  };
+  std::optional<ActivatedGate> activated_gate_;
+  enum class Fp32Prologue { none, norm, split, all };
+  Fp32Prologue fp32_prologue_ = Fp32Prologue::split;
   // The last KV-cache write that no split-KV attention launch has been told of (kv_loads_early).
   struct CacheWrite {
     const void* k_cache;

@@ -46,7 +46,7 @@ __device__ __forceinline__ float dot4(const float* w, float4 x, float acc) {
 // (the 1 / rms factor is applied to the finished sums: out = (W (x * norm)) / rms) or
 // x' = silu(x) * up, computed per piece from x and the second operand as the pieces need them,
 // so the separate rms_norm / silu_mul kernel and its boundary go (docs/cuda.md).
-enum class Fp32Prologue { none, norm, gate };
+enum class Fp32Prologue { none, norm, gate, mul };  // mul: x is silu(gate) already (GemvFusion)
 
 __device__ __forceinline__ float squares4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
@@ -54,7 +54,8 @@ template <Fp32Prologue kPro>
 __device__ __forceinline__ float4 prologue4(float4 x, const float* second, int64_t at) {
   if constexpr (kPro == Fp32Prologue::none) return x;
   const float4 v = __ldg(reinterpret_cast<const float4*>(second + at));
-  if constexpr (kPro == Fp32Prologue::norm) return make_float4(x.x * v.x, x.y * v.y, x.z * v.z, x.w * v.w);
+  if constexpr (kPro == Fp32Prologue::norm || kPro == Fp32Prologue::mul)
+    return make_float4(x.x * v.x, x.y * v.y, x.z * v.z, x.w * v.w);
   return make_float4(silu(x.x) * v.x, silu(x.y) * v.y, silu(x.z) * v.z, silu(x.w) * v.w);
 }
 
@@ -167,6 +168,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
 #pragma unroll
     for (int w = 0; w < kGemvWarps; ++w) s += partial[w][idx];
     s = s * out_scale + (p.bias ? p.bias[row] : 0.0f);
+    if (row < p.fuse.silu_rows) s = silu(s);
     float* o = p.out + t * p.rows + row;
     *o = p.fuse.accumulate ? *o + s : s;
   }
@@ -178,6 +180,8 @@ void launch_with_prologue(const GemvArgs& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
   if (p.fuse.norm)
     launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::norm>, grid, dim3(kGemvThreads), 0, stream, p);
+  else if (p.fuse.gate_activated)
+    launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::mul>, grid, dim3(kGemvThreads), 0, stream, p);
   else
     launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::gate>, grid, dim3(kGemvThreads), 0, stream, p);
 }
@@ -225,8 +229,7 @@ bool launch_cuda_core_gemv(const WeightView& w, const float* x, int n_tokens, fl
   if (fuse.prologue()) {
     // The plain types take a norm or SwiGLU prologue for one token (the block formats have theirs
     // in the dp4a kernel); the second operand is read as float4 like x.
-    const void* second = fuse.norm ? static_cast<const void*>(fuse.norm) : fuse.up;
-    if (!plain || !vec || n_tokens != 1 || reinterpret_cast<uintptr_t>(second) % 16 != 0) return false;
+    if (n_tokens != 1 || !gemv_fp32_prologue_applies(w, x, fuse.norm ? fuse.norm : fuse.up)) return false;
     if (w.dtype == DType::F32) launch_with_prologue<DType::F32>(p, stream);
     else if (w.dtype == DType::F16) launch_with_prologue<DType::F16>(p, stream);
     else launch_with_prologue<DType::BF16>(p, stream);
@@ -249,6 +252,12 @@ bool takes_tensor_cores(const WeightView& w, int n_tokens) {
 }
 
 }  // namespace
+
+bool gemv_fp32_prologue_applies(const WeightView& w, const float* x, const float* second) {
+  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+  return plain && w.cols % kPiece == 0 && w.row_bytes % 16 == 0 && aligned(w.data) && aligned(x) && aligned(second);
+}
 
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream) {

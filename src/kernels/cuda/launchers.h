@@ -44,6 +44,11 @@ struct GemvFusion {
   float eps = 0.0f;
   const float* up = nullptr;    // [cols, n] like x, 16-byte aligned; x is the gate
   bool accumulate = false;
+  // SwiGLU split over two one-token fp32 GEMVs (plain types, gemv_fp32_prologue_applies): the
+  // gate/up GEMV stores silu(v) in its out rows below silu_rows (the gate half), and the down
+  // GEMV with gate_activated takes x as silu(gate) already: x' = x * up.
+  int64_t silu_rows = 0;
+  bool gate_activated = false;
   bool prologue() const { return norm || up; }
 };
 
@@ -79,6 +84,9 @@ bool untile_rows_on_host(DType t, const void* tiled, void* gguf, int64_t rows, s
 // out[rows, n] = W · x[cols, n] (+ bias[rows]); n in [1, kGemvMaxTokens]; bias may be null.
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream);
+// Whether the fp32 GEMV takes a prologue (norm or up, `second`) for one token of this weight:
+// F16 / BF16 / F32, cols % 8 == 0, rows, x and second 16-byte aligned.
+bool gemv_fp32_prologue_applies(const WeightView& w, const float* x, const float* second);
 // The same with a fusion: false (nothing launched) when no GEMV path does it for this weight and
 // batch (a prologue needs one token on the dp4a path or plain-type weights with aligned rows;
 // accumulate is left to the caller where launch_gemv would pick the tensor-core kernel); the
