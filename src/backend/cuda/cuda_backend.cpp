@@ -623,10 +623,9 @@ class CudaBackendImpl final : public CudaBackend {
     if (!with_freq_factors(rope, rl)) return;
     float* ws;
     if (!split_kv_workspace(al, ws)) return;
-    // No K/V rows loaded before the wait with the rope inside the kernel: allowed there, the 8B
-    // q4_0 step measured slower (H100, 451 -> 436-440 tok/s, docs/cuda.md "Eleventh session"). The
-    // record of the write before is taken all the same.
-    unread_cache_write_.reset();
+    // No K/V rows loaded before the wait with the rope inside the kernel (al.kv_loads_early stays
+    // false): allowed there, the 8B q4_0 step measured slower (H100, 451 -> 436-440 tok/s,
+    // docs/cuda.md "Eleventh session"). This kernel's own write replaces the record before.
     note_cache_write(k_cache, positions, n, 0);  // the kernel stores the token's k and v
     cuda::launch_rope_attention(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data,
                                 positions.as<int32_t>(), al, rl, ws, out.as<float>(), stream_);
