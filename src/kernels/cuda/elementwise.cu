@@ -11,6 +11,7 @@
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/silu.cuh"
 
 namespace bl::cuda {
 namespace {
@@ -64,10 +65,7 @@ __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
   pdl_start_next_early();  // the down GEMV after this one may start its weight loads
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < n) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
-  }
+  if (i < n) out[i] = silu(gate[i]) * up[i];
 }
 
 // One thread per rotated pair: i in [0, n_dims / 2) of head h of token t (angles in fp64,

@@ -19,6 +19,7 @@
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/silu.cuh"
 #include "quant/bl_group.h"
 
 namespace bl::cuda {
@@ -49,7 +50,6 @@ __device__ __forceinline__ float dot4(const float* w, float4 x, float acc) {
 enum class Fp32Prologue { none, norm, gate, mul };  // mul: x is silu(gate) already (GemvFusion)
 
 __device__ __forceinline__ float squares4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 template <Fp32Prologue kPro>
 __device__ __forceinline__ float4 prologue4(float4 x, const float* second, int64_t at) {
   if constexpr (kPro == Fp32Prologue::none) return x;

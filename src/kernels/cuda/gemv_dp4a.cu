@@ -40,6 +40,7 @@
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/mma.cuh"  // cp_async_16
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/silu.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 #include "kernels/cuda/weight_layout.cuh"
 
@@ -361,7 +362,6 @@ __device__ __forceinline__ void quantize_group(const float4& a, const float4& b,
 // x * norm (the 1 / rms factor of the norm is applied to the finished sums instead: the int8
 // quantization per 32 is scale-invariant, so quantizing x * norm and scaling the dot product by
 // 1 / rms gives what quantizing the normed x would).
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 __device__ __forceinline__ float4 silu_times(float4 g, float4 u) {
   return make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w);
 }

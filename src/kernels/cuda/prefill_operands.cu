@@ -12,6 +12,7 @@
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/silu.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 
 namespace bl::cuda {
@@ -25,7 +26,7 @@ __device__ __forceinline__ uint2 to_half4(float a, float b, float c, float d) {
                     to_half_bits<kBf16>(c) | (static_cast<uint32_t>(to_half_bits<kBf16>(d)) << 16));
 }
 
-__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+__device__ __forceinline__ float silu_times(float g, float u) { return silu(g) * u; }
 
 // One block per token, d % 4 == 0 and 16-byte aligned rows (the launcher checks): the sum of
 // squares as rms_norm_kernel computes it (elementwise.cu), then dst = x * scale * weight.
