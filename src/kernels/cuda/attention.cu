@@ -114,12 +114,14 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   constexpr int kSlotBatch = kPairs >= 4 ? 1 : 8;  // head_dim 256 would spill with more than 1
   float2 kp[kSlotBatch][kPairs], vp[kSlotBatch][kPairs];
   // Loads the batch of slots s0, s0 + 4, ..; slots past stop read a valid row (the last one),
-  // their scores are masked below. With skip_own, the token's own slot is left for later.
-  auto load_batch = [&](int64_t s0, bool skip_own) {
+  // their scores are masked below. Own::skip leaves the token's own slot for later, Own::only
+  // loads just that one.
+  enum class Own { load, skip, only };
+  auto load_batch = [&](int64_t s0, Own own) {
 #pragma unroll
     for (int j = 0; j < kSlotBatch; ++j) {
       const int64_t s = min(s0 + static_cast<int64_t>(kAttnWarps) * j, stop - 1);
-      if (skip_own && s == pos) continue;
+      if ((own == Own::skip && s == pos) || (own == Own::only && s != pos)) continue;
       const int64_t row = ((base_slot + s) * p.n_head_kv + kv_head) * p.head_dim;
 #pragma unroll
       for (int e = 0; e < kPairs; ++e) {
@@ -137,7 +139,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   // the later batches are asked of L2.
   const int64_t first_s0 = begin + warp;
   const bool early = p.kv_loads_early && first_s0 < stop;
-  if (early) load_batch(first_s0, true);
+  if (early) load_batch(first_s0, Own::skip);
   prefetch_rows_l2(p, kv_head, base_slot, early ? min(stop, begin + kAttnWarps * kSlotBatch) : begin, stop,
                    kF16 ? 2 : 4);
   __shared__ float cos_sh[kAttentionMaxHeadDim / 2], sin_sh[kAttentionMaxHeadDim / 2];
@@ -203,21 +205,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   // above with kRope: visible after the block's barrier). It is the last slot a token sees, so
   // it lies in this split only as stop - 1, which is also the row the batch's masked entries
   // read (their P is 0, but 0 * an unloaded register could be NaN).
-  if (early && pos >= first_s0 && pos < stop) {
-    const int64_t row = ((base_slot + pos) * p.n_head_kv + kv_head) * p.head_dim;
-#pragma unroll
-    for (int j = 0; j < kSlotBatch; ++j) {
-      if (min(first_s0 + static_cast<int64_t>(kAttnWarps) * j, stop - 1) != pos) continue;
-#pragma unroll
-      for (int e = 0; e < kPairs; ++e) {
-        const int pr = lane + kWarp * e;
-        kp[j][e] = pr < n_pairs ? load_pair<kF16>(p.k, row + 2 * pr) : make_float2(0.0f, 0.0f);
-        vp[j][e] = pr < n_pairs ? load_pair<kF16>(p.v, row + 2 * pr) : make_float2(0.0f, 0.0f);
-      }
-    }
-  }
+  if (early && pos >= first_s0 && pos < stop) load_batch(first_s0, Own::only);
   for (int64_t s0 = first_s0; s0 < stop; s0 += kAttnWarps * kSlotBatch) {
-    if (!early || s0 != first_s0) load_batch(s0, false);
+    if (!early || s0 != first_s0) load_batch(s0, Own::load);
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) {
       if (g >= n_g) break;
