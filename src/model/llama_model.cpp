@@ -339,9 +339,8 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
     }
     b.fused_matmul(l.wo, attn, x, add_to_x);
     // Feed-forward: x += W_down · (silu(h·W_gate) * (h·W_up)), h = norm(x)
-    const MatmulFusion ffn_norm = normed(l.ffn_norm);
     if (n == 1 && l.w_gate_up.data) {
-      MatmulFusion ffn_norm_then_swiglu = ffn_norm;
+      MatmulFusion ffn_norm_then_swiglu = normed(l.ffn_norm);
       ffn_norm_then_swiglu.swiglu_next = &l.w_down;
       b.fused_matmul(l.w_gate_up, x, gate_up, ffn_norm_then_swiglu);
       b.fused_matmul(l.w_down, gate, x, swiglu_add_to_x);
