@@ -321,6 +321,57 @@ TEST(LutMatmul, DecodeFusionEveryLevel) {
           }
 }
 
+// The largest sums a tile can produce: every code byte 0xFF (all nibbles 15, codes 2^b - 1) or
+// 0x77 (nibbles 7: columns 4q..4q+2 at 2^b - 1, column 4q + 3 at 0), s = 1, z = 0, and x all +1
+// or all -1, so every looked-up entry is +-127 (nibble 15: half the quad's sum, the group's
+// largest) or 64 with residual -127 (nibble 7). A level that keeps narrow partial sums (the
+// AVX2 level adds int16 sums over several units before widening them) must still give the
+// scalar level's outputs bit for bit; with two terms they are the exact product.
+TEST(LutMatmul, LargestSumsEveryWidth) {
+  ThreadPool pool(2);
+  for (int bits = 1; bits <= 8; ++bits)
+    for (int g : {32, 128})
+      for (uint8_t pattern : {uint8_t{0xFF}, uint8_t{0x77}})
+        for (float sign : {1.0f, -1.0f})
+          for (int64_t n : {1, 2})
+            for (ActPrecision precision : {ActPrecision::int8, ActPrecision::int8x2}) {
+              const DType type = *quant::bl_group_dtype(bits, g);
+              const BlGroupShape shape = *quant::bl_group_shape(type);
+              const int64_t cols = 4 * g, rows = 48;
+              std::vector<uint8_t> w(row_bytes(type, cols) * rows, pattern);
+              for (size_t at = 0; at < w.size(); at += static_cast<size_t>(shape.tile_group_bytes())) {
+                for (int r = 0; r < 16; ++r) {
+                  const uint16_t one = 0x3C00, zero = 0;  // fp16 1.0 and 0.0
+                  std::memcpy(&w[at + 2 * r], &one, 2);
+                  std::memcpy(&w[at + 32 + 2 * r], &zero, 2);
+                }
+              }
+              std::vector<float> x(static_cast<size_t>(cols * n), sign);
+              const double code = (1 << bits) - 1;
+              const double want = sign * code * static_cast<double>(cols) * (pattern == 0xFF ? 1.0 : 0.75);
+              Tensor wt = make_tensor_2d(w.data(), type, cols, rows);
+              Tensor xt = make_tensor_2d(x.data(), DType::F32, cols, n);
+              std::vector<float> scalar;
+              for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+                if (!isa_supported(isa)) continue;
+                std::vector<float> out(static_cast<size_t>(rows * n), NAN);
+                Tensor o = make_tensor_2d(out.data(), DType::F32, rows, n);
+                AlignedBuffer scratch;
+                lut_matmul(wt, xt, o, nullptr, pool, scratch, isa, precision);
+                const std::string what = std::string(dtype_name(type)) + " " + std::string(isa_name(isa)) + " pattern " +
+                                         std::to_string(pattern) + " sign " + std::to_string(sign) + " n " +
+                                         std::to_string(n) + (precision == ActPrecision::int8x2 ? " int8x2" : " int8");
+                if (isa == Isa::scalar) {
+                  scalar = out;
+                  if (precision == ActPrecision::int8x2)
+                    for (float v : out) ASSERT_NEAR(v, want, 1e-5 * std::fabs(want)) << what;
+                } else {
+                  ASSERT_EQ(out, scalar) << what;
+                }
+              }
+            }
+}
+
 TEST(LutMatmul, ScratchSizeCoversTables) {
   EXPECT_GE(lut_matmul_scratch_bytes(DType::BL2G128, 2048, 3), 3u * (2 * 2048 * 4 + 2 * 16 * 4));  // two terms
   EXPECT_EQ(lut_matmul_scratch_bytes(DType::Q4_0, 2048, 3), 0u);

@@ -1,10 +1,16 @@
-// AVX2 level of lut_matmul (lut_matmul.h). vpshufb looks up 16-entry tables within 128-bit
-// lanes, so a nibble register whose lanes belong to several quads (b < 4: a row's dword mixes
-// quads) is looked up once per quad and the results merged by masks; then maddubs + madd
-// (vpdpbusd's work in two steps) weight each lane by 2^plane and sum a row's 4 lanes in int32.
-// Each half of a 64-lane register (rows 0..7, rows 8..15) is one ymm.
+// AVX2 level of lut_matmul (lut_matmul.h), for CPUs without AVX-512 VBMI (AMD Zen 2/3, older
+// Intel). vpshufb looks up 16-entry tables within 128-bit lanes, so a nibble register whose
+// lanes belong to several quads (b < 4: a row's dword mixes quads) is looked up once per quad
+// and the lookups blended by lane; vpmaddubsw then multiplies each lane by 2^plane and adds
+// lane pairs into int16. Those int16 sums are accumulated across registers (vpaddw) and widened
+// to int32 (vpmaddwd by 1) only every few units, where a bound says an int16 could next
+// overflow: at 2-4 bits a register then costs one shuffle (two and a blend below 4 bits), one
+// vpmaddubsw and one add per table term instead of adding vpmaddwd and a 32-bit add each time.
+// Each half of a 64-lane register (rows 0..7, rows 8..15) is one ymm; a tile group is walked
+// one half at a time, so a tile's live accumulators are those of 8 rows.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <utility>
@@ -16,9 +22,6 @@ namespace {
 
 using quant::BlGroupShape;
 using quant::kBlTileRows;
-
-// Tokens per pass: two tokens' accumulators (2 x 2 ymm) fit the 16 registers with the rest.
-constexpr int kTokensPerPass = 2;
 
 // Per nibble register k % B: lane multipliers 2^plane, and for each quad the lanes it owns.
 template <int B>
@@ -40,26 +43,53 @@ const LaneConstants<B>& lane_constants() {
   return c;
 }
 
-// Whether nibble register k of a B-bit tile holds lanes of quad q.
+// Whether nibble register k of a B-bit tile holds lanes of quad q, and the first quad it holds.
 constexpr bool has_quad(int B, int k, int q) {
   for (int i = 0; i < 4; ++i)
     if (lut_lane_quad(B, k, i) == q) return true;
   return false;
 }
+constexpr int first_quad(int B, int k) { return lut_lane_quad(B, k, 0); }
 
-// The int8 lookups of one nibble half-register idx (values 0..15) of register K in `table` (64 bytes).
+// The largest int16 that vpmaddubsw can add for register k in one of its lane pairs (0, 1) or
+// (2, 3): |entry| <= 127 times the two multipliers.
+constexpr int pair_bound(int B, int k) {
+  int worst = 0;
+  for (int pair = 0; pair < 2; ++pair)
+    worst = std::max(worst, 127 * ((1 << lut_lane_plane(B, k, 2 * pair)) + (1 << lut_lane_plane(B, k, 2 * pair + 1))));
+  return worst;
+}
+// The same summed over the 2B registers of a unit (32 features), and over one line's two.
+constexpr int unit_bound(int B) {
+  int sum = 0;
+  for (int k = 0; k < 2 * B; ++k) sum += pair_bound(B, k);
+  return sum;
+}
+constexpr int line_bound(int B) {
+  int worst = 0;
+  for (int k = 0; k < 2 * B; k += 2) worst = std::max(worst, pair_bound(B, k) + pair_bound(B, k + 1));
+  return worst;
+}
+// Units whose int16 sums can be added before they are widened: 21 at 2 bits (so never within a
+// group of 128), 9 at 3, 2 at 4; 0 above 4 bits, where the sums are widened after every line.
+template <int B>
+constexpr int kUnitsPerWiden = 32767 / unit_bound(B);
+static_assert(line_bound(8) <= 32767, "one line's int16 sums must fit at every width");
+
+// The int8 lookups of nibble half-register idx (values 0..15) of register K in `table` (the
+// chunk's 64 bytes: 16 per quad), the quads' lookups blended where a register holds several.
 template <int B, int K>
 inline __m256i lookup(__m256i idx, const int8_t* table, const LaneConstants<B>& lc) {
-  __m256i merged = _mm256_setzero_si256();
+  constexpr int q0 = first_quad(B, K);
+  __m256i merged =
+      _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table + 16 * q0))), idx);
   [&]<int... Q>(std::integer_sequence<int, Q...>) {
     (
         [&] {
-          if constexpr (has_quad(B, K, Q)) {
+          if constexpr (Q > q0 && has_quad(B, K, Q)) {
             const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table + 16 * Q)));
-            __m256i v = _mm256_shuffle_epi8(t, idx);
-            if constexpr (!(has_quad(B, K, 0) + has_quad(B, K, 1) + has_quad(B, K, 2) + has_quad(B, K, 3) == 1))
-              v = _mm256_and_si256(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.owns[K % B][Q].data())));
-            merged = _mm256_or_si256(merged, v);
+            merged = _mm256_blendv_epi8(merged, _mm256_shuffle_epi8(t, idx),
+                                        _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.owns[K % B][Q].data())));
           }
         }(),
         ...);
@@ -67,100 +97,186 @@ inline __m256i lookup(__m256i idx, const int8_t* table, const LaneConstants<B>& 
   return merged;
 }
 
+// Entry e of a quad = 0.5 * sum of +-x_m, added in the order m = 0..3 (the scalar builder's
+// order: t - x is t + (-x) exactly), + where bit m of e is set. Entries 0..7 in one ymm, 8..15
+// in the other; has_bit[m] has the sign bit set on the lanes whose e has bit m (bit 3: none of
+// 0..7, all of 8..15).
 void build_avx2(const float* x, int64_t cols, int g, int8_t* table, int8_t* residual, float* scale, float* sum) {
-  // The scalar builder: it defines the bytes, and this level is the fallback for CPUs without
-  // AVX-512, whose speed the targets do not measure.
-  lut_kernels_scalar().build(x, cols, g, table, residual, scale, sum);
+  const __m256 has_bit[3] = {_mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1)),
+                             _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, -1, -1, 0, 0, -1, -1)),
+                             _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1))};
+  const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
+  const __m256 steps = _mm256_set1_ps(static_cast<float>(kLutResidualSteps));
+  // 16 int32 (entries 0..7 in lo, 8..15 in hi) to 16 int8 in entry order (|value| <= 127).
+  auto to_bytes = [](__m256i lo, __m256i hi) {
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);  // int16 e0..15
+    return _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+  };
+  __m256 entries[128 / 4][2];
+  for (int64_t grp = 0; grp < cols / g; ++grp) {
+    const float* xg = x + grp * g;
+    __m256 amax = _mm256_setzero_ps();
+    for (int quad = 0; quad < g / 4; ++quad) {
+      __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+      for (int m = 0; m < 3; ++m) {
+        const __m256 v = _mm256_set1_ps(xg[4 * quad + m]);
+        lo = _mm256_blendv_ps(_mm256_sub_ps(lo, v), _mm256_add_ps(lo, v), has_bit[m]);
+        hi = _mm256_blendv_ps(_mm256_sub_ps(hi, v), _mm256_add_ps(hi, v), has_bit[m]);
+      }
+      const __m256 v3 = _mm256_set1_ps(xg[4 * quad + 3]);
+      entries[quad][0] = _mm256_mul_ps(_mm256_sub_ps(lo, v3), half);
+      entries[quad][1] = _mm256_mul_ps(_mm256_add_ps(hi, v3), half);
+      amax = _mm256_max_ps(amax, _mm256_max_ps(_mm256_andnot_ps(sign, entries[quad][0]), _mm256_andnot_ps(sign, entries[quad][1])));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    const __m256 inv = _mm256_set1_ps(m > 0.0f ? 127.0f / m : 0.0f);
+    for (int quad = 0; quad < g / 4; ++quad) {
+      const int64_t at = grp * g * 4 + 16 * quad;
+      const __m256 u_lo = _mm256_mul_ps(entries[quad][0], inv), u_hi = _mm256_mul_ps(entries[quad][1], inv);
+      const __m256i q_lo = _mm256_cvtps_epi32(u_lo), q_hi = _mm256_cvtps_epi32(u_hi);  // round to nearest even
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(table + at), to_bytes(q_lo, q_hi));
+      if (residual) {
+        const __m256i r_lo = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(u_lo, _mm256_cvtepi32_ps(q_lo)), steps));
+        const __m256i r_hi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(u_hi, _mm256_cvtepi32_ps(q_hi)), steps));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(residual + at), to_bytes(r_lo, r_hi));
+      }
+    }
+    scale[grp] = residual ? m / 127.0f / static_cast<float>(kLutResidualSteps) : m / 127.0f;
+    sum[grp] = lut_group_sum(xg, g);
+  }
 }
 
-template <int B, int NT, int TERMS>
-void tile_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, float* out) {
+// S 16-row tiles times NT tokens with TERMS table terms (S > 1 for decode: that many streams of
+// lines in flight, one table load for all). Per tile group and half: B lines per 32 features
+// (2 chunks), each line two nibble registers; then the group's scales and zeros of the 8 rows.
+template <int B, int NT, int S, int TERMS>
+void tiles_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* tokens,
+                float* const* outs) {
   const int g = shape.group_size, units = g / 32;
   const int64_t groups = cols / g, tg_bytes = shape.tile_group_bytes();
   const LaneConstants<B>& lc = lane_constants<B>();
   const __m256i low4 = _mm256_set1_epi8(0x0F), ones16 = _mm256_set1_epi16(1);
   const __m256 half_range = _mm256_set1_ps(0.5f * static_cast<float>((1 << B) - 1));
-  __m256 result[NT][2];
-  for (int t = 0; t < NT; ++t) result[t][0] = result[t][1] = _mm256_setzero_ps();
+  __m256 result[2][S][NT];
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < S; ++i)
+      for (int t = 0; t < NT; ++t) result[h][i][t] = _mm256_setzero_ps();
 
   for (int64_t grp = 0; grp < groups; ++grp) {
-    const uint8_t* tg = tile + grp * tg_bytes;
-    __m256i acc[NT][2], acc2[NT][2];  // acc2: the residual table's sums (TERMS == 2)
-    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc2[t][0] = acc2[t][1] = _mm256_setzero_si256();
-    for (int u = 0; u < units; ++u) {
-      const uint8_t* lines = tg + 64 + 64 * B * u;
-      const int64_t chunk0 = (grp * shape.chunks() + 2 * u) * 64;
-      [&]<int... L>(std::integer_sequence<int, L...>) {
-        (
-            [&] {
-              constexpr int klo = 2 * L, khi = 2 * L + 1;
-              const __m256i mlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.mult[klo % B].data()));
-              const __m256i mhi = _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.mult[khi % B].data()));
-              for (int half = 0; half < 2; ++half) {
-                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lines + 64 * L + 32 * half));
-                const __m256i lo = _mm256_and_si256(v, low4);
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                for (int t = 0; t < NT; ++t) {
-                  const int8_t* table = tokens[t].table + chunk0;
-                  const __m256i plo = _mm256_maddubs_epi16(mlo, lookup<B, klo>(lo, table + 64 * (klo / B), lc));
-                  const __m256i phi = _mm256_maddubs_epi16(mhi, lookup<B, khi>(hi, table + 64 * (khi / B), lc));
-                  // Summed in int32: two int16 pair sums of 8-bit planes could overflow int16.
-                  acc[t][half] = _mm256_add_epi32(acc[t][half], _mm256_add_epi32(_mm256_madd_epi16(plo, ones16),
-                                                                                 _mm256_madd_epi16(phi, ones16)));
-                  if constexpr (TERMS == 2) {
-                    const int8_t* residual = tokens[t].residual + chunk0;
-                    const __m256i rlo = _mm256_maddubs_epi16(mlo, lookup<B, klo>(lo, residual + 64 * (klo / B), lc));
-                    const __m256i rhi = _mm256_maddubs_epi16(mhi, lookup<B, khi>(hi, residual + 64 * (khi / B), lc));
-                    acc2[t][half] = _mm256_add_epi32(acc2[t][half], _mm256_add_epi32(_mm256_madd_epi16(rlo, ones16),
-                                                                                     _mm256_madd_epi16(rhi, ones16)));
-                  }
+    for (int h = 0; h < 2; ++h) {
+      // Per tile, token and term: int16 sums of the lane pairs, widened into int32 row sums.
+      __m256i sum16[S][NT][TERMS], sum32[S][NT][TERMS];
+      for (int i = 0; i < S; ++i)
+        for (int t = 0; t < NT; ++t)
+          for (int term = 0; term < TERMS; ++term) sum16[i][t][term] = sum32[i][t][term] = _mm256_setzero_si256();
+      auto widen = [&] {
+        for (int i = 0; i < S; ++i)
+          for (int t = 0; t < NT; ++t)
+            for (int term = 0; term < TERMS; ++term) {
+              sum32[i][t][term] = _mm256_add_epi32(sum32[i][t][term], _mm256_madd_epi16(sum16[i][t][term], ones16));
+              sum16[i][t][term] = _mm256_setzero_si256();
+            }
+      };
+      for (int u = 0; u < units; ++u) {
+        const int64_t lines_at = grp * tg_bytes + 64 + 64 * B * u + 32 * h;
+        const int64_t chunk0 = (grp * shape.chunks() + 2 * u) * 64;  // byte offset of the unit's first table
+        [&]<int... L>(std::integer_sequence<int, L...>) {
+          (
+              [&] {
+                // Line L holds registers 2L (low nibbles) and 2L + 1 (high) of the unit.
+                constexpr int klo = 2 * L, khi = 2 * L + 1;
+                const __m256i mlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.mult[klo % B].data()));
+                const __m256i mhi = _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.mult[khi % B].data()));
+                __m256i lo[S], hi[S];
+                for (int i = 0; i < S; ++i) {
+                  const uint8_t* line = tiles[i] + lines_at + 64 * L;
+                  if (NT == 1 && h == 0) _mm_prefetch(reinterpret_cast<const char*>(line) + kLutStreamLead, _MM_HINT_T0);
+                  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(line));
+                  lo[i] = _mm256_and_si256(v, low4);
+                  hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
                 }
-              }
-            }(),
-            ...);
-      }(std::make_integer_sequence<int, B>{});
-    }
-    for (int half = 0; half < 2; ++half) {
-      const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 16 * half)));
-      const __m256 z = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 32 + 16 * half)));
-      const __m256 cz = _mm256_sub_ps(half_range, z);
-      for (int t = 0; t < NT; ++t) {
-        __m256i sum_i = acc[t][half];
-        if constexpr (TERMS == 2)
-          sum_i = _mm256_add_epi32(_mm256_mullo_epi32(sum_i, _mm256_set1_epi32(kLutResidualSteps)), acc2[t][half]);
-        const __m256 v = _mm256_fmadd_ps(cz, _mm256_set1_ps(tokens[t].sum[grp]),
-                                         _mm256_mul_ps(_mm256_cvtepi32_ps(sum_i), _mm256_set1_ps(tokens[t].scale[grp])));
-        result[t][half] = _mm256_fmadd_ps(s, v, result[t][half]);
+                for (int t = 0; t < NT; ++t)
+                  for (int term = 0; term < TERMS; ++term) {
+                    const int8_t* table = (term == 0 ? tokens[t].table : tokens[t].residual) + chunk0;
+                    for (int i = 0; i < S; ++i) {
+                      const __m256i plo = _mm256_maddubs_epi16(mlo, lookup<B, klo>(lo[i], table + 64 * (klo / B), lc));
+                      const __m256i phi = _mm256_maddubs_epi16(mhi, lookup<B, khi>(hi[i], table + 64 * (khi / B), lc));
+                      sum16[i][t][term] = _mm256_add_epi16(sum16[i][t][term], _mm256_add_epi16(plo, phi));
+                    }
+                  }
+                if constexpr (kUnitsPerWiden<B> == 0) widen();
+              }(),
+              ...);
+        }(std::make_integer_sequence<int, B>{});
+        if (kUnitsPerWiden<B> > 0 && (u + 1) % std::max(kUnitsPerWiden<B>, 1) == 0) widen();
+      }
+      if (kUnitsPerWiden<B> > 0 && units % std::max(kUnitsPerWiden<B>, 1) != 0) widen();
+      for (int i = 0; i < S; ++i) {
+        const uint8_t* tg = tiles[i] + grp * tg_bytes;
+        const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 16 * h)));
+        const __m256 z = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 32 + 16 * h)));
+        const __m256 cz = _mm256_sub_ps(half_range, z);
+        for (int t = 0; t < NT; ++t) {
+          __m256i sum_i = sum32[i][t][0];
+          if constexpr (TERMS == 2)
+            sum_i = _mm256_add_epi32(_mm256_mullo_epi32(sum_i, _mm256_set1_epi32(kLutResidualSteps)), sum32[i][t][1]);
+          const __m256 v = _mm256_fmadd_ps(cz, _mm256_set1_ps(tokens[t].sum[grp]),
+                                           _mm256_mul_ps(_mm256_cvtepi32_ps(sum_i), _mm256_set1_ps(tokens[t].scale[grp])));
+          result[h][i][t] = _mm256_fmadd_ps(s, v, result[h][i][t]);
+        }
       }
     }
   }
-  for (int t = 0; t < NT; ++t)
-    for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + t * kBlTileRows + 8 * half, result[t][half]);
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < S; ++i)
+      for (int t = 0; t < NT; ++t) _mm256_storeu_ps(outs[i] + t * kBlTileRows + 8 * h, result[h][i][t]);
 }
 
+// Prefill: the tokens two at a time (two tokens' sums and results fit the 16 registers).
+template <int B, int TERMS>
+void tile_tokens(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
+                 float* out) {
+  const uint8_t* const tiles[1] = {tile};
+  for (int t = 0; t < nt; t += 2) {
+    float* const outs[1] = {out + t * kBlTileRows};
+    if (nt - t >= 2)
+      tiles_avx2<B, 2, 1, TERMS>(shape, cols, tiles, tokens + t, outs);
+    else
+      tiles_avx2<B, 1, 1, TERMS>(shape, cols, tiles, tokens + t, outs);
+  }
+}
+
+// One or two table terms, as the tables were built (residual null or not).
 template <int B>
 void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, const LutTables* tokens, int nt,
                    float* out) {
-  const bool two_terms = tokens[0].residual != nullptr;
-  for (int t = 0; t < nt; t += kTokensPerPass) {
-    const bool pair = nt - t >= 2;
-    float* o = out + t * kBlTileRows;
-    if (two_terms)
-      pair ? tile_avx2<B, 2, 2>(shape, cols, tile, tokens + t, o) : tile_avx2<B, 1, 2>(shape, cols, tile, tokens + t, o);
-    else
-      pair ? tile_avx2<B, 2, 1>(shape, cols, tile, tokens + t, o) : tile_avx2<B, 1, 1>(shape, cols, tile, tokens + t, o);
-  }
+  if (tokens[0].residual) return tile_tokens<B, 2>(shape, cols, tile, tokens, nt, out);
+  tile_tokens<B, 1>(shape, cols, tile, tokens, nt, out);
+}
+
+// Tiles a decode call takes (lut_matmul_kernels.h).
+constexpr int kDecodeTiles = 2;
+static_assert(kDecodeTiles <= kLutMaxDecodeTiles, "the driver's arrays hold kLutMaxDecodeTiles tiles");
+
+template <int B>
+void tile_decode(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* token,
+                 float* const* outs) {
+  if (token->residual) return tiles_avx2<B, 1, kDecodeTiles, 2>(shape, cols, tiles, token, outs);
+  tiles_avx2<B, 1, kDecodeTiles, 1>(shape, cols, tiles, token, outs);
+}
+
+template <int B>
+constexpr LutKernels kernels_of() {
+  return LutKernels{build_avx2, tile_dispatch<B>, tile_decode<B>, kDecodeTiles};
 }
 
 }  // namespace
 
 const LutKernels* lut_kernels_avx2(const BlGroupShape& shape) {
-  static const std::array<LutKernels, 8> kernels = {
-      LutKernels{build_avx2, tile_dispatch<1>}, LutKernels{build_avx2, tile_dispatch<2>},
-      LutKernels{build_avx2, tile_dispatch<3>}, LutKernels{build_avx2, tile_dispatch<4>},
-      LutKernels{build_avx2, tile_dispatch<5>}, LutKernels{build_avx2, tile_dispatch<6>},
-      LutKernels{build_avx2, tile_dispatch<7>}, LutKernels{build_avx2, tile_dispatch<8>},
-  };
+  static const std::array<LutKernels, 8> kernels = {kernels_of<1>(), kernels_of<2>(), kernels_of<3>(), kernels_of<4>(),
+                                                     kernels_of<5>(), kernels_of<6>(), kernels_of<7>(), kernels_of<8>()};
   return &kernels[static_cast<size_t>(shape.bits - 1)];
 }
 
