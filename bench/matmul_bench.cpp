@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -30,7 +31,13 @@ namespace {
 
 using bl::DType;
 
-constexpr size_t kWeightPoolBytes = size_t{1} << 30;
+// Bytes of weight copies a benchmark cycles through: 1 GiB (from DRAM) by default;
+// BITLIGHT_BENCH_POOL_MB=1 keeps one copy, so a small matrix stays in L2/L3 and the figure is
+// the kernel's compute rate instead of the memory's.
+size_t weight_pool_bytes() {
+  const char* mb = std::getenv("BITLIGHT_BENCH_POOL_MB");
+  return mb ? static_cast<size_t>(std::max(1L, std::atol(mb))) << 20 : size_t{1} << 30;
+}
 
 struct Shape {
   const char* name;
@@ -43,7 +50,7 @@ constexpr DType kFormats[] = {DType::Q4_0, DType::Q8_0, DType::F16,  DType::Q4_1
                               DType::F32,  DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q3_K, DType::Q2_K,
                               DType::BL4G128, DType::BL3G128, DType::BL2G128};
 
-// Copies of one [cols, rows] weight matrix filling ~kWeightPoolBytes; kept between the
+// Copies of one [cols, rows] weight matrix filling ~weight_pool_bytes(); kept between the
 // repeated calls Google Benchmark makes to one benchmark function.
 struct WeightPool {
   DType type;
@@ -64,7 +71,7 @@ const WeightPool& weights(DType type, int64_t cols, int64_t rows) {
   p->rows = rows;
   const size_t row_bytes = bl::row_bytes(type, cols);
   p->matrix_bytes = row_bytes * static_cast<size_t>(rows);
-  p->copies = static_cast<int>(std::max<size_t>(1, kWeightPoolBytes / p->matrix_bytes));
+  p->copies = static_cast<int>(std::max<size_t>(1, weight_pool_bytes() / p->matrix_bytes));
   p->data.resize(p->matrix_bytes * p->copies, bl::AlignedBuffer::Pages::huge);
   // 16 distinct quantized Gaussian rows (one tile of the bl types), repeated: realistic scales,
   // cheap to make. Every shape's row count is a multiple of 16.

@@ -149,9 +149,10 @@ void build_avx2(const float* x, int64_t cols, int g, int8_t* table, int8_t* resi
 }
 
 // S 16-row tiles times NT tokens with TERMS table terms (S > 1 for decode: that many streams of
-// lines in flight, one table load for all). Per tile group and half: B lines per 32 features
-// (2 chunks), each line two nibble registers; then the group's scales and zeros of the 8 rows.
-template <int B, int NT, int S, int TERMS>
+// lines in flight, one table load for all). A tile group is walked HP halves (8 rows each) at
+// a time: per pass B lines per 32 features (2 chunks), each line two nibble registers; then the
+// group's scales and zeros of those rows.
+template <int B, int NT, int S, int TERMS, int HP>
 void tiles_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* tokens,
                 float* const* outs) {
   const int g = shape.group_size, units = g / 32;
@@ -165,68 +166,87 @@ void tiles_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* const* t
       for (int t = 0; t < NT; ++t) result[h][i][t] = _mm256_setzero_ps();
 
   for (int64_t grp = 0; grp < groups; ++grp) {
-    for (int h = 0; h < 2; ++h) {
-      // Per tile, token and term: int16 sums of the lane pairs, widened into int32 row sums.
-      __m256i sum16[S][NT][TERMS], sum32[S][NT][TERMS];
+    for (int h0 = 0; h0 < 2; h0 += HP) {
+      // Per tile, half, token and term: int32 row sums (wide), fed from int16 lane-pair sums
+      // (narrow) every kUnitsPerWiden units (every line above 4 bits).
+      __m256i wide[S][HP][NT][TERMS];
       for (int i = 0; i < S; ++i)
-        for (int t = 0; t < NT; ++t)
-          for (int term = 0; term < TERMS; ++term) sum16[i][t][term] = sum32[i][t][term] = _mm256_setzero_si256();
-      auto widen = [&] {
-        for (int i = 0; i < S; ++i)
+        for (int hh = 0; hh < HP; ++hh)
           for (int t = 0; t < NT; ++t)
-            for (int term = 0; term < TERMS; ++term) {
-              sum32[i][t][term] = _mm256_add_epi32(sum32[i][t][term], _mm256_madd_epi16(sum16[i][t][term], ones16));
-              sum16[i][t][term] = _mm256_setzero_si256();
-            }
+            for (int term = 0; term < TERMS; ++term) wide[i][hh][t][term] = _mm256_setzero_si256();
+      auto widen = [&](__m256i (&narrow)[S][HP][NT][TERMS]) {
+        for (int i = 0; i < S; ++i)
+          for (int hh = 0; hh < HP; ++hh)
+            for (int t = 0; t < NT; ++t)
+              for (int term = 0; term < TERMS; ++term) {
+                wide[i][hh][t][term] =
+                    _mm256_add_epi32(wide[i][hh][t][term], _mm256_madd_epi16(narrow[i][hh][t][term], ones16));
+                narrow[i][hh][t][term] = _mm256_setzero_si256();
+              }
       };
-      for (int u = 0; u < units; ++u) {
-        const int64_t lines_at = grp * tg_bytes + 64 + 64 * B * u + 32 * h;
-        const int64_t chunk0 = (grp * shape.chunks() + 2 * u) * 64;  // byte offset of the unit's first table
-        [&]<int... L>(std::integer_sequence<int, L...>) {
-          (
-              [&] {
-                // Line L holds registers 2L (low nibbles) and 2L + 1 (high) of the unit.
-                constexpr int klo = 2 * L, khi = 2 * L + 1;
-                const __m256i mlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.mult[klo % B].data()));
-                const __m256i mhi = _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.mult[khi % B].data()));
-                __m256i lo[S], hi[S];
-                for (int i = 0; i < S; ++i) {
-                  const uint8_t* line = tiles[i] + lines_at + 64 * L;
-                  if (NT == 1 && h == 0) _mm_prefetch(reinterpret_cast<const char*>(line) + kLutStreamLead, _MM_HINT_T0);
-                  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(line));
-                  lo[i] = _mm256_and_si256(v, low4);
-                  hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                }
-                for (int t = 0; t < NT; ++t)
-                  for (int term = 0; term < TERMS; ++term) {
-                    const int8_t* table = (term == 0 ? tokens[t].table : tokens[t].residual) + chunk0;
-                    for (int i = 0; i < S; ++i) {
-                      const __m256i plo = _mm256_maddubs_epi16(mlo, lookup<B, klo>(lo[i], table + 64 * (klo / B), lc));
-                      const __m256i phi = _mm256_maddubs_epi16(mhi, lookup<B, khi>(hi[i], table + 64 * (khi / B), lc));
-                      sum16[i][t][term] = _mm256_add_epi16(sum16[i][t][term], _mm256_add_epi16(plo, phi));
+      constexpr int kStep = kUnitsPerWiden<B> > 0 ? kUnitsPerWiden<B> : 1;
+      for (int u0 = 0; u0 < units; u0 += kStep) {
+        __m256i narrow[S][HP][NT][TERMS];
+        for (int i = 0; i < S; ++i)
+          for (int hh = 0; hh < HP; ++hh)
+            for (int t = 0; t < NT; ++t)
+              for (int term = 0; term < TERMS; ++term) narrow[i][hh][t][term] = _mm256_setzero_si256();
+        const int u1 = std::min(units, u0 + kStep);
+        for (int u = u0; u < u1; ++u) {
+          const int64_t lines_at = grp * tg_bytes + 64 + 64 * B * u + 32 * h0;
+          const int64_t chunk0 = (grp * shape.chunks() + 2 * u) * 64;  // byte offset of the unit's first table
+          [&]<int... L>(std::integer_sequence<int, L...>) {
+            (
+                [&] {
+                  // Line L holds registers 2L (low nibbles) and 2L + 1 (high) of the unit.
+                  constexpr int klo = 2 * L, khi = 2 * L + 1;
+                  const __m256i mlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.mult[klo % B].data()));
+                  const __m256i mhi = _mm256_load_si256(reinterpret_cast<const __m256i*>(lc.mult[khi % B].data()));
+                  __m256i lo[S][HP], hi[S][HP];
+                  for (int i = 0; i < S; ++i)
+                    for (int hh = 0; hh < HP; ++hh) {
+                      const uint8_t* line = tiles[i] + lines_at + 64 * L + 32 * hh;
+                      if (NT == 1 && hh == 0 && h0 == 0)
+                        _mm_prefetch(reinterpret_cast<const char*>(line) + kLutStreamLead, _MM_HINT_T0);
+                      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(line));
+                      lo[i][hh] = _mm256_and_si256(v, low4);
+                      hi[i][hh] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
                     }
-                  }
-                if constexpr (kUnitsPerWiden<B> == 0) widen();
-              }(),
-              ...);
-        }(std::make_integer_sequence<int, B>{});
-        if (kUnitsPerWiden<B> > 0 && (u + 1) % std::max(kUnitsPerWiden<B>, 1) == 0) widen();
-      }
-      if (kUnitsPerWiden<B> > 0 && units % std::max(kUnitsPerWiden<B>, 1) != 0) widen();
-      for (int i = 0; i < S; ++i) {
-        const uint8_t* tg = tiles[i] + grp * tg_bytes;
-        const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 16 * h)));
-        const __m256 z = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 32 + 16 * h)));
-        const __m256 cz = _mm256_sub_ps(half_range, z);
-        for (int t = 0; t < NT; ++t) {
-          __m256i sum_i = sum32[i][t][0];
-          if constexpr (TERMS == 2)
-            sum_i = _mm256_add_epi32(_mm256_mullo_epi32(sum_i, _mm256_set1_epi32(kLutResidualSteps)), sum32[i][t][1]);
-          const __m256 v = _mm256_fmadd_ps(cz, _mm256_set1_ps(tokens[t].sum[grp]),
-                                           _mm256_mul_ps(_mm256_cvtepi32_ps(sum_i), _mm256_set1_ps(tokens[t].scale[grp])));
-          result[h][i][t] = _mm256_fmadd_ps(s, v, result[h][i][t]);
+                  for (int t = 0; t < NT; ++t)
+                    for (int term = 0; term < TERMS; ++term) {
+                      const int8_t* table = (term == 0 ? tokens[t].table : tokens[t].residual) + chunk0;
+                      for (int i = 0; i < S; ++i)
+                        for (int hh = 0; hh < HP; ++hh) {
+                          const __m256i plo =
+                              _mm256_maddubs_epi16(mlo, lookup<B, klo>(lo[i][hh], table + 64 * (klo / B), lc));
+                          const __m256i phi =
+                              _mm256_maddubs_epi16(mhi, lookup<B, khi>(hi[i][hh], table + 64 * (khi / B), lc));
+                          narrow[i][hh][t][term] = _mm256_add_epi16(narrow[i][hh][t][term], _mm256_add_epi16(plo, phi));
+                        }
+                    }
+                  if constexpr (kUnitsPerWiden<B> == 0) widen(narrow);
+                }(),
+                ...);
+          }(std::make_integer_sequence<int, B>{});
         }
+        if constexpr (kUnitsPerWiden<B> > 0) widen(narrow);
       }
+      for (int i = 0; i < S; ++i)
+        for (int hh = 0; hh < HP; ++hh) {
+          const int h = h0 + hh;
+          const uint8_t* tg = tiles[i] + grp * tg_bytes;
+          const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 16 * h)));
+          const __m256 z = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tg + 32 + 16 * h)));
+          const __m256 cz = _mm256_sub_ps(half_range, z);
+          for (int t = 0; t < NT; ++t) {
+            __m256i sum_i = wide[i][hh][t][0];
+            if constexpr (TERMS == 2)
+              sum_i = _mm256_add_epi32(_mm256_mullo_epi32(sum_i, _mm256_set1_epi32(kLutResidualSteps)), wide[i][hh][t][1]);
+            const __m256 v = _mm256_fmadd_ps(cz, _mm256_set1_ps(tokens[t].sum[grp]),
+                                             _mm256_mul_ps(_mm256_cvtepi32_ps(sum_i), _mm256_set1_ps(tokens[t].scale[grp])));
+            result[h][i][t] = _mm256_fmadd_ps(s, v, result[h][i][t]);
+          }
+        }
     }
   }
   for (int h = 0; h < 2; ++h)
@@ -242,9 +262,9 @@ void tile_tokens(const BlGroupShape& shape, int64_t cols, const uint8_t* tile, c
   for (int t = 0; t < nt; t += 2) {
     float* const outs[1] = {out + t * kBlTileRows};
     if (nt - t >= 2)
-      tiles_avx2<B, 2, 1, TERMS>(shape, cols, tiles, tokens + t, outs);
+      tiles_avx2<B, 2, 1, TERMS, 1>(shape, cols, tiles, tokens + t, outs);
     else
-      tiles_avx2<B, 1, 1, TERMS>(shape, cols, tiles, tokens + t, outs);
+      tiles_avx2<B, 1, 1, TERMS, 1>(shape, cols, tiles, tokens + t, outs);
   }
 }
 
@@ -257,14 +277,15 @@ void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile,
 }
 
 // Tiles a decode call takes (lut_matmul_kernels.h).
-constexpr int kDecodeTiles = 2;
+constexpr int kDecodeTiles = 1;
+constexpr int kDecodeHalves = 2;
 static_assert(kDecodeTiles <= kLutMaxDecodeTiles, "the driver's arrays hold kLutMaxDecodeTiles tiles");
 
 template <int B>
 void tile_decode(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* token,
                  float* const* outs) {
-  if (token->residual) return tiles_avx2<B, 1, kDecodeTiles, 2>(shape, cols, tiles, token, outs);
-  tiles_avx2<B, 1, kDecodeTiles, 1>(shape, cols, tiles, token, outs);
+  if (token->residual) return tiles_avx2<B, 1, kDecodeTiles, 2, kDecodeHalves>(shape, cols, tiles, token, outs);
+  tiles_avx2<B, 1, kDecodeTiles, 1, kDecodeHalves>(shape, cols, tiles, token, outs);
 }
 
 template <int B>
