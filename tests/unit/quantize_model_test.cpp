@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "io/gguf_writer.h"
 #include "io/model_file.h"
+#include "kernels/cpu/matmul.h"
 #include "model/llama_model.h"
 #include "runtime/imatrix.h"
 #include "runtime/quantize_model.h"
@@ -212,11 +213,17 @@ TEST(QuantizeModel, ImportanceMatrixChangesBlQuantization) {
   EXPECT_TRUE(b->has("bitlight.quantize.imatrix.datasets"));
 }
 
-// The CPU backend runs bl<b>g<g> matrices with the bit-plane kernels (activations in int8 per
-// group, two terms by default); its logits stay within 0.1 % RMS of the reference backend's
-// (fp32 activations) on the same quantized file (measured 5e-5 for each type): for a prompt,
-// and one token a forward (decode: the norm, SwiGLU and residual adds inside the matmuls).
+// The CPU backend runs bl<b>g<g> matrices with the lookup-table kernels (activations as int8
+// table entries with a scale per group); its logits stay close to the reference backend's (fp32
+// activations) on the same quantized file, for a prompt and one token a forward (decode: the
+// norm, SwiGLU and residual adds inside the matmuls). One table term (the default): within
+// 2.5 % RMS (measured 1.1-1.2 % for each type, about what int8 activations give: llama.cpp's
+// CPU precision); two (BITLIGHT_CPU_LUT_ACT=int8x2, a second ctest run of this test): within
+// 0.1 % (measured 5e-5).
 TEST(QuantizeModel, CpuBackendMatchesReferenceOnBlModels) {
+  const bool two_terms = cpu::lut_act_precision() == cpu::ActPrecision::int8x2;
+  const double bound = two_terms ? 1e-3 : 2.5e-2;
+  std::printf("lookup tables with %s term(s): bound %.4f\n", two_terms ? "two" : "one", bound);
   for (DType type : {DType::BL2G128, DType::BL3G32, DType::BL4G64, DType::BL8G128}) {
     const std::string out = quantize_to(opts(type), "cpu_" + std::string(dtype_name(type)));
     const std::vector<float> want = model_logits(out, "ref");
@@ -226,7 +233,7 @@ TEST(QuantizeModel, CpuBackendMatchesReferenceOnBlModels) {
       const double err = relative_rms(got, want);
       std::printf("%-8s cpu (%s) vs reference logits relative RMS %.5f\n", std::string(dtype_name(type)).c_str(),
                   one_at_a_time ? "a token a forward" : "prompt", err);
-      EXPECT_LT(err, 1e-3) << dtype_name(type) << (one_at_a_time ? " a token a forward" : " prompt");
+      EXPECT_LT(err, bound) << dtype_name(type) << (one_at_a_time ? " a token a forward" : " prompt");
     }
   }
 }

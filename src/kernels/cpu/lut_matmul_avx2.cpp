@@ -97,15 +97,21 @@ inline __m256i lookup(__m256i idx, const int8_t* table, const LaneConstants<B>& 
   return merged;
 }
 
-// Entry e of a quad = 0.5 * sum of +-x_m, added in the order m = 0..3 (the scalar builder's
-// order: t - x is t + (-x) exactly), + where bit m of e is set. Entries 0..7 in one ymm, 8..15
-// in the other; has_bit[m] has the sign bit set on the lanes whose e has bit m (bit 3: none of
-// 0..7, all of 8..15).
+// Entry e of a quad = 0.5 * sum of +-x_m, added in the order m = 0..3 as the scalar builder
+// adds them: t = fma(x_m, +-1, t) rounds t +- x_m once, as t += +-x_m does. Entries 0..7 in one
+// ymm, 8..15 in the other; sign_lo[m] / sign_hi[m] are +1 on the entries with bit m, else -1.
 void build_avx2(const float* x, int64_t cols, int g, int8_t* table, int8_t* residual, float* scale, float* sum) {
-  const __m256 has_bit[3] = {_mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1)),
-                             _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, -1, -1, 0, 0, -1, -1)),
-                             _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1))};
-  const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
+  __m256 sign_lo[4], sign_hi[4];
+  for (int m = 0; m < 4; ++m) {
+    alignas(32) float lo[8], hi[8];
+    for (int e = 0; e < 8; ++e) {
+      lo[e] = ((e >> m) & 1) ? 1.0f : -1.0f;
+      hi[e] = (((e + 8) >> m) & 1) ? 1.0f : -1.0f;
+    }
+    sign_lo[m] = _mm256_load_ps(lo);
+    sign_hi[m] = _mm256_load_ps(hi);
+  }
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)), half = _mm256_set1_ps(0.5f);
   const __m256 steps = _mm256_set1_ps(static_cast<float>(kLutResidualSteps));
   // 16 int32 (entries 0..7 in lo, 8..15 in hi) to 16 int8 in entry order (|value| <= 127).
   auto to_bytes = [](__m256i lo, __m256i hi) {
@@ -118,15 +124,14 @@ void build_avx2(const float* x, int64_t cols, int g, int8_t* table, int8_t* resi
     __m256 amax = _mm256_setzero_ps();
     for (int quad = 0; quad < g / 4; ++quad) {
       __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-      for (int m = 0; m < 3; ++m) {
-        const __m256 v = _mm256_set1_ps(xg[4 * quad + m]);
-        lo = _mm256_blendv_ps(_mm256_sub_ps(lo, v), _mm256_add_ps(lo, v), has_bit[m]);
-        hi = _mm256_blendv_ps(_mm256_sub_ps(hi, v), _mm256_add_ps(hi, v), has_bit[m]);
+      for (int m = 0; m < 4; ++m) {
+        const __m256 v = _mm256_broadcast_ss(xg + 4 * quad + m);
+        lo = _mm256_fmadd_ps(v, sign_lo[m], lo);
+        hi = _mm256_fmadd_ps(v, sign_hi[m], hi);
       }
-      const __m256 v3 = _mm256_set1_ps(xg[4 * quad + 3]);
-      entries[quad][0] = _mm256_mul_ps(_mm256_sub_ps(lo, v3), half);
-      entries[quad][1] = _mm256_mul_ps(_mm256_add_ps(hi, v3), half);
-      amax = _mm256_max_ps(amax, _mm256_max_ps(_mm256_andnot_ps(sign, entries[quad][0]), _mm256_andnot_ps(sign, entries[quad][1])));
+      entries[quad][0] = _mm256_mul_ps(lo, half);
+      entries[quad][1] = _mm256_mul_ps(hi, half);
+      amax = _mm256_max_ps(amax, _mm256_max_ps(_mm256_and_ps(abs_mask, entries[quad][0]), _mm256_and_ps(abs_mask, entries[quad][1])));
     }
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));

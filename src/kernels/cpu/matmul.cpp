@@ -54,6 +54,17 @@ ActPrecision active_act_precision() {
   return precision;
 }
 
+ActPrecision lut_act_precision() {
+  static const ActPrecision precision = [] {
+    const char* env = std::getenv("BITLIGHT_CPU_LUT_ACT");
+    if (!env || std::strcmp(env, "int8") == 0) return ActPrecision::int8;
+    if (std::strcmp(env, "int8x2") == 0) return ActPrecision::int8x2;
+    std::fprintf(stderr, "bitlight: ignoring BITLIGHT_CPU_LUT_ACT=%s (want int8 or int8x2)\n", env);
+    return ActPrecision::int8;
+  }();
+  return precision;
+}
+
 namespace {
 
 // Column c of x back in fp32, exactly as the kernel sees its activations.
@@ -104,7 +115,8 @@ size_t matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
 
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
             AlignedBuffer& scratch) {
-  matmul(w, x, out, bias, pool, scratch, active_isa());
+  matmul(w, x, out, bias, pool, scratch, active_isa(),
+         lut_matmul_supported(w.dtype) ? lut_act_precision() : active_act_precision());
 }
 
 bool matmul_fuses_decode(const Tensor& w) { return lut_matmul_supported(w.dtype); }
@@ -112,7 +124,7 @@ bool matmul_fuses_decode(const Tensor& w) { return lut_matmul_supported(w.dtype)
 void matmul_decode_fused(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, const DecodeFusion& fusion,
                          ThreadPool& pool, AlignedBuffer& scratch) {
   assert(check_matmul(w, x, out, bias).ok() && x.rows() == 1 && matmul_fuses_decode(w));
-  lut_matmul(w, x, out, bias, pool, scratch, active_isa(), active_act_precision(), fusion);
+  lut_matmul(w, x, out, bias, pool, scratch, active_isa(), lut_act_precision(), fusion);
 }
 
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,

@@ -29,6 +29,12 @@ bool matmul_supported(DType weight_type);
 enum class ActPrecision { int8, int8x2 };
 // int8x2 unless BITLIGHT_CPU_ACT=int8 (read once).
 ActPrecision active_act_precision();
+// The table terms of the lookup-table kernels (bl<b>g<g> weights, lut_matmul.h): one int8 table
+// (T-MAC's) unless BITLIGHT_CPU_LUT_ACT=int8x2 (read once). On AVX2 a second term doubles the
+// lookups per byte and makes decode compute-bound (Zen 3, synthetic llama3-1b: bl2g128 67 vs 87 %
+// of the read bandwidth); its precision costs ~0.004 nats of KL on SmolLM2 (README, quality
+// table; docs/cpu_kernels.md, twelfth session).
+ActPrecision lut_act_precision();
 
 // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows]). x, out, bias F32.
 // scratch holds the quantized activations; it grows on first use and is reused after.
