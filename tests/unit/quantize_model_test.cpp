@@ -6,6 +6,9 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <string>
+
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "io/gguf_writer.h"
@@ -28,8 +31,19 @@ QuantizeOptions opts(DType type) {
   return o;
 }
 
+// Per process (ctest runs this binary twice at once: tests/CMakeLists.txt, the int8x2 run),
+// removed when the process ends.
+struct TempFiles {
+  const std::string prefix = "bl_quantize_test_" + std::to_string(::getpid()) + "_";
+  ~TempFiles() {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::temp_directory_path(), ec))
+      if (entry.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(entry.path(), ec);
+  }
+} temp_files;
+
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("bl_quantize_test_" + name)).string();
+  return (std::filesystem::temp_directory_path() / (temp_files.prefix + name)).string();
 }
 
 const std::string& tiny_f32() {
