@@ -294,7 +294,10 @@ static_assert(kDecodeTiles<1> <= kLutMaxDecodeTiles, "the driver's arrays hold k
 template <int B>
 void tile_decode(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* token,
                  float* const* outs) {
-  if (token->residual) return tiles_avx2<B, 1, kDecodeTiles<B>, 2, kDecodeHalves>(shape, cols, tiles, token, outs);
+  if (token->residual) {  // two terms: one tile a pass (in cache, bl4g128: 12.9 cycles a line vs 20.9 for four)
+    for (int i = 0; i < kDecodeTiles<B>; ++i) tiles_avx2<B, 1, 1, 2, kDecodeHalves>(shape, cols, tiles + i, token, outs + i);
+    return;
+  }
   tiles_avx2<B, 1, kDecodeTiles<B>, 1, kDecodeHalves>(shape, cols, tiles, token, outs);
 }
 
