@@ -17,13 +17,14 @@
 //
 //   out[r] += s_r * (s_T * acc_r + ((2^b - 1) / 2 - z_r) * sum_x)
 //
-// Precision: the activations enter as int8 table entries, one term (about the precision of int8
-// activations with a scale per group) or, by default (ActPrecision::int8x2, matmul.h), two: the
-// residual of the first rounding as a second table, looked up with the same indices (decode
-// stays memory-bound; prefill does twice the lookups).
+// Precision: the activations enter as int8 table entries, by default one term (about the
+// precision of int8 activations with a scale per group; lut_act_precision(), matmul.h) or two
+// (ActPrecision::int8x2): the residual of the first rounding as a second table, looked up with
+// the same indices, at twice the lookups per byte (decode stays memory-bound with AVX-512 VBMI,
+// not with AVX2 at 2-3 bits).
 //
 // Levels: AVX-512 (VNNI + VBMI: vpermb over the 64-byte table), AVX2 (vpshufb per quad table,
-// the quads of a register merged by masks), and a scalar twin that computes exactly the same
+// the quads of a register blended, int16 lane-pair sums), and a scalar twin that computes exactly the same
 // integers and fp32 operations, which the SIMD levels are tested against.
 #pragma once
 
