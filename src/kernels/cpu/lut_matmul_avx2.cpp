@@ -6,8 +6,9 @@
 // to int32 (vpmaddwd by 1) only every few units, where a bound says an int16 could next
 // overflow: at 2-4 bits a register then costs one shuffle (two and a blend below 4 bits), one
 // vpmaddubsw and one add per table term instead of adding vpmaddwd and a 32-bit add each time.
-// Each half of a 64-lane register (rows 0..7, rows 8..15) is one ymm; a tile group is walked
-// one half at a time, so a tile's live accumulators are those of 8 rows.
+// Each half of a 64-lane register (rows 0..7, rows 8..15) is one ymm. Decode reads both halves
+// of a line in one pass (a table load serves 16 rows of each of its tiles); prefill one half a
+// pass, so that two tokens' sums stay in the 16 registers.
 #include <immintrin.h>
 
 #include <algorithm>
