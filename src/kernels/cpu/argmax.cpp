@@ -34,6 +34,7 @@ RangeMax argmax_range_scalar(const float* row, int64_t begin, int64_t end) {
 
 RangeMax argmax_range(const float* row, int64_t begin, int64_t end) {
   if (active_isa() == Isa::avx512) return argmax_range_avx512(row, begin, end);
+  if (active_isa() == Isa::avx2) return argmax_range_avx2(row, begin, end);
   return argmax_range_scalar(row, begin, end);
 }
 

@@ -16,9 +16,10 @@ struct RangeMax {
 // RangeMax of row[begin, end), in one pass of independent lanes: 128k logits in ~10 us
 // (AVX-512) / ~40 us (the portable loop), where the compare chain of a plain loop took ~200 us
 // a token on the dev box. Picks the widest ISA the CPU (and BITLIGHT_ISA) allows; the variants
-// are exposed for the tests, an _avx512 one to be called only where the CPU has it.
+// are exposed for the tests, an _avx2 / _avx512 one to be called only where the CPU has it.
 RangeMax argmax_range(const float* row, int64_t begin, int64_t end);
 RangeMax argmax_range_scalar(const float* row, int64_t begin, int64_t end);
+RangeMax argmax_range_avx2(const float* row, int64_t begin, int64_t end);
 RangeMax argmax_range_avx512(const float* row, int64_t begin, int64_t end);
 
 // Folds `next`, a range after those `so_far` covers, in: the earlier index wins a tie. (static:
