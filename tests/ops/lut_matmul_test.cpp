@@ -363,8 +363,9 @@ TEST(LutMatmul, LargestSumsEveryWidth) {
                                          std::to_string(n) + (precision == ActPrecision::int8x2 ? " int8x2" : " int8");
                 if (isa == Isa::scalar) {
                   scalar = out;
-                  if (precision == ActPrecision::int8x2)
+                  if (precision == ActPrecision::int8x2) {
                     for (float v : out) ASSERT_NEAR(v, want, 1e-5 * std::fabs(want)) << what;
+                  }
                 } else {
                   ASSERT_EQ(out, scalar) << what;
                 }
