@@ -43,25 +43,28 @@ bool matmul_supported(DType weight_type) {
   return dot_kernel_scalar(weight_type) != nullptr || lut_matmul_supported(weight_type);  // bl<b>g<g>: lut_matmul.h
 }
 
+namespace {
+
+// The precision an environment variable names (int8 or int8x2), or fallback when it is unset or
+// names neither (with a warning).
+ActPrecision precision_from_env(const char* name, ActPrecision fallback) {
+  const char* env = std::getenv(name);
+  if (!env) return fallback;
+  if (std::strcmp(env, "int8x2") == 0) return ActPrecision::int8x2;
+  if (std::strcmp(env, "int8") == 0) return ActPrecision::int8;
+  std::fprintf(stderr, "bitlight: ignoring %s=%s (want int8 or int8x2)\n", name, env);
+  return fallback;
+}
+
+}  // namespace
+
 ActPrecision active_act_precision() {
-  static const ActPrecision precision = [] {
-    const char* env = std::getenv("BITLIGHT_CPU_ACT");
-    if (!env || std::strcmp(env, "int8x2") == 0) return ActPrecision::int8x2;
-    if (std::strcmp(env, "int8") == 0) return ActPrecision::int8;
-    std::fprintf(stderr, "bitlight: ignoring BITLIGHT_CPU_ACT=%s (want int8 or int8x2)\n", env);
-    return ActPrecision::int8x2;
-  }();
+  static const ActPrecision precision = precision_from_env("BITLIGHT_CPU_ACT", ActPrecision::int8x2);
   return precision;
 }
 
 ActPrecision lut_act_precision() {
-  static const ActPrecision precision = [] {
-    const char* env = std::getenv("BITLIGHT_CPU_LUT_ACT");
-    if (!env || std::strcmp(env, "int8") == 0) return ActPrecision::int8;
-    if (std::strcmp(env, "int8x2") == 0) return ActPrecision::int8x2;
-    std::fprintf(stderr, "bitlight: ignoring BITLIGHT_CPU_LUT_ACT=%s (want int8 or int8x2)\n", env);
-    return ActPrecision::int8;
-  }();
+  static const ActPrecision precision = precision_from_env("BITLIGHT_CPU_LUT_ACT", ActPrecision::int8);
   return precision;
 }
 
