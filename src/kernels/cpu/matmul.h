@@ -31,9 +31,9 @@ enum class ActPrecision { int8, int8x2 };
 ActPrecision active_act_precision();
 // The table terms of the lookup-table kernels (bl<b>g<g> weights, lut_matmul.h): one int8 table
 // (T-MAC's) unless BITLIGHT_CPU_LUT_ACT=int8x2 (read once). On AVX2 a second term doubles the
-// lookups per byte and makes decode compute-bound (Zen 3, synthetic llama3-1b: bl2g128 67 vs 87 %
-// of the read bandwidth); its precision costs ~0.004 nats of KL on SmolLM2 (README, quality
-// table; docs/cpu_kernels.md, twelfth session).
+// lookups per byte and makes decode compute-bound (Zen 3, synthetic llama3-1b, one series: bl2g128
+// 64 vs 92 %, bl3g128 62 vs 94 % of the read bandwidth with one term); its precision costs ~0.004
+// nats of KL on SmolLM2 (README, quality table; docs/cpu_kernels.md, twelfth session).
 ActPrecision lut_act_precision();
 
 // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows]). x, out, bias F32.
