@@ -75,7 +75,6 @@ constexpr int line_bound(int B) {
 // group of 128), 9 at 3, 2 at 4; 0 above 4 bits, where the sums are widened after every line.
 template <int B>
 constexpr int kUnitsPerWiden = 32767 / unit_bound(B);
-static_assert(line_bound(8) <= 32767, "one line's int16 sums must fit at every width");
 
 // The int8 lookups of nibble half-register idx (values 0..15) of register K in `table` (the
 // chunk's 64 bytes: 16 per quad), the quads' lookups blended where a register holds several.
@@ -161,6 +160,7 @@ void build_avx2(const float* x, int64_t cols, int g, int8_t* table, int8_t* resi
 template <int B, int NT, int S, int TERMS, int HP>
 void tiles_avx2(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* tokens,
                 float* const* outs) {
+  static_assert(kUnitsPerWiden<B> > 0 || line_bound(B) <= 32767, "a line's int16 sums must fit where a unit's do not");
   const int g = shape.group_size, units = g / 32;
   const int64_t groups = cols / g, tg_bytes = shape.tile_group_bytes();
   const LaneConstants<B>& lc = lane_constants<B>();

@@ -68,6 +68,10 @@ ActPrecision lut_act_precision() {
   return precision;
 }
 
+ActPrecision default_act_precision(DType weight_type) {
+  return lut_matmul_supported(weight_type) ? lut_act_precision() : active_act_precision();
+}
+
 namespace {
 
 // Column c of x back in fp32, exactly as the kernel sees its activations.
@@ -118,8 +122,7 @@ size_t matmul_scratch_bytes(DType weight_type, int64_t cols, int64_t n) {
 
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
             AlignedBuffer& scratch) {
-  matmul(w, x, out, bias, pool, scratch, active_isa(),
-         lut_matmul_supported(w.dtype) ? lut_act_precision() : active_act_precision());
+  matmul(w, x, out, bias, pool, scratch, active_isa());
 }
 
 bool matmul_fuses_decode(const Tensor& w) { return lut_matmul_supported(w.dtype); }
@@ -127,12 +130,13 @@ bool matmul_fuses_decode(const Tensor& w) { return lut_matmul_supported(w.dtype)
 void matmul_decode_fused(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, const DecodeFusion& fusion,
                          ThreadPool& pool, AlignedBuffer& scratch) {
   assert(check_matmul(w, x, out, bias).ok() && x.rows() == 1 && matmul_fuses_decode(w));
-  lut_matmul(w, x, out, bias, pool, scratch, active_isa(), lut_act_precision(), fusion);
+  lut_matmul(w, x, out, bias, pool, scratch, active_isa(), default_act_precision(w.dtype), fusion);
 }
 
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
-            AlignedBuffer& scratch, Isa isa, ActPrecision precision) {
+            AlignedBuffer& scratch, Isa isa, std::optional<ActPrecision> requested) {
   assert(check_matmul(w, x, out, bias).ok());
+  const ActPrecision precision = requested.value_or(default_act_precision(w.dtype));
   if (w.layout == Layout::tiles16) return interleaved_matmul(w, x, out, bias, pool, scratch, isa, precision);
   if (lut_matmul_supported(w.dtype)) return lut_matmul(w, x, out, bias, pool, scratch, isa, precision);
   const DotKernel& k = *find_dot_kernel(w.dtype, isa);

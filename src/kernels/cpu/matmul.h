@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "core/aligned_buffer.h"
 #include "core/status.h"
@@ -35,15 +36,19 @@ ActPrecision active_act_precision();
 // 64 vs 92 %, bl3g128 62 vs 94 % of the read bandwidth with one term); its precision costs ~0.004
 // nats of KL on SmolLM2 (README, quality table; docs/cpu_kernels.md, twelfth session).
 ActPrecision lut_act_precision();
+// The precision a matmul with weights of this type runs at by default: lut_act_precision() for
+// the bl types, active_act_precision() for the others.
+ActPrecision default_act_precision(DType weight_type);
 
 // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows]). x, out, bias F32.
 // scratch holds the quantized activations; it grows on first use and is reused after.
 // Shapes must have passed check_matmul (asserted in debug builds).
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
             AlignedBuffer& scratch);
-// The same at a given ISA level (lowered to what the CPU supports); for tests and benchmarks.
+// The same at a given ISA level (lowered to what the CPU supports) and precision (without one,
+// default_act_precision of the weight's type); for tests and benchmarks.
 void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias, ThreadPool& pool,
-            AlignedBuffer& scratch, Isa isa, ActPrecision precision = active_act_precision());
+            AlignedBuffer& scratch, Isa isa, std::optional<ActPrecision> precision = std::nullopt);
 
 // What a one-token matmul can do inside its own threads (CpuBackend::fused_matmul): take
 // x' = rms_norm(x, eps) * norm or x' = silu(x) * up (not both) as its input, each thread making
