@@ -43,6 +43,18 @@ static inline RangeMax fold_lanes(const float* best, const int32_t* at, int lane
   return m;
 }
 
+// The RangeMax of row[begin, end) from piece_max(x, n, p0), the RangeMax of the piece x =
+// row + p0 of n values, over pieces of at most 2^30 values: every level keeps its lanes' offsets
+// in int32, as wide as the values, so that one compare mask selects both.
+template <class PieceMax>
+static inline RangeMax argmax_by_pieces(const float* row, int64_t begin, int64_t end, PieceMax piece_max) {
+  constexpr int64_t kPiece = int64_t{1} << 30;
+  RangeMax m;
+  for (int64_t p0 = begin; p0 < end; p0 += kPiece)
+    m = later_range(m, piece_max(row + p0, static_cast<int32_t>(end - p0 < kPiece ? end - p0 : kPiece), p0));
+  return m;
+}
+
 // What Backend::argmax defines for one row: the first index of the largest non-NaN value, 0
 // when every value is NaN.
 static inline int64_t argmax_row(const float* row, int64_t n) {

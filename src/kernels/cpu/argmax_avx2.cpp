@@ -8,12 +8,8 @@
 namespace bl::cpu {
 
 RangeMax argmax_range_avx2(const float* row, int64_t begin, int64_t end) {
-  constexpr int kAcc = 4, kLanes = 8;
-  constexpr int64_t kPiece = int64_t{1} << 30;  // int32 offsets, as argmax_range_scalar
-  RangeMax m;
-  for (int64_t p0 = begin; p0 < end; p0 += kPiece) {
-    const float* x = row + p0;
-    const int32_t n = static_cast<int32_t>(end - p0 < kPiece ? end - p0 : kPiece);
+  return argmax_by_pieces(row, begin, end, [](const float* x, int32_t n, int64_t p0) {
+    constexpr int kAcc = 4, kLanes = 8;
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256 best[kAcc];
     __m256i at[kAcc];
@@ -34,9 +30,8 @@ RangeMax argmax_range_avx2(const float* row, int64_t begin, int64_t end) {
       _mm256_store_ps(bv + kLanes * a, best[a]), _mm256_store_si256(reinterpret_cast<__m256i*>(av + kLanes * a), at[a]);
     for (int l = 0; i + l < n; ++l)  // fewer than 32 left: offset i + l into lane l of the 32
       if (x[i + l] > bv[l]) bv[l] = x[i + l], av[l] = i + l;
-    m = later_range(m, fold_lanes(bv, av, kAcc * kLanes, p0, x, n));
-  }
-  return m;
+    return fold_lanes(bv, av, kAcc * kLanes, p0, x, n);
+  });
 }
 
 }  // namespace bl::cpu

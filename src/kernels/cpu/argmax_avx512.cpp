@@ -7,12 +7,8 @@
 namespace bl::cpu {
 
 RangeMax argmax_range_avx512(const float* row, int64_t begin, int64_t end) {
-  constexpr int kAcc = 4, kLanes = 16;
-  constexpr int64_t kPiece = int64_t{1} << 30;  // int32 offsets, as argmax_range_scalar
-  RangeMax m;
-  for (int64_t p0 = begin; p0 < end; p0 += kPiece) {
-    const float* x = row + p0;
-    const int32_t n = static_cast<int32_t>(end - p0 < kPiece ? end - p0 : kPiece);
+  return argmax_by_pieces(row, begin, end, [](const float* x, int32_t n, int64_t p0) {
+    constexpr int kAcc = 4, kLanes = 16;
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __m512 best[kAcc];
     __m512i at[kAcc];
@@ -35,9 +31,8 @@ RangeMax argmax_range_avx512(const float* row, int64_t begin, int64_t end) {
     alignas(64) float bv[kAcc * kLanes];
     alignas(64) int32_t av[kAcc * kLanes];
     for (int a = 0; a < kAcc; ++a) _mm512_store_ps(bv + kLanes * a, best[a]), _mm512_store_si512(av + kLanes * a, at[a]);
-    m = later_range(m, fold_lanes(bv, av, kAcc * kLanes, p0, x, n));
-  }
-  return m;
+    return fold_lanes(bv, av, kAcc * kLanes, p0, x, n);
+  });
 }
 
 }  // namespace bl::cpu
