@@ -96,10 +96,16 @@ TEST(CudaBench, PrefillMatmul) {
   };
   const Case cases[] = {{DType::F16, {8192, 8192}, 8192}, {DType::F16, {4096, 4096}, 2048},
                         {DType::F16, {4096, 14336}, 2048}, {DType::F16, {14336, 4096}, 2048},
-                        {DType::Q4_0, {4096, 14336}, 2048}, {DType::Q4_K, {4096, 14336}, 2048},
+                        {DType::Q4_0, {4096, 4096}, 2048}, {DType::Q4_0, {4096, 14336}, 2048},
+                        {DType::Q4_0, {14336, 4096}, 2048}, {DType::Q4_K, {4096, 14336}, 2048},
                         {DType::Q8_0, {4096, 14336}, 2048}};
   std::printf("\n| prefill: format | cols x rows | tokens | ms | TFLOP/s |\n|---|---|---|---|---|\n");
-  for (const Case& c : cases) {
+  // Q4_0 twice: the in-loop GEMM (gemm_q4_0_wgmma.cu, where the GPU runs it) and the dequantize
+  // pass + cuBLAS.
+  for (const Case& c : cases)
+  for (bool in_loop : {true, false}) {
+    if (!in_loop && c.fmt != DType::Q4_0) continue;
+    cuda::set_q4_0_gemm(in_loop);
     auto opened = open_cuda_backend(0);
     ASSERT_TRUE(opened.ok()) << opened.status().message();
     CudaBackend& b = **opened;
@@ -124,10 +130,12 @@ TEST(CudaBench, PrefillMatmul) {
     }
     ASSERT_TRUE(b.status().ok());
     const double t = median(ms);
-    std::printf("| %s | %lldx%lld | %lld | %.3f | %.0f |\n", std::string(dtype_name(c.fmt)).c_str(),
+    const char* path = c.fmt != DType::Q4_0 ? "" : in_loop ? " (in-loop)" : " (dequantize + cuBLAS)";
+    std::printf("| %s%s | %lldx%lld | %lld | %.3f | %.0f |\n", std::string(dtype_name(c.fmt)).c_str(), path,
                 static_cast<long long>(c.shape.cols), static_cast<long long>(c.shape.rows), static_cast<long long>(c.n), t,
                 2.0 * c.shape.cols * c.shape.rows * c.n / (t * 1e-3) / 1e12);
   }
+  cuda::set_q4_0_gemm(false);
 }
 
 TEST(CudaBench, GemvBandwidthAt8BShapes) {

@@ -898,7 +898,8 @@ class CudaBackendImpl final : public CudaBackend {
   // Prefill product on tensor cores (n > kGemvMaxTokens tokens): out = W x' (+ bias), or with
   // f.accumulate out += W x' (+ bias), where x' = x, rms_norm(x) * f.norm or silu(x) * f.up.
   // One kernel writes x' as the fp16 operand (bf16 for BF16 weights, prefill_operand);
-  // quantized weights are dequantized to fp16 first (prefill_gemm). F32 weights:
+  // Q4_0 weights on Hopper are dequantized inside the GEMM (gemm_q4_0_wgmma.cu), other
+  // quantized weights into an fp16 workspace first (prefill_gemm). F32 weights:
   // cublasSgemm on x (with the plain ops around it when fused).
   void prefill_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) {
     const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), n = static_cast<int>(x.rows());
@@ -937,8 +938,9 @@ class CudaBackendImpl final : public CudaBackend {
     return {xh, false};
   }
 
-  // out (+)= W x_half (+ bias) on cuBLAS with fp32 accumulation, the residual add being its
-  // beta = 1; W not F32, dequantized into an fp16 workspace of rows x cols unless F16 / BF16.
+  // out (+)= W x_half (+ bias) with fp32 accumulation: Q4_0 on Hopper by the in-loop GEMM,
+  // else on cuBLAS, the residual add being its beta = 1; W not F32, dequantized into an fp16
+  // workspace of rows x cols unless F16 / BF16.
   // cuBLAS is column-major: W's rows are the columns of a (cols x rows) matrix with ld = cols,
   // so out = op_T(W) * x'.
   void prefill_gemm(const Tensor& w, const uint16_t* x_half, Tensor& out, bool accumulate, const Tensor* bias) {
@@ -952,6 +954,10 @@ class CudaBackendImpl final : public CudaBackend {
                        bool accumulate) {
     const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]);
     const bool bf16 = w.dtype == DType::BF16;
+    // Q4_0 on Hopper: the weights dequantized inside the GEMM's main loop (no workspace pass).
+    if (out_type != CUDA_R_16BF && cuda::launch_gemm_q4_0(view(w), x_half, n, out, out_type == CUDA_R_16F, accumulate,
+                                                          stream_))
+      return;
     const void* a = w.data;
     if (w.dtype != DType::F16 && !bf16) {
       void* deq = workspace(deq_ws_, static_cast<size_t>(m) * k * sizeof(uint16_t), "dequantized weight");

@@ -148,6 +148,16 @@ bool gemv_skinny_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                         bool accumulate, cudaStream_t stream);
 
+// The prefill GEMM of Q4_0 weights with the dequantization in its main loop (gemm_q4_0_wgmma.cu,
+// wgmma on sm_90a): out[n][rows] (+= with accumulate) W x, x [n][cols] fp16 16-byte aligned,
+// out fp32 or (out_half) fp16, fp32 sums. Applies to tiled Q4_0 weights (cols % 256 == 0) and
+// n > kGemvMaxTokens on a compute capability 9.0 GPU running the binary's sm_90a code, when
+// switched on: BITLIGHT_CUDA_Q4_0_GEMM=1 or set_q4_0_gemm(true) (process-wide, for the tests and
+// the benchmark: set it before issuing work). false (nothing launched) where it does not apply.
+void set_q4_0_gemm(bool enabled);
+bool gemm_q4_0_applies(const WeightView& w, int64_t n_tokens);
+bool launch_gemm_q4_0(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
+                      bool accumulate, cudaStream_t stream);
 // dst[rows * cols] (row-major, fp16 or bf16 bits) = dequantized W. `to_bf16` picks bf16.
 bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream);
 

@@ -1,0 +1,318 @@
+// Prefill GEMM for Q4_0 weights with the dequantization inside the main loop, on Hopper (sm_90a):
+// out[t][r] (+)= sum_k W[r][k] x[t][k], W [rows][cols] Q4_0 in the tiled layout
+// (weight_layout.cuh), x [n][cols] fp16 (the prefill operand), fp32 sums.
+//
+// Why: the other prefill path dequantizes the whole weight into an fp16 workspace (rows x cols
+// x 2 bytes written, then read back by cuBLAS): at pp2048 on the 8B shape that pass was ~12 %
+// of a q4_0 forward (docs/cuda.md). Here the 4-bit weights go from L2 to shared memory as they
+// are stored and become fp16 in registers, where wgmma takes its A operand from.
+//
+// Block: 384 threads = 3 warpgroups, one tile of 256 rows x 128 tokens. Warpgroup 0 is the
+// producer: one thread streams K in tiles of 64 (two Q4_0 blocks) through a ring of kStages
+// shared-memory stages with TMA: x [128 tokens][64] fp16 in the 128-byte swizzle that the wgmma
+// B descriptor names (16 KB), and for the 256 rows the two blocks' bodies (32 B a row) and
+// their tile's 16-byte scale header (8 scales). Warpgroups 1 and 2 consume: each owns 128 rows
+// as two m64 halves (two wgmma m64n128k16 a k step, 2 x 64 fp32 accumulators a thread). Stage
+// hand-off by mbarriers: `full` (the producer's expected bytes landed), `empty` (every consumer
+// warp's wgmma on the stage completed). The producer gives most of its registers to the
+// consumers (setmaxnreg).
+//
+// A fragments (as mma.m16n8k16's, per warp 16 rows; g = lane / 4, c = lane % 4): for k step s
+// a thread holds rows g and g + 8 at k {2c, 2c+1, 2c+8, 2c+9} of the step. In a Q4_0 body byte
+// j holds weight j (low nibble) and j + 16 (high), so step 2h of block h takes the low nibbles
+// of bytes {2c, 2c+1, 2c+8, 2c+9} and step 2h + 1 their high nibbles: one 16-bit shared load
+// per byte pair serves two steps. A nibble pair becomes a half2 with the fp16 magic 0x6400
+// (1024 + q, or 1024 + 16 q for the high nibble, exact), minus 1032 (or / 16 - 72), exact, then
+// times d: one rounding, so the weights are bit for bit those of the dequantize pass. The
+// fragments of stage kt + 1 are built while the wgmma of stage kt run.
+//
+// Napkin math (H100 SXM, ~990 TFLOPS dense fp16 = ~2048 MAC a clock an SM): a k tile is 256 x
+// 128 x 64 = 2.1 M MAC, ~1024 clocks of tensor work, for 28 KB from L2 (x 16 KB, weights 12 KB):
+// ~28 B a clock an SM at full rate (cuBLAS's own fp16 GEMMs draw ~5.7 TB/s from L2 here, ~25 B a
+// clock an SM). Decoding a thread's fragments is ~150 instructions a k tile against ~512
+// clocks of its warpgroup's wgmma.
+#include <cuda.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cudaTypedefs.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cuda/hopper.cuh"
+#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/weight_layout.cuh"
+
+namespace bl::cuda {
+namespace {
+
+constexpr int kThreads = 384;     // producer warpgroup + 2 consumer warpgroups
+constexpr int kTileRows = 256;    // weight rows a block: 128 a consumer warpgroup
+constexpr int kTileTokens = 128;  // the wgmma N
+constexpr int kTileK = 64;        // two Q4_0 blocks; one 128-byte swizzle row of fp16 x
+constexpr int kStages = 5;        // ring of shared-memory stages
+constexpr int kBodyBytes = 16;    // Q4_0 quants of one block
+constexpr int kHeaderBytes = kTileBlocks * 2;              // a tile's 8 fp16 scales
+constexpr int kTileBodyOffset = kHeaderBytes;              // bodies follow the header
+constexpr int kTileBytes = kTileBlocks * sizeof(BlockQ4_0);  // 144: 256 weights of a row
+constexpr int kXStageBytes = kTileTokens * kTileK * 2;       // 16384
+constexpr int kBodyStageBytes = kTileRows * 2 * kBodyBytes;  // 8192
+constexpr int kHeaderStageBytes = kTileRows * kHeaderBytes;  // 4096
+constexpr int kStageBytes = kXStageBytes + kBodyStageBytes + kHeaderStageBytes;
+constexpr int kSmemAlign = 1024;  // the 128-byte swizzle repeats every 8 rows of 128 bytes
+constexpr int kSmemBytes = kStages * kStageBytes + kSmemAlign + 2 * kStages * 8;  // + mbarriers
+static_assert(kStageBytes % kSmemAlign == 0, "each stage's x tile must stay 1024-byte aligned");
+static_assert(kTileBytes % 16 == 0 && kTileBodyOffset % 16 == 0, "TMA boxes start 16-byte aligned");
+
+struct Q4_0GemmArgs {
+  int64_t rows;
+  int64_t cols;
+  int64_t n;
+  void* out;  // [n][rows], fp32 or (out_half) fp16
+  bool out_half;
+  bool accumulate;
+};
+
+#ifdef BITLIGHT_HOPPER
+using namespace hopper;
+
+constexpr int kConsumerRegisters = 232, kProducerRegisters = 40;  // 2 x 128 x 232 + 128 x 40 <= 64 K
+
+// Nibbles of two body bytes (lo16 = bytes j, j + 1) as half2 of (q - 8) d: step 2h takes the
+// low nibbles, step 2h + 1 the high ones.
+struct NibblePair {
+  uint32_t low, high;
+};
+__device__ __forceinline__ NibblePair dequantize_pair(uint32_t two_bytes, __half2 d) {
+  const uint32_t spread = __byte_perm(two_bytes, 0u, 0x4140);     // [b0, 0, b1, 0]
+  const uint32_t lo_bits = (spread & 0x000F000Fu) | 0x64006400u;  // 1024 + q
+  const uint32_t hi_bits = (spread & 0x00F000F0u) | 0x64006400u;  // 1024 + 16 q
+  const __half2 lo = __hsub2(*reinterpret_cast<const __half2*>(&lo_bits), __float2half2_rn(1032.0f));
+  const __half2 hi = __hfma2(*reinterpret_cast<const __half2*>(&hi_bits), __float2half2_rn(0.0625f),
+                             __float2half2_rn(-72.0f));
+  const __half2 wl = __hmul2(lo, d), wh = __hmul2(hi, d);
+  return {*reinterpret_cast<const uint32_t*>(&wl), *reinterpret_cast<const uint32_t*>(&wh)};
+}
+
+// This thread's A fragments of k tile kt from its stage: frag[half][step][4] (mma.m16n8k16's
+// a0..a3: row g k 2c..2c+1, row g + 8 the same, row g k 2c+8..2c+9, row g + 8 the same).
+// bodies [256 rows][2 blocks][16], headers [256 rows][8 scales]; the tile's blocks 2 (kt % 4)
+// and 2 (kt % 4) + 1 are this k tile's.
+__device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uint8_t* headers, int64_t kt,
+                                                int consumer, int warp_in_group, int lane,
+                                                uint32_t (&frag)[2][4][4]) {
+  const int g = lane / 4, c = lane % 4;
+  const int scale_at = 4 * static_cast<int>(kt % (kTileBlocks / 2));
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int r = consumer * 128 + half * 64 + warp_in_group * 16 + g + 8 * rr;
+      const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(headers + r * kHeaderBytes + scale_at);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* body = bodies + (r * 2 + h) * kBodyBytes;
+        const __half2 d = __half2half2(__ushort_as_half(static_cast<unsigned short>(h ? d_bits >> 16 : d_bits)));
+        const NibblePair first = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c), d);
+        const NibblePair second = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c + 8), d);
+        frag[half][2 * h][rr] = first.low;
+        frag[half][2 * h][2 + rr] = second.low;
+        frag[half][2 * h + 1][rr] = first.high;
+        frag[half][2 * h + 1][2 + rr] = second.high;
+      }
+    }
+}
+
+__device__ __forceinline__ void store_result(const Q4_0GemmArgs& p, int64_t row, int64_t token, float v) {
+  if (row >= p.rows || token >= p.n) return;
+  const int64_t at = token * p.rows + row;
+  if (p.out_half) {
+    __half* o = static_cast<__half*>(p.out) + at;
+    *o = __float2half_rn(p.accumulate ? __half2float(*o) + v : v);
+  } else {
+    float* o = static_cast<float*>(p.out) + at;
+    *o = p.accumulate ? *o + v : v;
+  }
+}
+
+#endif  // BITLIGHT_HOPPER
+
+// x_map: fp16 [n][cols], box 64 x 128 tokens, 128-byte swizzle. body_map / header_map: the
+// weight as bytes [rows][row_bytes], boxes 32 x 256 rows and 16 x 256 rows.
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_q4_0_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap body_map,
+                           const __grid_constant__ CUtensorMap header_map, Q4_0GemmArgs p) {
+#ifdef BITLIGHT_HOPPER
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + kSmemAlign - 1) & ~static_cast<uintptr_t>(kSmemAlign - 1));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  uint64_t* empty = full + kStages;
+  auto x_stage = [&](int64_t kt) { return smem + (kt % kStages) * kStageBytes; };
+  auto body_stage = [&](int64_t kt) { return x_stage(kt) + kXStageBytes; };
+  auto header_stage = [&](int64_t kt) { return x_stage(kt) + kXStageBytes + kBodyStageBytes; };
+
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTileTokens;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+  const int64_t k_tiles = p.cols / kTileK;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warpgroup = warp / 4, warp_in_group = warp % 4;
+  constexpr int kConsumerWarps = 8;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(&full[s], 1);
+      mbarrier_init(&empty[s], kConsumerWarps);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    release_registers<kProducerRegisters>();
+    if (threadIdx.x != 0) return;
+    for (int64_t kt = 0; kt < k_tiles; ++kt) {
+      const int s = static_cast<int>(kt % kStages);
+      mbarrier_wait(&empty[s], static_cast<uint32_t>((kt / kStages) & 1) ^ 1);  // the consumers are done with it
+      mbarrier_arrive_expect_tx(&full[s], kStageBytes);
+      // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at 144 (kt / 4) bytes of
+      // the row, with the header first; blocks 2 (kt % 4), +1 are bodies 32 (kt % 4) on.
+      const int32_t tile_at = static_cast<int32_t>((kt / 4) * kTileBytes);
+      tma_load_2d(x_stage(kt), &x_map, static_cast<int32_t>(kt * kTileK), static_cast<int32_t>(n0), &full[s]);
+      tma_load_2d(body_stage(kt), &body_map, tile_at + kTileBodyOffset + static_cast<int32_t>(kt % 4) * 2 * kBodyBytes,
+                  static_cast<int32_t>(m0), &full[s]);
+      tma_load_2d(header_stage(kt), &header_map, tile_at, static_cast<int32_t>(m0), &full[s]);
+    }
+    return;
+  }
+
+  claim_registers<kConsumerRegisters>();
+  const int consumer = warpgroup - 1;
+  float acc[2][64];
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[half][i] = 0.0f;
+
+  uint32_t frag_even[2][4][4], frag_odd[2][4][4];
+  mbarrier_wait(&full[0], 0);
+  build_fragments(body_stage(0), header_stage(0), 0, consumer, warp_in_group, lane, frag_even);
+
+  auto step = [&](int64_t kt, const uint32_t (&cur)[2][4][4], uint32_t (&next)[2][4][4]) {
+    const uint8_t* xs = x_stage(kt);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      // k step s: bytes 32 s .. 32 s + 32 of every 128-byte token row.
+      const uint64_t b = sw128_descriptor(xs + 32 * s);
+      wgmma_m64n128k16(acc[0], cur[0][s], b);
+      wgmma_m64n128k16(acc[1], cur[1][s], b);
+    }
+    wgmma_commit();
+    wgmma_wait<1>();  // this warpgroup's wgmma of stage kt - 1 are done; `next` is free
+    if (kt > 0 && lane == 0) mbarrier_arrive(&empty[(kt - 1) % kStages]);
+    if (kt + 1 < k_tiles) {
+      mbarrier_wait(&full[(kt + 1) % kStages], static_cast<uint32_t>(((kt + 1) / kStages) & 1));
+      build_fragments(body_stage(kt + 1), header_stage(kt + 1), kt + 1, consumer, warp_in_group, lane, next);
+    }
+  };
+  // k_tiles is a multiple of 4 (cols % 256 == 0), so the pairs come out even.
+  for (int64_t kt = 0; kt < k_tiles; kt += 2) {
+    step(kt, frag_even, frag_odd);
+    step(kt + 1, frag_odd, frag_even);
+  }
+  wgmma_wait<0>();
+
+  const int g = lane / 4, c = lane % 4;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row0 = m0 + consumer * 128 + half * 64 + warp_in_group * 16 + g;
+#pragma unroll
+    for (int i = 0; i < 64; ++i)
+      store_result(p, row0 + 8 * ((i / 2) % 2), n0 + 8 * (i / 4) + 2 * c + i % 2, acc[half][i]);
+  }
+#endif
+}
+
+// BITLIGHT_CUDA_Q4_0_GEMM=1 takes this kernel for Q4_0 prefill; by default the dequantize pass
+// and cuBLAS still run, which measured faster so far (docs/cuda.md).
+bool q4_0_gemm_default() {
+  const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM");
+  return v && std::strcmp(v, "1") == 0;
+}
+bool q4_0_gemm_on = q4_0_gemm_default();
+
+// The kernel runs only where it was built from sm_90a code: on an H100/H200 (compute
+// capability 9.0) with the binary's sm_90a SASS, not from compute_80 PTX (whose body is empty).
+bool device_runs_wgmma() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  cudaFuncAttributes attributes{};
+  return major == 9 && minor == 0 && cudaFuncGetAttributes(&attributes, gemm_q4_0_wgmma_kernel) == cudaSuccess &&
+         attributes.ptxVersion >= 90;
+}
+
+// cuTensorMapEncodeTiled from the driver (the runtime links no libcuda); null if unavailable.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// A 2D tensor map: dims {inner, outer}, outer stride in bytes, box {box_inner, box_outer}.
+bool encode_2d(CUtensorMap* map, CUtensorMapDataType type, const void* base, uint64_t inner, uint64_t outer,
+               uint64_t outer_stride_bytes, uint32_t box_inner, uint32_t box_outer, CUtensorMapSwizzle swizzle) {
+  const cuuint64_t dims[2] = {inner, outer};
+  const cuuint64_t strides[1] = {outer_stride_bytes};
+  const cuuint32_t box[2] = {box_inner, box_outer};
+  const cuuint32_t element_strides[2] = {1, 1};
+  return tensor_map_encoder()(map, type, 2, const_cast<void*>(base), dims, strides, box, element_strides,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace
+
+void set_q4_0_gemm(bool enabled) { q4_0_gemm_on = enabled; }
+
+bool gemm_q4_0_applies(const WeightView& w, int64_t n_tokens) {
+  return q4_0_gemm_on && w.dtype == DType::Q4_0 && w.tiled && w.cols % (kTileBlocks * 32) == 0 &&
+         n_tokens > kGemvMaxTokens && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
+}
+
+bool launch_gemm_q4_0(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
+                      bool accumulate, cudaStream_t stream) {
+  // TMA: 16-byte aligned bases and strides (row_bytes = 144 per 256 columns).
+  if (!gemm_q4_0_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || w.row_bytes % 16 != 0)
+    return false;
+  CUtensorMap x_map, body_map, header_map;
+  const uint64_t cols = static_cast<uint64_t>(w.cols), rows = static_cast<uint64_t>(w.rows);
+  if (!encode_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, x, cols, static_cast<uint64_t>(n_tokens), cols * 2, kTileK,
+                 kTileTokens, CU_TENSOR_MAP_SWIZZLE_128B) ||
+      !encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, 2 * kBodyBytes,
+                 kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
+      !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, kHeaderBytes,
+                 kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE))
+    return false;
+  const Q4_0GemmArgs p{w.rows, w.cols, n_tokens, out, out_half, accumulate};
+  // Blocks along the tokens first: the blocks sharing a weight tile run together, so each
+  // weight byte comes from HBM about once; x (2 bytes a token and column) stays in L2.
+  const dim3 grid(static_cast<unsigned>((n_tokens + kTileTokens - 1) / kTileTokens),
+                  static_cast<unsigned>((w.rows + kTileRows - 1) / kTileRows));
+  // Per device context, so set before every launch (a host-side attribute write).
+  cudaFuncSetAttribute(gemm_q4_0_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  gemm_q4_0_wgmma_kernel<<<grid, kThreads, kSmemBytes, stream>>>(x_map, body_map, header_map, p);
+  return true;
+}
+
+}  // namespace bl::cuda
