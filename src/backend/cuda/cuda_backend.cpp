@@ -10,7 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <iterator>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -528,9 +530,41 @@ class CudaBackendImpl final : public CudaBackend {
     const PrefillOperand x_half =
         prefill_operand(x, f, static_cast<int>(cols), static_cast<int>(n), outputs[0].w->dtype == DType::BF16);
     if (x_half.plain_ops) return Backend::fused_matmul_same_input(outputs, x, f);
-    for (const MatmulOutput& o : outputs)
-      if (x_half.data) prefill_gemm(*o.w, x_half.data, *o.out, f.accumulate, o.bias);
+    if (!x_half.data) return;  // the workspace failure is recorded
+    const Tensor* ws[cuda::kGemmMaxRowRanges];
+    void* outs[cuda::kGemmMaxRowRanges];
+    const size_t count = std::min(outputs.size(), std::size(ws));
+    for (size_t i = 0; i < count; ++i) ws[i] = outputs[i].w, outs[i] = outputs[i].out->data;
+    if (cuda::q4_0_gemm_use() != cuda::Q4_0GemmUse::off && outputs.size() <= std::size(ws) &&
+        gemm_rows_together({ws, count}, {outs, count}, x_half.data, n, false, f.accumulate)) {
+      for (const MatmulOutput& o : outputs)
+        if (o.bias) cuda::launch_add_bias(o.out->as<float>(), o.bias->as<float>(), o.w->rows(), n, stream_);
+    } else {
+      for (const MatmulOutput& o : outputs) prefill_gemm(*o.w, x_half.data, *o.out, f.accumulate, o.bias);
+    }
     check_launch(op);
+  }
+
+  // Matrices stored one after another in device memory (a layer's q, k, v or gate, up, fused
+  // at load: LlamaModel's row ranges): one in-loop Q4_0 GEMM over all their rows, each range
+  // written to its own output [n][its rows] (H100: the 8B k and v products alone fill half the
+  // SMs, docs/cuda.md). false (nothing launched) when they are not such a run or the GEMM does
+  // not apply.
+  bool gemm_rows_together(std::span<const Tensor* const> ws, std::span<void* const> outs, const uint16_t* x_half,
+                          int64_t n, bool out_half, bool accumulate) {
+    if (ws.size() < 2 || ws.size() > cuda::kGemmMaxRowRanges || outs.size() != ws.size()) return false;
+    cuda::WeightView all = view(*ws[0]);
+    cuda::GemmRowRange ranges[cuda::kGemmMaxRowRanges];
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const cuda::WeightView v = view(*ws[i]);
+      if (i > 0 && (v.dtype != all.dtype || v.cols != all.cols || v.row_bytes != all.row_bytes || v.tiled != all.tiled ||
+                    v.data != static_cast<const uint8_t*>(all.data) + all.rows * all.row_bytes))
+        return false;
+      ranges[i] = {i == 0 ? 0 : all.rows, outs[i], v.rows};
+      if (i > 0) all.rows += v.rows;
+    }
+    return cuda::launch_gemm_q4_0_row_ranges(all, x_half, n, std::span<const cuda::GemmRowRange>(ranges, ws.size()),
+                                             out_half, accumulate, stream_);
   }
 
   // A prompt chunk with fp16 (or all bf16) operands: x' once, the gate and up GEMMs write fp16
@@ -563,8 +597,13 @@ class CudaBackendImpl final : public CudaBackend {
     auto* gate_up = static_cast<uint16_t*>(workspace(ffn_ws_, 2 * elems * sizeof(uint16_t), "fp16 gate and up"));
     if (!x_half.data || !gate_up) return;
     const cudaDataType_t half_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
-    prefill_gemm_to(*f.w_gate, x_half.data, static_cast<int>(n), gate_up, half_type, false);
-    prefill_gemm_to(*f.w_up, x_half.data, static_cast<int>(n), gate_up + elems, half_type, false);
+    const Tensor* gate_and_up[] = {f.w_gate, f.w_up};
+    void* gate_and_up_out[] = {gate_up, gate_up + elems};
+    if (bf16 || cuda::q4_0_gemm_use() != cuda::Q4_0GemmUse::everywhere ||
+        !gemm_rows_together(gate_and_up, gate_and_up_out, x_half.data, n, true, false)) {
+      prefill_gemm_to(*f.w_gate, x_half.data, static_cast<int>(n), gate_up, half_type, false);
+      prefill_gemm_to(*f.w_up, x_half.data, static_cast<int>(n), gate_up + elems, half_type, false);
+    }
     cuda::launch_silu_mul_halves(gate_up, gate_up + elems, static_cast<int64_t>(elems), gate_up, bf16, stream_);
     prefill_gemm_to(*f.w_down, gate_up, static_cast<int>(n), x.data, CUDA_R_32F, true);
     check_launch(op);
@@ -898,8 +937,8 @@ class CudaBackendImpl final : public CudaBackend {
   // Prefill product on tensor cores (n > kGemvMaxTokens tokens): out = W x' (+ bias), or with
   // f.accumulate out += W x' (+ bias), where x' = x, rms_norm(x) * f.norm or silu(x) * f.up.
   // One kernel writes x' as the fp16 operand (bf16 for BF16 weights, prefill_operand);
-  // Q4_0 weights on Hopper are dequantized inside the GEMM (gemm_q4_0_wgmma.cu), other
-  // quantized weights into an fp16 workspace first (prefill_gemm). F32 weights:
+  // Quantized weights are dequantized into an fp16 workspace first (prefill_gemm), or for Q4_0 on
+  // Hopper where chosen inside the GEMM (gemm_q4_0_wgmma.cu, Q4_0GemmUse). F32 weights:
   // cublasSgemm on x (with the plain ops around it when fused).
   void prefill_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) {
     const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), n = static_cast<int>(x.rows());
@@ -938,9 +977,9 @@ class CudaBackendImpl final : public CudaBackend {
     return {xh, false};
   }
 
-  // out (+)= W x_half (+ bias) with fp32 accumulation: Q4_0 on Hopper by the in-loop GEMM,
-  // else on cuBLAS, the residual add being its beta = 1; W not F32, dequantized into an fp16
-  // workspace of rows x cols unless F16 / BF16.
+  // out (+)= W x_half (+ bias) with fp32 accumulation on cuBLAS, the residual add being its
+  // beta = 1; W not F32, dequantized into an fp16 workspace of rows x cols unless F16 / BF16 (or
+  // Q4_0 through the in-loop GEMM where chosen).
   // cuBLAS is column-major: W's rows are the columns of a (cols x rows) matrix with ld = cols,
   // so out = op_T(W) * x'.
   void prefill_gemm(const Tensor& w, const uint16_t* x_half, Tensor& out, bool accumulate, const Tensor* bias) {
@@ -954,9 +993,10 @@ class CudaBackendImpl final : public CudaBackend {
                        bool accumulate) {
     const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]);
     const bool bf16 = w.dtype == DType::BF16;
-    // Q4_0 on Hopper: the weights dequantized inside the GEMM's main loop (no workspace pass).
-    if (out_type != CUDA_R_16BF && cuda::launch_gemm_q4_0(view(w), x_half, n, out, out_type == CUDA_R_16F, accumulate,
-                                                          stream_))
+    // Q4_0 on Hopper, where chosen (launchers.h, Q4_0GemmUse): the weights dequantized inside the
+    // GEMM's main loop, no workspace pass.
+    if (out_type != CUDA_R_16BF && cuda::q4_0_gemm_use() == cuda::Q4_0GemmUse::everywhere &&
+        cuda::launch_gemm_q4_0(view(w), x_half, n, out, out_type == CUDA_R_16F, accumulate, stream_))
       return;
     const void* a = w.data;
     if (w.dtype != DType::F16 && !bf16) {

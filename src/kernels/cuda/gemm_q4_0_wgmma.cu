@@ -7,15 +7,15 @@
 // of a q4_0 forward (docs/cuda.md). Here the 4-bit weights go from L2 to shared memory as they
 // are stored and become fp16 in registers, where wgmma takes its A operand from.
 //
-// Block: 384 threads = 3 warpgroups, one tile of 256 rows x 128 tokens. Warpgroup 0 is the
-// producer: one thread streams K in tiles of 64 (two Q4_0 blocks) through a ring of kStages
-// shared-memory stages with TMA: x [128 tokens][64] fp16 in the 128-byte swizzle that the wgmma
-// B descriptor names (16 KB), and for the 256 rows the two blocks' bodies (32 B a row) and
-// their tile's 16-byte scale header (8 scales). Warpgroups 1 and 2 consume: each owns 128 rows
-// as two m64 halves (two wgmma m64n128k16 a k step, 2 x 64 fp32 accumulators a thread). Stage
-// hand-off by mbarriers: `full` (the producer's expected bytes landed), `empty` (every consumer
-// warp's wgmma on the stage completed). The producer gives most of its registers to the
-// consumers (setmaxnreg).
+// Block: 384 threads = 3 warpgroups, output tiles of 128 rows x 256 tokens (128 x 128 where the
+// wide tiles would leave SMs idle). Warpgroup 0 is the producer: one thread streams K in tiles
+// of 64 (two Q4_0 blocks) through a ring of kStages shared-memory stages with TMA: x [tokens][64]
+// fp16 in the 128-byte swizzle that the wgmma B descriptor names (32 KB), and for the 128 rows
+// the two blocks' bodies (32 B a row) and their tile's 16-byte scale header (8 scales).
+// Warpgroups 1 and 2 consume: each owns 64 rows (one wgmma m64n256k16 a k step, 128 fp32
+// accumulators a thread). Stage hand-off by mbarriers: `full` (the producer's expected bytes
+// landed), `empty` (every consumer warp's wgmma on the stage completed). The producer gives most
+// of its registers to the consumers (setmaxnreg).
 //
 // A fragments (as mma.m16n8k16's, per warp 16 rows; g = lane / 4, c = lane % 4): for k step s
 // a thread holds rows g and g + 8 at k {2c, 2c+1, 2c+8, 2c+9} of the step. In a Q4_0 body byte
@@ -26,11 +26,12 @@
 // times d: one rounding, so the weights are bit for bit those of the dequantize pass. The
 // fragments of stage kt + 1 are built while the wgmma of stage kt run.
 //
-// Napkin math (H100 SXM, ~990 TFLOPS dense fp16 = ~2048 MAC a clock an SM): a k tile is 256 x
-// 128 x 64 = 2.1 M MAC, ~1024 clocks of tensor work, for 28 KB from L2 (x 16 KB, weights 12 KB):
-// ~28 B a clock an SM at full rate (cuBLAS's own fp16 GEMMs draw ~5.7 TB/s from L2 here, ~25 B a
-// clock an SM). Decoding a thread's fragments is ~150 instructions a k tile against ~512
-// clocks of its warpgroup's wgmma.
+// Napkin math (H100 SXM, ~990 TFLOPS dense fp16 = ~2048 MAC a clock an SM): a k tile is 128 x
+// 256 x 64 = 2.1 M MAC, ~1024 clocks of tensor work, for 38 KB from L2 (x 32 KB, weights 6 KB).
+// Decoding a thread's fragments is ~70 instructions a k tile against ~512 clocks of its
+// warpgroup's wgmma; at 256 x 128 tiles (two m64 a warpgroup, tried first) the decoding per
+// MAC doubles and the kernel ran 12-16 % slower (docs/cuda.md). Measured (H100, 8B shapes,
+// 2048 tokens): 490-600 TFLOP/s, within 2-7 % of the dequantize pass + cuBLAS.
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -38,6 +39,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <span>
 
 #include "kernels/cuda/hopper.cuh"
 #include "kernels/cuda/launchers.h"
@@ -46,29 +48,35 @@
 namespace bl::cuda {
 namespace {
 
-constexpr int kThreads = 384;     // producer warpgroup + 2 consumer warpgroups
-constexpr int kTileRows = 256;    // weight rows a block: 128 a consumer warpgroup
-constexpr int kTileTokens = 128;  // the wgmma N
-constexpr int kTileK = 64;        // two Q4_0 blocks; one 128-byte swizzle row of fp16 x
-constexpr int kStages = 5;        // ring of shared-memory stages
-constexpr int kBodyBytes = 16;    // Q4_0 quants of one block
-constexpr int kHeaderBytes = kTileBlocks * 2;              // a tile's 8 fp16 scales
-constexpr int kTileBodyOffset = kHeaderBytes;              // bodies follow the header
+constexpr int kThreads = 384;  // producer warpgroup + 2 consumer warpgroups
+constexpr int kTileK = 64;     // two Q4_0 blocks; one 128-byte swizzle row of fp16 x
+constexpr int kStages = 5;     // ring of shared-memory stages
+constexpr int kBodyBytes = 16;  // Q4_0 quants of one block
+constexpr int kHeaderBytes = kTileBlocks * 2;                // a tile's 8 fp16 scales
+constexpr int kTileBodyOffset = kHeaderBytes;                // bodies follow the header
 constexpr int kTileBytes = kTileBlocks * sizeof(BlockQ4_0);  // 144: 256 weights of a row
-constexpr int kXStageBytes = kTileTokens * kTileK * 2;       // 16384
-constexpr int kBodyStageBytes = kTileRows * 2 * kBodyBytes;  // 8192
-constexpr int kHeaderStageBytes = kTileRows * kHeaderBytes;  // 4096
-constexpr int kStageBytes = kXStageBytes + kBodyStageBytes + kHeaderStageBytes;
 constexpr int kSmemAlign = 1024;  // the 128-byte swizzle repeats every 8 rows of 128 bytes
-constexpr int kSmemBytes = kStages * kStageBytes + kSmemAlign + 2 * kStages * 8;  // + mbarriers
-static_assert(kStageBytes % kSmemAlign == 0, "each stage's x tile must stay 1024-byte aligned");
 static_assert(kTileBytes % 16 == 0 && kTileBodyOffset % 16 == 0, "TMA boxes start 16-byte aligned");
+
+// The block tile: 128 weight rows (an m64 tile a consumer warpgroup) x kTokens (the wgmma N),
+// kTokens / 2 fp32 accumulators a thread.
+template <int kTokens>
+struct Tile {
+  static constexpr int kRows = 128;  // weight rows a block
+  static constexpr int kXStageBytes = kTokens * kTileK * 2;
+  static constexpr int kBodyStageBytes = kRows * 2 * kBodyBytes;
+  static constexpr int kHeaderStageBytes = kRows * kHeaderBytes;
+  static constexpr int kStageBytes = kXStageBytes + kBodyStageBytes + kHeaderStageBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes + kSmemAlign + 2 * kStages * 8;  // + mbarriers
+  static_assert(kStageBytes % kSmemAlign == 0, "each stage's x tile must stay 1024-byte aligned");
+};
 
 struct Q4_0GemmArgs {
   int64_t rows;
   int64_t cols;
   int64_t n;
-  void* out;  // [n][rows], fp32 or (out_half) fp16
+  GemmRowRange ranges[kGemmMaxRowRanges];  // where each range of rows goes (fp32 or out_half fp16)
+  int n_ranges;
   bool out_half;
   bool accumulate;
 };
@@ -94,20 +102,17 @@ __device__ __forceinline__ NibblePair dequantize_pair(uint32_t two_bytes, __half
   return {*reinterpret_cast<const uint32_t*>(&wl), *reinterpret_cast<const uint32_t*>(&wh)};
 }
 
-// This thread's A fragments of k tile kt from its stage: frag[half][step][4] (mma.m16n8k16's
+// This thread's A fragments of k tile kt from its stage: frag[step][4] (mma.m16n8k16's
 // a0..a3: row g k 2c..2c+1, row g + 8 the same, row g k 2c+8..2c+9, row g + 8 the same).
 // bodies [256 rows][2 blocks][16], headers [256 rows][8 scales]; the tile's blocks 2 (kt % 4)
 // and 2 (kt % 4) + 1 are this k tile's.
-__device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uint8_t* headers, int64_t kt,
-                                                int consumer, int warp_in_group, int lane,
-                                                uint32_t (&frag)[2][4][4]) {
+__device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uint8_t* headers, int kt,
+                                                int consumer, int warp_in_group, int lane, uint32_t (&frag)[4][4]) {
   const int g = lane / 4, c = lane % 4;
-  const int scale_at = 4 * static_cast<int>(kt % (kTileBlocks / 2));
+  const int scale_at = 4 * (kt % (kTileBlocks / 2));
 #pragma unroll
-  for (int half = 0; half < 2; ++half)
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      const int r = consumer * 128 + half * 64 + warp_in_group * 16 + g + 8 * rr;
+  for (int rr = 0; rr < 2; ++rr) {
+    const int r = consumer * 64 + warp_in_group * 16 + g + 8 * rr;
       const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(headers + r * kHeaderBytes + scale_at);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -115,46 +120,88 @@ __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uin
         const __half2 d = __half2half2(__ushort_as_half(static_cast<unsigned short>(h ? d_bits >> 16 : d_bits)));
         const NibblePair first = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c), d);
         const NibblePair second = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c + 8), d);
-        frag[half][2 * h][rr] = first.low;
-        frag[half][2 * h][2 + rr] = second.low;
-        frag[half][2 * h + 1][rr] = first.high;
-        frag[half][2 * h + 1][2 + rr] = second.high;
+        frag[2 * h][rr] = first.low;
+        frag[2 * h][2 + rr] = second.low;
+        frag[2 * h + 1][rr] = first.high;
+        frag[2 * h + 1][2 + rr] = second.high;
       }
     }
 }
 
-__device__ __forceinline__ void store_result(const Q4_0GemmArgs& p, int64_t row, int64_t token, float v) {
-  if (row >= p.rows || token >= p.n) return;
-  const int64_t at = token * p.rows + row;
-  if (p.out_half) {
-    __half* o = static_cast<__half*>(p.out) + at;
-    *o = __float2half_rn(p.accumulate ? __half2float(*o) + v : v);
-  } else {
-    float* o = static_cast<float*>(p.out) + at;
-    *o = p.accumulate ? *o + v : v;
+// A stage's place in the ring: its slot and the parity of that slot's current use.
+struct RingPosition {
+  int slot = 0;
+  uint32_t phase = 0;
+  __device__ __forceinline__ void advance() {
+    if (++slot == kStages) {
+      slot = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// Where row `row` of out = W x goes: token t's value at base + t * ld.
+template <typename Out>
+struct RowTarget {
+  Out* base;
+  int64_t ld;
+};
+template <typename Out>
+__device__ __forceinline__ RowTarget<Out> row_target(const Q4_0GemmArgs& p, int64_t row) {
+  GemmRowRange r = p.ranges[0];
+#pragma unroll
+  for (int i = 1; i < kGemmMaxRowRanges; ++i)  // constant indices: the ranges stay in parameter space
+    if (i < p.n_ranges && row >= p.ranges[i].first_row) r = p.ranges[i];
+  return {static_cast<Out*>(r.out) + (row - r.first_row), r.ld};
+}
+
+// One warp's share of an m64 tile, out[token][row] (+)= acc: acc[i] is row row0 + 8 ((i / 2) % 2)
+// and token token0 + 8 (i / 4) + i % 2 (row0 = the warp's row g, token0 = its column 2 c).
+// Blocks whose tile lies inside the output store without bounds checks.
+template <typename Out, bool kAccumulate, int kAcc>
+__device__ __forceinline__ void store_tile(const Q4_0GemmArgs& p, int64_t row0, int64_t token0, bool whole,
+                                           const float (&acc)[kAcc]) {
+  const RowTarget<Out> lo = row_target<Out>(p, min(row0, p.rows - 1)), hi = row_target<Out>(p, min(row0 + 8, p.rows - 1));
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) {
+    const int dt = 8 * (i / 4) + i % 2, dr = 8 * ((i / 2) % 2);
+    if (!whole && (row0 + dr >= p.rows || token0 + dt >= p.n)) continue;
+    const RowTarget<Out>& at = dr ? hi : lo;
+    Out* o = at.base + (token0 + dt) * at.ld;
+    if constexpr (sizeof(Out) == 2)
+      *o = __float2half_rn(kAccumulate ? __half2float(*o) + acc[i] : acc[i]);
+    else
+      *o = kAccumulate ? *o + acc[i] : acc[i];
   }
 }
 
 #endif  // BITLIGHT_HOPPER
 
-// x_map: fp16 [n][cols], box 64 x 128 tokens, 128-byte swizzle. body_map / header_map: the
-// weight as bytes [rows][row_bytes], boxes 32 x 256 rows and 16 x 256 rows.
+// x_map: fp16 [n][cols], box 64 x kTokens, 128-byte swizzle. body_map / header_map: the weight
+// as bytes [rows][row_bytes], boxes 32 x kRows and 16 x kRows.
+template <int kTokens>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_q4_0_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap body_map,
                            const __grid_constant__ CUtensorMap header_map, Q4_0GemmArgs p) {
 #ifdef BITLIGHT_HOPPER
+  using T = Tile<kTokens>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + kSmemAlign - 1) & ~static_cast<uintptr_t>(kSmemAlign - 1));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * T::kStageBytes);
   uint64_t* empty = full + kStages;
-  auto x_stage = [&](int64_t kt) { return smem + (kt % kStages) * kStageBytes; };
-  auto body_stage = [&](int64_t kt) { return x_stage(kt) + kXStageBytes; };
-  auto header_stage = [&](int64_t kt) { return x_stage(kt) + kXStageBytes + kBodyStageBytes; };
+  auto x_stage = [&](int slot) { return smem + slot * T::kStageBytes; };
+  auto body_stage = [&](int slot) { return x_stage(slot) + T::kXStageBytes; };
+  auto header_stage = [&](int slot) { return x_stage(slot) + T::kXStageBytes + T::kBodyStageBytes; };
 
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTileTokens;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
-  const int64_t k_tiles = p.cols / kTileK;
+  // A block an output tile, the tokens' fastest: the blocks working at once share weight rows,
+  // so each weight byte comes from HBM about once; x (2 bytes a token and column) stays in L2.
+  // (Persistent blocks looping over tiles, the ring running on from one into the next, measured
+  // no faster: docs/cuda.md.)
+  const int token_tiles = static_cast<int>((p.n + kTokens - 1) / kTokens);
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x % token_tiles) * kTokens;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x / token_tiles) * T::kRows;
+  const int k_tiles = static_cast<int>(p.cols / kTileK);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warpgroup = warp / 4, warp_in_group = warp % 4;
   constexpr int kConsumerWarps = 8;
@@ -171,76 +218,91 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 0) {
     release_registers<kProducerRegisters>();
     if (threadIdx.x != 0) return;
-    for (int64_t kt = 0; kt < k_tiles; ++kt) {
-      const int s = static_cast<int>(kt % kStages);
-      mbarrier_wait(&empty[s], static_cast<uint32_t>((kt / kStages) & 1) ^ 1);  // the consumers are done with it
-      mbarrier_arrive_expect_tx(&full[s], kStageBytes);
+    RingPosition at;
+    for (int kt = 0; kt < k_tiles; ++kt, at.advance()) {
+      mbarrier_wait(&empty[at.slot], at.phase ^ 1);  // the consumers are done with the slot
+      mbarrier_arrive_expect_tx(&full[at.slot], T::kStageBytes);
       // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at 144 (kt / 4) bytes of
       // the row, with the header first; blocks 2 (kt % 4), +1 are bodies 32 (kt % 4) on.
-      const int32_t tile_at = static_cast<int32_t>((kt / 4) * kTileBytes);
-      tma_load_2d(x_stage(kt), &x_map, static_cast<int32_t>(kt * kTileK), static_cast<int32_t>(n0), &full[s]);
-      tma_load_2d(body_stage(kt), &body_map, tile_at + kTileBodyOffset + static_cast<int32_t>(kt % 4) * 2 * kBodyBytes,
-                  static_cast<int32_t>(m0), &full[s]);
-      tma_load_2d(header_stage(kt), &header_map, tile_at, static_cast<int32_t>(m0), &full[s]);
+      const int32_t tile_at = (kt / 4) * kTileBytes;
+      tma_load_2d(x_stage(at.slot), &x_map, kt * kTileK, static_cast<int32_t>(n0), &full[at.slot]);
+      tma_load_2d(body_stage(at.slot), &body_map, tile_at + kTileBodyOffset + (kt % 4) * 2 * kBodyBytes,
+                  static_cast<int32_t>(m0), &full[at.slot]);
+      tma_load_2d(header_stage(at.slot), &header_map, tile_at, static_cast<int32_t>(m0), &full[at.slot]);
     }
     return;
   }
 
   claim_registers<kConsumerRegisters>();
   const int consumer = warpgroup - 1;
-  float acc[2][64];
-#pragma unroll
-  for (int half = 0; half < 2; ++half)
-#pragma unroll
-    for (int i = 0; i < 64; ++i) acc[half][i] = 0.0f;
-
-  uint32_t frag_even[2][4][4], frag_odd[2][4][4];
-  mbarrier_wait(&full[0], 0);
-  build_fragments(body_stage(0), header_stage(0), 0, consumer, warp_in_group, lane, frag_even);
-
-  auto step = [&](int64_t kt, const uint32_t (&cur)[2][4][4], uint32_t (&next)[2][4][4]) {
-    const uint8_t* xs = x_stage(kt);
+  constexpr int kAcc = kTokens / 2;  // accumulators a thread
+  float acc[kAcc];
+  uint32_t frag_even[4][4], frag_odd[4][4];
+  RingPosition at;        // of stage kt
+  int previous_slot = 0;  // of stage kt - 1
+  auto step = [&](int kt, const uint32_t (&cur)[4][4], uint32_t (&next)[4][4]) {
+    const uint8_t* xs = x_stage(at.slot);
     wgmma_fence();
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       // k step s: bytes 32 s .. 32 s + 32 of every 128-byte token row.
       const uint64_t b = sw128_descriptor(xs + 32 * s);
-      wgmma_m64n128k16(acc[0], cur[0][s], b);
-      wgmma_m64n128k16(acc[1], cur[1][s], b);
+      if constexpr (kTokens == 128)
+        wgmma_m64n128k16(acc, cur[s], b);
+      else
+        wgmma_m64n256k16(acc, cur[s], b);
     }
     wgmma_commit();
     wgmma_wait<1>();  // this warpgroup's wgmma of stage kt - 1 are done; `next` is free
-    if (kt > 0 && lane == 0) mbarrier_arrive(&empty[(kt - 1) % kStages]);
+    if (kt > 0 && lane == 0) mbarrier_arrive(&empty[previous_slot]);
+    previous_slot = at.slot;
+    at.advance();
     if (kt + 1 < k_tiles) {
-      mbarrier_wait(&full[(kt + 1) % kStages], static_cast<uint32_t>(((kt + 1) / kStages) & 1));
-      build_fragments(body_stage(kt + 1), header_stage(kt + 1), kt + 1, consumer, warp_in_group, lane, next);
+      mbarrier_wait(&full[at.slot], at.phase);
+      build_fragments(body_stage(at.slot), header_stage(at.slot), kt + 1, consumer, warp_in_group, lane, next);
     }
   };
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
+  mbarrier_wait(&full[0], 0);
+  build_fragments(body_stage(0), header_stage(0), 0, consumer, warp_in_group, lane, frag_even);
   // k_tiles is a multiple of 4 (cols % 256 == 0), so the pairs come out even.
-  for (int64_t kt = 0; kt < k_tiles; kt += 2) {
+  for (int kt = 0; kt < k_tiles; kt += 2) {
     step(kt, frag_even, frag_odd);
     step(kt + 1, frag_odd, frag_even);
   }
   wgmma_wait<0>();
 
   const int g = lane / 4, c = lane % 4;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t row0 = m0 + consumer * 128 + half * 64 + warp_in_group * 16 + g;
-#pragma unroll
-    for (int i = 0; i < 64; ++i)
-      store_result(p, row0 + 8 * ((i / 2) % 2), n0 + 8 * (i / 4) + 2 * c + i % 2, acc[half][i]);
+  const bool whole = m0 + T::kRows <= p.rows && n0 + kTokens <= p.n;
+  const int64_t row0 = m0 + consumer * 64 + warp_in_group * 16 + g, token0 = n0 + 2 * c;
+  if (p.out_half) {
+    if (p.accumulate) store_tile<__half, true>(p, row0, token0, whole, acc);
+    else store_tile<__half, false>(p, row0, token0, whole, acc);
+  } else {
+    if (p.accumulate) store_tile<float, true>(p, row0, token0, whole, acc);
+    else store_tile<float, false>(p, row0, token0, whole, acc);
   }
 #endif
 }
 
-// BITLIGHT_CUDA_Q4_0_GEMM=1 takes this kernel for Q4_0 prefill; by default the dequantize pass
-// and cuBLAS still run, which measured faster so far (docs/cuda.md).
-bool q4_0_gemm_default() {
+// BITLIGHT_CUDA_Q4_0_GEMM=0|1|2: where the backend takes this kernel (Q4_0GemmUse), default 1.
+Q4_0GemmUse q4_0_gemm_use_default() {
   const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM");
-  return v && std::strcmp(v, "1") == 0;
+  if (v && std::strcmp(v, "0") == 0) return Q4_0GemmUse::off;
+  if (v && std::strcmp(v, "2") == 0) return Q4_0GemmUse::everywhere;
+  return Q4_0GemmUse::qkv;
 }
-bool q4_0_gemm_on = q4_0_gemm_default();
+Q4_0GemmUse q4_0_gemm_use_now = q4_0_gemm_use_default();
+int64_t q4_0_gemm_launches = 0;  // host-side count, for the tests
+// BITLIGHT_CUDA_Q4_0_GEMM_TILE=256x128|128x256|128x128 (rows x tokens) forces a block tile.
+Q4_0GemmTile q4_0_gemm_tile_default() {
+  const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM_TILE");
+  if (v && std::strcmp(v, "128x256") == 0) return Q4_0GemmTile::rows128_tokens256;
+  if (v && std::strcmp(v, "128x128") == 0) return Q4_0GemmTile::rows128_tokens128;
+  return Q4_0GemmTile::automatic;
+}
+Q4_0GemmTile q4_0_gemm_tile = q4_0_gemm_tile_default();
 
 // The kernel runs only where it was built from sm_90a code: on an H100/H200 (compute
 // capability 9.0) with the binary's sm_90a SASS, not from compute_80 PTX (whose body is empty).
@@ -250,7 +312,7 @@ bool device_runs_wgmma() {
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
   cudaFuncAttributes attributes{};
-  return major == 9 && minor == 0 && cudaFuncGetAttributes(&attributes, gemm_q4_0_wgmma_kernel) == cudaSuccess &&
+  return major == 9 && minor == 0 && cudaFuncGetAttributes(&attributes, gemm_q4_0_wgmma_kernel<128>) == cudaSuccess &&
          attributes.ptxVersion >= 90;
 }
 
@@ -282,37 +344,69 @@ bool encode_2d(CUtensorMap* map, CUtensorMapDataType type, const void* base, uin
 
 }  // namespace
 
-void set_q4_0_gemm(bool enabled) { q4_0_gemm_on = enabled; }
+void set_q4_0_gemm(Q4_0GemmUse use, Q4_0GemmTile tile) {
+  q4_0_gemm_use_now = use;
+  q4_0_gemm_tile = tile;
+}
+
+Q4_0GemmUse q4_0_gemm_use() { return q4_0_gemm_use_now; }
+int64_t q4_0_gemm_launch_count() { return q4_0_gemm_launches; }
 
 bool gemm_q4_0_applies(const WeightView& w, int64_t n_tokens) {
-  return q4_0_gemm_on && w.dtype == DType::Q4_0 && w.tiled && w.cols % (kTileBlocks * 32) == 0 &&
+  return w.dtype == DType::Q4_0 && w.tiled && w.cols % (kTileBlocks * 32) == 0 &&
          n_tokens > kGemvMaxTokens && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
+}
+
+bool launch_gemm_q4_0_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
+                                 std::span<const GemmRowRange> outputs, bool out_half, bool accumulate,
+                                 cudaStream_t stream) {
+  // TMA: 16-byte aligned bases and strides (row_bytes = 144 per 256 columns).
+  if (!gemm_q4_0_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || w.row_bytes % 16 != 0 || outputs.empty() ||
+      outputs.size() > kGemmMaxRowRanges || outputs[0].first_row != 0)
+    return false;
+  Q4_0GemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate};
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (i > 0 && outputs[i].first_row <= outputs[i - 1].first_row) return false;
+    p.ranges[i] = outputs[i];
+  }
+  int device = 0, sms = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  auto launch = [&]<int kTokens>() {
+    using T = Tile<kTokens>;
+    CUtensorMap x_map, body_map, header_map;
+    const uint64_t cols = static_cast<uint64_t>(w.cols), rows = static_cast<uint64_t>(w.rows);
+    if (!encode_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, x, cols, static_cast<uint64_t>(n_tokens), cols * 2, kTileK,
+                   kTokens, CU_TENSOR_MAP_SWIZZLE_128B) ||
+        !encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, 2 * kBodyBytes,
+                   T::kRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
+        !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, kHeaderBytes,
+                   T::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
+      return false;
+    const unsigned grid = static_cast<unsigned>(((n_tokens + kTokens - 1) / kTokens) * ((w.rows + T::kRows - 1) / T::kRows));
+    // Per device context, so set before every launch (a host-side attribute write).
+    cudaFuncSetAttribute(gemm_q4_0_wgmma_kernel<kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
+    gemm_q4_0_wgmma_kernel<kTokens><<<grid, kThreads, T::kSmemBytes, stream>>>(x_map, body_map, header_map, p);
+    ++q4_0_gemm_launches;
+    return true;
+  };
+  // Blocks of 128 rows x 256 tokens: each weight fragment decoded serves 256 tokens (H100, 8B
+  // shapes at 2048 tokens: 495-616 TFLOP/s against 441-509 for 256 x 128, docs/cuda.md). Where
+  // that leaves SMs idle (the 8B k and v products, 1024 rows: 64 blocks), 128 x 128.
+  Q4_0GemmTile tile = q4_0_gemm_tile;
+  if (tile == Q4_0GemmTile::automatic) {
+    const int64_t wide_blocks = ((w.rows + 127) / 128) * ((n_tokens + 255) / 256);
+    tile = wide_blocks >= sms ? Q4_0GemmTile::rows128_tokens256 : Q4_0GemmTile::rows128_tokens128;
+  }
+  return tile == Q4_0GemmTile::rows128_tokens128 ? launch.template operator()<128>() : launch.template operator()<256>();
 }
 
 bool launch_gemm_q4_0(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
                       bool accumulate, cudaStream_t stream) {
-  // TMA: 16-byte aligned bases and strides (row_bytes = 144 per 256 columns).
-  if (!gemm_q4_0_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || w.row_bytes % 16 != 0)
-    return false;
-  CUtensorMap x_map, body_map, header_map;
-  const uint64_t cols = static_cast<uint64_t>(w.cols), rows = static_cast<uint64_t>(w.rows);
-  if (!encode_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, x, cols, static_cast<uint64_t>(n_tokens), cols * 2, kTileK,
-                 kTileTokens, CU_TENSOR_MAP_SWIZZLE_128B) ||
-      !encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, 2 * kBodyBytes,
-                 kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
-      !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, kHeaderBytes,
-                 kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE))
-    return false;
-  const Q4_0GemmArgs p{w.rows, w.cols, n_tokens, out, out_half, accumulate};
-  // Blocks along the tokens first: the blocks sharing a weight tile run together, so each
-  // weight byte comes from HBM about once; x (2 bytes a token and column) stays in L2.
-  const dim3 grid(static_cast<unsigned>((n_tokens + kTileTokens - 1) / kTileTokens),
-                  static_cast<unsigned>((w.rows + kTileRows - 1) / kTileRows));
-  // Per device context, so set before every launch (a host-side attribute write).
-  cudaFuncSetAttribute(gemm_q4_0_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  gemm_q4_0_wgmma_kernel<<<grid, kThreads, kSmemBytes, stream>>>(x_map, body_map, header_map, p);
-  return true;
+  const GemmRowRange all{0, out, w.rows};
+  return launch_gemm_q4_0_row_ranges(w, x, n_tokens, std::span<const GemmRowRange>(&all, 1), out_half, accumulate,
+                                     stream);
 }
 
 }  // namespace bl::cuda
