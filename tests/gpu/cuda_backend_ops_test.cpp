@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -395,12 +396,13 @@ TEST(CudaMatmul, SwigluSplitOverTwoGemvsMatchesSiluKernel) {
     }
 }
 
-// The in-loop Q4_0 GEMM taken everywhere for a test's scope (by default only for q, k, v).
+// The in-loop Q4_0 GEMM taken everywhere (the default) with a given block tile for a test's
+// scope, and the defaults back after it.
 struct Q4_0GemmSwitchedOn {
   explicit Q4_0GemmSwitchedOn(cuda::Q4_0GemmTile tile = cuda::Q4_0GemmTile::automatic) {
     cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::everywhere, tile);
   }
-  ~Q4_0GemmSwitchedOn() { cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::qkv); }
+  ~Q4_0GemmSwitchedOn() { cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::everywhere); }
 };
 
 // The Q4_0 prefill GEMM with the dequantization in its main loop (gemm_q4_0_wgmma.cu; a GPU of
@@ -452,20 +454,23 @@ TEST(CudaMatmul, Q4_0GemmDequantizesInLoop) {
 }
 
 // The in-loop Q4_0 GEMM over the rows of several matrices stored one after another (a layer's
-// q, k, v fused at load), each row range into its own output: ranges of 200, 72 and 72 rows (the
-// boundaries fall inside 128-row block tiles), fp32 and fp16 outputs, against fp64 W x of the
-// fp16 x it was given (2e-3 of sum |w x|: the fp16 weights, and the fp16 outputs' rounding).
+// q, k, v fused at load), each row range into its own output: ranges of 192, 64, 64 rows (on the
+// stored boxes' boundaries: the tile leaves by TMA) and of 200, 72, 72 (inside them: direct
+// stores), both cutting 128-row block tiles, fp32 and fp16 outputs, against fp64 W x of the fp16
+// x it was given (2e-3 of sum |w x|: the fp16 weights, and the fp16 outputs' rounding).
 TEST(CudaMatmul, Q4_0GemmRowRanges) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   constexpr int64_t cols = 512;
-  const int64_t range_rows[] = {200, 72, 72}, rows = 344;
   std::mt19937_64 rng(88);
+  for (const std::array<int64_t, 3> range_rows : {std::array<int64_t, 3>{192, 64, 64}, std::array<int64_t, 3>{200, 72, 72}})
   for (cuda::Q4_0GemmTile tile : {cuda::Q4_0GemmTile::rows128_tokens256, cuda::Q4_0GemmTile::rows128_tokens128})
     for (int64_t n : {40, 300})
       for (bool out_half : {false, true}) {
-        SCOPED_TRACE("tile " + std::to_string(static_cast<int>(tile)) + " n=" + std::to_string(n) +
+        const int64_t rows = range_rows[0] + range_rows[1] + range_rows[2];
+        SCOPED_TRACE("ranges " + std::to_string(range_rows[0]) + "/" + std::to_string(range_rows[1]) + " tile " +
+                     std::to_string(static_cast<int>(tile)) + " n=" + std::to_string(n) +
                      (out_half ? " fp16 out" : " fp32 out"));
         const Q4_0GemmSwitchedOn switched_on(tile);
         HostMatmul p = make_problem(DType::Q4_0, cols, rows, n, rng);
@@ -518,14 +523,14 @@ TEST(CudaMatmul, Q4_0GemmRowRanges) {
 
 // A prompt chunk's q, k and v (fused_matmul_same_input with the norm, a bias on k) from Q4_0
 // weights stored as one matrix, as LlamaModel fuses them: by default one in-loop GEMM for the
-// three (row ranges of 200, 72, 72; the launch is counted), against the dequantize pass + cuBLAS
+// three (row ranges of 192, 64, 64; the launch is counted), against the dequantize pass + cuBLAS
 // per matrix: the same fp16 operands, sums in another order (2e-3 of each output's max |value|).
 TEST(CudaMatmul, Q4_0GemmQkvMatchesCublasPath) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   constexpr int64_t cols = 512;
-  const int64_t range_rows[] = {200, 72, 72}, rows = 344;
+  const int64_t range_rows[] = {192, 64, 64}, rows = 320;
   std::mt19937_64 rng(89);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::vector<float> values(static_cast<size_t>(cols * rows));
@@ -583,7 +588,7 @@ TEST(CudaMatmul, Q4_0GemmQkvMatchesCublasPath) {
     EXPECT_EQ(cuda::q4_0_gemm_launch_count(), launches + 1) << "one in-loop GEMM for q, k and v";
     const auto cublas = run(cuda::Q4_0GemmUse::off);
     EXPECT_EQ(cuda::q4_0_gemm_launch_count(), launches + 1) << "none with the in-loop GEMM off";
-    cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::qkv);
+    cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::everywhere);
     ASSERT_TRUE(backend->status().ok());
     for (size_t i = 0; i < 3; ++i) {
       SCOPED_TRACE("output " + std::to_string(i));

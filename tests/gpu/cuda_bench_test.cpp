@@ -144,7 +144,7 @@ TEST(CudaBench, PrefillMatmul) {
                 static_cast<long long>(c.shape.cols), static_cast<long long>(c.shape.rows), static_cast<long long>(c.n), t,
                 2.0 * c.shape.cols * c.shape.rows * c.n / (t * 1e-3) / 1e12);
   }
-  cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::qkv);
+  cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::everywhere);
 }
 
 TEST(CudaBench, GemvBandwidthAt8BShapes) {

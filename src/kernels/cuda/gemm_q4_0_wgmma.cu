@@ -30,8 +30,11 @@
 // 256 x 64 = 2.1 M MAC, ~1024 clocks of tensor work, for 38 KB from L2 (x 32 KB, weights 6 KB).
 // Decoding a thread's fragments is ~70 instructions a k tile against ~512 clocks of its
 // warpgroup's wgmma; at 256 x 128 tiles (two m64 a warpgroup, tried first) the decoding per
-// MAC doubles and the kernel ran 12-16 % slower (docs/cuda.md). Measured (H100, 8B shapes,
-// 2048 tokens): 490-600 TFLOP/s, within 2-7 % of the dequantize pass + cuBLAS.
+// MAC doubles and the kernel ran 12-16 % slower (docs/cuda.md). The finished tile leaves
+// through shared memory (the freed stages) and TMA stores, so the SM's next block starts while
+// the bytes drain. Measured (H100, 8B shapes, 2048 tokens, fp32 out): 496-609 TFLOP/s, as the
+// dequantize pass + cuBLAS (496-612); the whole 8B q4_0 pp2048 forward 67-68 % of the bf16 peak
+// against 62-64 % (docs/cuda.md).
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -79,7 +82,15 @@ struct Q4_0GemmArgs {
   int n_ranges;
   bool out_half;
   bool accumulate;
+  bool tma_store;  // the tile leaves through shared memory and TMA (out_maps), else direct stores
 };
+
+// Per row range, its output [n][ld] as a TMA tensor: box kStoreBoxBytes of rows x the tile's
+// tokens, 128-byte swizzle.
+struct OutMaps {
+  CUtensorMap range[kGemmMaxRowRanges];
+};
+constexpr int kStoreBoxBytes = 128;  // a stored box's row extent: 32 fp32 or 64 fp16 outputs
 
 #ifdef BITLIGHT_HOPPER
 using namespace hopper;
@@ -175,6 +186,62 @@ __device__ __forceinline__ void store_tile(const Q4_0GemmArgs& p, int64_t row0, 
   }
 }
 
+// The output tile written to shared memory for the TMA store: sub-tiles of kStoreBoxBytes of
+// rows (32 fp32 or 64 fp16) x kTokens tokens, each in the 128-byte swizzle (16-byte chunk j of
+// token t's row at chunk j ^ (t % 8)), so that the 4 token columns of a store instruction's lanes
+// fall in different banks. This thread's acc[i]: local row row0 + 8 ((i / 2) % 2), local token
+// token0 + 8 (i / 4) + i % 2.
+template <typename Out, int kTokens>
+__device__ __forceinline__ void stage_tile(uint8_t* staging, int row0, int token0, const float (&acc)[kTokens / 2]) {
+  constexpr int kBoxRows = kStoreBoxBytes / sizeof(Out);
+  constexpr int kSubBytes = kTokens * kStoreBoxBytes;
+#pragma unroll
+  for (int i = 0; i < kTokens / 2; ++i) {
+    const int r = row0 + 8 * ((i / 2) % 2), t = token0 + 8 * (i / 4) + i % 2;
+    const int byte = (r % kBoxRows) * static_cast<int>(sizeof(Out));
+    Out* o = reinterpret_cast<Out*>(staging + (r / kBoxRows) * kSubBytes + t * kStoreBoxBytes +
+                                    (((byte >> 4) ^ (t & 7)) << 4) + (byte & 15));
+    if constexpr (sizeof(Out) == 2)
+      *o = __float2half_rn(acc[i]);
+    else
+      *o = acc[i];
+  }
+}
+
+// One thread stores the staged tile (rows m0.., tokens n0..): for each row range the tile
+// touches, each sub-tile box at coordinates relative to that range (ranges start at a box
+// boundary; rows past the range's end are clipped by TMA), added to what is there with
+// accumulate.
+template <int kTokens>
+__device__ __forceinline__ void store_staged_tile(const Q4_0GemmArgs& p, const OutMaps& maps, const uint8_t* staging,
+                                                  int64_t m0, int64_t n0) {
+  const int box_rows = p.out_half ? kStoreBoxBytes / 2 : kStoreBoxBytes / 4;
+  const int subs = Tile<kTokens>::kRows / box_rows;
+  // Constant indices: the tensor maps are read where they are (parameter space); a runtime
+  // index had the compiler copy them to the stack, whose addresses TMA does not take.
+#pragma unroll
+  for (int r = 0; r < kGemmMaxRowRanges; ++r) {
+    if (r >= p.n_ranges) break;
+    const int64_t first = p.ranges[r].first_row;
+    int64_t end = p.rows;
+#pragma unroll
+    for (int next = r + 1; next < kGemmMaxRowRanges; ++next)
+      if (next == r + 1 && next < p.n_ranges) end = p.ranges[next].first_row;
+    for (int sub = 0; sub < subs; ++sub) {
+      const int64_t sub_first = m0 + sub * box_rows;
+      if (sub_first + box_rows <= first || sub_first >= end) continue;
+      const uint8_t* src = staging + sub * kTokens * kStoreBoxBytes;
+      const int32_t row = static_cast<int32_t>(sub_first - first), token = static_cast<int32_t>(n0);
+      if (p.accumulate)
+        tma_add_2d(&maps.range[r], row, token, src);
+      else
+        tma_store_2d(&maps.range[r], row, token, src);
+    }
+  }
+  bulk_commit();
+  bulk_wait_read_all();  // the shared memory stays the block's until TMA has read it
+}
+
 #endif  // BITLIGHT_HOPPER
 
 // x_map: fp16 [n][cols], box 64 x kTokens, 128-byte swizzle. body_map / header_map: the weight
@@ -182,7 +249,8 @@ __device__ __forceinline__ void store_tile(const Q4_0GemmArgs& p, int64_t row0, 
 template <int kTokens>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_q4_0_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap body_map,
-                           const __grid_constant__ CUtensorMap header_map, Q4_0GemmArgs p) {
+                           const __grid_constant__ CUtensorMap header_map, const __grid_constant__ OutMaps out_maps,
+                           const __grid_constant__ Q4_0GemmArgs p) {
 #ifdef BITLIGHT_HOPPER
   using T = Tile<kTokens>;
   extern __shared__ uint8_t smem_raw[];
@@ -274,6 +342,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   wgmma_wait<0>();
 
   const int g = lane / 4, c = lane % 4;
+  if (p.tma_store) {
+    // The stages are free once both consumer warpgroups are past their last wgmma (the producer
+    // issued nothing more): the tile goes there, then out by TMA while this block's SM starts
+    // the next block (direct stores kept the SM's tensor cores idle ~10 % of the time).
+    named_barrier(1, 256);
+    const int row_local = consumer * 64 + warp_in_group * 16 + g;
+    if (p.out_half)
+      stage_tile<__half, kTokens>(smem, row_local, 2 * c, acc);
+    else
+      stage_tile<float, kTokens>(smem, row_local, 2 * c, acc);
+    fence_shared_to_async();
+    named_barrier(1, 256);
+    if (threadIdx.x == 128) store_staged_tile<kTokens>(p, out_maps, smem, m0, n0);
+    return;
+  }
   const bool whole = m0 + T::kRows <= p.rows && n0 + kTokens <= p.n;
   const int64_t row0 = m0 + consumer * 64 + warp_in_group * 16 + g, token0 = n0 + 2 * c;
   if (p.out_half) {
@@ -286,12 +369,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// BITLIGHT_CUDA_Q4_0_GEMM=0|1|2: where the backend takes this kernel (Q4_0GemmUse), default 1.
+// BITLIGHT_CUDA_Q4_0_GEMM=0|1|2: where the backend takes this kernel (Q4_0GemmUse), default 2.
 Q4_0GemmUse q4_0_gemm_use_default() {
   const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM");
   if (v && std::strcmp(v, "0") == 0) return Q4_0GemmUse::off;
-  if (v && std::strcmp(v, "2") == 0) return Q4_0GemmUse::everywhere;
-  return Q4_0GemmUse::qkv;
+  if (v && std::strcmp(v, "1") == 0) return Q4_0GemmUse::qkv;
+  return Q4_0GemmUse::everywhere;
 }
 Q4_0GemmUse q4_0_gemm_use_now = q4_0_gemm_use_default();
 int64_t q4_0_gemm_launches = 0;  // host-side count, for the tests
@@ -303,6 +386,11 @@ Q4_0GemmTile q4_0_gemm_tile_default() {
   return Q4_0GemmTile::automatic;
 }
 Q4_0GemmTile q4_0_gemm_tile = q4_0_gemm_tile_default();
+// BITLIGHT_CUDA_Q4_0_GEMM_STORE=direct: the tile stored from registers (comparisons).
+const bool q4_0_gemm_tma_store = [] {
+  const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM_STORE");
+  return !v || std::strcmp(v, "direct") != 0;
+}();
 
 // The kernel runs only where it was built from sm_90a code: on an H100/H200 (compute
 // capability 9.0) with the binary's sm_90a SASS, not from compute_80 PTX (whose body is empty).
@@ -365,7 +453,7 @@ bool launch_gemm_q4_0_row_ranges(const WeightView& w, const uint16_t* x, int64_t
       reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || w.row_bytes % 16 != 0 || outputs.empty() ||
       outputs.size() > kGemmMaxRowRanges || outputs[0].first_row != 0)
     return false;
-  Q4_0GemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate};
+  Q4_0GemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate, false};
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (i > 0 && outputs[i].first_row <= outputs[i - 1].first_row) return false;
     p.ranges[i] = outputs[i];
@@ -384,10 +472,28 @@ bool launch_gemm_q4_0_row_ranges(const WeightView& w, const uint16_t* x, int64_t
         !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, kHeaderBytes,
                    T::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
       return false;
+    // The outputs as TMA tensors where they qualify (16-byte aligned bases and token strides);
+    // an fp16 sum into fp16 outputs (not used by the backend) keeps the direct stores.
+    OutMaps out_maps;
+    const size_t out_bytes = out_half ? 2 : 4;
+    p.tma_store = q4_0_gemm_tma_store && !(out_half && accumulate);
+    for (int i = 0; i < p.n_ranges && p.tma_store; ++i) {
+      const int64_t end = i + 1 < p.n_ranges ? p.ranges[i + 1].first_row : w.rows;
+      const uint64_t range_rows = static_cast<uint64_t>(end - p.ranges[i].first_row);
+      // A range starting inside a stored box would need a negative box coordinate, which TMA
+      // stores do not take (an illegal instruction on the H100): such ranges keep direct stores.
+      p.tma_store = reinterpret_cast<uintptr_t>(p.ranges[i].out) % 16 == 0 && (p.ranges[i].ld * out_bytes) % 16 == 0 &&
+                    p.ranges[i].ld >= static_cast<int64_t>(range_rows) &&
+                    p.ranges[i].first_row % static_cast<int64_t>(kStoreBoxBytes / out_bytes) == 0 &&
+                    encode_2d(&out_maps.range[i], out_half ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+                              p.ranges[i].out, range_rows, static_cast<uint64_t>(n_tokens), p.ranges[i].ld * out_bytes,
+                              static_cast<uint32_t>(kStoreBoxBytes / out_bytes), kTokens, CU_TENSOR_MAP_SWIZZLE_128B);
+    }
     const unsigned grid = static_cast<unsigned>(((n_tokens + kTokens - 1) / kTokens) * ((w.rows + T::kRows - 1) / T::kRows));
     // Per device context, so set before every launch (a host-side attribute write).
     cudaFuncSetAttribute(gemm_q4_0_wgmma_kernel<kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
-    gemm_q4_0_wgmma_kernel<kTokens><<<grid, kThreads, T::kSmemBytes, stream>>>(x_map, body_map, header_map, p);
+    gemm_q4_0_wgmma_kernel<kTokens><<<grid, kThreads, T::kSmemBytes, stream>>>(x_map, body_map, header_map, out_maps,
+                                                                                p);
     ++q4_0_gemm_launches;
     return true;
   };

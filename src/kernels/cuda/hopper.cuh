@@ -143,6 +143,31 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* tensor_map, i
       : "memory");
 }
 
+// Stores the box at (c0, c1) of the tensor map from shared memory (out-of-bounds parts of the
+// box, negative coordinates included, are not written), or with add adds it to what is there
+// (element type of the map). Completion is tracked per thread in bulk groups.
+__device__ __forceinline__ void tma_store_2d(const void* tensor_map, int32_t c0, int32_t c1, const void* src) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(tensor_map),
+               "r"(c0), "r"(c1), "r"(shared_address(src))
+               : "memory");
+}
+__device__ __forceinline__ void tma_add_2d(const void* tensor_map, int32_t c0, int32_t c1, const void* src) {
+  asm volatile("cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                   tensor_map),
+               "r"(c0), "r"(c1), "r"(shared_address(src))
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Waits until this thread's bulk groups have read their shared-memory sources.
+__device__ __forceinline__ void bulk_wait_read_all() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// Orders this thread's ordinary shared-memory writes before the async proxy's (TMA's) reads.
+__device__ __forceinline__ void fence_shared_to_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Named barrier `id` (1..15) over `threads` threads (a multiple of 32).
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // ---- registers between warpgroups ----
 
 template <uint32_t kRegisters>

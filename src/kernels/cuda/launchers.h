@@ -156,9 +156,9 @@ bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float
 // (nothing launched) where it does not apply.
 //
 // Where the CUDA backend takes it instead of the dequantize pass + cuBLAS (process-wide;
-// BITLIGHT_CUDA_Q4_0_GEMM=0|1|2 at start-up, default 1): off; for a layer's q, k and v stored
-// as one matrix, one GEMM for the three (the default: H100, 8B pp2048, faster than cuBLAS's three
-// products, whose k and v fill half the SMs; slower for the rest, docs/cuda.md); everywhere.
+// BITLIGHT_CUDA_Q4_0_GEMM=0|1|2 at start-up, default 2): off; only for a layer's q, k and v
+// stored as one matrix (one GEMM for the three); everywhere, gate and up also as one GEMM (H100,
+// 8B q4_0 pp2048: 67-68 % of the bf16 peak against 62-64 % off, docs/cuda.md).
 enum class Q4_0GemmUse { off, qkv, everywhere };
 // The block tile (weight rows x tokens): automatic takes 128 x 256, or 128 x 128 where the wider
 // one gives fewer blocks than the GPU has SMs; the others force one (tests, comparisons;
