@@ -115,7 +115,7 @@ __device__ __forceinline__ NibblePair dequantize_pair(uint32_t two_bytes, __half
 
 // This thread's A fragments of k tile kt from its stage: frag[step][4] (mma.m16n8k16's
 // a0..a3: row g k 2c..2c+1, row g + 8 the same, row g k 2c+8..2c+9, row g + 8 the same).
-// bodies [256 rows][2 blocks][16], headers [256 rows][8 scales]; the tile's blocks 2 (kt % 4)
+// bodies [128 rows][2 blocks][16], headers [128 rows][8 scales]; the tile's blocks 2 (kt % 4)
 // and 2 (kt % 4) + 1 are this k tile's.
 __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uint8_t* headers, int kt,
                                                 int consumer, int warp_in_group, int lane, uint32_t (&frag)[4][4]) {
@@ -124,19 +124,19 @@ __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uin
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int r = consumer * 64 + warp_in_group * 16 + g + 8 * rr;
-      const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(headers + r * kHeaderBytes + scale_at);
+    const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(headers + r * kHeaderBytes + scale_at);
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint8_t* body = bodies + (r * 2 + h) * kBodyBytes;
-        const __half2 d = __half2half2(__ushort_as_half(static_cast<unsigned short>(h ? d_bits >> 16 : d_bits)));
-        const NibblePair first = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c), d);
-        const NibblePair second = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c + 8), d);
-        frag[2 * h][rr] = first.low;
-        frag[2 * h][2 + rr] = second.low;
-        frag[2 * h + 1][rr] = first.high;
-        frag[2 * h + 1][2 + rr] = second.high;
-      }
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* body = bodies + (r * 2 + h) * kBodyBytes;
+      const __half2 d = __half2half2(__ushort_as_half(static_cast<unsigned short>(h ? d_bits >> 16 : d_bits)));
+      const NibblePair first = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c), d);
+      const NibblePair second = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c + 8), d);
+      frag[2 * h][rr] = first.low;
+      frag[2 * h][2 + rr] = second.low;
+      frag[2 * h + 1][rr] = first.high;
+      frag[2 * h + 1][2 + rr] = second.high;
     }
+  }
 }
 
 // A stage's place in the ring: its slot and the parity of that slot's current use.
@@ -217,8 +217,7 @@ __device__ __forceinline__ void store_staged_tile(const Q4_0GemmArgs& p, const O
                                                   int64_t m0, int64_t n0) {
   const int box_rows = p.out_half ? kStoreBoxBytes / 2 : kStoreBoxBytes / 4;
   const int subs = Tile<kTokens>::kRows / box_rows;
-  // Constant indices: the tensor maps are read where they are (parameter space); a runtime
-  // index had the compiler copy them to the stack, whose addresses TMA does not take.
+  // Constant indices keep the tensor maps' addresses in parameter space, where TMA reads them.
 #pragma unroll
   for (int r = 0; r < kGemmMaxRowRanges; ++r) {
     if (r >= p.n_ranges) break;
@@ -480,8 +479,9 @@ bool launch_gemm_q4_0_row_ranges(const WeightView& w, const uint16_t* x, int64_t
     for (int i = 0; i < p.n_ranges && p.tma_store; ++i) {
       const int64_t end = i + 1 < p.n_ranges ? p.ranges[i + 1].first_row : w.rows;
       const uint64_t range_rows = static_cast<uint64_t>(end - p.ranges[i].first_row);
-      // A range starting inside a stored box would need a negative box coordinate, which TMA
-      // stores do not take (an illegal instruction on the H100): such ranges keep direct stores.
+      // A range starting inside a stored box would need a negative box coordinate (the first
+      // version, which issued them and indexed the maps at run time, stopped with an illegal
+      // instruction on the H100): such ranges keep the direct stores.
       p.tma_store = reinterpret_cast<uintptr_t>(p.ranges[i].out) % 16 == 0 && (p.ranges[i].ld * out_bytes) % 16 == 0 &&
                     p.ranges[i].ld >= static_cast<int64_t>(range_rows) &&
                     p.ranges[i].first_row % static_cast<int64_t>(kStoreBoxBytes / out_bytes) == 0 &&
