@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <iterator>
 #include <optional>
 #include <span>
 #include <string>
@@ -531,17 +530,18 @@ class CudaBackendImpl final : public CudaBackend {
         prefill_operand(x, f, static_cast<int>(cols), static_cast<int>(n), outputs[0].w->dtype == DType::BF16);
     if (x_half.plain_ops) return Backend::fused_matmul_same_input(outputs, x, f);
     if (!x_half.data) return;  // the workspace failure is recorded
-    const Tensor* ws[cuda::kGemmMaxRowRanges];
-    void* outs[cuda::kGemmMaxRowRanges];
-    const size_t count = std::min(outputs.size(), std::size(ws));
-    for (size_t i = 0; i < count; ++i) ws[i] = outputs[i].w, outs[i] = outputs[i].out->data;
-    if (cuda::q4_0_gemm_use() != cuda::Q4_0GemmUse::off && outputs.size() <= std::size(ws) &&
-        gemm_rows_together({ws, count}, {outs, count}, x_half.data, n, false, f.accumulate)) {
-      for (const MatmulOutput& o : outputs)
-        if (o.bias) cuda::launch_add_bias(o.out->as<float>(), o.bias->as<float>(), o.w->rows(), n, stream_);
-    } else {
-      for (const MatmulOutput& o : outputs) prefill_gemm(*o.w, x_half.data, *o.out, f.accumulate, o.bias);
+    if (cuda::q4_0_gemm_use() != cuda::Q4_0GemmUse::off && outputs.size() <= cuda::kGemmMaxRowRanges) {
+      const Tensor* ws[cuda::kGemmMaxRowRanges];
+      void* outs[cuda::kGemmMaxRowRanges];
+      for (size_t i = 0; i < outputs.size(); ++i) ws[i] = outputs[i].w, outs[i] = outputs[i].out->data;
+      if (gemm_rows_together({ws, outputs.size()}, {outs, outputs.size()}, x_half.data, n, false, f.accumulate)) {
+        for (const MatmulOutput& o : outputs)
+          if (o.bias) cuda::launch_add_bias(o.out->as<float>(), o.bias->as<float>(), o.w->rows(), n, stream_);
+        check_launch(op);
+        return;
+      }
     }
+    for (const MatmulOutput& o : outputs) prefill_gemm(*o.w, x_half.data, *o.out, f.accumulate, o.bias);
     check_launch(op);
   }
 

@@ -377,7 +377,7 @@ Q4_0GemmUse q4_0_gemm_use_default() {
 }
 Q4_0GemmUse q4_0_gemm_use_now = q4_0_gemm_use_default();
 int64_t q4_0_gemm_launches = 0;  // host-side count, for the tests
-// BITLIGHT_CUDA_Q4_0_GEMM_TILE=256x128|128x256|128x128 (rows x tokens) forces a block tile.
+// BITLIGHT_CUDA_Q4_0_GEMM_TILE=128x256|128x128 (rows x tokens) forces a block tile.
 Q4_0GemmTile q4_0_gemm_tile_default() {
   const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM_TILE");
   if (v && std::strcmp(v, "128x256") == 0) return Q4_0GemmTile::rows128_tokens256;
