@@ -86,6 +86,16 @@ void bl_group_error_weights(const float* x, const float* importance, int g, floa
 // rows a multiple of 16, cols of 256.
 void ternary_to_bl2(DType from, const void* src, void* dst, int64_t rows, int64_t cols);
 
+// GGUF formats with a scale per 32 weights as the bl<b>g32 type of their width (bl_from_blocks.cpp):
+// Q4_0, Q4_1, Q4_K -> BL4G32; Q5_0, Q5_1, Q5_K -> BL5G32; nullopt for the others. Q4_0 and Q5_0
+// convert exactly; the others round s and z to fp16, which moves a weight a q - b by at most
+// ~2^-11 (|a q| + 2 |b|) (the file comment of bl_from_blocks.cpp).
+std::optional<DType> bl_equivalent(DType from);
+// src [rows][cols] in `from` -> dst, rows * row_bytes(*bl_equivalent(from), cols) bytes; rows a
+// multiple of 16, cols of the format's block. Tile t of dst depends on rows 16t .. 16t + 15 only,
+// so callers may convert tile ranges in parallel.
+void blocks_to_bl(DType from, const void* src, void* dst, int64_t rows, int64_t cols);
+
 // y[cols] = row `row` of the matrix that starts at `matrix`.
 void dequantize_bl_row(DType t, const void* matrix, int64_t cols, int64_t row, float* y);
 

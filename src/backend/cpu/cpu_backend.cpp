@@ -9,6 +9,7 @@
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/argmax.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/blocks_as_bl.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/interleaved_rows.h"
@@ -98,6 +99,9 @@ Expected<Tensor> CpuBackend::alloc(DType dtype, std::array<int64_t, 4> ne) {
 Expected<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   if (host.device != Device::cpu) return invalid_argument("cpu backend: upload_weight of a tensor that is not in host memory");
   if (is_ternary(host.dtype)) return upload_ternary(host);
+  if (host.layout == Layout::rows)
+    if (const std::optional<DType> bl = cpu::blocks_as_bl(host.dtype, host.rows()))
+      return upload_as_bl(host, *bl);
   const bool interleave = host.layout == Layout::rows && cpu::interleave_at_load() && cpu::can_interleave(host.dtype, host.rows());
   if (!interleave && !quant::is_bl_group(host.dtype)) return host;  // used in place (mmap)
   // Q4_0 / Q4_1 / Q8_0 / Q4_K: a copy with 16 rows interleaved for the VNNI kernels; bl<b>g<g>
@@ -135,8 +139,28 @@ Expected<Tensor> CpuBackend::upload_ternary(const Tensor& host) {
   return t;
 }
 
+// Q4_0 / Q4_1 / Q4_K / Q5_0 / Q5_1 / Q5_K where cpu::blocks_as_bl says so: converted to bl<b>g32
+// (quant::blocks_to_bl), tile ranges in parallel, for the lookup-table kernels.
+Expected<Tensor> CpuBackend::upload_as_bl(const Tensor& host, DType bl_type) {
+  const int64_t rows = host.rows(), cols = host.cols();
+  Tensor t = make_tensor_2d(nullptr, bl_type, cols, rows);
+  AlignedBuffer buffer;
+  if (!buffer.resize(t.bytes(), AlignedBuffer::Pages::huge))
+    return out_of_memory("cpu backend: cannot allocate " + std::to_string(t.bytes()) + " bytes to convert " +
+                         shape_string(host) + " to " + std::string(dtype_name(bl_type)));
+  const size_t in_tile = host.row_size() * quant::kBlTileRows, out_tile = t.row_size() * quant::kBlTileRows;
+  pool_.parallel_for(rows / quant::kBlTileRows, 1, [&](int64_t t0, int64_t t1) {
+    quant::blocks_to_bl(host.dtype, static_cast<const uint8_t*>(host.data) + in_tile * static_cast<size_t>(t0),
+                        buffer.as<uint8_t>() + out_tile * static_cast<size_t>(t0), (t1 - t0) * quant::kBlTileRows, cols);
+  });
+  t.data = buffer.data();
+  buffers_.push_back(std::move(buffer));
+  return t;
+}
+
 bool CpuBackend::copies_weights(DType type, int64_t rows) const {
-  return (cpu::interleave_at_load() && cpu::can_interleave(type, rows)) || quant::is_bl_group(type) || is_ternary(type);
+  return (cpu::interleave_at_load() && cpu::can_interleave(type, rows)) || quant::is_bl_group(type) || is_ternary(type) ||
+         cpu::blocks_as_bl(type, rows).has_value();
 }
 
 void CpuBackend::write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) {

@@ -49,6 +49,9 @@ class CpuBackend final : public Backend {
  private:
   // TQ1_0 / TQ2_0 -> an exact bl2g128 copy (quant::ternary_to_bl2) that the LUT kernels run.
   Expected<Tensor> upload_ternary(const Tensor& host);
+  // Q4_0 / Q4_1 / Q4_K / Q5_0 / Q5_1 / Q5_K -> bl<b>g32 where cpu::blocks_as_bl says so
+  // (quant::blocks_to_bl), for the LUT kernels.
+  Expected<Tensor> upload_as_bl(const Tensor& host, DType bl_type);
   ThreadPool pool_;
   std::vector<AlignedBuffer> buffers_;  // everything alloc() handed out
   AlignedBuffer matmul_scratch_;        // quantized activations; grows on first use
