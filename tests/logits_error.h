@@ -19,4 +19,16 @@ inline double relative_max_error(std::span<const float> got, std::span<const flo
   return max_diff / max_ref;
 }
 
+// sqrt(sum (got - want)^2 / sum want^2); infinity when got has a NaN or inf.
+inline double relative_rms(std::span<const float> got, std::span<const float> want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    const double d = static_cast<double>(got[i]) - want[i];
+    num += d * d;
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
 }  // namespace bl

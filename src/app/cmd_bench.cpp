@@ -83,7 +83,7 @@ Status bench(const BenchOptions& o) {
 
   const std::string path = o.model.path.empty() ? kDefaultModelPath : o.model.path;
   const std::string name = std::filesystem::path(path).filename().string();
-  const std::string format(dtype_name(m.model->main_weight_type()));
+  const std::string format = m.model->weight_format();
   const double size_gb = static_cast<double>(m.model->weight_bytes()) / 1e9;
   const double decode_gbps = r.decode.mean() * r.decode_bytes_per_token / 1e9;
   const double decode_fraction =

@@ -38,7 +38,7 @@ Status perplexity(const PerplexityCliOptions& o) {
   BL_ASSIGN_OR_RETURN(r, compute_perplexity(*m.model, base.model.get(), tokens, po, [](int c, int n, double ppl) {
                         std::fprintf(stderr, "[%d/%d] %.4f\n", c, n, ppl);
                       }));
-  std::printf("model      %s (%s)\n", m.file->path().c_str(), std::string(dtype_name(m.model->main_weight_type())).c_str());
+  std::printf("model      %s (%s)\n", m.file->path().c_str(), m.model->weight_format().c_str());
   double elements = 0;
   for (const TensorInfo& t : m.file->tensors()) {
     double n = 1;

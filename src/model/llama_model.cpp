@@ -241,6 +241,8 @@ Expected<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelFile& file, Ba
     const float* f = static_cast<const float*>(info->data);
     model->config_.rope_freq_factors.assign(f, f + c.rope_dims / 2);
   }
+  if (const TensorInfo* q = file.find_tensor(layer_name(0, "attn_q.weight")); q && c.n_layer > 0)
+    model->file_weight_type_ = q->dtype;
   model->converted_ = w.take_converted();
   model->weight_bytes_ = w.uploaded_bytes();
   model->rope_ = RopeParams{c.rope_dims, c.rope_freq_base, c.rope_freq_scale, c.rope_neox,
@@ -282,6 +284,11 @@ Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool log
     s.v_cache.push_back(vc);
   }
   return s;
+}
+
+std::string LlamaModel::weight_format() const {
+  const std::string stored(dtype_name(main_weight_type())), in_file(dtype_name(file_weight_type_));
+  return stored == in_file ? stored : in_file + " as " + stored;
 }
 
 size_t LlamaModel::decode_weight_bytes() const {

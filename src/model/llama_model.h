@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -76,6 +77,10 @@ class LlamaModel {
   // table (the whole table when it doubles as the output matrix).
   size_t decode_weight_bytes() const;
   DType main_weight_type() const { return layers_.empty() ? DType::F32 : layers_[0].wq.dtype; }
+  // The file's format of that matrix, and both as text: "q4_0", or "q4_0 as bl4g32" where the
+  // backend stores it in another format (the CPU backend's bl<b>g32 conversion, cpu::blocks_as_bl).
+  DType file_weight_type() const { return file_weight_type_; }
+  std::string weight_format() const;
 
   // Allocates a session's buffers: n_ctx cache slots for each of n_seq sequences, up to
   // max_tokens tokens per forward call (at least n_seq when n_seq > 1), logits for every token
@@ -103,6 +108,7 @@ class LlamaModel {
   RopeParams rope_;
   std::vector<AlignedBuffer> converted_;  // f32 copies of non-f32 norms/biases (host)
   size_t weight_bytes_ = 0;
+  DType file_weight_type_ = DType::F32;
 };
 
 }  // namespace bl

@@ -715,6 +715,7 @@ class OpCases {
   };
   struct Weight {  // host bytes (kept alive) uploaded to both backends
     std::vector<uint8_t> host;
+    DType type;  // of the host bytes (a backend may store the weight in another format)
     Tensor test, ref;
   };
 
@@ -821,6 +822,7 @@ class OpCases {
 
   Weight make_weight(DType t, int64_t cols, int64_t rows) {
     Weight w;
+    w.type = t;
     const auto values = random(cols * rows, 1.0f);
     const size_t row_size = row_bytes(t, cols);
     w.host.resize(row_size * static_cast<size_t>(rows));
@@ -935,9 +937,9 @@ class OpCases {
     const auto bv = bias ? read_f32(*ref_, bias->ref) : std::vector<float>(static_cast<size_t>(rows), 0.0f);
     std::vector<float> w_row(static_cast<size_t>(cols));
     std::vector<double> sizes(static_cast<size_t>(rows * n));
-    const size_t row_size = row_bytes(w.test.dtype, cols);
+    const size_t row_size = row_bytes(w.type, cols);
     for (int64_t r = 0; r < rows; ++r) {
-      dequantize_row(w.test.dtype, w.host.data() + r * row_size, w_row.data(), cols);
+      dequantize_row(w.type, w.host.data() + r * row_size, w_row.data(), cols);
       for (int64_t t = 0; t < n; ++t) {
         double sum = std::fabs(bv[r]);
         for (int64_t k = 0; k < cols; ++k) sum += std::fabs(static_cast<double>(w_row[k]) * xv[t * cols + k]);

@@ -11,6 +11,8 @@
 #include "backend/backend.h"
 #include "io/gguf_writer.h"
 #include "io/model_file.h"
+#include "kernels/cpu/blocks_as_bl.h"
+#include "kernels/cpu/matmul.h"
 #include "logits_error.h"
 #include "model/llama_model.h"
 #include "runtime/sampler.h"
@@ -61,10 +63,18 @@ std::vector<TokenId> some_ids(int n) {
   return ids;
 }
 
+// The CPU backend's weight formats as they are in the file (no conversion to bl<b>g32 at load,
+// which cpu::blocks_as_bl does by default at the AVX2 level; CpuRunsBlockFormatsAsBl checks that).
+struct DotKernels {
+  DotKernels() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::never); }
+  ~DotKernels() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::automatic); }
+};
+
 TEST(LlamaModel, CpuMatchesReferenceOnSyntheticModels) {
   // Tolerance: with an f32 KV cache on both sides, f32 and f16 weights differ only by summation
   // order; for quantized weights the CPU backend also sends activations as two 8-bit terms
   // (kernels/cpu/matmul.h), ~2^-16 relative per activation, measured ~6e-5 at the logits.
+  const DotKernels dot_kernels;
   const std::vector<std::pair<std::string, double>> cases = {{"f32", 1e-5}, {"f16", 1e-5}, {"q8_0", 5e-4},
                                                              {"q4_0", 5e-4}, {"q4_k", 5e-4}, {"q6_k", 5e-4}};
   for (const auto& [type, tolerance] : cases) {
@@ -84,6 +94,7 @@ TEST(LlamaModel, CpuTokenByTokenMatchesReference) {
   // One token per forward call: where the CPU backend interleaves Q4_0 / Q8_0 weights it also
   // copies them, so the model joins Q/K/V and gate/up into one matrix each and a one-token
   // step runs one matmul for each (Backend::copies_weights). Tolerances as above.
+  const DotKernels dot_kernels;
   for (const char* type : {"q8_0", "q4_0", "q4_k"}) {
     const std::string path = synth_file(type);
     Loaded ref = load(path, "ref"), cpu = load(path, "cpu");
@@ -92,6 +103,31 @@ TEST(LlamaModel, CpuTokenByTokenMatchesReference) {
     const std::vector<float> got = logits_of(*cpu.model, ids, 1, DType::F32);
     ASSERT_EQ(got.size(), want.size());
     EXPECT_LE(relative_max_error(got, want), 5e-4) << type;
+  }
+}
+
+// The 4- and 5-bit block formats converted to bl4g32 / bl5g32 at load (cpu::blocks_as_bl) run
+// on the lookup-table kernels, whose int8 table entries are about as precise as llama.cpp's int8
+// activations: within the bl models' bound (quantize_model_test: 2.5 % RMS with one table term,
+// the default; 0.1 % with two), for a prompt and for a token a forward.
+TEST(LlamaModel, CpuRunsBlockFormatsAsBl) {
+  struct AsBl {
+    AsBl() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::always); }
+    ~AsBl() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::automatic); }
+  } as_bl;
+  const double bound = cpu::lut_act_precision() == cpu::ActPrecision::int8x2 ? 1e-3 : 2.5e-2;
+  for (const char* type : {"q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k"}) {
+    const std::string path = synth_file(type);
+    Loaded ref = load(path, "ref"), cpu = load(path, "cpu");
+    const std::vector<TokenId> ids = some_ids(19);
+    const std::vector<float> want = logits_of(*ref.model, ids, 64, DType::F32);
+    for (int n_batch : {64, 1}) {
+      const std::vector<float> got = logits_of(*cpu.model, ids, n_batch, DType::F32);
+      ASSERT_EQ(got.size(), want.size());
+      const double error = relative_rms(got, want);
+      EXPECT_LT(error, bound) << type << " n_batch " << n_batch;
+      std::printf("%s as bl, n_batch %d: relative RMS error %.4g\n", type, n_batch, error);
+    }
   }
 }
 

@@ -14,6 +14,7 @@
 #include "io/gguf_writer.h"
 #include "io/model_file.h"
 #include "kernels/cpu/matmul.h"
+#include "logits_error.h"
 #include "model/llama_model.h"
 #include "runtime/imatrix.h"
 #include "runtime/quantize_model.h"
@@ -89,16 +90,6 @@ std::vector<float> model_logits(const std::string& path, const std::string& devi
 std::vector<float> reference_logits(const std::string& path) { return model_logits(path, "ref"); }
 
 // RMS of the logit difference over the RMS of the logits.
-double relative_rms(const std::vector<float>& got, const std::vector<float>& want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(num / den);
-}
-
 std::string quantize_to(const QuantizeOptions& o, const std::string& name) {
   auto in = open_file(tiny_f32());
   const std::string out = temp_path(name + ".gguf");
