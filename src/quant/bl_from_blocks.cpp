@@ -6,7 +6,7 @@
 //
 // The rounded ones move a weight by at most ~2^-11 (|a q| + 2 |b|): s rounds by 2^-11 of a, z by
 // 2^-11 of b / s. A group whose scale rounds to 0, or whose z leaves fp16's range (b > 65504 a,
-// so a q is under 2^-12 of b), is stored as its constant value -b: codes 1, s = -b, z = 0.
+// so a q is under 2^-11 of b), is stored as its constant value -b: codes 1, s = -b, z = 0.
 #include <cassert>
 #include <cmath>
 #include <cstring>

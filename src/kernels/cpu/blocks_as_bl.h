@@ -3,10 +3,10 @@
 //
 // Why: at the AVX2 level the dot kernels of the 4- and 5-bit block formats are compute-bound
 // (maddubs / madd per 32 weights and row; AMD Zen 3, one core in cache: Q4_0 and Q4_K ~9 GB/s,
-// a 2048-wide bl4g32 / bl4g128 decode ~24 GB/s), so decode reads at 40-55 % of the memory's
-// bandwidth, while the same weights as bl4g32 (+0.5 bit per weight: an fp16 zero point per 32)
-// decode at ~95 % of it (docs/cpu_kernels.md, "Fourteenth session"). With AVX-512 VNNI the
-// interleaved kernels (matmul_interleaved.h) already stream at the memory's rate: no conversion.
+// the lookup tables ~24 GB/s), so a 1B model decodes at 35-55 % of the memory's bandwidth; as
+// bl4g32 / bl5g32 (+0.5 bit per weight: an fp16 zero point per 32) it decodes 1.4-2x and
+// prefills 2.2-3.4x as fast (docs/cpu_kernels.md, "Fourteenth session"). With AVX-512 VNNI the
+// interleaved kernels (matmul_interleaved.h) stream at the memory's rate: no conversion there.
 //
 // Q4_0 / Q5_0 convert exactly; Q4_1 / Q5_1 / Q4_K / Q5_K round their per-32 scale and offset to
 // the bl format's fp16 s, z (quant::bl_equivalent): ~2^-11 of a weight's terms.
