@@ -64,6 +64,7 @@ void row_groups(DType from, const uint8_t* row, int64_t cols, Group* out) {
     case DType::Q5_0: {
       const bool five = from == DType::Q5_0;
       const size_t bytes = five ? sizeof(BlockQ5_0) : sizeof(BlockQ4_0);
+      const uint16_t zero = f32_to_fp16(five ? 16.0f : 8.0f);
       for (int64_t b = 0; b < cols / kGroup; ++b, row += bytes) {
         Group& g = out[b];
         if (five) {
@@ -75,7 +76,7 @@ void row_groups(DType from, const uint8_t* row, int64_t cols, Group* out) {
           nibble_codes(blk->qs, nullptr, g);
           g.s = blk->d;
         }
-        g.z = f32_to_fp16(five ? 16.0f : 8.0f);
+        g.z = zero;
       }
       return;
     }
@@ -131,32 +132,30 @@ void row_groups(DType from, const uint8_t* row, int64_t cols, Group* out) {
   }
 }
 
-// Where nibble (row 0, chunk c, quad q, plane p) of a bl<bits>g32 tile group lies; row r's is
-// 4 r bytes further (bl_nibble_place).
-struct Places {
-  NibblePlace at[kGroup / 16][4][8];
-  explicit Places(const BlGroupShape& shape) {
-    for (int c = 0; c < shape.chunks(); ++c)
-      for (int q = 0; q < 4; ++q)
-        for (int p = 0; p < shape.bits; ++p) at[c][q][p] = bl_nibble_place(shape, 0, c, q, p);
-  }
-};
-
-// Row r's scale, zero and codes into a tile group whose code bytes start zeroed.
-void pack_group(const BlGroupShape& shape, const Places& places, const Group& g, int r, uint8_t* tile_group) {
+// Row r's scale, zero and codes into one tile group of bl<kBits>g32 (bl_group.h): nibble register
+// k holds, for chunk c = k / kBits, nibbles pi = 4 (k % kBits) .. + 3 (pi = q kBits + p: quad q,
+// plane p), nibble bit m = bit p of code 16 c + 4 q + m; line l, byte 4 r + i = register 2 l's
+// nibble i, register 2 l + 1's in the high half. A constant kBits unrolls the index arithmetic.
+// Bits p of a quad's 4 codes (one a byte) sit at bits 0, 8, 16, 24; multiplying by 0x01020408
+// moves them to bits 24..27 without carries (each lands at its own place).
+template <int kBits>
+void pack_group(const Group& g, int r, uint8_t* tile_group) {
+  constexpr int kChunks = kGroup / 16, kRegisters = kChunks * kBits;
   std::memcpy(tile_group + 2 * r, &g.s, 2);
   std::memcpy(tile_group + 32 + 2 * r, &g.z, 2);
-  for (int c = 0; c < shape.chunks(); ++c)
+  uint8_t nibbles[kRegisters][4];
+  for (int c = 0; c < kChunks; ++c)
     for (int q = 0; q < 4; ++q) {
-      uint32_t quad;  // the quad's 4 codes, one a byte
+      uint32_t quad;
       std::memcpy(&quad, g.q + 16 * c + 4 * q, sizeof quad);
-      for (int p = 0; p < shape.bits; ++p) {
-        const uint32_t bits = (quad >> p) & 0x01010101u;  // bit p of each code, at bits 0, 8, 16, 24
-        const uint32_t nibble = (bits | bits >> 7 | bits >> 14 | bits >> 21) & 0x0F;
-        const NibblePlace& at = places.at[c][q][p];
-        tile_group[at.byte + 4 * r] |= static_cast<uint8_t>(nibble << at.shift);
+      for (int p = 0; p < kBits; ++p) {
+        const int pi = q * kBits + p;
+        nibbles[c * kBits + pi / 4][pi % 4] = static_cast<uint8_t>((((quad >> p) & 0x01010101u) * 0x01020408u) >> 24);
       }
     }
+  for (int line = 0; line < kRegisters / 2; ++line)
+    for (int i = 0; i < 4; ++i)
+      tile_group[64 + 64 * line + 4 * r + i] = static_cast<uint8_t>(nibbles[2 * line][i] | nibbles[2 * line + 1][i] << 4);
 }
 
 }  // namespace
@@ -180,18 +179,17 @@ void blocks_to_bl(DType from, const void* src, void* dst, int64_t rows, int64_t 
   const std::optional<DType> to = bl_equivalent(from);
   assert(to && rows % kBlTileRows == 0 && cols % dtype_info(from)->block_elems == 0);
   const BlGroupShape shape = *bl_group_shape(*to);
-  const Places places(shape);
   const int64_t groups = cols / kGroup;
   const size_t in_row = row_bytes(from, cols);
   auto* out = static_cast<uint8_t*>(dst);
-  std::memset(out, 0, static_cast<size_t>(rows * groups * shape.group_bytes()));
   std::vector<Group> row_of_groups(static_cast<size_t>(groups));
   for (int64_t row = 0; row < rows; ++row) {
     row_groups(from, static_cast<const uint8_t*>(src) + in_row * static_cast<size_t>(row), cols, row_of_groups.data());
     uint8_t* tile = out + (row / kBlTileRows) * groups * shape.tile_group_bytes();
     for (int64_t grp = 0; grp < groups; ++grp)
-      pack_group(shape, places, row_of_groups[static_cast<size_t>(grp)], static_cast<int>(row % kBlTileRows),
-                 tile + grp * shape.tile_group_bytes());
+      (shape.bits == 4 ? pack_group<4> : pack_group<5>)(row_of_groups[static_cast<size_t>(grp)],
+                                                         static_cast<int>(row % kBlTileRows),
+                                                         tile + grp * shape.tile_group_bytes());
   }
 }
 
