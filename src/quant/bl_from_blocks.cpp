@@ -143,6 +143,20 @@ void pack_group(const Group& g, int r, uint8_t* tile_group) {
   constexpr int kChunks = kGroup / 16, kRegisters = kChunks * kBits;
   std::memcpy(tile_group + 2 * r, &g.s, 2);
   std::memcpy(tile_group + 32 + 2 * r, &g.z, 2);
+  if constexpr (kBits == 4) {
+    // Line l = 2 c + h holds quads 2 h (low nibbles) and 2 h + 1 (high) of chunk c, byte i = plane
+    // i: bit m of the byte is bit i of code 16 c + 8 h + m. Those 8 codes as the bytes of a
+    // word, bit i of each at 8 m; times 0x0102040810204080 gathers them into bits 56 + m
+    // (distinct places, no carries).
+    for (int line = 0; line < kRegisters / 2; ++line) {
+      uint64_t codes;
+      std::memcpy(&codes, g.q + 8 * line, sizeof codes);
+      for (int i = 0; i < 4; ++i)
+        tile_group[64 + 64 * line + 4 * r + i] =
+            static_cast<uint8_t>((((codes >> i) & 0x0101010101010101u) * 0x0102040810204080u) >> 56);
+    }
+    return;
+  }
   uint8_t nibbles[kRegisters][4];
   for (int c = 0; c < kChunks; ++c)
     for (int q = 0; q < 4; ++q) {
