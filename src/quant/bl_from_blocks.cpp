@@ -61,42 +61,22 @@ void nibble_codes(const uint8_t* qs, const uint8_t* qh, Group& g) {
 void row_groups(DType from, const uint8_t* row, int64_t cols, Group* out) {
   switch (from) {
     case DType::Q4_0:
-    case DType::Q5_0: {
-      const bool five = from == DType::Q5_0;
-      const size_t bytes = five ? sizeof(BlockQ5_0) : sizeof(BlockQ4_0);
-      const uint16_t zero = f32_to_fp16(five ? 16.0f : 8.0f);
-      for (int64_t b = 0; b < cols / kGroup; ++b, row += bytes) {
-        Group& g = out[b];
-        if (five) {
-          const auto* blk = reinterpret_cast<const BlockQ5_0*>(row);
-          nibble_codes(blk->qs, blk->qh, g);
-          g.s = blk->d;
-        } else {
-          const auto* blk = reinterpret_cast<const BlockQ4_0*>(row);
-          nibble_codes(blk->qs, nullptr, g);
-          g.s = blk->d;
-        }
-        g.z = zero;
-      }
-      return;
-    }
+    case DType::Q5_0:
     case DType::Q4_1:
     case DType::Q5_1: {
-      const bool five = from == DType::Q5_1;
-      const size_t bytes = five ? sizeof(BlockQ5_1) : sizeof(BlockQ4_1);
+      const size_t bytes = static_cast<size_t>(dtype_info(from)->block_bytes);
+      // Without a min the codes sit 8 (or 16) above the value: z = 8 or 16, exactly.
+      const uint16_t offset = f32_to_fp16(from == DType::Q5_0 ? 16.0f : 8.0f);
       for (int64_t b = 0; b < cols / kGroup; ++b, row += bytes) {
         Group& g = out[b];
-        uint16_t d, m;
-        if (five) {
-          const auto* blk = reinterpret_cast<const BlockQ5_1*>(row);
-          nibble_codes(blk->qs, blk->qh, g);
-          d = blk->d, m = blk->m;
+        const LegacyBlockFields f = legacy_block_fields(from, row);
+        nibble_codes(f.qs, f.qh, g);
+        if (f.m) {
+          set_affine(g, fp16_to_f32(*f.d), -fp16_to_f32(*f.m));
         } else {
-          const auto* blk = reinterpret_cast<const BlockQ4_1*>(row);
-          nibble_codes(blk->qs, nullptr, g);
-          d = blk->d, m = blk->m;
+          g.s = *f.d;
+          g.z = offset;
         }
-        set_affine(g, fp16_to_f32(d), -fp16_to_f32(m));
       }
       return;
     }

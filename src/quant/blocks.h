@@ -3,7 +3,10 @@
 // fp16 fields are raw uint16_t bits (core/half.h converts).
 #pragma once
 
+#include <cassert>
 #include <cstdint>
+
+#include "core/dtype.h"
 
 namespace bl {
 
@@ -39,5 +42,38 @@ static_assert(sizeof(BlockQ5_1) == 24 && sizeof(BlockQ8_0) == 34 && sizeof(Block
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 static_assert(sizeof(BlockTQ1_0) == 54 && sizeof(BlockTQ2_0) == 66);
+
+// The fields of one block of a legacy 32-weight format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), by type.
+struct LegacyBlockFields {
+  const uint16_t* d;
+  const uint16_t* m;   // nullptr without a min (Q4_0, Q5_0, Q8_0)
+  const uint8_t* qh;   // Q5's fifth bits (bit j: weight j), nullptr otherwise
+  const uint8_t* qs;   // 16 bytes of nibbles, or Q8_0's 32 int8
+};
+inline LegacyBlockFields legacy_block_fields(DType type, const void* block) {
+  switch (type) {
+    case DType::Q4_0: {
+      const auto* b = static_cast<const BlockQ4_0*>(block);
+      return {&b->d, nullptr, nullptr, b->qs};
+    }
+    case DType::Q4_1: {
+      const auto* b = static_cast<const BlockQ4_1*>(block);
+      return {&b->d, &b->m, nullptr, b->qs};
+    }
+    case DType::Q5_0: {
+      const auto* b = static_cast<const BlockQ5_0*>(block);
+      return {&b->d, nullptr, b->qh, b->qs};
+    }
+    case DType::Q5_1: {
+      const auto* b = static_cast<const BlockQ5_1*>(block);
+      return {&b->d, &b->m, b->qh, b->qs};
+    }
+    default: {
+      assert(type == DType::Q8_0);
+      const auto* b = static_cast<const BlockQ8_0*>(block);
+      return {&b->d, nullptr, nullptr, reinterpret_cast<const uint8_t*>(b->qs)};
+    }
+  }
+}
 
 }  // namespace bl

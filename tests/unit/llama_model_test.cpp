@@ -63,18 +63,18 @@ std::vector<TokenId> some_ids(int n) {
   return ids;
 }
 
-// The CPU backend's weight formats as they are in the file (no conversion to bl<b>g32 at load,
-// which cpu::blocks_as_bl does by default at the AVX2 level; CpuRunsBlockFormatsAsBl checks that).
-struct DotKernels {
-  DotKernels() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::never); }
-  ~DotKernels() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::automatic); }
+// Whether the CPU backend converts block formats to bl<b>g32 at load (cpu::blocks_as_bl; by
+// default at the AVX2 level), for one test: never keeps the file's formats on the dot kernels.
+struct BlocksAsBlMode {
+  explicit BlocksAsBlMode(cpu::BlocksAsBl mode) { cpu::set_blocks_as_bl(mode); }
+  ~BlocksAsBlMode() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::automatic); }
 };
 
 TEST(LlamaModel, CpuMatchesReferenceOnSyntheticModels) {
   // Tolerance: with an f32 KV cache on both sides, f32 and f16 weights differ only by summation
   // order; for quantized weights the CPU backend also sends activations as two 8-bit terms
   // (kernels/cpu/matmul.h), ~2^-16 relative per activation, measured ~6e-5 at the logits.
-  const DotKernels dot_kernels;
+  const BlocksAsBlMode dot_kernels(cpu::BlocksAsBl::never);
   const std::vector<std::pair<std::string, double>> cases = {{"f32", 1e-5}, {"f16", 1e-5}, {"q8_0", 5e-4},
                                                              {"q4_0", 5e-4}, {"q4_k", 5e-4}, {"q6_k", 5e-4}};
   for (const auto& [type, tolerance] : cases) {
@@ -94,7 +94,7 @@ TEST(LlamaModel, CpuTokenByTokenMatchesReference) {
   // One token per forward call: where the CPU backend interleaves Q4_0 / Q8_0 weights it also
   // copies them, so the model joins Q/K/V and gate/up into one matrix each and a one-token
   // step runs one matmul for each (Backend::copies_weights). Tolerances as above.
-  const DotKernels dot_kernels;
+  const BlocksAsBlMode dot_kernels(cpu::BlocksAsBl::never);
   for (const char* type : {"q8_0", "q4_0", "q4_k"}) {
     const std::string path = synth_file(type);
     Loaded ref = load(path, "ref"), cpu = load(path, "cpu");
@@ -111,10 +111,7 @@ TEST(LlamaModel, CpuTokenByTokenMatchesReference) {
 // activations: within the bl models' bound (quantize_model_test: 2.5 % RMS with one table term,
 // the default; 0.1 % with two), for a prompt and for a token a forward.
 TEST(LlamaModel, CpuRunsBlockFormatsAsBl) {
-  struct AsBl {
-    AsBl() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::always); }
-    ~AsBl() { cpu::set_blocks_as_bl(cpu::BlocksAsBl::automatic); }
-  } as_bl;
+  const BlocksAsBlMode as_bl(cpu::BlocksAsBl::always);
   const double bound = cpu::lut_act_precision() == cpu::ActPrecision::int8x2 ? 1e-3 : 2.5e-2;
   for (const char* type : {"q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k"}) {
     const std::string path = synth_file(type);

@@ -10,29 +10,6 @@
 namespace bl::cpu {
 namespace {
 
-struct BlockFields {
-  const uint16_t* d;
-  const uint16_t* m;  // nullptr without a min
-  const uint8_t* qs;  // 16 (nibbles) or 32 (Q8_0) bytes
-};
-
-BlockFields block_fields(DType type, const void* block) {
-  switch (type) {
-    case DType::Q4_0: {
-      const auto* b = static_cast<const BlockQ4_0*>(block);
-      return {&b->d, nullptr, b->qs};
-    }
-    case DType::Q4_1: {
-      const auto* b = static_cast<const BlockQ4_1*>(block);
-      return {&b->d, &b->m, b->qs};
-    }
-    default: {
-      const auto* b = static_cast<const BlockQ8_0*>(block);
-      return {&b->d, nullptr, reinterpret_cast<const uint8_t*>(b->qs)};
-    }
-  }
-}
-
 // The byte stored for quant byte q: Q8_0 weights move to uint8 (w + 128).
 inline uint8_t stored_quant(DType type, uint8_t q) { return type == DType::Q8_0 ? static_cast<uint8_t>(q ^ 0x80) : q; }
 
@@ -100,7 +77,7 @@ void interleave_rows(const Tensor& src, void* dst, ThreadPool& pool) {
       for (int r = 0; r < kTileRows; ++r) {
         const auto* row = static_cast<const uint8_t*>(src.row(t * kTileRows + r));
         for (int64_t b = 0; b < nb; ++b) {
-          const BlockFields f = block_fields(type, row + block_bytes * static_cast<size_t>(b));
+          const LegacyBlockFields f = legacy_block_fields(type, row + block_bytes * static_cast<size_t>(b));
           d[b * kTileRows + r] = *f.d;
           if (f.m) m[b * kTileRows + r] = *f.m;
           uint8_t* quants = tile + o.quant_bytes * static_cast<size_t>(b);
