@@ -396,40 +396,42 @@ TEST(CudaMatmul, SwigluSplitOverTwoGemvsMatchesSiluKernel) {
     }
 }
 
-// The in-loop Q4_0 GEMM taken everywhere (the default) with a given block tile for a test's
+// The in-loop 4-bit GEMM taken everywhere (the default) with a given block tile for a test's
 // scope, and the defaults back after it.
-struct Q4_0GemmSwitchedOn {
-  explicit Q4_0GemmSwitchedOn(cuda::Q4_0GemmTile tile = cuda::Q4_0GemmTile::automatic) {
-    cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::everywhere, tile);
+constexpr DType kInLoopTypes[] = {DType::Q4_0, DType::Q4_K};
+struct Q4GemmSwitchedOn {
+  explicit Q4GemmSwitchedOn(cuda::Q4GemmTile tile = cuda::Q4GemmTile::automatic) {
+    cuda::set_q4_gemm(cuda::Q4GemmUse::everywhere, tile);
   }
-  ~Q4_0GemmSwitchedOn() { cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::everywhere); }
+  ~Q4GemmSwitchedOn() { cuda::set_q4_gemm(cuda::Q4GemmUse::everywhere); }
 };
 
-// The Q4_0 prefill GEMM with the dequantization in its main loop (gemm_q4_0_wgmma.cu; a GPU of
-// compute capability 9.0), each block tile: row and token tiles cut short (67, 300, 513 rows;
+// The Q4_0 / Q4_K prefill GEMM with the dequantization in its main loop (gemm_q4_wgmma.cu; a GPU
+// of compute capability 9.0), each format and block tile: row and token tiles cut short (67, 300, 513 rows;
 // 17, 130, 300 tokens), more tiles than SMs (4100 x 1100), K from one 256-column tile to 16,
 // against fp64 W x with x rounded to fp16 (2e-3 of sum |w x|, as the cuBLAS path); out = W x
 // through matmul and out += W x through fused_matmul's accumulate, over outputs that are not
 // poisoned but random.
-TEST(CudaMatmul, Q4_0GemmDequantizesInLoop) {
+TEST(CudaMatmul, Q4GemmDequantizesInLoop) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   std::mt19937_64 rng(86);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (cuda::Q4_0GemmTile tile : {cuda::Q4_0GemmTile::rows128_tokens256, cuda::Q4_0GemmTile::rows128_tokens128})
+  for (DType t : kInLoopTypes)
+  for (cuda::Q4GemmTile tile : {cuda::Q4GemmTile::rows128_tokens256, cuda::Q4GemmTile::rows128_tokens128})
   for (int64_t cols : {256, 2816, 4096})
     for (int64_t rows : {67, 300, 513, 4100})
       for (int64_t n : {17, 130, 300, 1100}) {
         if ((rows == 4100) != (n == 1100) || (rows == 4100 && cols != 256)) continue;  // 4100 x 1100: only at 256
         if (cols == 4096 && n == 300 && rows != 513) continue;  // the fp64 reference's time
-        SCOPED_TRACE("tile " + std::to_string(static_cast<int>(tile)) + " cols=" + std::to_string(cols) +
-                     " rows=" + std::to_string(rows) + " n=" + std::to_string(n));
-        const Q4_0GemmSwitchedOn switched_on(tile);
-        if (!cuda::gemm_q4_0_applies(weight_view(DType::Q4_0, cols, rows), n))
-          GTEST_SKIP() << "the in-loop Q4_0 GEMM needs an sm_90a GPU (H100/H200)";
-        const HostMatmul p = make_problem(DType::Q4_0, cols, rows, n, rng);
-        auto w = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.w_bytes.data()), DType::Q4_0, cols, rows));
+        SCOPED_TRACE(std::string(dtype_name(t)) + " tile " + std::to_string(static_cast<int>(tile)) + " cols=" +
+                     std::to_string(cols) + " rows=" + std::to_string(rows) + " n=" + std::to_string(n));
+        const Q4GemmSwitchedOn switched_on(tile);
+        if (!cuda::gemm_q4_applies(weight_view(t, cols, rows), n))
+          GTEST_SKIP() << "the in-loop 4-bit GEMM needs an sm_90a GPU (H100/H200)";
+        const HostMatmul p = make_problem(t, cols, rows, n, rng);
+        auto w = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.w_bytes.data()), t, cols, rows));
         auto x = backend->alloc(DType::F32, {cols, n, 1, 1});
         auto out = backend->alloc(DType::F32, {rows, n, 1, 1});
         ASSERT_TRUE(w.ok() && x.ok() && out.ok());
@@ -458,29 +460,31 @@ TEST(CudaMatmul, Q4_0GemmDequantizesInLoop) {
 // stored boxes' boundaries: the tile leaves by TMA) and of 200, 72, 72 (inside them: direct
 // stores), both cutting 128-row block tiles, fp32 and fp16 outputs, against fp64 W x of the fp16
 // x it was given (2e-3 of sum |w x|: the fp16 weights, and the fp16 outputs' rounding).
-TEST(CudaMatmul, Q4_0GemmRowRanges) {
+TEST(CudaMatmul, Q4GemmRowRanges) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   constexpr int64_t cols = 512;
   std::mt19937_64 rng(88);
+  for (DType t : kInLoopTypes)
   for (const std::array<int64_t, 3> range_rows : {std::array<int64_t, 3>{192, 64, 64}, std::array<int64_t, 3>{200, 72, 72}})
-  for (cuda::Q4_0GemmTile tile : {cuda::Q4_0GemmTile::rows128_tokens256, cuda::Q4_0GemmTile::rows128_tokens128})
+  for (cuda::Q4GemmTile tile : {cuda::Q4GemmTile::rows128_tokens256, cuda::Q4GemmTile::rows128_tokens128})
     for (int64_t n : {40, 300})
       for (bool out_half : {false, true}) {
         const int64_t rows = range_rows[0] + range_rows[1] + range_rows[2];
-        SCOPED_TRACE("ranges " + std::to_string(range_rows[0]) + "/" + std::to_string(range_rows[1]) + " tile " +
+        SCOPED_TRACE(std::string(dtype_name(t)) + " ranges " + std::to_string(range_rows[0]) + "/" +
+                     std::to_string(range_rows[1]) + " tile " +
                      std::to_string(static_cast<int>(tile)) + " n=" + std::to_string(n) +
                      (out_half ? " fp16 out" : " fp32 out"));
-        const Q4_0GemmSwitchedOn switched_on(tile);
-        HostMatmul p = make_problem(DType::Q4_0, cols, rows, n, rng);
-        auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), DType::Q4_0, cols, rows));
+        const Q4GemmSwitchedOn switched_on(tile);
+        HostMatmul p = make_problem(t, cols, rows, n, rng);
+        auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), t, cols, rows));
         auto x = backend->alloc(DType::F16, {cols, n, 1, 1});
         ASSERT_TRUE(w.ok() && x.ok());
-        cuda::WeightView wv = weight_view(DType::Q4_0, cols, rows);
+        cuda::WeightView wv = weight_view(t, cols, rows);
         wv.data = w->data;
         wv.row_bytes = w->row_size();
-        if (!cuda::gemm_q4_0_applies(wv, n)) GTEST_SKIP() << "the in-loop Q4_0 GEMM needs an sm_90a GPU (H100/H200)";
+        if (!cuda::gemm_q4_applies(wv, n)) GTEST_SKIP() << "the in-loop 4-bit GEMM needs an sm_90a GPU (H100/H200)";
         std::vector<uint16_t> x_half(p.x.size());
         for (size_t i = 0; i < p.x.size(); ++i) {
           x_half[i] = f32_to_fp16(p.x[i]);
@@ -500,7 +504,7 @@ TEST(CudaMatmul, Q4_0GemmRowRanges) {
           outs.push_back(*out);
         }
         backend->synchronize();  // the launch below is on the default stream
-        ASSERT_TRUE(cuda::launch_gemm_q4_0_row_ranges(wv, x->as<uint16_t>(), n, ranges, out_half, false, nullptr));
+        ASSERT_TRUE(cuda::launch_gemm_q4_row_ranges(wv, x->as<uint16_t>(), n, ranges, out_half, false, nullptr));
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         std::vector<float> got(static_cast<size_t>(rows * n));  // [n][rows], as one output
         for (int i = 0; i < 3; ++i) {
@@ -521,160 +525,166 @@ TEST(CudaMatmul, Q4_0GemmRowRanges) {
       }
 }
 
-// A prompt chunk's q, k and v (fused_matmul_same_input with the norm, a bias on k) from Q4_0
-// weights stored as one matrix, as LlamaModel fuses them: by default one in-loop GEMM for the
+// A prompt chunk's q, k and v (fused_matmul_same_input with the norm, a bias on k) from Q4_0 /
+// Q4_K weights stored as one matrix, as LlamaModel fuses them: by default one in-loop GEMM for the
 // three (row ranges of 192, 64, 64; the launch is counted), against the dequantize pass + cuBLAS
 // per matrix: the same fp16 operands, sums in another order (2e-3 of each output's max |value|).
-TEST(CudaMatmul, Q4_0GemmQkvMatchesCublasPath) {
+TEST(CudaMatmul, Q4GemmQkvMatchesCublasPath) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
-  constexpr int64_t cols = 512;
-  const int64_t range_rows[] = {192, 64, 64}, rows = 320;
-  std::mt19937_64 rng(89);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> values(static_cast<size_t>(cols * rows));
-  for (float& v : values) v = dist(rng) * 0.1f;
-  std::vector<uint8_t> bytes(row_bytes(DType::Q4_0, cols) * rows);
-  quantize_matrix(DType::Q4_0, values.data(), bytes.data(), rows, cols);
-  auto wqkv = backend->upload_weight(make_tensor_2d(bytes.data(), DType::Q4_0, cols, rows));
-  auto norm = backend->alloc(DType::F32, {cols, 1, 1, 1});
-  auto bias = backend->alloc(DType::F32, {range_rows[1], 1, 1, 1});
-  ASSERT_TRUE(wqkv.ok() && norm.ok() && bias.ok());
-  std::vector<float> g(static_cast<size_t>(cols)), b(static_cast<size_t>(range_rows[1]));
-  for (float& v : g) v = dist(rng) + 1.0f;
-  for (float& v : b) v = dist(rng);
-  backend->write(*norm, g.data(), g.size() * sizeof(float));
-  backend->write(*bias, b.data(), b.size() * sizeof(float));
-  Tensor w[3];
-  int64_t first = 0;
-  for (int i = 0; i < 3; ++i) {
-    w[i] = *wqkv;
-    w[i].data = static_cast<char*>(wqkv->data) + static_cast<size_t>(first) * wqkv->row_size();
-    w[i].ne = {cols, range_rows[i], 1, 1};
-    first += range_rows[i];
-  }
-  if (!cuda::gemm_q4_0_applies(weight_view(DType::Q4_0, cols, rows), 40))
-    GTEST_SKIP() << "the in-loop Q4_0 GEMM needs an sm_90a GPU (H100/H200)";
-  for (int64_t n : {40, 300}) {
-    SCOPED_TRACE("n=" + std::to_string(n));
-    std::vector<float> xv(static_cast<size_t>(cols * n));
-    for (float& v : xv) v = dist(rng) * 2.0f;
-    auto run = [&](cuda::Q4_0GemmUse use) {
-      cuda::set_q4_0_gemm(use);
-      std::vector<std::vector<float>> result(3);
-      auto x = backend->alloc(DType::F32, {cols, n, 1, 1});
-      if (!x.ok()) return result;
-      backend->write(*x, xv.data(), xv.size() * sizeof(float));
-      std::vector<Tensor> outs;
-      for (int i = 0; i < 3; ++i) {
-        auto out = backend->alloc(DType::F32, {range_rows[i], n, 1, 1});
-        if (!out.ok()) return result;
-        const std::vector<uint8_t> poison(out->bytes(), 0xff);
-        backend->write(*out, poison.data(), poison.size());
-        outs.push_back(*out);
+  for (DType t : kInLoopTypes) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    constexpr int64_t cols = 512;
+    const int64_t range_rows[] = {192, 64, 64}, rows = 320;
+    std::mt19937_64 rng(89);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    std::vector<float> values(static_cast<size_t>(cols * rows));
+    for (float& v : values) v = dist(rng) * 0.1f;
+    std::vector<uint8_t> bytes(row_bytes(t, cols) * rows);
+    quantize_matrix(t, values.data(), bytes.data(), rows, cols);
+    auto wqkv = backend->upload_weight(make_tensor_2d(bytes.data(), t, cols, rows));
+    auto norm = backend->alloc(DType::F32, {cols, 1, 1, 1});
+    auto bias = backend->alloc(DType::F32, {range_rows[1], 1, 1, 1});
+    ASSERT_TRUE(wqkv.ok() && norm.ok() && bias.ok());
+    std::vector<float> g(static_cast<size_t>(cols)), b(static_cast<size_t>(range_rows[1]));
+    for (float& v : g) v = dist(rng) + 1.0f;
+    for (float& v : b) v = dist(rng);
+    backend->write(*norm, g.data(), g.size() * sizeof(float));
+    backend->write(*bias, b.data(), b.size() * sizeof(float));
+    Tensor w[3];
+    int64_t first = 0;
+    for (int i = 0; i < 3; ++i) {
+      w[i] = *wqkv;
+      w[i].data = static_cast<char*>(wqkv->data) + static_cast<size_t>(first) * wqkv->row_size();
+      w[i].ne = {cols, range_rows[i], 1, 1};
+      first += range_rows[i];
+    }
+    if (!cuda::gemm_q4_applies(weight_view(t, cols, rows), 40))
+      GTEST_SKIP() << "the in-loop 4-bit GEMM needs an sm_90a GPU (H100/H200)";
+    for (int64_t n : {40, 300}) {
+      SCOPED_TRACE("n=" + std::to_string(n));
+      std::vector<float> xv(static_cast<size_t>(cols * n));
+      for (float& v : xv) v = dist(rng) * 2.0f;
+      auto run = [&](cuda::Q4GemmUse use) {
+        cuda::set_q4_gemm(use);
+        std::vector<std::vector<float>> result(3);
+        auto x = backend->alloc(DType::F32, {cols, n, 1, 1});
+        if (!x.ok()) return result;
+        backend->write(*x, xv.data(), xv.size() * sizeof(float));
+        std::vector<Tensor> outs;
+        for (int i = 0; i < 3; ++i) {
+          auto out = backend->alloc(DType::F32, {range_rows[i], n, 1, 1});
+          if (!out.ok()) return result;
+          const std::vector<uint8_t> poison(out->bytes(), 0xff);
+          backend->write(*out, poison.data(), poison.size());
+          outs.push_back(*out);
+        }
+        const MatmulOutput outputs[] = {{&w[0], &outs[0], nullptr}, {&w[1], &outs[1], &*bias}, {&w[2], &outs[2], nullptr}};
+        backend->fused_matmul_same_input(outputs, *x, MatmulFusion{.norm = &*norm, .eps = 1e-5f});
+        for (int i = 0; i < 3; ++i) {
+          result[static_cast<size_t>(i)].resize(static_cast<size_t>(range_rows[i] * n));
+          backend->read(outs[static_cast<size_t>(i)], result[static_cast<size_t>(i)].data(),
+                        result[static_cast<size_t>(i)].size() * sizeof(float));
+        }
+        return result;
+      };
+      const int64_t launches = cuda::q4_gemm_launch_count();
+      const auto in_loop = run(cuda::Q4GemmUse::qkv);
+      EXPECT_EQ(cuda::q4_gemm_launch_count(), launches + 1) << "one in-loop GEMM for q, k and v";
+      const auto cublas = run(cuda::Q4GemmUse::off);
+      EXPECT_EQ(cuda::q4_gemm_launch_count(), launches + 1) << "none with the in-loop GEMM off";
+      cuda::set_q4_gemm(cuda::Q4GemmUse::everywhere);
+      ASSERT_TRUE(backend->status().ok());
+      for (size_t i = 0; i < 3; ++i) {
+        SCOPED_TRACE("output " + std::to_string(i));
+        ASSERT_EQ(in_loop[i].size(), cublas[i].size());
+        float largest = 0.0f, worst = 0.0f;
+        for (size_t k = 0; k < in_loop[i].size(); ++k) {
+          ASSERT_TRUE(std::isfinite(in_loop[i][k])) << k;
+          largest = std::max(largest, std::fabs(cublas[i][k]));
+          worst = std::max(worst, std::fabs(in_loop[i][k] - cublas[i][k]));
+        }
+        EXPECT_GT(largest, 0.0f);
+        EXPECT_LE(worst, 2e-3f * largest);
       }
-      const MatmulOutput outputs[] = {{&w[0], &outs[0], nullptr}, {&w[1], &outs[1], &*bias}, {&w[2], &outs[2], nullptr}};
-      backend->fused_matmul_same_input(outputs, *x, MatmulFusion{.norm = &*norm, .eps = 1e-5f});
-      for (int i = 0; i < 3; ++i) {
-        result[static_cast<size_t>(i)].resize(static_cast<size_t>(range_rows[i] * n));
-        backend->read(outs[static_cast<size_t>(i)], result[static_cast<size_t>(i)].data(),
-                      result[static_cast<size_t>(i)].size() * sizeof(float));
-      }
-      return result;
-    };
-    const int64_t launches = cuda::q4_0_gemm_launch_count();
-    const auto in_loop = run(cuda::Q4_0GemmUse::qkv);
-    EXPECT_EQ(cuda::q4_0_gemm_launch_count(), launches + 1) << "one in-loop GEMM for q, k and v";
-    const auto cublas = run(cuda::Q4_0GemmUse::off);
-    EXPECT_EQ(cuda::q4_0_gemm_launch_count(), launches + 1) << "none with the in-loop GEMM off";
-    cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::everywhere);
-    ASSERT_TRUE(backend->status().ok());
-    for (size_t i = 0; i < 3; ++i) {
-      SCOPED_TRACE("output " + std::to_string(i));
-      ASSERT_EQ(in_loop[i].size(), cublas[i].size());
-      float largest = 0.0f, worst = 0.0f;
-      for (size_t k = 0; k < in_loop[i].size(); ++k) {
-        ASSERT_TRUE(std::isfinite(in_loop[i][k])) << k;
-        largest = std::max(largest, std::fabs(cublas[i][k]));
-        worst = std::max(worst, std::fabs(in_loop[i][k] - cublas[i][k]));
-      }
-      EXPECT_GT(largest, 0.0f);
-      EXPECT_LE(worst, 2e-3f * largest);
     }
   }
 }
 
 // A prompt chunk's feed-forward (fused_ffn: gate and up written as fp16 by the GEMM, SwiGLU in
-// place, down added into x) with Q4_0 weights, the in-loop GEMM against the dequantize pass and
+// place, down added into x) with Q4_0 / Q4_K weights, the in-loop GEMM against the dequantize pass and
 // cuBLAS, each block tile, gate and up apart or as rows of one matrix (one GEMM for both): the
 // same fp16 weights and operands, sums in another order, so x agrees to the fp16 rounding of
 // gate / up (2e-3 of max |x|).
-TEST(CudaMatmul, Q4_0GemmFfnMatchesCublasPath) {
+TEST(CudaMatmul, Q4GemmFfnMatchesCublasPath) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
-  const Q4_0GemmSwitchedOn switched_on;
-  if (!cuda::gemm_q4_0_applies(weight_view(DType::Q4_0, 512, 768), 40))
-    GTEST_SKIP() << "the in-loop Q4_0 GEMM needs an sm_90a GPU (H100/H200)";
-  std::mt19937_64 rng(87);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  constexpr int64_t d = 512, n_ff = 768;
-  auto weight = [&](int64_t cols, int64_t rows) {
-    std::vector<float> values(static_cast<size_t>(cols * rows));
-    for (float& v : values) v = dist(rng) * 0.1f;
-    std::vector<uint8_t> bytes(row_bytes(DType::Q4_0, cols) * rows);
-    quantize_matrix(DType::Q4_0, values.data(), bytes.data(), rows, cols);
-    return backend->upload_weight(make_tensor_2d(bytes.data(), DType::Q4_0, cols, rows));
-  };
-  auto w_gate_apart = weight(d, n_ff), w_up_apart = weight(d, n_ff), w_gate_up = weight(d, 2 * n_ff),
-       w_down = weight(n_ff, d);
-  auto norm = backend->alloc(DType::F32, {d, 1, 1, 1});
-  ASSERT_TRUE(w_gate_apart.ok() && w_up_apart.ok() && w_gate_up.ok() && w_down.ok() && norm.ok());
-  // Gate and up as rows of one matrix (as LlamaModel fuses them at load): one GEMM for both.
-  auto rows_of = [&](const Tensor& w, int64_t r0, int64_t rows) {
-    Tensor v = w;
-    v.data = static_cast<char*>(w.data) + static_cast<size_t>(r0) * w.row_size();
-    v.ne = {w.ne[0], rows, 1, 1};
-    return v;
-  };
-  const Tensor gate_rows = rows_of(*w_gate_up, 0, n_ff), up_rows = rows_of(*w_gate_up, n_ff, n_ff);
-  std::vector<float> g(static_cast<size_t>(d));
-  for (float& v : g) v = dist(rng) + 1.0f;
-  backend->write(*norm, g.data(), g.size() * sizeof(float));
-  for (cuda::Q4_0GemmTile tile : {cuda::Q4_0GemmTile::rows128_tokens256, cuda::Q4_0GemmTile::rows128_tokens128})
-  for (bool one_matrix : {false, true})
-  for (int64_t n : {40, 200}) {
-    SCOPED_TRACE("tile " + std::to_string(static_cast<int>(tile)) + (one_matrix ? " gate/up one matrix" : "") +
-                 " n=" + std::to_string(n));
-    const Tensor* w_gate = one_matrix ? &gate_rows : &*w_gate_apart;
-    const Tensor* w_up = one_matrix ? &up_rows : &*w_up_apart;
-    std::vector<float> x_init(static_cast<size_t>(d * n));
-    for (float& v : x_init) v = dist(rng) * 3.0f;
-    auto run = [&](bool in_loop) {
-      cuda::set_q4_0_gemm(in_loop ? cuda::Q4_0GemmUse::everywhere : cuda::Q4_0GemmUse::off, tile);
-      std::vector<float> result(x_init.size());
-      auto x = backend->alloc(DType::F32, {d, n, 1, 1});
-      auto gate = backend->alloc(DType::F32, {n_ff, n, 1, 1});
-      auto up = backend->alloc(DType::F32, {n_ff, n, 1, 1});
-      auto scratch = backend->alloc(DType::F32, {(n_ff + d) * n, 1, 1, 1});
-      if (!x.ok() || !gate.ok() || !up.ok() || !scratch.ok()) return result;
-      backend->write(*x, x_init.data(), x_init.size() * sizeof(float));
-      backend->fused_ffn(*x, FfnBlock{w_gate, w_up, &*w_down, &*norm, 1e-5f, &*gate, &*up, &*scratch});
-      backend->read(*x, result.data(), result.size() * sizeof(float));
-      return result;
+  for (DType t : kInLoopTypes) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    const Q4GemmSwitchedOn switched_on;
+    if (!cuda::gemm_q4_applies(weight_view(t, 512, 768), 40))
+      GTEST_SKIP() << "the in-loop 4-bit GEMM needs an sm_90a GPU (H100/H200)";
+    std::mt19937_64 rng(87);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    constexpr int64_t d = 512, n_ff = 768;
+    auto weight = [&](int64_t cols, int64_t rows) {
+      std::vector<float> values(static_cast<size_t>(cols * rows));
+      for (float& v : values) v = dist(rng) * 0.1f;
+      std::vector<uint8_t> bytes(row_bytes(t, cols) * rows);
+      quantize_matrix(t, values.data(), bytes.data(), rows, cols);
+      return backend->upload_weight(make_tensor_2d(bytes.data(), t, cols, rows));
     };
-    const std::vector<float> in_loop = run(true), cublas = run(false);
-    ASSERT_TRUE(backend->status().ok());
-    float largest = 0.0f, worst = 0.0f, moved = 0.0f;
-    for (size_t i = 0; i < in_loop.size(); ++i) {
-      ASSERT_TRUE(std::isfinite(in_loop[i])) << i;
-      largest = std::max(largest, std::fabs(cublas[i]));
-      worst = std::max(worst, std::fabs(in_loop[i] - cublas[i]));
-      moved = std::max(moved, std::fabs(in_loop[i] - x_init[i]));
+    auto w_gate_apart = weight(d, n_ff), w_up_apart = weight(d, n_ff), w_gate_up = weight(d, 2 * n_ff),
+         w_down = weight(n_ff, d);
+    auto norm = backend->alloc(DType::F32, {d, 1, 1, 1});
+    ASSERT_TRUE(w_gate_apart.ok() && w_up_apart.ok() && w_gate_up.ok() && w_down.ok() && norm.ok());
+    // Gate and up as rows of one matrix (as LlamaModel fuses them at load): one GEMM for both.
+    auto rows_of = [&](const Tensor& w, int64_t r0, int64_t rows) {
+      Tensor v = w;
+      v.data = static_cast<char*>(w.data) + static_cast<size_t>(r0) * w.row_size();
+      v.ne = {w.ne[0], rows, 1, 1};
+      return v;
+    };
+    const Tensor gate_rows = rows_of(*w_gate_up, 0, n_ff), up_rows = rows_of(*w_gate_up, n_ff, n_ff);
+    std::vector<float> g(static_cast<size_t>(d));
+    for (float& v : g) v = dist(rng) + 1.0f;
+    backend->write(*norm, g.data(), g.size() * sizeof(float));
+    for (cuda::Q4GemmTile tile : {cuda::Q4GemmTile::rows128_tokens256, cuda::Q4GemmTile::rows128_tokens128})
+    for (bool one_matrix : {false, true})
+    for (int64_t n : {40, 200}) {
+      SCOPED_TRACE("tile " + std::to_string(static_cast<int>(tile)) + (one_matrix ? " gate/up one matrix" : "") +
+                   " n=" + std::to_string(n));
+      const Tensor* w_gate = one_matrix ? &gate_rows : &*w_gate_apart;
+      const Tensor* w_up = one_matrix ? &up_rows : &*w_up_apart;
+      std::vector<float> x_init(static_cast<size_t>(d * n));
+      for (float& v : x_init) v = dist(rng) * 3.0f;
+      auto run = [&](bool in_loop) {
+        cuda::set_q4_gemm(in_loop ? cuda::Q4GemmUse::everywhere : cuda::Q4GemmUse::off, tile);
+        std::vector<float> result(x_init.size());
+        auto x = backend->alloc(DType::F32, {d, n, 1, 1});
+        auto gate = backend->alloc(DType::F32, {n_ff, n, 1, 1});
+        auto up = backend->alloc(DType::F32, {n_ff, n, 1, 1});
+        auto scratch = backend->alloc(DType::F32, {(n_ff + d) * n, 1, 1, 1});
+        if (!x.ok() || !gate.ok() || !up.ok() || !scratch.ok()) return result;
+        backend->write(*x, x_init.data(), x_init.size() * sizeof(float));
+        backend->fused_ffn(*x, FfnBlock{w_gate, w_up, &*w_down, &*norm, 1e-5f, &*gate, &*up, &*scratch});
+        backend->read(*x, result.data(), result.size() * sizeof(float));
+        return result;
+      };
+      const std::vector<float> in_loop = run(true), cublas = run(false);
+      ASSERT_TRUE(backend->status().ok());
+      float largest = 0.0f, worst = 0.0f, moved = 0.0f;
+      for (size_t i = 0; i < in_loop.size(); ++i) {
+        ASSERT_TRUE(std::isfinite(in_loop[i])) << i;
+        largest = std::max(largest, std::fabs(cublas[i]));
+        worst = std::max(worst, std::fabs(in_loop[i] - cublas[i]));
+        moved = std::max(moved, std::fabs(in_loop[i] - x_init[i]));
+      }
+      EXPECT_LE(worst, 2e-3f * largest);
+      EXPECT_GT(moved, 1e-2f * largest) << "the feed-forward added nothing to x";
     }
-    EXPECT_LE(worst, 2e-3f * largest);
-    EXPECT_GT(moved, 1e-2f * largest) << "the feed-forward added nothing to x";
   }
 }
 

@@ -84,8 +84,8 @@ struct Config {
 
 // Prefill matmul (n = 2048 tokens) through the backend: for F16 weights cuBLAS on fp16
 // operands (plus the fp32 -> fp16 conversion of x); for block formats the dequantize pass
-// first, and for Q4_0 also the in-loop GEMM. TFLOP/s = 2 rows cols n / time, eager launches, median of 5 after a warm-up. The
-// 8192^3 F16 product is this path's ceiling on the card (PERF.md: 781 TFLOP/s through torch).
+// first, and for Q4_0 / Q4_K also the in-loop GEMM. TFLOP/s = 2 rows cols n / time, eager
+// launches, median of 5 after a warm-up. The 8192^3 F16 product is this path's ceiling on the card (PERF.md: 781 TFLOP/s through torch).
 TEST(CudaBench, PrefillMatmul) {
   if (!bench_enabled()) GTEST_SKIP() << "set BITLIGHT_GPU_BENCH=1 to run the GPU benchmark";
   if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device";
@@ -99,22 +99,24 @@ TEST(CudaBench, PrefillMatmul) {
                         {DType::Q4_0, {4096, 4096}, 2048}, {DType::Q4_0, {4096, 1024}, 2048},
                         {DType::Q4_0, {4096, 14336}, 2048},
                         {DType::Q4_0, {14336, 4096}, 2048}, {DType::Q4_K, {4096, 14336}, 2048},
+                        {DType::Q4_K, {14336, 4096}, 2048},
                         {DType::Q8_0, {4096, 14336}, 2048}};
   std::printf("\n| prefill: format | cols x rows | tokens | ms | TFLOP/s |\n|---|---|---|---|---|\n");
-  // Q4_0 three ways: the in-loop GEMM (gemm_q4_0_wgmma.cu, where the GPU runs it) with its
+  // Q4_0 and Q4_K three ways: the in-loop GEMM (gemm_q4_wgmma.cu, where the GPU runs it) with its
   // automatic block tile and with the wide one forced, and the dequantize pass + cuBLAS.
   struct Path {
     bool in_loop;
-    cuda::Q4_0GemmTile tile;
+    cuda::Q4GemmTile tile;
     const char* name;
   };
-  const Path paths[] = {{true, cuda::Q4_0GemmTile::automatic, " (in-loop)"},
-                        {true, cuda::Q4_0GemmTile::rows128_tokens256, " (in-loop 128x256)"},
-                        {false, cuda::Q4_0GemmTile::automatic, " (dequantize + cuBLAS)"}};
+  const Path paths[] = {{true, cuda::Q4GemmTile::automatic, " (in-loop)"},
+                        {true, cuda::Q4GemmTile::rows128_tokens256, " (in-loop 128x256)"},
+                        {false, cuda::Q4GemmTile::automatic, " (dequantize + cuBLAS)"}};
   for (const Case& c : cases)
   for (const Path& path : paths) {
-    if (c.fmt != DType::Q4_0 && path.in_loop) continue;
-    cuda::set_q4_0_gemm(path.in_loop ? cuda::Q4_0GemmUse::everywhere : cuda::Q4_0GemmUse::off, path.tile);
+    const bool in_loop_format = c.fmt == DType::Q4_0 || c.fmt == DType::Q4_K;
+    if (!in_loop_format && path.in_loop) continue;
+    cuda::set_q4_gemm(path.in_loop ? cuda::Q4GemmUse::everywhere : cuda::Q4GemmUse::off, path.tile);
     auto opened = open_cuda_backend(0);
     ASSERT_TRUE(opened.ok()) << opened.status().message();
     CudaBackend& b = **opened;
@@ -140,11 +142,11 @@ TEST(CudaBench, PrefillMatmul) {
     ASSERT_TRUE(b.status().ok());
     const double t = median(ms);
     std::printf("| %s%s | %lldx%lld | %lld | %.3f | %.0f |\n", std::string(dtype_name(c.fmt)).c_str(),
-                c.fmt == DType::Q4_0 ? path.name : "",
+                in_loop_format ? path.name : "",
                 static_cast<long long>(c.shape.cols), static_cast<long long>(c.shape.rows), static_cast<long long>(c.n), t,
                 2.0 * c.shape.cols * c.shape.rows * c.n / (t * 1e-3) / 1e12);
   }
-  cuda::set_q4_0_gemm(cuda::Q4_0GemmUse::everywhere);
+  cuda::set_q4_gemm(cuda::Q4GemmUse::everywhere);
 }
 
 TEST(CudaBench, GemvBandwidthAt8BShapes) {

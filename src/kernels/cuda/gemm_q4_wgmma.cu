@@ -1,6 +1,7 @@
-// Prefill GEMM for Q4_0 weights with the dequantization inside the main loop, on Hopper (sm_90a):
-// out[t][r] (+)= sum_k W[r][k] x[t][k], W [rows][cols] Q4_0 in the tiled layout
-// (weight_layout.cuh), x [n][cols] fp16 (the prefill operand), fp32 sums.
+// Prefill GEMM for 4-bit weights with the dequantization inside the main loop, on Hopper
+// (sm_90a): out[t][r] (+)= sum_k W[r][k] x[t][k], W [rows][cols] Q4_0 in the tiled layout
+// (weight_layout.cuh) or Q4_K as stored (both 144 bytes a row's 256 weights: a 16-byte header of
+// scales, then 128 bytes of nibbles), x [n][cols] fp16 (the prefill operand), fp32 sums.
 //
 // Why: the other prefill path dequantizes the whole weight into an fp16 workspace (rows x cols
 // x 2 bytes written, then read back by cuBLAS): at pp2048 on the 8B shape that pass was ~12 %
@@ -23,8 +24,8 @@
 // of bytes {2c, 2c+1, 2c+8, 2c+9} and step 2h + 1 their high nibbles: one 16-bit shared load
 // per byte pair serves two steps. A nibble pair becomes a half2 with the fp16 magic 0x6400
 // (1024 + q, or 1024 + 16 q for the high nibble, exact), minus 1032 (or / 16 - 72), exact, then
-// times d: one rounding, so the weights are bit for bit those of the dequantize pass. The
-// fragments of stage kt + 1 are built while the wgmma of stage kt run.
+// times d: one rounding, so the weights are bit for bit those of the dequantize pass (Q4_K:
+// build_fragments). The fragments of stage kt + 1 are built while the wgmma of stage kt run.
 //
 // Napkin math (H100 SXM, ~990 TFLOPS dense fp16 = ~2048 MAC a clock an SM): a k tile is 128 x
 // 256 x 64 = 2.1 M MAC, ~1024 clocks of tensor work, for 38 KB from L2 (x 32 KB, weights 6 KB).
@@ -46,6 +47,7 @@
 
 #include "kernels/cuda/hopper.cuh"
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/weight_decode.cuh"  // k4_scale_min, half_bits_to_float
 #include "kernels/cuda/weight_layout.cuh"
 
 namespace bl::cuda {
@@ -74,7 +76,7 @@ struct Tile {
   static_assert(kStageBytes % kSmemAlign == 0, "each stage's x tile must stay 1024-byte aligned");
 };
 
-struct Q4_0GemmArgs {
+struct Q4GemmArgs {
   int64_t rows;
   int64_t cols;
   int64_t n;
@@ -97,44 +99,82 @@ using namespace hopper;
 
 constexpr int kConsumerRegisters = 232, kProducerRegisters = 40;  // 2 x 128 x 232 + 128 x 40 <= 64 K
 
-// Nibbles of two body bytes (lo16 = bytes j, j + 1) as half2 of (q - 8) d: step 2h takes the
-// low nibbles, step 2h + 1 the high ones.
+// Nibbles of two body bytes (lo16 = bytes j, j + 1) as half2 of q - 8, exact: the low nibbles
+// and the high ones.
 struct NibblePair {
-  uint32_t low, high;
+  __half2 low, high;
 };
-__device__ __forceinline__ NibblePair dequantize_pair(uint32_t two_bytes, __half2 d) {
+__device__ __forceinline__ NibblePair nibbles_minus_8(uint32_t two_bytes) {
   const uint32_t spread = __byte_perm(two_bytes, 0u, 0x4140);     // [b0, 0, b1, 0]
   const uint32_t lo_bits = (spread & 0x000F000Fu) | 0x64006400u;  // 1024 + q
   const uint32_t hi_bits = (spread & 0x00F000F0u) | 0x64006400u;  // 1024 + 16 q
-  const __half2 lo = __hsub2(*reinterpret_cast<const __half2*>(&lo_bits), __float2half2_rn(1032.0f));
-  const __half2 hi = __hfma2(*reinterpret_cast<const __half2*>(&hi_bits), __float2half2_rn(0.0625f),
-                             __float2half2_rn(-72.0f));
-  const __half2 wl = __hmul2(lo, d), wh = __hmul2(hi, d);
-  return {*reinterpret_cast<const uint32_t*>(&wl), *reinterpret_cast<const uint32_t*>(&wh)};
+  return {__hsub2(*reinterpret_cast<const __half2*>(&lo_bits), __float2half2_rn(1032.0f)),
+          __hfma2(*reinterpret_cast<const __half2*>(&hi_bits), __float2half2_rn(0.0625f), __float2half2_rn(-72.0f))};
 }
+__device__ __forceinline__ uint32_t bits(__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); }
+
+// A weight from its q - 8: Q4_0 (q - 8) d, one rounding (the dequantize pass's value); Q4_K
+// d sc q - dmin m = (q - 8) a + c with a = d sc and c = 8 a - dmin m rounded to fp16 (per
+// sub-block; |c| stays near 0 for a centred block, so the roundings are ~2^-11 of the block's
+// range).
+struct Affine {
+  __half2 a, c;
+  __device__ __forceinline__ __half2 operator()(__half2 q_minus_8) const { return __hfma2(q_minus_8, a, c); }
+};
 
 // This thread's A fragments of k tile kt from its stage: frag[step][4] (mma.m16n8k16's
 // a0..a3: row g k 2c..2c+1, row g + 8 the same, row g k 2c+8..2c+9, row g + 8 the same).
-// bodies [128 rows][2 blocks][16], headers [128 rows][8 scales]; the tile's blocks 2 (kt % 4)
-// and 2 (kt % 4) + 1 are this k tile's.
+// bodies [128 rows][32 bytes], headers [128 rows][16 bytes]: a k tile is 64 weights of the
+// row's 256-weight tile (Q4_0: blocks 2 (kt % 4), +1 of the tiled layout, scales in the header;
+// Q4_K: the super-block's qs bytes 32 (kt % 4).., header d, dmin, the 12 scale bytes).
+// The 16-bit loads at bytes 2c and 2c + 8 (and 16 on) of the 32 give: Q4_0, block h = byte / 16:
+// low nibbles k step 2h, high 2h + 1 (scale d_h); Q4_K, half h = byte / 16: low nibbles step h
+// (sub-block 2 (kt % 4)), high step 2 + h (the next sub-block).
+template <DType T>
 __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uint8_t* headers, int kt,
                                                 int consumer, int warp_in_group, int lane, uint32_t (&frag)[4][4]) {
   const int g = lane / 4, c = lane % 4;
-  const int scale_at = 4 * (kt % (kTileBlocks / 2));
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int r = consumer * 64 + warp_in_group * 16 + g + 8 * rr;
-    const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(headers + r * kHeaderBytes + scale_at);
+    const uint8_t* header = headers + r * kHeaderBytes;
+    Affine low_scale[2], high_scale[2];  // by h
+    if constexpr (T == DType::Q4_0) {
+      const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(header + 4 * (kt % (kTileBlocks / 2)));
+      const __half2 zero = __float2half2_rn(0.0f);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const __half2 d = __half2half2(__ushort_as_half(static_cast<unsigned short>(h ? d_bits >> 16 : d_bits)));
+        low_scale[h] = high_scale[h] = Affine{d, zero};
+      }
+    } else {
+      const uint32_t dm = *reinterpret_cast<const uint32_t*>(header);
+      const uint32_t scales[3] = {*reinterpret_cast<const uint32_t*>(header + 4),
+                                  *reinterpret_cast<const uint32_t*>(header + 8),
+                                  *reinterpret_cast<const uint32_t*>(header + 12)};
+      const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xFFFF));
+      const float dmin = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
+      Affine sub[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        float sc, m;
+        k4_scale_min(2 * (kt % 4) + i, scales, sc, m);
+        const float a = d * sc;
+        sub[i] = Affine{__float2half2_rn(a), __float2half2_rn(8.0f * a - dmin * m)};
+      }
+      low_scale[0] = low_scale[1] = sub[0];
+      high_scale[0] = high_scale[1] = sub[1];
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const uint8_t* body = bodies + (r * 2 + h) * kBodyBytes;
-      const __half2 d = __half2half2(__ushort_as_half(static_cast<unsigned short>(h ? d_bits >> 16 : d_bits)));
-      const NibblePair first = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c), d);
-      const NibblePair second = dequantize_pair(*reinterpret_cast<const uint16_t*>(body + 2 * c + 8), d);
-      frag[2 * h][rr] = first.low;
-      frag[2 * h][2 + rr] = second.low;
-      frag[2 * h + 1][rr] = first.high;
-      frag[2 * h + 1][2 + rr] = second.high;
+      const uint8_t* body = bodies + r * 2 * kBodyBytes + h * kBodyBytes;
+      const NibblePair first = nibbles_minus_8(*reinterpret_cast<const uint16_t*>(body + 2 * c));
+      const NibblePair second = nibbles_minus_8(*reinterpret_cast<const uint16_t*>(body + 2 * c + 8));
+      const int low_step = T == DType::Q4_0 ? 2 * h : h, high_step = T == DType::Q4_0 ? 2 * h + 1 : 2 + h;
+      frag[low_step][rr] = bits(low_scale[h](first.low));
+      frag[low_step][2 + rr] = bits(low_scale[h](second.low));
+      frag[high_step][rr] = bits(high_scale[h](first.high));
+      frag[high_step][2 + rr] = bits(high_scale[h](second.high));
     }
   }
 }
@@ -158,7 +198,7 @@ struct RowTarget {
   int64_t ld;
 };
 template <typename Out>
-__device__ __forceinline__ RowTarget<Out> row_target(const Q4_0GemmArgs& p, int64_t row) {
+__device__ __forceinline__ RowTarget<Out> row_target(const Q4GemmArgs& p, int64_t row) {
   GemmRowRange r = p.ranges[0];
 #pragma unroll
   for (int i = 1; i < kGemmMaxRowRanges; ++i)  // constant indices: the ranges stay in parameter space
@@ -170,7 +210,7 @@ __device__ __forceinline__ RowTarget<Out> row_target(const Q4_0GemmArgs& p, int6
 // and token token0 + 8 (i / 4) + i % 2 (row0 = the warp's row g, token0 = its column 2 c).
 // Blocks whose tile lies inside the output store without bounds checks.
 template <typename Out, bool kAccumulate, int kAcc>
-__device__ __forceinline__ void store_tile(const Q4_0GemmArgs& p, int64_t row0, int64_t token0, bool whole,
+__device__ __forceinline__ void store_tile(const Q4GemmArgs& p, int64_t row0, int64_t token0, bool whole,
                                            const float (&acc)[kAcc]) {
   const RowTarget<Out> lo = row_target<Out>(p, min(row0, p.rows - 1)), hi = row_target<Out>(p, min(row0 + 8, p.rows - 1));
 #pragma unroll
@@ -213,7 +253,7 @@ __device__ __forceinline__ void stage_tile(uint8_t* staging, int row0, int token
 // boundary; rows past the range's end are clipped by TMA), added to what is there with
 // accumulate.
 template <int kTokens>
-__device__ __forceinline__ void store_staged_tile(const Q4_0GemmArgs& p, const OutMaps& maps, const uint8_t* staging,
+__device__ __forceinline__ void store_staged_tile(const Q4GemmArgs& p, const OutMaps& maps, const uint8_t* staging,
                                                   int64_t m0, int64_t n0) {
   const int box_rows = p.out_half ? kStoreBoxBytes / 2 : kStoreBoxBytes / 4;
   const int subs = Tile<kTokens>::kRows / box_rows;
@@ -245,21 +285,21 @@ __device__ __forceinline__ void store_staged_tile(const Q4_0GemmArgs& p, const O
 
 // x_map: fp16 [n][cols], box 64 x kTokens, 128-byte swizzle. body_map / header_map: the weight
 // as bytes [rows][row_bytes], boxes 32 x kRows and 16 x kRows.
-template <int kTokens>
+template <DType T, int kTokens>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_q4_0_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap body_map,
+    gemm_q4_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap body_map,
                            const __grid_constant__ CUtensorMap header_map, const __grid_constant__ OutMaps out_maps,
-                           const __grid_constant__ Q4_0GemmArgs p) {
+                           const __grid_constant__ Q4GemmArgs p) {
 #ifdef BITLIGHT_HOPPER
-  using T = Tile<kTokens>;
+  using Tl = Tile<kTokens>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + kSmemAlign - 1) & ~static_cast<uintptr_t>(kSmemAlign - 1));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * T::kStageBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * Tl::kStageBytes);
   uint64_t* empty = full + kStages;
-  auto x_stage = [&](int slot) { return smem + slot * T::kStageBytes; };
-  auto body_stage = [&](int slot) { return x_stage(slot) + T::kXStageBytes; };
-  auto header_stage = [&](int slot) { return x_stage(slot) + T::kXStageBytes + T::kBodyStageBytes; };
+  auto x_stage = [&](int slot) { return smem + slot * Tl::kStageBytes; };
+  auto body_stage = [&](int slot) { return x_stage(slot) + Tl::kXStageBytes; };
+  auto header_stage = [&](int slot) { return x_stage(slot) + Tl::kXStageBytes + Tl::kBodyStageBytes; };
 
   // A block an output tile, the tokens' fastest: the blocks working at once share weight rows,
   // so each weight byte comes from HBM about once; x (2 bytes a token and column) stays in L2.
@@ -267,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // no faster: docs/cuda.md.)
   const int token_tiles = static_cast<int>((p.n + kTokens - 1) / kTokens);
   const int64_t n0 = static_cast<int64_t>(blockIdx.x % token_tiles) * kTokens;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x / token_tiles) * T::kRows;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x / token_tiles) * Tl::kRows;
   const int k_tiles = static_cast<int>(p.cols / kTileK);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warpgroup = warp / 4, warp_in_group = warp % 4;
@@ -288,7 +328,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     RingPosition at;
     for (int kt = 0; kt < k_tiles; ++kt, at.advance()) {
       mbarrier_wait(&empty[at.slot], at.phase ^ 1);  // the consumers are done with the slot
-      mbarrier_arrive_expect_tx(&full[at.slot], T::kStageBytes);
+      mbarrier_arrive_expect_tx(&full[at.slot], Tl::kStageBytes);
       // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at 144 (kt / 4) bytes of
       // the row, with the header first; blocks 2 (kt % 4), +1 are bodies 32 (kt % 4) on.
       const int32_t tile_at = (kt / 4) * kTileBytes;
@@ -326,13 +366,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     at.advance();
     if (kt + 1 < k_tiles) {
       mbarrier_wait(&full[at.slot], at.phase);
-      build_fragments(body_stage(at.slot), header_stage(at.slot), kt + 1, consumer, warp_in_group, lane, next);
+      build_fragments<T>(body_stage(at.slot), header_stage(at.slot), kt + 1, consumer, warp_in_group, lane, next);
     }
   };
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
   mbarrier_wait(&full[0], 0);
-  build_fragments(body_stage(0), header_stage(0), 0, consumer, warp_in_group, lane, frag_even);
+  build_fragments<T>(body_stage(0), header_stage(0), 0, consumer, warp_in_group, lane, frag_even);
   // k_tiles is a multiple of 4 (cols % 256 == 0), so the pairs come out even.
   for (int kt = 0; kt < k_tiles; kt += 2) {
     step(kt, frag_even, frag_odd);
@@ -356,7 +396,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (threadIdx.x == 128) store_staged_tile<kTokens>(p, out_maps, smem, m0, n0);
     return;
   }
-  const bool whole = m0 + T::kRows <= p.rows && n0 + kTokens <= p.n;
+  const bool whole = m0 + Tl::kRows <= p.rows && n0 + kTokens <= p.n;
   const int64_t row0 = m0 + consumer * 64 + warp_in_group * 16 + g, token0 = n0 + 2 * c;
   if (p.out_half) {
     if (p.accumulate) store_tile<__half, true>(p, row0, token0, whole, acc);
@@ -368,26 +408,26 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// BITLIGHT_CUDA_Q4_0_GEMM=0|1|2: where the backend takes this kernel (Q4_0GemmUse), default 2.
-Q4_0GemmUse q4_0_gemm_use_default() {
-  const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM");
-  if (v && std::strcmp(v, "0") == 0) return Q4_0GemmUse::off;
-  if (v && std::strcmp(v, "1") == 0) return Q4_0GemmUse::qkv;
-  return Q4_0GemmUse::everywhere;
+// BITLIGHT_CUDA_Q4_GEMM=0|1|2: where the backend takes this kernel (Q4GemmUse), default 2.
+Q4GemmUse q4_gemm_use_default() {
+  const char* v = std::getenv("BITLIGHT_CUDA_Q4_GEMM");
+  if (v && std::strcmp(v, "0") == 0) return Q4GemmUse::off;
+  if (v && std::strcmp(v, "1") == 0) return Q4GemmUse::qkv;
+  return Q4GemmUse::everywhere;
 }
-Q4_0GemmUse q4_0_gemm_use_now = q4_0_gemm_use_default();
-int64_t q4_0_gemm_launches = 0;  // host-side count, for the tests
-// BITLIGHT_CUDA_Q4_0_GEMM_TILE=128x256|128x128 (rows x tokens) forces a block tile.
-Q4_0GemmTile q4_0_gemm_tile_default() {
-  const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM_TILE");
-  if (v && std::strcmp(v, "128x256") == 0) return Q4_0GemmTile::rows128_tokens256;
-  if (v && std::strcmp(v, "128x128") == 0) return Q4_0GemmTile::rows128_tokens128;
-  return Q4_0GemmTile::automatic;
+Q4GemmUse q4_gemm_use_now = q4_gemm_use_default();
+int64_t q4_gemm_launches = 0;  // host-side count, for the tests
+// BITLIGHT_CUDA_Q4_GEMM_TILE=128x256|128x128 (rows x tokens) forces a block tile.
+Q4GemmTile q4_gemm_tile_default() {
+  const char* v = std::getenv("BITLIGHT_CUDA_Q4_GEMM_TILE");
+  if (v && std::strcmp(v, "128x256") == 0) return Q4GemmTile::rows128_tokens256;
+  if (v && std::strcmp(v, "128x128") == 0) return Q4GemmTile::rows128_tokens128;
+  return Q4GemmTile::automatic;
 }
-Q4_0GemmTile q4_0_gemm_tile = q4_0_gemm_tile_default();
-// BITLIGHT_CUDA_Q4_0_GEMM_STORE=direct: the tile stored from registers (comparisons).
-const bool q4_0_gemm_tma_store = [] {
-  const char* v = std::getenv("BITLIGHT_CUDA_Q4_0_GEMM_STORE");
+Q4GemmTile q4_gemm_tile = q4_gemm_tile_default();
+// BITLIGHT_CUDA_Q4_GEMM_STORE=direct: the tile stored from registers (comparisons).
+const bool q4_gemm_tma_store = [] {
+  const char* v = std::getenv("BITLIGHT_CUDA_Q4_GEMM_STORE");
   return !v || std::strcmp(v, "direct") != 0;
 }();
 
@@ -399,7 +439,7 @@ bool device_runs_wgmma() {
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
   cudaFuncAttributes attributes{};
-  return major == 9 && minor == 0 && cudaFuncGetAttributes(&attributes, gemm_q4_0_wgmma_kernel<128>) == cudaSuccess &&
+  return major == 9 && minor == 0 && cudaFuncGetAttributes(&attributes, gemm_q4_wgmma_kernel<DType::Q4_0, 128>) == cudaSuccess &&
          attributes.ptxVersion >= 90;
 }
 
@@ -431,28 +471,32 @@ bool encode_2d(CUtensorMap* map, CUtensorMapDataType type, const void* base, uin
 
 }  // namespace
 
-void set_q4_0_gemm(Q4_0GemmUse use, Q4_0GemmTile tile) {
-  q4_0_gemm_use_now = use;
-  q4_0_gemm_tile = tile;
+void set_q4_gemm(Q4GemmUse use, Q4GemmTile tile) {
+  q4_gemm_use_now = use;
+  q4_gemm_tile = tile;
 }
 
-Q4_0GemmUse q4_0_gemm_use() { return q4_0_gemm_use_now; }
-int64_t q4_0_gemm_launch_count() { return q4_0_gemm_launches; }
+Q4GemmUse q4_gemm_use() { return q4_gemm_use_now; }
+int64_t q4_gemm_launch_count() { return q4_gemm_launches; }
 
-bool gemm_q4_0_applies(const WeightView& w, int64_t n_tokens) {
-  return w.dtype == DType::Q4_0 && w.tiled && w.cols % (kTileBlocks * 32) == 0 &&
+bool gemm_q4_applies(const WeightView& w, int64_t n_tokens) {
+  // Q4_0 in the tiled layout and Q4_K as stored: both 144 bytes a row's 256 weights, a 16-byte
+  // header (scales) and 128 bytes of nibbles, so the same TMA boxes serve.
+  const bool layout = (w.dtype == DType::Q4_0 && w.tiled) || w.dtype == DType::Q4_K;
+  static_assert(sizeof(BlockQ4_K) == kTileBytes, "a Q4_K super-block is a tile of 8 Q4_0 blocks in size");
+  return layout && w.cols % (kTileBlocks * 32) == 0 &&
          n_tokens > kGemvMaxTokens && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
 }
 
-bool launch_gemm_q4_0_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
+bool launch_gemm_q4_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
                                  std::span<const GemmRowRange> outputs, bool out_half, bool accumulate,
                                  cudaStream_t stream) {
   // TMA: 16-byte aligned bases and strides (row_bytes = 144 per 256 columns).
-  if (!gemm_q4_0_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+  if (!gemm_q4_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || w.row_bytes % 16 != 0 || outputs.empty() ||
       outputs.size() > kGemmMaxRowRanges || outputs[0].first_row != 0)
     return false;
-  Q4_0GemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate, false};
+  Q4GemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate, false};
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (i > 0 && outputs[i].first_row <= outputs[i - 1].first_row) return false;
     p.ranges[i] = outputs[i];
@@ -460,22 +504,22 @@ bool launch_gemm_q4_0_row_ranges(const WeightView& w, const uint16_t* x, int64_t
   int device = 0, sms = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  auto launch = [&]<int kTokens>() {
-    using T = Tile<kTokens>;
+  auto launch = [&]<DType T, int kTokens>() {
+    using Tl = Tile<kTokens>;
     CUtensorMap x_map, body_map, header_map;
     const uint64_t cols = static_cast<uint64_t>(w.cols), rows = static_cast<uint64_t>(w.rows);
     if (!encode_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, x, cols, static_cast<uint64_t>(n_tokens), cols * 2, kTileK,
                    kTokens, CU_TENSOR_MAP_SWIZZLE_128B) ||
         !encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, 2 * kBodyBytes,
-                   T::kRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
+                   Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
         !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, kHeaderBytes,
-                   T::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
+                   Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
       return false;
     // The outputs as TMA tensors where they qualify (16-byte aligned bases and token strides);
     // an fp16 sum into fp16 outputs (not used by the backend) keeps the direct stores.
     OutMaps out_maps;
     const size_t out_bytes = out_half ? 2 : 4;
-    p.tma_store = q4_0_gemm_tma_store && !(out_half && accumulate);
+    p.tma_store = q4_gemm_tma_store && !(out_half && accumulate);
     for (int i = 0; i < p.n_ranges && p.tma_store; ++i) {
       const int64_t end = i + 1 < p.n_ranges ? p.ranges[i + 1].first_row : w.rows;
       const uint64_t range_rows = static_cast<uint64_t>(end - p.ranges[i].first_row);
@@ -489,29 +533,33 @@ bool launch_gemm_q4_0_row_ranges(const WeightView& w, const uint16_t* x, int64_t
                               p.ranges[i].out, range_rows, static_cast<uint64_t>(n_tokens), p.ranges[i].ld * out_bytes,
                               static_cast<uint32_t>(kStoreBoxBytes / out_bytes), kTokens, CU_TENSOR_MAP_SWIZZLE_128B);
     }
-    const unsigned grid = static_cast<unsigned>(((n_tokens + kTokens - 1) / kTokens) * ((w.rows + T::kRows - 1) / T::kRows));
+    const unsigned grid =
+        static_cast<unsigned>(((n_tokens + kTokens - 1) / kTokens) * ((w.rows + Tl::kRows - 1) / Tl::kRows));
     // Per device context, so set before every launch (a host-side attribute write).
-    cudaFuncSetAttribute(gemm_q4_0_wgmma_kernel<kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
-    gemm_q4_0_wgmma_kernel<kTokens><<<grid, kThreads, T::kSmemBytes, stream>>>(x_map, body_map, header_map, out_maps,
+    cudaFuncSetAttribute(gemm_q4_wgmma_kernel<T, kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes);
+    gemm_q4_wgmma_kernel<T, kTokens><<<grid, kThreads, Tl::kSmemBytes, stream>>>(x_map, body_map, header_map, out_maps,
                                                                                 p);
-    ++q4_0_gemm_launches;
+    ++q4_gemm_launches;
     return true;
   };
   // Blocks of 128 rows x 256 tokens: each weight fragment decoded serves 256 tokens (H100, 8B
   // shapes at 2048 tokens: 495-616 TFLOP/s against 441-509 for 256 x 128, docs/cuda.md). Where
   // that leaves SMs idle (the 8B k and v products, 1024 rows: 64 blocks), 128 x 128.
-  Q4_0GemmTile tile = q4_0_gemm_tile;
-  if (tile == Q4_0GemmTile::automatic) {
+  Q4GemmTile tile = q4_gemm_tile;
+  if (tile == Q4GemmTile::automatic) {
     const int64_t wide_blocks = ((w.rows + 127) / 128) * ((n_tokens + 255) / 256);
-    tile = wide_blocks >= sms ? Q4_0GemmTile::rows128_tokens256 : Q4_0GemmTile::rows128_tokens128;
+    tile = wide_blocks >= sms ? Q4GemmTile::rows128_tokens256 : Q4GemmTile::rows128_tokens128;
   }
-  return tile == Q4_0GemmTile::rows128_tokens128 ? launch.template operator()<128>() : launch.template operator()<256>();
+  const bool narrow = tile == Q4GemmTile::rows128_tokens128;
+  if (w.dtype == DType::Q4_K)
+    return narrow ? launch.template operator()<DType::Q4_K, 128>() : launch.template operator()<DType::Q4_K, 256>();
+  return narrow ? launch.template operator()<DType::Q4_0, 128>() : launch.template operator()<DType::Q4_0, 256>();
 }
 
-bool launch_gemm_q4_0(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
+bool launch_gemm_q4(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
                       bool accumulate, cudaStream_t stream) {
   const GemmRowRange all{0, out, w.rows};
-  return launch_gemm_q4_0_row_ranges(w, x, n_tokens, std::span<const GemmRowRange>(&all, 1), out_half, accumulate,
+  return launch_gemm_q4_row_ranges(w, x, n_tokens, std::span<const GemmRowRange>(&all, 1), out_half, accumulate,
                                      stream);
 }
 
