@@ -20,6 +20,8 @@ constexpr DotKernel kQ5_1{DType::Q8_0, dot_tiles<K::Q5_1>, x86::quantize_q8_pair
 constexpr DotKernel kQ4_K{DType::Q8_K, dot_tiles<K::Q4_K>, x86::quantize_q8_k_avx2};
 constexpr DotKernel kQ5_K{DType::Q8_K, dot_tiles<K::Q5_K>, x86::quantize_q8_k_avx2};
 constexpr DotKernel kQ6_K{DType::Q8_K, dot_tiles<K::Q6_K>, x86::quantize_q8_k_avx2};
+constexpr DotKernel kQ2_K{DType::Q8_K, dot_tiles<K::Q2_K>, x86::quantize_q8_k_avx2};
+constexpr DotKernel kQ3_K{DType::Q8_K, dot_tiles<K::Q3_K>, x86::quantize_q8_k_avx2};
 
 }  // namespace
 
@@ -36,7 +38,9 @@ const DotKernel* dot_kernel_avx2(DType w) {
     case DType::Q4_K: return &kQ4_K;
     case DType::Q5_K: return &kQ5_K;
     case DType::Q6_K: return &kQ6_K;
-    default: return nullptr;  // Q2_K, Q3_K: scalar
+    case DType::Q2_K: return &kQ2_K;
+    case DType::Q3_K: return &kQ3_K;
+    default: return nullptr;
   }
 }
 

@@ -34,6 +34,8 @@ struct Table {
   static constexpr DotKernel q4_k{DType::Q8_K, dot_tiles<K::template Q4_K>, x86::quantize_q8_k_avx2};
   static constexpr DotKernel q5_k{DType::Q8_K, dot_tiles<K::template Q5_K>, x86::quantize_q8_k_avx2};
   static constexpr DotKernel q6_k{DType::Q8_K, dot_tiles<K::template Q6_K>, x86::quantize_q8_k_avx2};
+  static constexpr DotKernel q2_k{DType::Q8_K, dot_tiles<K::template Q2_K>, x86::quantize_q8_k_avx2};
+  static constexpr DotKernel q3_k{DType::Q8_K, dot_tiles<K::template Q3_K>, x86::quantize_q8_k_avx2};
 
   static const DotKernel* get(DType w) {
     switch (w) {
@@ -48,6 +50,8 @@ struct Table {
       case DType::Q4_K: return &q4_k;
       case DType::Q5_K: return &q5_k;
       case DType::Q6_K: return &q6_k;
+      case DType::Q2_K: return &q2_k;
+      case DType::Q3_K: return &q3_k;
       default: return nullptr;
     }
   }

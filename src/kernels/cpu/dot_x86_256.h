@@ -399,6 +399,107 @@ void dot_q6k_tile(int64_t cols, const void* w, const void* x, size_t stride, flo
   for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]);
 }
 
+// Q2_K and Q3_K: 16 groups of 16 with their elements in Q6_K's order: the 32 elements 32j ..
+// 32j + 31 (j = 4h + k) are bits 2k, 2k + 1 of bytes qs[32h .. 32h + 32), so chunk j's low
+// 128-bit lane holds group 2j and its high lane group 2j + 1 (the scales are picked as Q6_K's).
+inline void unpack_2bit_chunks(const uint8_t* qs, __m256i q[8]) {
+  const __m256i three = _mm256_set1_epi8(3);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * h));
+    for (int k = 0; k < 4; ++k) q[4 * h + k] = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * k), three);
+  }
+}
+
+// sum_j madd(maddubs(q_j, y_j), scale of the chunk's two groups): sum_g sc_g sum(q y)_g as 8
+// int32 lanes. sc_all: the 16 scales as int16 in group order; pick[j] = shuffle_for_lanes(2j,
+// 2j + 1) (made once per call of the tile function).
+inline __m256i group_scaled_sums(const __m256i q[8], const int8_t* y, __m256i sc_all, const __m256i pick[4]) {
+  const __m256i sc_lo = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc_all));
+  const __m256i sc_hi = _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc_all, 1));
+  __m256i sumi = _mm256_setzero_si256();
+  for (int j = 0; j < 8; ++j) {
+    const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 32 * j));
+    const __m256i scales = _mm256_shuffle_epi8(j < 4 ? sc_lo : sc_hi, pick[j % 4]);
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], yv), scales));
+  }
+  return sumi;
+}
+
+// Q2_K: levels q in [0, 4), scales byte g = sc_g | m_g << 4:
+//   sum w y = d_y (d_w sum_g sc_g sum(q y)_g - dmin_w sum_g m_g bsum_g).
+template <int NC>
+void dot_q2k_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  const auto* a = static_cast<const BlockQ2_K*>(w);
+  const BlockQ8_K* y[NC];
+  for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_K>(x, stride, c);
+  __m256 acc[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  __m256i pick[4];
+  for (int j = 0; j < 4; ++j) pick[j] = shuffle_for_lanes(2 * j, 2 * j + 1);
+  for (int64_t i = 0; i < cols / kQKK; ++i) {
+    prefetch_weights(a + i);
+    __m256i q[8];
+    unpack_2bit_chunks(a[i].qs, q);
+    const __m128i sb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i].scales));
+    const __m256i sc_all = _mm256_cvtepu8_epi16(_mm_and_si128(sb, low4));
+    const __m256i mn_all = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), low4));
+    const float dw = fp16(a[i].d), dminw = fp16(a[i].dmin);
+    for (int c = 0; c < NC; ++c) {
+      const __m256i sumi = group_scaled_sums(q, y[c][i].qs, sc_all, pick);
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].bsums));
+      const __m256i mins = _mm256_madd_epi16(mn_all, bsums);
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[c][i].d), _mm256_cvtepi32_ps(sumi), acc[c]);
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(-dminw * y[c][i].d), _mm256_cvtepi32_ps(mins), acc[c]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]);
+}
+
+// Q3_K: levels q in [-4, 4): the 2 bits of qs plus bit j of hmask[l] for element 32j + l (set:
+// q = low, clear: q = low - 4), and 6-bit scales stored + 32 (as quant::unpack_q3_k_scales):
+//   sum w y = d_y d_w sum_g sc_g (sum(q' y)_g - 4 bsum_g),  q' = q + 4 = low | bit << 2 in [0, 8).
+template <int NC>
+void dot_q3k_tile(int64_t cols, const void* w, const void* x, size_t stride, float* out) {
+  const auto* a = static_cast<const BlockQ3_K*>(w);
+  const BlockQ8_K* y[NC];
+  for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_K>(x, stride, c);
+  __m256 acc[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  const __m256i one = _mm256_set1_epi8(1);
+  __m256i pick[4];
+  for (int j = 0; j < 4; ++j) pick[j] = shuffle_for_lanes(2 * j, 2 * j + 1);
+  for (int64_t i = 0; i < cols / kQKK; ++i) {
+    prefetch_weights(a + i);
+    __m256i q[8];
+    unpack_2bit_chunks(a[i].qs, q);
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].hmask));
+    for (int j = 0; j < 8; ++j) q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, j), one), 2));
+    // The 12 scale bytes: low nibbles of s_0..7 in bytes 0-7, of s_8..15 in their high nibbles;
+    // the 2 high bits of s_j in byte 8 + j % 4 at bit 2 (j / 4). Stored + 32.
+    uint64_t lo_bytes;
+    uint32_t hi_bytes;
+    std::memcpy(&lo_bytes, a[i].scales, 8);
+    std::memcpy(&hi_bytes, a[i].scales + 8, 4);
+    const __m128i lo8 = _mm_cvtsi64_si128(static_cast<int64_t>(lo_bytes));
+    const __m128i low4 = _mm_set1_epi8(0x0F), two_bits = _mm_set1_epi32(0x03030303);
+    const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(lo8, low4), _mm_and_si128(_mm_srli_epi16(lo8, 4), low4));
+    const __m128i hi = _mm_and_si128(_mm_setr_epi32(static_cast<int>(hi_bytes), static_cast<int>(hi_bytes >> 2),
+                                                    static_cast<int>(hi_bytes >> 4), static_cast<int>(hi_bytes >> 6)),
+                                     two_bits);
+    const __m128i sc8 = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+    const __m256i sc_all = _mm256_cvtepi8_epi16(sc8);
+    const float dw = fp16(a[i].d);
+    for (int c = 0; c < NC; ++c) {
+      __m256i sumi = group_scaled_sums(q, y[c][i].qs, sc_all, pick);
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].bsums));
+      sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bsums), 2));
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[c][i].d), _mm256_cvtepi32_ps(sumi), acc[c]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]);
+}
+
 // ---- float weights against fp32 activations
 
 enum class Flt { f32, f16, bf16 };
@@ -472,6 +573,8 @@ struct Kernels256 {
   template <int NC> struct Q4_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q45k_tile<false, BlockQ4_K, NC>(c, w, x, s, o); } };
   template <int NC> struct Q5_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q45k_tile<true, BlockQ5_K, NC>(c, w, x, s, o); } };
   template <int NC> struct Q6_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q6k_tile<NC>(c, w, x, s, o); } };
+  template <int NC> struct Q2_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q2k_tile<NC>(c, w, x, s, o); } };
+  template <int NC> struct Q3_K { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_q3k_tile<NC>(c, w, x, s, o); } };
   template <int NC> struct F32 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_float_tile<Flt::f32, NC>(c, w, x, s, o); } };
   template <int NC> struct F16 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_float_tile<Flt::f16, NC>(c, w, x, s, o); } };
   template <int NC> struct BF16 { static void run(int64_t c, const void* w, const void* x, size_t s, float* o) { dot_float_tile<Flt::bf16, NC>(c, w, x, s, o); } };
