@@ -45,31 +45,37 @@ bool matmul_supported(DType weight_type) {
 
 namespace {
 
-// The precision an environment variable names (int8 or int8x2), or fallback when it is unset or
+// The precision an environment variable names (int8 or int8x2), or nullopt when it is unset or
 // names neither (with a warning).
-ActPrecision precision_from_env(const char* name, ActPrecision fallback) {
+std::optional<ActPrecision> precision_from_env(const char* name) {
   const char* env = std::getenv(name);
-  if (!env) return fallback;
+  if (!env) return std::nullopt;
   if (std::strcmp(env, "int8x2") == 0) return ActPrecision::int8x2;
   if (std::strcmp(env, "int8") == 0) return ActPrecision::int8;
   std::fprintf(stderr, "bitlight: ignoring %s=%s (want int8 or int8x2)\n", name, env);
-  return fallback;
+  return std::nullopt;
+}
+
+std::optional<ActPrecision> dot_precision_from_env() {
+  static const std::optional<ActPrecision> precision = precision_from_env("BITLIGHT_CPU_ACT");
+  return precision;
 }
 
 }  // namespace
 
-ActPrecision active_act_precision() {
-  static const ActPrecision precision = precision_from_env("BITLIGHT_CPU_ACT", ActPrecision::int8x2);
-  return precision;
-}
+ActPrecision active_act_precision() { return dot_precision_from_env().value_or(ActPrecision::int8x2); }
+
+ActPrecision low_bit_act_precision() { return dot_precision_from_env().value_or(ActPrecision::int8); }
 
 ActPrecision lut_act_precision() {
-  static const ActPrecision precision = precision_from_env("BITLIGHT_CPU_LUT_ACT", ActPrecision::int8);
+  static const ActPrecision precision = precision_from_env("BITLIGHT_CPU_LUT_ACT").value_or(ActPrecision::int8);
   return precision;
 }
 
 ActPrecision default_act_precision(DType weight_type) {
-  return lut_matmul_supported(weight_type) ? lut_act_precision() : active_act_precision();
+  if (lut_matmul_supported(weight_type)) return lut_act_precision();
+  if (weight_type == DType::Q2_K || weight_type == DType::Q3_K) return low_bit_act_precision();
+  return active_act_precision();
 }
 
 namespace {

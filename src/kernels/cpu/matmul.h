@@ -30,6 +30,12 @@ bool matmul_supported(DType weight_type);
 enum class ActPrecision { int8, int8x2 };
 // int8x2 unless BITLIGHT_CPU_ACT=int8 (read once).
 ActPrecision active_act_precision();
+// The dot kernels of Q2_K and Q3_K: one term (int8, llama.cpp's precision) unless
+// BITLIGHT_CPU_ACT=int8x2. At 2-3 bits a weight's own rounding is ~10-15x the int8 activation's
+// (rms step / sqrt(12) of 4-8 levels against 255), so the second term buys nothing visible, and
+// it costs 1.6-1.85x on these compute-bound kernels (Zen 3, matmul_bench ffn_gate_up, 2 threads:
+// q2_k 10.0 -> 18.4 GB/s, q3_k 9.9 -> 15.8 with one term; docs/cpu_kernels.md).
+ActPrecision low_bit_act_precision();
 // The table terms of the lookup-table kernels (bl<b>g<g> weights, lut_matmul.h): one int8 table
 // (T-MAC's) unless BITLIGHT_CPU_LUT_ACT=int8x2 (read once). On AVX2 a second term doubles the
 // lookups per byte and makes decode compute-bound (Zen 3, synthetic llama3-1b, one series: bl2g128
@@ -37,7 +43,7 @@ ActPrecision active_act_precision();
 // nats of KL on SmolLM2 (README, quality table; docs/cpu_kernels.md, twelfth session).
 ActPrecision lut_act_precision();
 // The precision a matmul with weights of this type runs at by default: lut_act_precision() for
-// the bl types, active_act_precision() for the others.
+// the bl types, low_bit_act_precision() for Q2_K and Q3_K, active_act_precision() for the others.
 ActPrecision default_act_precision(DType weight_type);
 
 // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows]). x, out, bias F32.
