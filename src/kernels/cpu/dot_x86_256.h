@@ -474,7 +474,10 @@ void dot_q3k_tile(int64_t cols, const void* w, const void* x, size_t stride, flo
     __m256i q[8];
     unpack_2bit_chunks(a[i].qs, q);
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].hmask));
-    for (int j = 0; j < 8; ++j) q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, j), one), 2));
+    for (int j = 0; j < 8; ++j) {
+      const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(hm, j), one);  // bit j of each byte
+      q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 2));
+    }
     // The 12 scale bytes: low nibbles of s_0..7 in bytes 0-7, of s_8..15 in their high nibbles;
     // the 2 high bits of s_j in byte 8 + j % 4 at bit 2 (j / 4). Stored + 32.
     uint64_t lo_bytes;
