@@ -396,30 +396,36 @@ TEST(CudaMatmul, SwigluSplitOverTwoGemvsMatchesSiluKernel) {
     }
 }
 
-// The in-loop 4-bit GEMM taken everywhere (the default) with a given block tile for a test's
+// The in-loop GEMM taken everywhere (the default) with a given block tile for a test's
 // scope, and the defaults back after it.
-constexpr DType kInLoopTypes[] = {DType::Q4_0, DType::Q4_K};
-struct Q4GemmSwitchedOn {
-  explicit Q4GemmSwitchedOn(cuda::Q4GemmTile tile = cuda::Q4GemmTile::automatic) {
-    cuda::set_q4_gemm(cuda::Q4GemmUse::everywhere, tile);
+constexpr DType kInLoopTypes[] = {DType::Q4_0, DType::Q4_K, DType::Q4_1, DType::Q8_0};
+struct InLoopGemmSwitchedOn {
+  explicit InLoopGemmSwitchedOn(cuda::InLoopGemmTile tile = cuda::InLoopGemmTile::automatic)
+      : q8_0_before(cuda::in_loop_gemm_q8_0()) {
+    cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere, tile);
+    cuda::set_in_loop_gemm_q8_0(true);  // off by default (slower than the cuBLAS path), tested here
   }
-  ~Q4GemmSwitchedOn() { cuda::set_q4_gemm(cuda::Q4GemmUse::everywhere); }
+  ~InLoopGemmSwitchedOn() {
+    cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
+    cuda::set_in_loop_gemm_q8_0(q8_0_before);
+  }
+  bool q8_0_before;
 };
 
-// The Q4_0 / Q4_K prefill GEMM with the dequantization in its main loop (gemm_q4_wgmma.cu; a GPU
-// of compute capability 9.0), each format and block tile: row and token tiles cut short (67, 300, 513 rows;
+// The prefill GEMM with the dequantization in its main loop (gemm_in_loop_wgmma.cu; a GPU of
+// compute capability 9.0), each format (Q4_0, Q4_K, Q4_1, Q8_0) and block tile: row and token tiles cut short (67, 300, 513 rows;
 // 17, 130, 300 tokens), more tiles than SMs (4100 x 1100), K from one 256-column tile to 16,
 // against fp64 W x with x rounded to fp16 (2e-3 of sum |w x|, as the cuBLAS path); out = W x
 // through matmul and out += W x through fused_matmul's accumulate, over outputs that are not
 // poisoned but random.
-TEST(CudaMatmul, Q4GemmDequantizesInLoop) {
+TEST(CudaMatmul, InLoopGemmAgainstFp64) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   std::mt19937_64 rng(86);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   for (DType t : kInLoopTypes)
-  for (cuda::Q4GemmTile tile : {cuda::Q4GemmTile::rows128_tokens256, cuda::Q4GemmTile::rows128_tokens128})
+  for (cuda::InLoopGemmTile tile : {cuda::InLoopGemmTile::rows128_tokens256, cuda::InLoopGemmTile::rows128_tokens128})
   for (int64_t cols : {256, 2816, 4096})
     for (int64_t rows : {67, 300, 513, 4100})
       for (int64_t n : {17, 130, 300, 1100}) {
@@ -427,9 +433,9 @@ TEST(CudaMatmul, Q4GemmDequantizesInLoop) {
         if (cols == 4096 && n == 300 && rows != 513) continue;  // the fp64 reference's time
         SCOPED_TRACE(std::string(dtype_name(t)) + " tile " + std::to_string(static_cast<int>(tile)) + " cols=" +
                      std::to_string(cols) + " rows=" + std::to_string(rows) + " n=" + std::to_string(n));
-        const Q4GemmSwitchedOn switched_on(tile);
-        if (!cuda::gemm_q4_applies(weight_view(t, cols, rows), n))
-          GTEST_SKIP() << "the in-loop 4-bit GEMM needs an sm_90a GPU (H100/H200)";
+        const InLoopGemmSwitchedOn switched_on(tile);
+        if (!cuda::gemm_in_loop_applies(weight_view(t, cols, rows), n))
+          GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
         const HostMatmul p = make_problem(t, cols, rows, n, rng);
         auto w = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.w_bytes.data()), t, cols, rows));
         auto x = backend->alloc(DType::F32, {cols, n, 1, 1});
@@ -455,12 +461,27 @@ TEST(CudaMatmul, Q4GemmDequantizesInLoop) {
       }
 }
 
-// The in-loop Q4_0 GEMM over the rows of several matrices stored one after another (a layer's
+// By default the backend leaves Q8_0 to the dequantize pass + cuBLAS (faster on an H100) and
+// takes the in-loop GEMM for the 4-bit formats.
+TEST(CudaMatmul, InLoopGemmLeavesQ8_0ToCublasByDefault) {
+  SKIP_WITHOUT_GPU();
+  ASSERT_FALSE(cuda::in_loop_gemm_q8_0()) << "BITLIGHT_CUDA_INLOOP_GEMM_Q8_0 set for the test run?";
+  if (!cuda::gemm_in_loop_applies(weight_view(DType::Q4_0, 512, 256), 40))
+    GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
+  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_1, 512, 256), 40));
+  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_K, 512, 256), 40));
+  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
+  cuda::set_in_loop_gemm_q8_0(true);
+  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
+  cuda::set_in_loop_gemm_q8_0(false);
+}
+
+// The in-loop GEMM (each format) over the rows of several matrices stored one after another (a layer's
 // q, k, v fused at load), each row range into its own output: ranges of 192, 64, 64 rows (on the
 // stored boxes' boundaries: the tile leaves by TMA) and of 200, 72, 72 (inside them: direct
 // stores), both cutting 128-row block tiles, fp32 and fp16 outputs, against fp64 W x of the fp16
 // x it was given (2e-3 of sum |w x|: the fp16 weights, and the fp16 outputs' rounding).
-TEST(CudaMatmul, Q4GemmRowRanges) {
+TEST(CudaMatmul, InLoopGemmRowRanges) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
@@ -468,7 +489,7 @@ TEST(CudaMatmul, Q4GemmRowRanges) {
   std::mt19937_64 rng(88);
   for (DType t : kInLoopTypes)
   for (const std::array<int64_t, 3> range_rows : {std::array<int64_t, 3>{192, 64, 64}, std::array<int64_t, 3>{200, 72, 72}})
-  for (cuda::Q4GemmTile tile : {cuda::Q4GemmTile::rows128_tokens256, cuda::Q4GemmTile::rows128_tokens128})
+  for (cuda::InLoopGemmTile tile : {cuda::InLoopGemmTile::rows128_tokens256, cuda::InLoopGemmTile::rows128_tokens128})
     for (int64_t n : {40, 300})
       for (bool out_half : {false, true}) {
         const int64_t rows = range_rows[0] + range_rows[1] + range_rows[2];
@@ -476,7 +497,7 @@ TEST(CudaMatmul, Q4GemmRowRanges) {
                      std::to_string(range_rows[1]) + " tile " +
                      std::to_string(static_cast<int>(tile)) + " n=" + std::to_string(n) +
                      (out_half ? " fp16 out" : " fp32 out"));
-        const Q4GemmSwitchedOn switched_on(tile);
+        const InLoopGemmSwitchedOn switched_on(tile);
         HostMatmul p = make_problem(t, cols, rows, n, rng);
         auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), t, cols, rows));
         auto x = backend->alloc(DType::F16, {cols, n, 1, 1});
@@ -484,7 +505,7 @@ TEST(CudaMatmul, Q4GemmRowRanges) {
         cuda::WeightView wv = weight_view(t, cols, rows);
         wv.data = w->data;
         wv.row_bytes = w->row_size();
-        if (!cuda::gemm_q4_applies(wv, n)) GTEST_SKIP() << "the in-loop 4-bit GEMM needs an sm_90a GPU (H100/H200)";
+        if (!cuda::gemm_in_loop_applies(wv, n)) GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
         std::vector<uint16_t> x_half(p.x.size());
         for (size_t i = 0; i < p.x.size(); ++i) {
           x_half[i] = f32_to_fp16(p.x[i]);
@@ -504,7 +525,7 @@ TEST(CudaMatmul, Q4GemmRowRanges) {
           outs.push_back(*out);
         }
         backend->synchronize();  // the launch below is on the default stream
-        ASSERT_TRUE(cuda::launch_gemm_q4_row_ranges(wv, x->as<uint16_t>(), n, ranges, out_half, false, nullptr));
+        ASSERT_TRUE(cuda::launch_gemm_in_loop_row_ranges(wv, x->as<uint16_t>(), n, ranges, out_half, false, nullptr));
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         std::vector<float> got(static_cast<size_t>(rows * n));  // [n][rows], as one output
         for (int i = 0; i < 3; ++i) {
@@ -525,14 +546,15 @@ TEST(CudaMatmul, Q4GemmRowRanges) {
       }
 }
 
-// A prompt chunk's q, k and v (fused_matmul_same_input with the norm, a bias on k) from Q4_0 /
-// Q4_K weights stored as one matrix, as LlamaModel fuses them: by default one in-loop GEMM for the
+// A prompt chunk's q, k and v (fused_matmul_same_input with the norm, a bias on k) from weights
+// of each in-loop format stored as one matrix, as LlamaModel fuses them: by default one in-loop GEMM for the
 // three (row ranges of 192, 64, 64; the launch is counted), against the dequantize pass + cuBLAS
 // per matrix: the same fp16 operands, sums in another order (2e-3 of each output's max |value|).
-TEST(CudaMatmul, Q4GemmQkvMatchesCublasPath) {
+TEST(CudaMatmul, InLoopGemmQkvMatchesCublasPath) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
+  const InLoopGemmSwitchedOn switched_on;
   for (DType t : kInLoopTypes) {
     SCOPED_TRACE(std::string(dtype_name(t)));
     constexpr int64_t cols = 512;
@@ -560,14 +582,14 @@ TEST(CudaMatmul, Q4GemmQkvMatchesCublasPath) {
       w[i].ne = {cols, range_rows[i], 1, 1};
       first += range_rows[i];
     }
-    if (!cuda::gemm_q4_applies(weight_view(t, cols, rows), 40))
-      GTEST_SKIP() << "the in-loop 4-bit GEMM needs an sm_90a GPU (H100/H200)";
+    if (!cuda::gemm_in_loop_applies(weight_view(t, cols, rows), 40))
+      GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
     for (int64_t n : {40, 300}) {
       SCOPED_TRACE("n=" + std::to_string(n));
       std::vector<float> xv(static_cast<size_t>(cols * n));
       for (float& v : xv) v = dist(rng) * 2.0f;
-      auto run = [&](cuda::Q4GemmUse use) {
-        cuda::set_q4_gemm(use);
+      auto run = [&](cuda::InLoopGemmUse use) {
+        cuda::set_in_loop_gemm(use);
         std::vector<std::vector<float>> result(3);
         auto x = backend->alloc(DType::F32, {cols, n, 1, 1});
         if (!x.ok()) return result;
@@ -589,12 +611,12 @@ TEST(CudaMatmul, Q4GemmQkvMatchesCublasPath) {
         }
         return result;
       };
-      const int64_t launches = cuda::q4_gemm_launch_count();
-      const auto in_loop = run(cuda::Q4GemmUse::qkv);
-      EXPECT_EQ(cuda::q4_gemm_launch_count(), launches + 1) << "one in-loop GEMM for q, k and v";
-      const auto cublas = run(cuda::Q4GemmUse::off);
-      EXPECT_EQ(cuda::q4_gemm_launch_count(), launches + 1) << "none with the in-loop GEMM off";
-      cuda::set_q4_gemm(cuda::Q4GemmUse::everywhere);
+      const int64_t launches = cuda::in_loop_gemm_launch_count();
+      const auto in_loop = run(cuda::InLoopGemmUse::qkv);
+      EXPECT_EQ(cuda::in_loop_gemm_launch_count(), launches + 1) << "one in-loop GEMM for q, k and v";
+      const auto cublas = run(cuda::InLoopGemmUse::off);
+      EXPECT_EQ(cuda::in_loop_gemm_launch_count(), launches + 1) << "none with the in-loop GEMM off";
+      cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
       ASSERT_TRUE(backend->status().ok());
       for (size_t i = 0; i < 3; ++i) {
         SCOPED_TRACE("output " + std::to_string(i));
@@ -613,19 +635,19 @@ TEST(CudaMatmul, Q4GemmQkvMatchesCublasPath) {
 }
 
 // A prompt chunk's feed-forward (fused_ffn: gate and up written as fp16 by the GEMM, SwiGLU in
-// place, down added into x) with Q4_0 / Q4_K weights, the in-loop GEMM against the dequantize pass and
+// place, down added into x) with each in-loop format's weights, the in-loop GEMM against the dequantize pass and
 // cuBLAS, each block tile, gate and up apart or as rows of one matrix (one GEMM for both): the
 // same fp16 weights and operands, sums in another order, so x agrees to the fp16 rounding of
 // gate / up (2e-3 of max |x|).
-TEST(CudaMatmul, Q4GemmFfnMatchesCublasPath) {
+TEST(CudaMatmul, InLoopGemmFfnMatchesCublasPath) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   for (DType t : kInLoopTypes) {
     SCOPED_TRACE(std::string(dtype_name(t)));
-    const Q4GemmSwitchedOn switched_on;
-    if (!cuda::gemm_q4_applies(weight_view(t, 512, 768), 40))
-      GTEST_SKIP() << "the in-loop 4-bit GEMM needs an sm_90a GPU (H100/H200)";
+    const InLoopGemmSwitchedOn switched_on;
+    if (!cuda::gemm_in_loop_applies(weight_view(t, 512, 768), 40))
+      GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
     std::mt19937_64 rng(87);
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
     constexpr int64_t d = 512, n_ff = 768;
@@ -651,7 +673,7 @@ TEST(CudaMatmul, Q4GemmFfnMatchesCublasPath) {
     std::vector<float> g(static_cast<size_t>(d));
     for (float& v : g) v = dist(rng) + 1.0f;
     backend->write(*norm, g.data(), g.size() * sizeof(float));
-    for (cuda::Q4GemmTile tile : {cuda::Q4GemmTile::rows128_tokens256, cuda::Q4GemmTile::rows128_tokens128})
+    for (cuda::InLoopGemmTile tile : {cuda::InLoopGemmTile::rows128_tokens256, cuda::InLoopGemmTile::rows128_tokens128})
     for (bool one_matrix : {false, true})
     for (int64_t n : {40, 200}) {
       SCOPED_TRACE("tile " + std::to_string(static_cast<int>(tile)) + (one_matrix ? " gate/up one matrix" : "") +
@@ -661,7 +683,7 @@ TEST(CudaMatmul, Q4GemmFfnMatchesCublasPath) {
       std::vector<float> x_init(static_cast<size_t>(d * n));
       for (float& v : x_init) v = dist(rng) * 3.0f;
       auto run = [&](bool in_loop) {
-        cuda::set_q4_gemm(in_loop ? cuda::Q4GemmUse::everywhere : cuda::Q4GemmUse::off, tile);
+        cuda::set_in_loop_gemm(in_loop ? cuda::InLoopGemmUse::everywhere : cuda::InLoopGemmUse::off, tile);
         std::vector<float> result(x_init.size());
         auto x = backend->alloc(DType::F32, {d, n, 1, 1});
         auto gate = backend->alloc(DType::F32, {n_ff, n, 1, 1});

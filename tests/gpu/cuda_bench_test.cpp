@@ -84,7 +84,7 @@ struct Config {
 
 // Prefill matmul (n = 2048 tokens) through the backend: for F16 weights cuBLAS on fp16
 // operands (plus the fp32 -> fp16 conversion of x); for block formats the dequantize pass
-// first, and for Q4_0 / Q4_K also the in-loop GEMM. TFLOP/s = 2 rows cols n / time, eager
+// first, and for Q4_0 / Q4_K / Q4_1 / Q8_0 also the in-loop GEMM. TFLOP/s = 2 rows cols n / time, eager
 // launches, median of 5 after a warm-up. The 8192^3 F16 product is this path's ceiling on the card (PERF.md: 781 TFLOP/s through torch).
 TEST(CudaBench, PrefillMatmul) {
   if (!bench_enabled()) GTEST_SKIP() << "set BITLIGHT_GPU_BENCH=1 to run the GPU benchmark";
@@ -100,23 +100,26 @@ TEST(CudaBench, PrefillMatmul) {
                         {DType::Q4_0, {4096, 14336}, 2048},
                         {DType::Q4_0, {14336, 4096}, 2048}, {DType::Q4_K, {4096, 14336}, 2048},
                         {DType::Q4_K, {14336, 4096}, 2048},
-                        {DType::Q8_0, {4096, 14336}, 2048}};
+                        {DType::Q4_1, {4096, 14336}, 2048}, {DType::Q4_1, {14336, 4096}, 2048},
+                        {DType::Q8_0, {4096, 14336}, 2048}, {DType::Q8_0, {14336, 4096}, 2048}};
   std::printf("\n| prefill: format | cols x rows | tokens | ms | TFLOP/s |\n|---|---|---|---|---|\n");
-  // Q4_0 and Q4_K three ways: the in-loop GEMM (gemm_q4_wgmma.cu, where the GPU runs it) with its
+  // The in-loop formats three ways: the in-loop GEMM (gemm_in_loop_wgmma.cu, where the GPU runs it) with its
   // automatic block tile and with the wide one forced, and the dequantize pass + cuBLAS.
   struct Path {
     bool in_loop;
-    cuda::Q4GemmTile tile;
+    cuda::InLoopGemmTile tile;
     const char* name;
   };
-  const Path paths[] = {{true, cuda::Q4GemmTile::automatic, " (in-loop)"},
-                        {true, cuda::Q4GemmTile::rows128_tokens256, " (in-loop 128x256)"},
-                        {false, cuda::Q4GemmTile::automatic, " (dequantize + cuBLAS)"}};
+  const Path paths[] = {{true, cuda::InLoopGemmTile::automatic, " (in-loop)"},
+                        {true, cuda::InLoopGemmTile::rows128_tokens256, " (in-loop 128x256)"},
+                        {false, cuda::InLoopGemmTile::automatic, " (dequantize + cuBLAS)"}};
   for (const Case& c : cases)
   for (const Path& path : paths) {
-    const bool in_loop_format = c.fmt == DType::Q4_0 || c.fmt == DType::Q4_K;
+    const bool in_loop_format =
+        c.fmt == DType::Q4_0 || c.fmt == DType::Q4_1 || c.fmt == DType::Q8_0 || c.fmt == DType::Q4_K;
     if (!in_loop_format && path.in_loop) continue;
-    cuda::set_q4_gemm(path.in_loop ? cuda::Q4GemmUse::everywhere : cuda::Q4GemmUse::off, path.tile);
+    cuda::set_in_loop_gemm(path.in_loop ? cuda::InLoopGemmUse::everywhere : cuda::InLoopGemmUse::off, path.tile);
+    cuda::set_in_loop_gemm_q8_0(path.in_loop);  // Q8_0 is off by default: measured here both ways
     auto opened = open_cuda_backend(0);
     ASSERT_TRUE(opened.ok()) << opened.status().message();
     CudaBackend& b = **opened;
@@ -146,7 +149,8 @@ TEST(CudaBench, PrefillMatmul) {
                 static_cast<long long>(c.shape.cols), static_cast<long long>(c.shape.rows), static_cast<long long>(c.n), t,
                 2.0 * c.shape.cols * c.shape.rows * c.n / (t * 1e-3) / 1e12);
   }
-  cuda::set_q4_gemm(cuda::Q4GemmUse::everywhere);
+  cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
+  cuda::set_in_loop_gemm_q8_0(false);
 }
 
 TEST(CudaBench, GemvBandwidthAt8BShapes) {

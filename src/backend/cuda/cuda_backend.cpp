@@ -530,7 +530,7 @@ class CudaBackendImpl final : public CudaBackend {
         prefill_operand(x, f, static_cast<int>(cols), static_cast<int>(n), outputs[0].w->dtype == DType::BF16);
     if (x_half.plain_ops) return Backend::fused_matmul_same_input(outputs, x, f);
     if (!x_half.data) return;  // the workspace failure is recorded
-    if (cuda::q4_gemm_use() != cuda::Q4GemmUse::off && outputs.size() <= cuda::kGemmMaxRowRanges) {
+    if (cuda::in_loop_gemm_use() != cuda::InLoopGemmUse::off && outputs.size() <= cuda::kGemmMaxRowRanges) {
       const Tensor* ws[cuda::kGemmMaxRowRanges];
       void* outs[cuda::kGemmMaxRowRanges];
       for (size_t i = 0; i < outputs.size(); ++i) ws[i] = outputs[i].w, outs[i] = outputs[i].out->data;
@@ -546,7 +546,7 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   // Matrices stored one after another in device memory (a layer's q, k, v or gate, up, fused
-  // at load: LlamaModel's row ranges): one in-loop 4-bit GEMM over all their rows, each range
+  // at load: LlamaModel's row ranges): one in-loop GEMM over all their rows, each range
   // written to its own output [n][its rows] (H100: the 8B k and v products alone fill half the
   // SMs, docs/cuda.md). false (nothing launched) when they are not such a run or the GEMM does
   // not apply.
@@ -563,8 +563,9 @@ class CudaBackendImpl final : public CudaBackend {
       ranges[i] = {i == 0 ? 0 : all.rows, outs[i], v.rows};
       if (i > 0) all.rows += v.rows;
     }
-    return cuda::launch_gemm_q4_row_ranges(all, x_half, n, std::span<const cuda::GemmRowRange>(ranges, ws.size()),
-                                             out_half, accumulate, stream_);
+    return cuda::launch_gemm_in_loop_row_ranges(all, x_half, n,
+                                                std::span<const cuda::GemmRowRange>(ranges, ws.size()), out_half,
+                                                accumulate, stream_);
   }
 
   // A prompt chunk with fp16 (or all bf16) operands: x' once, the gate and up GEMMs write fp16
@@ -599,7 +600,7 @@ class CudaBackendImpl final : public CudaBackend {
     const cudaDataType_t half_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     const Tensor* gate_and_up[] = {f.w_gate, f.w_up};
     void* gate_and_up_out[] = {gate_up, gate_up + elems};
-    if (bf16 || cuda::q4_gemm_use() != cuda::Q4GemmUse::everywhere ||
+    if (bf16 || cuda::in_loop_gemm_use() != cuda::InLoopGemmUse::everywhere ||
         !gemm_rows_together(gate_and_up, gate_and_up_out, x_half.data, n, true, false)) {
       prefill_gemm_to(*f.w_gate, x_half.data, static_cast<int>(n), gate_up, half_type, false);
       prefill_gemm_to(*f.w_up, x_half.data, static_cast<int>(n), gate_up + elems, half_type, false);
@@ -937,8 +938,9 @@ class CudaBackendImpl final : public CudaBackend {
   // Prefill product on tensor cores (n > kGemvMaxTokens tokens): out = W x' (+ bias), or with
   // f.accumulate out += W x' (+ bias), where x' = x, rms_norm(x) * f.norm or silu(x) * f.up.
   // One kernel writes x' as the fp16 operand (bf16 for BF16 weights, prefill_operand);
-  // Quantized weights are dequantized into an fp16 workspace first (prefill_gemm), or for Q4_0 /
-  // Q4_K on Hopper where chosen inside the GEMM (gemm_q4_wgmma.cu, Q4GemmUse). F32 weights:
+  // Quantized weights are dequantized into an fp16 workspace first (prefill_gemm), or for Q4_0,
+  // Q4_1, Q8_0 and Q4_K on Hopper where chosen inside the GEMM (gemm_in_loop_wgmma.cu,
+  // InLoopGemmUse). F32 weights:
   // cublasSgemm on x (with the plain ops around it when fused).
   void prefill_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) {
     const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]), n = static_cast<int>(x.rows());
@@ -979,7 +981,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   // out (+)= W x_half (+ bias) with fp32 accumulation on cuBLAS, the residual add being its
   // beta = 1; W not F32, dequantized into an fp16 workspace of rows x cols unless F16 / BF16 (or
-  // Q4_0 / Q4_K through the in-loop GEMM where chosen).
+  // Q4_0, Q4_1, Q8_0 and Q4_K through the in-loop GEMM where chosen).
   // cuBLAS is column-major: W's rows are the columns of a (cols x rows) matrix with ld = cols,
   // so out = op_T(W) * x'.
   void prefill_gemm(const Tensor& w, const uint16_t* x_half, Tensor& out, bool accumulate, const Tensor* bias) {
@@ -993,10 +995,10 @@ class CudaBackendImpl final : public CudaBackend {
                        bool accumulate) {
     const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]);
     const bool bf16 = w.dtype == DType::BF16;
-    // Q4_0 / Q4_K on Hopper, where chosen (launchers.h, Q4GemmUse): the weights dequantized inside the
-    // GEMM's main loop, no workspace pass.
-    if (out_type != CUDA_R_16BF && cuda::q4_gemm_use() == cuda::Q4GemmUse::everywhere &&
-        cuda::launch_gemm_q4(view(w), x_half, n, out, out_type == CUDA_R_16F, accumulate, stream_))
+    // Q4_0, Q4_1, Q8_0 and Q4_K on Hopper, where chosen (launchers.h, InLoopGemmUse): the weights
+    // dequantized inside the GEMM's main loop, no workspace pass.
+    if (out_type != CUDA_R_16BF && cuda::in_loop_gemm_use() == cuda::InLoopGemmUse::everywhere &&
+        cuda::launch_gemm_in_loop(view(w), x_half, n, out, out_type == CUDA_R_16F, accumulate, stream_))
       return;
     const void* a = w.data;
     if (w.dtype != DType::F16 && !bf16) {

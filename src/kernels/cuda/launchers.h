@@ -149,28 +149,34 @@ bool gemv_skinny_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                         bool accumulate, cudaStream_t stream);
 
-// The prefill GEMM of 4-bit weights with the dequantization in its main loop (gemm_q4_wgmma.cu,
-// wgmma on sm_90a): out[n][rows] (+= with accumulate) W x, x [n][cols] fp16 16-byte aligned,
-// out fp32 or (out_half) fp16, fp32 sums. Applies to tiled Q4_0 and to Q4_K weights (cols %
-// 256 == 0) and n > kGemvMaxTokens on a compute capability 9.0 GPU running the binary's sm_90a
-// code. false (nothing launched) where it does not apply.
+// The prefill GEMM of block-quantized weights with the dequantization in its main loop
+// (gemm_in_loop_wgmma.cu, wgmma on sm_90a): out[n][rows] (+= with accumulate) W x, x [n][cols]
+// fp16 16-byte aligned, out fp32 or (out_half) fp16, fp32 sums. Applies to tiled Q4_0, Q4_1 and
+// Q8_0 and to Q4_K weights (cols % 256 == 0) and n > kGemvMaxTokens on a compute capability 9.0
+// GPU running the binary's sm_90a code. false (nothing launched) where it does not apply.
 //
 // Where the CUDA backend takes it instead of the dequantize pass + cuBLAS (process-wide;
-// BITLIGHT_CUDA_Q4_GEMM=0|1|2 at start-up, default 2): off; only for a layer's q, k and v
+// BITLIGHT_CUDA_INLOOP_GEMM=0|1|2 at start-up, default 2): off; only for a layer's q, k and v
 // stored as one matrix (one GEMM for the three); everywhere, gate and up also as one GEMM (H100,
 // 8B q4_0 pp2048: 67-68 % of the bf16 peak against 62-64 % off, docs/cuda.md).
-enum class Q4GemmUse { off, qkv, everywhere };
+enum class InLoopGemmUse { off, qkv, everywhere };
 // The block tile (weight rows x tokens): automatic takes 128 x 256, or 128 x 128 where the wider
 // one gives fewer blocks than the GPU has SMs; the others force one (tests, comparisons;
-// BITLIGHT_CUDA_Q4_GEMM_TILE=128x256|128x128 at start-up).
-enum class Q4GemmTile { automatic, rows128_tokens256, rows128_tokens128 };
+// BITLIGHT_CUDA_INLOOP_GEMM_TILE=128x256|128x128 at start-up).
+enum class InLoopGemmTile { automatic, rows128_tokens256, rows128_tokens128 };
+// Q8_0 only where switched on (BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=1 at start-up, or here): it runs
+// slower in this kernel than the dequantize pass + cuBLAS (H100, 8B shapes at 2048 tokens:
+// 493-545 against 540-608 TFLOP/s; the kernel's pace is its L2 -> shared-memory bytes a k tile,
+// which Q8_0 raises from 38 to 42 KB, docs/cuda.md).
+void set_in_loop_gemm_q8_0(bool on);
+bool in_loop_gemm_q8_0();
 // For the tests and the benchmark: set before issuing work.
-void set_q4_gemm(Q4GemmUse use, Q4GemmTile tile = Q4GemmTile::automatic);
-Q4GemmUse q4_gemm_use();
-int64_t q4_gemm_launch_count();  // launches so far (process-wide, not thread-safe; for the tests)
-bool gemm_q4_applies(const WeightView& w, int64_t n_tokens);
-bool launch_gemm_q4(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
-                      bool accumulate, cudaStream_t stream);
+void set_in_loop_gemm(InLoopGemmUse use, InLoopGemmTile tile = InLoopGemmTile::automatic);
+InLoopGemmUse in_loop_gemm_use();
+int64_t in_loop_gemm_launch_count();  // launches so far (process-wide, not thread-safe; for the tests)
+bool gemm_in_loop_applies(const WeightView& w, int64_t n_tokens);
+bool launch_gemm_in_loop(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
+                         bool accumulate, cudaStream_t stream);
 // The same over the rows of several matrices stored one after another (the q, k, v or gate, up
 // weights of a layer, fused at load): rows [first_row, the next range's first_row) go to out
 // [n][ld] at column row - first_row. Ranges in increasing first_row, the first at 0.
@@ -180,9 +186,9 @@ struct GemmRowRange {
   int64_t ld;
 };
 constexpr int kGemmMaxRowRanges = 3;
-bool launch_gemm_q4_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
-                                 std::span<const GemmRowRange> outputs, bool out_half, bool accumulate,
-                                 cudaStream_t stream);
+bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
+                                    std::span<const GemmRowRange> outputs, bool out_half, bool accumulate,
+                                    cudaStream_t stream);
 // dst[rows * cols] (row-major, fp16 or bf16 bits) = dequantized W. `to_bf16` picks bf16.
 bool launch_dequantize(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream);
 

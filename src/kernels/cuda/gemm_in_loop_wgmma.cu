@@ -1,41 +1,46 @@
-// Prefill GEMM for 4-bit weights with the dequantization inside the main loop, on Hopper
-// (sm_90a): out[t][r] (+)= sum_k W[r][k] x[t][k], W [rows][cols] Q4_0 in the tiled layout
-// (weight_layout.cuh) or Q4_K as stored (both 144 bytes a row's 256 weights: a 16-byte header of
-// scales, then 128 bytes of nibbles), x [n][cols] fp16 (the prefill operand), fp32 sums.
+// Prefill GEMM for block-quantized weights with the dequantization inside the main loop, on
+// Hopper (sm_90a): out[t][r] (+)= sum_k W[r][k] x[t][k], W [rows][cols] Q4_0, Q4_1 or Q8_0 in the
+// tiled layout (weight_layout.cuh) or Q4_K as stored, x [n][cols] fp16 (the prefill operand),
+// fp32 sums. In all four a row's 256 weights are a header of scales followed by the quants
+// (InLoopFormat: Q4_0 and Q4_K 16 + 128 bytes, Q4_1 32 + 128, Q8_0 16 + 256).
 //
 // Why: the other prefill path dequantizes the whole weight into an fp16 workspace (rows x cols
 // x 2 bytes written, then read back by cuBLAS): at pp2048 on the 8B shape that pass was ~12 %
-// of a q4_0 forward (docs/cuda.md). Here the 4-bit weights go from L2 to shared memory as they
-// are stored and become fp16 in registers, where wgmma takes its A operand from.
+// of a q4_0 forward (docs/cuda.md). Here the weights go from L2 to shared memory as they are
+// stored and become fp16 in registers, where wgmma takes its A operand from.
 //
 // Block: 384 threads = 3 warpgroups, output tiles of 128 rows x 256 tokens (128 x 128 where the
 // wide tiles would leave SMs idle). Warpgroup 0 is the producer: one thread streams K in tiles
-// of 64 (two Q4_0 blocks) through a ring of kStages shared-memory stages with TMA: x [tokens][64]
-// fp16 in the 128-byte swizzle that the wgmma B descriptor names (32 KB), and for the 128 rows
-// the two blocks' bodies (32 B a row) and their tile's 16-byte scale header (8 scales).
-// Warpgroups 1 and 2 consume: each owns 64 rows (one wgmma m64n256k16 a k step, 128 fp32
-// accumulators a thread). Stage hand-off by mbarriers: `full` (the producer's expected bytes
-// landed), `empty` (every consumer warp's wgmma on the stage completed). The producer gives most
-// of its registers to the consumers (setmaxnreg).
+// of 64 (two 32-weight blocks) through a ring of kStages shared-memory stages with TMA: x
+// [tokens][64] fp16 in the 128-byte swizzle that the wgmma B descriptor names (32 KB), and for
+// the 128 rows the k tile's quants (32 bytes a row at 4 bits, 64 at 8) and their 256-weight
+// tile's header (16 or 32 bytes). Warpgroups 1 and 2 consume: each owns 64 rows (one wgmma
+// m64n256k16 a k step, 128 fp32 accumulators a thread). Stage hand-off by mbarriers: `full` (the
+// producer's expected bytes landed), `empty` (every consumer warp's wgmma on the stage
+// completed). The producer gives most of its registers to the consumers (setmaxnreg).
 //
 // A fragments (as mma.m16n8k16's, per warp 16 rows; g = lane / 4, c = lane % 4): for k step s
-// a thread holds rows g and g + 8 at k {2c, 2c+1, 2c+8, 2c+9} of the step. In a Q4_0 body byte
-// j holds weight j (low nibble) and j + 16 (high), so step 2h of block h takes the low nibbles
-// of bytes {2c, 2c+1, 2c+8, 2c+9} and step 2h + 1 their high nibbles: one 16-bit shared load
-// per byte pair serves two steps. A nibble pair becomes a half2 with the fp16 magic 0x6400
-// (1024 + q, or 1024 + 16 q for the high nibble, exact), minus 1032 (or / 16 - 72), exact, then
-// times d: one rounding, so the weights are bit for bit those of the dequantize pass (Q4_K:
-// build_fragments). The fragments of stage kt + 1 are built while the wgmma of stage kt run.
+// a thread holds rows g and g + 8 at k {2c, 2c+1, 2c+8, 2c+9} of the step. In a Q4_0 / Q4_1 body
+// byte j holds weight j (low nibble) and j + 16 (high), so step 2h of block h takes the low
+// nibbles of bytes {2c, 2c+1, 2c+8, 2c+9} and step 2h + 1 their high nibbles: one 16-bit shared
+// load per byte pair serves two steps. A nibble pair becomes a half2 with the fp16 magic 0x6400
+// (1024 + q, or 1024 + 16 q for the high nibble, exact), minus 1024 + bias (or / 16 - 64 -
+// bias), exact, then times d (plus m for Q4_1): one rounding, so the weights are those of the
+// dequantize pass (Q4_K, Q8_0: build_fragments). The fragments of stage kt + 1 are built while
+// the wgmma of stage kt run.
 //
 // Napkin math (H100 SXM, ~990 TFLOPS dense fp16 = ~2048 MAC a clock an SM): a k tile is 128 x
-// 256 x 64 = 2.1 M MAC, ~1024 clocks of tensor work, for 38 KB from L2 (x 32 KB, weights 6 KB).
-// Decoding a thread's fragments is ~70 instructions a k tile against ~512 clocks of its
-// warpgroup's wgmma; at 256 x 128 tiles (two m64 a warpgroup, tried first) the decoding per
-// MAC doubles and the kernel ran 12-16 % slower (docs/cuda.md). The finished tile leaves
-// through shared memory (the freed stages) and TMA stores, so the SM's next block starts while
-// the bytes drain. Measured (H100, 8B shapes, 2048 tokens, fp32 out): 496-609 TFLOP/s, as the
-// dequantize pass + cuBLAS (496-612); the whole 8B q4_0 pp2048 forward 67-68 % of the bf16 peak
-// against 62-64 % (docs/cuda.md).
+// 256 x 64 = 2.1 M MAC, ~1024 clocks of tensor work, for 38-42 KB from L2 (x 32 KB, weights
+// 6-10 KB). Decoding a thread's fragments is ~70 instructions a k tile at 4 bits (~100 at 8)
+// against ~512 clocks of its warpgroup's wgmma; at 256 x 128 tiles (two m64 a warpgroup, tried
+// first) the decoding per MAC doubles and the kernel ran 12-16 % slower (docs/cuda.md). The
+// finished tile leaves through shared memory (the freed stages) and TMA stores, so the SM's
+// next block starts while the bytes drain. Measured (H100, 8B shapes, 2048 tokens, fp32 out):
+// 496-612 TFLOP/s at Q4_0, as the dequantize pass + cuBLAS (496-614); the whole 8B q4_0 pp2048
+// forward 66-68 % of the bf16 peak against 61-64 % (docs/cuda.md). Q8_0 runs at 493-545 TFLOP/s
+// here against 540-608 through cuBLAS: at 4 and 8 bits alike the blocks take ~24 bytes a clock
+// from L2 (~5.6 TB/s over the SMs), so the k tile's bytes (38 KB, 42 at Q8_0; x is 32 KB of
+// them) set the pace; the backend takes this kernel for Q8_0 only where switched on.
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -54,29 +59,60 @@ namespace bl::cuda {
 namespace {
 
 constexpr int kThreads = 384;  // producer warpgroup + 2 consumer warpgroups
-constexpr int kTileK = 64;     // two Q4_0 blocks; one 128-byte swizzle row of fp16 x
+constexpr int kTileK = 64;     // two 32-weight blocks; one 128-byte swizzle row of fp16 x
 constexpr int kStages = 5;     // ring of shared-memory stages
-constexpr int kBodyBytes = 16;  // Q4_0 quants of one block
-constexpr int kHeaderBytes = kTileBlocks * 2;                // a tile's 8 fp16 scales
-constexpr int kTileBodyOffset = kHeaderBytes;                // bodies follow the header
-constexpr int kTileBytes = kTileBlocks * sizeof(BlockQ4_0);  // 144: 256 weights of a row
 constexpr int kSmemAlign = 1024;  // the 128-byte swizzle repeats every 8 rows of 128 bytes
-static_assert(kTileBytes % 16 == 0 && kTileBodyOffset % 16 == 0, "TMA boxes start 16-byte aligned");
+constexpr int kBlockRows = 128;   // weight rows a block: an m64 tile a consumer warpgroup
 
-// The block tile: 128 weight rows (an m64 tile a consumer warpgroup) x kTokens (the wgmma N),
-// kTokens / 2 fp32 accumulators a thread.
-template <int kTokens>
+// How a format stores a row's 256 weights (a "tile": 8 blocks in the tiled layout, a Q4_K
+// super-block): kHeaderBytes of scales, then the quants, kKTileBodyBytes for each k tile of 64
+// weights, in k order. A k tile reads its body at kHeaderBytes + (kt % 4) kKTileBodyBytes of its
+// tile (kt / 4) and the tile's whole header.
+template <DType T>
+struct InLoopFormat;
+template <>
+struct InLoopFormat<DType::Q4_0> {  // header: 8 x d (fp16); bodies: 8 x 16 bytes of nibbles
+  static constexpr int kTileBytes = kTileBlocks * sizeof(BlockQ4_0), kHeaderBytes = kTileBlocks * 2,
+                       kKTileBodyBytes = 32;
+};
+template <>
+struct InLoopFormat<DType::Q4_1> {  // header: 8 x (d, m); bodies as Q4_0's
+  static constexpr int kTileBytes = kTileBlocks * sizeof(BlockQ4_1), kHeaderBytes = kTileBlocks * 4,
+                       kKTileBodyBytes = 32;
+};
+template <>
+struct InLoopFormat<DType::Q8_0> {  // header: 8 x d; bodies: 8 x 32 int8
+  static constexpr int kTileBytes = kTileBlocks * sizeof(BlockQ8_0), kHeaderBytes = kTileBlocks * 2,
+                       kKTileBodyBytes = 64;
+};
+template <>
+struct InLoopFormat<DType::Q4_K> {  // header: d, dmin, 12 bytes of 6-bit scales and mins; qs
+  static constexpr int kTileBytes = sizeof(BlockQ4_K), kHeaderBytes = 16, kKTileBodyBytes = 32;
+};
+template <DType T>
+constexpr bool in_loop_format_ok() {
+  using F = InLoopFormat<T>;
+  return F::kTileBytes == F::kHeaderBytes + 4 * F::kKTileBodyBytes && F::kHeaderBytes % 16 == 0 &&
+         F::kKTileBodyBytes % 16 == 0;  // TMA boxes start 16-byte aligned
+}
+static_assert(in_loop_format_ok<DType::Q4_0>() && in_loop_format_ok<DType::Q4_1>() &&
+              in_loop_format_ok<DType::Q8_0>() && in_loop_format_ok<DType::Q4_K>());
+
+// The block tile, kBlockRows weight rows x kTokens (the wgmma N), kTokens / 2 fp32 accumulators
+// a thread, and its shared-memory stages for format T.
+template <DType T, int kTokens>
 struct Tile {
-  static constexpr int kRows = 128;  // weight rows a block
+  static constexpr int kRows = kBlockRows;
   static constexpr int kXStageBytes = kTokens * kTileK * 2;
-  static constexpr int kBodyStageBytes = kRows * 2 * kBodyBytes;
-  static constexpr int kHeaderStageBytes = kRows * kHeaderBytes;
+  static constexpr int kBodyStageBytes = kRows * InLoopFormat<T>::kKTileBodyBytes;
+  static constexpr int kHeaderStageBytes = kRows * InLoopFormat<T>::kHeaderBytes;
   static constexpr int kStageBytes = kXStageBytes + kBodyStageBytes + kHeaderStageBytes;
   static constexpr int kSmemBytes = kStages * kStageBytes + kSmemAlign + 2 * kStages * 8;  // + mbarriers
   static_assert(kStageBytes % kSmemAlign == 0, "each stage's x tile must stay 1024-byte aligned");
+  static_assert(kSmemBytes <= 227 * 1024, "an H100 SM's shared memory a block");
 };
 
-struct Q4GemmArgs {
+struct InLoopGemmArgs {
   int64_t rows;
   int64_t cols;
   int64_t n;
@@ -99,53 +135,85 @@ using namespace hopper;
 
 constexpr int kConsumerRegisters = 232, kProducerRegisters = 40;  // 2 x 128 x 232 + 128 x 40 <= 64 K
 
-// Nibbles of two body bytes (lo16 = bytes j, j + 1) as half2 of q - 8, exact: the low nibbles
-// and the high ones.
+__device__ __forceinline__ __half2 as_half2(uint32_t v) { return *reinterpret_cast<const __half2*>(&v); }
+__device__ __forceinline__ uint32_t bits(__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); }
+
+// Nibbles of two body bytes (lo16 = bytes j, j + 1) as half2 of q - kBias, exact: the low
+// nibbles and the high ones.
 struct NibblePair {
   __half2 low, high;
 };
-__device__ __forceinline__ NibblePair nibbles_minus_8(uint32_t two_bytes) {
+template <int kBias>
+__device__ __forceinline__ NibblePair nibbles(uint32_t two_bytes) {
   const uint32_t spread = __byte_perm(two_bytes, 0u, 0x4140);     // [b0, 0, b1, 0]
   const uint32_t lo_bits = (spread & 0x000F000Fu) | 0x64006400u;  // 1024 + q
   const uint32_t hi_bits = (spread & 0x00F000F0u) | 0x64006400u;  // 1024 + 16 q
-  return {__hsub2(*reinterpret_cast<const __half2*>(&lo_bits), __float2half2_rn(1032.0f)),
-          __hfma2(*reinterpret_cast<const __half2*>(&hi_bits), __float2half2_rn(0.0625f), __float2half2_rn(-72.0f))};
+  return {__hsub2(as_half2(lo_bits), __float2half2_rn(1024.0f + kBias)),
+          __hfma2(as_half2(hi_bits), __float2half2_rn(0.0625f), __float2half2_rn(-64.0f - kBias))};
 }
-__device__ __forceinline__ uint32_t bits(__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); }
+// Two int8 (lo16 = bytes j, j + 1) as half2, exact: q + 128 under the magic 0x6400 is 1024 + q + 128.
+__device__ __forceinline__ __half2 int8_pair(uint32_t two_bytes) {
+  const uint32_t spread = __byte_perm(two_bytes ^ 0x8080u, 0u, 0x4140);  // [q0 + 128, 0, q1 + 128, 0]
+  return __hsub2(as_half2(spread | 0x64006400u), __float2half2_rn(1152.0f));
+}
 
-// A weight from its q - 8: Q4_0 (q - 8) d, one rounding (the dequantize pass's value); Q4_K
-// d sc q - dmin m = (q - 8) a + c with a = d sc and c = 8 a - dmin m rounded to fp16 (per
-// sub-block; |c| stays near 0 for a centred block, so the roundings are ~2^-11 of the block's
-// range).
+// A weight from its quant q' (q - 8 for Q4_0 / Q4_K, q for Q4_1 / Q8_0) as q' a + c, one fp16
+// rounding: Q4_0 / Q8_0 q d, Q4_1 q d + m (the dequantize pass's values); Q4_K d sc q - dmin m =
+// (q - 8) a + c with a = d sc and c = 8 a - dmin m rounded to fp16 (per sub-block; |c| stays
+// near 0 for a centred block, so the roundings are ~2^-11 of the block's range).
 struct Affine {
   __half2 a, c;
-  __device__ __forceinline__ __half2 operator()(__half2 q_minus_8) const { return __hfma2(q_minus_8, a, c); }
+  __device__ __forceinline__ __half2 operator()(__half2 q) const { return __hfma2(q, a, c); }
 };
+__device__ __forceinline__ __half2 half_pair(uint32_t two_halves, int which) {
+  return __half2half2(__ushort_as_half(static_cast<unsigned short>(which ? two_halves >> 16 : two_halves)));
+}
 
 // This thread's A fragments of k tile kt from its stage: frag[step][4] (mma.m16n8k16's
 // a0..a3: row g k 2c..2c+1, row g + 8 the same, row g k 2c+8..2c+9, row g + 8 the same).
-// bodies [128 rows][32 bytes], headers [128 rows][16 bytes]: a k tile is 64 weights of the
-// row's 256-weight tile (Q4_0: blocks 2 (kt % 4), +1 of the tiled layout, scales in the header;
-// Q4_K: the super-block's qs bytes 32 (kt % 4).., header d, dmin, the 12 scale bytes).
-// The 16-bit loads at bytes 2c and 2c + 8 (and 16 on) of the 32 give: Q4_0, block h = byte / 16:
-// low nibbles k step 2h, high 2h + 1 (scale d_h); Q4_K, half h = byte / 16: low nibbles step h
-// (sub-block 2 (kt % 4)), high step 2 + h (the next sub-block).
+// bodies [128 rows][kKTileBodyBytes], headers [128 rows][kHeaderBytes]: a k tile is 64 weights
+// of the row's 256-weight tile (Q4_0 / Q4_1 / Q8_0: blocks 2 (kt % 4), +1 of the tiled layout,
+// their scales in the header; Q4_K: the super-block's qs bytes 32 (kt % 4).., header d, dmin,
+// the 12 scale bytes). At 4 bits the 16-bit loads at bytes 2c and 2c + 8 (and 16 on) of the 32
+// give: Q4_0 / Q4_1, block h = byte / 16: low nibbles k step 2h, high 2h + 1 (scale of block
+// h); Q4_K, half h = byte / 16: low nibbles step h (sub-block 2 (kt % 4)), high step 2 + h (the
+// next sub-block). Q8_0: step s reads bytes 16 (s % 2) + {2c, 2c + 8} of block s / 2.
 template <DType T>
 __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uint8_t* headers, int kt,
                                                 int consumer, int warp_in_group, int lane, uint32_t (&frag)[4][4]) {
+  using F = InLoopFormat<T>;
   const int g = lane / 4, c = lane % 4;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int r = consumer * 64 + warp_in_group * 16 + g + 8 * rr;
-    const uint8_t* header = headers + r * kHeaderBytes;
+    const uint8_t* header = headers + r * F::kHeaderBytes;
+    const uint8_t* body = bodies + r * F::kKTileBodyBytes;
+    auto body_pair = [&](int byte) {  // bytes byte, byte + 1 of the row's k tile
+      return *reinterpret_cast<const uint16_t*>(body + byte);
+    };
+    const __half2 zero = __float2half2_rn(0.0f);
+    if constexpr (T == DType::Q8_0) {
+      const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(header + 4 * (kt % 4));  // blocks 2 (kt % 4), +1
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const Affine scale{half_pair(d_bits, s / 2), zero};
+        const int at = 32 * (s / 2) + 16 * (s % 2) + 2 * c;
+        frag[s][rr] = bits(scale(int8_pair(body_pair(at))));
+        frag[s][2 + rr] = bits(scale(int8_pair(body_pair(at + 8))));
+      }
+      continue;
+    }
     Affine low_scale[2], high_scale[2];  // by h
     if constexpr (T == DType::Q4_0) {
-      const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(header + 4 * (kt % (kTileBlocks / 2)));
-      const __half2 zero = __float2half2_rn(0.0f);
+      const uint32_t d_bits = *reinterpret_cast<const uint32_t*>(header + 4 * (kt % 4));
+#pragma unroll
+      for (int h = 0; h < 2; ++h) low_scale[h] = high_scale[h] = Affine{half_pair(d_bits, h), zero};
+    } else if constexpr (T == DType::Q4_1) {
+      const uint2 dm = *reinterpret_cast<const uint2*>(header + 8 * (kt % 4));  // d0, m0, d1, m1
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const __half2 d = __half2half2(__ushort_as_half(static_cast<unsigned short>(h ? d_bits >> 16 : d_bits)));
-        low_scale[h] = high_scale[h] = Affine{d, zero};
+        const uint32_t pair = h ? dm.y : dm.x;
+        low_scale[h] = high_scale[h] = Affine{half_pair(pair, 0), half_pair(pair, 1)};
       }
     } else {
       const uint32_t dm = *reinterpret_cast<const uint32_t*>(header);
@@ -165,12 +233,12 @@ __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uin
       low_scale[0] = low_scale[1] = sub[0];
       high_scale[0] = high_scale[1] = sub[1];
     }
+    constexpr int kBias = T == DType::Q4_1 ? 0 : 8;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const uint8_t* body = bodies + r * 2 * kBodyBytes + h * kBodyBytes;
-      const NibblePair first = nibbles_minus_8(*reinterpret_cast<const uint16_t*>(body + 2 * c));
-      const NibblePair second = nibbles_minus_8(*reinterpret_cast<const uint16_t*>(body + 2 * c + 8));
-      const int low_step = T == DType::Q4_0 ? 2 * h : h, high_step = T == DType::Q4_0 ? 2 * h + 1 : 2 + h;
+      const NibblePair first = nibbles<kBias>(body_pair(16 * h + 2 * c));
+      const NibblePair second = nibbles<kBias>(body_pair(16 * h + 2 * c + 8));
+      const int low_step = T == DType::Q4_K ? h : 2 * h, high_step = T == DType::Q4_K ? 2 + h : 2 * h + 1;
       frag[low_step][rr] = bits(low_scale[h](first.low));
       frag[low_step][2 + rr] = bits(low_scale[h](second.low));
       frag[high_step][rr] = bits(high_scale[h](first.high));
@@ -198,7 +266,7 @@ struct RowTarget {
   int64_t ld;
 };
 template <typename Out>
-__device__ __forceinline__ RowTarget<Out> row_target(const Q4GemmArgs& p, int64_t row) {
+__device__ __forceinline__ RowTarget<Out> row_target(const InLoopGemmArgs& p, int64_t row) {
   GemmRowRange r = p.ranges[0];
 #pragma unroll
   for (int i = 1; i < kGemmMaxRowRanges; ++i)  // constant indices: the ranges stay in parameter space
@@ -210,7 +278,7 @@ __device__ __forceinline__ RowTarget<Out> row_target(const Q4GemmArgs& p, int64_
 // and token token0 + 8 (i / 4) + i % 2 (row0 = the warp's row g, token0 = its column 2 c).
 // Blocks whose tile lies inside the output store without bounds checks.
 template <typename Out, bool kAccumulate, int kAcc>
-__device__ __forceinline__ void store_tile(const Q4GemmArgs& p, int64_t row0, int64_t token0, bool whole,
+__device__ __forceinline__ void store_tile(const InLoopGemmArgs& p, int64_t row0, int64_t token0, bool whole,
                                            const float (&acc)[kAcc]) {
   const RowTarget<Out> lo = row_target<Out>(p, min(row0, p.rows - 1)), hi = row_target<Out>(p, min(row0 + 8, p.rows - 1));
 #pragma unroll
@@ -253,10 +321,10 @@ __device__ __forceinline__ void stage_tile(uint8_t* staging, int row0, int token
 // boundary; rows past the range's end are clipped by TMA), added to what is there with
 // accumulate.
 template <int kTokens>
-__device__ __forceinline__ void store_staged_tile(const Q4GemmArgs& p, const OutMaps& maps, const uint8_t* staging,
+__device__ __forceinline__ void store_staged_tile(const InLoopGemmArgs& p, const OutMaps& maps, const uint8_t* staging,
                                                   int64_t m0, int64_t n0) {
   const int box_rows = p.out_half ? kStoreBoxBytes / 2 : kStoreBoxBytes / 4;
-  const int subs = Tile<kTokens>::kRows / box_rows;
+  const int subs = kBlockRows / box_rows;
   // Constant indices keep the tensor maps' addresses in parameter space, where TMA reads them.
 #pragma unroll
   for (int r = 0; r < kGemmMaxRowRanges; ++r) {
@@ -284,14 +352,15 @@ __device__ __forceinline__ void store_staged_tile(const Q4GemmArgs& p, const Out
 #endif  // BITLIGHT_HOPPER
 
 // x_map: fp16 [n][cols], box 64 x kTokens, 128-byte swizzle. body_map / header_map: the weight
-// as bytes [rows][row_bytes], boxes 32 x kRows and 16 x kRows.
+// as bytes [rows][row_bytes], boxes kKTileBodyBytes x kRows and kHeaderBytes x kRows.
 template <DType T, int kTokens>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_q4_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap body_map,
-                           const __grid_constant__ CUtensorMap header_map, const __grid_constant__ OutMaps out_maps,
-                           const __grid_constant__ Q4GemmArgs p) {
+    gemm_in_loop_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap body_map,
+                              const __grid_constant__ CUtensorMap header_map, const __grid_constant__ OutMaps out_maps,
+                              const __grid_constant__ InLoopGemmArgs p) {
 #ifdef BITLIGHT_HOPPER
-  using Tl = Tile<kTokens>;
+  using Tl = Tile<T, kTokens>;
+  using F = InLoopFormat<T>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + kSmemAlign - 1) & ~static_cast<uintptr_t>(kSmemAlign - 1));
@@ -329,11 +398,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int kt = 0; kt < k_tiles; ++kt, at.advance()) {
       mbarrier_wait(&empty[at.slot], at.phase ^ 1);  // the consumers are done with the slot
       mbarrier_arrive_expect_tx(&full[at.slot], Tl::kStageBytes);
-      // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at 144 (kt / 4) bytes of
-      // the row, with the header first; blocks 2 (kt % 4), +1 are bodies 32 (kt % 4) on.
-      const int32_t tile_at = (kt / 4) * kTileBytes;
+      // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at kTileBytes (kt / 4) bytes
+      // of the row, with the header first (InLoopFormat).
+      const int32_t tile_at = (kt / 4) * F::kTileBytes;
       tma_load_2d(x_stage(at.slot), &x_map, kt * kTileK, static_cast<int32_t>(n0), &full[at.slot]);
-      tma_load_2d(body_stage(at.slot), &body_map, tile_at + kTileBodyOffset + (kt % 4) * 2 * kBodyBytes,
+      tma_load_2d(body_stage(at.slot), &body_map, tile_at + F::kHeaderBytes + (kt % 4) * F::kKTileBodyBytes,
                   static_cast<int32_t>(m0), &full[at.slot]);
       tma_load_2d(header_stage(at.slot), &header_map, tile_at, static_cast<int32_t>(m0), &full[at.slot]);
     }
@@ -408,27 +477,32 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// BITLIGHT_CUDA_Q4_GEMM=0|1|2: where the backend takes this kernel (Q4GemmUse), default 2.
-Q4GemmUse q4_gemm_use_default() {
-  const char* v = std::getenv("BITLIGHT_CUDA_Q4_GEMM");
-  if (v && std::strcmp(v, "0") == 0) return Q4GemmUse::off;
-  if (v && std::strcmp(v, "1") == 0) return Q4GemmUse::qkv;
-  return Q4GemmUse::everywhere;
+// BITLIGHT_CUDA_INLOOP_GEMM=0|1|2: where the backend takes this kernel (InLoopGemmUse), default 2.
+InLoopGemmUse in_loop_gemm_use_default() {
+  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM");
+  if (v && std::strcmp(v, "0") == 0) return InLoopGemmUse::off;
+  if (v && std::strcmp(v, "1") == 0) return InLoopGemmUse::qkv;
+  return InLoopGemmUse::everywhere;
 }
-Q4GemmUse q4_gemm_use_now = q4_gemm_use_default();
-int64_t q4_gemm_launches = 0;  // host-side count, for the tests
-// BITLIGHT_CUDA_Q4_GEMM_TILE=128x256|128x128 (rows x tokens) forces a block tile.
-Q4GemmTile q4_gemm_tile_default() {
-  const char* v = std::getenv("BITLIGHT_CUDA_Q4_GEMM_TILE");
-  if (v && std::strcmp(v, "128x256") == 0) return Q4GemmTile::rows128_tokens256;
-  if (v && std::strcmp(v, "128x128") == 0) return Q4GemmTile::rows128_tokens128;
-  return Q4GemmTile::automatic;
+InLoopGemmUse in_loop_gemm_use_now = in_loop_gemm_use_default();
+int64_t in_loop_gemm_launches = 0;  // host-side count, for the tests
+// BITLIGHT_CUDA_INLOOP_GEMM_TILE=128x256|128x128 (rows x tokens) forces a block tile.
+InLoopGemmTile in_loop_gemm_tile_default() {
+  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_TILE");
+  if (v && std::strcmp(v, "128x256") == 0) return InLoopGemmTile::rows128_tokens256;
+  if (v && std::strcmp(v, "128x128") == 0) return InLoopGemmTile::rows128_tokens128;
+  return InLoopGemmTile::automatic;
 }
-Q4GemmTile q4_gemm_tile = q4_gemm_tile_default();
-// BITLIGHT_CUDA_Q4_GEMM_STORE=direct: the tile stored from registers (comparisons).
-const bool q4_gemm_tma_store = [] {
-  const char* v = std::getenv("BITLIGHT_CUDA_Q4_GEMM_STORE");
+InLoopGemmTile in_loop_gemm_tile = in_loop_gemm_tile_default();
+// BITLIGHT_CUDA_INLOOP_GEMM_STORE=direct: the tile stored from registers (comparisons).
+const bool in_loop_gemm_tma_store = [] {
+  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_STORE");
   return !v || std::strcmp(v, "direct") != 0;
+}();
+// BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=1: Q8_0 weights too (launchers.h, set_in_loop_gemm_q8_0).
+bool in_loop_gemm_q8_0_now = [] {
+  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_Q8_0");
+  return v && std::strcmp(v, "1") == 0;
 }();
 
 // The kernel runs only where it was built from sm_90a code: on an H100/H200 (compute
@@ -439,7 +513,8 @@ bool device_runs_wgmma() {
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
   cudaFuncAttributes attributes{};
-  return major == 9 && minor == 0 && cudaFuncGetAttributes(&attributes, gemm_q4_wgmma_kernel<DType::Q4_0, 128>) == cudaSuccess &&
+  return major == 9 && minor == 0 &&
+         cudaFuncGetAttributes(&attributes, gemm_in_loop_wgmma_kernel<DType::Q4_0, 128>) == cudaSuccess &&
          attributes.ptxVersion >= 90;
 }
 
@@ -471,32 +546,35 @@ bool encode_2d(CUtensorMap* map, CUtensorMapDataType type, const void* base, uin
 
 }  // namespace
 
-void set_q4_gemm(Q4GemmUse use, Q4GemmTile tile) {
-  q4_gemm_use_now = use;
-  q4_gemm_tile = tile;
+void set_in_loop_gemm(InLoopGemmUse use, InLoopGemmTile tile) {
+  in_loop_gemm_use_now = use;
+  in_loop_gemm_tile = tile;
 }
 
-Q4GemmUse q4_gemm_use() { return q4_gemm_use_now; }
-int64_t q4_gemm_launch_count() { return q4_gemm_launches; }
+InLoopGemmUse in_loop_gemm_use() { return in_loop_gemm_use_now; }
+void set_in_loop_gemm_q8_0(bool on) { in_loop_gemm_q8_0_now = on; }
+bool in_loop_gemm_q8_0() { return in_loop_gemm_q8_0_now; }
+int64_t in_loop_gemm_launch_count() { return in_loop_gemm_launches; }
 
-bool gemm_q4_applies(const WeightView& w, int64_t n_tokens) {
-  // Q4_0 in the tiled layout and Q4_K as stored: both 144 bytes a row's 256 weights, a 16-byte
-  // header (scales) and 128 bytes of nibbles, so the same TMA boxes serve.
-  const bool layout = (w.dtype == DType::Q4_0 && w.tiled) || w.dtype == DType::Q4_K;
-  static_assert(sizeof(BlockQ4_K) == kTileBytes, "a Q4_K super-block is a tile of 8 Q4_0 blocks in size");
+bool gemm_in_loop_applies(const WeightView& w, int64_t n_tokens) {
+  // Q4_0, Q4_1 and Q8_0 in the tiled layout, Q4_K as stored: a header of scales, then the
+  // quants, for each 256 weights of a row (InLoopFormat).
+  const bool tiled_blocks =
+      w.dtype == DType::Q4_0 || w.dtype == DType::Q4_1 || (w.dtype == DType::Q8_0 && in_loop_gemm_q8_0_now);
+  const bool layout = (tiled_blocks && w.tiled) || w.dtype == DType::Q4_K;
   return layout && w.cols % (kTileBlocks * 32) == 0 &&
          n_tokens > kGemvMaxTokens && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
 }
 
-bool launch_gemm_q4_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
-                                 std::span<const GemmRowRange> outputs, bool out_half, bool accumulate,
-                                 cudaStream_t stream) {
-  // TMA: 16-byte aligned bases and strides (row_bytes = 144 per 256 columns).
-  if (!gemm_q4_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
+                                    std::span<const GemmRowRange> outputs, bool out_half, bool accumulate,
+                                    cudaStream_t stream) {
+  // TMA: 16-byte aligned bases and strides (row_bytes = kTileBytes per 256 columns).
+  if (!gemm_in_loop_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || w.row_bytes % 16 != 0 || outputs.empty() ||
       outputs.size() > kGemmMaxRowRanges || outputs[0].first_row != 0)
     return false;
-  Q4GemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate, false};
+  InLoopGemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate, false};
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (i > 0 && outputs[i].first_row <= outputs[i - 1].first_row) return false;
     p.ranges[i] = outputs[i];
@@ -505,21 +583,22 @@ bool launch_gemm_q4_row_ranges(const WeightView& w, const uint16_t* x, int64_t n
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   auto launch = [&]<DType T, int kTokens>() {
-    using Tl = Tile<kTokens>;
+    using Tl = Tile<T, kTokens>;
+    using F = InLoopFormat<T>;
     CUtensorMap x_map, body_map, header_map;
     const uint64_t cols = static_cast<uint64_t>(w.cols), rows = static_cast<uint64_t>(w.rows);
     if (!encode_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, x, cols, static_cast<uint64_t>(n_tokens), cols * 2, kTileK,
                    kTokens, CU_TENSOR_MAP_SWIZZLE_128B) ||
-        !encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, 2 * kBodyBytes,
+        !encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, F::kKTileBodyBytes,
                    Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
-        !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, kHeaderBytes,
+        !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, F::kHeaderBytes,
                    Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
       return false;
     // The outputs as TMA tensors where they qualify (16-byte aligned bases and token strides);
     // an fp16 sum into fp16 outputs (not used by the backend) keeps the direct stores.
     OutMaps out_maps;
     const size_t out_bytes = out_half ? 2 : 4;
-    p.tma_store = q4_gemm_tma_store && !(out_half && accumulate);
+    p.tma_store = in_loop_gemm_tma_store && !(out_half && accumulate);
     for (int i = 0; i < p.n_ranges && p.tma_store; ++i) {
       const int64_t end = i + 1 < p.n_ranges ? p.ranges[i + 1].first_row : w.rows;
       const uint64_t range_rows = static_cast<uint64_t>(end - p.ranges[i].first_row);
@@ -536,31 +615,39 @@ bool launch_gemm_q4_row_ranges(const WeightView& w, const uint16_t* x, int64_t n
     const unsigned grid =
         static_cast<unsigned>(((n_tokens + kTokens - 1) / kTokens) * ((w.rows + Tl::kRows - 1) / Tl::kRows));
     // Per device context, so set before every launch (a host-side attribute write).
-    cudaFuncSetAttribute(gemm_q4_wgmma_kernel<T, kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes);
-    gemm_q4_wgmma_kernel<T, kTokens><<<grid, kThreads, Tl::kSmemBytes, stream>>>(x_map, body_map, header_map, out_maps,
-                                                                                p);
-    ++q4_gemm_launches;
+    cudaFuncSetAttribute(gemm_in_loop_wgmma_kernel<T, kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         Tl::kSmemBytes);
+    gemm_in_loop_wgmma_kernel<T, kTokens>
+        <<<grid, kThreads, Tl::kSmemBytes, stream>>>(x_map, body_map, header_map, out_maps, p);
+    ++in_loop_gemm_launches;
     return true;
   };
   // Blocks of 128 rows x 256 tokens: each weight fragment decoded serves 256 tokens (H100, 8B
   // shapes at 2048 tokens: 495-616 TFLOP/s against 441-509 for 256 x 128, docs/cuda.md). Where
   // that leaves SMs idle (the 8B k and v products, 1024 rows: 64 blocks), 128 x 128.
-  Q4GemmTile tile = q4_gemm_tile;
-  if (tile == Q4GemmTile::automatic) {
+  InLoopGemmTile tile = in_loop_gemm_tile;
+  if (tile == InLoopGemmTile::automatic) {
     const int64_t wide_blocks = ((w.rows + 127) / 128) * ((n_tokens + 255) / 256);
-    tile = wide_blocks >= sms ? Q4GemmTile::rows128_tokens256 : Q4GemmTile::rows128_tokens128;
+    tile = wide_blocks >= sms ? InLoopGemmTile::rows128_tokens256 : InLoopGemmTile::rows128_tokens128;
   }
-  const bool narrow = tile == Q4GemmTile::rows128_tokens128;
-  if (w.dtype == DType::Q4_K)
-    return narrow ? launch.template operator()<DType::Q4_K, 128>() : launch.template operator()<DType::Q4_K, 256>();
-  return narrow ? launch.template operator()<DType::Q4_0, 128>() : launch.template operator()<DType::Q4_0, 256>();
+  const bool narrow = tile == InLoopGemmTile::rows128_tokens128;
+  auto launch_format = [&]<DType T>() {
+    return narrow ? launch.template operator()<T, 128>() : launch.template operator()<T, 256>();
+  };
+  switch (w.dtype) {
+    case DType::Q4_0: return launch_format.template operator()<DType::Q4_0>();
+    case DType::Q4_1: return launch_format.template operator()<DType::Q4_1>();
+    case DType::Q8_0: return launch_format.template operator()<DType::Q8_0>();
+    case DType::Q4_K: return launch_format.template operator()<DType::Q4_K>();
+    default: return false;
+  }
 }
 
-bool launch_gemm_q4(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
-                      bool accumulate, cudaStream_t stream) {
+bool launch_gemm_in_loop(const WeightView& w, const uint16_t* x, int64_t n_tokens, void* out, bool out_half,
+                         bool accumulate, cudaStream_t stream) {
   const GemmRowRange all{0, out, w.rows};
-  return launch_gemm_q4_row_ranges(w, x, n_tokens, std::span<const GemmRowRange>(&all, 1), out_half, accumulate,
-                                     stream);
+  return launch_gemm_in_loop_row_ranges(w, x, n_tokens, std::span<const GemmRowRange>(&all, 1), out_half, accumulate,
+                                        stream);
 }
 
 }  // namespace bl::cuda
