@@ -413,11 +413,11 @@ struct InLoopGemmSwitchedOn {
 };
 
 // The prefill GEMM with the dequantization in its main loop (gemm_in_loop_wgmma.cu; a GPU of
-// compute capability 9.0), each format (Q4_0, Q4_K, Q4_1, Q8_0) and block tile: row and token tiles cut short (67, 300, 513 rows;
-// 17, 130, 300 tokens), more tiles than SMs (4100 x 1100), K from one 256-column tile to 16,
-// against fp64 W x with x rounded to fp16 (2e-3 of sum |w x|, as the cuBLAS path); out = W x
-// through matmul and out += W x through fused_matmul's accumulate, over outputs that are not
-// poisoned but random.
+// compute capability 9.0), each format (Q4_0, Q4_K, Q4_1, Q8_0) and block tile: row and token
+// tiles cut short (67, 300, 513 rows; 17, 130, 300 tokens), more tiles than SMs (4100 x 1100),
+// K from one 256-column tile to 16, against fp64 W x with x rounded to fp16 (2e-3 of sum |w x|,
+// as the cuBLAS path); out = W x through matmul and out += W x through fused_matmul's
+// accumulate, over outputs that are not poisoned but random.
 TEST(CudaMatmul, InLoopGemmAgainstFp64) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
@@ -476,8 +476,8 @@ TEST(CudaMatmul, InLoopGemmLeavesQ8_0ToCublasByDefault) {
   cuda::set_in_loop_gemm_q8_0(false);
 }
 
-// The in-loop GEMM (each format) over the rows of several matrices stored one after another (a layer's
-// q, k, v fused at load), each row range into its own output: ranges of 192, 64, 64 rows (on the
+// The in-loop GEMM (each format) over the rows of several matrices stored one after another (a
+// layer's q, k, v fused at load), each row range into its own output: ranges of 192, 64, 64 rows (on the
 // stored boxes' boundaries: the tile leaves by TMA) and of 200, 72, 72 (inside them: direct
 // stores), both cutting 128-row block tiles, fp32 and fp16 outputs, against fp64 W x of the fp16
 // x it was given (2e-3 of sum |w x|: the fp16 weights, and the fp16 outputs' rounding).
@@ -547,8 +547,8 @@ TEST(CudaMatmul, InLoopGemmRowRanges) {
 }
 
 // A prompt chunk's q, k and v (fused_matmul_same_input with the norm, a bias on k) from weights
-// of each in-loop format stored as one matrix, as LlamaModel fuses them: by default one in-loop GEMM for the
-// three (row ranges of 192, 64, 64; the launch is counted), against the dequantize pass + cuBLAS
+// of each in-loop format stored as one matrix, as LlamaModel fuses them: by default one in-loop
+// GEMM for the three (row ranges of 192, 64, 64; the launch is counted), against the dequantize pass + cuBLAS
 // per matrix: the same fp16 operands, sums in another order (2e-3 of each output's max |value|).
 TEST(CudaMatmul, InLoopGemmQkvMatchesCublasPath) {
   SKIP_WITHOUT_GPU();
