@@ -152,8 +152,9 @@ bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float
 // The prefill GEMM of block-quantized weights with the dequantization in its main loop
 // (gemm_in_loop_wgmma.cu, wgmma on sm_90a): out[n][rows] (+= with accumulate) W x, x [n][cols]
 // fp16 16-byte aligned, out fp32 or (out_half) fp16, fp32 sums. Applies to tiled Q4_0, Q4_1 and
-// Q8_0 and to Q4_K weights (cols % 256 == 0) and n > kGemvMaxTokens on a compute capability 9.0
-// GPU running the binary's sm_90a code. false (nothing launched) where it does not apply.
+// Q8_0 (Q8_0 where switched on, below) and to Q4_K weights (cols % 256 == 0) and n >
+// kGemvMaxTokens on a compute capability 9.0 GPU running the binary's sm_90a code. false
+// (nothing launched) where it does not apply.
 //
 // Where the CUDA backend takes it instead of the dequantize pass + cuBLAS (process-wide;
 // BITLIGHT_CUDA_INLOOP_GEMM=0|1|2 at start-up, default 2): off; only for a layer's q, k and v
