@@ -475,18 +475,20 @@ void dot_q3k_tile(int64_t cols, const void* w, const void* x, size_t stride, flo
   for (int c = 0; c < NC; ++c) y[c] = column<BlockQ8_K>(x, stride, c);
   __m256 acc[NC];
   for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
-  const __m256i one = _mm256_set1_epi8(1);
+  const __m256i four = _mm256_set1_epi8(4);
   __m256i pick[4];
   for (int j = 0; j < 4; ++j) pick[j] = shuffle_for_lanes(2 * j, 2 * j + 1);
   for (int64_t i = 0; i < cols / kQKK; ++i) {
     prefetch_weight_block<sizeof(a[i])>(a + i);
     __m256i q[8];
     unpack_2bit_chunks(a[i].qs, q);
+    // Bit j of each hmask byte moved to bit 2 by one 16-bit shift (by 2 - j or j - 2: at most 5
+    // places, so bit 2 of each byte still comes from that byte), then masked: q' = low | bit << 2.
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].hmask));
-    for (int j = 0; j < 8; ++j) {
-      const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(hm, j), one);  // bit j of each byte
-      q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 2));
-    }
+    q[0] = _mm256_or_si256(q[0], _mm256_and_si256(_mm256_slli_epi16(hm, 2), four));
+    q[1] = _mm256_or_si256(q[1], _mm256_and_si256(_mm256_slli_epi16(hm, 1), four));
+    q[2] = _mm256_or_si256(q[2], _mm256_and_si256(hm, four));
+    for (int j = 3; j < 8; ++j) q[j] = _mm256_or_si256(q[j], _mm256_and_si256(_mm256_srli_epi16(hm, j - 2), four));
     // The 12 scale bytes: low nibbles of s_0..7 in bytes 0-7, of s_8..15 in their high nibbles;
     // the 2 high bits of s_j in byte 8 + j % 4 at bit 2 (j / 4). Stored + 32.
     uint64_t lo_bytes;
