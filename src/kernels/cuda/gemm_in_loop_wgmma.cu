@@ -37,7 +37,7 @@
 // finished tile leaves through shared memory (the freed stages) and TMA stores, so the SM's
 // next block starts while the bytes drain. Measured (H100, 8B shapes, 2048 tokens, fp32 out):
 // 496-612 TFLOP/s at Q4_0, as the dequantize pass + cuBLAS (496-614); the whole 8B q4_0 pp2048
-// forward 66-68 % of the bf16 peak against 61-64 % (docs/cuda.md). Q8_0 runs at 493-545 TFLOP/s
+// forward 66-68 % of the bf16 peak against 61-64 % (docs/cuda.md). Q8_0 runs at 490-545 TFLOP/s
 // here against 540-608 through cuBLAS: at 4 and 8 bits alike the blocks take ~24 bytes a clock
 // from L2 (~5.6 TB/s over the SMs), so the k tile's bytes (38 KB, 42 at Q8_0; x is 32 KB of
 // them) set the pace; the backend takes this kernel for Q8_0 only where switched on.

@@ -167,7 +167,7 @@ enum class InLoopGemmUse { off, qkv, everywhere };
 enum class InLoopGemmTile { automatic, rows128_tokens256, rows128_tokens128 };
 // Q8_0 only where switched on (BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=1 at start-up, or here): it runs
 // slower in this kernel than the dequantize pass + cuBLAS (H100, 8B shapes at 2048 tokens:
-// 493-545 against 540-608 TFLOP/s; the kernel's pace is its L2 -> shared-memory bytes a k tile,
+// 490-545 against 540-608 TFLOP/s; the kernel's pace is its L2 -> shared-memory bytes a k tile,
 // which Q8_0 raises from 38 to 42 KB, docs/cuda.md).
 void set_in_loop_gemm_q8_0(bool on);
 bool in_loop_gemm_q8_0();
