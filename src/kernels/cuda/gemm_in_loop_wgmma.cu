@@ -353,7 +353,7 @@ __device__ __forceinline__ void store_staged_tile(const InLoopGemmArgs& p, const
 
 // x_map: fp16 [n][cols], box 64 x kTokens, 128-byte swizzle. body_map / header_map: the weight
 // as bytes [rows][row_bytes], boxes kKTileBodyBytes x kRows and kHeaderBytes x kRows.
-template <DType T, int kTokens>
+template <DType T, int kTokens, int kCluster>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_in_loop_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap body_map,
                               const __grid_constant__ CUtensorMap header_map, const __grid_constant__ OutMaps out_maps,
@@ -373,10 +373,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   // A block an output tile, the tokens' fastest: the blocks working at once share weight rows,
   // so each weight byte comes from HBM about once; x (2 bytes a token and column) stays in L2.
   // (Persistent blocks looping over tiles, the ring running on from one into the next, measured
-  // no faster: docs/cuda.md.)
-  const int token_tiles = static_cast<int>((p.n + kTokens - 1) / kTokens);
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x % token_tiles) * kTokens;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x / token_tiles) * Tl::kRows;
+  // no faster: docs/cuda.md.) In a cluster of kCluster blocks, they take neighbouring row tiles
+  // of the same tokens: each loads 1 / kCluster of the x tile and TMA multicasts it to all, so
+  // a block reads 32 / kCluster KB of x from L2 a k tile (the kernel's pace is its L2 -> shared
+  // memory bytes, ~85 % of them x's: docs/cuda.md, "Sixteenth session").
+  // (Derived where used, not kept: the consumers' registers are full during the main loop.)
+  auto block_rank = [] { return kCluster > 1 ? static_cast<int>(cluster_rank()) : 0; };
+  auto tile_tokens = [&] {  // n0, the tile's first token
+    const int token_tiles = static_cast<int>((p.n + kTokens - 1) / kTokens);
+    return static_cast<int64_t>((static_cast<int>(blockIdx.x) / kCluster) % token_tiles) * kTokens;
+  };
+  auto tile_rows = [&] {  // m0, the tile's first weight row
+    const int token_tiles = static_cast<int>((p.n + kTokens - 1) / kTokens);
+    const int row_cluster = static_cast<int>(blockIdx.x) / kCluster / token_tiles;
+    return static_cast<int64_t>(row_cluster * kCluster + block_rank()) * Tl::kRows;
+  };
   const int k_tiles = static_cast<int>(p.cols / kTileK);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warpgroup = warp / 4, warp_in_group = warp % 4;
@@ -385,26 +396,40 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&full[s], 1);
-      mbarrier_init(&empty[s], kConsumerWarps);
+      mbarrier_init(&empty[s], kConsumerWarps * kCluster);  // a slot is refilled in every block at once
     }
     fence_barrier_init();
   }
-  __syncthreads();
+  // In a cluster: every block's barriers are initialised before any multicast or remote arrival.
+  if constexpr (kCluster > 1) cluster_sync();
+  else __syncthreads();
 
   if (warpgroup == 0) {
     release_registers<kProducerRegisters>();
-    if (threadIdx.x != 0) return;
-    RingPosition at;
-    for (int kt = 0; kt < k_tiles; ++kt, at.advance()) {
-      mbarrier_wait(&empty[at.slot], at.phase ^ 1);  // the consumers are done with the slot
-      mbarrier_arrive_expect_tx(&full[at.slot], Tl::kStageBytes);
-      // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at kTileBytes (kt / 4) bytes
-      // of the row, with the header first (InLoopFormat).
-      const int32_t tile_at = (kt / 4) * F::kTileBytes;
-      tma_load_2d(x_stage(at.slot), &x_map, kt * kTileK, static_cast<int32_t>(n0), &full[at.slot]);
-      tma_load_2d(body_stage(at.slot), &body_map, tile_at + F::kHeaderBytes + (kt % 4) * F::kKTileBodyBytes,
-                  static_cast<int32_t>(m0), &full[at.slot]);
-      tma_load_2d(header_stage(at.slot), &header_map, tile_at, static_cast<int32_t>(m0), &full[at.slot]);
+    if (threadIdx.x == 0) {
+      constexpr int kXRows = kTokens / kCluster;  // this block's share of the x tile
+      const int rank = block_rank();
+      const int64_t n0 = tile_tokens(), m0 = tile_rows();
+      RingPosition at;
+      for (int kt = 0; kt < k_tiles; ++kt, at.advance()) {
+        mbarrier_wait(&empty[at.slot], at.phase ^ 1);  // every block's consumers are done with the slot
+        mbarrier_arrive_expect_tx(&full[at.slot], Tl::kStageBytes);
+        // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at kTileBytes (kt / 4)
+        // bytes of the row, with the header first (InLoopFormat).
+        const int32_t tile_at = (kt / 4) * F::kTileBytes;
+        if constexpr (kCluster > 1)
+          tma_load_2d_multicast(x_stage(at.slot) + rank * kXRows * kTileK * 2, &x_map, kt * kTileK,
+                                static_cast<int32_t>(n0 + rank * kXRows), &full[at.slot], (1u << kCluster) - 1);
+        else
+          tma_load_2d(x_stage(at.slot), &x_map, kt * kTileK, static_cast<int32_t>(n0), &full[at.slot]);
+        tma_load_2d(body_stage(at.slot), &body_map, tile_at + F::kHeaderBytes + (kt % 4) * F::kKTileBodyBytes,
+                    static_cast<int32_t>(m0), &full[at.slot]);
+        tma_load_2d(header_stage(at.slot), &header_map, tile_at, static_cast<int32_t>(m0), &full[at.slot]);
+      }
+    }
+    if constexpr (kCluster > 1) {
+      __syncwarp();
+      cluster_sync();  // no block leaves while another may still arrive on its barriers
     }
     return;
   }
@@ -430,7 +455,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     wgmma_commit();
     wgmma_wait<1>();  // this warpgroup's wgmma of stage kt - 1 are done; `next` is free
-    if (kt > 0 && lane == 0) mbarrier_arrive(&empty[previous_slot]);
+    if (kt > 0 && lane == 0) {
+      if constexpr (kCluster > 1) {
+#pragma unroll
+        for (int r = 0; r < kCluster; ++r) mbarrier_arrive_cluster(&empty[previous_slot], r);
+      } else {
+        mbarrier_arrive(&empty[previous_slot]);
+      }
+    }
     previous_slot = at.slot;
     at.advance();
     if (kt + 1 < k_tiles) {
@@ -462,9 +494,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       stage_tile<float, kTokens>(smem, row_local, 2 * c, acc);
     fence_shared_to_async();
     named_barrier(1, 256);
-    if (threadIdx.x == 128) store_staged_tile<kTokens>(p, out_maps, smem, m0, n0);
+    if (threadIdx.x == 128) store_staged_tile<kTokens>(p, out_maps, smem, tile_rows(), tile_tokens());
+    if constexpr (kCluster > 1) {
+      __syncwarp();
+      cluster_sync();
+    }
     return;
   }
+  const int64_t m0 = tile_rows(), n0 = tile_tokens();
   const bool whole = m0 + Tl::kRows <= p.rows && n0 + kTokens <= p.n;
   const int64_t row0 = m0 + consumer * 64 + warp_in_group * 16 + g, token0 = n0 + 2 * c;
   if (p.out_half) {
@@ -474,6 +511,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (p.accumulate) store_tile<float, true>(p, row0, token0, whole, acc);
     else store_tile<float, false>(p, row0, token0, whole, acc);
   }
+  if constexpr (kCluster > 1) cluster_sync();
 #endif
 }
 
@@ -499,6 +537,12 @@ const bool in_loop_gemm_tma_store = [] {
   const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_STORE");
   return !v || std::strcmp(v, "direct") != 0;
 }();
+// BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER=1: blocks alone, each loading its whole x tile; default
+// clusters of 2 sharing it.
+const int in_loop_gemm_cluster = [] {
+  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER");
+  return v && std::strcmp(v, "1") == 0 ? 1 : 2;
+}();
 // BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=1: Q8_0 weights too (launchers.h, set_in_loop_gemm_q8_0).
 bool in_loop_gemm_q8_0_now = [] {
   const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_Q8_0");
@@ -514,7 +558,7 @@ bool device_runs_wgmma() {
   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
   cudaFuncAttributes attributes{};
   return major == 9 && minor == 0 &&
-         cudaFuncGetAttributes(&attributes, gemm_in_loop_wgmma_kernel<DType::Q4_0, 128>) == cudaSuccess &&
+         cudaFuncGetAttributes(&attributes, gemm_in_loop_wgmma_kernel<DType::Q4_0, 128, 1>) == cudaSuccess &&
          attributes.ptxVersion >= 90;
 }
 
@@ -582,13 +626,13 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
   int device = 0, sms = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  auto launch = [&]<DType T, int kTokens>() {
+  auto launch = [&]<DType T, int kTokens, int kCluster>() {
     using Tl = Tile<T, kTokens>;
     using F = InLoopFormat<T>;
     CUtensorMap x_map, body_map, header_map;
     const uint64_t cols = static_cast<uint64_t>(w.cols), rows = static_cast<uint64_t>(w.rows);
     if (!encode_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, x, cols, static_cast<uint64_t>(n_tokens), cols * 2, kTileK,
-                   kTokens, CU_TENSOR_MAP_SWIZZLE_128B) ||
+                   kTokens / kCluster, CU_TENSOR_MAP_SWIZZLE_128B) ||
         !encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, F::kKTileBodyBytes,
                    Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
         !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, F::kHeaderBytes,
@@ -612,13 +656,33 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
                               p.ranges[i].out, range_rows, static_cast<uint64_t>(n_tokens), p.ranges[i].ld * out_bytes,
                               static_cast<uint32_t>(kStoreBoxBytes / out_bytes), kTokens, CU_TENSOR_MAP_SWIZZLE_128B);
     }
-    const unsigned grid =
-        static_cast<unsigned>(((n_tokens + kTokens - 1) / kTokens) * ((w.rows + Tl::kRows - 1) / Tl::kRows));
+    // Row tiles rounded up to whole clusters: a block past the last row still loads its share
+    // of x for the others (its weight boxes read as zeros, its stores are skipped).
+    const int64_t row_tiles = (w.rows + Tl::kRows - 1) / Tl::kRows;
+    const int64_t cluster_row_tiles = (row_tiles + kCluster - 1) / kCluster * kCluster;
+    const unsigned grid = static_cast<unsigned>(((n_tokens + kTokens - 1) / kTokens) * cluster_row_tiles);
+    auto* kernel = gemm_in_loop_wgmma_kernel<T, kTokens, kCluster>;
     // Per device context, so set before every launch (a host-side attribute write).
-    cudaFuncSetAttribute(gemm_in_loop_wgmma_kernel<T, kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         Tl::kSmemBytes);
-    gemm_in_loop_wgmma_kernel<T, kTokens>
-        <<<grid, kThreads, Tl::kSmemBytes, stream>>>(x_map, body_map, header_map, out_maps, p);
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes);
+    if constexpr (kCluster > 1) {
+      cudaLaunchAttribute cluster_dims{};
+      cluster_dims.id = cudaLaunchAttributeClusterDimension;
+      cluster_dims.val.clusterDim.x = kCluster;
+      cluster_dims.val.clusterDim.y = cluster_dims.val.clusterDim.z = 1;
+      cudaLaunchConfig_t config{};
+      config.gridDim = dim3(grid);
+      config.blockDim = dim3(kThreads);
+      config.dynamicSmemBytes = Tl::kSmemBytes;
+      config.stream = stream;
+      config.attrs = &cluster_dims;
+      config.numAttrs = 1;
+      if (cudaLaunchKernelEx(&config, kernel, x_map, body_map, header_map, out_maps, p) != cudaSuccess) {
+        cudaGetLastError();  // refused (nothing ran): the caller takes the other path
+        return false;
+      }
+    } else {
+      kernel<<<grid, kThreads, Tl::kSmemBytes, stream>>>(x_map, body_map, header_map, out_maps, p);
+    }
     ++in_loop_gemm_launches;
     return true;
   };
@@ -632,7 +696,9 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
   }
   const bool narrow = tile == InLoopGemmTile::rows128_tokens128;
   auto launch_format = [&]<DType T>() {
-    return narrow ? launch.template operator()<T, 128>() : launch.template operator()<T, 256>();
+    if (in_loop_gemm_cluster == 2)
+      return narrow ? launch.template operator()<T, 128, 2>() : launch.template operator()<T, 256, 2>();
+    return narrow ? launch.template operator()<T, 128, 1>() : launch.template operator()<T, 256, 1>();
   };
   switch (w.dtype) {
     case DType::Q4_0: return launch_format.template operator()<DType::Q4_0>();

@@ -168,6 +168,42 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// ---- thread-block clusters ----
+
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+// Every thread of every block of the cluster calls it (converged): memory operations before it,
+// shared::cluster ones included, are visible to all of the cluster's threads after it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// An arrival on the barrier at `bar`'s shared-memory offset in cluster block `rank`. Default
+// semantics (release at CTA scope), as CUTLASS's ClusterBarrier: `.release.cluster` compiles to
+// a MEMBAR.ALL.GPU before every arrival (seen in the SASS), which stalled the consumers' loop.
+__device__ __forceinline__ void mbarrier_arrive_cluster(uint64_t* bar, uint32_t rank) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(shared_address(bar)),
+      "r"(rank)
+      : "memory");
+}
+// tma_load_2d into every cluster block of cta_mask (bit r = block r), at dst's offset in each,
+// completing the bytes on each one's barrier at bar's offset.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const void* tensor_map, int32_t c0, int32_t c1,
+                                                      uint64_t* bar, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(shared_address(dst)),
+      "l"(tensor_map), "r"(c0), "r"(c1), "r"(shared_address(bar)), "h"(cta_mask)
+      : "memory");
+}
+
 // ---- registers between warpgroups ----
 
 template <uint32_t kRegisters>
