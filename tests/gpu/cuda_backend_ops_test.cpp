@@ -396,20 +396,23 @@ TEST(CudaMatmul, SwigluSplitOverTwoGemvsMatchesSiluKernel) {
     }
 }
 
-// The in-loop GEMM taken everywhere (the default) with a given block tile for a test's
-// scope, and the defaults back after it.
+// The in-loop GEMM taken everywhere for every format (the defaults) with a given block tile
+// and cluster size for a test's scope, and the settings before it back after it.
 constexpr DType kInLoopTypes[] = {DType::Q4_0, DType::Q4_K, DType::Q4_1, DType::Q8_0};
 struct InLoopGemmSwitchedOn {
-  explicit InLoopGemmSwitchedOn(cuda::InLoopGemmTile tile = cuda::InLoopGemmTile::automatic)
-      : q8_0_before(cuda::in_loop_gemm_q8_0()) {
+  explicit InLoopGemmSwitchedOn(cuda::InLoopGemmTile tile = cuda::InLoopGemmTile::automatic, int cluster = 2)
+      : q8_0_before(cuda::in_loop_gemm_q8_0()), cluster_before(cuda::in_loop_gemm_cluster()) {
     cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere, tile);
-    cuda::set_in_loop_gemm_q8_0(true);  // off by default (slower than the cuBLAS path), tested here
+    cuda::set_in_loop_gemm_q8_0(true);
+    cuda::set_in_loop_gemm_cluster(cluster);
   }
   ~InLoopGemmSwitchedOn() {
     cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
     cuda::set_in_loop_gemm_q8_0(q8_0_before);
+    cuda::set_in_loop_gemm_cluster(cluster_before);
   }
   bool q8_0_before;
+  int cluster_before;
 };
 
 // The prefill GEMM with the dequantization in its main loop (gemm_in_loop_wgmma.cu; a GPU of
@@ -461,26 +464,31 @@ TEST(CudaMatmul, InLoopGemmAgainstFp64) {
       }
 }
 
-// By default the backend leaves Q8_0 to the dequantize pass + cuBLAS (faster on an H100) and
-// takes the in-loop GEMM for the 4-bit formats.
-TEST(CudaMatmul, InLoopGemmLeavesQ8_0ToCublasByDefault) {
+// By default the backend takes the in-loop GEMM for every format it reads, Q8_0 included, in
+// clusters of 2 blocks; the Q8_0 switch leaves Q8_0 to the dequantize pass + cuBLAS.
+TEST(CudaMatmul, InLoopGemmTakesEveryFormatByDefault) {
   SKIP_WITHOUT_GPU();
-  ASSERT_FALSE(cuda::in_loop_gemm_q8_0()) << "BITLIGHT_CUDA_INLOOP_GEMM_Q8_0 set for the test run?";
+  ASSERT_TRUE(cuda::in_loop_gemm_q8_0()) << "BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=0 set for the test run?";
+  ASSERT_EQ(cuda::in_loop_gemm_cluster(), 2) << "BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER=1 set for the test run?";
   if (!cuda::gemm_in_loop_applies(weight_view(DType::Q4_0, 512, 256), 40))
     GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
   EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_1, 512, 256), 40));
   EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_K, 512, 256), 40));
-  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
-  cuda::set_in_loop_gemm_q8_0(true);
   EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
+  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), cuda::kGemvMaxTokens));
   cuda::set_in_loop_gemm_q8_0(false);
+  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
+  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_0, 512, 256), 40));
+  cuda::set_in_loop_gemm_q8_0(true);
 }
 
 // The in-loop GEMM (each format) over the rows of several matrices stored one after another (a
 // layer's q, k, v fused at load), each row range into its own output: ranges of 192, 64, 64 rows (on the
 // stored boxes' boundaries: the tile leaves by TMA) and of 200, 72, 72 (inside them: direct
-// stores), both cutting 128-row block tiles, fp32 and fp16 outputs, against fp64 W x of the fp16
-// x it was given (2e-3 of sum |w x|: the fp16 weights, and the fp16 outputs' rounding).
+// stores), both cutting 128-row block tiles, fp32 and fp16 outputs, blocks in clusters of 2 and
+// alone (328 and 344 rows are 3 row tiles: in clusters of 2 the fourth block lies wholly past
+// the last row and only loads its half of x for its neighbour), against fp64 W x of the fp16 x
+// it was given (2e-3 of sum |w x|: the fp16 weights, and the fp16 outputs' rounding).
 TEST(CudaMatmul, InLoopGemmRowRanges) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
@@ -490,14 +498,15 @@ TEST(CudaMatmul, InLoopGemmRowRanges) {
   for (DType t : kInLoopTypes)
   for (const std::array<int64_t, 3> range_rows : {std::array<int64_t, 3>{192, 64, 64}, std::array<int64_t, 3>{200, 72, 72}})
   for (cuda::InLoopGemmTile tile : {cuda::InLoopGemmTile::rows128_tokens256, cuda::InLoopGemmTile::rows128_tokens128})
+  for (int cluster : {2, 1})
     for (int64_t n : {40, 300})
       for (bool out_half : {false, true}) {
         const int64_t rows = range_rows[0] + range_rows[1] + range_rows[2];
         SCOPED_TRACE(std::string(dtype_name(t)) + " ranges " + std::to_string(range_rows[0]) + "/" +
-                     std::to_string(range_rows[1]) + " tile " +
-                     std::to_string(static_cast<int>(tile)) + " n=" + std::to_string(n) +
+                     std::to_string(range_rows[1]) + " tile " + std::to_string(static_cast<int>(tile)) +
+                     " cluster " + std::to_string(cluster) + " n=" + std::to_string(n) +
                      (out_half ? " fp16 out" : " fp32 out"));
-        const InLoopGemmSwitchedOn switched_on(tile);
+        const InLoopGemmSwitchedOn switched_on(tile, cluster);
         HostMatmul p = make_problem(t, cols, rows, n, rng);
         auto w = backend->upload_weight(make_tensor_2d(p.w_bytes.data(), t, cols, rows));
         auto x = backend->alloc(DType::F16, {cols, n, 1, 1});

@@ -103,23 +103,26 @@ TEST(CudaBench, PrefillMatmul) {
                         {DType::Q4_1, {4096, 14336}, 2048}, {DType::Q4_1, {14336, 4096}, 2048},
                         {DType::Q8_0, {4096, 14336}, 2048}, {DType::Q8_0, {14336, 4096}, 2048}};
   std::printf("\n| prefill: format | cols x rows | tokens | ms | TFLOP/s |\n|---|---|---|---|---|\n");
-  // The in-loop formats three ways: the in-loop GEMM (gemm_in_loop_wgmma.cu, where the GPU runs it) with its
-  // automatic block tile and with the wide one forced, and the dequantize pass + cuBLAS.
+  // The in-loop formats four ways: the in-loop GEMM (gemm_in_loop_wgmma.cu, where the GPU runs it) with its
+  // automatic block tile, with the wide one forced, and with blocks alone instead of clusters of 2; and the
+  // dequantize pass + cuBLAS.
   struct Path {
     bool in_loop;
     cuda::InLoopGemmTile tile;
+    int cluster;
     const char* name;
   };
-  const Path paths[] = {{true, cuda::InLoopGemmTile::automatic, " (in-loop)"},
-                        {true, cuda::InLoopGemmTile::rows128_tokens256, " (in-loop 128x256)"},
-                        {false, cuda::InLoopGemmTile::automatic, " (dequantize + cuBLAS)"}};
+  const Path paths[] = {{true, cuda::InLoopGemmTile::automatic, 2, " (in-loop)"},
+                        {true, cuda::InLoopGemmTile::rows128_tokens256, 2, " (in-loop 128x256)"},
+                        {true, cuda::InLoopGemmTile::automatic, 1, " (in-loop, blocks alone)"},
+                        {false, cuda::InLoopGemmTile::automatic, 2, " (dequantize + cuBLAS)"}};
   for (const Case& c : cases)
   for (const Path& path : paths) {
     const bool in_loop_format =
         c.fmt == DType::Q4_0 || c.fmt == DType::Q4_1 || c.fmt == DType::Q8_0 || c.fmt == DType::Q4_K;
     if (!in_loop_format && path.in_loop) continue;
     cuda::set_in_loop_gemm(path.in_loop ? cuda::InLoopGemmUse::everywhere : cuda::InLoopGemmUse::off, path.tile);
-    cuda::set_in_loop_gemm_q8_0(path.in_loop);  // Q8_0 is off by default: measured here both ways
+    cuda::set_in_loop_gemm_cluster(path.cluster);
     auto opened = open_cuda_backend(0);
     ASSERT_TRUE(opened.ok()) << opened.status().message();
     CudaBackend& b = **opened;
@@ -150,7 +153,7 @@ TEST(CudaBench, PrefillMatmul) {
                 2.0 * c.shape.cols * c.shape.rows * c.n / (t * 1e-3) / 1e12);
   }
   cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
-  cuda::set_in_loop_gemm_q8_0(false);
+  cuda::set_in_loop_gemm_cluster(2);
 }
 
 TEST(CudaBench, GemvBandwidthAt8BShapes) {

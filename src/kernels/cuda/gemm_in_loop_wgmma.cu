@@ -17,7 +17,8 @@
 // tile's header (16 or 32 bytes). Warpgroups 1 and 2 consume: each owns 64 rows (one wgmma
 // m64n256k16 a k step, 128 fp32 accumulators a thread). Stage hand-off by mbarriers: `full` (the
 // producer's expected bytes landed), `empty` (every consumer warp's wgmma on the stage
-// completed). The producer gives most of its registers to the consumers (setmaxnreg).
+// completed; in a cluster, the consumer warps of both blocks, since the multicast refills the
+// stage in both). The producer gives most of its registers to the consumers (setmaxnreg).
 //
 // A fragments (as mma.m16n8k16's, per warp 16 rows; g = lane / 4, c = lane % 4): for k step s
 // a thread holds rows g and g + 8 at k {2c, 2c+1, 2c+8, 2c+9} of the step. In a Q4_0 / Q4_1 body
@@ -37,10 +38,13 @@
 // finished tile leaves through shared memory (the freed stages) and TMA stores, so the SM's
 // next block starts while the bytes drain. Measured (H100, 8B shapes, 2048 tokens, fp32 out):
 // 496-612 TFLOP/s at Q4_0, as the dequantize pass + cuBLAS (496-614); the whole 8B q4_0 pp2048
-// forward 66-68 % of the bf16 peak against 61-64 % (docs/cuda.md). Q8_0 runs at 490-545 TFLOP/s
-// here against 540-608 through cuBLAS: at 4 and 8 bits alike the blocks take ~24 bytes a clock
-// from L2 (~5.6 TB/s over the SMs), so the k tile's bytes (38 KB, 42 at Q8_0; x is 32 KB of
-// them) set the pace; the backend takes this kernel for Q8_0 only where switched on.
+// forward 66-68 % of the bf16 peak against 61-64 % (docs/cuda.md). Blocks alone, Q8_0 ran at
+// 490-545 TFLOP/s against 540-608 through cuBLAS: at 4 and 8 bits alike they took ~24 bytes a
+// clock from L2 (~5.6 TB/s over the SMs), so the k tile's bytes (38 KB, 42 at Q8_0; x is 32 KB
+// of them) set the pace. Hence clusters of 2 blocks (kCluster, the default): neighbouring row
+// tiles of the same tokens, each block loading half of the x tile and TMA-multicasting it to
+// both, so 22-26 KB a block and k tile. Whole 8B pp2048: q4_0 69-70 % of the bf16 peak (67-68 %
+// alone), q8_0 62-64 % (59 % alone, 61 % through cuBLAS).
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -538,15 +542,16 @@ const bool in_loop_gemm_tma_store = [] {
   return !v || std::strcmp(v, "direct") != 0;
 }();
 // BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER=1: blocks alone, each loading its whole x tile; default
-// clusters of 2 sharing it.
-const int in_loop_gemm_cluster = [] {
+// clusters of 2 sharing it (launchers.h, set_in_loop_gemm_cluster).
+int in_loop_gemm_cluster_now = [] {
   const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER");
   return v && std::strcmp(v, "1") == 0 ? 1 : 2;
 }();
-// BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=1: Q8_0 weights too (launchers.h, set_in_loop_gemm_q8_0).
+// BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=0: Q8_0 weights left to the dequantize pass + cuBLAS
+// (launchers.h, set_in_loop_gemm_q8_0).
 bool in_loop_gemm_q8_0_now = [] {
   const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_Q8_0");
-  return v && std::strcmp(v, "1") == 0;
+  return !v || std::strcmp(v, "0") != 0;
 }();
 
 // The kernel runs only where it was built from sm_90a code: on an H100/H200 (compute
@@ -598,6 +603,8 @@ void set_in_loop_gemm(InLoopGemmUse use, InLoopGemmTile tile) {
 InLoopGemmUse in_loop_gemm_use() { return in_loop_gemm_use_now; }
 void set_in_loop_gemm_q8_0(bool on) { in_loop_gemm_q8_0_now = on; }
 bool in_loop_gemm_q8_0() { return in_loop_gemm_q8_0_now; }
+void set_in_loop_gemm_cluster(int blocks) { in_loop_gemm_cluster_now = blocks == 1 ? 1 : 2; }
+int in_loop_gemm_cluster() { return in_loop_gemm_cluster_now; }
 int64_t in_loop_gemm_launch_count() { return in_loop_gemm_launches; }
 
 bool gemm_in_loop_applies(const WeightView& w, int64_t n_tokens) {
@@ -696,7 +703,7 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
   }
   const bool narrow = tile == InLoopGemmTile::rows128_tokens128;
   auto launch_format = [&]<DType T>() {
-    if (in_loop_gemm_cluster == 2)
+    if (in_loop_gemm_cluster_now == 2)
       return narrow ? launch.template operator()<T, 128, 2>() : launch.template operator()<T, 256, 2>();
     return narrow ? launch.template operator()<T, 128, 1>() : launch.template operator()<T, 256, 1>();
   };

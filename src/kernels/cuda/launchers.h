@@ -152,7 +152,7 @@ bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float
 // The prefill GEMM of block-quantized weights with the dequantization in its main loop
 // (gemm_in_loop_wgmma.cu, wgmma on sm_90a): out[n][rows] (+= with accumulate) W x, x [n][cols]
 // fp16 16-byte aligned, out fp32 or (out_half) fp16, fp32 sums. Applies to tiled Q4_0, Q4_1 and
-// Q8_0 (Q8_0 where switched on, below) and to Q4_K weights (cols % 256 == 0) and n >
+// Q8_0 (Q8_0 unless switched off, below) and to Q4_K weights (cols % 256 == 0) and n >
 // kGemvMaxTokens on a compute capability 9.0 GPU running the binary's sm_90a code. false
 // (nothing launched) where it does not apply.
 //
@@ -165,12 +165,18 @@ enum class InLoopGemmUse { off, qkv, everywhere };
 // one gives fewer blocks than the GPU has SMs; the others force one (tests, comparisons;
 // BITLIGHT_CUDA_INLOOP_GEMM_TILE=128x256|128x128 at start-up).
 enum class InLoopGemmTile { automatic, rows128_tokens256, rows128_tokens128 };
-// Q8_0 only where switched on (BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=1 at start-up, or here): it runs
-// slower in this kernel than the dequantize pass + cuBLAS (H100, 8B shapes at 2048 tokens:
-// 490-545 against 540-608 TFLOP/s; the kernel's pace is its L2 -> shared-memory bytes a k tile,
-// which Q8_0 raises from 38 to 42 KB, docs/cuda.md).
+// Q8_0 too unless switched off (BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=0 at start-up, or here): in
+// clusters of 2 blocks it beats the dequantize pass + cuBLAS (H100, whole 8B q8_0 pp2048: 62-64 %
+// of the bf16 peak against 61 %); alone, each block reading its whole x tile, it did not (59 %:
+// the kernel's pace is its L2 -> shared-memory bytes a k tile, docs/cuda.md).
 void set_in_loop_gemm_q8_0(bool on);
 bool in_loop_gemm_q8_0();
+// Blocks a cluster (1 or 2; BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER=1 at start-up, default 2): the
+// blocks of a cluster take neighbouring row tiles of the same tokens and share the x tile by
+// TMA multicast, so each reads half of it from L2 (H100, whole 8B q4_0 pp2048: 69-70 % of the
+// bf16 peak in clusters of 2, 67-68 % alone).
+void set_in_loop_gemm_cluster(int blocks);
+int in_loop_gemm_cluster();
 // For the tests and the benchmark: set before issuing work.
 void set_in_loop_gemm(InLoopGemmUse use, InLoopGemmTile tile = InLoopGemmTile::automatic);
 InLoopGemmUse in_loop_gemm_use();
