@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -396,27 +397,30 @@ TEST(CudaMatmul, SwigluSplitOverTwoGemvsMatchesSiluKernel) {
     }
 }
 
-// The in-loop GEMM taken everywhere for every format (the defaults) with a given block tile
-// and cluster size for a test's scope, and the settings before it back after it.
-constexpr DType kInLoopTypes[] = {DType::Q4_0, DType::Q4_K, DType::Q4_1, DType::Q8_0};
+// The in-loop GEMM taken everywhere for every format it reads (Q5_K is off by default) with a
+// given block tile and cluster size for a test's scope, and the settings before it back after it.
+constexpr DType kInLoopTypes[] = {DType::Q4_0, DType::Q4_K, DType::Q4_1, DType::Q8_0, DType::Q5_K};
 struct InLoopGemmSwitchedOn {
   explicit InLoopGemmSwitchedOn(cuda::InLoopGemmTile tile = cuda::InLoopGemmTile::automatic, int cluster = 2)
-      : q8_0_before(cuda::in_loop_gemm_q8_0()), cluster_before(cuda::in_loop_gemm_cluster()) {
+      : cluster_before(cuda::in_loop_gemm_cluster()) {
     cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere, tile);
-    cuda::set_in_loop_gemm_q8_0(true);
+    for (size_t i = 0; i < std::size(kInLoopTypes); ++i) {
+      format_before[i] = cuda::in_loop_gemm_format(kInLoopTypes[i]);
+      cuda::set_in_loop_gemm_format(kInLoopTypes[i], true);
+    }
     cuda::set_in_loop_gemm_cluster(cluster);
   }
   ~InLoopGemmSwitchedOn() {
     cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
-    cuda::set_in_loop_gemm_q8_0(q8_0_before);
+    for (size_t i = 0; i < std::size(kInLoopTypes); ++i) cuda::set_in_loop_gemm_format(kInLoopTypes[i], format_before[i]);
     cuda::set_in_loop_gemm_cluster(cluster_before);
   }
-  bool q8_0_before;
+  bool format_before[std::size(kInLoopTypes)];
   int cluster_before;
 };
 
 // The prefill GEMM with the dequantization in its main loop (gemm_in_loop_wgmma.cu; a GPU of
-// compute capability 9.0), each format (Q4_0, Q4_K, Q4_1, Q8_0) and block tile: row and token
+// compute capability 9.0), each format (Q4_0, Q4_K, Q4_1, Q8_0, Q5_K) and block tile: row and token
 // tiles cut short (67, 300, 513 rows; 17, 130, 300 tokens), more tiles than SMs (4100 x 1100),
 // K from one 256-column tile to 16, against fp64 W x with x rounded to fp16 (2e-3 of sum |w x|,
 // as the cuBLAS path); out = W x through matmul and out += W x through fused_matmul's
@@ -464,22 +468,31 @@ TEST(CudaMatmul, InLoopGemmAgainstFp64) {
       }
 }
 
-// By default the backend takes the in-loop GEMM for every format it reads, Q8_0 included, in
-// clusters of 2 blocks; the Q8_0 switch leaves Q8_0 to the dequantize pass + cuBLAS.
-TEST(CudaMatmul, InLoopGemmTakesEveryFormatByDefault) {
+// By default the backend takes the in-loop GEMM for Q4_0, Q4_1, Q4_K and Q8_0 (faster than the
+// dequantize pass + cuBLAS in the whole 8B forward on an H100), in clusters of 2 blocks, and
+// leaves Q5_K (slower there) and Q6_K (not read by the kernel) to the dequantize pass; the
+// format switch moves a format either way.
+TEST(CudaMatmul, InLoopGemmFormatsByDefault) {
   SKIP_WITHOUT_GPU();
-  ASSERT_TRUE(cuda::in_loop_gemm_q8_0()) << "BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=0 set for the test run?";
   ASSERT_EQ(cuda::in_loop_gemm_cluster(), 2) << "BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER=1 set for the test run?";
+  ASSERT_EQ(std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_FORMATS"), nullptr) << "the defaults are tested here";
   if (!cuda::gemm_in_loop_applies(weight_view(DType::Q4_0, 512, 256), 40))
     GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
   EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_1, 512, 256), 40));
   EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_K, 512, 256), 40));
   EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
+  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q5_K, 512, 256), 40));
+  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q6_K, 512, 256), 40));
   EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), cuda::kGemvMaxTokens));
-  cuda::set_in_loop_gemm_q8_0(false);
+  cuda::set_in_loop_gemm_format(DType::Q8_0, false);
+  cuda::set_in_loop_gemm_format(DType::Q5_K, true);
+  cuda::set_in_loop_gemm_format(DType::Q6_K, true);  // not a format the kernel reads: ignored
   EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
+  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q5_K, 512, 256), 40));
+  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q6_K, 512, 256), 40));
   EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_0, 512, 256), 40));
-  cuda::set_in_loop_gemm_q8_0(true);
+  cuda::set_in_loop_gemm_format(DType::Q8_0, true);
+  cuda::set_in_loop_gemm_format(DType::Q5_K, false);
 }
 
 // The in-loop GEMM (each format) over the rows of several matrices stored one after another (a

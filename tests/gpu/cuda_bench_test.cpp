@@ -101,7 +101,8 @@ TEST(CudaBench, PrefillMatmul) {
                         {DType::Q4_0, {14336, 4096}, 2048}, {DType::Q4_K, {4096, 14336}, 2048},
                         {DType::Q4_K, {14336, 4096}, 2048},
                         {DType::Q4_1, {4096, 14336}, 2048}, {DType::Q4_1, {14336, 4096}, 2048},
-                        {DType::Q8_0, {4096, 14336}, 2048}, {DType::Q8_0, {14336, 4096}, 2048}};
+                        {DType::Q8_0, {4096, 14336}, 2048}, {DType::Q8_0, {14336, 4096}, 2048},
+                        {DType::Q5_K, {4096, 14336}, 2048}, {DType::Q5_K, {14336, 4096}, 2048}};
   std::printf("\n| prefill: format | cols x rows | tokens | ms | TFLOP/s |\n|---|---|---|---|---|\n");
   // The in-loop formats four ways: the in-loop GEMM (gemm_in_loop_wgmma.cu, where the GPU runs it) with its
   // automatic block tile, with the wide one forced, and with blocks alone instead of clusters of 2; and the
@@ -119,10 +120,12 @@ TEST(CudaBench, PrefillMatmul) {
   for (const Case& c : cases)
   for (const Path& path : paths) {
     const bool in_loop_format =
-        c.fmt == DType::Q4_0 || c.fmt == DType::Q4_1 || c.fmt == DType::Q8_0 || c.fmt == DType::Q4_K;
+        c.fmt == DType::Q4_0 || c.fmt == DType::Q4_1 || c.fmt == DType::Q8_0 || c.fmt == DType::Q4_K ||
+        c.fmt == DType::Q5_K;
     if (!in_loop_format && path.in_loop) continue;
     cuda::set_in_loop_gemm(path.in_loop ? cuda::InLoopGemmUse::everywhere : cuda::InLoopGemmUse::off, path.tile);
     cuda::set_in_loop_gemm_cluster(path.cluster);
+    if (in_loop_format) cuda::set_in_loop_gemm_format(c.fmt, true);  // Q5_K is off by default: measured here both ways
     auto opened = open_cuda_backend(0);
     ASSERT_TRUE(opened.ok()) << opened.status().message();
     CudaBackend& b = **opened;
@@ -154,6 +157,7 @@ TEST(CudaBench, PrefillMatmul) {
   }
   cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
   cuda::set_in_loop_gemm_cluster(2);
+  cuda::set_in_loop_gemm_format(DType::Q5_K, false);
 }
 
 TEST(CudaBench, GemvBandwidthAt8BShapes) {

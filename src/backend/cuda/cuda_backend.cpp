@@ -939,7 +939,7 @@ class CudaBackendImpl final : public CudaBackend {
   // f.accumulate out += W x' (+ bias), where x' = x, rms_norm(x) * f.norm or silu(x) * f.up.
   // One kernel writes x' as the fp16 operand (bf16 for BF16 weights, prefill_operand);
   // Quantized weights are dequantized into an fp16 workspace first (prefill_gemm), or for Q4_0,
-  // Q4_1, Q8_0 and Q4_K on Hopper where chosen inside the GEMM (gemm_in_loop_wgmma.cu,
+  // Q4_1, Q8_0, Q4_K and Q5_K on Hopper where chosen inside the GEMM (gemm_in_loop_wgmma.cu,
   // InLoopGemmUse). F32 weights:
   // cublasSgemm on x (with the plain ops around it when fused).
   void prefill_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) {
@@ -981,7 +981,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   // out (+)= W x_half (+ bias) with fp32 accumulation on cuBLAS, the residual add being its
   // beta = 1; W not F32, dequantized into an fp16 workspace of rows x cols unless F16 / BF16 (or
-  // Q4_0, Q4_1, Q8_0 and Q4_K through the in-loop GEMM where chosen).
+  // Q4_0, Q4_1, Q8_0, Q4_K and Q5_K through the in-loop GEMM where chosen).
   // cuBLAS is column-major: W's rows are the columns of a (cols x rows) matrix with ld = cols,
   // so out = op_T(W) * x'.
   void prefill_gemm(const Tensor& w, const uint16_t* x_half, Tensor& out, bool accumulate, const Tensor* bias) {
@@ -995,7 +995,7 @@ class CudaBackendImpl final : public CudaBackend {
                        bool accumulate) {
     const int m = static_cast<int>(w.rows()), k = static_cast<int>(w.ne[0]);
     const bool bf16 = w.dtype == DType::BF16;
-    // Q4_0, Q4_1, Q8_0 and Q4_K on Hopper, where chosen (launchers.h, InLoopGemmUse): the weights
+    // Q4_0, Q4_1, Q8_0, Q4_K and Q5_K on Hopper, where chosen (launchers.h, InLoopGemmUse): the weights
     // dequantized inside the GEMM's main loop, no workspace pass.
     if (out_type != CUDA_R_16BF && cuda::in_loop_gemm_use() == cuda::InLoopGemmUse::everywhere &&
         cuda::launch_gemm_in_loop(view(w), x_half, n, out, out_type == CUDA_R_16F, accumulate, stream_))

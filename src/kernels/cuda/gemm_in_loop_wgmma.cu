@@ -1,8 +1,9 @@
 // Prefill GEMM for block-quantized weights with the dequantization inside the main loop, on
 // Hopper (sm_90a): out[t][r] (+)= sum_k W[r][k] x[t][k], W [rows][cols] Q4_0, Q4_1 or Q8_0 in the
-// tiled layout (weight_layout.cuh) or Q4_K as stored, x [n][cols] fp16 (the prefill operand),
-// fp32 sums. In all four a row's 256 weights are a header of scales followed by the quants
-// (InLoopFormat: Q4_0 and Q4_K 16 + 128 bytes, Q4_1 32 + 128, Q8_0 16 + 256).
+// tiled layout (weight_layout.cuh) or Q4_K / Q5_K as stored, x [n][cols] fp16 (the prefill
+// operand), fp32 sums. In all five a row's 256 weights are a header of scales followed by the
+// quants (InLoopFormat: Q4_0 and Q4_K 16 + 128 bytes, Q4_1 32 + 128, Q8_0 16 + 256, Q5_K 48 + 128
+// with its fifth bits in the header).
 //
 // Why: the other prefill path dequantizes the whole weight into an fp16 workspace (rows x cols
 // x 2 bytes written, then read back by cuBLAS): at pp2048 on the 8B shape that pass was ~12 %
@@ -27,7 +28,7 @@
 // load per byte pair serves two steps. A nibble pair becomes a half2 with the fp16 magic 0x6400
 // (1024 + q, or 1024 + 16 q for the high nibble, exact), minus 1024 + bias (or / 16 - 64 -
 // bias), exact, then times d (plus m for Q4_1): one rounding, so the weights are those of the
-// dequantize pass (Q4_K, Q8_0: build_fragments). The fragments of stage kt + 1 are built while
+// dequantize pass (Q4_K, Q5_K, Q8_0: build_fragments). The fragments of stage kt + 1 are built while
 // the wgmma of stage kt run.
 //
 // Napkin math (H100 SXM, ~990 TFLOPS dense fp16 = ~2048 MAC a clock an SM): a k tile is 128 x
@@ -50,9 +51,12 @@
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <span>
+#include <string_view>
 
 #include "kernels/cuda/hopper.cuh"
 #include "kernels/cuda/launchers.h"
@@ -93,6 +97,10 @@ template <>
 struct InLoopFormat<DType::Q4_K> {  // header: d, dmin, 12 bytes of 6-bit scales and mins; qs
   static constexpr int kTileBytes = sizeof(BlockQ4_K), kHeaderBytes = 16, kKTileBodyBytes = 32;
 };
+template <>
+struct InLoopFormat<DType::Q5_K> {  // header: Q4_K's 16 bytes and qh (every k tile reads 2 of its 8 bit planes); qs
+  static constexpr int kTileBytes = sizeof(BlockQ5_K), kHeaderBytes = 48, kKTileBodyBytes = 32;
+};
 template <DType T>
 constexpr bool in_loop_format_ok() {
   using F = InLoopFormat<T>;
@@ -100,7 +108,8 @@ constexpr bool in_loop_format_ok() {
          F::kKTileBodyBytes % 16 == 0;  // TMA boxes start 16-byte aligned
 }
 static_assert(in_loop_format_ok<DType::Q4_0>() && in_loop_format_ok<DType::Q4_1>() &&
-              in_loop_format_ok<DType::Q8_0>() && in_loop_format_ok<DType::Q4_K>());
+              in_loop_format_ok<DType::Q8_0>() && in_loop_format_ok<DType::Q4_K>() &&
+              in_loop_format_ok<DType::Q5_K>());
 
 // The block tile, kBlockRows weight rows x kTokens (the wgmma N), kTokens / 2 fp32 accumulators
 // a thread, and its shared-memory stages for format T.
@@ -143,15 +152,17 @@ __device__ __forceinline__ __half2 as_half2(uint32_t v) { return *reinterpret_ca
 __device__ __forceinline__ uint32_t bits(__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); }
 
 // Nibbles of two body bytes (lo16 = bytes j, j + 1) as half2 of q - kBias, exact: the low
-// nibbles and the high ones.
+// nibbles and the high ones. Q5_K's fifth bits: two_fifth_bits holds the bits of weights j and
+// j + 1 at bits 0 and 16 for the low nibbles, at bits 1 and 17 for the high ones (q + 16 each).
 struct NibblePair {
   __half2 low, high;
 };
 template <int kBias>
-__device__ __forceinline__ NibblePair nibbles(uint32_t two_bytes) {
-  const uint32_t spread = __byte_perm(two_bytes, 0u, 0x4140);     // [b0, 0, b1, 0]
-  const uint32_t lo_bits = (spread & 0x000F000Fu) | 0x64006400u;  // 1024 + q
-  const uint32_t hi_bits = (spread & 0x00F000F0u) | 0x64006400u;  // 1024 + 16 q
+__device__ __forceinline__ NibblePair nibbles(uint32_t two_bytes, uint32_t two_fifth_bits = 0) {
+  const uint32_t spread = __byte_perm(two_bytes, 0u, 0x4140);  // [b0, 0, b1, 0]
+  const uint32_t lo_bits = (spread & 0x000F000Fu) | ((two_fifth_bits & 0x00010001u) << 4) | 0x64006400u;  // 1024 + q
+  const uint32_t hi_bits =
+      (spread & 0x00F000F0u) | ((two_fifth_bits & 0x00020002u) << 7) | 0x64006400u;  // 1024 + 16 q
   return {__hsub2(as_half2(lo_bits), __float2half2_rn(1024.0f + kBias)),
           __hfma2(as_half2(hi_bits), __float2half2_rn(0.0625f), __float2half2_rn(-64.0f - kBias))};
 }
@@ -161,10 +172,11 @@ __device__ __forceinline__ __half2 int8_pair(uint32_t two_bytes) {
   return __hsub2(as_half2(spread | 0x64006400u), __float2half2_rn(1152.0f));
 }
 
-// A weight from its quant q' (q - 8 for Q4_0 / Q4_K, q for Q4_1 / Q8_0) as q' a + c, one fp16
-// rounding: Q4_0 / Q8_0 q d, Q4_1 q d + m (the dequantize pass's values); Q4_K d sc q - dmin m =
-// (q - 8) a + c with a = d sc and c = 8 a - dmin m rounded to fp16 (per sub-block; |c| stays
-// near 0 for a centred block, so the roundings are ~2^-11 of the block's range).
+// A weight from its quant q' (q - 8 for Q4_0 / Q4_K, q - 16 for Q5_K, q for Q4_1 / Q8_0) as
+// q' a + c, one fp16 rounding: Q4_0 / Q8_0 q d, Q4_1 q d + m (the dequantize pass's values);
+// Q4_K d sc q - dmin m = (q - 8) a + c with a = d sc and c = 8 a - dmin m rounded to fp16 (per
+// sub-block; |c| stays near 0 for a centred block, so the roundings are ~2^-11 of the block's
+// range); Q5_K the same with 16 a.
 struct Affine {
   __half2 a, c;
   __device__ __forceinline__ __half2 operator()(__half2 q) const { return __hfma2(q, a, c); }
@@ -177,11 +189,13 @@ __device__ __forceinline__ __half2 half_pair(uint32_t two_halves, int which) {
 // a0..a3: row g k 2c..2c+1, row g + 8 the same, row g k 2c+8..2c+9, row g + 8 the same).
 // bodies [128 rows][kKTileBodyBytes], headers [128 rows][kHeaderBytes]: a k tile is 64 weights
 // of the row's 256-weight tile (Q4_0 / Q4_1 / Q8_0: blocks 2 (kt % 4), +1 of the tiled layout,
-// their scales in the header; Q4_K: the super-block's qs bytes 32 (kt % 4).., header d, dmin,
-// the 12 scale bytes). At 4 bits the 16-bit loads at bytes 2c and 2c + 8 (and 16 on) of the 32
-// give: Q4_0 / Q4_1, block h = byte / 16: low nibbles k step 2h, high 2h + 1 (scale of block
-// h); Q4_K, half h = byte / 16: low nibbles step h (sub-block 2 (kt % 4)), high step 2 + h (the
-// next sub-block). Q8_0: step s reads bytes 16 (s % 2) + {2c, 2c + 8} of block s / 2.
+// their scales in the header; Q4_K / Q5_K: the super-block's qs bytes 32 (kt % 4).., header d,
+// dmin, the 12 scale bytes, and for Q5_K qh). At 4 bits the 16-bit loads at bytes 2c and 2c + 8
+// (and 16 on) of the 32 give: Q4_0 / Q4_1, block h = byte / 16: low nibbles k step 2h, high
+// 2h + 1 (scale of block h); Q4_K / Q5_K, half h = byte / 16: low nibbles step h (sub-block
+// 2 (kt % 4)), high step 2 + h (the next sub-block); Q5_K's fifth bit of element l of sub-block
+// s is bit s of qh[l], l = the body byte's index. Q8_0: step s reads bytes 16 (s % 2) + {2c,
+// 2c + 8} of block s / 2.
 template <DType T>
 __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uint8_t* headers, int kt,
                                                 int consumer, int warp_in_group, int lane, uint32_t (&frag)[4][4]) {
@@ -226,23 +240,34 @@ __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uin
                                   *reinterpret_cast<const uint32_t*>(header + 12)};
       const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xFFFF));
       const float dmin = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
+      constexpr float kMid = T == DType::Q5_K ? 16.0f : 8.0f;  // the bias of q'
       Affine sub[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         float sc, m;
         k4_scale_min(2 * (kt % 4) + i, scales, sc, m);
         const float a = d * sc;
-        sub[i] = Affine{__float2half2_rn(a), __float2half2_rn(8.0f * a - dmin * m)};
+        sub[i] = Affine{__float2half2_rn(a), __float2half2_rn(kMid * a - dmin * m)};
       }
       low_scale[0] = low_scale[1] = sub[0];
       high_scale[0] = high_scale[1] = sub[1];
     }
-    constexpr int kBias = T == DType::Q4_1 ? 0 : 8;
+    constexpr int kBias = T == DType::Q4_1 ? 0 : T == DType::Q5_K ? 16 : 8;
+    constexpr bool kSuperBlock = T == DType::Q4_K || T == DType::Q5_K;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const NibblePair first = nibbles<kBias>(body_pair(16 * h + 2 * c));
-      const NibblePair second = nibbles<kBias>(body_pair(16 * h + 2 * c + 8));
-      const int low_step = T == DType::Q4_K ? h : 2 * h, high_step = T == DType::Q4_K ? 2 + h : 2 * h + 1;
+      uint32_t fifth_first = 0, fifth_second = 0;  // Q5_K: bits 2 (kt % 4) and + 1 of qh[l], l = the byte
+      if constexpr (T == DType::Q5_K) {
+        auto fifth_bits = [&](int byte) {
+          const uint32_t qh_pair = *reinterpret_cast<const uint16_t*>(header + 16 + byte);
+          return __byte_perm(qh_pair, 0u, 0x4140) >> (2 * (kt % 4));
+        };
+        fifth_first = fifth_bits(16 * h + 2 * c);
+        fifth_second = fifth_bits(16 * h + 2 * c + 8);
+      }
+      const NibblePair first = nibbles<kBias>(body_pair(16 * h + 2 * c), fifth_first);
+      const NibblePair second = nibbles<kBias>(body_pair(16 * h + 2 * c + 8), fifth_second);
+      const int low_step = kSuperBlock ? h : 2 * h, high_step = kSuperBlock ? 2 + h : 2 * h + 1;
       frag[low_step][rr] = bits(low_scale[h](first.low));
       frag[low_step][2 + rr] = bits(low_scale[h](second.low));
       frag[high_step][rr] = bits(high_scale[h](first.high));
@@ -547,12 +572,33 @@ int in_loop_gemm_cluster_now = [] {
   const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER");
   return v && std::strcmp(v, "1") == 0 ? 1 : 2;
 }();
-// BITLIGHT_CUDA_INLOOP_GEMM_Q8_0=0: Q8_0 weights left to the dequantize pass + cuBLAS
-// (launchers.h, set_in_loop_gemm_q8_0).
-bool in_loop_gemm_q8_0_now = [] {
-  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_Q8_0");
-  return !v || std::strcmp(v, "0") != 0;
-}();
+// The formats this kernel reads, and whether the backend gives it each one (launchers.h,
+// set_in_loop_gemm_format): BITLIGHT_CUDA_INLOOP_GEMM_FORMATS=q4_0,q8_0,... at start-up, else
+// those measured faster than the dequantize pass + cuBLAS in the whole 8B forward (all but Q5_K,
+// docs/cuda.md).
+constexpr DType kInLoopFormats[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K};
+constexpr size_t kInLoopFormatCount = std::size(kInLoopFormats);
+int in_loop_format_index(DType t) {
+  for (size_t i = 0; i < kInLoopFormatCount; ++i)
+    if (kInLoopFormats[i] == t) return static_cast<int>(i);
+  return -1;
+}
+std::array<bool, kInLoopFormatCount> in_loop_formats_default() {
+  std::array<bool, kInLoopFormatCount> on{};
+  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_FORMATS");
+  if (!v) {
+    for (size_t i = 0; i < kInLoopFormatCount; ++i) on[i] = kInLoopFormats[i] != DType::Q5_K;
+    return on;
+  }
+  for (std::string_view list(v); !list.empty();) {
+    const size_t comma = list.find(',');
+    const std::optional<DType> t = dtype_from_name(list.substr(0, comma));
+    if (t && in_loop_format_index(*t) >= 0) on[static_cast<size_t>(in_loop_format_index(*t))] = true;
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+  }
+  return on;
+}
+std::array<bool, kInLoopFormatCount> in_loop_formats_now = in_loop_formats_default();
 
 // The kernel runs only where it was built from sm_90a code: on an H100/H200 (compute
 // capability 9.0) with the binary's sm_90a SASS, not from compute_80 PTX (whose body is empty).
@@ -601,19 +647,22 @@ void set_in_loop_gemm(InLoopGemmUse use, InLoopGemmTile tile) {
 }
 
 InLoopGemmUse in_loop_gemm_use() { return in_loop_gemm_use_now; }
-void set_in_loop_gemm_q8_0(bool on) { in_loop_gemm_q8_0_now = on; }
-bool in_loop_gemm_q8_0() { return in_loop_gemm_q8_0_now; }
+void set_in_loop_gemm_format(DType t, bool on) {
+  if (const int i = in_loop_format_index(t); i >= 0) in_loop_formats_now[static_cast<size_t>(i)] = on;
+}
+bool in_loop_gemm_format(DType t) {
+  const int i = in_loop_format_index(t);
+  return i >= 0 && in_loop_formats_now[static_cast<size_t>(i)];
+}
 void set_in_loop_gemm_cluster(int blocks) { in_loop_gemm_cluster_now = blocks == 1 ? 1 : 2; }
 int in_loop_gemm_cluster() { return in_loop_gemm_cluster_now; }
 int64_t in_loop_gemm_launch_count() { return in_loop_gemm_launches; }
 
 bool gemm_in_loop_applies(const WeightView& w, int64_t n_tokens) {
-  // Q4_0, Q4_1 and Q8_0 in the tiled layout, Q4_K as stored: a header of scales, then the
+  // Q4_0, Q4_1 and Q8_0 in the tiled layout, Q4_K and Q5_K as stored: a header of scales, then the
   // quants, for each 256 weights of a row (InLoopFormat).
-  const bool tiled_blocks =
-      w.dtype == DType::Q4_0 || w.dtype == DType::Q4_1 || (w.dtype == DType::Q8_0 && in_loop_gemm_q8_0_now);
-  const bool layout = (tiled_blocks && w.tiled) || w.dtype == DType::Q4_K;
-  return layout && w.cols % (kTileBlocks * 32) == 0 &&
+  const bool super_blocks = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
+  return in_loop_gemm_format(w.dtype) && (super_blocks || w.tiled) && w.cols % (kTileBlocks * 32) == 0 &&
          n_tokens > kGemvMaxTokens && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
 }
 
@@ -712,6 +761,7 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
     case DType::Q4_1: return launch_format.template operator()<DType::Q4_1>();
     case DType::Q8_0: return launch_format.template operator()<DType::Q8_0>();
     case DType::Q4_K: return launch_format.template operator()<DType::Q4_K>();
+    case DType::Q5_K: return launch_format.template operator()<DType::Q5_K>();
     default: return false;
   }
 }
