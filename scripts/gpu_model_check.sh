@@ -29,8 +29,9 @@ failed=0
 # 20 ids: eval runs them as one prefill step (more than 16 tokens: the cuBLAS path).
 IDS=1,504,3575,282,4649,314,17,2188,30,198,504,2988,282,260,1345,3066,30,198,504,2988
 # 80 ids with an f16 KV cache, as `run` and `bench` have it (eval defaults to f32, which keeps
-# prompts on the fp32 split-KV attention): 64 or more tokens in one step take the rope kernel a
-# block per token and q rotated inside the tensor-core attention. Compared against the CPU
+# prompts on the fp32 split-KV attention), in chunks of 64 and 16 tokens (-b 64): 64 or more
+# tokens in one step take the rope kernel a block per token and q rotated inside the
+# tensor-core attention, 16 the skinny GEMM. Compared against the CPU
 # backend (the scalar reference takes ~11 s a model there).
 IDS_LONG=$(python3 -c "print(','.join(str((i * 397 + 11) % 49000) for i in range(80)))")
 
@@ -71,8 +72,8 @@ for type in ${MODEL_TYPES:-q4_1 q8_0 bl4g64}; do
   # per operand, a few 1e-3 after 30 layers.
   compare "$MODELS/ref.f32" "$MODELS/cuda.f32" "$type cuda vs ref" 1e-2 || failed=1
   compare "$MODELS/ref.f32" "$MODELS/cpu.f32" "$type cpu vs ref" 1e-3 || failed=1
-  "$B" eval -m "$m" --ids "$IDS_LONG" --kv-type f16 --device cpu --logits-out "$MODELS/cpu_long.f32" &&
-    "$B" eval -m "$m" --ids "$IDS_LONG" --kv-type f16 --device cuda --logits-out "$MODELS/cuda_long.f32" &&
+  "$B" eval -m "$m" --ids "$IDS_LONG" -b 64 --kv-type f16 --device cpu --logits-out "$MODELS/cpu_long.f32" &&
+    "$B" eval -m "$m" --ids "$IDS_LONG" -b 64 --kv-type f16 --device cuda --logits-out "$MODELS/cuda_long.f32" &&
     compare "$MODELS/cpu_long.f32" "$MODELS/cuda_long.f32" "$type cuda vs cpu, 80-token prompt" 1e-2 || failed=1
   greedy_cpu_equals_cuda "$m" 48 "$type" run || failed=1
   rm -f "$m"
