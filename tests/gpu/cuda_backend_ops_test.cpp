@@ -397,25 +397,27 @@ TEST(CudaMatmul, SwigluSplitOverTwoGemvsMatchesSiluKernel) {
     }
 }
 
-// The in-loop GEMM taken everywhere for every format it reads (Q5_K is off by default) with a
-// given block tile and cluster size for a test's scope, and the settings before it back after it.
+// The in-loop GEMM taken everywhere for every format it reads at any token count (Q5_K: up to
+// 512 tokens by default) with a given block tile and cluster size for a test's scope, and the
+// settings before it back after it.
 constexpr DType kInLoopTypes[] = {DType::Q4_0, DType::Q4_K, DType::Q4_1, DType::Q8_0, DType::Q5_K};
 struct InLoopGemmSwitchedOn {
   explicit InLoopGemmSwitchedOn(cuda::InLoopGemmTile tile = cuda::InLoopGemmTile::automatic, int cluster = 2)
       : cluster_before(cuda::in_loop_gemm_cluster()) {
     cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere, tile);
     for (size_t i = 0; i < std::size(kInLoopTypes); ++i) {
-      format_before[i] = cuda::in_loop_gemm_format(kInLoopTypes[i]);
-      cuda::set_in_loop_gemm_format(kInLoopTypes[i], true);
+      max_tokens_before[i] = cuda::in_loop_gemm_max_tokens(kInLoopTypes[i]);
+      cuda::set_in_loop_gemm_max_tokens(kInLoopTypes[i], cuda::kInLoopGemmAnyTokens);
     }
     cuda::set_in_loop_gemm_cluster(cluster);
   }
   ~InLoopGemmSwitchedOn() {
     cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
-    for (size_t i = 0; i < std::size(kInLoopTypes); ++i) cuda::set_in_loop_gemm_format(kInLoopTypes[i], format_before[i]);
+    for (size_t i = 0; i < std::size(kInLoopTypes); ++i)
+      cuda::set_in_loop_gemm_max_tokens(kInLoopTypes[i], max_tokens_before[i]);
     cuda::set_in_loop_gemm_cluster(cluster_before);
   }
-  bool format_before[std::size(kInLoopTypes)];
+  int64_t max_tokens_before[std::size(kInLoopTypes)];
   int cluster_before;
 };
 
@@ -468,31 +470,33 @@ TEST(CudaMatmul, InLoopGemmAgainstFp64) {
       }
 }
 
-// By default the backend takes the in-loop GEMM for Q4_0, Q4_1, Q4_K and Q8_0 (faster than the
-// dequantize pass + cuBLAS in the whole 8B forward on an H100), in clusters of 2 blocks, and
-// leaves Q5_K (slower there) and Q6_K (not read by the kernel) to the dequantize pass; the
-// format switch moves a format either way.
+// By default the backend takes the in-loop GEMM for Q4_0, Q4_1, Q4_K and Q8_0 at any token count
+// and for Q5_K up to 512 tokens (each measured faster than the dequantize pass + cuBLAS there in
+// the whole 8B forward on an H100), in clusters of 2 blocks; Q6_K (not read by the kernel) stays
+// with the dequantize pass. The token limit moves a format either way.
 TEST(CudaMatmul, InLoopGemmFormatsByDefault) {
   SKIP_WITHOUT_GPU();
   ASSERT_EQ(cuda::in_loop_gemm_cluster(), 2) << "BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER=1 set for the test run?";
   ASSERT_EQ(std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_FORMATS"), nullptr) << "the defaults are tested here";
   if (!cuda::gemm_in_loop_applies(weight_view(DType::Q4_0, 512, 256), 40))
     GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
-  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_1, 512, 256), 40));
-  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_K, 512, 256), 40));
-  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
-  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q5_K, 512, 256), 40));
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q8_0})
+    for (int64_t n : {17, 512, 513, 8192}) EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(t, 512, 256), n)) << n;
+  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q5_K, 512, 256), 17));
+  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q5_K, 512, 256), 512));
+  EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q5_K, 512, 256), 513));
   EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q6_K, 512, 256), 40));
   EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), cuda::kGemvMaxTokens));
-  cuda::set_in_loop_gemm_format(DType::Q8_0, false);
-  cuda::set_in_loop_gemm_format(DType::Q5_K, true);
-  cuda::set_in_loop_gemm_format(DType::Q6_K, true);  // not a format the kernel reads: ignored
+  const int64_t q5_k_default = cuda::in_loop_gemm_max_tokens(DType::Q5_K);
+  cuda::set_in_loop_gemm_max_tokens(DType::Q8_0, 0);
+  cuda::set_in_loop_gemm_max_tokens(DType::Q5_K, cuda::kInLoopGemmAnyTokens);
+  cuda::set_in_loop_gemm_max_tokens(DType::Q6_K, cuda::kInLoopGemmAnyTokens);  // not a format the kernel reads: ignored
   EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q8_0, 512, 256), 40));
-  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q5_K, 512, 256), 40));
+  EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q5_K, 512, 256), 2048));
   EXPECT_FALSE(cuda::gemm_in_loop_applies(weight_view(DType::Q6_K, 512, 256), 40));
   EXPECT_TRUE(cuda::gemm_in_loop_applies(weight_view(DType::Q4_0, 512, 256), 40));
-  cuda::set_in_loop_gemm_format(DType::Q8_0, true);
-  cuda::set_in_loop_gemm_format(DType::Q5_K, false);
+  cuda::set_in_loop_gemm_max_tokens(DType::Q8_0, cuda::kInLoopGemmAnyTokens);
+  cuda::set_in_loop_gemm_max_tokens(DType::Q5_K, q5_k_default);
 }
 
 // The in-loop GEMM (each format) over the rows of several matrices stored one after another (a

@@ -572,33 +572,35 @@ int in_loop_gemm_cluster_now = [] {
   const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER");
   return v && std::strcmp(v, "1") == 0 ? 1 : 2;
 }();
-// The formats this kernel reads, and whether the backend gives it each one (launchers.h,
-// set_in_loop_gemm_format): BITLIGHT_CUDA_INLOOP_GEMM_FORMATS=q4_0,q8_0,... at start-up, else
-// those measured faster than the dequantize pass + cuBLAS in the whole 8B forward (all but Q5_K,
-// docs/cuda.md).
+// The formats this kernel reads, and up to how many tokens the backend gives it each one
+// (launchers.h, set_in_loop_gemm_max_tokens): BITLIGHT_CUDA_INLOOP_GEMM_FORMATS=q4_0,q8_0,... at
+// start-up names those taken at any count (the others never), else the measured defaults:
+// Q4_0, Q4_1, Q8_0, Q4_K at any count, Q5_K up to 512 tokens (docs/cuda.md, "Seventeenth session").
 constexpr DType kInLoopFormats[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K};
 constexpr size_t kInLoopFormatCount = std::size(kInLoopFormats);
+constexpr int64_t kQ5KMaxTokensByDefault = 512;
 int in_loop_format_index(DType t) {
   for (size_t i = 0; i < kInLoopFormatCount; ++i)
     if (kInLoopFormats[i] == t) return static_cast<int>(i);
   return -1;
 }
-std::array<bool, kInLoopFormatCount> in_loop_formats_default() {
-  std::array<bool, kInLoopFormatCount> on{};
+std::array<int64_t, kInLoopFormatCount> in_loop_max_tokens_default() {
+  std::array<int64_t, kInLoopFormatCount> max_tokens{};
   const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_FORMATS");
   if (!v) {
-    for (size_t i = 0; i < kInLoopFormatCount; ++i) on[i] = kInLoopFormats[i] != DType::Q5_K;
-    return on;
+    for (size_t i = 0; i < kInLoopFormatCount; ++i)
+      max_tokens[i] = kInLoopFormats[i] == DType::Q5_K ? kQ5KMaxTokensByDefault : kInLoopGemmAnyTokens;
+    return max_tokens;
   }
   for (std::string_view list(v); !list.empty();) {
     const size_t comma = list.find(',');
     const std::optional<DType> t = dtype_from_name(list.substr(0, comma));
-    if (t && in_loop_format_index(*t) >= 0) on[static_cast<size_t>(in_loop_format_index(*t))] = true;
+    if (t && in_loop_format_index(*t) >= 0) max_tokens[static_cast<size_t>(in_loop_format_index(*t))] = kInLoopGemmAnyTokens;
     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
   }
-  return on;
+  return max_tokens;
 }
-std::array<bool, kInLoopFormatCount> in_loop_formats_now = in_loop_formats_default();
+std::array<int64_t, kInLoopFormatCount> in_loop_max_tokens_now = in_loop_max_tokens_default();
 
 // The kernel runs only where it was built from sm_90a code: on an H100/H200 (compute
 // capability 9.0) with the binary's sm_90a SASS, not from compute_80 PTX (whose body is empty).
@@ -647,12 +649,12 @@ void set_in_loop_gemm(InLoopGemmUse use, InLoopGemmTile tile) {
 }
 
 InLoopGemmUse in_loop_gemm_use() { return in_loop_gemm_use_now; }
-void set_in_loop_gemm_format(DType t, bool on) {
-  if (const int i = in_loop_format_index(t); i >= 0) in_loop_formats_now[static_cast<size_t>(i)] = on;
+void set_in_loop_gemm_max_tokens(DType t, int64_t max_tokens) {
+  if (const int i = in_loop_format_index(t); i >= 0) in_loop_max_tokens_now[static_cast<size_t>(i)] = max_tokens;
 }
-bool in_loop_gemm_format(DType t) {
+int64_t in_loop_gemm_max_tokens(DType t) {
   const int i = in_loop_format_index(t);
-  return i >= 0 && in_loop_formats_now[static_cast<size_t>(i)];
+  return i >= 0 ? in_loop_max_tokens_now[static_cast<size_t>(i)] : 0;
 }
 void set_in_loop_gemm_cluster(int blocks) { in_loop_gemm_cluster_now = blocks == 1 ? 1 : 2; }
 int in_loop_gemm_cluster() { return in_loop_gemm_cluster_now; }
@@ -662,7 +664,7 @@ bool gemm_in_loop_applies(const WeightView& w, int64_t n_tokens) {
   // Q4_0, Q4_1 and Q8_0 in the tiled layout, Q4_K and Q5_K as stored: a header of scales, then the
   // quants, for each 256 weights of a row (InLoopFormat).
   const bool super_blocks = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
-  return in_loop_gemm_format(w.dtype) && (super_blocks || w.tiled) && w.cols % (kTileBlocks * 32) == 0 &&
+  return n_tokens <= in_loop_gemm_max_tokens(w.dtype) && (super_blocks || w.tiled) && w.cols % (kTileBlocks * 32) == 0 &&
          n_tokens > kGemvMaxTokens && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
 }
 

@@ -152,7 +152,7 @@ bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float
 // The prefill GEMM of block-quantized weights with the dequantization in its main loop
 // (gemm_in_loop_wgmma.cu, wgmma on sm_90a): out[n][rows] (+= with accumulate) W x, x [n][cols]
 // fp16 16-byte aligned, out fp32 or (out_half) fp16, fp32 sums. Applies to tiled Q4_0, Q4_1 and
-// Q8_0 and to Q4_K / Q5_K weights (cols % 256 == 0), each where switched on (below), and n >
+// Q8_0 and to Q4_K / Q5_K weights (cols % 256 == 0), each up to its token count (below), and n >
 // kGemvMaxTokens on a compute capability 9.0 GPU running the binary's sm_90a code. false
 // (nothing launched) where it does not apply.
 //
@@ -165,14 +165,17 @@ enum class InLoopGemmUse { off, qkv, everywhere };
 // one gives fewer blocks than the GPU has SMs; the others force one (tests, comparisons;
 // BITLIGHT_CUDA_INLOOP_GEMM_TILE=128x256|128x128 at start-up).
 enum class InLoopGemmTile { automatic, rows128_tokens256, rows128_tokens128 };
-// The formats the backend gives the kernel (BITLIGHT_CUDA_INLOOP_GEMM_FORMATS=q4_0,q4_1,... at
-// start-up, or here): by default Q4_0, Q4_1, Q8_0 and Q4_K, not Q5_K. H100, whole 8B pp2048
-// against the dequantize pass + cuBLAS, alternating: q8_0 62-64 % of the bf16 peak against 61 %
-// (in clusters of 2; blocks alone it lost, 59 %), q5_k 57 % against 61 % (its header with the
-// fifth bits, 48 bytes a row, is read for every k tile: 26 KB a block and k tile, and its main
-// loop has ~25 % more instructions than Q4_K's), docs/cuda.md.
-void set_in_loop_gemm_format(DType t, bool on);
-bool in_loop_gemm_format(DType t);
+// Up to how many tokens the backend gives the kernel a format (0: never; a format it does not
+// read stays 0). BITLIGHT_CUDA_INLOOP_GEMM_FORMATS=q4_0,q4_1,... at start-up: those at any count,
+// the others never. By default Q4_0, Q4_1, Q8_0 and Q4_K at any count and Q5_K up to 512 tokens.
+// H100, whole 8B forward against the dequantize pass + cuBLAS, alternating: q8_0 pp2048 62-64 %
+// of the bf16 peak against 61 % (in clusters of 2; blocks alone it lost, 59 %); q5_k pp512 42 %
+// against 40 % (the dequantize pass costs the same at any token count, the GEMM a quarter of
+// pp2048's), pp2048 56 % against 60-62 % (its main loop has ~25 % more instructions than Q4_K's:
+// the fifth bits), docs/cuda.md.
+constexpr int64_t kInLoopGemmAnyTokens = INT64_MAX;
+void set_in_loop_gemm_max_tokens(DType t, int64_t max_tokens);
+int64_t in_loop_gemm_max_tokens(DType t);
 // Blocks a cluster (1 or 2; BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER=1 at start-up, default 2): the
 // blocks of a cluster take neighbouring row tiles of the same tokens and share the x tile by
 // TMA multicast, so each reads half of it from L2 (H100, whole 8B q4_0 pp2048: 69-70 % of the
