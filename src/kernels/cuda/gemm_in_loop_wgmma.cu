@@ -98,7 +98,7 @@ struct InLoopFormat<DType::Q4_K> {  // header: d, dmin, 12 bytes of 6-bit scales
   static constexpr int kTileBytes = sizeof(BlockQ4_K), kHeaderBytes = 16, kKTileBodyBytes = 32;
 };
 template <>
-struct InLoopFormat<DType::Q5_K> {  // header: Q4_K's 16 bytes and qh (every k tile reads 2 of its 8 bit planes); qs
+struct InLoopFormat<DType::Q5_K> {  // header: Q4_K's 16 bytes and qh (a k tile takes 2 of its 8 bits); qs
   static constexpr int kTileBytes = sizeof(BlockQ5_K), kHeaderBytes = 48, kKTileBodyBytes = 32;
 };
 template <DType T>
@@ -405,8 +405,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // no faster: docs/cuda.md.) In a cluster of kCluster blocks, they take neighbouring row tiles
   // of the same tokens: each loads 1 / kCluster of the x tile and TMA multicasts it to all, so
   // a block reads 32 / kCluster KB of x from L2 a k tile (the kernel's pace is its L2 -> shared
-  // memory bytes, ~85 % of them x's: docs/cuda.md, "Sixteenth session").
-  // (Derived where used, not kept: the consumers' registers are full during the main loop.)
+  // memory bytes, ~85 % of them x's: docs/cuda.md, "Sixteenth session"). n0 and m0 are derived
+  // where used rather than kept: the consumers' registers are full during the main loop.
   auto block_rank = [] { return kCluster > 1 ? static_cast<int>(cluster_rank()) : 0; };
   auto tile_tokens = [&] {  // n0, the tile's first token
     const int token_tiles = static_cast<int>((p.n + kTokens - 1) / kTokens);
@@ -595,7 +595,8 @@ std::array<int64_t, kInLoopFormatCount> in_loop_max_tokens_default() {
   for (std::string_view list(v); !list.empty();) {
     const size_t comma = list.find(',');
     const std::optional<DType> t = dtype_from_name(list.substr(0, comma));
-    if (t && in_loop_format_index(*t) >= 0) max_tokens[static_cast<size_t>(in_loop_format_index(*t))] = kInLoopGemmAnyTokens;
+    const int i = t ? in_loop_format_index(*t) : -1;
+    if (i >= 0) max_tokens[static_cast<size_t>(i)] = kInLoopGemmAnyTokens;
     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
   }
   return max_tokens;
@@ -664,8 +665,8 @@ bool gemm_in_loop_applies(const WeightView& w, int64_t n_tokens) {
   // Q4_0, Q4_1 and Q8_0 in the tiled layout, Q4_K and Q5_K as stored: a header of scales, then the
   // quants, for each 256 weights of a row (InLoopFormat).
   const bool super_blocks = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
-  return n_tokens <= in_loop_gemm_max_tokens(w.dtype) && (super_blocks || w.tiled) && w.cols % (kTileBlocks * 32) == 0 &&
-         n_tokens > kGemvMaxTokens && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
+  return n_tokens > kGemvMaxTokens && n_tokens <= in_loop_gemm_max_tokens(w.dtype) && (super_blocks || w.tiled) &&
+         w.cols % (kTileBlocks * 32) == 0 && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
 }
 
 bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
