@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -16,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/env_switch.h"
 #include "kernels/cuda/bandwidth_probe.h"
 #include "kernels/cuda/launchers.h"
 
@@ -44,21 +44,20 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_ROPE_ATTENTION=0: rope_kv_store_attention as two kernels, q rotated by the
     // rope kernel also for a prompt chunk; =all: as one kernel at every head size too (both for
     // comparisons).
-    const char* fused = std::getenv("BITLIGHT_CUDA_ROPE_ATTENTION");
-    rope_in_attention_ = !fused || std::strcmp(fused, "0") != 0;
-    rope_in_attention_all_heads_ = fused && std::strcmp(fused, "all") == 0;
+    const auto fused = env_choice("BITLIGHT_CUDA_ROPE_ATTENTION", {"0", "1", "all"});
+    rope_in_attention_ = fused != "0";
+    rope_in_attention_all_heads_ = fused == "all";
     // BITLIGHT_CUDA_KV_EARLY=0: the decode attention loads no K/V rows before it waits for the
     // kernel before it (kv_loads_early; for comparisons).
-    const char* early = std::getenv("BITLIGHT_CUDA_KV_EARLY");
-    kv_loads_early_enabled_ = !early || std::strcmp(early, "0") != 0;
+    kv_loads_early_enabled_ = env_choice("BITLIGHT_CUDA_KV_EARLY", {"0", "1"}) != "0";
     // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|split|all: what the fp32 GEMV takes in (comparisons):
     // nothing, the norm, the norm and the SwiGLU split over gate/up and down (default), the norm
     // and the whole SwiGLU in the down GEMV.
-    const char* pro = std::getenv("BITLIGHT_CUDA_FP32_PROLOGUE");
-    if (pro && std::strcmp(pro, "0") == 0) fp32_prologue_ = Fp32Prologue::none;
-    if (pro && std::strcmp(pro, "norm") == 0) fp32_prologue_ = Fp32Prologue::norm;
-    if (pro && std::strcmp(pro, "split") == 0) fp32_prologue_ = Fp32Prologue::split;
-    if (pro && std::strcmp(pro, "all") == 0) fp32_prologue_ = Fp32Prologue::all;
+    const auto pro = env_choice("BITLIGHT_CUDA_FP32_PROLOGUE", {"0", "norm", "split", "all"});
+    if (pro == "0") fp32_prologue_ = Fp32Prologue::none;
+    if (pro == "norm") fp32_prologue_ = Fp32Prologue::norm;
+    if (pro == "split") fp32_prologue_ = Fp32Prologue::split;
+    if (pro == "all") fp32_prologue_ = Fp32Prologue::all;
   }
 
   Status init() {

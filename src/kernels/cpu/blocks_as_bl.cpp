@@ -1,8 +1,6 @@
 #include "kernels/cpu/blocks_as_bl.h"
 
-#include <cstdlib>
-#include <cstring>
-
+#include "core/env_switch.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul_interleaved.h"
 #include "quant/bl_group.h"
@@ -11,9 +9,9 @@ namespace bl::cpu {
 namespace {
 
 BlocksAsBl mode_from_env() {
-  const char* v = std::getenv("BITLIGHT_CPU_AS_BL");
-  if (v && std::strcmp(v, "0") == 0) return BlocksAsBl::never;
-  if (v && std::strcmp(v, "1") == 0) return BlocksAsBl::always;
+  const auto v = env_choice("BITLIGHT_CPU_AS_BL", {"0", "1", "auto"});
+  if (v == "0") return BlocksAsBl::never;
+  if (v == "1") return BlocksAsBl::always;
   return BlocksAsBl::automatic;
 }
 BlocksAsBl mode_now = mode_from_env();

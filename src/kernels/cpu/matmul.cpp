@@ -8,11 +8,9 @@
 
 #include <algorithm>
 #include <cassert>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
+#include "core/env_switch.h"
 #include "kernels/cpu/dot_kernels.h"
 #include "kernels/cpu/interleaved_rows.h"
 #include "kernels/cpu/lut_matmul.h"
@@ -48,11 +46,9 @@ namespace {
 // The precision an environment variable names (int8 or int8x2), or nullopt when it is unset or
 // names neither (with a warning).
 std::optional<ActPrecision> precision_from_env(const char* name) {
-  const char* env = std::getenv(name);
-  if (!env) return std::nullopt;
-  if (std::strcmp(env, "int8x2") == 0) return ActPrecision::int8x2;
-  if (std::strcmp(env, "int8") == 0) return ActPrecision::int8;
-  std::fprintf(stderr, "bitlight: ignoring %s=%s (want int8 or int8x2)\n", name, env);
+  const auto v = env_choice(name, {"int8", "int8x2"});
+  if (v == "int8x2") return ActPrecision::int8x2;
+  if (v == "int8") return ActPrecision::int8;
   return std::nullopt;
 }
 

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
+#include "core/env_switch.h"
 #include "core/half.h"
 #include "kernels/cpu/interleaved_rows.h"
 #include "quant/blocks.h"
@@ -159,8 +159,7 @@ const InterleavedKernels& interleaved_kernels_scalar() {
 
 bool interleave_at_load() {
   static const bool on = [] {
-    const char* env = std::getenv("BITLIGHT_CPU_INTERLEAVE");
-    const bool wanted = !env || std::strcmp(env, "0") != 0;
+    const bool wanted = env_choice("BITLIGHT_CPU_INTERLEAVE", {"0", "1"}) != "0";
     return wanted && active_isa() >= Isa::avx512 && interleaved_kernels_avx512() != nullptr;
   }();
   return on;

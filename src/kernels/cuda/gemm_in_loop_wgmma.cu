@@ -53,11 +53,11 @@
 
 #include <array>
 #include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <span>
 #include <string_view>
 
+#include "core/env_switch.h"
 #include "kernels/cuda/hopper.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/weight_decode.cuh"  // k4_scale_min, half_bits_to_float
@@ -546,32 +546,26 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // BITLIGHT_CUDA_INLOOP_GEMM=0|1|2: where the backend takes this kernel (InLoopGemmUse), default 2.
 InLoopGemmUse in_loop_gemm_use_default() {
-  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM");
-  if (v && std::strcmp(v, "0") == 0) return InLoopGemmUse::off;
-  if (v && std::strcmp(v, "1") == 0) return InLoopGemmUse::qkv;
+  const auto v = env_choice("BITLIGHT_CUDA_INLOOP_GEMM", {"0", "1", "2"});
+  if (v == "0") return InLoopGemmUse::off;
+  if (v == "1") return InLoopGemmUse::qkv;
   return InLoopGemmUse::everywhere;
 }
 InLoopGemmUse in_loop_gemm_use_now = in_loop_gemm_use_default();
 int64_t in_loop_gemm_launches = 0;  // host-side count, for the tests
 // BITLIGHT_CUDA_INLOOP_GEMM_TILE=128x256|128x128 (rows x tokens) forces a block tile.
 InLoopGemmTile in_loop_gemm_tile_default() {
-  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_TILE");
-  if (v && std::strcmp(v, "128x256") == 0) return InLoopGemmTile::rows128_tokens256;
-  if (v && std::strcmp(v, "128x128") == 0) return InLoopGemmTile::rows128_tokens128;
+  const auto v = env_choice("BITLIGHT_CUDA_INLOOP_GEMM_TILE", {"128x256", "128x128", "auto"});
+  if (v == "128x256") return InLoopGemmTile::rows128_tokens256;
+  if (v == "128x128") return InLoopGemmTile::rows128_tokens128;
   return InLoopGemmTile::automatic;
 }
 InLoopGemmTile in_loop_gemm_tile = in_loop_gemm_tile_default();
 // BITLIGHT_CUDA_INLOOP_GEMM_STORE=direct: the tile stored from registers (comparisons).
-const bool in_loop_gemm_tma_store = [] {
-  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_STORE");
-  return !v || std::strcmp(v, "direct") != 0;
-}();
+const bool in_loop_gemm_tma_store = env_choice("BITLIGHT_CUDA_INLOOP_GEMM_STORE", {"direct", "tma"}) != "direct";
 // BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER=1: blocks alone, each loading its whole x tile; default
 // clusters of 2 sharing it (launchers.h, set_in_loop_gemm_cluster).
-int in_loop_gemm_cluster_now = [] {
-  const char* v = std::getenv("BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER");
-  return v && std::strcmp(v, "1") == 0 ? 1 : 2;
-}();
+int in_loop_gemm_cluster_now = env_choice("BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER", {"1", "2"}) == "1" ? 1 : 2;
 // The formats this kernel reads, and up to how many tokens the backend gives it each one
 // (launchers.h, set_in_loop_gemm_max_tokens): BITLIGHT_CUDA_INLOOP_GEMM_FORMATS=q4_0,q8_0,... at
 // start-up names those taken at any count (the others never), else the measured defaults:
@@ -594,9 +588,13 @@ std::array<int64_t, kInLoopFormatCount> in_loop_max_tokens_default() {
   }
   for (std::string_view list(v); !list.empty();) {
     const size_t comma = list.find(',');
-    const std::optional<DType> t = dtype_from_name(list.substr(0, comma));
+    const std::string_view name = list.substr(0, comma);
+    const std::optional<DType> t = dtype_from_name(name);
     const int i = t ? in_loop_format_index(*t) : -1;
-    if (i >= 0) max_tokens[static_cast<size_t>(i)] = kInLoopGemmAnyTokens;
+    if (i >= 0)
+      max_tokens[static_cast<size_t>(i)] = kInLoopGemmAnyTokens;
+    else
+      warn_ignored_env("BITLIGHT_CUDA_INLOOP_GEMM_FORMATS item", name, "q4_0, q4_1, q8_0, q4_k or q5_k");
     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
   }
   return max_tokens;
