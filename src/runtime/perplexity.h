@@ -25,7 +25,7 @@ class LlamaModel;
 
 struct PerplexityOptions {
   int n_ctx = 512;
-  int n_batch = 64;
+  int n_batch = 512;
   int max_chunks = 0;   // 0 = all
   TokenId bos = -1;     // replaces each chunk's first token when >= 0
 };

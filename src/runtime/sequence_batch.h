@@ -20,7 +20,7 @@ namespace bl {
 struct SequenceBatchOptions {
   int n_seq = 16;
   int n_ctx = 4096;  // cache slots per sequence; capped at the model's training context
-  int n_batch = 64;  // prompt tokens per forward call (raised to n_seq if smaller)
+  int n_batch = 512;  // prompt tokens per forward call (raised to n_seq if smaller)
   DType kv_type = DType::F16;
 };
 

@@ -17,7 +17,7 @@ using TokenId = int32_t;
 
 struct SessionOptions {
   int n_ctx = 4096;       // KV cache slots; capped at the model's training context
-  int n_batch = 64;       // tokens per forward call (prompts are fed in chunks of this size)
+  int n_batch = 512;      // tokens per forward call (prompts are fed in chunks of this size)
   bool logits_all = false;
   DType kv_type = DType::F16;
 };
