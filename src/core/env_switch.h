@@ -1,5 +1,5 @@
 // Environment switches (BITLIGHT_*): settings read once at start-up, mostly to compare one
-// code path with another (README, "switches"). A value that is set but is not one of the
+// code path with another (README, the "Environment:" paragraph). A value that is set but is not one of the
 // switch's choices is ignored with a warning on stderr that names the switch and its choices,
 // so that a typo does not pass silently for the default.
 #pragma once
