@@ -1,8 +1,9 @@
 #include "kernels/cpu/cpu_features.h"
 
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
+
+#include "core/env_switch.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -98,7 +99,7 @@ Isa active_isa() {
     if (const char* env = std::getenv("BITLIGHT_ISA")) {
       const auto wanted = isa_from_name(env);
       if (!wanted)
-        std::fprintf(stderr, "bitlight: ignoring BITLIGHT_ISA=%s (want scalar, avx2 or avx512)\n", env);
+        warn_ignored_env("BITLIGHT_ISA", env, "scalar|avx2|avx512");
       else if (static_cast<int>(*wanted) < static_cast<int>(best))
         best = *wanted;
     }
