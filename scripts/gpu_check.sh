@@ -9,7 +9,7 @@
 #   configure + build (ninja, the 4 test binaries + CLI)                       44-46 s
 #   op tests (ops binary in SHARDS gtest shards, bl, prefill attention) side by
 #   side with compute-sanitizer memcheck on the same (ops: CudaBackendOps,
-#   CudaGraph, CudaMatmul), all as parallel processes                          38-45 s
+#   CudaGraph, CudaMatmul, CudaAttention), all as parallel processes          38-45 s
 #   GEMV kernel benchmark (cuda_bench_test)                                    18 s
 #   whole model (gpu_model_check.sh): logits vs reference and greedy CUDA == CPU
 #   on smollm2 shapes (q4_1, q8_0, bl4g64) ~19 s; bench of the README table's
@@ -110,7 +110,7 @@ step "GPU op tests and compute-sanitizer memcheck, side by side (op test binary 
 # They are correctness checks, not timings, and mostly CPU-bound (the reference backend, the
 # sanitizer): run as parallel processes on the machine's cores, every case of every test still
 # runs once plainly and once under memcheck (sharding splits the tests, it drops none).
-MEMCHECK_FILTER='CudaBackendOps.*:CudaGraph.*:CudaMatmul.*'
+MEMCHECK_FILTER='CudaBackendOps.*:CudaGraph.*:CudaMatmul.*:CudaAttention.*'
 check_pids=(); check_names=()
 start_check() {  # start_check LABEL LOG COMMAND...: in the background
   local label=$1 log=$2; shift 2

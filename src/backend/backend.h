@@ -39,6 +39,12 @@ struct AttentionParams {
   int n_head_kv = 0;  // key/value heads; n_head % n_head_kv == 0 (GQA)
   int head_dim = 0;
   float scale = 1.0f; // usually 1/sqrt(head_dim)
+  // A hint for one token of one sequence: the op right after this attention is
+  // fused_matmul(*out_matmul_next, out as [n_head * head_dim, 1], x, {.accumulate = ...}) (the
+  // output projection) and nothing else reads out. A backend may then leave out unwritten and
+  // hand that op the softmax's unnormalised sums to divide (CUDA: no combine kernel between the
+  // attention and the GEMV). Results are the same up to rounding either way.
+  const Tensor* out_matmul_next = nullptr;
 };
 
 // The extra work of Backend::fused_matmul around W · x.

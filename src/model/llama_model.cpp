@@ -336,7 +336,9 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
     if (seq != kEachOwnSequence) {
       Tensor k_cache = sequence_slots(s.k_cache[static_cast<size_t>(il)], seq, s.n_ctx);
       Tensor v_cache = sequence_slots(s.v_cache[static_cast<size_t>(il)], seq, s.n_ctx);
-      b.rope_kv_store_attention(q_heads, k_heads, v_heads, k_cache, v_cache, pos, rope_, attn_params, attn_heads);
+      AttentionParams attn_then_wo = attn_params;
+      if (n == 1) attn_then_wo.out_matmul_next = &l.wo;  // the fused_matmul below
+      b.rope_kv_store_attention(q_heads, k_heads, v_heads, k_cache, v_cache, pos, rope_, attn_then_wo, attn_heads);
     } else {
       // One token of each sequence, each with its own cache region of n_ctx slots.
       b.rope_kv_store_each_sequence(q_heads, k_heads, v_heads, s.k_cache[static_cast<size_t>(il)],

@@ -783,6 +783,172 @@ TEST(CudaWeights, TiledWeightsReadBackAndDecode) {
   }
 }
 
+// ---- one token's attention left as sums for the O GEMV (AttentionParams::out_matmul_next) ----
+
+// Layers of one decode step, each rope_kv_store_attention with the hint and then x +=
+// W_o · attn, for several steps at growing positions (eagerly, or as a captured graph replayed
+// with new inputs), against the reference backend's attention (no hint) times the dequantized
+// W_o in fp64, within matmul_error's bound for x quantized to int8 (the dp4a GEMV) plus `tol` of
+// sum |w x| for the attention's own rounding (f32 caches 2e-5; f16 caches 5e-4: the new k is
+// rounded to f16 after a rope that differs in the last bits). The shapes: the 8B's heads (rope
+// inside the attention), the 1B's (rope apart), GQA 16/2, and 9/3 heads (1152 columns: not a
+// dp4a shape, so the hint is not taken). Three layers, so the two sums buffers alternate across
+// steps the other way round each step, and a graph (odd count of attentions) must zero its first
+// buffer itself. Positions start at 0 (a single slot: every split but the first is empty). With
+// big_scores, q is scaled so that scores spread over hundreds and most splits' maxima exceed slot
+// 0's score by more than kAttentionSumsMaxExponent: the GEMV's exact combine of overflowed splits.
+void attention_sums_match_reference(bool graph, bool big_scores) {
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  auto ref = make_reference_backend();
+  std::mt19937_64 rng(graph ? 61 : 62);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  struct Shape {
+    int n_head, n_head_kv, head_dim;
+  };
+  constexpr int64_t kCtx = 640, kRows = 512, kLayers = 3, kSteps = 4;
+  const int32_t positions[kSteps] = {0, 1, 300, 599};
+  for (DType cache_type : {DType::F32, DType::F16})
+    for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+      for (Shape sh : {Shape{32, 8, 128}, Shape{32, 8, 64}, Shape{16, 2, 128}, Shape{9, 3, 128}}) {
+        const int64_t hd = sh.head_dim, cols = sh.n_head * hd, kv_dim = sh.n_head_kv * hd;
+        if (cache_type == DType::F16 && wt != DType::Q4_0) continue;  // the caches do not meet the GEMV
+        if (cols % 256 != 0 && (wt == DType::Q4_K || wt == DType::Q6_K)) continue;  // whole super-blocks
+        SCOPED_TRACE(std::string(dtype_name(cache_type)) + " caches, W_o " + std::string(dtype_name(wt)) + ", heads " +
+                     std::to_string(sh.n_head) + "/" + std::to_string(sh.n_head_kv) + " x " + std::to_string(hd) +
+                     (graph ? ", graph" : ", eager") + (big_scores ? ", big scores" : ""));
+        // Per layer: W_o (device and dequantized), caches on both backends.
+        struct Layer {
+          std::vector<float> w;  // dequantized [kRows][cols]
+          Tensor w_dev;
+          Tensor kc, vc, kc_ref, vc_ref;
+        };
+        std::vector<Layer> layers(kLayers);
+        const size_t cache_bytes = row_bytes(cache_type, kv_dim * kCtx);
+        for (Layer& l : layers) {
+          std::vector<float> values(static_cast<size_t>(cols * kRows));
+          for (float& v : values) v = dist(rng);
+          std::vector<uint8_t> bytes(row_bytes(wt, cols) * kRows);
+          quantize_matrix(wt, values.data(), bytes.data(), kRows, cols);
+          l.w.resize(values.size());
+          for (int64_t r = 0; r < kRows; ++r) dequantize_matrix_row(wt, bytes.data(), cols, r, l.w.data() + r * cols);
+          auto w = backend->upload_weight(make_tensor_2d(bytes.data(), wt, cols, kRows));
+          auto kc = backend->alloc(cache_type, {hd, sh.n_head_kv, kCtx, 1});
+          auto vc = backend->alloc(cache_type, {hd, sh.n_head_kv, kCtx, 1});
+          auto kr = ref->alloc(cache_type, {hd, sh.n_head_kv, kCtx, 1});
+          auto vr = ref->alloc(cache_type, {hd, sh.n_head_kv, kCtx, 1});
+          ASSERT_TRUE(w.ok() && kc.ok() && vc.ok() && kr.ok() && vr.ok());
+          l.w_dev = *w, l.kc = *kc, l.vc = *vc, l.kc_ref = *kr, l.vc_ref = *vr;
+          for (auto [dev, host] : {std::pair{&l.kc, &l.kc_ref}, std::pair{&l.vc, &l.vc_ref}}) {
+            std::vector<float> c(static_cast<size_t>(kv_dim * kCtx));
+            for (float& v : c) v = dist(rng);
+            std::vector<uint8_t> cb(cache_bytes);
+            if (cache_type == DType::F16)
+              for (size_t i = 0; i < c.size(); ++i) reinterpret_cast<uint16_t*>(cb.data())[i] = f32_to_fp16(c[i]);
+            else
+              std::memcpy(cb.data(), c.data(), cache_bytes);
+            backend->write(*dev, cb.data(), cb.size());
+            ref->write(*host, cb.data(), cb.size());
+          }
+        }
+        // The step's inputs (q, k, v per layer, written before each step) and x.
+        auto alloc_both = [&](int64_t n) {
+          auto d = backend->alloc(DType::F32, {n, 1, 1, 1});
+          auto r = ref->alloc(DType::F32, {n, 1, 1, 1});
+          EXPECT_TRUE(d.ok() && r.ok());
+          return std::pair{*d, *r};
+        };
+        std::vector<std::pair<Tensor, Tensor>> q(kLayers), k(kLayers), v(kLayers);
+        for (int64_t i = 0; i < kLayers; ++i) q[i] = alloc_both(cols), k[i] = alloc_both(kv_dim), v[i] = alloc_both(kv_dim);
+        auto [att, att_ref] = alloc_both(cols);
+        auto [x, x_unused] = alloc_both(kRows);
+        auto [pos, pos_ref] = std::pair{backend->alloc(DType::I32, {1, 1, 1, 1}), ref->alloc(DType::I32, {1, 1, 1, 1})};
+        ASSERT_TRUE(pos.ok() && pos_ref.ok());
+        auto heads = [&](Tensor t, int64_t n) {
+          t.ne = {hd, n, 1, 1};
+          return t;
+        };
+        RopeParams rp;
+        rp.n_dims = static_cast<int>(hd);
+        const AttentionParams ap{sh.n_head, sh.n_head_kv, static_cast<int>(hd), 1.0f / std::sqrt(static_cast<float>(hd))};
+        auto step = [&] {
+          for (int64_t i = 0; i < kLayers; ++i) {
+            AttentionParams hinted = ap;
+            hinted.out_matmul_next = &layers[i].w_dev;
+            Tensor qh = heads(q[i].first, sh.n_head), kh = heads(k[i].first, sh.n_head_kv), vh = heads(v[i].first, sh.n_head_kv),
+                   ah = heads(att, sh.n_head);
+            backend->rope_kv_store_attention(qh, kh, vh, layers[i].kc, layers[i].vc, *pos, rp, hinted, ah);
+            backend->fused_matmul(layers[i].w_dev, att, x, {.accumulate = true});
+          }
+        };
+        bool captured = false;
+        double worst = 0.0;
+        for (int si = 0; si < kSteps; ++si) {
+          const int32_t p = positions[si];
+          backend->write(*pos, &p, sizeof p);
+          ref->write(*pos_ref, &p, sizeof p);
+          std::vector<std::vector<float>> expected_inputs;  // per layer: the reference's attention output
+          for (int64_t i = 0; i < kLayers; ++i) {
+            std::vector<float> qv(static_cast<size_t>(cols)), kv(static_cast<size_t>(kv_dim)), vv(static_cast<size_t>(kv_dim));
+            for (float& e : qv) e = dist(rng) * (big_scores ? 40.0f : 1.0f);
+            for (float& e : kv) e = dist(rng);
+            for (float& e : vv) e = dist(rng);
+            for (auto [t, vals] : {std::pair{&q[i], &qv}, std::pair{&k[i], &kv}, std::pair{&v[i], &vv}}) {
+              backend->write(t->first, vals->data(), vals->size() * sizeof(float));
+              ref->write(t->second, vals->data(), vals->size() * sizeof(float));
+            }
+            Tensor qh = heads(q[i].second, sh.n_head), kh = heads(k[i].second, sh.n_head_kv),
+                   vh = heads(v[i].second, sh.n_head_kv), ah = heads(att_ref, sh.n_head);
+            ref->rope_kv_store_attention(qh, kh, vh, layers[i].kc_ref, layers[i].vc_ref, *pos_ref, rp, ap, ah);
+            std::vector<float> a(static_cast<size_t>(cols));
+            ref->read(att_ref, a.data(), a.size() * sizeof(float));
+            expected_inputs.push_back(std::move(a));
+          }
+          const std::vector<float> zeros(static_cast<size_t>(kRows), 0.0f);
+          backend->write(x, zeros.data(), zeros.size() * sizeof(float));
+          // Graph: the first step eager (it sizes the workspaces, as Session::step), then captured once.
+          if (graph && si == 1 && !captured) {
+            ASSERT_TRUE(backend->capture_graph(step).ok());
+            captured = true;
+          }
+          if (captured) ASSERT_TRUE(backend->replay_graph().ok());
+          else step();
+          std::vector<float> got(static_cast<size_t>(kRows));
+          backend->read(x, got.data(), got.size() * sizeof(float));
+          ASSERT_TRUE(backend->status().ok());
+          // x = sum over layers of W_o,i · attn_i: the bound is the sum of the layers' bounds, which
+          // matmul_error gives for one product; so compare against the layers stacked as one
+          // product of kLayers * cols columns.
+          HostMatmul stacked;
+          stacked.w.resize(static_cast<size_t>(kRows * cols * kLayers));
+          for (int64_t r = 0; r < kRows; ++r)
+            for (int64_t i = 0; i < kLayers; ++i)
+              std::copy_n(layers[i].w.data() + r * cols, cols, stacked.w.data() + (r * kLayers + i) * cols);
+          for (const auto& a : expected_inputs) stacked.x.insert(stacked.x.end(), a.begin(), a.end());
+          const double tol = cache_type == DType::F16 ? 5e-4 : 2e-5;
+          const double err = matmul_error(stacked, got, cols * kLayers, kRows, 1, tol, true);
+          worst = std::max(worst, err);
+          EXPECT_LE(err, 1.0) << "step " << si << " at position " << p;
+        }
+        std::printf("  %s: worst error / bound %.3g\n", ::testing::UnitTest::GetInstance()->current_test_info()->name(), worst);
+      }
+}
+
+TEST(CudaAttention, SumsForTheOGemvMatchReference) {
+  SKIP_WITHOUT_GPU();
+  attention_sums_match_reference(false, false);
+}
+
+TEST(CudaAttention, SumsWithOverflowedSplitsMatchReference) {
+  SKIP_WITHOUT_GPU();
+  attention_sums_match_reference(false, true);
+}
+
+TEST(CudaAttention, SumsInAReplayedGraphMatchReference) {
+  SKIP_WITHOUT_GPU();
+  attention_sums_match_reference(true, false);
+}
+
 // ---- a small decode step captured as a CUDA graph, replayed with new inputs ----
 
 // fused: the same step through fused_matmul (norm in the GEMV), rope_kv_store and an argmax of

@@ -50,6 +50,14 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_KV_EARLY=0: the decode attention loads no K/V rows before it waits for the
     // kernel before it (kv_loads_early; for comparisons).
     kv_loads_early_enabled_ = env_choice("BITLIGHT_CUDA_KV_EARLY", {"0", "1"}) != "0";
+    // BITLIGHT_CUDA_ATTN_SUMS=0: a one-token attention always writes its output (through the
+    // combine kernel), also where the hint lets the O GEMV divide instead (for comparisons).
+    attention_sums_enabled_ = env_choice("BITLIGHT_CUDA_ATTN_SUMS", {"0", "1"}) != "0";
+    // For comparisons: BITLIGHT_CUDA_ATTN_SUMS_BLOCKS=1|2, attention blocks per SM with the sums
+    // (default: see sums_blocks_per_sm); BITLIGHT_CUDA_ATTN_NEXT_EARLY=0|1, whether that
+    // attention lets the GEMV launch before it waits (default 0).
+    if (const auto b = env_choice("BITLIGHT_CUDA_ATTN_SUMS_BLOCKS", {"1", "2"})) sums_blocks_forced_ = *b == "1" ? 1 : 2;
+    attention_next_early_ = env_choice("BITLIGHT_CUDA_ATTN_NEXT_EARLY", {"0", "1"}) == "1";
     // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|split|all: what the fp32 GEMV takes in (comparisons):
     // nothing, the norm, the norm and the SwiGLU split over gate/up and down (default), the norm
     // and the whole SwiGLU in the down GEMV.
@@ -329,8 +337,9 @@ class CudaBackendImpl final : public CudaBackend {
   // as many splits as fill the SMs, their partials in the attention workspace.
   // Picks al.n_splits and sets ws to the partials' workspace (null when one split); false when
   // that memory cannot be had (the error is recorded).
-  bool split_kv_workspace(cuda::AttentionLaunch& al, float*& ws) {
-    al.n_splits = cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount);
+  bool split_kv_workspace(cuda::AttentionLaunch& al, float*& ws, int blocks_per_sm = 2) {
+    al.n_splits =
+        cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount, blocks_per_sm);
     ws = nullptr;
     if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
       ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
@@ -357,13 +366,63 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   void launch_split_kv_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
-                                 cuda::AttentionLaunch al, Tensor& out, const char* op) {
+                                 const AttentionParams& p, cuda::AttentionLaunch al, Tensor& out, const char* op) {
     float* ws;
-    if (!split_kv_workspace(al, ws)) return;
+    const bool sums = attention_sums_wanted(p, al);
+    al.next_early = sums && attention_next_early_;
+    if (!split_kv_workspace(al, ws, sums ? sums_blocks_per_sm(al) : 2)) return;
     al.kv_loads_early = kv_loads_early(al, k_cache, positions);
     cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
-                           stream_);
+                           stream_, attention_sums_launch(p, al, ws, out));
     check_launch(op);
+  }
+
+  // Whether this attention would leave sums (attention_sums_launch) if it is split.
+  bool attention_sums_wanted(const AttentionParams& p, const cuda::AttentionLaunch& al) {
+    const Tensor* w = p.out_matmul_next;
+    return attention_sums_enabled_ && w && w->device == Device::cuda && al.n_tokens == 1 && al.seq_slots == 0 &&
+           cuda::gemv_dp4a_after_attention_applies(view(*w), al.n_head, al.head_dim);
+  }
+  // Attention blocks per SM with the sums: the GEMV after the attention loads its weights only
+  // once its blocks are resident. At head_dim > 64 the attention kernel holds ~200 registers a
+  // thread, so two of its blocks leave no room for a GEMV block (128 x 256 registers) beside
+  // them; one block per SM (half the splits) does.
+  int sums_blocks_per_sm(const cuda::AttentionLaunch& al) const {
+    if (sums_blocks_forced_ > 0) return sums_blocks_forced_;
+    return al.head_dim > 64 ? 1 : 2;
+  }
+
+  // A one-token attention whose hint names the GEMV after it (AttentionParams::out_matmul_next)
+  // leaves its softmax unnormalised for that GEMV to divide (cuda::AttentionSums): no combine
+  // kernel. Returns the launch's sums and notes them in pending_attention_ for fused_matmul; an
+  // empty launch (out written as usual) without the hint or where the GEMV would not take the
+  // sums. Two buffers in turn: each launch adds into one and zeroes the other, whose GEMV has
+  // completed by the time the launch's kernel passes its wait; so the buffer a launch adds into
+  // is always zero (capture_graph / replay_graph keep that for graphs).
+  cuda::AttentionSumsLaunch attention_sums_launch(const AttentionParams& p, const cuda::AttentionLaunch& al, float* ws,
+                                                  const Tensor& out) {
+    pending_attention_.reset();
+    if (!attention_sums_wanted(p, al) || !cuda::attention_sums_apply(al)) return {};
+    const Tensor* w = p.out_matmul_next;
+    const size_t bytes = static_cast<size_t>(cuda::attention_sums_floats(al.n_head, al.head_dim)) * sizeof(float);
+    if (sums_ws_[0].bytes < bytes || sums_ws_[1].bytes < bytes) {
+      if (capturing_) return {};  // sized by an eager step (Session::step runs one before capturing)
+      for (Workspace& b : sums_ws_) {
+        if (!workspace(b, bytes, "attention sums")) return {};
+        const cudaError_t e = cudaMemsetAsync(b.ptr, 0, b.bytes, stream_);
+        note(e, "attention sums");
+        if (e != cudaSuccess) {
+          b = {};  // allocated again (and zeroed) next time
+          return {};
+        }
+      }
+      set_graph_owner(nullptr);  // a graph made before holds the old buffers: every session captures again
+    }
+    float* use = static_cast<float*>(sums_ws_[sums_next_].ptr);
+    const Workspace& other = sums_ws_[1 - sums_next_];
+    sums_next_ = 1 - sums_next_;
+    pending_attention_ = PendingAttention{out.data, w->data, cuda::attention_sums_view(al, ws, use)};
+    return {use, static_cast<float*>(other.ptr), static_cast<int64_t>(other.bytes / sizeof(float))};
   }
 
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
@@ -379,7 +438,7 @@ class CudaBackendImpl final : public CudaBackend {
       check_launch(op);
       return;
     }
-    launch_split_kv_attention(q, k_cache, v_cache, positions, al, out, op);
+    launch_split_kv_attention(q, k_cache, v_cache, positions, p, al, out, op);
   }
 
   // Whether a prompt chunk's attention runs on the tensor-core kernel (prefill_attention.cu),
@@ -404,7 +463,7 @@ class CudaBackendImpl final : public CudaBackend {
                     std::to_string(seq_slots) + " slots"))
       return;
     cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, seq_slots, f16, 1, seq_slots};
-    launch_split_kv_attention(q, k_cache, v_cache, positions, al, out, op);
+    launch_split_kv_attention(q, k_cache, v_cache, positions, p, al, out, op);
   }
 
   void rope_kv_store_each_sequence(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
@@ -436,6 +495,18 @@ class CudaBackendImpl final : public CudaBackend {
     const bool operands_ok = on_device({&w, &x, &out}, op) && all_f32({&x, &out}, op) && supports(w.dtype) &&
                              x.ne[0] == cols && out.ne[0] == w.rows() && out.rows() == n &&
                              (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows()));
+    // The attention just before left x as unnormalised sums for this GEMV to divide
+    // (AttentionParams::out_matmul_next; attention_sums_launch checked that the GEMV takes them).
+    if (const std::optional<PendingAttention> a = std::exchange(pending_attention_, std::nullopt)) {
+      if (expect(x.data == a->out && w.data == a->w && n == 1 && !extra && operands_ok, op,
+                 "the attention before left its output unnormalised for its out_matmul_next, which is not this "
+                 "matmul") &&
+          expect(cuda::launch_gemv_dp4a_after_attention(view(w), a->sums, out.as<float>(),
+                                                        bias ? bias->as<float>() : nullptr, f.accumulate, stream_),
+                 op, "the GEMV after the attention did not launch"))
+        check_launch(op);
+      return;
+    }
     // The norm / SwiGLU prologue inside the GEMV pays off for narrow inputs only: every block
     // redoes it before its weights stream (H100, docs/cuda.md: 8B q8_0, 4096 / 14336 columns,
     // -18 %; 8B q4_0 / q8_0 with the norm alone inside at 4096 columns, -15 / -22 %). At 2048
@@ -661,13 +732,16 @@ class CudaBackendImpl final : public CudaBackend {
       return;
     if (!with_freq_factors(rope, rl)) return;
     float* ws;
-    if (!split_kv_workspace(al, ws)) return;
+    const bool sums = attention_sums_wanted(attn, al);
+    al.next_early = sums && attention_next_early_;
+    if (!split_kv_workspace(al, ws, sums ? sums_blocks_per_sm(al) : 2)) return;
     // No K/V rows loaded before the wait with the rope inside the kernel (al.kv_loads_early stays
     // false): allowed there, the 8B q4_0 step measured slower (H100, 451 -> 436-440 tok/s,
     // docs/cuda.md "Eleventh session"). This kernel's own write replaces the record before.
     note_cache_write(k_cache, positions, n, 0);  // the kernel stores the token's k and v
     cuda::launch_rope_attention(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data,
-                                positions.as<int32_t>(), al, rl, ws, out.as<float>(), stream_);
+                                positions.as<int32_t>(), al, rl, ws, out.as<float>(), stream_,
+                                attention_sums_launch(attn, al, ws, out));
     check_launch(op);
   }
 
@@ -754,7 +828,16 @@ class CudaBackendImpl final : public CudaBackend {
     cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed);
     if (e != cudaSuccess) return internal_error("cuda: cudaStreamBeginCapture: " + cuda_error_text(e));
     capturing_ = true;
+    // The graph zeroes the attention sums buffer its first attention adds into (see
+    // attention_sums_launch): between replays the buffer may have been used by other work or,
+    // with an odd number of attentions a step, by the graph's own last one. Capturing runs
+    // nothing, so the buffers' turn is put back after it; a replay leaves it where the graph does.
+    const int sums_before = sums_next_;
+    if (sums_ws_[sums_next_].ptr) note(cudaMemsetAsync(sums_ws_[sums_next_].ptr, 0, sums_ws_[sums_next_].bytes, stream_), "attention sums");
     step();
+    sums_next_after_graph_ = sums_next_;
+    sums_next_ = sums_before;
+    pending_attention_.reset();
     capturing_ = false;
     cudaGraph_t graph = nullptr;
     e = cudaStreamEndCapture(stream_, &graph);
@@ -776,6 +859,7 @@ class CudaBackendImpl final : public CudaBackend {
     if (!graph_exec_) return invalid_argument("cuda: replay_graph without a captured graph");
     const cudaError_t e = cudaGraphLaunch(graph_exec_, stream_);
     if (e != cudaSuccess) return internal_error("cuda: cudaGraphLaunch: " + cuda_error_text(e));
+    sums_next_ = sums_next_after_graph_;
     return Status::Ok();
   }
 
@@ -1059,6 +1143,20 @@ class CudaBackendImpl final : public CudaBackend {
     const void* down;
   };
   std::optional<ActivatedGate> activated_gate_;
+  // The attention sums (attention_sums_launch): two buffers, the one the next launch adds into,
+  // where a replay of the graph leaves that turn, and what the last launch left for its GEMV.
+  bool attention_sums_enabled_ = true;
+  int sums_blocks_forced_ = 0;  // BITLIGHT_CUDA_ATTN_SUMS_BLOCKS, 0 = sums_blocks_per_sm's choice
+  bool attention_next_early_ = false;
+  Workspace sums_ws_[2];
+  int sums_next_ = 0;
+  int sums_next_after_graph_ = 0;
+  struct PendingAttention {
+    const void* out;  // the attention's out, which it did not write
+    const void* w;    // the GEMV's weight (out_matmul_next)
+    cuda::AttentionSums sums;
+  };
+  std::optional<PendingAttention> pending_attention_;
   enum class Fp32Prologue { none, norm, split, all };
   Fp32Prologue fp32_prologue_ = Fp32Prologue::split;
   // The last KV-cache write that no split-KV attention launch has been told of (kv_loads_early).

@@ -6,7 +6,8 @@
 // {2l, 2l+1} + 64e of each query; a slot's scores are warp-reduced and folded into a running
 // (max, sum, acc) per query (online softmax). The warps merge in shared memory; with several
 // splits the block writes an unnormalised partial and attention_combine_kernel does the one
-// fixup pass.
+// fixup pass, or (AttentionSums, one token) adds its share scaled to a common exponent into
+// sums that the output projection's GEMV divides, with no fixup kernel.
 //
 // Napkin math: decode at 8k context, 8B shape: K+V of one layer = 8 heads x 128 x 2 x 8192 x
 // 2 B = 32 MB -> ~11 us at 3 TB/s, needing >= 132 blocks in flight: 8 KV heads x 32 splits.
@@ -54,6 +55,11 @@ struct AttnParams {
   const float* v_new;
   RopeLaunch rope;
   bool kv_loads_early;  // AttentionLaunch::kv_loads_early, checked against the shape
+  bool next_early;      // AttentionLaunch::next_early
+  // AttentionSumsLaunch: sums.buffer non-null = add into it (one token, n_splits > 1, out unused).
+  AttentionSums sums;
+  float* clear;
+  int64_t clear_floats;
 };
 
 // Asks L2 for the K and V rows of kv_head at slots [begin, stop) (from base_slot): issued
@@ -148,7 +154,16 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   if constexpr (kRope) {
     for (int i = threadIdx.x; i < half; i += kAttnThreads) rope_cos_sin(static_cast<double>(pos), i, p.rope, cos_sh[i], sin_sh[i]);
   }
-  pdl_start();
+  if (p.next_early)
+    pdl_start_next_early();
+  else
+    pdl_start();
+  // The other sums buffer: its GEMV completed before the kernel before this one did.
+  if (p.clear) {
+    const int64_t blocks = static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z;
+    const int64_t b = blockIdx.x + gridDim.x * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
+    for (int64_t i = b * kAttnThreads + threadIdx.x; i < p.clear_floats; i += blocks * kAttnThreads) p.clear[i] = 0.0f;
+  }
   if constexpr (kRope) {
     // The group's q heads, rotated, into shared memory; the block whose slots hold the token's
     // own slot rotates its k and writes k and v there (read back below after the barrier).
@@ -182,6 +197,16 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
       }
     }
     __syncthreads();  // q_sh rotated; the own slot's k, v visible to the block's loads
+  }
+  // With sums: slot 0's K row, for the common exponent phi = q . k_0 (loaded now, used after the
+  // slots; at position 0 it is the own slot, written above with kRope or by the kernel before).
+  const bool sums = p.sums.buffer != nullptr && begin < stop;
+  float2 k0[kPairs];
+#pragma unroll
+  for (int e = 0; e < kPairs; ++e) {
+    const int pr = lane + kWarp * e;
+    k0[e] = sums && pr < n_pairs ? load_pair<kF16>(p.k, static_cast<int64_t>(kv_head) * p.head_dim + 2 * pr)
+                                 : make_float2(0.0f, 0.0f);
   }
 
   float2 qv[kMaxGroup][kPairs];
@@ -248,6 +273,20 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
 
   __shared__ float sm_m[kAttnWarps][kMaxGroup], sm_l[kAttnWarps][kMaxGroup];
   __shared__ float sm_acc[kAttnWarps][kMaxGroup][kAttentionMaxHeadDim];
+  __shared__ float sm_phi[kMaxGroup];  // with sums: each query head's score of slot 0
+  if (sums) {
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {  // g a constant, so qv stays in registers
+      if (g >= n_g) break;
+      if (g % kAttnWarps != warp) continue;
+      float d = 0.0f;
+#pragma unroll
+      for (int e = 0; e < kPairs; ++e) d += qv[g][e].x * k0[e].x + qv[g][e].y * k0[e].y;
+#pragma unroll
+      for (int o = kWarp / 2; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
+      if (lane == 0) sm_phi[g] = d;
+    }
+  }
 #pragma unroll
   for (int g = 0; g < kMaxGroup; ++g) {
     if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
@@ -277,6 +316,25 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     const int64_t th = t * p.n_head + head;
     if (p.n_splits == 1) {
       p.out[th * p.head_dim + dim] = sum > 0.0f ? a / sum : 0.0f;
+    } else if (p.sums.buffer) {
+      // One token (th = head). A block that saw slots adds its share at the common exponent, or,
+      // more than kAttentionSumsMaxExponent above it, leaves its partial for the GEMV's exact
+      // combine; (m, l) of every split are written for that combine to find those.
+      const int64_t slot = split * p.n_head + th;
+      const bool saw = mx != -INFINITY;
+      const float phi = saw ? sm_phi[g] : 0.0f;
+      if (saw && mx - phi <= kAttentionSumsMaxExponent) {
+        const float f = expf(mx - phi);
+        atomicAdd(p.sums.num() + th * p.head_dim + dim, a * f);
+        if (dim == 0) atomicAdd(p.sums.den() + th, sum * f);
+      } else if (saw) {
+        p.partial_acc[slot * p.head_dim + dim] = a;
+        if (dim == 0) atomicAdd(p.sums.overflowed() + th, 1);
+      }
+      if (dim == 0) {
+        p.partial_ml[2 * slot] = mx, p.partial_ml[2 * slot + 1] = sum;
+        if (split == 0 && saw) p.sums.phi()[th] = phi;
+      }
     } else {
       const int64_t slot = split * p.n_tokens * p.n_head + th;
       p.partial_acc[slot * p.head_dim + dim] = a;
@@ -353,45 +411,68 @@ void launch_split_kv(const AttnParams& ap, const AttentionLaunch& p, cudaStream_
   if (p.head_dim <= 64) launch_pairs<1, kRope>(ap, grid, p.cache_f16, stream);
   else if (p.head_dim <= 128) launch_pairs<2, kRope>(ap, grid, p.cache_f16, stream);
   else launch_pairs<4, kRope>(ap, grid, p.cache_f16, stream);
-  if (ap.n_splits > 1) {
+  if (ap.n_splits > 1 && !ap.sums.buffer) {
     const dim3 cgrid(static_cast<unsigned>(p.n_head), static_cast<unsigned>(p.n_tokens));
     launch_pdl(attention_combine_kernel, cgrid, dim3(kCombineThreads), 0, stream, ap);
   }
 }
 
 AttnParams attn_params(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
-                       const AttentionLaunch& p, float* workspace, float* out) {
+                       const AttentionLaunch& p, float* workspace, float* out, const AttentionSumsLaunch& sums) {
   const int heads_per_kv = p.n_head / p.n_head_kv;
   const int groups = (heads_per_kv + kMaxGroup - 1) / kMaxGroup;
   const int n_splits = std::clamp(p.n_splits, 1, kAttentionMaxSplits);
   AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
                 p.n_tokens, p.seq_slots > 0 ? p.seq_slots : p.n_ctx, n_splits, nullptr, nullptr, out, p.seq_slots,
-                nullptr, nullptr, RopeLaunch{}, p.kv_loads_early && (p.n_tokens == 1 || p.seq_slots > 0)};
+                nullptr, nullptr, RopeLaunch{}, p.kv_loads_early && (p.n_tokens == 1 || p.seq_slots > 0),
+                p.next_early, AttentionSums{}, nullptr, 0};
   if (n_splits > 1) {
     ap.partial_acc = workspace;
     ap.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
+  }
+  if (sums.buffer && attention_sums_apply(p)) {
+    ap.sums = attention_sums_view(p, workspace, sums.buffer);
+    ap.clear = sums.clear;
+    ap.clear_floats = sums.clear ? sums.clear_floats : 0;
   }
   return ap;
 }
 
 }  // namespace
 
+bool attention_sums_apply(const AttentionLaunch& p) {
+  return p.n_tokens == 1 && p.seq_slots == 0 && std::clamp(p.n_splits, 1, kAttentionMaxSplits) > 1;
+}
+
+AttentionSums attention_sums_view(const AttentionLaunch& p, float* workspace, float* buffer) {
+  const int n_splits = std::clamp(p.n_splits, 1, kAttentionMaxSplits);
+  AttentionSums s;
+  s.buffer = buffer;
+  s.partial_acc = workspace;
+  s.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
+  s.n_splits = n_splits;
+  s.n_head = p.n_head;
+  s.head_dim = p.head_dim;
+  return s;
+}
+
 size_t attention_workspace_floats(const AttentionLaunch& p) {
   if (p.n_splits <= 1) return 0;
   return static_cast<size_t>(p.n_splits) * p.n_tokens * p.n_head * (p.head_dim + 2);
 }
 
-int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms) {
+int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms, int blocks_per_sm) {
   const int64_t blocks = std::max<int64_t>(1, n_head_kv * n_tokens);
-  const int64_t want = (2 * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
+  const int64_t want = (static_cast<int64_t>(std::max(blocks_per_sm, 1)) * n_sms + blocks - 1) / blocks;
   const int64_t most = n_ctx / kSlotsPerSplitMin + 1;
   return static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, kAttentionMaxSplits));
 }
 
 void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
-                      const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream) {
+                      const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream,
+                      const AttentionSumsLaunch& sums) {
   if (p.n_tokens <= 0 || p.n_head <= 0) return;
-  launch_split_kv<false>(attn_params(q, k_cache, v_cache, positions, p, workspace, out), p, stream);
+  launch_split_kv<false>(attn_params(q, k_cache, v_cache, positions, p, workspace, out, sums), p, stream);
 }
 
 bool rope_attention_applies(const AttentionLaunch& p, const RopeLaunch& r) {
@@ -402,9 +483,9 @@ bool rope_attention_applies(const AttentionLaunch& p, const RopeLaunch& r) {
 
 void launch_rope_attention(const float* q, const float* k, const float* v, void* k_cache, void* v_cache,
                            const int32_t* positions, const AttentionLaunch& p, const RopeLaunch& r, float* workspace,
-                           float* out, cudaStream_t stream) {
+                           float* out, cudaStream_t stream, const AttentionSumsLaunch& sums) {
   if (!rope_attention_applies(p, r) || p.n_head <= 0) return;
-  AttnParams ap = attn_params(q, k_cache, v_cache, positions, p, workspace, out);
+  AttnParams ap = attn_params(q, k_cache, v_cache, positions, p, workspace, out, sums);
   ap.k_new = k;
   ap.v_new = v;
   ap.rope = r;

@@ -370,8 +370,9 @@ __device__ __forceinline__ float squares(float4 a) { return a.x * a.x + a.y * a.
 
 // Which prologue a kernel instance runs (a template parameter: the plain kernel keeps the
 // registers it had, which its double-buffered weights need). staged: x was quantized by
-// quantize_x_once_kernel (with whatever prologue) and is copied as it is.
-enum class Prologue { none, norm, gate, staged };
+// quantize_x_once_kernel (with whatever prologue) and is copied as it is. attention: x is a
+// split-KV attention's num / den (AttentionSums, one token).
+enum class Prologue { none, norm, gate, staged, attention };
 
 // sumsq[t]: this thread's share of sum x^2 over token t's x (with a norm prologue; else 0).
 // With a prologue one group is loaded at a time: its second operand needs the registers.
@@ -411,6 +412,87 @@ __device__ __forceinline__ void quantize_x(const GemvArgs& p, int8_t* xq, XScale
       }
       quantize_group(a[k], b[k], i, xq, xs);
     }
+  }
+}
+
+// Prologue::attention for a head with overflowed splits (rare: a split's max more than
+// kAttentionSumsMaxExponent above the head's phi): the 8 values at dims dim0.. of v (num on the
+// way in) combined exactly. M = the largest overflowed max; num and den carry the other splits
+// at exponent phi <= M - 60, so both are scaled by e^(phi - M) and each overflowed split's
+// partial by e^(m_s - M). The overflow test is the attention kernel's, on the same floats.
+__device__ __forceinline__ void combine_overflowed_head(const AttentionSums& s, int head, int dim0, float den,
+                                                     float (&v)[8]) {
+  const float phi = s.phi()[head];
+  auto overflowed = [&](float m) { return m != -INFINITY && !(m - phi <= kAttentionSumsMaxExponent); };
+  float top = -INFINITY;
+  for (int sp = 0; sp < s.n_splits; ++sp) {
+    const float m = s.partial_ml[2 * (sp * s.n_head + head)];
+    if (overflowed(m)) top = fmaxf(top, m);
+  }
+  const float to_top = expf(phi - top);
+  float total = den * to_top;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] *= to_top;
+  for (int sp = 0; sp < s.n_splits; ++sp) {
+    const int64_t slot = sp * s.n_head + head;
+    const float m = s.partial_ml[2 * slot];
+    if (!overflowed(m)) continue;
+    const float w = expf(m - top);
+    total += s.partial_ml[2 * slot + 1] * w;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] += s.partial_acc[slot * s.head_dim + dim0 + k] * w;
+  }
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = total > 0.0f ? v[k] / total : 0.0f;
+}
+
+// Prologue::attention: x = num / den of each value's head, quantized as quantize_x does (groups
+// of 8 values, head_dim % 8 == 0, so a group lies in one head). den is 0 only when the token saw
+// no slot (its output is then 0, as the combine kernel's). Heads with overflowed splits (rare)
+// are done again in a second pass with the exact combine, kept out of the first so that its
+// registers stay those of the plain prologue (the weights in flight hold most of them).
+__device__ __forceinline__ void quantize_attention_x(const AttentionSums& s, int8_t* xq, XScale* xs) {
+  const int64_t groups = static_cast<int64_t>(s.n_head) * s.head_dim / 8;
+  const float4* num4 = reinterpret_cast<const float4*>(s.num());
+  bool any_overflowed = false;
+  for (int64_t i0 = threadIdx.x; i0 < groups; i0 += kThreads * kQuantBatchPlain) {
+    float4 a[kQuantBatchPlain], b[kQuantBatchPlain];
+    float den[kQuantBatchPlain];
+#pragma unroll
+    for (int k = 0; k < kQuantBatchPlain; ++k) {
+      const int64_t i = i0 + k * kThreads;
+      if (i >= groups) continue;
+      const int head = static_cast<int>(8 * i / s.head_dim);
+      a[k] = __ldg(num4 + 2 * i), b[k] = __ldg(num4 + 2 * i + 1);
+      den[k] = __ldg(s.den() + head);
+      any_overflowed = any_overflowed || __ldg(s.overflowed() + head) != 0;
+    }
+#pragma unroll
+    for (int k = 0; k < kQuantBatchPlain; ++k) {
+      const int64_t i = i0 + k * kThreads;
+      if (i >= groups) continue;
+      const float inv = den[k] > 0.0f ? 1.0f / den[k] : 0.0f;
+      a[k] = make_float4(a[k].x * inv, a[k].y * inv, a[k].z * inv, a[k].w * inv);
+      b[k] = make_float4(b[k].x * inv, b[k].y * inv, b[k].z * inv, b[k].w * inv);
+      quantize_group(a[k], b[k], i, xq, xs);
+    }
+  }
+  if (!__syncthreads_or(any_overflowed)) return;
+  // Each thread redoes the groups it did (same i, so its own writes are the ones replaced), all
+  // of them: quantize_group's shuffles need every lane of a block of 32.
+  for (int64_t i = threadIdx.x; i < groups; i += kThreads) {
+    const int head = static_cast<int>(8 * i / s.head_dim);
+    const float4 a = __ldg(num4 + 2 * i), b = __ldg(num4 + 2 * i + 1);
+    const float den = __ldg(s.den() + head);
+    float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    if (__ldg(s.overflowed() + head) != 0) {
+      combine_overflowed_head(s, head, static_cast<int>(8 * i % s.head_dim), den, v);
+    } else {
+      const float inv = den > 0.0f ? 1.0f / den : 0.0f;  // as the first pass
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] *= inv;
+    }
+    quantize_group(make_float4(v[0], v[1], v[2], v[3]), make_float4(v[4], v[5], v[6], v[7]), i, xq, xs);
   }
 }
 
@@ -545,6 +627,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
       partials[b] = b < p.n_partials ? __ldcg(p.sumsq_partials + b) : 0.0f;
     copy_quantized_x(p, smem);
     cp_async_wait<0>();
+  } else if constexpr (kPro == Prologue::attention) {
+    quantize_attention_x(p.attention, xq, xs);
   } else {
     quantize_x<kTokens, kPro>(p, xq, xs, sumsq);
   }
@@ -709,6 +793,29 @@ int64_t quantize_blocks(int64_t cols) { return (cols / 8 + kThreads - 1) / kThre
 size_t gemv_dp4a_x_quantized_bytes(int64_t cols) {
   return static_cast<size_t>(quantized_x_bytes(cols) +
                              quantize_blocks(cols) * static_cast<int64_t>(sizeof(float)));
+}
+
+bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
+  if (!gemv_dp4a_applies(w, 1) || n_head <= 0 || head_dim <= 0 || head_dim % 8 != 0 ||
+      static_cast<int64_t>(n_head) * head_dim != w.cols)
+    return false;
+  int device = 0, optin = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  return smem_bytes(w.cols, 1) + 1024 <= static_cast<size_t>(optin);
+}
+
+bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
+                                      bool accumulate, cudaStream_t stream) {
+  if (!sums.buffer || !gemv_dp4a_after_attention_applies(w, sums.n_head, sums.head_dim)) return false;
+  GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, sums.num(), 1, out, bias,
+             GemvFusion{.accumulate = accumulate}};
+  p.attention = sums;
+  bool launched = false;
+  dispatch_weight_format(w.dtype, [&]<DType T>() {
+    if constexpr (has_unit<T>()) launched = launch_tokens<T, 1, Prologue::attention>(p, stream);
+  });
+  return launched;
 }
 
 bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens) {

@@ -53,6 +53,34 @@ struct GemvFusion {
   bool prologue() const { return norm || up; }
 };
 
+// A one-token split-KV attention whose softmax is left unnormalised for the GEMV of the output
+// projection after it (FlashDecoding++'s "unified max"): instead of each split writing its
+// partial (m_s, l_s, acc_s) for a combine kernel, it adds e^(m_s - phi) acc_s and e^(m_s - phi)
+// l_s into num and den of its head with float atomics, phi being the same number for every split
+// of a head: the score of slot 0 (which every token sees, so den >= 1). The GEMV divides as it
+// quantizes x, and the combine kernel and its boundary go (docs/cuda.md "Eighteenth session").
+// A split whose max exceeds phi by more than kAttentionSumsMaxExponent (e^60 x up to 2^20 slots
+// stays finite in fp32) adds nothing; it counts itself in overflowed, and the GEMV combines that
+// head exactly from the splits' partials (m_s, l_s, acc_s) instead. One buffer holds num
+// [n_head * head_dim], then den, overflowed (int) and phi [n_head] each
+// (attention_sums_floats); num, den and overflowed must be zero when the attention starts.
+constexpr float kAttentionSumsMaxExponent = 60.0f;
+struct AttentionSums {
+  float* buffer = nullptr;             // attention_sums_floats(n_head, head_dim) floats
+  const float* partial_ml = nullptr;   // [n_splits, n_head, 2]: each split's (m_s, l_s)
+  const float* partial_acc = nullptr;  // [n_splits, n_head, head_dim]: acc_s of overflowed splits
+  int n_splits = 0, n_head = 0, head_dim = 0;
+  __host__ __device__ float* num() const { return buffer; }
+  __host__ __device__ float* den() const { return buffer + static_cast<int64_t>(n_head) * head_dim; }
+  __host__ __device__ int* overflowed() const { return reinterpret_cast<int*>(den() + n_head); }
+  __host__ __device__ float* phi() const { return den() + 2 * n_head; }
+};
+// Floats of one AttentionSums buffer, and of the part that must be zero (num, den, overflowed).
+constexpr int64_t attention_sums_floats(int n_head, int head_dim) { return static_cast<int64_t>(n_head) * (head_dim + 3); }
+constexpr int64_t attention_sums_cleared_floats(int n_head, int head_dim) {
+  return static_cast<int64_t>(n_head) * (head_dim + 2);
+}
+
 // The operands of one GEMV launch as the kernels take them (gemv.cu, gemv_dp4a.cu,
 // gemv_tensor_core.cu): w's rows of row_bytes bytes, x [cols, n], out [rows, n], bias or null.
 struct GemvArgs {
@@ -70,6 +98,8 @@ struct GemvArgs {
   const uint8_t* x_staged = nullptr;
   const float* sumsq_partials = nullptr;
   int n_partials = 0;
+  // launch_gemv_dp4a_after_attention: x is num / den of these sums (x itself is unused).
+  AttentionSums attention = {};
 };
 
 // ---- the tiled weight layout (weight_layout.cuh, weight_tiling.cu) ----
@@ -117,6 +147,14 @@ bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
                                        const float* bias, const GemvFusion& fuse, void* scratch,
                                        size_t scratch_bytes, cudaStream_t stream);
+// One token through the dp4a GEMV with x taken from a split-KV attention's sums
+// (AttentionSums): each block makes x = num / den per head as it quantizes it (the exact combine
+// for a head with overflowed splits). out += W x with accumulate. false (nothing launched) unless
+// the dp4a path takes w for one token, w.cols == n_head * head_dim with head_dim % 8 == 0, and
+// x fits in shared memory.
+bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head_dim);
+bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
+                                      bool accumulate, cudaStream_t stream);
 
 // The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
 // quantized to int8 per 32 values in the kernel (each x_k off by up to max|x_block| / 254),
@@ -286,19 +324,38 @@ struct AttentionLaunch {
   // began, so the decode kernel loads those K/V rows before waiting for it (pdl.cuh) and only the
   // own slot after. The caller vouches for it (CudaBackend tracks its cache writes).
   bool kv_loads_early = false;
+  // Let the next kernel launch before waiting for the one before (pdl_start_next_early), not
+  // after (pdl_start): for a GEMV right after the attention (AttentionSums), whose blocks then
+  // get resident and load their weights sooner.
+  bool next_early = false;
 };
 constexpr int kAttentionMaxHeadDim = 256;
 constexpr int kAttentionMaxSplits = 64;  // the fixup kernel reads the splits' (max, sum) with one warp
 
 // Floats of workspace the split-KV attention needs (0 when n_splits == 1).
 size_t attention_workspace_floats(const AttentionLaunch& p);
-// Splits chosen so that roughly `n_sms` * 2 blocks run; at most n_ctx / 32 + 1 and kAttentionMaxSplits.
-int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms);
+// Splits chosen so that roughly `n_sms` * blocks_per_sm blocks run; at most n_ctx / 32 + 1 and
+// kAttentionMaxSplits.
+int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms, int blocks_per_sm = 2);
 
 // Causal attention: out [head_dim, n_head, n] for q of the same shape over the caches, token i
 // seeing slots [0, positions[i]]. workspace: attention_workspace_floats(p) floats.
+// With sums.buffer (where attention_sums_apply): out is not written, the splits add into that
+// AttentionSums buffer and no combine kernel runs; sums.clear (may be null): clear_floats floats
+// the kernel zeroes once the kernel before it has completed (the other sums buffer, whose GEMV
+// has completed by then).
+struct AttentionSumsLaunch {
+  float* buffer = nullptr;
+  float* clear = nullptr;
+  int64_t clear_floats = 0;
+};
 void launch_attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
-                      const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream);
+                      const AttentionLaunch& p, float* workspace, float* out, cudaStream_t stream,
+                      const AttentionSumsLaunch& sums = {});
+// Whether a launch takes sums: one token of one sequence (seq_slots 0), more than one split.
+bool attention_sums_apply(const AttentionLaunch& p);
+// The AttentionSums a launch with sums.buffer = buffer and this workspace leaves for the GEMV.
+AttentionSums attention_sums_view(const AttentionLaunch& p, float* workspace, float* buffer);
 
 // launch_rope_kv_store then launch_attention for one token of one sequence (q [head_dim, n_head],
 // k, v [head_dim, n_head_kv] as the QKV matmul wrote them), without the rope kernel: each
@@ -308,7 +365,7 @@ void launch_attention(const float* q, const void* k_cache, const void* v_cache, 
 bool rope_attention_applies(const AttentionLaunch& p, const RopeLaunch& r);
 void launch_rope_attention(const float* q, const float* k, const float* v, void* k_cache, void* v_cache,
                            const int32_t* positions, const AttentionLaunch& p, const RopeLaunch& r, float* workspace,
-                           float* out, cudaStream_t stream);
+                           float* out, cudaStream_t stream, const AttentionSumsLaunch& sums = {});
 
 // The same causal attention for a chunk of prompt tokens on tensor cores (prefill_attention.cu,
 // FlashAttention-2 style: Q and P rounded to fp16, fp32 accumulation), for f16 caches, head_dim
