@@ -53,11 +53,6 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_ATTN_SUMS=0: a one-token attention always writes its output (through the
     // combine kernel), also where the hint lets the O GEMV divide instead (for comparisons).
     attention_sums_enabled_ = env_choice("BITLIGHT_CUDA_ATTN_SUMS", {"0", "1"}) != "0";
-    // For comparisons: BITLIGHT_CUDA_ATTN_SUMS_BLOCKS=1|2, attention blocks per SM with the sums
-    // (default: see sums_blocks_per_sm); BITLIGHT_CUDA_ATTN_NEXT_EARLY=0|1, whether that
-    // attention lets the GEMV launch before it waits (default 0).
-    if (const auto b = env_choice("BITLIGHT_CUDA_ATTN_SUMS_BLOCKS", {"1", "2"})) sums_blocks_forced_ = *b == "1" ? 1 : 2;
-    attention_next_early_ = env_choice("BITLIGHT_CUDA_ATTN_NEXT_EARLY", {"0", "1"}) == "1";
     // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|split|all: what the fp32 GEMV takes in (comparisons):
     // nothing, the norm, the norm and the SwiGLU split over gate/up and down (default), the norm
     // and the whole SwiGLU in the down GEMV.
@@ -337,9 +332,8 @@ class CudaBackendImpl final : public CudaBackend {
   // as many splits as fill the SMs, their partials in the attention workspace.
   // Picks al.n_splits and sets ws to the partials' workspace (null when one split); false when
   // that memory cannot be had (the error is recorded).
-  bool split_kv_workspace(cuda::AttentionLaunch& al, float*& ws, int blocks_per_sm = 2) {
-    al.n_splits =
-        cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount, blocks_per_sm);
+  bool split_kv_workspace(cuda::AttentionLaunch& al, float*& ws) {
+    al.n_splits = cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount);
     ws = nullptr;
     if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
       ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
@@ -368,28 +362,11 @@ class CudaBackendImpl final : public CudaBackend {
   void launch_split_kv_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,
                                  const AttentionParams& p, cuda::AttentionLaunch al, Tensor& out, const char* op) {
     float* ws;
-    const bool sums = attention_sums_wanted(p, al);
-    al.next_early = sums && attention_next_early_;
-    if (!split_kv_workspace(al, ws, sums ? sums_blocks_per_sm(al) : 2)) return;
+    if (!split_kv_workspace(al, ws)) return;
     al.kv_loads_early = kv_loads_early(al, k_cache, positions);
     cuda::launch_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al, ws, out.as<float>(),
                            stream_, attention_sums_launch(p, al, ws, out));
     check_launch(op);
-  }
-
-  // Whether this attention would leave sums (attention_sums_launch) if it is split.
-  bool attention_sums_wanted(const AttentionParams& p, const cuda::AttentionLaunch& al) {
-    const Tensor* w = p.out_matmul_next;
-    return attention_sums_enabled_ && w && w->device == Device::cuda && al.n_tokens == 1 && al.seq_slots == 0 &&
-           cuda::gemv_dp4a_after_attention_applies(view(*w), al.n_head, al.head_dim);
-  }
-  // Attention blocks per SM with the sums: the GEMV after the attention loads its weights only
-  // once its blocks are resident. At head_dim > 64 the attention kernel holds ~200 registers a
-  // thread, so two of its blocks leave no room for a GEMV block (128 x 256 registers) beside
-  // them; one block per SM (half the splits) does.
-  int sums_blocks_per_sm(const cuda::AttentionLaunch& al) const {
-    if (sums_blocks_forced_ > 0) return sums_blocks_forced_;
-    return al.head_dim > 64 ? 1 : 2;
   }
 
   // A one-token attention whose hint names the GEMV after it (AttentionParams::out_matmul_next)
@@ -402,8 +379,10 @@ class CudaBackendImpl final : public CudaBackend {
   cuda::AttentionSumsLaunch attention_sums_launch(const AttentionParams& p, const cuda::AttentionLaunch& al, float* ws,
                                                   const Tensor& out) {
     pending_attention_.reset();
-    if (!attention_sums_wanted(p, al) || !cuda::attention_sums_apply(al)) return {};
     const Tensor* w = p.out_matmul_next;
+    if (!attention_sums_enabled_ || !w || w->device != Device::cuda || !cuda::attention_sums_apply(al) ||
+        !cuda::gemv_dp4a_after_attention_applies(view(*w), al.n_head, al.head_dim))
+      return {};
     const size_t bytes = static_cast<size_t>(cuda::attention_sums_floats(al.n_head, al.head_dim)) * sizeof(float);
     if (sums_ws_[0].bytes < bytes || sums_ws_[1].bytes < bytes) {
       if (capturing_) return {};  // sized by an eager step (Session::step runs one before capturing)
@@ -732,9 +711,7 @@ class CudaBackendImpl final : public CudaBackend {
       return;
     if (!with_freq_factors(rope, rl)) return;
     float* ws;
-    const bool sums = attention_sums_wanted(attn, al);
-    al.next_early = sums && attention_next_early_;
-    if (!split_kv_workspace(al, ws, sums ? sums_blocks_per_sm(al) : 2)) return;
+    if (!split_kv_workspace(al, ws)) return;
     // No K/V rows loaded before the wait with the rope inside the kernel (al.kv_loads_early stays
     // false): allowed there, the 8B q4_0 step measured slower (H100, 451 -> 436-440 tok/s,
     // docs/cuda.md "Eleventh session"). This kernel's own write replaces the record before.
@@ -1146,8 +1123,6 @@ class CudaBackendImpl final : public CudaBackend {
   // The attention sums (attention_sums_launch): two buffers, the one the next launch adds into,
   // where a replay of the graph leaves that turn, and what the last launch left for its GEMV.
   bool attention_sums_enabled_ = true;
-  int sums_blocks_forced_ = 0;  // BITLIGHT_CUDA_ATTN_SUMS_BLOCKS, 0 = sums_blocks_per_sm's choice
-  bool attention_next_early_ = false;
   Workspace sums_ws_[2];
   int sums_next_ = 0;
   int sums_next_after_graph_ = 0;

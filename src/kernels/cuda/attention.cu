@@ -55,7 +55,6 @@ struct AttnParams {
   const float* v_new;
   RopeLaunch rope;
   bool kv_loads_early;  // AttentionLaunch::kv_loads_early, checked against the shape
-  bool next_early;      // AttentionLaunch::next_early
   // AttentionSumsLaunch: sums.buffer non-null = add into it (one token, n_splits > 1, out unused).
   AttentionSums sums;
   float* clear;
@@ -154,10 +153,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   if constexpr (kRope) {
     for (int i = threadIdx.x; i < half; i += kAttnThreads) rope_cos_sin(static_cast<double>(pos), i, p.rope, cos_sh[i], sin_sh[i]);
   }
-  if (p.next_early)
-    pdl_start_next_early();
-  else
-    pdl_start();
+  pdl_start();
   // The other sums buffer: its GEMV completed before the kernel before this one did.
   if (p.clear) {
     const int64_t blocks = static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z;
@@ -425,7 +421,7 @@ AttnParams attn_params(const float* q, const void* k_cache, const void* v_cache,
   AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
                 p.n_tokens, p.seq_slots > 0 ? p.seq_slots : p.n_ctx, n_splits, nullptr, nullptr, out, p.seq_slots,
                 nullptr, nullptr, RopeLaunch{}, p.kv_loads_early && (p.n_tokens == 1 || p.seq_slots > 0),
-                p.next_early, AttentionSums{}, nullptr, 0};
+                AttentionSums{}, nullptr, 0};
   if (n_splits > 1) {
     ap.partial_acc = workspace;
     ap.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
@@ -461,9 +457,9 @@ size_t attention_workspace_floats(const AttentionLaunch& p) {
   return static_cast<size_t>(p.n_splits) * p.n_tokens * p.n_head * (p.head_dim + 2);
 }
 
-int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms, int blocks_per_sm) {
+int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms) {
   const int64_t blocks = std::max<int64_t>(1, n_head_kv * n_tokens);
-  const int64_t want = (static_cast<int64_t>(std::max(blocks_per_sm, 1)) * n_sms + blocks - 1) / blocks;
+  const int64_t want = (2 * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
   const int64_t most = n_ctx / kSlotsPerSplitMin + 1;
   return static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, kAttentionMaxSplits));
 }

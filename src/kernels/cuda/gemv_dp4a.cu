@@ -449,8 +449,9 @@ __device__ __forceinline__ void combine_overflowed_head(const AttentionSums& s, 
 // Prologue::attention: x = num / den of each value's head, quantized as quantize_x does (groups
 // of 8 values, head_dim % 8 == 0, so a group lies in one head). den is 0 only when the token saw
 // no slot (its output is then 0, as the combine kernel's). Heads with overflowed splits (rare)
-// are done again in a second pass with the exact combine, kept out of the first so that its
-// registers stay those of the plain prologue (the weights in flight hold most of them).
+// are done again in a second pass with the exact combine, by each warp that met one, kept out of
+// the first so that its registers stay those of the plain prologue (the weights in flight hold
+// most of them).
 __device__ __forceinline__ void quantize_attention_x(const AttentionSums& s, int8_t* xq, XScale* xs) {
   const int64_t groups = static_cast<int64_t>(s.n_head) * s.head_dim / 8;
   const float4* num4 = reinterpret_cast<const float4*>(s.num());
@@ -477,7 +478,8 @@ __device__ __forceinline__ void quantize_attention_x(const AttentionSums& s, int
       quantize_group(a[k], b[k], i, xq, xs);
     }
   }
-  if (!__syncthreads_or(any_overflowed)) return;
+  // A warp's lanes run the same count of groups (groups % 32 == 0), so the warp decides.
+  if (!__any_sync(0xffffffffu, any_overflowed)) return;
   // Each thread redoes the groups it did (same i, so its own writes are the ones replaced), all
   // of them: quantize_group's shuffles need every lane of a block of 32.
   for (int64_t i = threadIdx.x; i < groups; i += kThreads) {

@@ -324,19 +324,14 @@ struct AttentionLaunch {
   // began, so the decode kernel loads those K/V rows before waiting for it (pdl.cuh) and only the
   // own slot after. The caller vouches for it (CudaBackend tracks its cache writes).
   bool kv_loads_early = false;
-  // Let the next kernel launch before waiting for the one before (pdl_start_next_early), not
-  // after (pdl_start): for a GEMV right after the attention (AttentionSums), whose blocks then
-  // get resident and load their weights sooner.
-  bool next_early = false;
 };
 constexpr int kAttentionMaxHeadDim = 256;
 constexpr int kAttentionMaxSplits = 64;  // the fixup kernel reads the splits' (max, sum) with one warp
 
 // Floats of workspace the split-KV attention needs (0 when n_splits == 1).
 size_t attention_workspace_floats(const AttentionLaunch& p);
-// Splits chosen so that roughly `n_sms` * blocks_per_sm blocks run; at most n_ctx / 32 + 1 and
-// kAttentionMaxSplits.
-int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms, int blocks_per_sm = 2);
+// Splits chosen so that roughly `n_sms` * 2 blocks run; at most n_ctx / 32 + 1 and kAttentionMaxSplits.
+int attention_pick_splits(int n_head_kv, int64_t n_tokens, int64_t n_ctx, int n_sms);
 
 // Causal attention: out [head_dim, n_head, n] for q of the same shape over the caches, token i
 // seeing slots [0, positions[i]]. workspace: attention_workspace_floats(p) floats.
