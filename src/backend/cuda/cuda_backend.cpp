@@ -381,7 +381,7 @@ class CudaBackendImpl final : public CudaBackend {
     pending_attention_.reset();
     const Tensor* w = p.out_matmul_next;
     if (!attention_sums_enabled_ || !w || w->device != Device::cuda || !cuda::attention_sums_apply(al) ||
-        !cuda::gemv_dp4a_after_attention_applies(view(*w), al.n_head, al.head_dim))
+        !cuda::gemv_after_attention_applies(view(*w), al.n_head, al.head_dim))
       return {};
     const size_t bytes = static_cast<size_t>(cuda::attention_sums_floats(al.n_head, al.head_dim)) * sizeof(float);
     if (sums_ws_[0].bytes < bytes || sums_ws_[1].bytes < bytes) {
@@ -480,8 +480,8 @@ class CudaBackendImpl final : public CudaBackend {
       if (expect(x.data == a->out && w.data == a->w && n == 1 && !extra && operands_ok, op,
                  "the attention before left its output unnormalised for its out_matmul_next, which is not this "
                  "matmul") &&
-          expect(cuda::launch_gemv_dp4a_after_attention(view(w), a->sums, out.as<float>(),
-                                                        bias ? bias->as<float>() : nullptr, f.accumulate, stream_),
+          expect(cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), bias ? bias->as<float>() : nullptr,
+                                                   f.accumulate, stream_),
                  op, "the GEMV after the attention did not launch"))
         check_launch(op);
       return;

@@ -16,6 +16,7 @@
 // decode needs the tensor-core skinny GEMM (docs/cuda.md).
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/attention_sums.cuh"
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
@@ -47,7 +48,8 @@ __device__ __forceinline__ float dot4(const float* w, float4 x, float acc) {
 // (the 1 / rms factor is applied to the finished sums: out = (W (x * norm)) / rms) or
 // x' = silu(x) * up, computed per piece from x and the second operand as the pieces need them,
 // so the separate rms_norm / silu_mul kernel and its boundary go (docs/cuda.md).
-enum class Fp32Prologue { none, norm, gate, mul };  // mul: x is silu(gate) already (GemvFusion)
+// attention: x is a split-KV attention's sums (AttentionSums, attention_sums.cuh), p.x their num.
+enum class Fp32Prologue { none, norm, gate, mul, attention };  // mul: x is silu(gate) already (GemvFusion)
 
 __device__ __forceinline__ float squares4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
 template <Fp32Prologue kPro>
@@ -93,8 +95,14 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
       const float4 xa_in = __ldg(reinterpret_cast<const float4*>(xt + o0));
       const float4 xb_in = __ldg(reinterpret_cast<const float4*>(xt + o1));
       if constexpr (kPro == Fp32Prologue::norm) sumsq += squares4(xa_in) + squares4(xb_in);
-      const float4 xa = prologue4<kPro>(xa_in, second, o0);
-      const float4 xb = prologue4<kPro>(xb_in, second, o1);
+      float4 xa, xb;
+      if constexpr (kPro == Fp32Prologue::attention) {  // a piece is 8 consecutive values (o1 = o0 + 4)
+        float v[8] = {xa_in.x, xa_in.y, xa_in.z, xa_in.w, xb_in.x, xb_in.y, xb_in.z, xb_in.w};
+        attention_values8(p.attention, o0, v);
+        xa = make_float4(v[0], v[1], v[2], v[3]), xb = make_float4(v[4], v[5], v[6], v[7]);
+      } else {
+        xa = prologue4<kPro>(xa_in, second, o0), xb = prologue4<kPro>(xb_in, second, o1);
+      }
 #pragma unroll
       for (int r = 0; r < kRows; ++r) acc[r][t] = dot4(w[r] + 4, xb, dot4(w[r], xa, acc[r][t]));
     }
@@ -184,6 +192,12 @@ void launch_with_prologue(const GemvArgs& p, cudaStream_t stream) {
     launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::mul>, grid, dim3(kGemvThreads), 0, stream, p);
   else
     launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::gate>, grid, dim3(kGemvThreads), 0, stream, p);
+}
+
+template <DType T>
+void launch_after_attention(const GemvArgs& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
+  launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::attention>, grid, dim3(kGemvThreads), 0, stream, p);
 }
 
 template <DType T, int kTokens>
@@ -279,6 +293,28 @@ bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float*
     return true;
   if (takes_tensor_cores(w, n_tokens)) return false;
   return launch_cuda_core_gemv(w, x, n_tokens, out, bias, fuse, stream);
+}
+
+bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
+  if (gemv_dp4a_after_attention_applies(w, n_head, head_dim)) return true;
+  const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+  return plain && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 && static_cast<int64_t>(n_head) * head_dim == w.cols &&
+         w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
+}
+
+bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
+                                 bool accumulate, cudaStream_t stream) {
+  if (!sums.buffer || !gemv_after_attention_applies(w, sums.n_head, sums.head_dim)) return false;
+  if (launch_gemv_dp4a_after_attention(w, sums, out, bias, accumulate, stream)) return true;
+  GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, sums.num(), 1, out, bias,
+             GemvFusion{.accumulate = accumulate}};
+  p.attention = sums;
+  switch (w.dtype) {
+    case DType::F32: launch_after_attention<DType::F32>(p, stream); return true;
+    case DType::F16: launch_after_attention<DType::F16>(p, stream); return true;
+    case DType::BF16: launch_after_attention<DType::BF16>(p, stream); return true;
+    default: return false;
+  }
 }
 
 }  // namespace bl::cuda

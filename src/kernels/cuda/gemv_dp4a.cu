@@ -37,6 +37,7 @@
 
 #include <algorithm>
 
+#include "kernels/cuda/attention_sums.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/mma.cuh"  // cp_async_16
 #include "kernels/cuda/pdl.cuh"
@@ -415,37 +416,6 @@ __device__ __forceinline__ void quantize_x(const GemvArgs& p, int8_t* xq, XScale
   }
 }
 
-// Prologue::attention for a head with overflowed splits (rare: a split's max more than
-// kAttentionSumsMaxExponent above the head's phi): the 8 values at dims dim0.. of v (num on the
-// way in) combined exactly. M = the largest overflowed max; num and den carry the other splits
-// at exponent phi <= M - 60, so both are scaled by e^(phi - M) and each overflowed split's
-// partial by e^(m_s - M). The overflow test is the attention kernel's, on the same floats.
-__device__ __forceinline__ void combine_overflowed_head(const AttentionSums& s, int head, int dim0, float den,
-                                                     float (&v)[8]) {
-  const float phi = s.phi()[head];
-  auto overflowed = [&](float m) { return m != -INFINITY && !(m - phi <= kAttentionSumsMaxExponent); };
-  float top = -INFINITY;
-  for (int sp = 0; sp < s.n_splits; ++sp) {
-    const float m = s.partial_ml[2 * (sp * s.n_head + head)];
-    if (overflowed(m)) top = fmaxf(top, m);
-  }
-  const float to_top = expf(phi - top);
-  float total = den * to_top;
-#pragma unroll
-  for (int k = 0; k < 8; ++k) v[k] *= to_top;
-  for (int sp = 0; sp < s.n_splits; ++sp) {
-    const int64_t slot = sp * s.n_head + head;
-    const float m = s.partial_ml[2 * slot];
-    if (!overflowed(m)) continue;
-    const float w = expf(m - top);
-    total += s.partial_ml[2 * slot + 1] * w;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] += s.partial_acc[slot * s.head_dim + dim0 + k] * w;
-  }
-#pragma unroll
-  for (int k = 0; k < 8; ++k) v[k] = total > 0.0f ? v[k] / total : 0.0f;
-}
-
 // Prologue::attention: x = num / den of each value's head, quantized as quantize_x does (groups
 // of 8 values, head_dim % 8 == 0, so a group lies in one head). den is 0 only when the token saw
 // no slot (its output is then 0, as the combine kernel's). Heads with overflowed splits (rare)
@@ -483,17 +453,9 @@ __device__ __forceinline__ void quantize_attention_x(const AttentionSums& s, int
   // Each thread redoes the groups it did (same i, so its own writes are the ones replaced), all
   // of them: quantize_group's shuffles need every lane of a block of 32.
   for (int64_t i = threadIdx.x; i < groups; i += kThreads) {
-    const int head = static_cast<int>(8 * i / s.head_dim);
     const float4 a = __ldg(num4 + 2 * i), b = __ldg(num4 + 2 * i + 1);
-    const float den = __ldg(s.den() + head);
     float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    if (__ldg(s.overflowed() + head) != 0) {
-      combine_overflowed_head(s, head, static_cast<int>(8 * i % s.head_dim), den, v);
-    } else {
-      const float inv = den > 0.0f ? 1.0f / den : 0.0f;  // as the first pass
-#pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] *= inv;
-    }
+    attention_values8(s, 8 * i, v);  // the first pass's num / den where no split overflowed
     quantize_group(make_float4(v[0], v[1], v[2], v[3]), make_float4(v[4], v[5], v[6], v[7]), i, xq, xs);
   }
 }

@@ -147,11 +147,16 @@ bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
                                        const float* bias, const GemvFusion& fuse, void* scratch,
                                        size_t scratch_bytes, cudaStream_t stream);
-// One token through the dp4a GEMV with x taken from a split-KV attention's sums
-// (AttentionSums): each block makes x = num / den per head as it quantizes it (the exact combine
-// for a head with overflowed splits). out += W x with accumulate. false (nothing launched) unless
-// the dp4a path takes w for one token, w.cols == n_head * head_dim with head_dim % 8 == 0, and
-// x fits in shared memory.
+// One token through a GEMV with x taken from a split-KV attention's sums (AttentionSums,
+// attention_sums.cuh): x = num / den per head (the exact combine for a head with overflowed
+// splits), made by each block of the dp4a GEMV as it quantizes x, or per piece as the fp32 GEMV
+// of F16 / BF16 / F32 weights streams it. out += W x with accumulate. false (nothing launched)
+// unless w.cols == n_head * head_dim with head_dim % 8 == 0 and the dp4a GEMV takes w for one
+// token (x fitting in shared memory), or w is a plain type with 16-byte aligned rows.
+bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim);
+bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
+                                 bool accumulate, cudaStream_t stream);
+// The dp4a half of the two (gemv_dp4a.cu).
 bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head_dim);
 bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
                                       bool accumulate, cudaStream_t stream);
