@@ -44,10 +44,12 @@ __device__ __forceinline__ void combine_overflowed_head(const AttentionSums& s, 
 // The 8 values of x at columns c .. c + 7 (c % 8 == 0, head_dim % 8 == 0: one head), v holding
 // num's on the way in: num / den, or the exact combine where the head has overflowed splits.
 __device__ __forceinline__ void attention_values8(const AttentionSums& s, int64_t c, float (&v)[8]) {
-  const int head = static_cast<int>(c / s.head_dim);
+  // 32-bit division (n_head * head_dim < 2^31): a 64-bit one is a long subroutine on the GPU,
+  // paid once per 8 values, in the fp32 GEMV once per piece of its stream.
+  const int col = static_cast<int>(c), head = col / s.head_dim;
   const float den = __ldg(s.den() + head);
   if (__ldg(s.overflowed() + head) != 0) {
-    combine_overflowed_head(s, head, static_cast<int>(c % s.head_dim), den, v);
+    combine_overflowed_head(s, head, col - head * s.head_dim, den, v);
     return;
   }
   const float inv = den > 0.0f ? 1.0f / den : 0.0f;

@@ -433,7 +433,7 @@ __device__ __forceinline__ void quantize_attention_x(const AttentionSums& s, int
     for (int k = 0; k < kQuantBatchPlain; ++k) {
       const int64_t i = i0 + k * kThreads;
       if (i >= groups) continue;
-      const int head = static_cast<int>(8 * i / s.head_dim);
+      const int head = static_cast<int>(8 * i) / s.head_dim;  // 32-bit (attention_values8)
       a[k] = __ldg(num4 + 2 * i), b[k] = __ldg(num4 + 2 * i + 1);
       den[k] = __ldg(s.den() + head);
       any_overflowed = any_overflowed || __ldg(s.overflowed() + head) != 0;
