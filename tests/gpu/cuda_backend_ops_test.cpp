@@ -793,7 +793,7 @@ TEST(CudaWeights, TiledWeightsReadBackAndDecode) {
 // rounded to f16 after a rope that differs in the last bits). The shapes: the 8B's heads (rope
 // inside the attention), the 1B's (rope apart), GQA 16/2, and 9/3 heads (1152 columns: not a
 // dp4a shape, so the quantized W_o keep the combine kernel; F16 / BF16 take the sums in the fp32
-// GEMV at every shape). Three layers, so the two sums buffers alternate across
+// GEMV up to 2048 columns, so not at 32 x 128). Three layers, so the two sums buffers alternate across
 // steps the other way round each step, and a graph (odd count of attentions) must zero its first
 // buffer itself. Positions start at 0 (a single slot: every split but the first is empty). With
 // big_scores, q is scaled so that scores spread over hundreds and most splits' maxima exceed slot

@@ -297,8 +297,13 @@ bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float*
 
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
   if (gemv_dp4a_after_attention_applies(w, n_head, head_dim)) return true;
+  // The fp32 GEMV divides per piece of x in every block (4 rows a block), which slows its stream
+  // more than the combine kernel costs at 4096 columns (H100, 8B f16: 182.5-183.1 tok/s with the
+  // combine, 180.8-181.6 with the sums; 1B f16 at 2048: 817-840 against 846-852; docs/cuda.md
+  // "Eighteenth session"), so the plain types take the sums up to 2048 columns.
+  constexpr int64_t kFp32MaxCols = 2048;
   const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
-  return plain && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 && static_cast<int64_t>(n_head) * head_dim == w.cols &&
+  return plain && w.cols <= kFp32MaxCols && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 && static_cast<int64_t>(n_head) * head_dim == w.cols &&
          w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
 }
 

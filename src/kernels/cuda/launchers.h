@@ -152,7 +152,8 @@ bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int 
 // splits), made by each block of the dp4a GEMV as it quantizes x, or per piece as the fp32 GEMV
 // of F16 / BF16 / F32 weights streams it. out += W x with accumulate. false (nothing launched)
 // unless w.cols == n_head * head_dim with head_dim % 8 == 0 and the dp4a GEMV takes w for one
-// token (x fitting in shared memory), or w is a plain type with 16-byte aligned rows.
+// token (x fitting in shared memory), or w is a plain type with 16-byte aligned rows and at most
+// 2048 columns (wider, the per-piece division costs the fp32 GEMV more than the combine kernel).
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim);
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
                                  bool accumulate, cudaStream_t stream);
