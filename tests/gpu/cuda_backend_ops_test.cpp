@@ -860,7 +860,8 @@ void attention_sums_match_reference(bool graph, bool big_scores) {
           return std::pair{*d, *r};
         };
         std::vector<std::pair<Tensor, Tensor>> q(kLayers), k(kLayers), v(kLayers);
-        for (int64_t i = 0; i < kLayers; ++i) q[i] = alloc_both(cols), k[i] = alloc_both(kv_dim), v[i] = alloc_both(kv_dim);
+        for (int64_t i = 0; i < kLayers; ++i)
+          q[i] = alloc_both(cols), k[i] = alloc_both(kv_dim), v[i] = alloc_both(kv_dim);
         auto [att, att_ref] = alloc_both(cols);
         auto [x, x_unused] = alloc_both(kRows);
         auto [pos, pos_ref] = std::pair{backend->alloc(DType::I32, {1, 1, 1, 1}), ref->alloc(DType::I32, {1, 1, 1, 1})};
@@ -871,13 +872,14 @@ void attention_sums_match_reference(bool graph, bool big_scores) {
         };
         RopeParams rp;
         rp.n_dims = static_cast<int>(hd);
-        const AttentionParams ap{sh.n_head, sh.n_head_kv, static_cast<int>(hd), 1.0f / std::sqrt(static_cast<float>(hd))};
+        const AttentionParams ap{sh.n_head, sh.n_head_kv, static_cast<int>(hd),
+                                 1.0f / std::sqrt(static_cast<float>(hd))};
         auto step = [&] {
           for (int64_t i = 0; i < kLayers; ++i) {
             AttentionParams hinted = ap;
             hinted.out_matmul_next = &layers[i].w_dev;
-            Tensor qh = heads(q[i].first, sh.n_head), kh = heads(k[i].first, sh.n_head_kv), vh = heads(v[i].first, sh.n_head_kv),
-                   ah = heads(att, sh.n_head);
+            Tensor qh = heads(q[i].first, sh.n_head), kh = heads(k[i].first, sh.n_head_kv),
+                   vh = heads(v[i].first, sh.n_head_kv), ah = heads(att, sh.n_head);
             backend->rope_kv_store_attention(qh, kh, vh, layers[i].kc, layers[i].vc, *pos, rp, hinted, ah);
             backend->fused_matmul(layers[i].w_dev, att, x, {.accumulate = true});
           }
@@ -890,7 +892,8 @@ void attention_sums_match_reference(bool graph, bool big_scores) {
           ref->write(*pos_ref, &p, sizeof p);
           std::vector<std::vector<float>> expected_inputs;  // per layer: the reference's attention output
           for (int64_t i = 0; i < kLayers; ++i) {
-            std::vector<float> qv(static_cast<size_t>(cols)), kv(static_cast<size_t>(kv_dim)), vv(static_cast<size_t>(kv_dim));
+            std::vector<float> qv(static_cast<size_t>(cols)), kv(static_cast<size_t>(kv_dim)),
+                vv(static_cast<size_t>(kv_dim));
             for (float& e : qv) e = dist(rng) * (big_scores ? 40.0f : 1.0f);
             for (float& e : kv) e = dist(rng);
             for (float& e : vv) e = dist(rng);
@@ -931,7 +934,8 @@ void attention_sums_match_reference(bool graph, bool big_scores) {
           worst = std::max(worst, err);
           EXPECT_LE(err, 1.0) << "step " << si << " at position " << p;
         }
-        std::printf("  %s: worst error / bound %.3g\n", ::testing::UnitTest::GetInstance()->current_test_info()->name(), worst);
+        std::printf("  %s: worst error / bound %.3g\n",
+                    ::testing::UnitTest::GetInstance()->current_test_info()->name(), worst);
       }
 }
 

@@ -480,8 +480,8 @@ class CudaBackendImpl final : public CudaBackend {
       if (expect(x.data == a->out && w.data == a->w && n == 1 && !extra && operands_ok, op,
                  "the attention before left its output unnormalised for its out_matmul_next, which is not this "
                  "matmul") &&
-          expect(cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), bias ? bias->as<float>() : nullptr,
-                                                   f.accumulate, stream_),
+          expect(cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(),
+                                                   bias ? bias->as<float>() : nullptr, f.accumulate, stream_),
                  op, "the GEMV after the attention did not launch"))
         check_launch(op);
       return;
@@ -810,7 +810,8 @@ class CudaBackendImpl final : public CudaBackend {
     // with an odd number of attentions a step, by the graph's own last one. Capturing runs
     // nothing, so the buffers' turn is put back after it; a replay leaves it where the graph does.
     const int sums_before = sums_next_;
-    if (sums_ws_[sums_next_].ptr) note(cudaMemsetAsync(sums_ws_[sums_next_].ptr, 0, sums_ws_[sums_next_].bytes, stream_), "attention sums");
+    if (const Workspace& first = sums_ws_[sums_next_]; first.ptr)
+      note(cudaMemsetAsync(first.ptr, 0, first.bytes, stream_), "attention sums");
     step();
     sums_next_after_graph_ = sums_next_;
     sums_next_ = sums_before;

@@ -303,8 +303,9 @@ bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim)
   // "Eighteenth session"), so the plain types take the sums up to 2048 columns.
   constexpr int64_t kFp32MaxCols = 2048;
   const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
-  return plain && w.cols <= kFp32MaxCols && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 && static_cast<int64_t>(n_head) * head_dim == w.cols &&
-         w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
+  return plain && w.cols <= kFp32MaxCols && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 &&
+         static_cast<int64_t>(n_head) * head_dim == w.cols && w.row_bytes % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
 }
 
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,

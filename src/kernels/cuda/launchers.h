@@ -75,10 +75,9 @@ struct AttentionSums {
   __host__ __device__ int* overflowed() const { return reinterpret_cast<int*>(den() + n_head); }
   __host__ __device__ float* phi() const { return den() + 2 * n_head; }
 };
-// Floats of one AttentionSums buffer, and of the part that must be zero (num, den, overflowed).
-constexpr int64_t attention_sums_floats(int n_head, int head_dim) { return static_cast<int64_t>(n_head) * (head_dim + 3); }
-constexpr int64_t attention_sums_cleared_floats(int n_head, int head_dim) {
-  return static_cast<int64_t>(n_head) * (head_dim + 2);
+// Floats of one AttentionSums buffer.
+constexpr int64_t attention_sums_floats(int n_head, int head_dim) {
+  return static_cast<int64_t>(n_head) * (head_dim + 3);
 }
 
 // The operands of one GEMV launch as the kernels take them (gemv.cu, gemv_dp4a.cu,
@@ -98,7 +97,7 @@ struct GemvArgs {
   const uint8_t* x_staged = nullptr;
   const float* sumsq_partials = nullptr;
   int n_partials = 0;
-  // launch_gemv_dp4a_after_attention: x is num / den of these sums (x itself is unused).
+  // launch_gemv_after_attention: x is num / den of these sums (x points at their num).
   AttentionSums attention = {};
 };
 
