@@ -413,6 +413,12 @@ void launch_split_kv(const AttnParams& ap, const AttentionLaunch& p, cudaStream_
   }
 }
 
+// The split-KV workspace (attention_workspace_floats): the splits' acc [n_splits, n_tokens,
+// n_head, head_dim], then their (m, l) [n_splits, n_tokens, n_head, 2] from here.
+float* partial_ml_of(float* workspace, const AttentionLaunch& p, int n_splits) {
+  return workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
+}
+
 AttnParams attn_params(const float* q, const void* k_cache, const void* v_cache, const int32_t* positions,
                        const AttentionLaunch& p, float* workspace, float* out, const AttentionSumsLaunch& sums) {
   const int heads_per_kv = p.n_head / p.n_head_kv;
@@ -424,7 +430,7 @@ AttnParams attn_params(const float* q, const void* k_cache, const void* v_cache,
                 AttentionSums{}, nullptr, 0};
   if (n_splits > 1) {
     ap.partial_acc = workspace;
-    ap.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
+    ap.partial_ml = partial_ml_of(workspace, p, n_splits);
   }
   if (sums.buffer && attention_sums_apply(p)) {
     ap.sums = attention_sums_view(p, workspace, sums.buffer);
@@ -445,7 +451,7 @@ AttentionSums attention_sums_view(const AttentionLaunch& p, float* workspace, fl
   AttentionSums s;
   s.buffer = buffer;
   s.partial_acc = workspace;
-  s.partial_ml = workspace + static_cast<size_t>(n_splits) * p.n_tokens * p.n_head * p.head_dim;
+  s.partial_ml = partial_ml_of(workspace, p, n_splits);
   s.n_splits = n_splits;
   s.n_head = p.n_head;
   s.head_dim = p.head_dim;
