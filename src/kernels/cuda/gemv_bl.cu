@@ -205,11 +205,18 @@ struct BlUnit {
   uint4 lines[kBits];
   uint2 s, z;
 };
+// Units a buffer holds: at 1..3 bits one unit is 16..48 bytes a lane, and two buffers of one
+// unit kept too few bytes in flight (H100: bl2g128 at 39 % of the read bandwidth on the
+// 14336 x 4096 shape, bl4g128 69 %), so low widths take 2 or 4 x blocks a buffer.
+template <int kBits>
+constexpr int units_per_buffer() {
+  return kBits == 1 ? 4 : kBits <= 3 ? 2 : 1;
+}
 
 // A block's work is a sequence of (tile, k) items, the same for all its threads: tile
-// blockIdx.x, then gridDim.x further, ...; k = 0 .. per_tile - 1, the lane's x block slot + k *
-// kSlots of it (none past the row's end). So every thread reaches a tile's end at the same
-// item, and the barrier of the reduction there is uniform.
+// blockIdx.x, then gridDim.x further, ...; k = 0 .. per_tile - 1, the lane's x blocks slot +
+// (k U + j) kSlots, j < U = units_per_buffer (none past the row's end). So every thread reaches a
+// tile's end at the same item, and the barrier of the reduction there is uniform.
 template <int kBits, Prologue kPro>
 __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlTiles l) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -217,16 +224,17 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int a = lane % 4, slot = warp * kSlotsPerWarp + lane / 4;
   const int64_t xblocks = p.cols / kXBlock, tiles = p.rows / kTileRows;
-  const int64_t per_tile = (xblocks + kSlots - 1) / kSlots;
+  constexpr int kUnits = units_per_buffer<kBits>();
+  using Buffer = BlUnit<kBits>[kUnits];
+  const int64_t per_tile = (xblocks + kSlots * kUnits - 1) / (kSlots * kUnits);
   const int in_group_mask = (1 << l.group_xblocks_log2) - 1;
   struct Item {
     int64_t tile, k;
   };
   auto next = [&](Item it) { return it.k + 1 < per_tile ? Item{it.tile, it.k + 1} : Item{it.tile + gridDim.x, 0}; };
-  auto load = [&](BlUnit<kBits>& u, Item it) {
-    const int64_t xb = slot + it.k * kSlots;
-    if (it.tile >= tiles || xb >= xblocks) return;
-    const uint8_t* tg = p.w + it.tile * l.tile_bytes + (xb >> l.group_xblocks_log2) * l.group_bytes;
+  auto load_unit = [&](BlUnit<kBits>& u, int64_t tile, int64_t xb) {
+    if (tile >= tiles || xb >= xblocks) return;
+    const uint8_t* tg = p.w + tile * l.tile_bytes + (xb >> l.group_xblocks_log2) * l.group_bytes;
     const uint8_t* lines = tg + kHeaderBytes + kLineBytes * kBits * (xb & in_group_mask) + 16 * a;
 #pragma unroll
     for (int k = 0; k < kBits; ++k) u.lines[k] = __ldcs(reinterpret_cast<const uint4*>(lines + kLineBytes * k));
@@ -235,9 +243,12 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
   };
   const int8_t* xq = reinterpret_cast<const int8_t*>(smem);
   const XScale* xs = reinterpret_cast<const XScale*>(smem + p.cols);
+  auto load = [&](Buffer& buf, Item it) {
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) load_unit(buf[j], it.tile, slot + (it.k * kUnits + j) * kSlots);
+  };
   // res_r += s_r (d int_dot_r - z_r d sum(q)) for rows 4a + r.
-  auto use = [&](const BlUnit<kBits>& u, Item it, float (&res)[4]) {
-    const int64_t xb = slot + it.k * kSlots;
+  auto use_unit = [&](const BlUnit<kBits>& u, int64_t xb, float (&res)[4]) {
     if (xb >= xblocks) return;
     const int4 x0 = reinterpret_cast<const int4*>(xq + xb * kXBlock)[0];
     const int4 x1 = reinterpret_cast<const int4*>(xq + xb * kXBlock)[1];
@@ -254,9 +265,13 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
 #pragma unroll
     for (int r = 0; r < 4; ++r) res[r] += s[r] * fmaf(sc.d, static_cast<float>(acc[r]), -z[r] * dsum);
   };
+  auto use = [&](const Buffer& buf, Item it, float (&res)[4]) {
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) use_unit(buf[j], slot + (it.k * kUnits + j) * kSlots, res);
+  };
 
-  // Two units in flight, as gemv_dp4a.cu's two buffers (swapped by unrolling, not copying).
-  BlUnit<kBits> buf0, buf1;
+  // Two buffers in flight, as gemv_dp4a.cu's (swapped by unrolling, not copying).
+  Buffer buf0, buf1;
   Item ia{blockIdx.x, 0}, ib = next(ia);
   load(buf0, ia);
   load(buf1, ib);  // both in flight while x is staged
@@ -292,7 +307,7 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
   };
   // Multiplies item ia (in buf), refills buf with the item after ib (in flight during the
   // tile's reduction); false once ia is past the end.
-  auto step = [&](BlUnit<kBits>& buf) {
+  auto step = [&](Buffer& buf) {
     if (ia.tile >= tiles) return false;
     use(buf, ia, res);
     const Item ic = next(ib);
