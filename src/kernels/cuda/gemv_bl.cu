@@ -208,8 +208,13 @@ struct BlUnit {
 // Units a buffer holds: at 1..3 bits one unit is 16..48 bytes a lane, and two buffers of one
 // unit kept too few bytes in flight (H100: bl2g128 at 39 % of the read bandwidth on the
 // 14336 x 4096 shape, bl4g128 69 %), so low widths take 2 or 4 x blocks a buffer.
+#ifndef BL_EXP
+#define BL_EXP 0
+#endif
+#define BL_EXP_OUT_EARLY (BL_EXP >= 2)
 template <int kBits>
 constexpr int units_per_buffer() {
+  if (BL_EXP >= 1) return kBits == 1 ? 4 : kBits == 2 ? 3 : kBits <= 4 ? 2 : 1;
   return kBits == 1 ? 4 : kBits <= 3 ? 2 : 1;
 }
 
@@ -282,6 +287,15 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
 
   float res[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   int parity = 0;
+  // What a tile's sums are added to (out with accumulate, the bias): thread r < 16 loads row r's
+  // of its next tile when the tile before ends, so no load waits at a tile's end.
+  float prior = 0.0f;
+  auto load_prior = [&](int64_t tile) {
+    if (!BL_EXP_OUT_EARLY || threadIdx.x >= kTileRows || tile >= tiles) return;
+    const int64_t row = tile * kTileRows + threadIdx.x;
+    prior = (p.fuse.accumulate ? p.out[row] : 0.0f) + (p.bias ? p.bias[row] : 0.0f);
+  };
+  load_prior(blockIdx.x);
   // Sums over the warp's 8 slots (lanes a + 4h) by shuffles, over the 8 warps in shared memory;
   // one barrier a tile (the partials alternate between two buffers).
   auto finish_tile = [&](int64_t tile) {
@@ -300,9 +314,14 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
       float sum = 0.0f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) sum += partial[parity][w][threadIdx.x];
-      const float v = (kScaled ? sum * out_scale[0] : sum) + (p.bias ? p.bias[row] : 0.0f);
-      p.out[row] = p.fuse.accumulate ? p.out[row] + v : v;
+      if (BL_EXP_OUT_EARLY) {
+        p.out[row] = prior + (kScaled ? sum * out_scale[0] : sum);
+      } else {
+        const float v = (kScaled ? sum * out_scale[0] : sum) + (p.bias ? p.bias[row] : 0.0f);
+        p.out[row] = p.fuse.accumulate ? p.out[row] + v : v;
+      }
     }
+    load_prior(tile + gridDim.x);
     parity ^= 1;
   };
   // Multiplies item ia (in buf), refills buf with the item after ib (in flight during the
