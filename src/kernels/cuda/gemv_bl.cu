@@ -3,8 +3,9 @@
 //  - gemv_bl_token_kernel: one token, cols % 256 == 0 (the models' decode step). x is staged as
 //    gemv_dp4a.cu stages it (gemv_int8_x.cuh), so it takes the same prologues (norm or SwiGLU
 //    inside, x quantized once by a kernel before it, or the attention's sums), and its first
-//    weights are in flight before it waits for the kernel before it (PDL). Work as below, with
-//    the loads of the next two x blocks in flight across the end of a tile.
+//    weights are in flight before it waits for the kernel before it (PDL). Work as below, in
+//    two buffers of 1..4 x blocks a lane (units_per_buffer), the next ones in flight across the
+//    end of a tile.
 //  - gemv_bl_kernel: anything else (2..4 tokens, or cols % 256 != 0).
 //
 // x is quantized to int8 per 32 values in shared memory by every block (as gemv_dp4a.cu: each
@@ -205,17 +206,12 @@ struct BlUnit {
   uint4 lines[kBits];
   uint2 s, z;
 };
-// Units a buffer holds: at 1..3 bits one unit is 16..48 bytes a lane, and two buffers of one
-// unit kept too few bytes in flight (H100: bl2g128 at 39 % of the read bandwidth on the
-// 14336 x 4096 shape, bl4g128 69 %), so low widths take 2 or 4 x blocks a buffer.
-#ifndef BL_EXP
-#define BL_EXP 0
-#endif
-#define BL_EXP_OUT_EARLY (BL_EXP >= 2)
+// Units a buffer holds, for enough bytes in flight (one unit is 16 b bytes a lane). H100, 8B
+// and 1B whole-model decode (docs/cuda.md, "Nineteenth session"): bl4g128 with 2 units a buffer
+// against 1, +2.5 % / +6.5 %; bl2g128 with 3 against 2, -4 % (126 registers).
 template <int kBits>
 constexpr int units_per_buffer() {
-  if (BL_EXP >= 1) return kBits == 1 ? 4 : kBits == 2 ? 3 : kBits <= 4 ? 2 : 1;
-  return kBits == 1 ? 4 : kBits <= 3 ? 2 : 1;
+  return kBits == 1 ? 4 : kBits <= 4 ? 2 : 1;
 }
 
 // A block's work is a sequence of (tile, k) items, the same for all its threads: tile
@@ -287,15 +283,6 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
 
   float res[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   int parity = 0;
-  // What a tile's sums are added to (out with accumulate, the bias): thread r < 16 loads row r's
-  // of its next tile when the tile before ends, so no load waits at a tile's end.
-  float prior = 0.0f;
-  auto load_prior = [&](int64_t tile) {
-    if (!BL_EXP_OUT_EARLY || threadIdx.x >= kTileRows || tile >= tiles) return;
-    const int64_t row = tile * kTileRows + threadIdx.x;
-    prior = (p.fuse.accumulate ? p.out[row] : 0.0f) + (p.bias ? p.bias[row] : 0.0f);
-  };
-  load_prior(blockIdx.x);
   // Sums over the warp's 8 slots (lanes a + 4h) by shuffles, over the 8 warps in shared memory;
   // one barrier a tile (the partials alternate between two buffers).
   auto finish_tile = [&](int64_t tile) {
@@ -314,14 +301,9 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
       float sum = 0.0f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) sum += partial[parity][w][threadIdx.x];
-      if (BL_EXP_OUT_EARLY) {
-        p.out[row] = prior + (kScaled ? sum * out_scale[0] : sum);
-      } else {
-        const float v = (kScaled ? sum * out_scale[0] : sum) + (p.bias ? p.bias[row] : 0.0f);
-        p.out[row] = p.fuse.accumulate ? p.out[row] + v : v;
-      }
+      const float v = (kScaled ? sum * out_scale[0] : sum) + (p.bias ? p.bias[row] : 0.0f);
+      p.out[row] = p.fuse.accumulate ? p.out[row] + v : v;
     }
-    load_prior(tile + gridDim.x);
     parity ^= 1;
   };
   // Multiplies item ia (in buf), refills buf with the item after ib (in flight during the
