@@ -3,6 +3,8 @@
 // 64, 128, rows 16, 48 and 4112 (one tile, three, 257), several groups per row, 1..5 and 17
 // tokens (1..4: one GEMV launch; 5: two; 17: dequantize + cuBLAS), fresh random inputs, the
 // output poisoned with NaN before each run; read-back equal to the uploaded bytes; get_rows.
+// The codes the dequantizing kernel takes out of the code lines (bltile::codes_line_dword, run
+// on the host) equal unpack_bl_codes for every width and group (no GPU needed).
 // One token through fused_matmul (the model's decode path): the norm / SwiGLU prologue inside
 // the GEMV or x quantized once before it, the residual add (FusedOneTokenAgainstFp64).
 // Without a GPU every test skips ("no CUDA device").
@@ -18,6 +20,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "gpu/cuda_test_util.h"
+#include "kernels/cuda/bl_tiles.cuh"
 #include "kernels/cuda/launchers.h"
 #include "quant/bl_group.h"
 #include "quant/quant.h"
@@ -134,6 +137,50 @@ TEST(CudaBl, MatmulEveryWidthAgainstReference) {
     }
   }
   std::printf("[ bl matmul ] max error / tolerance = %.3g\n", worst);
+}
+
+template <int kBits, int kU = 0>
+void codes_of_lines(const uint32_t* dwords, uint32_t* codes) {
+  if constexpr (kU < kBits) {
+    cuda::bltile::codes_line_dword<kBits, kU>(dwords[kU], codes);
+    codes_of_lines<kBits, kU + 1>(dwords, codes);
+  }
+}
+
+template <int kBits>
+void check_codes_of_lines(std::mt19937_64& rng) {
+  for (int g : {32, 64, 128}) {
+    const DType t = *quant::bl_group_dtype(kBits, g);
+    const quant::BlGroupShape shape = *quant::bl_group_shape(t);
+    const BlProblem p = make_weight(t, g, 16, rng);  // one tile group
+    for (int r = 0; r < 16; ++r) {
+      uint8_t want[128];
+      float s, z;
+      quant::unpack_bl_codes(shape, p.bytes.data(), r, want, s, z);
+      for (int xb = 0; xb < g / 32; ++xb) {
+        uint32_t dwords[kBits], codes[8] = {};
+        for (int u = 0; u < kBits; ++u)
+          std::memcpy(&dwords[u], p.bytes.data() + cuda::bltile::kHeaderBytes +
+                                      cuda::bltile::kLineBytes * (kBits * xb + u) + 4 * r, 4);
+        codes_of_lines<kBits>(dwords, codes);
+        for (int col = 0; col < 32; ++col)
+          ASSERT_EQ((codes[col / 4] >> (8 * (col % 4))) & 0xFF, want[32 * xb + col])
+              << dtype_name(t) << " row " << r << " column " << 32 * xb + col;
+      }
+    }
+  }
+}
+
+TEST(CudaBl, CodesFromLinesEqualUnpackOnHost) {
+  std::mt19937_64 rng(19);
+  check_codes_of_lines<1>(rng);
+  check_codes_of_lines<2>(rng);
+  check_codes_of_lines<3>(rng);
+  check_codes_of_lines<4>(rng);
+  check_codes_of_lines<5>(rng);
+  check_codes_of_lines<6>(rng);
+  check_codes_of_lines<7>(rng);
+  check_codes_of_lines<8>(rng);
 }
 
 // One token through fused_matmul with cols % 256 == 0 (gemv_bl_token_kernel): x' = x, x * norm /
