@@ -4,7 +4,7 @@
 #     prompt; an 80-token one with an f16 KV cache against the CPU only), and greedy
 #     continuations of CUDA and CPU, on synthetic smollm2-135m models (q4_1, q8_0, bl4g64: the
 #     real SmolLM2 file is 98 MB, over what a call to the GPU machine carries); greedy CUDA vs
-#     CPU also on the synthetic llama3-1b q4_0 of the benchmark (32 tokens);
+#     CPU also on the synthetic llama3-1b q4_0 (32 tokens) and bl4g128 (20) of the benchmark;
 #  2. `bitlight bench` on synthetic Llama-3 1B and 8B shapes, decode as % of the HBM read
 #     bandwidth measured in the same run, prefill (pp512; 8B also pp2048 as one forward pass of
 #     2048 tokens) as % of the bf16 peak measured in the same run; a markdown summary goes to
@@ -93,6 +93,11 @@ for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b
   # 8192-wide down projection takes the GEMV whose x is quantized once by a kernel of its own.
   if [[ $spec == llama3-1b:q4_0 ]]; then
     greedy_cpu_equals_cuda "$m" 32 "$spec" run_1b || failed=1
+  elif [[ $spec == llama3-1b:bl4g128 ]]; then
+    # 20 tokens: the 24th is a near-tie in this synthetic model (CPU's top-2 logits 0.0025 apart,
+    # the backends' logits ~0.0027 apart at every position, old and new bl GEMV alike; docs/cuda.md
+    # "Nineteenth session"), which the attention's float atomics can flip either way.
+    greedy_cpu_equals_cuda "$m" 20 "$spec" run_1b || failed=1
   fi
   # Batch decode: 16 sequences, one token each per step (tok/s over all 16).
   "$B" bench -m "$m" --device cuda -p 16 -n 32 -r 2 -B 16 --json "$OUT/bench_${shape}_${type}_b16.json" | tail -2 || failed=1

@@ -79,8 +79,9 @@ void try_range(const float* x, const float* imp, int g, int nmax, float lo, floa
   requantize(x, imp, g, nmax, f32_to_fp16(static_cast<float>(S)), f32_to_fp16(static_cast<float>(z)), best);
 }
 
-// The best fit (s, z and codes) of one group of g values.
-Fit quantize_group(const BlGroupShape& shape, const float* x, const float* importance) {
+// The best fit (s, z and codes) of one group of g values; without search, the plain min/max
+// round-to-nearest fit alone.
+Fit quantize_group(const BlGroupShape& shape, const float* x, const float* importance, bool search) {
   const int g = shape.group_size, nmax = (1 << shape.bits) - 1;
   float imp[kMaxGroup];
   bl_group_error_weights(x, importance, g, imp);
@@ -101,6 +102,7 @@ Fit quantize_group(const BlGroupShape& shape, const float* x, const float* impor
   // Plain min/max round-to-nearest first: the search can only improve on it.
   const float s = (hi - lo) / static_cast<float>(nmax);
   requantize(x, imp, g, nmax, f32_to_fp16(s), f32_to_fp16(-lo / s), best);
+  if (!search) return best;
   for (int is = -kAnchoredSteps; is <= kAnchoredSteps; ++is) {
     const float levels = static_cast<float>(nmax) + 0.1f * static_cast<float>(is);
     if (levels <= 0.0f) continue;
@@ -175,7 +177,10 @@ void unpack_bl_codes(const BlGroupShape& shape, const uint8_t* tile_group, int r
       }
 }
 
-void quantize_bl_matrix(DType t, const float* x, void* dst, int64_t rows, int64_t cols, const float* importance) {
+namespace {
+
+void quantize_matrix_groups(DType t, const float* x, void* dst, int64_t rows, int64_t cols, const float* importance,
+                            bool search) {
   const std::optional<BlGroupShape> shape = bl_group_shape(t);
   assert(shape && rows % kBlTileRows == 0 && cols % shape->group_size == 0);
   const int g = shape->group_size;
@@ -185,10 +190,21 @@ void quantize_bl_matrix(DType t, const float* x, void* dst, int64_t rows, int64_
   for (int64_t row = 0; row < rows; ++row) {
     uint8_t* tile = out + (row / kBlTileRows) * groups * shape->tile_group_bytes();
     for (int64_t grp = 0; grp < groups; ++grp) {
-      const Fit fit = quantize_group(*shape, x + row * cols + grp * g, importance ? importance + grp * g : nullptr);
+      const Fit fit =
+          quantize_group(*shape, x + row * cols + grp * g, importance ? importance + grp * g : nullptr, search);
       pack_row(*shape, fit, static_cast<int>(row % kBlTileRows), tile + grp * shape->tile_group_bytes());
     }
   }
+}
+
+}  // namespace
+
+void quantize_bl_matrix(DType t, const float* x, void* dst, int64_t rows, int64_t cols, const float* importance) {
+  quantize_matrix_groups(t, x, dst, rows, cols, importance, true);
+}
+
+void quantize_bl_matrix_nearest(DType t, const float* x, void* dst, int64_t rows, int64_t cols) {
+  quantize_matrix_groups(t, x, dst, rows, cols, nullptr, false);
 }
 
 void ternary_to_bl2(DType from, const void* src, void* dst, int64_t rows, int64_t cols) {

@@ -75,6 +75,9 @@ NibblePlace bl_nibble_place(const BlGroupShape& shape, int r, int c, int q, int 
 // error weights e of bl_group_error_weights. importance ([cols] values >= 0, or nullptr) is the
 // activation-aware mode's mean squared activation of each input feature (an importance matrix).
 void quantize_bl_matrix(DType t, const float* x, void* dst, int64_t rows, int64_t cols, const float* importance);
+// The same with the plain min/max round-to-nearest fit only (no search: ~30x less work), for
+// synthetic models (runtime/synthetic_model.h), whose weights are random and only timed.
+void quantize_bl_matrix_nearest(DType t, const float* x, void* dst, int64_t rows, int64_t cols);
 // Error weights of one group of g values x: e_j = importance_j, or 1 without importance.
 // (ggml's K-quant weighting e_j = rms(x) + |x_j| was tried: on SmolLM2-135M at bl3g64 it gave
 // a worse perplexity than uniform weights, 818 vs 509, so the plain form stays.)

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "io/gguf_writer.h"
+#include "quant/bl_group.h"
 #include "quant/quant.h"
 #include "tokenizer/byte_level.h"
 
@@ -48,7 +49,12 @@ Status add_matrix(GgufWriter& w, const std::string& name, DType type, int64_t co
         for (int64_t r = 0; r < tile; ++r)
           fill_uniform(values.data() + r * cols, cols, stream + static_cast<uint64_t>(i * tile + r) * 0x632be59bd9b4e019ull,
                        amplitude);
-        quantize_matrix(type, values.data(), static_cast<char*>(dst) + static_cast<size_t>(i * tile) * row_size, tile, cols);
+        char* out = static_cast<char*>(dst) + static_cast<size_t>(i * tile) * row_size;
+        // bl types without the clipping search (8B bl4g128: minutes with it, on 16 cores).
+        if (quant::is_bl_group(type))
+          quant::quantize_bl_matrix_nearest(type, values.data(), out, tile, cols);
+        else
+          quantize_matrix(type, values.data(), out, tile, cols);
       }
     });
     return Status::Ok();

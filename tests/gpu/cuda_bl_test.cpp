@@ -3,6 +3,10 @@
 // 64, 128, rows 16, 48 and 4112 (one tile, three, 257), several groups per row, 1..5 and 17
 // tokens (1..4: one GEMV launch; 5: two; 17: dequantize + cuBLAS), fresh random inputs, the
 // output poisoned with NaN before each run; read-back equal to the uploaded bytes; get_rows.
+// The codes the dequantizing kernel takes out of the code lines (bltile::codes_line_dword, run
+// on the host) equal unpack_bl_codes for every width and group (no GPU needed).
+// One token through fused_matmul (the model's decode path): the norm / SwiGLU prologue inside
+// the GEMV or x quantized once before it, the residual add (FusedOneTokenAgainstFp64).
 // Without a GPU every test skips ("no CUDA device").
 #include <gtest/gtest.h>
 
@@ -16,6 +20,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "gpu/cuda_test_util.h"
+#include "kernels/cuda/bl_tiles.cuh"
 #include "kernels/cuda/launchers.h"
 #include "quant/bl_group.h"
 #include "quant/quant.h"
@@ -132,6 +137,142 @@ TEST(CudaBl, MatmulEveryWidthAgainstReference) {
     }
   }
   std::printf("[ bl matmul ] max error / tolerance = %.3g\n", worst);
+}
+
+template <int kBits, int kU = 0>
+void codes_of_lines(const uint32_t* dwords, uint32_t* codes) {
+  if constexpr (kU < kBits) {
+    cuda::bltile::codes_line_dword<kBits, kU>(dwords[kU], codes);
+    codes_of_lines<kBits, kU + 1>(dwords, codes);
+  }
+}
+
+template <int kBits>
+void check_codes_of_lines(std::mt19937_64& rng) {
+  for (int g : {32, 64, 128}) {
+    const DType t = *quant::bl_group_dtype(kBits, g);
+    const quant::BlGroupShape shape = *quant::bl_group_shape(t);
+    const BlProblem p = make_weight(t, g, 16, rng);  // one tile group
+    for (int r = 0; r < 16; ++r) {
+      uint8_t want[128];
+      float s, z;
+      quant::unpack_bl_codes(shape, p.bytes.data(), r, want, s, z);
+      for (int xb = 0; xb < g / 32; ++xb) {
+        uint32_t dwords[kBits], codes[8] = {};
+        for (int u = 0; u < kBits; ++u)
+          std::memcpy(&dwords[u], p.bytes.data() + cuda::bltile::kHeaderBytes +
+                                      cuda::bltile::kLineBytes * (kBits * xb + u) + 4 * r, 4);
+        codes_of_lines<kBits>(dwords, codes);
+        for (int col = 0; col < 32; ++col)
+          ASSERT_EQ((codes[col / 4] >> (8 * (col % 4))) & 0xFF, want[32 * xb + col])
+              << dtype_name(t) << " row " << r << " column " << 32 * xb + col;
+      }
+    }
+  }
+}
+
+TEST(CudaBl, CodesFromLinesEqualUnpackOnHost) {
+  std::mt19937_64 rng(19);
+  check_codes_of_lines<1>(rng);
+  check_codes_of_lines<2>(rng);
+  check_codes_of_lines<3>(rng);
+  check_codes_of_lines<4>(rng);
+  check_codes_of_lines<5>(rng);
+  check_codes_of_lines<6>(rng);
+  check_codes_of_lines<7>(rng);
+  check_codes_of_lines<8>(rng);
+}
+
+// One token through fused_matmul with cols % 256 == 0 (gemv_bl_token_kernel): x' = x, x * norm /
+// rms or silu(x) * up, with and without the residual add, against W x' in fp64 from the
+// dequantized rows. Columns 768 take the prologue inside every block, wider ones x quantized
+// once by a kernel before the GEMV; 4352 leaves the last of a tile's three x-block rounds mostly
+// empty; 14336 gives each lane 7 x blocks a tile (the loads cross tile ends), 4112 rows 257
+// tiles (more than one pass of the grid). Every width and group at the two small shapes, a few
+// types at the big ones (the host's fp64 product is the slow part).
+TEST(CudaBl, FusedOneTokenAgainstFp64) {
+  SKIP_WITHOUT_GPU();
+  auto opened = open_cuda_backend(0);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  CudaBackend& cuda = **opened;
+  std::mt19937_64 rng(2611);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  enum Mode { kPlain, kNorm, kGate, kAdd, kGateAdd, kNormAdd };
+  struct Shape {
+    int64_t cols, rows;
+  };
+  const std::vector<DType> big_types = {*quant::bl_group_dtype(4, 128), *quant::bl_group_dtype(2, 128),
+                                        *quant::bl_group_dtype(3, 64), *quant::bl_group_dtype(8, 32)};
+  double worst = 0.0;
+  for (DType t : every_bl_type())
+    for (const Shape s : {Shape{768, 48}, Shape{2048, 16}, Shape{4352, 4112}, Shape{14336, 48}})
+      for (Mode mode : {kPlain, kNorm, kGate, kAdd, kGateAdd, kNormAdd}) {
+        const bool big = s.cols * s.rows > 2048 * 16;
+        if (big && std::find(big_types.begin(), big_types.end(), t) == big_types.end()) continue;
+        if (big && s.rows > 48 && mode != kNorm && mode != kGateAdd) continue;
+        SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(s.cols) + " rows=" +
+                     std::to_string(s.rows) + " mode=" + std::to_string(mode));
+        const bool norm = mode == kNorm || mode == kNormAdd, gate = mode == kGate || mode == kGateAdd,
+                   acc = mode == kAdd || mode == kGateAdd || mode == kNormAdd;
+        cuda::WeightView v;
+        v.dtype = t, v.cols = s.cols, v.rows = s.rows;
+        const BlProblem p = make_weight(t, s.cols, s.rows, rng);
+        auto w = cuda.upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, s.cols, s.rows));
+        ASSERT_TRUE(w.ok()) << w.status().message();
+        v.data = w->data;
+        ASSERT_TRUE(cuda::gemv_bl_token_applies(v));
+
+        std::vector<float> x(static_cast<size_t>(s.cols)), up(x.size()), g(x.size()),
+            before(static_cast<size_t>(s.rows));
+        for (float& e : x) e = 4.0f * dist(rng);
+        for (float& e : up) e = dist(rng);
+        for (float& e : g) e = dist(rng);
+        for (float& e : before) e = dist(rng);
+        std::vector<float> xp(x.size());  // x', what the product is checked against
+        double ss = 0.0;
+        for (float e : x) ss += static_cast<double>(e) * e;
+        const double inv_rms = 1.0 / std::sqrt(ss / static_cast<double>(s.cols) + 1e-5);
+        for (size_t k = 0; k < x.size(); ++k) {
+          const double e = x[k];
+          xp[k] = static_cast<float>(norm ? e * inv_rms * g[k] : gate ? e / (1.0 + std::exp(-e)) * up[k] : e);
+        }
+        auto xt = cuda.alloc(DType::F32, {s.cols, 1, 1, 1});
+        auto ut = cuda.alloc(DType::F32, {s.cols, 1, 1, 1});
+        auto gt = cuda.alloc(DType::F32, {s.cols, 1, 1, 1});
+        auto out = cuda.alloc(DType::F32, {s.rows, 1, 1, 1});
+        auto scratch = cuda.alloc(DType::F32, {s.cols + s.rows, 1, 1, 1});
+        ASSERT_TRUE(xt.ok() && ut.ok() && gt.ok() && out.ok() && scratch.ok());
+        cuda.write(*xt, x.data(), x.size() * sizeof(float));
+        cuda.write(*ut, up.data(), up.size() * sizeof(float));
+        cuda.write(*gt, g.data(), g.size() * sizeof(float));
+        if (acc) {
+          cuda.write(*out, before.data(), before.size() * sizeof(float));
+        } else {
+          const std::vector<uint8_t> poison(out->bytes(), 0xff);  // NaN
+          cuda.write(*out, poison.data(), poison.size());
+        }
+        MatmulFusion f;
+        f.norm = norm ? &*gt : nullptr;
+        f.up = gate ? &*ut : nullptr;
+        f.accumulate = acc;
+        f.scratch = &*scratch;
+        cuda.fused_matmul(*w, *xt, *out, f);
+        std::vector<float> got(static_cast<size_t>(s.rows));
+        cuda.read(*out, got.data(), got.size() * sizeof(float));
+        ASSERT_TRUE(cuda.status().ok()) << cuda.status().message();
+        if (acc)
+          for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
+        std::vector<float> want(got.size());
+        for (int64_t r = 0; r < s.rows; ++r) {
+          double sum = 0.0;
+          for (int64_t k = 0; k < s.cols; ++k) sum += static_cast<double>(p.w[r * s.cols + k]) * xp[k];
+          want[r] = static_cast<float>(sum);
+        }
+        const double e = error_ratio(p, xp, got, want, s.cols, s.rows, 1, 1e-5, true);
+        EXPECT_LE(e, 1.0);
+        worst = std::max(worst, e);
+      }
+  std::printf("[ bl fused one token ] max error / tolerance = %.3g\n", worst);
 }
 
 TEST(CudaBl, GetRowsEqualsReference) {

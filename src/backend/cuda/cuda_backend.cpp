@@ -18,6 +18,7 @@
 #include "core/env_switch.h"
 #include "kernels/cuda/bandwidth_probe.h"
 #include "kernels/cuda/launchers.h"
+#include "quant/bl_group.h"
 
 namespace bl {
 
@@ -525,13 +526,15 @@ class CudaBackendImpl final : public CudaBackend {
       }
       expect(!gate_activated, op, "the gate was stored activated for this SwiGLU, but its GEMV did not launch");
     }
-    const bool block32 = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0 || w.dtype == DType::Q4_1;
+    // bl<b>g<g> as the block formats of 32 (not measured apart).
+    const bool block32 = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0 || w.dtype == DType::Q4_1 ||
+                         quant::is_bl_group(w.dtype);
     const int64_t prologue_max_cols = block32 ? 1024 : 2048;
     const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
     if (extra && cols > prologue_max_cols && scratch_ok && operands_ok &&
-        cuda::launch_gemv_dp4a_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
-                                                bias ? bias->as<float>() : nullptr, g, f.scratch->data,
-                                                f.scratch->bytes(), stream_)) {
+        cuda::launch_gemv_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
+                                           bias ? bias->as<float>() : nullptr, g, f.scratch->data, f.scratch->bytes(),
+                                           stream_)) {
       check_launch(op);
       return;
     }

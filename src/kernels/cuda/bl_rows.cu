@@ -1,7 +1,13 @@
 // Whole-row decoding of bl<b>g<g> weights as stored (bl_tiles.cuh): the fp16 operand of the
-// cuBLAS prefill GEMM and get_rows (a bl token-embedding table). One thread per (row, chunk of
-// 16 columns); each code is gathered from its b nibbles (bltile::code_at). These passes run
-// once per prefill matmul, not per token, so they are written for clarity, not speed.
+// cuBLAS prefill GEMM and get_rows (a bl token-embedding table).
+//
+// The prefill operand (dequantize_bl_kernel) is written once per matrix and prompt chunk, all
+// of the model's weights in fp16 (8B: ~16 GB a pass): one thread per (16-row tile, 32-column
+// block, a) loads rows 4a .. 4a + 3 of the block's b code lines (one 16-byte load each, as the
+// GEMV), takes the codes out of them with the GEMV's own bit transpose (bltile::codes_line_dword)
+// and writes 4 rows x 32 values as 16-byte stores. (It was one thread per 16 values gathering
+// each code bit by bit, bltile::code_at: 8B bl4g128 pp2048 at 32 % of the bf16 peak against 69 %
+// for q4_0, docs/cuda.md "Nineteenth session".) get_rows still decodes bit by bit (one row a token).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -39,22 +45,66 @@ __device__ void decode_chunk16(const BlMatrix& m, int64_t row, int64_t c, float 
   for (int k = 0; k < kChunkCols; ++k) v[k] = s * (static_cast<float>(code_at(tg, m.bits, r, in_group + k)) - z);
 }
 
-// dst row-major [rows, cols] fp16 (bf16) bits.
-template <bool kBf16>
-__global__ void dequantize_bl_kernel(BlMatrix m, uint16_t* dst) {
-  const int64_t chunks = m.cols / kChunkCols;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i >= chunks * m.rows) return;
-  const int64_t row = i / chunks, c = i % chunks;
-  float v[kChunkCols];
-  decode_chunk16(m, row, c, v);
-  uint32_t h[kChunkCols / 2];
+// codes [8] of one row's dword of each of the b lines of a 32-column block (bl_tiles.cuh).
+template <int kBits, int kU = 0>
+__device__ __forceinline__ void codes_of_lines(const uint32_t (&dwords)[kBits], uint32_t (&codes)[8]) {
+  if constexpr (kU < kBits) {
+    codes_line_dword<kBits, kU>(dwords[kU], codes);
+    codes_of_lines<kBits, kU + 1>(dwords, codes);
+  }
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int r) { return r == 0 ? v.x : r == 1 ? v.y : r == 2 ? v.z : v.w; }
+
+// dst row-major [rows, cols] fp16 (bf16) bits. One thread per (tile, 32-column block, a), a the
+// fastest: the 4 threads of a block read its lines' 64 bytes side by side.
+template <int kBits, bool kBf16>
+__global__ void __launch_bounds__(kThreads) dequantize_bl_kernel(BlMatrix m, uint16_t* dst) {
+  const int64_t xblocks = m.cols / 32, i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= m.rows / kTileRows * xblocks * 4) return;
+  const int a = static_cast<int>(i % 4);
+  const int64_t xb = i / 4 % xblocks, tile = i / 4 / xblocks;
+  const int64_t group_xblocks = m.group / 32, tg_bytes = tile_group_bytes(kBits, m.group);
+  const uint8_t* tg = m.w + (tile * (m.cols / m.group) + xb / group_xblocks) * tg_bytes;
+  const uint8_t* lines = tg + kHeaderBytes + kLineBytes * kBits * (xb % group_xblocks) + 16 * a;
+  uint4 v[kBits];
 #pragma unroll
-  for (int k = 0; k < kChunkCols / 2; ++k)
-    h[k] = to_half_bits<kBf16>(v[2 * k]) | (static_cast<uint32_t>(to_half_bits<kBf16>(v[2 * k + 1])) << 16);
-  uint4* out = reinterpret_cast<uint4*>(dst + row * m.cols + c * kChunkCols);
-  out[0] = make_uint4(h[0], h[1], h[2], h[3]);
-  out[1] = make_uint4(h[4], h[5], h[6], h[7]);
+  for (int u = 0; u < kBits; ++u) v[u] = __ldcs(reinterpret_cast<const uint4*>(lines + kLineBytes * u));
+  const uint2 s4 = *reinterpret_cast<const uint2*>(tg + 8 * a), z4 = *reinterpret_cast<const uint2*>(tg + 32 + 8 * a);
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    uint32_t dwords[kBits], codes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+    for (int u = 0; u < kBits; ++u) dwords[u] = word_of(v[u], r);
+    codes_of_lines<kBits>(dwords, codes);
+    const uint32_t s_bits = (r < 2 ? s4.x : s4.y) >> (16 * (r % 2)), z_bits = (r < 2 ? z4.x : z4.y) >> (16 * (r % 2));
+    const float s = __half2float(__ushort_as_half(static_cast<unsigned short>(s_bits & 0xFFFF)));
+    const float z = __half2float(__ushort_as_half(static_cast<unsigned short>(z_bits & 0xFFFF)));
+    uint32_t h[16];  // columns 2j, 2j + 1 of the block; codes[w] byte m = column 4w + m
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t c0 = (codes[j / 2] >> (16 * (j % 2))) & 0xFF, c1 = (codes[j / 2] >> (16 * (j % 2) + 8)) & 0xFF;
+      h[j] = to_half_bits<kBf16>(s * (static_cast<float>(c0) - z)) |
+             (static_cast<uint32_t>(to_half_bits<kBf16>(s * (static_cast<float>(c1) - z))) << 16);
+    }
+    uint4* out = reinterpret_cast<uint4*>(dst + (tile * kTileRows + 4 * a + r) * m.cols + xb * 32);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) out[k] = make_uint4(h[4 * k], h[4 * k + 1], h[4 * k + 2], h[4 * k + 3]);
+  }
+}
+
+template <bool kBf16>
+void launch_dequantize_bits(const BlMatrix& m, uint16_t* dst, unsigned blocks, cudaStream_t stream) {
+  switch (m.bits) {
+    case 1: dequantize_bl_kernel<1, kBf16><<<blocks, kThreads, 0, stream>>>(m, dst); break;
+    case 2: dequantize_bl_kernel<2, kBf16><<<blocks, kThreads, 0, stream>>>(m, dst); break;
+    case 3: dequantize_bl_kernel<3, kBf16><<<blocks, kThreads, 0, stream>>>(m, dst); break;
+    case 4: dequantize_bl_kernel<4, kBf16><<<blocks, kThreads, 0, stream>>>(m, dst); break;
+    case 5: dequantize_bl_kernel<5, kBf16><<<blocks, kThreads, 0, stream>>>(m, dst); break;
+    case 6: dequantize_bl_kernel<6, kBf16><<<blocks, kThreads, 0, stream>>>(m, dst); break;
+    case 7: dequantize_bl_kernel<7, kBf16><<<blocks, kThreads, 0, stream>>>(m, dst); break;
+    default: dequantize_bl_kernel<8, kBf16><<<blocks, kThreads, 0, stream>>>(m, dst); break;
+  }
 }
 
 // Grid x over chunks of a row, y over tokens; ids outside [0, rows) give zeros.
@@ -85,10 +135,10 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1)
 bool launch_dequantize_bl(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream) {
   BlMatrix m;
   if (!as_bl(w, m)) return false;
-  const int64_t work = m.rows * (m.cols / kChunkCols);
+  const int64_t work = m.rows / kTileRows * (m.cols / 32) * 4;  // threads
   if (work == 0) return true;
-  if (to_bf16) dequantize_bl_kernel<true><<<blocks_for(work), kThreads, 0, stream>>>(m, dst);
-  else dequantize_bl_kernel<false><<<blocks_for(work), kThreads, 0, stream>>>(m, dst);
+  if (to_bf16) launch_dequantize_bits<true>(m, dst, blocks_for(work), stream);
+  else launch_dequantize_bits<false>(m, dst, blocks_for(work), stream);
   return true;
 }
 

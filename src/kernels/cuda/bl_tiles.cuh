@@ -17,6 +17,8 @@
 // int8 x block: lines never straddle x blocks).
 #pragma once
 
+#include <cuda_runtime.h>  // __host__ __device__ for host compilers too (the host test of the codes)
+
 #include <cstdint>
 
 namespace bl::cuda::bltile {
@@ -81,6 +83,30 @@ __host__ __device__ __forceinline__ int dot_line_dword(uint32_t dword, const int
   constexpr int k0 = 2 * kU, k1 = 2 * kU + 1;  // registers of the line, inside the block
   acc = dot_register<kBits, k0 % kBits, 0>(t, xw + 4 * (k0 / kBits), acc);
   return dot_register<kBits, k1 % kBits, 1>(t, xw + 4 * (k1 / kBits), acc);
+}
+
+// The codes themselves, for the dequantizing kernel (bl_rows.cu): codes_chunk[q] |= the
+// register's fields of quad q, the same fields dot_register multiplies by x (byte m: column 4q + m
+// of the chunk, planes p0 .. p0 + w - 1 in place). Once all b lines of a 32-column block are in,
+// byte m of codes[4 c + q] is the code of column 16 c + 4 q + m.
+template <int kBits, int kJ, int kHalf, int kI0 = 0>
+__host__ __device__ __forceinline__ void codes_register(uint32_t t, uint32_t* codes_chunk) {
+  if constexpr (kI0 < 4) {
+    constexpr int pi0 = 4 * kJ + kI0, q = pi0 / kBits, p0 = pi0 % kBits;
+    constexpr int w = (kBits - p0) < (4 - kI0) ? (kBits - p0) : (4 - kI0);
+    constexpr uint32_t mask = ((1u << w) - 1u) << p0;
+    codes_chunk[q] |= shift_by<p0 - kI0 - 4 * kHalf>(t) & (mask * 0x01010101u);
+    codes_register<kBits, kJ, kHalf, kI0 + w>(t, codes_chunk);
+  }
+}
+
+// codes [8] |= the fields of one dword of line u (0 .. b-1) of a 32-column block.
+template <int kBits, int kU>
+__host__ __device__ __forceinline__ void codes_line_dword(uint32_t dword, uint32_t* codes) {
+  const uint32_t t = transpose_nibbles(dword);
+  constexpr int k0 = 2 * kU, k1 = 2 * kU + 1;
+  codes_register<kBits, k0 % kBits, 0>(t, codes + 4 * (k0 / kBits));
+  codes_register<kBits, k1 % kBits, 1>(t, codes + 4 * (k1 / kBits));
 }
 
 // The code of column col (0 .. g-1) of row r (0..15) of a tile group, for the dequantizing

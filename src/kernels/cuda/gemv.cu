@@ -275,7 +275,7 @@ bool gemv_fp32_prologue_applies(const WeightView& w, const float* x, const float
 
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                  cudaStream_t stream) {
-  if (quant::is_bl_group(w.dtype)) return launch_gemv_bl(w, x, n_tokens, out, bias, false, stream);
+  if (quant::is_bl_group(w.dtype)) return launch_gemv_bl(w, x, n_tokens, out, bias, {}, stream);
   if (tensor_core_gemv_enabled() && launch_gemv_skinny(w, x, n_tokens, out, bias, false, stream)) return true;
   if (n_tokens >= 2 && tensor_core_gemv_enabled() && launch_gemv_tensor_core(w, x, n_tokens, out, bias, stream))
     return true;
@@ -285,9 +285,9 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
 bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                        const GemvFusion& fuse, cudaStream_t stream) {
   if (n_tokens < 1 || n_tokens > kGemvMaxTokens) return false;
-  // bl weights: the residual add in the epilogue; a norm / SwiGLU prologue runs as plain ops.
-  if (quant::is_bl_group(w.dtype))
-    return !fuse.prologue() && launch_gemv_bl(w, x, n_tokens, out, bias, fuse.accumulate, stream);
+  // bl weights: the residual add in the epilogue; a norm / SwiGLU prologue for one token where
+  // the bl GEMV stages x as the dp4a one does (gemv_bl_token_applies), else false.
+  if (quant::is_bl_group(w.dtype)) return launch_gemv_bl(w, x, n_tokens, out, bias, fuse, stream);
   if (!fuse.prologue() && tensor_core_gemv_enabled() &&
       launch_gemv_skinny(w, x, n_tokens, out, bias, fuse.accumulate, stream))
     return true;
@@ -295,8 +295,15 @@ bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float*
   return launch_cuda_core_gemv(w, x, n_tokens, out, bias, fuse, stream);
 }
 
+bool launch_gemv_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                                  const GemvFusion& fuse, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  return launch_gemv_dp4a_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream) ||
+         launch_gemv_bl_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream);
+}
+
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
-  if (gemv_dp4a_after_attention_applies(w, n_head, head_dim)) return true;
+  if (gemv_dp4a_after_attention_applies(w, n_head, head_dim) || gemv_bl_after_attention_applies(w, n_head, head_dim))
+    return true;
   // The fp32 GEMV divides per piece of x in every block (4 rows a block), which slows its stream
   // more than the combine kernel costs at 4096 columns (H100, 8B f16: 182.5-183.1 tok/s with the
   // combine, 180.8-181.6 with the sums; 1B f16 at 2048: 817-840 against 846-852; docs/cuda.md
@@ -311,7 +318,9 @@ bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim)
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
                                  bool accumulate, cudaStream_t stream) {
   if (!sums.buffer || !gemv_after_attention_applies(w, sums.n_head, sums.head_dim)) return false;
-  if (launch_gemv_dp4a_after_attention(w, sums, out, bias, accumulate, stream)) return true;
+  if (launch_gemv_dp4a_after_attention(w, sums, out, bias, accumulate, stream) ||
+      launch_gemv_bl_after_attention(w, sums, out, bias, accumulate, stream))
+    return true;
   GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, sums.num(), 1, out, bias,
              GemvFusion{.accumulate = accumulate}};
   p.attention = sums;

@@ -1,5 +1,12 @@
 // Decode GEMV on bl<b>g<g> weights read as stored (bl_tiles.cuh): out[rows, n] = W x, n <= 4
-// per launch (launch_gemv_bl loops over groups of 4 tokens).
+// per launch (launch_gemv_bl loops over groups of 4 tokens). Two kernels:
+//  - gemv_bl_token_kernel: one token, cols % 256 == 0 (the models' decode step). x is staged as
+//    gemv_dp4a.cu stages it (gemv_int8_x.cuh), so it takes the same prologues (norm or SwiGLU
+//    inside, x quantized once by a kernel before it, or the attention's sums), and its first
+//    weights are in flight before it waits for the kernel before it (PDL). Work as below, in
+//    two buffers of 1..4 x blocks a lane (units_per_buffer), the next ones in flight across the
+//    end of a tile.
+//  - gemv_bl_kernel: anything else (2..4 tokens, or cols % 256 != 0).
 //
 // x is quantized to int8 per 32 values in shared memory by every block (as gemv_dp4a.cu: each
 // x_k off by up to max|x_block| / 254), with d (scale) and d * sum(q) per block. A block of 8
@@ -20,7 +27,9 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/env_switch.h"
 #include "kernels/cuda/bl_tiles.cuh"
+#include "kernels/cuda/gemv_int8_x.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
 #include "quant/bl_group.h"
@@ -29,12 +38,10 @@ namespace bl::cuda {
 namespace {
 
 using namespace bltile;
+using namespace int8x;  // kThreads, kWarps, kXBlock; the x staging of the one-token kernel
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
 constexpr int kSlotsPerWarp = 8;                // lane / 4
 constexpr int kSlots = kWarps * kSlotsPerWarp;  // x blocks of a tile side by side
-constexpr int kXBlock = 32;
 
 struct XBlockScale {
   float d;     // int8 step of the block
@@ -183,6 +190,137 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_kernel(BlGemvArgs p) {
   }
 }
 
+// ---- one token: gemv_bl_token_kernel ----
+
+// The tiles' shape at run time (g is not a template parameter).
+struct BlTiles {
+  int group_xblocks_log2;  // log2(g / 32): g = 32, 64, 128
+  int64_t group_bytes;     // tile_group_bytes(b, g)
+  int64_t tile_bytes;      // a 16-row tile: cols / g groups
+};
+
+// One lane's share of one 32-column x block of a tile: its b code lines for rows 4a..4a+3 and
+// those rows' fp16 s and z for the block's group.
+template <int kBits>
+struct BlUnit {
+  uint4 lines[kBits];
+  uint2 s, z;
+};
+// Units a buffer holds, for enough bytes in flight (one unit is 16 b bytes a lane). H100, 8B
+// and 1B whole-model decode (docs/cuda.md, "Nineteenth session"): bl4g128 with 2 units a buffer
+// against 1, +2.5 % / +6.5 %; bl2g128 with 3 against 2, -4 % (126 registers).
+template <int kBits>
+constexpr int units_per_buffer() {
+  return kBits == 1 ? 4 : kBits <= 4 ? 2 : 1;
+}
+
+// A block's work is a sequence of (tile, k) items, the same for all its threads: tile
+// blockIdx.x, then gridDim.x further, ...; k = 0 .. per_tile - 1, the lane's x blocks slot +
+// (k U + j) kSlots, j < U = units_per_buffer (none past the row's end). So every thread reaches a
+// tile's end at the same item, and the barrier of the reduction there is uniform.
+template <int kBits, Prologue kPro>
+__global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlTiles l) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float partial[2][kWarps][kTileRows];  // by the parity of the block's tile count
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int a = lane % 4, slot = warp * kSlotsPerWarp + lane / 4;
+  const int64_t xblocks = p.cols / kXBlock, tiles = p.rows / kTileRows;
+  constexpr int kUnits = units_per_buffer<kBits>();
+  using Buffer = BlUnit<kBits>[kUnits];
+  const int64_t per_tile = (xblocks + kSlots * kUnits - 1) / (kSlots * kUnits);
+  const int in_group_mask = (1 << l.group_xblocks_log2) - 1;
+  struct Item {
+    int64_t tile, k;
+  };
+  auto next = [&](Item it) { return it.k + 1 < per_tile ? Item{it.tile, it.k + 1} : Item{it.tile + gridDim.x, 0}; };
+  auto load_unit = [&](BlUnit<kBits>& u, int64_t tile, int64_t xb) {
+    if (tile >= tiles || xb >= xblocks) return;
+    const uint8_t* tg = p.w + tile * l.tile_bytes + (xb >> l.group_xblocks_log2) * l.group_bytes;
+    const uint8_t* lines = tg + kHeaderBytes + kLineBytes * kBits * (xb & in_group_mask) + 16 * a;
+#pragma unroll
+    for (int k = 0; k < kBits; ++k) u.lines[k] = __ldcs(reinterpret_cast<const uint4*>(lines + kLineBytes * k));
+    u.s = __ldg(reinterpret_cast<const uint2*>(tg + 8 * a));       // shared by the group's x blocks
+    u.z = __ldg(reinterpret_cast<const uint2*>(tg + 32 + 8 * a));
+  };
+  const int8_t* xq = reinterpret_cast<const int8_t*>(smem);
+  const XScale* xs = reinterpret_cast<const XScale*>(smem + p.cols);
+  auto load = [&](Buffer& buf, Item it) {
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) load_unit(buf[j], it.tile, slot + (it.k * kUnits + j) * kSlots);
+  };
+  // res_r += s_r (d int_dot_r - z_r d sum(q)) for rows 4a + r.
+  auto use_unit = [&](const BlUnit<kBits>& u, int64_t xb, float (&res)[4]) {
+    if (xb >= xblocks) return;
+    const int4 x0 = reinterpret_cast<const int4*>(xq + xb * kXBlock)[0];
+    const int4 x1 = reinterpret_cast<const int4*>(xq + xb * kXBlock)[1];
+    const int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    int acc[4] = {0, 0, 0, 0};
+    dot_lines<kBits>(u.lines, xw, acc);
+    const XScale sc = xs[xb];
+    const float dsum = sc.d * static_cast<float>(sc.sum);
+    const __half2* sh = reinterpret_cast<const __half2*>(&u.s);
+    const __half2* zh = reinterpret_cast<const __half2*>(&u.z);
+    const float2 s01 = __half22float2(sh[0]), s23 = __half22float2(sh[1]);
+    const float2 z01 = __half22float2(zh[0]), z23 = __half22float2(zh[1]);
+    const float s[4] = {s01.x, s01.y, s23.x, s23.y}, z[4] = {z01.x, z01.y, z23.x, z23.y};
+#pragma unroll
+    for (int r = 0; r < 4; ++r) res[r] += s[r] * fmaf(sc.d, static_cast<float>(acc[r]), -z[r] * dsum);
+  };
+  auto use = [&](const Buffer& buf, Item it, float (&res)[4]) {
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) use_unit(buf[j], slot + (it.k * kUnits + j) * kSlots, res);
+  };
+
+  // Two buffers in flight, as gemv_dp4a.cu's (swapped by unrolling, not copying).
+  Buffer buf0, buf1;
+  Item ia{blockIdx.x, 0}, ib = next(ia);
+  load(buf0, ia);
+  load(buf1, ib);  // both in flight while x is staged
+  pdl_wait();      // x and out belong to the kernel before (pdl.cuh); the weights do not
+  float out_scale[1];
+  stage_x<1, kPro>(p, smem, out_scale);
+  constexpr bool kScaled = kPro == Prologue::norm || kPro == Prologue::staged;
+
+  float res[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int parity = 0;
+  // Sums over the warp's 8 slots (lanes a + 4h) by shuffles, over the 8 warps in shared memory;
+  // one barrier a tile (the partials alternate between two buffers).
+  auto finish_tile = [&](int64_t tile) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      float v = res[r];
+      v += __shfl_xor_sync(0xffffffffu, v, 4);
+      v += __shfl_xor_sync(0xffffffffu, v, 8);
+      v += __shfl_xor_sync(0xffffffffu, v, 16);
+      if (lane < 4) partial[parity][warp][4 * a + r] = v;
+      res[r] = 0.0f;
+    }
+    __syncthreads();
+    if (threadIdx.x < kTileRows) {
+      const int64_t row = tile * kTileRows + threadIdx.x;
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += partial[parity][w][threadIdx.x];
+      const float v = (kScaled ? sum * out_scale[0] : sum) + (p.bias ? p.bias[row] : 0.0f);
+      p.out[row] = p.fuse.accumulate ? p.out[row] + v : v;
+    }
+    parity ^= 1;
+  };
+  // Multiplies item ia (in buf), refills buf with the item after ib (in flight during the
+  // tile's reduction); false once ia is past the end.
+  auto step = [&](Buffer& buf) {
+    if (ia.tile >= tiles) return false;
+    use(buf, ia, res);
+    const Item ic = next(ib);
+    load(buf, ic);
+    if (ib.k == 0) finish_tile(ia.tile);
+    ia = ib, ib = ic;
+    return true;
+  };
+  while (step(buf0) && step(buf1)) {
+  }
+}
+
 size_t smem_bytes(int64_t cols, int tokens) {
   return static_cast<size_t>(tokens) * (cols + cols / kXBlock * sizeof(XBlockScale));
 }
@@ -227,23 +365,142 @@ bool launch_bits(int bits, const BlGemvArgs& p, cudaStream_t stream) {
   }
 }
 
+// The opt-in shared memory a kernel may ask for beyond its static shared memory; raises its
+// limit to that on the first call (per instantiation).
+template <typename Kernel>
+size_t max_dynamic_smem(Kernel kernel) {
+  static const size_t max_dynamic = [&] {
+    int device = 0, optin = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    cudaFuncAttributes attr{};
+    cudaFuncGetAttributes(&attr, kernel);
+    const int dyn = optin - static_cast<int>(attr.sharedSizeBytes);
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn);
+    return static_cast<size_t>(std::max(dyn, 0));
+  }();
+  return max_dynamic;
+}
+
+template <int kBits, Prologue kPro>
+bool launch_token(const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
+  const auto kernel = gemv_bl_token_kernel<kBits, kPro>;
+  const size_t smem = static_cast<size_t>(quantized_x_bytes(p.cols));
+  if (smem > max_dynamic_smem(kernel)) return false;
+  int per_sm = 0, device = 0, sms = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int64_t tiles = p.rows / kTileRows;
+  const int64_t grid = std::min<int64_t>(tiles, static_cast<int64_t>(std::max(per_sm, 1)) * sms);
+  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, stream, p, l);
+  return true;
+}
+
+template <Prologue kPro>
+bool launch_token_bits(int bits, const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
+  switch (bits) {
+    case 1: return launch_token<1, kPro>(p, l, stream);
+    case 2: return launch_token<2, kPro>(p, l, stream);
+    case 3: return launch_token<3, kPro>(p, l, stream);
+    case 4: return launch_token<4, kPro>(p, l, stream);
+    case 5: return launch_token<5, kPro>(p, l, stream);
+    case 6: return launch_token<6, kPro>(p, l, stream);
+    case 7: return launch_token<7, kPro>(p, l, stream);
+    case 8: return launch_token<8, kPro>(p, l, stream);
+    default: return false;
+  }
+}
+
+BlTiles tiles_of(const WeightView& w) {
+  const quant::BlGroupShape shape = *quant::bl_group_shape(w.dtype);
+  BlTiles l;
+  l.group_xblocks_log2 = shape.group_size == 32 ? 0 : shape.group_size == 64 ? 1 : 2;
+  l.group_bytes = tile_group_bytes(shape.bits, shape.group_size);
+  l.tile_bytes = w.cols / shape.group_size * l.group_bytes;
+  return l;
+}
+
+// One token on gemv_bl_token_kernel, the prologue chosen by what p carries.
+bool launch_token_gemv(const WeightView& w, const GemvArgs& p, cudaStream_t stream) {
+  const int bits = quant::bl_group_shape(w.dtype)->bits;
+  const BlTiles l = tiles_of(w);
+  if (p.attention.buffer) return launch_token_bits<Prologue::attention>(bits, p, l, stream);
+  if (p.x_staged) return launch_token_bits<Prologue::staged>(bits, p, l, stream);
+  if (p.fuse.norm) return launch_token_bits<Prologue::norm>(bits, p, l, stream);
+  if (p.fuse.up) return launch_token_bits<Prologue::gate>(bits, p, l, stream);
+  return launch_token_bits<Prologue::none>(bits, p, l, stream);
+}
+
+bool aligned16(const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; }
+
+// BITLIGHT_CUDA_BL_TOKEN=0: one token runs on gemv_bl_kernel as 2..4 tokens do, with the
+// prologues as plain ops and the attention's combine kernel (comparisons).
+const bool token_kernel_enabled = env_choice("BITLIGHT_CUDA_BL_TOKEN", {"0", "1"}) != "0";
+
 }  // namespace
 
-bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
-                    bool accumulate, cudaStream_t stream) {
+bool gemv_bl_token_applies(const WeightView& w) {
   const auto shape = quant::bl_group_shape(w.dtype);
-  if (!shape || n_tokens < 1 || w.rows % kTileRows != 0 || w.cols % shape->group_size != 0 ||
-      reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(w.data) % 16 != 0)
+  if (!token_kernel_enabled || !shape || w.rows < kTileRows || w.rows % kTileRows != 0 || w.cols % 256 != 0 ||
+      w.cols % shape->group_size != 0 || !aligned16(w.data))
     return false;
+  int device = 0, optin = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  // 2 KB for the kernel's static shared memory (partial sums, the norm's warp sums).
+  return static_cast<size_t>(quantized_x_bytes(w.cols)) + 2048 <= static_cast<size_t>(optin);
+}
+
+bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                    const GemvFusion& fuse, cudaStream_t stream) {
+  const auto shape = quant::bl_group_shape(w.dtype);
+  if (!shape || n_tokens < 1 || w.rows % kTileRows != 0 || w.cols % shape->group_size != 0 || !aligned16(x) ||
+      !aligned16(w.data))
+    return false;
+  if (n_tokens == 1 && gemv_bl_token_applies(w) && aligned16(fuse.norm) && aligned16(fuse.up)) {
+    const GemvArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, x, 1, out, bias, fuse};
+    return launch_token_gemv(w, p, stream);
+  }
+  if (fuse.prologue()) return false;
   if (w.rows == 0) return true;
   for (int t0 = 0; t0 < n_tokens; t0 += kBlGemvMaxTokens) {
     const int n = std::min(kBlGemvMaxTokens, n_tokens - t0);
     const BlGemvArgs p{static_cast<const uint8_t*>(w.data), w.rows, w.cols, shape->group_size, x + t0 * w.cols, n,
-                       out + t0 * w.rows, bias, accumulate};
+                       out + t0 * w.rows, bias, fuse.accumulate};
     const bool ok = n == 1 ? launch_bits<1>(shape->bits, p, stream) : launch_bits<4>(shape->bits, p, stream);
     if (!ok) return false;
   }
   return true;
+}
+
+bool launch_gemv_bl_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
+                                     const float* bias, const GemvFusion& fuse, void* scratch,
+                                     size_t scratch_bytes, cudaStream_t stream) {
+  if (n_tokens != 1 || !gemv_bl_token_applies(w) || !aligned16(x) || !aligned16(fuse.norm) ||
+      !aligned16(fuse.up) || !aligned16(scratch) || scratch_bytes < gemv_dp4a_x_quantized_bytes(w.cols) ||
+      quantize_once_blocks(w.cols) > kMaxNormPartials)
+    return false;
+  const StagedX staged = launch_quantize_x_once(x, fuse, w.cols, scratch, stream);
+  GemvArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, x, 1, out, bias, fuse};
+  p.x_staged = staged.bytes;
+  p.sumsq_partials = staged.sumsq_partials;
+  p.n_partials = staged.n_partials;
+  return launch_token_gemv(w, p, stream);
+}
+
+bool gemv_bl_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
+  return gemv_bl_token_applies(w) && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 &&
+         static_cast<int64_t>(n_head) * head_dim == w.cols;
+}
+
+bool launch_gemv_bl_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
+                                    bool accumulate, cudaStream_t stream) {
+  if (!sums.buffer || !gemv_bl_after_attention_applies(w, sums.n_head, sums.head_dim)) return false;
+  GemvArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, sums.num(), 1, out, bias,
+             GemvFusion{.accumulate = accumulate}};
+  p.attention = sums;
+  return launch_token_gemv(w, p, stream);
 }
 
 }  // namespace bl::cuda

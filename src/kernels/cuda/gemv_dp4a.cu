@@ -37,29 +37,19 @@
 
 #include <algorithm>
 
-#include "kernels/cuda/attention_sums.cuh"
+#include "kernels/cuda/gemv_int8_x.cuh"
 #include "kernels/cuda/launchers.h"
-#include "kernels/cuda/mma.cuh"  // cp_async_16
 #include "kernels/cuda/pdl.cuh"
-#include "kernels/cuda/silu.cuh"
 #include "kernels/cuda/weight_decode.cuh"
 #include "kernels/cuda/weight_layout.cuh"
 
 namespace bl::cuda {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / kWarp;
-constexpr int kXBlock = 32;  // x values per int8 scale
+using namespace int8x;
+
 constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
 constexpr uint32_t kOnes = 0x01010101u;  // dp4a with this sums four int8
-
-// x over one block of 32 values: x_k ~= d q_k; sum = sum of the q_k (for weight offsets/mins).
-struct XScale {
-  float d;
-  int sum;
-};
 
 __device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) {
   return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
@@ -325,153 +315,6 @@ constexpr bool has_unit() {
          T == DType::Q6_K;
 }
 
-// x [cols, n] (fp32) -> xq [n][cols] int8 and xs [n][cols / 32], by the whole block. Each
-// thread takes groups of 8 consecutive values, so 4 neighbouring lanes share a block of 32;
-// n * cols / 8 is a multiple of 32 (cols % 256 == 0), so whole warps take a group or none and
-// the shuffles are safe. The loads of kQuantBatch groups are issued together: x comes from L2,
-// and at 14336 columns one group per round trip was 7 serial L2 latencies per block.
-constexpr int kQuantBatchPlain = 2;
-
-__device__ __forceinline__ void quantize_group(const float4& a, const float4& b, int64_t i, int8_t* xq,
-                                               XScale* xs) {
-  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  float amax = 0.0f, poison = 0.0f;  // poison: NaN if any value is NaN or inf (fmaxf drops NaN)
-#pragma unroll
-  for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k])), poison += v[k] * 0.0f;
-  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-  poison += __shfl_xor_sync(0xffffffffu, poison, 1);
-  poison += __shfl_xor_sync(0xffffffffu, poison, 2);
-  // Blocks with max |x| under 1e-30 count as zeros (127 / amax would overflow for subnormals).
-  const float inv = amax >= 1e-30f ? 127.0f / amax : 0.0f;
-  uint32_t packed[2] = {0, 0};
-  int sum = 0;
-#pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    const int q = __float2int_rn(v[k] * inv);  // |q| <= 127
-    sum += q;
-    packed[k / 4] |= (static_cast<uint32_t>(q) & 0xFF) << (8 * (k % 4));
-  }
-  *reinterpret_cast<uint2*>(xq + 8 * i) = make_uint2(packed[0], packed[1]);
-  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-  sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-  if ((threadIdx.x & 3) == 0)
-    xs[i / 4] = {amax / 127.0f + poison, sum};  // a NaN scale makes the row's sum NaN
-}
-
-// The prologue of a fused GEMV (GemvFusion) on one group of 8 values: x' = silu(x) * up, or
-// x * norm (the 1 / rms factor of the norm is applied to the finished sums instead: the int8
-// quantization per 32 is scale-invariant, so quantizing x * norm and scaling the dot product by
-// 1 / rms gives what quantizing the normed x would).
-__device__ __forceinline__ float4 silu_times(float4 g, float4 u) {
-  return make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w);
-}
-__device__ __forceinline__ float4 times(float4 a, float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
-__device__ __forceinline__ float squares(float4 a) { return a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w; }
-
-// Which prologue a kernel instance runs (a template parameter: the plain kernel keeps the
-// registers it had, which its double-buffered weights need). staged: x was quantized by
-// quantize_x_once_kernel (with whatever prologue) and is copied as it is. attention: x is a
-// split-KV attention's num / den (AttentionSums, one token).
-enum class Prologue { none, norm, gate, staged, attention };
-
-// sumsq[t]: this thread's share of sum x^2 over token t's x (with a norm prologue; else 0).
-// With a prologue one group is loaded at a time: its second operand needs the registers.
-template <int kTokens, Prologue kPro>
-__device__ __forceinline__ void quantize_x(const GemvArgs& p, int8_t* xq, XScale* xs, float (&sumsq)[kTokens]) {
-  constexpr int kQuantBatch = kPro == Prologue::none ? kQuantBatchPlain : 1;
-  const int64_t groups = p.n * p.cols / 8, groups_per_token = p.cols / 8;
-  const float4* x4 = reinterpret_cast<const float4*>(p.x);
-  const float4* u4 = kPro == Prologue::gate ? reinterpret_cast<const float4*>(p.fuse.up) : nullptr;
-  const float4* g4 = kPro == Prologue::norm ? reinterpret_cast<const float4*>(p.fuse.norm) : nullptr;
-  for (int64_t i0 = threadIdx.x; i0 < groups; i0 += kThreads * kQuantBatch) {
-    float4 a[kQuantBatch], b[kQuantBatch], c[kQuantBatch], d[kQuantBatch];  // x and up or norm
-#pragma unroll
-    for (int k = 0; k < kQuantBatch; ++k) {
-      const int64_t i = i0 + k * kThreads;
-      if (i >= groups) continue;
-      a[k] = __ldg(x4 + 2 * i), b[k] = __ldg(x4 + 2 * i + 1);
-      if constexpr (kPro == Prologue::gate) c[k] = __ldg(u4 + 2 * i), d[k] = __ldg(u4 + 2 * i + 1);
-      if constexpr (kPro == Prologue::norm) {
-        const int64_t j = i % groups_per_token;
-        c[k] = __ldg(g4 + 2 * j), d[k] = __ldg(g4 + 2 * j + 1);
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < kQuantBatch; ++k) {
-      const int64_t i = i0 + k * kThreads;
-      if (i >= groups) continue;
-      if constexpr (kPro == Prologue::gate) {
-        a[k] = silu_times(a[k], c[k]), b[k] = silu_times(b[k], d[k]);
-      } else if constexpr (kPro == Prologue::norm) {
-        const int64_t t = i / groups_per_token;
-        const float sq = squares(a[k]) + squares(b[k]);
-#pragma unroll
-        for (int tt = 0; tt < kTokens; ++tt)
-          if (tt == t) sumsq[tt] += sq;
-        a[k] = times(a[k], c[k]), b[k] = times(b[k], d[k]);
-      }
-      quantize_group(a[k], b[k], i, xq, xs);
-    }
-  }
-}
-
-// Prologue::attention: x = num / den of each value's head, quantized as quantize_x does (groups
-// of 8 values, head_dim % 8 == 0, so a group lies in one head). den is 0 only when the token saw
-// no slot (its output is then 0, as the combine kernel's). Heads with overflowed splits (rare)
-// are done again in a second pass with the exact combine, by each warp that met one, kept out of
-// the first so that its registers stay those of the plain prologue (the weights in flight hold
-// most of them).
-__device__ __forceinline__ void quantize_attention_x(const AttentionSums& s, int8_t* xq, XScale* xs) {
-  const int64_t groups = static_cast<int64_t>(s.n_head) * s.head_dim / 8;
-  const float4* num4 = reinterpret_cast<const float4*>(s.num());
-  bool any_overflowed = false;
-  for (int64_t i0 = threadIdx.x; i0 < groups; i0 += kThreads * kQuantBatchPlain) {
-    float4 a[kQuantBatchPlain], b[kQuantBatchPlain];
-    float den[kQuantBatchPlain];
-#pragma unroll
-    for (int k = 0; k < kQuantBatchPlain; ++k) {
-      const int64_t i = i0 + k * kThreads;
-      if (i >= groups) continue;
-      const int head = static_cast<int>(8 * i) / s.head_dim;  // 32-bit (attention_values8)
-      a[k] = __ldg(num4 + 2 * i), b[k] = __ldg(num4 + 2 * i + 1);
-      den[k] = __ldg(s.den() + head);
-      any_overflowed = any_overflowed || __ldg(s.overflowed() + head) != 0;
-    }
-#pragma unroll
-    for (int k = 0; k < kQuantBatchPlain; ++k) {
-      const int64_t i = i0 + k * kThreads;
-      if (i >= groups) continue;
-      const float inv = den[k] > 0.0f ? 1.0f / den[k] : 0.0f;
-      a[k] = make_float4(a[k].x * inv, a[k].y * inv, a[k].z * inv, a[k].w * inv);
-      b[k] = make_float4(b[k].x * inv, b[k].y * inv, b[k].z * inv, b[k].w * inv);
-      quantize_group(a[k], b[k], i, xq, xs);
-    }
-  }
-  // A warp's lanes run the same count of groups (groups % 32 == 0), so the warp decides.
-  if (!__any_sync(0xffffffffu, any_overflowed)) return;
-  // Each thread redoes the groups it did (same i, so its own writes are the ones replaced), all
-  // of them: quantize_group's shuffles need every lane of a block of 32.
-  for (int64_t i = threadIdx.x; i < groups; i += kThreads) {
-    const float4 a = __ldg(num4 + 2 * i), b = __ldg(num4 + 2 * i + 1);
-    float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    attention_values8(s, 8 * i, v);  // the first pass's num / den where no split overflowed
-    quantize_group(make_float4(v[0], v[1], v[2], v[3]), make_float4(v[4], v[5], v[6], v[7]), i, xq, xs);
-  }
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Bytes of one token's quantized x: int8 [cols] then XScale [cols / 32] (20 x 16 bytes per 256
-// columns), in shared memory and in quantize_x_once_kernel's output alike.
-__host__ __device__ constexpr int64_t quantized_x_bytes(int64_t cols) {
-  return cols + cols / kXBlock * static_cast<int64_t>(sizeof(XScale));
-}
-
 // The first kernel of launch_gemv_dp4a_x_quantized_once: one thread per group of 8 values
 // (cols % 256 == 0, so a warp has all 32 groups or none and quantize_group's shuffles are
 // safe), x' = x * norm or silu(x) * up or x, quantized into dst in the shared-memory layout;
@@ -512,20 +355,6 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 }
-
-// Prologue::staged: one token's quantized x copied to shared memory by cp.async (16 bytes
-// each, all in flight at once, no registers held: the two weight buffers already in flight
-// keep theirs; 14336 columns = 17920 bytes, 4.4 copies per thread). Read through L2 (written
-// by the kernel before).
-__device__ __forceinline__ void copy_quantized_x(const GemvArgs& p, uint8_t* smem) {
-  const int64_t n16 = quantized_x_bytes(p.cols) / 16;
-  const uint4* src = reinterpret_cast<const uint4*>(p.x_staged);
-  uint4* dst = reinterpret_cast<uint4*>(smem);
-  for (int64_t i = threadIdx.x; i < n16; i += kThreads) cp_async_16(dst + i, src + i, 16);
-  cp_async_commit();
-}
-// Most partial sums of x^2 a staged norm reads (quantize_x_once_kernel blocks: cols / 2048).
-constexpr int kMaxNormPartials = 16;
 
 // Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
 // tokens the weights are already reused 4 times and 2 rows would not fit in 128 registers.
@@ -580,52 +409,9 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
   pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
-  float sumsq[kTokens];
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) sumsq[t] = 0.0f;
-  // Staged: the norm's partial sums are loaded alongside the copy (one round trip for both).
-  float partials[kPro == Prologue::staged ? kMaxNormPartials : 1];
-  if constexpr (kPro == Prologue::staged) {
-#pragma unroll
-    for (int b = 0; b < kMaxNormPartials; ++b)
-      partials[b] = b < p.n_partials ? __ldcg(p.sumsq_partials + b) : 0.0f;
-    copy_quantized_x(p, smem);
-    cp_async_wait<0>();
-  } else if constexpr (kPro == Prologue::attention) {
-    quantize_attention_x(p.attention, xq, xs);
-  } else {
-    quantize_x<kTokens, kPro>(p, xq, xs, sumsq);
-  }
-  // With a norm prologue, each token's 1 / rms: warp sums, then every thread adds the 8 warps'
-  // in the same order (deterministic, no second barrier).
-  constexpr bool kNorm = kPro == Prologue::norm;
-  __shared__ float warp_sumsq[kWarps][kTokens];
-  if constexpr (kNorm) {
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      const float s = warp_sum(sumsq[t]);
-      if (lane == 0) warp_sumsq[warp][t] = s;
-    }
-  }
-  __syncthreads();
-  pdl_allow_next();
-  // 1 / rms of each token's x with a norm prologue (staged: from the quantizing kernel's
-  // partial sums, one token), else 1.
-  constexpr bool kScaled = kNorm || kPro == Prologue::staged;
   float out_scale[kTokens];
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-    float total = 0.0f;
-    if constexpr (kNorm) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) total += warp_sumsq[w][t];
-    } else if constexpr (kPro == Prologue::staged) {
-#pragma unroll
-      for (int b = 0; b < kMaxNormPartials; ++b) total += partials[b];  // zeros past n_partials
-    }
-    const bool norm = kNorm || (kPro == Prologue::staged && p.n_partials > 0);
-    out_scale[t] = norm ? rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps) : 1.0f;
-  }
+  stage_x<kTokens, kPro>(p, smem, out_scale);
+  constexpr bool kScaled = kPro == Prologue::norm || kPro == Prologue::staged;
 
   float acc[kRows][kTokens];
 #pragma unroll
@@ -749,14 +535,9 @@ bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* 
   return launched;
 }
 
-namespace {
-// Partial sums of x^2 after the quantized bytes: one per block of quantize_x_once_kernel.
-int64_t quantize_blocks(int64_t cols) { return (cols / 8 + kThreads - 1) / kThreads; }
-}  // namespace
-
 size_t gemv_dp4a_x_quantized_bytes(int64_t cols) {
   return static_cast<size_t>(quantized_x_bytes(cols) +
-                             quantize_blocks(cols) * static_cast<int64_t>(sizeof(float)));
+                             quantize_once_blocks(cols) * static_cast<int64_t>(sizeof(float)));
 }
 
 bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
@@ -783,7 +564,24 @@ bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& 
 }
 
 bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens) {
-  return n_tokens == 1 && gemv_dp4a_applies(w, 1) && quantize_blocks(w.cols) <= kMaxNormPartials;
+  return n_tokens == 1 && gemv_dp4a_applies(w, 1) && quantize_once_blocks(w.cols) <= kMaxNormPartials;
+}
+
+StagedX launch_quantize_x_once(const float* x, const GemvFusion& fuse, int64_t cols, void* scratch,
+                               cudaStream_t stream) {
+  uint8_t* staged = static_cast<uint8_t*>(scratch);
+  float* partials = reinterpret_cast<float*>(staged + quantized_x_bytes(cols));
+  const dim3 grid(static_cast<unsigned>(quantize_once_blocks(cols)));
+  if (fuse.norm)
+    launch_pdl(quantize_x_once_kernel<Prologue::norm>, grid, dim3(kThreads), 0, stream, x, fuse, cols, staged,
+               partials);
+  else if (fuse.up)
+    launch_pdl(quantize_x_once_kernel<Prologue::gate>, grid, dim3(kThreads), 0, stream, x, fuse, cols, staged,
+               partials);
+  else
+    launch_pdl(quantize_x_once_kernel<Prologue::none>, grid, dim3(kThreads), 0, stream, x, fuse, cols, staged,
+               partials);
+  return {staged, fuse.norm ? partials : nullptr, fuse.norm ? static_cast<int>(grid.x) : 0};
 }
 
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
@@ -797,22 +595,11 @@ bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int 
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (smem_bytes(w.cols, 1) + 1024 > static_cast<size_t>(optin)) return false;  // before launching anything
-  uint8_t* staged = static_cast<uint8_t*>(scratch);
-  float* partials = reinterpret_cast<float*>(staged + quantized_x_bytes(w.cols));
-  const dim3 grid(static_cast<unsigned>(quantize_blocks(w.cols)));
-  if (fuse.norm)
-    launch_pdl(quantize_x_once_kernel<Prologue::norm>, grid, dim3(kThreads), 0, stream, x, fuse, w.cols,
-               staged, partials);
-  else if (fuse.up)
-    launch_pdl(quantize_x_once_kernel<Prologue::gate>, grid, dim3(kThreads), 0, stream, x, fuse, w.cols,
-               staged, partials);
-  else
-    launch_pdl(quantize_x_once_kernel<Prologue::none>, grid, dim3(kThreads), 0, stream, x, fuse, w.cols,
-               staged, partials);
+  const StagedX staged = launch_quantize_x_once(x, fuse, w.cols, scratch, stream);
   GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, 1, out, bias, fuse};
-  p.x_staged = staged;
-  p.sumsq_partials = fuse.norm ? partials : nullptr;
-  p.n_partials = fuse.norm ? static_cast<int>(grid.x) : 0;
+  p.x_staged = staged.bytes;
+  p.sumsq_partials = staged.sumsq_partials;
+  p.n_partials = staged.n_partials;
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
     if constexpr (has_unit<T>()) launched = launch_tokens<T, 1, Prologue::staged>(p, stream);

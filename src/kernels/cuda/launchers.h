@@ -146,13 +146,29 @@ bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
                                        const float* bias, const GemvFusion& fuse, void* scratch,
                                        size_t scratch_bytes, cudaStream_t stream);
+// launch_gemv_dp4a_x_quantized_once, or for bl weights launch_gemv_bl_x_quantized_once (below):
+// the first that applies; false (nothing launched) when neither does.
+bool launch_gemv_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                                  const GemvFusion& fuse, void* scratch, size_t scratch_bytes, cudaStream_t stream);
+// The first half of launch_gemv_dp4a_x_quantized_once, for either integer GEMV (the dp4a one and
+// the bl one read the same bytes): the kernel that applies fuse's prologue to one token's x and
+// quantizes it into scratch; what the GEMV then copies (GemvArgs::x_staged / sumsq_partials /
+// n_partials). cols % 256 == 0, scratch as above; launched with PDL.
+struct StagedX {
+  const uint8_t* bytes;
+  const float* sumsq_partials;  // null without a norm
+  int n_partials;
+};
+StagedX launch_quantize_x_once(const float* x, const GemvFusion& fuse, int64_t cols, void* scratch,
+                               cudaStream_t stream);
 // One token through a GEMV with x taken from a split-KV attention's sums (AttentionSums,
 // attention_sums.cuh): x = num / den per head (the exact combine for a head with overflowed
 // splits), made by each block of the dp4a GEMV as it quantizes x, or per piece as the fp32 GEMV
 // of F16 / BF16 / F32 weights streams it. out += W x with accumulate. false (nothing launched)
 // unless w.cols == n_head * head_dim with head_dim % 8 == 0 and the dp4a GEMV takes w for one
-// token (x fitting in shared memory), or w is a plain type with 16-byte aligned rows and at most
-// 2048 columns (wider, the per-piece division costs the fp32 GEMV more than the combine kernel).
+// token (x fitting in shared memory), or the one-token bl GEMV takes w (gemv_bl_token_applies),
+// or w is a plain type with 16-byte aligned rows and at most 2048 columns (wider, the per-piece
+// division costs the fp32 GEMV more than the combine kernel).
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim);
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
                                  bool accumulate, cudaStream_t stream);
@@ -163,11 +179,24 @@ bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& 
 
 // The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
 // quantized to int8 per 32 values in the kernel (each x_k off by up to max|x_block| / 254),
-// kBlGemvMaxTokens tokens per launch (more tokens: one launch per 4). out += W x when
-// accumulate. false (nothing launched) for other dtypes, rows % 16 != 0 or unaligned x.
+// kBlGemvMaxTokens tokens per launch (more tokens: one launch per 4). out += W x with
+// fuse.accumulate. One token of a weight that gemv_bl_token_applies to also takes fuse's norm or
+// SwiGLU prologue (as the dp4a GEMV: inside every block); otherwise a prologue returns false.
+// false (nothing launched) for other dtypes, rows % 16 != 0 or unaligned x.
 constexpr int kBlGemvMaxTokens = 4;
 bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
-                    bool accumulate, cudaStream_t stream);
+                    const GemvFusion& fuse, cudaStream_t stream);
+// Whether one token of w runs on the bl GEMV that reads x as the dp4a one does (gemv_int8_x.cuh:
+// a prologue inside, x quantized once beforehand, or attention sums): a bl type, rows % 16 == 0,
+// cols % 256 == 0, x fitting in shared memory.
+bool gemv_bl_token_applies(const WeightView& w);
+// As launch_gemv_dp4a_x_quantized_once and launch_gemv_dp4a_after_attention, for bl weights.
+bool launch_gemv_bl_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
+                                     const float* bias, const GemvFusion& fuse, void* scratch,
+                                     size_t scratch_bytes, cudaStream_t stream);
+bool gemv_bl_after_attention_applies(const WeightView& w, int n_head, int head_dim);
+bool launch_gemv_bl_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
+                                    bool accumulate, cudaStream_t stream);
 // bl<b>g<g> rows decoded (bl_rows.cu): the prefill operand (as launch_dequantize) and get_rows.
 bool launch_dequantize_bl(const WeightView& w, uint16_t* dst, bool to_bf16, cudaStream_t stream);
 bool launch_get_rows_bl(const WeightView& table, const int32_t* ids, int64_t n_tokens, float* out,
