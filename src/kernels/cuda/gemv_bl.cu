@@ -382,11 +382,12 @@ bool launch_bits(int bits, const BlGemvArgs& p, cudaStream_t stream) {
   }
 }
 
-// The opt-in shared memory a kernel may ask for beyond its static shared memory; raises its
-// limit to that on the first call (per instantiation).
-template <typename Kernel>
-size_t max_dynamic_smem(Kernel kernel) {
-  static const size_t max_dynamic = [&] {
+// The opt-in shared memory kKernel may ask for beyond its static shared memory; raises its limit
+// to that on the first call (once per kernel: a template on the kernel itself, not its type).
+template <auto kKernel>
+size_t max_dynamic_smem() {
+  static const size_t max_dynamic = [] {
+    const auto kernel = kKernel;
     int device = 0, optin = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
@@ -403,7 +404,7 @@ template <int kBits, int kTokens, Prologue kPro>
 bool launch_token(const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
   const auto kernel = gemv_bl_token_kernel<kBits, kTokens, kPro>;
   const size_t smem = static_cast<size_t>(p.n * quantized_x_bytes(p.cols));
-  if (smem > max_dynamic_smem(kernel)) return false;
+  if (smem > max_dynamic_smem<gemv_bl_token_kernel<kBits, kTokens, kPro>>()) return false;
   int per_sm = 0, device = 0, sms = 0;
   cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
   cudaGetDevice(&device);
