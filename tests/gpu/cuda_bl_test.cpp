@@ -5,8 +5,9 @@
 // output poisoned with NaN before each run; read-back equal to the uploaded bytes; get_rows.
 // The codes the dequantizing kernel takes out of the code lines (bltile::codes_line_dword, run
 // on the host) equal unpack_bl_codes for every width and group (no GPU needed).
-// One token through fused_matmul (the model's decode path): the norm / SwiGLU prologue inside
-// the GEMV or x quantized once before it, the residual add (FusedOneTokenAgainstFp64).
+// Decode through fused_matmul (the model's path): one token with the norm / SwiGLU prologue
+// inside the GEMV or x quantized once before it, 2..5 tokens, the residual add
+// (FusedMatmulAgainstFp64).
 // Without a GPU every test skips ("no CUDA device").
 #include <gtest/gtest.h>
 
@@ -183,14 +184,15 @@ TEST(CudaBl, CodesFromLinesEqualUnpackOnHost) {
   check_codes_of_lines<8>(rng);
 }
 
-// One token through fused_matmul with cols % 256 == 0 (gemv_bl_token_kernel): x' = x, x * norm /
-// rms or silu(x) * up, with and without the residual add, against W x' in fp64 from the
-// dequantized rows. Columns 768 take the prologue inside every block, wider ones x quantized
-// once by a kernel before the GEMV; 4352 leaves the last of a tile's three x-block rounds mostly
-// empty; 14336 gives each lane 7 x blocks a tile (the loads cross tile ends), 4112 rows 257
-// tiles (more than one pass of the grid). Every width and group at the two small shapes, a few
-// types at the big ones (the host's fp64 product is the slow part).
-TEST(CudaBl, FusedOneTokenAgainstFp64) {
+// fused_matmul with cols % 256 == 0 (gemv_bl_token_kernel): one token with x' = x, x * norm /
+// rms or silu(x) * up, with and without the residual add; 2..5 tokens (4 a launch) with x' = x,
+// with and without the add; against W x' in fp64 from the dequantized rows. For one token,
+// columns 768 take the prologue inside every block, wider ones x quantized once by a kernel
+// before the GEMV; 4352 leaves the last of a tile's x-block rounds mostly empty; 14336 gives each
+// lane 7 x blocks a tile (the loads cross tile ends), 4112 rows 257 tiles (more than one pass of
+// the grid). Every width and group at the two small shapes, a few types at the big ones (the
+// host's fp64 product is the slow part).
+TEST(CudaBl, FusedMatmulAgainstFp64) {
   SKIP_WITHOUT_GPU();
   auto opened = open_cuda_backend(0);
   ASSERT_TRUE(opened.ok()) << opened.status().message();
@@ -206,73 +208,81 @@ TEST(CudaBl, FusedOneTokenAgainstFp64) {
   double worst = 0.0;
   for (DType t : every_bl_type())
     for (const Shape s : {Shape{768, 48}, Shape{2048, 16}, Shape{4352, 4112}, Shape{14336, 48}})
-      for (Mode mode : {kPlain, kNorm, kGate, kAdd, kGateAdd, kNormAdd}) {
-        const bool big = s.cols * s.rows > 2048 * 16;
-        if (big && std::find(big_types.begin(), big_types.end(), t) == big_types.end()) continue;
-        if (big && s.rows > 48 && mode != kNorm && mode != kGateAdd) continue;
-        SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(s.cols) + " rows=" +
-                     std::to_string(s.rows) + " mode=" + std::to_string(mode));
-        const bool norm = mode == kNorm || mode == kNormAdd, gate = mode == kGate || mode == kGateAdd,
-                   acc = mode == kAdd || mode == kGateAdd || mode == kNormAdd;
-        cuda::WeightView v;
-        v.dtype = t, v.cols = s.cols, v.rows = s.rows;
-        const BlProblem p = make_weight(t, s.cols, s.rows, rng);
-        auto w = cuda.upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, s.cols, s.rows));
-        ASSERT_TRUE(w.ok()) << w.status().message();
-        v.data = w->data;
-        ASSERT_TRUE(cuda::gemv_bl_token_applies(v));
+      for (int64_t n : {1, 2, 3, 4, 5})
+        for (Mode mode : {kPlain, kNorm, kGate, kAdd, kGateAdd, kNormAdd}) {
+          const bool big = s.cols * s.rows > 2048 * 16;
+          if (big && std::find(big_types.begin(), big_types.end(), t) == big_types.end()) continue;
+          if (big && s.rows > 48 && mode != kNorm && mode != kGateAdd && mode != kAdd) continue;
+          if (n > 1 && mode != kPlain && mode != kAdd) continue;  // prologues: one token
+          if (n > 1 && big && n != 4) continue;
+          SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(s.cols) + " rows=" +
+                       std::to_string(s.rows) + " n=" + std::to_string(n) + " mode=" + std::to_string(mode));
+          const bool norm = mode == kNorm || mode == kNormAdd, gate = mode == kGate || mode == kGateAdd,
+                     acc = mode == kAdd || mode == kGateAdd || mode == kNormAdd;
+          cuda::WeightView v;
+          v.dtype = t, v.cols = s.cols, v.rows = s.rows;
+          const BlProblem p = make_weight(t, s.cols, s.rows, rng);
+          auto w = cuda.upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, s.cols, s.rows));
+          ASSERT_TRUE(w.ok()) << w.status().message();
+          v.data = w->data;
+          ASSERT_TRUE(cuda::gemv_bl_token_applies(v));
 
-        std::vector<float> x(static_cast<size_t>(s.cols)), up(x.size()), g(x.size()),
-            before(static_cast<size_t>(s.rows));
-        for (float& e : x) e = 4.0f * dist(rng);
-        for (float& e : up) e = dist(rng);
-        for (float& e : g) e = dist(rng);
-        for (float& e : before) e = dist(rng);
-        std::vector<float> xp(x.size());  // x', what the product is checked against
-        double ss = 0.0;
-        for (float e : x) ss += static_cast<double>(e) * e;
-        const double inv_rms = 1.0 / std::sqrt(ss / static_cast<double>(s.cols) + 1e-5);
-        for (size_t k = 0; k < x.size(); ++k) {
-          const double e = x[k];
-          xp[k] = static_cast<float>(norm ? e * inv_rms * g[k] : gate ? e / (1.0 + std::exp(-e)) * up[k] : e);
+          std::vector<float> x(static_cast<size_t>(s.cols * n)), up(x.size()), g(static_cast<size_t>(s.cols)),
+              before(static_cast<size_t>(s.rows * n));
+          for (float& e : x) e = 4.0f * dist(rng);
+          for (float& e : up) e = dist(rng);
+          for (float& e : g) e = dist(rng);
+          for (float& e : before) e = dist(rng);
+          std::vector<float> xp(x.size());  // x', what the product is checked against
+          for (int64_t j = 0; j < n; ++j) {
+            double ss = 0.0;
+            for (int64_t k = 0; k < s.cols; ++k) ss += static_cast<double>(x[j * s.cols + k]) * x[j * s.cols + k];
+            const double inv_rms = 1.0 / std::sqrt(ss / static_cast<double>(s.cols) + 1e-5);
+            for (int64_t k = 0; k < s.cols; ++k) {
+              const size_t i = static_cast<size_t>(j * s.cols + k);
+              const double e = x[i];
+              xp[i] = static_cast<float>(norm ? e * inv_rms * g[k] : gate ? e / (1.0 + std::exp(-e)) * up[i] : e);
+            }
+          }
+          auto xt = cuda.alloc(DType::F32, {s.cols, n, 1, 1});
+          auto ut = cuda.alloc(DType::F32, {s.cols, n, 1, 1});
+          auto gt = cuda.alloc(DType::F32, {s.cols, 1, 1, 1});
+          auto out = cuda.alloc(DType::F32, {s.rows, n, 1, 1});
+          auto scratch = cuda.alloc(DType::F32, {(s.cols + s.rows) * n, 1, 1, 1});
+          ASSERT_TRUE(xt.ok() && ut.ok() && gt.ok() && out.ok() && scratch.ok());
+          cuda.write(*xt, x.data(), x.size() * sizeof(float));
+          cuda.write(*ut, up.data(), up.size() * sizeof(float));
+          cuda.write(*gt, g.data(), g.size() * sizeof(float));
+          if (acc) {
+            cuda.write(*out, before.data(), before.size() * sizeof(float));
+          } else {
+            const std::vector<uint8_t> poison(out->bytes(), 0xff);  // NaN
+            cuda.write(*out, poison.data(), poison.size());
+          }
+          MatmulFusion f;
+          f.norm = norm ? &*gt : nullptr;
+          f.up = gate ? &*ut : nullptr;
+          f.accumulate = acc;
+          f.scratch = &*scratch;
+          cuda.fused_matmul(*w, *xt, *out, f);
+          std::vector<float> got(static_cast<size_t>(s.rows * n));
+          cuda.read(*out, got.data(), got.size() * sizeof(float));
+          ASSERT_TRUE(cuda.status().ok()) << cuda.status().message();
+          if (acc)
+            for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
+          std::vector<float> want(got.size());
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t r = 0; r < s.rows; ++r) {
+              double sum = 0.0;
+              for (int64_t k = 0; k < s.cols; ++k)
+                sum += static_cast<double>(p.w[r * s.cols + k]) * xp[j * s.cols + k];
+              want[j * s.rows + r] = static_cast<float>(sum);
+            }
+          const double e = error_ratio(p, xp, got, want, s.cols, s.rows, n, 1e-5, true);
+          EXPECT_LE(e, 1.0);
+          worst = std::max(worst, e);
         }
-        auto xt = cuda.alloc(DType::F32, {s.cols, 1, 1, 1});
-        auto ut = cuda.alloc(DType::F32, {s.cols, 1, 1, 1});
-        auto gt = cuda.alloc(DType::F32, {s.cols, 1, 1, 1});
-        auto out = cuda.alloc(DType::F32, {s.rows, 1, 1, 1});
-        auto scratch = cuda.alloc(DType::F32, {s.cols + s.rows, 1, 1, 1});
-        ASSERT_TRUE(xt.ok() && ut.ok() && gt.ok() && out.ok() && scratch.ok());
-        cuda.write(*xt, x.data(), x.size() * sizeof(float));
-        cuda.write(*ut, up.data(), up.size() * sizeof(float));
-        cuda.write(*gt, g.data(), g.size() * sizeof(float));
-        if (acc) {
-          cuda.write(*out, before.data(), before.size() * sizeof(float));
-        } else {
-          const std::vector<uint8_t> poison(out->bytes(), 0xff);  // NaN
-          cuda.write(*out, poison.data(), poison.size());
-        }
-        MatmulFusion f;
-        f.norm = norm ? &*gt : nullptr;
-        f.up = gate ? &*ut : nullptr;
-        f.accumulate = acc;
-        f.scratch = &*scratch;
-        cuda.fused_matmul(*w, *xt, *out, f);
-        std::vector<float> got(static_cast<size_t>(s.rows));
-        cuda.read(*out, got.data(), got.size() * sizeof(float));
-        ASSERT_TRUE(cuda.status().ok()) << cuda.status().message();
-        if (acc)
-          for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
-        std::vector<float> want(got.size());
-        for (int64_t r = 0; r < s.rows; ++r) {
-          double sum = 0.0;
-          for (int64_t k = 0; k < s.cols; ++k) sum += static_cast<double>(p.w[r * s.cols + k]) * xp[k];
-          want[r] = static_cast<float>(sum);
-        }
-        const double e = error_ratio(p, xp, got, want, s.cols, s.rows, 1, 1e-5, true);
-        EXPECT_LE(e, 1.0);
-        worst = std::max(worst, e);
-      }
-  std::printf("[ bl fused one token ] max error / tolerance = %.3g\n", worst);
+  std::printf("[ bl fused matmul ] max error / tolerance = %.3g\n", worst);
 }
 
 TEST(CudaBl, GetRowsEqualsReference) {

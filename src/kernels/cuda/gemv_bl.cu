@@ -1,12 +1,12 @@
 // Decode GEMV on bl<b>g<g> weights read as stored (bl_tiles.cuh): out[rows, n] = W x, n <= 4
 // per launch (launch_gemv_bl loops over groups of 4 tokens). Two kernels:
-//  - gemv_bl_token_kernel: one token, cols % 256 == 0 (the models' decode step). x is staged as
-//    gemv_dp4a.cu stages it (gemv_int8_x.cuh), so it takes the same prologues (norm or SwiGLU
-//    inside, x quantized once by a kernel before it, or the attention's sums), and its first
-//    weights are in flight before it waits for the kernel before it (PDL). Work as below, in
-//    two buffers of 1..4 x blocks a lane (units_per_buffer), the next ones in flight across the
-//    end of a tile.
-//  - gemv_bl_kernel: anything else (2..4 tokens, or cols % 256 != 0).
+//  - gemv_bl_token_kernel: cols % 256 == 0 (the models' shapes). x is staged as gemv_dp4a.cu
+//    stages it (gemv_int8_x.cuh), so one token takes the same prologues (norm or SwiGLU inside,
+//    x quantized once by a kernel before it, or the attention's sums; 2..4 tokens none), and its
+//    first weights are in flight before it waits for the kernel before it (PDL). Work as below,
+//    in two buffers of 1..4 x blocks a lane (units_per_buffer), the next ones in flight across
+//    the end of a tile.
+//  - gemv_bl_kernel: cols % 256 != 0 (and everything with BITLIGHT_CUDA_BL_TOKEN=0).
 //
 // x is quantized to int8 per 32 values in shared memory by every block (as gemv_dp4a.cu: each
 // x_k off by up to max|x_block| / 254), with d (scale) and d * sum(q) per block. A block of 8
@@ -208,24 +208,27 @@ struct BlUnit {
 };
 // Units a buffer holds, for enough bytes in flight (one unit is 16 b bytes a lane). H100, 8B
 // and 1B whole-model decode (docs/cuda.md, "Nineteenth session"): bl4g128 with 2 units a buffer
-// against 1, +2.5 % / +6.5 %; bl2g128 with 3 against 2, -4 % (126 registers).
-template <int kBits>
+// against 1, +2.5 % / +6.5 %; bl2g128 with 3 against 2, -4 % (126 registers). Several tokens
+// reuse each unit and hold their sums: one unit (2 at 1 bit).
+template <int kBits, int kTokens>
 constexpr int units_per_buffer() {
+  if (kTokens > 1) return kBits == 1 ? 2 : 1;
   return kBits == 1 ? 4 : kBits <= 4 ? 2 : 1;
 }
 
 // A block's work is a sequence of (tile, k) items, the same for all its threads: tile
 // blockIdx.x, then gridDim.x further, ...; k = 0 .. per_tile - 1, the lane's x blocks slot +
 // (k U + j) kSlots, j < U = units_per_buffer (none past the row's end). So every thread reaches a
-// tile's end at the same item, and the barrier of the reduction there is uniform.
-template <int kBits, Prologue kPro>
-__global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlTiles l) {
+// tile's end at the same item, and the barrier of the reduction there is uniform. kTokens: 1,
+// or 2 / 4 for p.n <= kTokens tokens without a prologue (x staged per token, [n][cols]).
+template <int kBits, int kTokens, Prologue kPro>
+__global__ void __launch_bounds__(kThreads, 2) gemv_bl_token_kernel(GemvArgs p, BlTiles l) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ float partial[2][kWarps][kTileRows];  // by the parity of the block's tile count
+  __shared__ float partial[2][kWarps][kTileRows][kTokens];  // by the parity of the block's tile count
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int a = lane % 4, slot = warp * kSlotsPerWarp + lane / 4;
   const int64_t xblocks = p.cols / kXBlock, tiles = p.rows / kTileRows;
-  constexpr int kUnits = units_per_buffer<kBits>();
+  constexpr int kUnits = units_per_buffer<kBits, kTokens>();
   using Buffer = BlUnit<kBits>[kUnits];
   const int64_t per_tile = (xblocks + kSlots * kUnits - 1) / (kSlots * kUnits);
   const int in_group_mask = (1 << l.group_xblocks_log2) - 1;
@@ -242,31 +245,35 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
     u.s = __ldg(reinterpret_cast<const uint2*>(tg + 8 * a));       // shared by the group's x blocks
     u.z = __ldg(reinterpret_cast<const uint2*>(tg + 32 + 8 * a));
   };
-  const int8_t* xq = reinterpret_cast<const int8_t*>(smem);
-  const XScale* xs = reinterpret_cast<const XScale*>(smem + p.cols);
+  const int8_t* xq = reinterpret_cast<const int8_t*>(smem);                // [n][cols]
+  const XScale* xs = reinterpret_cast<const XScale*>(smem + p.n * p.cols);  // [n][cols / 32]
   auto load = [&](Buffer& buf, Item it) {
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) load_unit(buf[j], it.tile, slot + (it.k * kUnits + j) * kSlots);
   };
-  // res_r += s_r (d int_dot_r - z_r d sum(q)) for rows 4a + r.
-  auto use_unit = [&](const BlUnit<kBits>& u, int64_t xb, float (&res)[4]) {
+  // res[r][t] += s_r (d int_dot_r - z_r d sum(q)) for rows 4a + r, token t.
+  auto use_unit = [&](const BlUnit<kBits>& u, int64_t xb, float (&res)[4][kTokens]) {
     if (xb >= xblocks) return;
-    const int4 x0 = reinterpret_cast<const int4*>(xq + xb * kXBlock)[0];
-    const int4 x1 = reinterpret_cast<const int4*>(xq + xb * kXBlock)[1];
-    const int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-    int acc[4] = {0, 0, 0, 0};
-    dot_lines<kBits>(u.lines, xw, acc);
-    const XScale sc = xs[xb];
-    const float dsum = sc.d * static_cast<float>(sc.sum);
     const __half2* sh = reinterpret_cast<const __half2*>(&u.s);
     const __half2* zh = reinterpret_cast<const __half2*>(&u.z);
     const float2 s01 = __half22float2(sh[0]), s23 = __half22float2(sh[1]);
     const float2 z01 = __half22float2(zh[0]), z23 = __half22float2(zh[1]);
     const float s[4] = {s01.x, s01.y, s23.x, s23.y}, z[4] = {z01.x, z01.y, z23.x, z23.y};
 #pragma unroll
-    for (int r = 0; r < 4; ++r) res[r] += s[r] * fmaf(sc.d, static_cast<float>(acc[r]), -z[r] * dsum);
+    for (int t = 0; t < kTokens; ++t) {
+      if (t >= p.n) break;
+      const int8_t* xt = xq + t * p.cols + xb * kXBlock;
+      const int4 x0 = reinterpret_cast<const int4*>(xt)[0], x1 = reinterpret_cast<const int4*>(xt)[1];
+      const int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+      int acc[4] = {0, 0, 0, 0};
+      dot_lines<kBits>(u.lines, xw, acc);
+      const XScale sc = xs[t * xblocks + xb];
+      const float dsum = sc.d * static_cast<float>(sc.sum);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) res[r][t] += s[r] * fmaf(sc.d, static_cast<float>(acc[r]), -z[r] * dsum);
+    }
   };
-  auto use = [&](const Buffer& buf, Item it, float (&res)[4]) {
+  auto use = [&](const Buffer& buf, Item it, float (&res)[4][kTokens]) {
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) use_unit(buf[j], slot + (it.k * kUnits + j) * kSlots, res);
   };
@@ -277,32 +284,42 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_token_kernel(GemvArgs p, BlT
   load(buf0, ia);
   load(buf1, ib);  // both in flight while x is staged
   pdl_wait();      // x and out belong to the kernel before (pdl.cuh); the weights do not
-  float out_scale[1];
-  stage_x<1, kPro>(p, smem, out_scale);
+  float out_scale[kTokens];
+  stage_x<kTokens, kPro>(p, smem, out_scale);
   constexpr bool kScaled = kPro == Prologue::norm || kPro == Prologue::staged;
 
-  float res[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float res[4][kTokens];
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) res[r][t] = 0.0f;
   int parity = 0;
   // Sums over the warp's 8 slots (lanes a + 4h) by shuffles, over the 8 warps in shared memory;
   // one barrier a tile (the partials alternate between two buffers).
   auto finish_tile = [&](int64_t tile) {
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      float v = res[r];
-      v += __shfl_xor_sync(0xffffffffu, v, 4);
-      v += __shfl_xor_sync(0xffffffffu, v, 8);
-      v += __shfl_xor_sync(0xffffffffu, v, 16);
-      if (lane < 4) partial[parity][warp][4 * a + r] = v;
-      res[r] = 0.0f;
-    }
-    __syncthreads();
-    if (threadIdx.x < kTileRows) {
-      const int64_t row = tile * kTileRows + threadIdx.x;
-      float sum = 0.0f;
+    for (int r = 0; r < 4; ++r)
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) sum += partial[parity][w][threadIdx.x];
-      const float v = (kScaled ? sum * out_scale[0] : sum) + (p.bias ? p.bias[row] : 0.0f);
-      p.out[row] = p.fuse.accumulate ? p.out[row] + v : v;
+      for (int t = 0; t < kTokens; ++t) {
+        float v = res[r][t];
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        if (lane < 4) partial[parity][warp][4 * a + r][t] = v;
+        res[r][t] = 0.0f;
+      }
+    __syncthreads();
+    if (threadIdx.x < kTileRows * kTokens) {
+      const int r = threadIdx.x / kTokens, t = threadIdx.x % kTokens;
+      const int64_t row = tile * kTileRows + r;
+      if (t < p.n) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) sum += partial[parity][w][r][t];
+        const float v = (kScaled ? sum * out_scale[t] : sum) + (p.bias ? p.bias[row] : 0.0f);
+        float* o = p.out + t * p.rows + row;
+        *o = p.fuse.accumulate ? *o + v : v;
+      }
     }
     parity ^= 1;
   };
@@ -365,11 +382,12 @@ bool launch_bits(int bits, const BlGemvArgs& p, cudaStream_t stream) {
   }
 }
 
-// The opt-in shared memory a kernel may ask for beyond its static shared memory; raises its
-// limit to that on the first call (per instantiation).
-template <typename Kernel>
-size_t max_dynamic_smem(Kernel kernel) {
-  static const size_t max_dynamic = [&] {
+// The opt-in shared memory kKernel may ask for beyond its static shared memory; raises its limit
+// to that on the first call (once per kernel: a template on the kernel itself, not its type).
+template <auto kKernel>
+size_t max_dynamic_smem() {
+  static const size_t max_dynamic = [] {
+    const auto kernel = kKernel;
     int device = 0, optin = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
@@ -382,11 +400,11 @@ size_t max_dynamic_smem(Kernel kernel) {
   return max_dynamic;
 }
 
-template <int kBits, Prologue kPro>
+template <int kBits, int kTokens, Prologue kPro>
 bool launch_token(const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
-  const auto kernel = gemv_bl_token_kernel<kBits, kPro>;
-  const size_t smem = static_cast<size_t>(quantized_x_bytes(p.cols));
-  if (smem > max_dynamic_smem(kernel)) return false;
+  const auto kernel = gemv_bl_token_kernel<kBits, kTokens, kPro>;
+  const size_t smem = static_cast<size_t>(p.n * quantized_x_bytes(p.cols));
+  if (smem > max_dynamic_smem<gemv_bl_token_kernel<kBits, kTokens, kPro>>()) return false;
   int per_sm = 0, device = 0, sms = 0;
   cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
   cudaGetDevice(&device);
@@ -397,19 +415,25 @@ bool launch_token(const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
   return true;
 }
 
-template <Prologue kPro>
+// Several tokens only at 1..4 bits: wider codes with 2 or 4 tokens' sums spilled 128-952 bytes
+// (ptxas, at the 128 registers of 2 blocks an SM); those run on gemv_bl_kernel.
+template <int kTokens, Prologue kPro>
 bool launch_token_bits(int bits, const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
   switch (bits) {
-    case 1: return launch_token<1, kPro>(p, l, stream);
-    case 2: return launch_token<2, kPro>(p, l, stream);
-    case 3: return launch_token<3, kPro>(p, l, stream);
-    case 4: return launch_token<4, kPro>(p, l, stream);
-    case 5: return launch_token<5, kPro>(p, l, stream);
-    case 6: return launch_token<6, kPro>(p, l, stream);
-    case 7: return launch_token<7, kPro>(p, l, stream);
-    case 8: return launch_token<8, kPro>(p, l, stream);
-    default: return false;
+    case 1: return launch_token<1, kTokens, kPro>(p, l, stream);
+    case 2: return launch_token<2, kTokens, kPro>(p, l, stream);
+    case 3: return launch_token<3, kTokens, kPro>(p, l, stream);
+    case 4: return launch_token<4, kTokens, kPro>(p, l, stream);
   }
+  if constexpr (kTokens == 1) {
+    switch (bits) {
+      case 5: return launch_token<5, 1, kPro>(p, l, stream);
+      case 6: return launch_token<6, 1, kPro>(p, l, stream);
+      case 7: return launch_token<7, 1, kPro>(p, l, stream);
+      case 8: return launch_token<8, 1, kPro>(p, l, stream);
+    }
+  }
+  return false;
 }
 
 BlTiles tiles_of(const WeightView& w) {
@@ -421,21 +445,23 @@ BlTiles tiles_of(const WeightView& w) {
   return l;
 }
 
-// One token on gemv_bl_token_kernel, the prologue chosen by what p carries.
+// p.n tokens on gemv_bl_token_kernel: one with the prologue p carries, or 2..4 without one.
 bool launch_token_gemv(const WeightView& w, const GemvArgs& p, cudaStream_t stream) {
   const int bits = quant::bl_group_shape(w.dtype)->bits;
   const BlTiles l = tiles_of(w);
-  if (p.attention.buffer) return launch_token_bits<Prologue::attention>(bits, p, l, stream);
-  if (p.x_staged) return launch_token_bits<Prologue::staged>(bits, p, l, stream);
-  if (p.fuse.norm) return launch_token_bits<Prologue::norm>(bits, p, l, stream);
-  if (p.fuse.up) return launch_token_bits<Prologue::gate>(bits, p, l, stream);
-  return launch_token_bits<Prologue::none>(bits, p, l, stream);
+  if (p.n == 2) return launch_token_bits<2, Prologue::none>(bits, p, l, stream);
+  if (p.n > 2) return launch_token_bits<4, Prologue::none>(bits, p, l, stream);
+  if (p.attention.buffer) return launch_token_bits<1, Prologue::attention>(bits, p, l, stream);
+  if (p.x_staged) return launch_token_bits<1, Prologue::staged>(bits, p, l, stream);
+  if (p.fuse.norm) return launch_token_bits<1, Prologue::norm>(bits, p, l, stream);
+  if (p.fuse.up) return launch_token_bits<1, Prologue::gate>(bits, p, l, stream);
+  return launch_token_bits<1, Prologue::none>(bits, p, l, stream);
 }
 
 bool aligned16(const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; }
 
-// BITLIGHT_CUDA_BL_TOKEN=0: one token runs on gemv_bl_kernel as 2..4 tokens do, with the
-// prologues as plain ops and the attention's combine kernel (comparisons).
+// BITLIGHT_CUDA_BL_TOKEN=0: every token count runs on gemv_bl_kernel, with the prologues as
+// plain ops and the attention's combine kernel (comparisons).
 const bool token_kernel_enabled = env_choice("BITLIGHT_CUDA_BL_TOKEN", {"0", "1"}) != "0";
 
 }  // namespace
@@ -458,7 +484,8 @@ bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* ou
   if (!shape || n_tokens < 1 || w.rows % kTileRows != 0 || w.cols % shape->group_size != 0 || !aligned16(x) ||
       !aligned16(w.data))
     return false;
-  if (n_tokens == 1 && gemv_bl_token_applies(w) && aligned16(fuse.norm) && aligned16(fuse.up)) {
+  const bool token_kernel = gemv_bl_token_applies(w);
+  if (n_tokens == 1 && token_kernel && aligned16(fuse.norm) && aligned16(fuse.up)) {
     const GemvArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, x, 1, out, bias, fuse};
     return launch_token_gemv(w, p, stream);
   }
@@ -466,6 +493,9 @@ bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* ou
   if (w.rows == 0) return true;
   for (int t0 = 0; t0 < n_tokens; t0 += kBlGemvMaxTokens) {
     const int n = std::min(kBlGemvMaxTokens, n_tokens - t0);
+    const GemvArgs tp{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, x + t0 * w.cols, n, out + t0 * w.rows,
+                      bias, GemvFusion{.accumulate = fuse.accumulate}};
+    if (token_kernel && launch_token_gemv(w, tp, stream)) continue;
     const BlGemvArgs p{static_cast<const uint8_t*>(w.data), w.rows, w.cols, shape->group_size, x + t0 * w.cols, n,
                        out + t0 * w.rows, bias, fuse.accumulate};
     const bool ok = n == 1 ? launch_bits<1>(shape->bits, p, stream) : launch_bits<4>(shape->bits, p, stream);

@@ -188,7 +188,8 @@ bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* ou
                     const GemvFusion& fuse, cudaStream_t stream);
 // Whether one token of w runs on the bl GEMV that reads x as the dp4a one does (gemv_int8_x.cuh:
 // a prologue inside, x quantized once beforehand, or attention sums): a bl type, rows % 16 == 0,
-// cols % 256 == 0, x fitting in shared memory.
+// cols % 256 == 0, x fitting in shared memory. 2..16 tokens of such a weight at 1..4 bits run
+// on it too, 4 a launch, without prologues.
 bool gemv_bl_token_applies(const WeightView& w);
 // As launch_gemv_dp4a_x_quantized_once and launch_gemv_dp4a_after_attention, for bl weights.
 bool launch_gemv_bl_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
