@@ -13,7 +13,8 @@
 #   GEMV kernel benchmark (cuda_bench_test)                                    18 s
 #   whole model (gpu_model_check.sh): logits vs reference and greedy CUDA == CPU
 #   on smollm2 shapes (q4_1, q8_0, bl4g64) ~19 s; bench of the README table's
-#   7 specs incl. llama3-1b q4_0 greedy CUDA == CPU and 8B pp2048 ~115-130 s  131-148 s
+#   7 specs (since the nineteenth session also llama3-1b bl4g128, ~15 s more) incl.
+#   llama3-1b q4_0 / bl4g128 greedy CUDA == CPU and 8B pp2048 ~115-130 s    131-148 s
 #   total                                                                      231-257 s
 # (Before: ~10-11 minutes, op tests and memcheck one after another.) A command on the lent
 # machines may run at most 10 minutes: keep the default run well under 8.

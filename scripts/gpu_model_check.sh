@@ -83,8 +83,8 @@ echo "[whole-model CUDA = CPU checks: $SECONDS s]"
 echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | pp2048 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | batch 16 tg32 tok/s | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
 # The default specs are the README's CUDA table; bl4g128 / bl2g128 etc. by BENCH_SPECS.
-for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-8b:q4_0 llama3-8b:q8_0 \
-             llama3-8b:f16}; do
+for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-1b:bl4g128 llama3-8b:q4_0 \
+             llama3-8b:q8_0 llama3-8b:f16}; do
   shape=${spec%%:*}; type=${spec##*:}
   m=$MODELS/$shape-$type.gguf
   "$B" synth --shape "$shape" --type "$type" -o "$m" 2>&1 | tail -1 || { failed=1; continue; }
