@@ -70,6 +70,39 @@ __device__ __forceinline__ void dot_lines(const uint4 (&v)[kBits], const int* xw
   }
 }
 
+// The fp16 s and z of rows 4a..4a+3 of a tile group (its header's words at 8a and 32 + 8a), as floats.
+struct RowScales {
+  float s[4], z[4];
+};
+__device__ __forceinline__ RowScales row_scales(uint2 s4, uint2 z4) {
+  const __half2* sh = reinterpret_cast<const __half2*>(&s4);
+  const __half2* zh = reinterpret_cast<const __half2*>(&z4);
+  const float2 s01 = __half22float2(sh[0]), s23 = __half22float2(sh[1]);
+  const float2 z01 = __half22float2(zh[0]), z23 = __half22float2(zh[1]);
+  return {{s01.x, s01.y, s23.x, s23.y}, {z01.x, z01.y, z23.x, z23.y}};
+}
+
+// res[r][t] += s_r (d int_dot_r - z_r dsum) for rows 4a + r: one 32-column x block of token t
+// (x32: its int8 values in shared memory, d its step, dsum = d * sum of them) against the
+// block's b code lines.
+template <int kBits, int kTokens>
+__device__ __forceinline__ void add_block_dots(const uint4 (&lines)[kBits], const int8_t* x32, float d, float dsum,
+                                               const RowScales& rs, float (&res)[4][kTokens], int t) {
+  const int4 x0 = reinterpret_cast<const int4*>(x32)[0], x1 = reinterpret_cast<const int4*>(x32)[1];
+  const int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+  int acc[4] = {0, 0, 0, 0};
+  dot_lines<kBits>(lines, xw, acc);
+#pragma unroll
+  for (int r = 0; r < 4; ++r) res[r][t] += rs.s[r] * fmaf(d, static_cast<float>(acc[r]), -rs.z[r] * dsum);
+}
+
+// A lane's sum over the 8 slots of its warp that share its rows (lanes a + 4h).
+__device__ __forceinline__ float sum_over_slots(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 4);
+  v += __shfl_xor_sync(0xffffffffu, v, 8);
+  return v + __shfl_xor_sync(0xffffffffu, v, 16);
+}
+
 template <int kBits, int kTokens>
 __global__ void __launch_bounds__(kThreads) gemv_bl_kernel(BlGemvArgs p) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -130,25 +163,12 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_kernel(BlGemvArgs p) {
   };
   auto use = [&](const uint8_t* tile_base, int64_t xb, const uint4 (&v)[kBits], float (&res)[4][kTokens]) {
     const uint8_t* tg = tile_base + (xb / blocks_per_group) * tg_bytes;
-    const uint2 s4 = __ldg(reinterpret_cast<const uint2*>(tg + 8 * a));       // fp16 s of rows 4a..4a+3
-    const uint2 z4 = __ldg(reinterpret_cast<const uint2*>(tg + 32 + 8 * a));  // fp16 z
-    const __half2* sh = reinterpret_cast<const __half2*>(&s4);
-    const __half2* zh = reinterpret_cast<const __half2*>(&z4);
-    const float2 s01 = __half22float2(sh[0]), s23 = __half22float2(sh[1]);
-    const float2 z01 = __half22float2(zh[0]), z23 = __half22float2(zh[1]);
-    const float s[4] = {s01.x, s01.y, s23.x, s23.y}, z[4] = {z01.x, z01.y, z23.x, z23.y};
+    const RowScales rs = row_scales(__ldg(reinterpret_cast<const uint2*>(tg + 8 * a)),
+                                    __ldg(reinterpret_cast<const uint2*>(tg + 32 + 8 * a)));
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
-      int xw[8];
-      const int4* xsrc = reinterpret_cast<const int4*>(xq + t * p.cols + xb * kXBlock);
-      const int4 x0 = xsrc[0], x1 = xsrc[1];
-      xw[0] = x0.x, xw[1] = x0.y, xw[2] = x0.z, xw[3] = x0.w;
-      xw[4] = x1.x, xw[5] = x1.y, xw[6] = x1.z, xw[7] = x1.w;
-      int acc[4] = {0, 0, 0, 0};
-      dot_lines<kBits>(v, xw, acc);
       const XBlockScale sc = xs[t * n_xblocks + xb];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) res[r][t] += s[r] * fmaf(sc.d, static_cast<float>(acc[r]), -z[r] * sc.dsum);
+      add_block_dots<kBits>(v, xq + t * p.cols + xb * kXBlock, sc.d, sc.dsum, rs, res, t);
     }
   };
   const int64_t xblocks_per_tile = groups * blocks_per_group;
@@ -169,10 +189,7 @@ __global__ void __launch_bounds__(kThreads) gemv_bl_kernel(BlGemvArgs p) {
     for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int t = 0; t < kTokens; ++t) {
-        float v = res[r][t];
-        v += __shfl_xor_sync(0xffffffffu, v, 4);
-        v += __shfl_xor_sync(0xffffffffu, v, 8);
-        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        const float v = sum_over_slots(res[r][t]);
         if (lane < 4) partial[warp][4 * a + r][t] = v;
       }
     __syncthreads();
@@ -254,23 +271,13 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_bl_token_kernel(GemvArgs p, 
   // res[r][t] += s_r (d int_dot_r - z_r d sum(q)) for rows 4a + r, token t.
   auto use_unit = [&](const BlUnit<kBits>& u, int64_t xb, float (&res)[4][kTokens]) {
     if (xb >= xblocks) return;
-    const __half2* sh = reinterpret_cast<const __half2*>(&u.s);
-    const __half2* zh = reinterpret_cast<const __half2*>(&u.z);
-    const float2 s01 = __half22float2(sh[0]), s23 = __half22float2(sh[1]);
-    const float2 z01 = __half22float2(zh[0]), z23 = __half22float2(zh[1]);
-    const float s[4] = {s01.x, s01.y, s23.x, s23.y}, z[4] = {z01.x, z01.y, z23.x, z23.y};
+    const RowScales rs = row_scales(u.s, u.z);
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t >= p.n) break;
-      const int8_t* xt = xq + t * p.cols + xb * kXBlock;
-      const int4 x0 = reinterpret_cast<const int4*>(xt)[0], x1 = reinterpret_cast<const int4*>(xt)[1];
-      const int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-      int acc[4] = {0, 0, 0, 0};
-      dot_lines<kBits>(u.lines, xw, acc);
       const XScale sc = xs[t * xblocks + xb];
-      const float dsum = sc.d * static_cast<float>(sc.sum);
-#pragma unroll
-      for (int r = 0; r < 4; ++r) res[r][t] += s[r] * fmaf(sc.d, static_cast<float>(acc[r]), -z[r] * dsum);
+      add_block_dots<kBits>(u.lines, xq + t * p.cols + xb * kXBlock, sc.d, sc.d * static_cast<float>(sc.sum), rs,
+                            res, t);
     }
   };
   auto use = [&](const Buffer& buf, Item it, float (&res)[4][kTokens]) {
@@ -301,10 +308,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_bl_token_kernel(GemvArgs p, 
     for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int t = 0; t < kTokens; ++t) {
-        float v = res[r][t];
-        v += __shfl_xor_sync(0xffffffffu, v, 4);
-        v += __shfl_xor_sync(0xffffffffu, v, 8);
-        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        const float v = sum_over_slots(res[r][t]);
         if (lane < 4) partial[parity][warp][4 * a + r][t] = v;
         res[r][t] = 0.0f;
       }
