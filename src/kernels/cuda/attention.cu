@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
@@ -136,6 +137,20 @@ __device__ __forceinline__ void to_floats8(const Values8<kF16>& v, float (&f)[8]
 // takes ~20 of them a batch.
 __device__ __forceinline__ float exp_fast(float x) { return exp2f(x * 1.4426950408889634f); }
 
+// at[0 .. n) += v[0 .. n) atomically, n = 4 (at 16-byte aligned) or 1: one vector atomic for 4
+// on sm_90 (red.global.add.v4.f32), else one a value.
+__device__ __forceinline__ void add_floats(float* at, const float (&v)[4], int n) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (n == 4) {
+    atomicAdd(reinterpret_cast<float4*>(at), make_float4(v[0], v[1], v[2], v[3]));
+    return;
+  }
+#endif
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    if (k < n) atomicAdd(at + k, v[k]);
+}
+
 // kLanes lanes share one K/V row (8 dims a lane: 8 * kLanes >= head_dim), so a warp reads
 // kWarp / kLanes rows per load, and each score needs log2(kLanes) shuffles instead of the 5 of a
 // row spread over the warp. kGroup >= the block's query heads (1, 2, 4, 8): the loops over the
@@ -185,15 +200,25 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     return b0 + static_cast<int64_t>((j * kRows + row) * kAttnWarps + warp);
   };
   Values8<kF16> kv_k[kLoads], kv_v[kLoads];
+  // With kRope the token's own K/V row, as the caches hold it (rotated k; f16 or f32), for the
+  // block whose slots include it: its loads take that row from here instead of from the cache it
+  // has just written (a global round trip after the barrier).
+  using CacheValue = std::conditional_t<kF16, __half, float>;
+  __shared__ __align__(16) CacheValue own_k_sh[kRope ? kMaxDim : 1], own_v_sh[kRope ? kMaxDim : 1];
   // Loads the lane's rows of the batch from b0; slots past stop read a valid row (the last
   // one), their scores are masked below. Own::skip leaves the token's own slot for later,
-  // Own::only loads just that one.
+  // Own::only loads just that one (from own_k_sh / own_v_sh with kRope).
   enum class Own { load, skip, only };
   auto load_batch = [&](int64_t b0, Own own) {
 #pragma unroll
     for (int j = 0; j < kLoads; ++j) {
       const int64_t s = min(slot_of(b0, j), stop - 1);
       if ((own == Own::skip && s == pos) || (own == Own::only && s != pos)) continue;
+      if (kRope && own == Own::only) {
+        load_values8<kF16>(own_k_sh, dim0, n_dims, aligned, kv_k[j]);
+        load_values8<kF16>(own_v_sh, dim0, n_dims, aligned, kv_v[j]);
+        continue;
+      }
       const int64_t at = ((base_slot + s) * p.n_head_kv + kv_head) * p.head_dim + dim0;
       load_values8<kF16>(p.k, at, n_dims, aligned, kv_k[j]);
       load_values8<kF16>(p.v, at, n_dims, aligned, kv_v[j]);
@@ -204,12 +229,18 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   // step's first kernel; the rope angles depend on them only). At one token per sequence that
   // includes the K/V rows of every slot but the token's own: the first batch is loaded into
   // registers now, so its round trip overlaps the kernel before instead of following it; the
-  // later batches are asked of L2.
+  // later batches are asked of L2. With sums, slot 0's K row too (phi = q . k_0, below), unless
+  // slot 0 is the own slot.
   const bool early = p.kv_loads_early && begin + warp < stop;
   if (early) load_batch(begin, Own::skip);
   prefetch_rows_l2(p, kv_head, base_slot, early ? min(stop, begin + kBatch) : begin, stop, kF16 ? 2 : 4);
+  const bool sums = p.sums.buffer != nullptr && begin < stop;
+  const bool k0_early = sums && p.kv_loads_early && pos != 0;
+  Values8<kF16> k0;
+  if (k0_early) load_values8<kF16>(p.k, static_cast<int64_t>(kv_head) * p.head_dim + dim0, n_dims, aligned, k0);
   __shared__ float cos_sh[kAttentionMaxHeadDim / 2], sin_sh[kAttentionMaxHeadDim / 2];
   __shared__ __align__(16) float q_sh[kRope ? kGroup : 1][kRope ? kMaxDim : 1];
+  __shared__ float own_k_new_sh[kRope ? kMaxDim : 1];
   const int half = p.rope.n_dims / 2;
   if constexpr (kRope) {
     for (int i = threadIdx.x; i < half; i += kAttnThreads) rope_cos_sin(static_cast<double>(pos), i, p.rope, cos_sh[i], sin_sh[i]);
@@ -223,43 +254,46 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   }
   const float* q_head0 = p.q + (t * p.n_head + kv_head * heads_per_kv + g0) * p.head_dim;
   if constexpr (kRope) {
-    // The group's q heads, rotated, into shared memory; the block whose slots hold the token's
-    // own slot rotates its k and writes k and v there (read back below after the barrier).
+    // In one round trip: the group's q heads, and for the block whose slots hold the token's own
+    // slot its new k and v; then q and k rotated in shared memory, k and v stored to the caches
+    // (for later tokens) and kept in own_k_sh / own_v_sh (for this one).
+    const bool own_slot = pos >= begin && pos < stop;
     for (int idx = threadIdx.x; idx < n_g * p.head_dim; idx += kAttnThreads)
       q_sh[idx / p.head_dim][idx % p.head_dim] = q_head0[idx];
+    if (own_slot) {
+      const int64_t from = static_cast<int64_t>(kv_head) * p.head_dim;
+      for (int e = threadIdx.x; e < p.head_dim; e += kAttnThreads) {
+        own_k_new_sh[e] = p.k_new[from + e];
+        own_v_sh[e] = static_cast<CacheValue>(p.v_new[from + e]);
+      }
+    }
     __syncthreads();
-    const bool own_slot = pos >= begin && pos < stop;
     for (int idx = threadIdx.x; idx < (n_g + (own_slot ? 1 : 0)) * half; idx += kAttnThreads) {
       const int g = idx / half, i = idx % half;
       const int i0 = rope_first(i, p.rope.neox), i1 = rope_second(i, half, p.rope.neox);
       const float sn = sin_sh[i], cs = cos_sh[i];
-      if (g < n_g) {
-        const float x0 = q_sh[g][i0], x1 = q_sh[g][i1];
-        q_sh[g][i0] = x0 * cs - x1 * sn;
-        q_sh[g][i1] = x0 * sn + x1 * cs;
-      } else {
-        const float* kh = p.k_new + static_cast<int64_t>(kv_head) * p.head_dim;
-        const int64_t at = (pos * p.n_head_kv + kv_head) * p.head_dim;
-        const float x0 = kh[i0], x1 = kh[i1];
-        put_cache<kF16>(const_cast<void*>(p.k), at + i0, x0 * cs - x1 * sn);
-        put_cache<kF16>(const_cast<void*>(p.k), at + i1, x0 * sn + x1 * cs);
-      }
+      float* x = g < n_g ? q_sh[g] : own_k_new_sh;
+      const float x0 = x[i0], x1 = x[i1];
+      x[i0] = x0 * cs - x1 * sn;
+      x[i1] = x0 * sn + x1 * cs;
     }
+    __syncthreads();  // q_sh and own_k_new_sh rotated
     if (own_slot) {
       const int64_t at = (pos * p.n_head_kv + kv_head) * p.head_dim;
-      const int64_t from = static_cast<int64_t>(kv_head) * p.head_dim;
       for (int e = threadIdx.x; e < p.head_dim; e += kAttnThreads) {
-        if (e >= p.rope.n_dims) put_cache<kF16>(const_cast<void*>(p.k), at + e, p.k_new[from + e]);
-        put_cache<kF16>(const_cast<void*>(p.v), at + e, p.v_new[from + e]);
+        own_k_sh[e] = static_cast<CacheValue>(own_k_new_sh[e]);
+        static_cast<CacheValue*>(const_cast<void*>(p.k))[at + e] = own_k_sh[e];
+        static_cast<CacheValue*>(const_cast<void*>(p.v))[at + e] = own_v_sh[e];
       }
+      __syncthreads();  // own_k_sh written (block-uniform branch)
     }
-    __syncthreads();  // q_sh rotated; the own slot's k, v visible to the block's loads
   }
-  // With sums: slot 0's K row, for the common exponent phi = q . k_0 (loaded now, used after the
-  // slots; at position 0 it is the own slot, written above with kRope or by the kernel before).
-  const bool sums = p.sums.buffer != nullptr && begin < stop;
-  Values8<kF16> k0;
-  if (sums) load_values8<kF16>(p.k, static_cast<int64_t>(kv_head) * p.head_dim + dim0, n_dims, aligned, k0);
+  // Slot 0's K row for phi when it is the own slot (position 0): from own_k_sh with kRope, else
+  // from the cache the kernel before wrote.
+  if (sums && !k0_early) {
+    if (kRope && pos == 0) load_values8<kF16>(own_k_sh, dim0, n_dims, aligned, k0);
+    else load_values8<kF16>(p.k, static_cast<int64_t>(kv_head) * p.head_dim + dim0, n_dims, aligned, k0);
+  }
 
   // The lane's 8 dims of each query head, scaled (0 for heads past n_g and dims past head_dim).
   float q[kGroup][8];
@@ -401,16 +435,27 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   }
   __syncthreads();
 
-  for (int idx = threadIdx.x; idx < n_g * p.head_dim; idx += kAttnThreads) {
+  // A thread takes 4 consecutive dims of a head where head_dim % 4 == 0 (else 1): the sums are
+  // then added by one 16-byte atomic each (sm_90) instead of 4.
+  const int piece = p.head_dim % 4 == 0 ? 4 : 1;
+  for (int idx = threadIdx.x * piece; idx < n_g * p.head_dim; idx += kAttnThreads * piece) {
     const int g = idx / p.head_dim, dim = idx % p.head_dim;
-    float a = 0.0f;
+    float a[4];
 #pragma unroll
-    for (int w = 0; w < kAttnWarps; ++w) a += sm_weight[w][g] * sm_acc[w][g][dim];
+    for (int k = 0; k < 4; ++k) {
+      a[k] = 0.0f;
+      if (k < piece) {
+#pragma unroll
+        for (int w = 0; w < kAttnWarps; ++w) a[k] += sm_weight[w][g] * sm_acc[w][g][dim + k];
+      }
+    }
     const float mx = sm_max[g], sum = sm_total[g];
     const int64_t head = kv_head * heads_per_kv + g0 + g;
     const int64_t th = t * p.n_head + head;
     if (p.n_splits == 1) {
-      p.out[th * p.head_dim + dim] = sum > 0.0f ? a / sum : 0.0f;
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (k < piece) p.out[th * p.head_dim + dim + k] = sum > 0.0f ? a[k] / sum : 0.0f;
     } else if (p.sums.buffer) {
       // One token (th = head). A block that saw slots adds its share at the common exponent, or,
       // more than kAttentionSumsMaxExponent above it, leaves its partial for the GEMV's exact
@@ -420,10 +465,14 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
       const float phi = saw ? sm_phi[g] : 0.0f;
       if (saw && mx - phi <= kAttentionSumsMaxExponent) {
         const float f = expf(mx - phi);
-        atomicAdd(p.sums.num() + th * p.head_dim + dim, a * f);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) a[k] *= f;
+        add_floats(p.sums.num() + th * p.head_dim + dim, a, piece);
         if (dim == 0) atomicAdd(p.sums.den() + th, sum * f);
       } else if (saw) {
-        p.partial_acc[slot * p.head_dim + dim] = a;
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          if (k < piece) p.partial_acc[slot * p.head_dim + dim + k] = a[k];
         if (dim == 0) atomicAdd(p.sums.overflowed() + th, 1);
       }
       if (dim == 0) {
@@ -432,7 +481,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
       }
     } else {
       const int64_t slot = split * p.n_tokens * p.n_head + th;
-      p.partial_acc[slot * p.head_dim + dim] = a;
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (k < piece) p.partial_acc[slot * p.head_dim + dim + k] = a[k];
       if (dim == 0) p.partial_ml[2 * slot] = mx, p.partial_ml[2 * slot + 1] = sum;
     }
   }
