@@ -2,8 +2,9 @@
 //
 // Grid (n_head_kv * groups, n_tokens, n_splits): a block owns one KV head, up to kMaxGroup of
 // the query heads that share it, one token and one slice of the cache slots, so each K/V row
-// is read once for the whole group. Its 4 warps take every 4th slot; lane l holds head dims
-// {2l, 2l+1} + 64e of each query; a slot's scores are warp-reduced and folded into a running
+// is read once for the whole group. Its 4 warps take every 4th slot; head_dim / 8 lanes (rounded
+// up to 8, 16 or 32) share a K/V row, 8 dims a lane (one 16-byte load at f16), so a warp reads
+// 4, 2 or 1 rows a load; a slot's score is reduced over its lanes and folded into a running
 // (max, sum, acc) per query (online softmax). The warps merge in shared memory; with several
 // splits the block writes an unnormalised partial and attention_combine_kernel does the one
 // fixup pass, or (AttentionSums, one token) adds its share scaled to a common exponent into
