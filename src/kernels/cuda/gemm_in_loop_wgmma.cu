@@ -882,6 +882,12 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
     tile = wide_blocks >= sms ? InLoopGemmTile::rows128_tokens256 : InLoopGemmTile::rows128_tokens128;
   }
   const bool narrow = tile == InLoopGemmTile::rows128_tokens128;
+  // bl decodes ~2x the instructions of Q4_0 a weight (the bit transpose, then fp16 through shared
+  // memory), and a 128 x 128 tile decodes each weight for half the tokens: where the automatic
+  // choice is that tile, bl keeps the dequantize pass + cuBLAS (H100, pp2048: 8B bl4g128, all
+  // 128 x 256, 53 -> 60 % of the bf16 peak in-loop; 1B, whose O and down GEMMs take 128 x 128,
+  // 44 -> 42 % with those in-loop too; docs/cuda.md "Twentieth session").
+  if (bl_bits(w.dtype) > 0 && narrow && in_loop_gemm_tile == InLoopGemmTile::automatic) return false;
   auto launch_format = [&]<DType T>() {
     if (in_loop_gemm_cluster_now == 2)
       return narrow ? launch.template operator()<T, 128, 2>() : launch.template operator()<T, 256, 2>();
