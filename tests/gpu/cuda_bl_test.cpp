@@ -7,7 +7,8 @@
 // on the host) equal unpack_bl_codes for every width and group (no GPU needed).
 // Decode through fused_matmul (the model's path): one token with the norm / SwiGLU prologue
 // inside the GEMV or x quantized once before it, 2..5 tokens, the residual add
-// (FusedMatmulAgainstFp64).
+// (FusedMatmulAgainstFp64). Prefill through the GEMM with the dequantization in its main loop
+// at 2..4 bits (InLoopGemmAgainstFp64).
 // Without a GPU every test skips ("no CUDA device").
 #include <gtest/gtest.h>
 
@@ -20,6 +21,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "core/half.h"
 #include "gpu/cuda_test_util.h"
 #include "kernels/cuda/bl_tiles.cuh"
 #include "kernels/cuda/launchers.h"
@@ -140,14 +142,6 @@ TEST(CudaBl, MatmulEveryWidthAgainstReference) {
   std::printf("[ bl matmul ] max error / tolerance = %.3g\n", worst);
 }
 
-template <int kBits, int kU = 0>
-void codes_of_lines(const uint32_t* dwords, uint32_t* codes) {
-  if constexpr (kU < kBits) {
-    cuda::bltile::codes_line_dword<kBits, kU>(dwords[kU], codes);
-    codes_of_lines<kBits, kU + 1>(dwords, codes);
-  }
-}
-
 template <int kBits>
 void check_codes_of_lines(std::mt19937_64& rng) {
   for (int g : {32, 64, 128}) {
@@ -163,7 +157,7 @@ void check_codes_of_lines(std::mt19937_64& rng) {
         for (int u = 0; u < kBits; ++u)
           std::memcpy(&dwords[u], p.bytes.data() + cuda::bltile::kHeaderBytes +
                                       cuda::bltile::kLineBytes * (kBits * xb + u) + 4 * r, 4);
-        codes_of_lines<kBits>(dwords, codes);
+        cuda::bltile::codes_of_lines<kBits>(dwords, codes);
         for (int col = 0; col < 32; ++col)
           ASSERT_EQ((codes[col / 4] >> (8 * (col % 4))) & 0xFF, want[32 * xb + col])
               << dtype_name(t) << " row " << r << " column " << 32 * xb + col;
@@ -283,6 +277,91 @@ TEST(CudaBl, FusedMatmulAgainstFp64) {
           worst = std::max(worst, e);
         }
   std::printf("[ bl fused matmul ] max error / tolerance = %.3g\n", worst);
+}
+
+// The prefill GEMM with the dequantization in its main loop (gemm_in_loop_wgmma.cu, an sm_90a
+// GPU) reads bl<2..4>g<g> as stored: every group size, both block tiles (128 x 256, 128 x 128
+// tokens) and clusters of 2 and 1; rows 48 (one 128-row block mostly past the end), 272 (17
+// tiles: 3 blocks); columns 256 and 1280 (g = 128: 10 groups, 20 k tiles); 17 and 300 tokens
+// (a token tile cut short); out = W x (NaN-poisoned before) and out += W x; against fp64 W x of
+// the dequantized rows with x rounded to fp16 (2e-3 of sum |w x|: the fp16 weights). Asserts
+// that the in-loop kernel ran (its launch count).
+TEST(CudaBl, InLoopGemmAgainstFp64) {
+  SKIP_WITHOUT_GPU();
+  auto opened = open_cuda_backend(0);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  CudaBackend& cuda = **opened;
+  if (!cuda::gemm_in_loop_applies(cuda::WeightView{nullptr, *quant::bl_group_dtype(4, 128), 256, 48, 0, false}, 40))
+    GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
+  std::mt19937_64 rng(2620);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const int cluster_before = cuda::in_loop_gemm_cluster();
+  double worst = 0.0;
+  for (int bits : {2, 3, 4})
+    for (int g : {32, 64, 128})
+      for (cuda::InLoopGemmTile tile : {cuda::InLoopGemmTile::rows128_tokens256, cuda::InLoopGemmTile::rows128_tokens128})
+        for (int cluster : {2, 1})
+          for (int64_t cols : {256, 1280})
+            for (int64_t rows : {48, 272})
+              for (int64_t n : {17, 300}) {
+                const DType t = *quant::bl_group_dtype(bits, g);
+                if ((cluster == 1 || tile == cuda::InLoopGemmTile::rows128_tokens128) && (cols != 256 || rows != 272))
+                  continue;
+                SCOPED_TRACE(std::string(dtype_name(t)) + " tile " + std::to_string(static_cast<int>(tile)) +
+                             " cluster " + std::to_string(cluster) + " cols=" + std::to_string(cols) +
+                             " rows=" + std::to_string(rows) + " n=" + std::to_string(n));
+                cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere, tile);
+                cuda::set_in_loop_gemm_cluster(cluster);
+                const BlProblem p = make_weight(t, cols, rows, rng);
+                auto w = cuda.upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, cols, rows));
+                ASSERT_TRUE(w.ok()) << w.status().message();
+                ASSERT_TRUE(cuda::gemm_in_loop_applies(cuda::WeightView{w->data, t, cols, rows, 0, false}, n));
+                std::vector<float> x(static_cast<size_t>(cols * n)), x_half(x.size()),
+                    before(static_cast<size_t>(rows * n));
+                for (size_t i = 0; i < x.size(); ++i) {
+                  x[i] = dist(rng);
+                  x_half[i] = fp16_to_f32(f32_to_fp16(x[i]));  // the GEMM's fp16 operand
+                }
+                for (float& e : before) e = dist(rng);
+                auto xt = cuda.alloc(DType::F32, {cols, n, 1, 1});
+                auto out = cuda.alloc(DType::F32, {rows, n, 1, 1});
+                ASSERT_TRUE(xt.ok() && out.ok());
+                cuda.write(*xt, x.data(), x.size() * sizeof(float));
+                std::vector<float> want(static_cast<size_t>(rows * n));
+                for (int64_t j = 0; j < n; ++j)
+                  for (int64_t r = 0; r < rows; ++r) {
+                    double sum = 0.0;
+                    for (int64_t k = 0; k < cols; ++k)
+                      sum += static_cast<double>(p.w[r * cols + k]) * x_half[j * cols + k];
+                    want[j * rows + r] = static_cast<float>(sum);
+                  }
+                for (bool accumulate : {false, true}) {
+                  SCOPED_TRACE(accumulate ? "out += W x" : "out = W x");
+                  if (accumulate) {
+                    cuda.write(*out, before.data(), before.size() * sizeof(float));
+                  } else {
+                    const std::vector<uint8_t> poison(out->bytes(), 0xff);  // NaN
+                    cuda.write(*out, poison.data(), poison.size());
+                  }
+                  const int64_t launches = cuda::in_loop_gemm_launch_count();
+                  if (accumulate)
+                    cuda.fused_matmul(*w, *xt, *out, MatmulFusion{.accumulate = true});
+                  else
+                    cuda.matmul(*w, *xt, *out);
+                  std::vector<float> got(want.size());
+                  cuda.read(*out, got.data(), got.size() * sizeof(float));
+                  ASSERT_TRUE(cuda.status().ok()) << cuda.status().message();
+                  EXPECT_EQ(cuda::in_loop_gemm_launch_count(), launches + 1) << "the in-loop GEMM did not run";
+                  if (accumulate)
+                    for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
+                  const double e = error_ratio(p, x_half, got, want, cols, rows, n, 2e-3, false);
+                  EXPECT_LE(e, 1.0);
+                  worst = std::max(worst, e);
+                }
+              }
+  cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
+  cuda::set_in_loop_gemm_cluster(cluster_before);
+  std::printf("[ bl in-loop GEMM ] max error / tolerance = %.3g\n", worst);
 }
 
 TEST(CudaBl, GetRowsEqualsReference) {

@@ -45,15 +45,6 @@ __device__ void decode_chunk16(const BlMatrix& m, int64_t row, int64_t c, float 
   for (int k = 0; k < kChunkCols; ++k) v[k] = s * (static_cast<float>(code_at(tg, m.bits, r, in_group + k)) - z);
 }
 
-// codes [8] of one row's dword of each of the b lines of a 32-column block (bl_tiles.cuh).
-template <int kBits, int kU = 0>
-__device__ __forceinline__ void codes_of_lines(const uint32_t (&dwords)[kBits], uint32_t (&codes)[8]) {
-  if constexpr (kU < kBits) {
-    codes_line_dword<kBits, kU>(dwords[kU], codes);
-    codes_of_lines<kBits, kU + 1>(dwords, codes);
-  }
-}
-
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int r) { return r == 0 ? v.x : r == 1 ? v.y : r == 2 ? v.z : v.w; }
 
 // dst row-major [rows, cols] fp16 (bf16) bits. One thread per (tile, 32-column block, a), a the

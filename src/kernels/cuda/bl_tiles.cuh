@@ -109,6 +109,16 @@ __host__ __device__ __forceinline__ void codes_line_dword(uint32_t dword, uint32
   codes_register<kBits, k1 % kBits, 1>(t, codes + 4 * (k1 / kBits));
 }
 
+// codes [8] of one row's dword of each of the b lines of a 32-column block: byte m of
+// codes[4 c + q] is the code of column 16 c + 4 q + m of the block (codes zeroed beforehand).
+template <int kBits, int kU = 0>
+__host__ __device__ __forceinline__ void codes_of_lines(const uint32_t (&dwords)[kBits], uint32_t (&codes)[8]) {
+  if constexpr (kU < kBits) {
+    codes_line_dword<kBits, kU>(dwords[kU], codes);
+    codes_of_lines<kBits, kU + 1>(dwords, codes);
+  }
+}
+
 // The code of column col (0 .. g-1) of row r (0..15) of a tile group, for the dequantizing
 // kernels (prefill operand, get_rows); one nibble read per plane.
 __host__ __device__ __forceinline__ int code_at(const uint8_t* tile_group, int bits, int r, int col) {

@@ -3,7 +3,9 @@
 // tiled layout (weight_layout.cuh) or Q4_K / Q5_K as stored, x [n][cols] fp16 (the prefill
 // operand), fp32 sums. In all five a row's 256 weights are a header of scales followed by the
 // quants (InLoopFormat: Q4_0 and Q4_K 16 + 128 bytes, Q4_1 32 + 128, Q8_0 16 + 256, Q5_K 48 + 128
-// with its fifth bits in the header).
+// with its fifth bits in the header), or bitlight's bl<b>g<g> at 2..4 bits as stored (16-row
+// tiles, bl_tiles.cuh: a k tile is the code lines of two 32-column blocks and their groups'
+// scales and zeros, loaded per 16-row tile; build_fragments_bl).
 //
 // Why: the other prefill path dequantizes the whole weight into an fp16 workspace (rows x cols
 // x 2 bytes written, then read back by cuBLAS): at pp2048 on the 8B shape that pass was ~12 %
@@ -58,10 +60,12 @@
 #include <string_view>
 
 #include "core/env_switch.h"
+#include "kernels/cuda/bl_tiles.cuh"
 #include "kernels/cuda/hopper.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/weight_decode.cuh"  // k4_scale_min, half_bits_to_float
 #include "kernels/cuda/weight_layout.cuh"
+#include "quant/bl_group.h"
 
 namespace bl::cuda {
 namespace {
@@ -72,12 +76,27 @@ constexpr int kStages = 5;     // ring of shared-memory stages
 constexpr int kSmemAlign = 1024;  // the 128-byte swizzle repeats every 8 rows of 128 bytes
 constexpr int kBlockRows = 128;   // weight rows a block: an m64 tile a consumer warpgroup
 
+// bl<b>g<g>'s bits from its dtype id (1000 + 10 b + {0, 1, 2}, core/dtype.h), 0 for the others.
+constexpr int bl_bits(DType t) {
+  const int id = static_cast<int>(t);
+  return id >= 1010 && id < 1090 ? (id - 1000) / 10 : 0;
+}
+
 // How a format stores a row's 256 weights (a "tile": 8 blocks in the tiled layout, a Q4_K
 // super-block): kHeaderBytes of scales, then the quants, kKTileBodyBytes for each k tile of 64
 // weights, in k order. A k tile reads its body at kHeaderBytes + (kt % 4) kKTileBodyBytes of its
 // tile (kt / 4) and the tile's whole header.
+// The primary template is bl<b>g<g> (T names the bits; the group size is a launch argument):
+// a row's share of a k tile is 8 b bytes of codes and the (s, z) of its two 32-column blocks'
+// groups, 8 bytes, but the bytes lie in 16-row tiles, so the producer loads them per tile
+// (bl_stage_boxes) and the stage holds [2 blocks][8 tiles][64 bytes] of (s, z), then
+// [2 blocks][8 tiles][64 b bytes] of code lines.
 template <DType T>
-struct InLoopFormat;
+struct InLoopFormat {
+  static_assert(bl_bits(T) >= 2 && bl_bits(T) <= 4, "the in-loop GEMM reads bl at 2..4 bits");
+  static constexpr int kBits = bl_bits(T);
+  static constexpr int kHeaderBytes = 8, kKTileBodyBytes = 8 * kBits;
+};
 template <>
 struct InLoopFormat<DType::Q4_0> {  // header: 8 x d (fp16); bodies: 8 x 16 bytes of nibbles
   static constexpr int kTileBytes = kTileBlocks * sizeof(BlockQ4_0), kHeaderBytes = kTileBlocks * 2,
@@ -111,6 +130,8 @@ static_assert(in_loop_format_ok<DType::Q4_0>() && in_loop_format_ok<DType::Q4_1>
               in_loop_format_ok<DType::Q8_0>() && in_loop_format_ok<DType::Q4_K>() &&
               in_loop_format_ok<DType::Q5_K>());
 
+constexpr int kDecodedWarpBytes = 16 * kTileK * 2;  // a warp's 16 rows x 64 columns of fp16 weights
+
 // The block tile, kBlockRows weight rows x kTokens (the wgmma N), kTokens / 2 fp32 accumulators
 // a thread, and its shared-memory stages for format T.
 template <DType T, int kTokens>
@@ -120,7 +141,10 @@ struct Tile {
   static constexpr int kBodyStageBytes = kRows * InLoopFormat<T>::kKTileBodyBytes;
   static constexpr int kHeaderStageBytes = kRows * InLoopFormat<T>::kHeaderBytes;
   static constexpr int kStageBytes = kXStageBytes + kBodyStageBytes + kHeaderStageBytes;
-  static constexpr int kSmemBytes = kStages * kStageBytes + kSmemAlign + 2 * kStages * 8;  // + mbarriers
+  // bl: each consumer warp decodes its 16 rows x 64 columns to fp16 here, then ldmatrix.
+  static constexpr int kBarrierBytes = 128;  // the 2 kStages mbarriers
+  static constexpr int kScratchBytes = bl_bits(T) ? 8 * kDecodedWarpBytes : 0;
+  static constexpr int kSmemBytes = kStages * kStageBytes + kSmemAlign + kBarrierBytes + kScratchBytes;
   static_assert(kStageBytes % kSmemAlign == 0, "each stage's x tile must stay 1024-byte aligned");
   static_assert(kSmemBytes <= 227 * 1024, "an H100 SM's shared memory a block");
 };
@@ -134,6 +158,8 @@ struct InLoopGemmArgs {
   bool out_half;
   bool accumulate;
   bool tma_store;  // the tile leaves through shared memory and TMA (out_maps), else direct stores
+  int bl_group;    // bl<b>g<g>: g
+  int bl_tile_group_bytes;  // bl<b>g<g>: 64 + 2 b g, a 16-row tile's bytes of one group
 };
 
 // Per row range, its output [n][ld] as a TMA tensor: box kStoreBoxBytes of rows x the tile's
@@ -273,6 +299,60 @@ __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uin
       frag[high_step][rr] = bits(high_scale[h](first.high));
       frag[high_step][2 + rr] = bits(high_scale[h](second.high));
     }
+  }
+}
+
+// mma.m16n8k16's A fragment of a 16 x 16 fp16 tile in shared memory (non-transposed ldmatrix):
+// lane l gives the address of row l % 16, columns 8 (l / 16) ..; r = a0..a3 as build_fragments'.
+__device__ __forceinline__ void ldmatrix_a(uint32_t (&r)[4], const void* row_address) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// bl<b>g<g>: this warp's A fragments of a k tile, its 16 rows being 16-row tile `tile` (0..7)
+// of the stage. bodies [2 blocks][8 tiles][b lines' 4-byte row shares x 16 rows], headers [2
+// blocks][8 tiles][s[16], z[16] fp16] (InLoopFormat). Lane l decodes row l % 16 of 32-column
+// block l / 16 (b dwords: bltile::codes_of_lines, the GEMV's bit transpose), w = s q - s z in
+// fp16 (q exact; one rounding of the product and one of s z, as Q4_K's affine map), into
+// `decoded` [16 rows][64 columns] (16-byte chunk j of row r at chunk j ^ (r % 8), so the 8 rows a
+// store or an ldmatrix phase touches fall in different banks); then 4 ldmatrix, one a k step.
+template <int kBits>
+__device__ __forceinline__ void build_fragments_bl(const uint8_t* bodies, const uint8_t* headers, uint8_t* decoded,
+                                                   int tile, int lane, uint32_t (&frag)[4][4]) {
+  constexpr int kTiles = kBlockRows / bltile::kTileRows;
+  const int r = lane % 16, block = lane / 16;
+  const uint8_t* header = headers + (block * kTiles + tile) * bltile::kHeaderBytes;
+  const uint8_t* lines = bodies + (block * kTiles + tile) * bltile::kLineBytes * kBits;
+  uint32_t dwords[kBits];
+#pragma unroll
+  for (int u = 0; u < kBits; ++u) dwords[u] = *reinterpret_cast<const uint32_t*>(lines + bltile::kLineBytes * u + 4 * r);
+  const __half s = *reinterpret_cast<const __half*>(header + 2 * r);
+  const __half z = *reinterpret_cast<const __half*>(header + 32 + 2 * r);
+  const __half2 scale = __half2half2(s), offset = __float2half2_rn(-__half2float(s) * __half2float(z));
+  uint32_t codes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  bltile::codes_of_lines<kBits>(dwords, codes);
+  // Two codes (bytes of a codes word picked by `select`) as fp16 weights: 1024 + q under the magic 0x6400.
+  auto weights = [&](uint32_t word, uint32_t select) {
+    const __half2 q = __hsub2(as_half2(__byte_perm(word, 0x64u, select)), __float2half2_rn(1024.0f));
+    return bits(__hfma2(q, scale, offset));
+  };
+  __syncwarp();  // the ldmatrix of the previous k tile have read `decoded`
+#pragma unroll
+  for (int c = 0; c < 2; ++c)
+#pragma unroll
+    for (int pair = 0; pair < 2; ++pair) {  // quads 2 pair, 2 pair + 1 of chunk c: 8 columns
+      const uint32_t q0 = codes[4 * c + 2 * pair], q1 = codes[4 * c + 2 * pair + 1];
+      const int chunk = 4 * block + 2 * c + pair;
+      *reinterpret_cast<uint4*>(decoded + r * 128 + ((chunk ^ (r % 8)) << 4)) =
+          make_uint4(weights(q0, 0x4140), weights(q0, 0x4342), weights(q1, 0x4140), weights(q1, 0x4342));
+    }
+  __syncwarp();
+#pragma unroll
+  for (int step = 0; step < 4; ++step) {
+    const int chunk = 2 * step + block;
+    ldmatrix_a(frag[step], decoded + r * 128 + ((chunk ^ (r % 8)) << 4));
   }
 }
 
@@ -443,17 +523,34 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int kt = 0; kt < k_tiles; ++kt, at.advance()) {
         mbarrier_wait(&empty[at.slot], at.phase ^ 1);  // every block's consumers are done with the slot
         mbarrier_arrive_expect_tx(&full[at.slot], Tl::kStageBytes);
-        // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at kTileBytes (kt / 4)
-        // bytes of the row, with the header first (InLoopFormat).
-        const int32_t tile_at = (kt / 4) * F::kTileBytes;
         if constexpr (kCluster > 1)
           tma_load_2d_multicast(x_stage(at.slot) + rank * kXRows * kTileK * 2, &x_map, kt * kTileK,
                                 static_cast<int32_t>(n0 + rank * kXRows), &full[at.slot], (1u << kCluster) - 1);
         else
           tma_load_2d(x_stage(at.slot), &x_map, kt * kTileK, static_cast<int32_t>(n0), &full[at.slot]);
-        tma_load_2d(body_stage(at.slot), &body_map, tile_at + F::kHeaderBytes + (kt % 4) * F::kKTileBodyBytes,
-                    static_cast<int32_t>(m0), &full[at.slot]);
-        tma_load_2d(header_stage(at.slot), &header_map, tile_at, static_cast<int32_t>(m0), &full[at.slot]);
+        if constexpr (bl_bits(T) > 0) {
+          // bl: the maps are [16-row tiles][a tile row's bytes / 4] (4-byte elements); block j of
+          // the k tile (columns 64 kt + 32 j ..) is block u of group G: its (s, z) at the tile
+          // group's start, its b lines at 64 + 64 b u.
+          constexpr int kTiles = kBlockRows / bltile::kTileRows;
+          const int32_t tile0 = static_cast<int32_t>(m0 / bltile::kTileRows);
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const int col = kt * kTileK + 32 * j, group = col / p.bl_group, u = col % p.bl_group / 32;
+            const int32_t at_group = group * p.bl_tile_group_bytes / 4;
+            tma_load_2d(header_stage(at.slot) + j * kTiles * bltile::kHeaderBytes, &header_map, at_group, tile0,
+                        &full[at.slot]);
+            tma_load_2d(body_stage(at.slot) + j * kTiles * bltile::kLineBytes * F::kBits, &body_map,
+                        at_group + (bltile::kHeaderBytes + bltile::kLineBytes * F::kBits * u) / 4, tile0, &full[at.slot]);
+          }
+        } else {
+          // Weight bytes of k tile kt: its 256-weight tile kt / 4 starts at kTileBytes (kt / 4)
+          // bytes of the row, with the header first (InLoopFormat).
+          const int32_t tile_at = (kt / 4) * F::kTileBytes;
+          tma_load_2d(body_stage(at.slot), &body_map, tile_at + F::kHeaderBytes + (kt % 4) * F::kKTileBodyBytes,
+                      static_cast<int32_t>(m0), &full[at.slot]);
+          tma_load_2d(header_stage(at.slot), &header_map, tile_at, static_cast<int32_t>(m0), &full[at.slot]);
+        }
       }
     }
     if constexpr (kCluster > 1) {
@@ -468,6 +565,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kAcc = kTokens / 2;  // accumulators a thread
   float acc[kAcc];
   uint32_t frag_even[4][4], frag_odd[4][4];
+  // bl: this warp's decoded 16 x 64 weights, after the mbarriers.
+  uint8_t* decoded = smem + kStages * Tl::kStageBytes + Tl::kBarrierBytes + (consumer * 4 + warp_in_group) * kDecodedWarpBytes;
+  auto build = [&](const uint8_t* bodies, const uint8_t* headers, int kt, uint32_t (&frag)[4][4]) {
+    if constexpr (bl_bits(T) > 0)
+      build_fragments_bl<bl_bits(T)>(bodies, headers, decoded, consumer * 4 + warp_in_group, lane, frag);
+    else
+      build_fragments<T>(bodies, headers, kt, consumer, warp_in_group, lane, frag);
+  };
   RingPosition at;        // of stage kt
   int previous_slot = 0;  // of stage kt - 1
   auto step = [&](int kt, const uint32_t (&cur)[4][4], uint32_t (&next)[4][4]) {
@@ -496,13 +601,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     at.advance();
     if (kt + 1 < k_tiles) {
       mbarrier_wait(&full[at.slot], at.phase);
-      build_fragments<T>(body_stage(at.slot), header_stage(at.slot), kt + 1, consumer, warp_in_group, lane, next);
+      build(body_stage(at.slot), header_stage(at.slot), kt + 1, next);
     }
   };
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
   mbarrier_wait(&full[0], 0);
-  build_fragments<T>(body_stage(0), header_stage(0), 0, consumer, warp_in_group, lane, frag_even);
+  build(body_stage(0), header_stage(0), 0, frag_even);
   // k_tiles is a multiple of 4 (cols % 256 == 0), so the pairs come out even.
   for (int kt = 0; kt < k_tiles; kt += 2) {
     step(kt, frag_even, frag_odd);
@@ -569,8 +674,11 @@ int in_loop_gemm_cluster_now = env_choice("BITLIGHT_CUDA_INLOOP_GEMM_CLUSTER", {
 // The formats this kernel reads, and up to how many tokens the backend gives it each one
 // (launchers.h, set_in_loop_gemm_max_tokens): BITLIGHT_CUDA_INLOOP_GEMM_FORMATS=q4_0,q8_0,... at
 // start-up names those taken at any count (the others never), else the measured defaults:
-// Q4_0, Q4_1, Q8_0, Q4_K at any count, Q5_K up to 512 tokens (docs/cuda.md, "Seventeenth session").
-constexpr DType kInLoopFormats[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K};
+// Q4_0, Q4_1, Q8_0, Q4_K and bl<2..4>g<g> at any count, Q5_K up to 512 tokens (docs/cuda.md,
+// "Seventeenth session", "Twentieth session").
+constexpr DType kInLoopFormats[] = {DType::Q4_0,   DType::Q4_1,   DType::Q8_0,    DType::Q4_K,  DType::Q5_K,
+                                    DType::BL2G32, DType::BL2G64, DType::BL2G128, DType::BL3G32, DType::BL3G64,
+                                    DType::BL3G128, DType::BL4G32, DType::BL4G64, DType::BL4G128};
 constexpr size_t kInLoopFormatCount = std::size(kInLoopFormats);
 constexpr int64_t kQ5KMaxTokensByDefault = 512;
 int in_loop_format_index(DType t) {
@@ -594,7 +702,7 @@ std::array<int64_t, kInLoopFormatCount> in_loop_max_tokens_default() {
     if (i >= 0)
       max_tokens[static_cast<size_t>(i)] = kInLoopGemmAnyTokens;
     else
-      warn_ignored_env("BITLIGHT_CUDA_INLOOP_GEMM_FORMATS item", name, "q4_0, q4_1, q8_0, q4_k or q5_k");
+      warn_ignored_env("BITLIGHT_CUDA_INLOOP_GEMM_FORMATS item", name, "q4_0, q4_1, q8_0, q4_k, q5_k or bl<2..4>g<g>");
     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
   }
   return max_tokens;
@@ -661,21 +769,31 @@ int64_t in_loop_gemm_launch_count() { return in_loop_gemm_launches; }
 
 bool gemm_in_loop_applies(const WeightView& w, int64_t n_tokens) {
   // Q4_0, Q4_1 and Q8_0 in the tiled layout, Q4_K and Q5_K as stored: a header of scales, then the
-  // quants, for each 256 weights of a row (InLoopFormat).
+  // quants, for each 256 weights of a row (InLoopFormat). bl<2..4>g<g> as stored, in whole pairs
+  // of k tiles (the main loop's step) and whole 16-row tiles.
   const bool super_blocks = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
-  return n_tokens > kGemvMaxTokens && n_tokens <= in_loop_gemm_max_tokens(w.dtype) && (super_blocks || w.tiled) &&
-         w.cols % (kTileBlocks * 32) == 0 && w.rows > 0 && tensor_map_encoder() && device_runs_wgmma();
+  const bool bl = bl_bits(w.dtype) > 0;
+  const bool layout = bl ? w.cols % (2 * kTileK) == 0 && w.rows % bltile::kTileRows == 0
+                         : (super_blocks || w.tiled) && w.cols % (kTileBlocks * 32) == 0;
+  return n_tokens > kGemvMaxTokens && n_tokens <= in_loop_gemm_max_tokens(w.dtype) && layout && w.rows > 0 &&
+         tensor_map_encoder() && device_runs_wgmma();
 }
 
 bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int64_t n_tokens,
                                     std::span<const GemmRowRange> outputs, bool out_half, bool accumulate,
                                     cudaStream_t stream) {
-  // TMA: 16-byte aligned bases and strides (row_bytes = kTileBytes per 256 columns).
+  // TMA: 16-byte aligned bases and strides (row_bytes = kTileBytes per 256 columns; bl: a
+  // 16-row tile's bytes, 16 row_bytes).
+  const uint64_t weight_stride = bl_bits(w.dtype) > 0 ? bltile::kTileRows * w.row_bytes : w.row_bytes;
   if (!gemm_in_loop_applies(w, n_tokens) || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || w.row_bytes % 16 != 0 || outputs.empty() ||
+      reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || weight_stride % 16 != 0 || outputs.empty() ||
       outputs.size() > kGemmMaxRowRanges || outputs[0].first_row != 0)
     return false;
-  InLoopGemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate, false};
+  InLoopGemmArgs p{w.rows, w.cols, n_tokens, {}, static_cast<int>(outputs.size()), out_half, accumulate, false, 0, 0};
+  if (const auto shape = quant::bl_group_shape(w.dtype)) {
+    p.bl_group = shape->group_size;
+    p.bl_tile_group_bytes = static_cast<int>(shape->tile_group_bytes());
+  }
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (i > 0 && outputs[i].first_row <= outputs[i - 1].first_row) return false;
     p.ranges[i] = outputs[i];
@@ -689,12 +807,24 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
     CUtensorMap x_map, body_map, header_map;
     const uint64_t cols = static_cast<uint64_t>(w.cols), rows = static_cast<uint64_t>(w.rows);
     if (!encode_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, x, cols, static_cast<uint64_t>(n_tokens), cols * 2, kTileK,
-                   kTokens / kCluster, CU_TENSOR_MAP_SWIZZLE_128B) ||
-        !encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, F::kKTileBodyBytes,
-                   Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
-        !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes, F::kHeaderBytes,
-                   Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
+                   kTokens / kCluster, CU_TENSOR_MAP_SWIZZLE_128B))
       return false;
+    if constexpr (bl_bits(T) > 0) {
+      // [16-row tiles][tile row bytes / 4] of 4-byte elements (a box's row is at most 256
+      // elements: 64 b bytes of lines need more than bytes); boxes of 8 tiles (128 rows).
+      const uint64_t tiles = rows / bltile::kTileRows, words = weight_stride / 4;
+      constexpr uint32_t kTiles = kBlockRows / bltile::kTileRows;
+      if (!encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT32, w.data, words, tiles, weight_stride,
+                     bltile::kLineBytes * F::kBits / 4, kTiles, CU_TENSOR_MAP_SWIZZLE_NONE) ||
+          !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT32, w.data, words, tiles, weight_stride,
+                     bltile::kHeaderBytes / 4, kTiles, CU_TENSOR_MAP_SWIZZLE_NONE))
+        return false;
+    } else if (!encode_2d(&body_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes,
+                          F::kKTileBodyBytes, Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE) ||
+               !encode_2d(&header_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.data, w.row_bytes, rows, w.row_bytes,
+                          F::kHeaderBytes, Tl::kRows, CU_TENSOR_MAP_SWIZZLE_NONE)) {
+      return false;
+    }
     // The outputs as TMA tensors where they qualify (16-byte aligned bases and token strides);
     // an fp16 sum into fp16 outputs (not used by the backend) keeps the direct stores.
     OutMaps out_maps;
@@ -752,6 +882,12 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
     tile = wide_blocks >= sms ? InLoopGemmTile::rows128_tokens256 : InLoopGemmTile::rows128_tokens128;
   }
   const bool narrow = tile == InLoopGemmTile::rows128_tokens128;
+  // bl decodes ~2x the instructions of Q4_0 a weight (the bit transpose, then fp16 through shared
+  // memory), and a 128 x 128 tile decodes each weight for half the tokens: where the automatic
+  // choice is that tile, bl keeps the dequantize pass + cuBLAS (H100, pp2048: 8B bl4g128, all
+  // 128 x 256, 53 -> 60 % of the bf16 peak in-loop; 1B, whose O and down GEMMs take 128 x 128,
+  // 44 -> 42 % with those in-loop too; docs/cuda.md "Twentieth session").
+  if (bl_bits(w.dtype) > 0 && narrow && in_loop_gemm_tile == InLoopGemmTile::automatic) return false;
   auto launch_format = [&]<DType T>() {
     if (in_loop_gemm_cluster_now == 2)
       return narrow ? launch.template operator()<T, 128, 2>() : launch.template operator()<T, 256, 2>();
@@ -763,6 +899,12 @@ bool launch_gemm_in_loop_row_ranges(const WeightView& w, const uint16_t* x, int6
     case DType::Q8_0: return launch_format.template operator()<DType::Q8_0>();
     case DType::Q4_K: return launch_format.template operator()<DType::Q4_K>();
     case DType::Q5_K: return launch_format.template operator()<DType::Q5_K>();
+    default: break;
+  }
+  switch (bl_bits(w.dtype)) {  // the kernel's T names the bits; the group is p.bl_group
+    case 2: return launch_format.template operator()<DType::BL2G128>();
+    case 3: return launch_format.template operator()<DType::BL3G128>();
+    case 4: return launch_format.template operator()<DType::BL4G128>();
     default: return false;
   }
 }
