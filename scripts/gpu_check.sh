@@ -17,7 +17,10 @@
 #   llama3-1b q4_0 / bl4g128 greedy CUDA == CPU and 8B pp2048 ~115-130 s    131-148 s
 #   total                                                                      231-257 s
 # (Before: ~10-11 minutes, op tests and memcheck one after another.) A command on the lent
-# machines may run at most 10 minutes: keep the default run well under 8.
+# machines may run at most 10 minutes: keep the default run well under 8. Since then the tests
+# and specs grew: the twentieth session's default run took 547 s (build 114, op tests + memcheck
+# at 150 s a process 205, kernel bench 29, whole model 199), so memcheck now stops at 100 s a
+# process (477 s with KERNEL_BENCH=0 and 5 bench specs); narrow BENCH_SPECS for a shorter run.
 #
 #   scripts/gpu_check.sh                 # on the GPU machine, from the repository root
 #   scripts/gpu_check.sh --fetch-deps    # on a Debian/Ubuntu machine with apt, beforehand
@@ -29,7 +32,7 @@
 #
 # Environment: OUT (logs; default build-gpu/out), BUILD_DIR (default build-gpu),
 # CUDA_ARCH (default 90a; 80-virtual runs the sm_80 build's PTX, JIT-compiled, on a Hopper
-# GPU), MEMCHECK_SECONDS (default 150, per memcheck process), SHARDS (gtest shards of the op
+# GPU), MEMCHECK_SECONDS (default 100, per memcheck process), SHARDS (gtest shards of the op
 # test binary, default 4), JOBS (default nproc), KERNEL_CHECKS (default 1),
 # KERNEL_BENCH (default 1; 0 skips the GEMV benchmark only), MODEL_CHECK (default 1);
 # BENCH_SPECS / MODEL_TYPES narrow the whole-model part; CMAKE_ARGS adds configure arguments
@@ -53,7 +56,7 @@ fi
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 OUT=${OUT:-$BUILD_DIR/out}
 CUDA_ARCH=${CUDA_ARCH:-90a}
-MEMCHECK_SECONDS=${MEMCHECK_SECONDS:-150}
+MEMCHECK_SECONDS=${MEMCHECK_SECONDS:-100}
 JOBS=${JOBS:-$(nproc)}
 SHARDS=${SHARDS:-4}
 mkdir -p "$OUT"
