@@ -89,7 +89,7 @@ constexpr int bl_bits(DType t) {
 // The primary template is bl<b>g<g> (T names the bits; the group size is a launch argument):
 // a row's share of a k tile is 8 b bytes of codes and the (s, z) of its two 32-column blocks'
 // groups, 8 bytes, but the bytes lie in 16-row tiles, so the producer loads them per tile
-// (bl_stage_boxes) and the stage holds [2 blocks][8 tiles][64 bytes] of (s, z), then
+// (its bl branch) and the stage holds [2 blocks][8 tiles][64 bytes] of (s, z), then
 // [2 blocks][8 tiles][64 b bytes] of code lines.
 template <DType T>
 struct InLoopFormat {
