@@ -1,5 +1,6 @@
 // bitlight bench: prefill and decode speed of a model, decode as a fraction of the memory read
-// bandwidth and (CUDA) prefill as a fraction of the bf16 matrix peak, both measured in the same run.
+// bandwidth and (CUDA) prefill as a fraction of the bf16 matrix peak, both measured in the same
+// run, and what a token cost in energy where the machine has a readable counter.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include "app/file_io.h"
 #include "app/commands.h"
 #include "app/loaded_model.h"
+#include "perf/energy_meter.h"
 #include "perf/memory_bandwidth.h"
 #include "perf/model_bench.h"
 
@@ -64,6 +66,11 @@ Status bench(const BenchOptions& o) {
   LoadedModel m;
   BL_ASSIGN_OR_RETURN(m, load_model(o.model, /*with_tokenizer=*/false));
   BandwidthProbe probe(*m.backend, o.model.threads);
+  // The energy counter of what runs the model: the GPU board (NVML) or the CPU packages (RAPL).
+  EnergyMeter meter = m.backend->device() == Device::cuda ? EnergyMeter::nvml(m.backend->pci_bus_id())
+                                                          : EnergyMeter::rapl();
+  std::function<std::optional<double>()> read_joules;
+  if (meter.available()) read_joules = [&meter] { return meter.joules(); };
   // The compute roofline of prefill, where the backend has a probe (CUDA): bf16 tensor cores.
   Expected<double> bf16_tflops = m.backend->measure_bf16_tflops();
   const double peak_tflops = bf16_tflops.ok() ? *bf16_tflops : 0.0;
@@ -75,7 +82,8 @@ Status bench(const BenchOptions& o) {
                                                .n_seq = o.n_seq,
                                                .n_ctx = o.ctx_given ? o.model.n_ctx : 0,
                                                .kv_type = kv_type,
-                                               .probe_read_gbps = std::ref(probe)}));
+                                               .probe_read_gbps = std::ref(probe),
+                                               .read_joules = read_joules}));
   const auto [min_gbps, max_gbps] = std::minmax_element(r.read_gbps.begin(), r.read_gbps.end());
   if (r.read_gbps.empty() || *min_gbps <= 0)
     return out_of_memory(
@@ -116,6 +124,20 @@ Status bench(const BenchOptions& o) {
         "        (per repetition, against the larger probe on either side of it: %s %%)\n",
         r.decode_bytes_per_token * o.n_seq / 1e6, o.n_seq, o.n_seq > 1 ? "s (one per sequence)" : "", decode_gbps,
         100 * decode_fraction, percent_list(r.decode_fraction).c_str());
+  const auto mean = [](const std::vector<double>& v) {
+    return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+  };
+  const double prefill_j = mean(r.prefill_joules_per_token), decode_j = mean(r.decode_joules_per_token);
+  if (!meter.available()) {
+    std::printf("energy: not measured (%s)\n", meter.description().c_str());
+  } else if (r.prefill_joules_per_token.empty() && r.decode_joules_per_token.empty()) {
+    std::printf("energy: not measured (a read of the counter failed; %s)\n", meter.description().c_str());
+  } else {
+    std::printf("energy (%s):", meter.description().c_str());
+    if (o.n_prompt > 0) std::printf(" prefill %.4f J per token (%.0f W)", prefill_j, prefill_j * r.prefill.mean());
+    if (o.n_gen > 0) std::printf("%s decode %.4f J per token (%.0f W)", o.n_prompt > 0 ? "," : "", decode_j, decode_j * r.decode.mean());
+    std::printf("\n");
+  }
 
   if (!o.json_out.empty()) {
     nlohmann::json j = {
@@ -139,6 +161,9 @@ Status bench(const BenchOptions& o) {
         {"bf16_peak_tflops", peak_tflops},  // 0 where the backend has no probe
         {"prefill_tflops", prefill_tflops},
         {"prefill_fraction_of_bf16_peak", prefill_fraction},
+        {"energy_source", meter.description()},  // what is measured, or why nothing is
+        {"prefill_joules_per_token", r.prefill_joules_per_token},  // per repetition; empty: not measured
+        {"decode_joules_per_token", r.decode_joules_per_token},
     };
     BL_RETURN_IF_ERROR(write_file_atomically(o.json_out, j.dump(2) + "\n"));
   }

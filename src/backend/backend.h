@@ -110,6 +110,9 @@ class Backend {
   // Peak dense matrix-product rate in 1e12 FLOP/s, measured now: a bf16 GEMM of 8192^3 with fp32
   // accumulation (the compute roofline of prefill). Backends without such a probe: unsupported.
   virtual Expected<double> measure_bf16_tflops() { return unsupported(name() + " has no matrix-product probe"); }
+  // The PCI bus id of the GPU the backend runs on ("0000:3b:00.0"; empty for the host): where
+  // the benchmark's energy meter finds its counter (perf/energy_meter.h).
+  virtual std::string pci_bus_id() const { return {}; }
 
   // First error recorded by an op since the last call (ops cannot return one); backends that
   // check everything before running (CPU, reference) have none.

@@ -62,19 +62,31 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
   // A step reads the weights once for all sequences and each sequence's cache.
   result.decode_bytes_per_token = (static_cast<double>(model.decode_weight_bytes()) + o.n_seq * kv_bytes) / o.n_seq;
   using clock = std::chrono::steady_clock;
+  // Energy of the timed parts: a phase's joules are the sum of its readings' differences; one
+  // failed read drops the energy figures (energy_ok), not the benchmark.
+  bool energy_ok = static_cast<bool>(o.read_joules);
+  auto joules = [&]() -> double {
+    if (!energy_ok) return 0;
+    const std::optional<double> j = o.read_joules();
+    if (!j) energy_ok = false;
+    return j.value_or(0);
+  };
   // One untimed warm-up repetition: first-touch of buffers, page faults, CUDA module loads.
   for (int rep = -1; rep < o.repetitions; ++rep) {
     if (rep >= 0 && o.probe_read_gbps) result.read_gbps.push_back(o.probe_read_gbps());
     // Prefill: every sequence's prompt of fresh random ids (drawn outside the timed part).
-    double prefill_s = 0;
+    double prefill_s = 0, prefill_j = 0;
     for (int q = 0; q < o.n_seq; ++q) {
       for (TokenId& id : prompt) id = random_id(rng);
       if (session) session->reset();
       if (batch && q == 0) batch->reset();
+      const double j0 = joules();
       const auto t0 = clock::now();
       BL_RETURN_IF_ERROR(session ? session->feed(prompt) : batch->feed(q, prompt));
       prefill_s += std::chrono::duration<double>(clock::now() - t0).count();
+      prefill_j += joules() - j0;
     }
+    const double j1 = joules();
     auto t1 = clock::now();
     // Each step as greedy generation runs it: the tokens are picked where the logits are
     // (Session::feed_greedy, SequenceBatch::step_greedy) and read back; the fed ids stay random.
@@ -87,10 +99,19 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
       }
     }
     const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+    const double decode_j = joules() - j1;
     if (rep < 0) continue;
-    if (o.n_prompt > 0) result.prefill.tokens_per_second.push_back(static_cast<double>(o.n_seq) * o.n_prompt / prefill_s);
-    if (o.n_gen > 0) result.decode.tokens_per_second.push_back(static_cast<double>(o.n_seq) * o.n_gen / decode_s);
+    const double prompt_tokens = static_cast<double>(o.n_seq) * o.n_prompt, gen_tokens = static_cast<double>(o.n_seq) * o.n_gen;
+    if (o.n_prompt > 0) {
+      result.prefill.tokens_per_second.push_back(prompt_tokens / prefill_s);
+      result.prefill_joules_per_token.push_back(prefill_j / prompt_tokens);
+    }
+    if (o.n_gen > 0) {
+      result.decode.tokens_per_second.push_back(gen_tokens / decode_s);
+      result.decode_joules_per_token.push_back(decode_j / gen_tokens);
+    }
   }
+  if (!energy_ok) result.prefill_joules_per_token.clear(), result.decode_joules_per_token.clear();
   if (o.probe_read_gbps) {
     result.read_gbps.push_back(o.probe_read_gbps());
     for (size_t i = 0; i < result.decode.tokens_per_second.size(); ++i) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "core/status.h"
@@ -25,6 +26,9 @@ struct ModelBenchOptions {
   // repetition and after the last, so that each decode is judged by the limit measured next
   // to it (ModelBenchResult::decode_fraction).
   std::function<double()> probe_read_gbps;
+  // Joules since some fixed moment (EnergyMeter::joules), read around each timed phase; null,
+  // or nullopt from a read, and the phase's energy is not reported.
+  std::function<std::optional<double>()> read_joules;
 };
 
 struct RateStats {
@@ -47,6 +51,9 @@ struct ModelBenchResult {
   // 2 * (layer matrix weights) + the output matrix once per forward pass (spread over the
   // prompt) + attention at the mean prompt position.
   double prefill_flops_per_token = 0;
+  // With read_joules: per repetition, joules per prompt token and per decoded token (empty when
+  // any read failed).
+  std::vector<double> prefill_joules_per_token, decode_joules_per_token;
 };
 
 Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBenchOptions& options);
