@@ -7,8 +7,8 @@
 #     CPU also on the synthetic llama3-1b q4_0 (32 tokens) and bl4g128 (20) of the benchmark;
 #  2. `bitlight bench` on synthetic Llama-3 1B and 8B shapes, decode as % of the HBM read
 #     bandwidth measured in the same run, prefill (pp512; 8B also pp2048 as one forward pass of
-#     2048 tokens) as % of the bf16 peak measured in the same run; a markdown summary goes to
-#     $OUT/model_bench.md;
+#     2048 tokens) as % of the bf16 peak measured in the same run, the board's joules per decoded
+#     token where NVML has them; a markdown summary goes to $OUT/model_bench.md;
 #  3. for TIMELINE_SPECS (default llama3-1b:q4_0 llama3-8b:q4_0), the decode step's per-kernel
 #     timeline inside the replayed graph (tools/kernel_trace + scripts/kernel_timeline.py) to
 #     $OUT/timeline_<shape>_<type>.md, printed before the summary.
@@ -80,8 +80,8 @@ for type in ${MODEL_TYPES:-q4_1 q8_0 bl4g64}; do
 done
 
 echo "[whole-model CUDA = CPU checks: $SECONDS s]"
-echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | pp2048 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | batch 16 tg32 tok/s | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
+echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | pp2048 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | decode J/token | batch 16 tg32 tok/s | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$OUT/model_bench.md"
 # The default specs are the README's CUDA table; bl4g128 / bl2g128 etc. by BENCH_SPECS.
 for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b:q4_k llama3-1b:bl4g128 llama3-8b:q4_0 \
              llama3-8b:q8_0 llama3-8b:f16}; do
@@ -130,8 +130,11 @@ long = "- | - |"
 if os.path.exists(sys.argv[4]):
     k = json.load(open(sys.argv[4]))
     long = f"{st.mean(k['prefill_tokens_per_second']):.0f} | {100*k['prefill_fraction_of_bf16_peak']:.0f} % |"
+# The GPU board's energy per decoded token (NVML, bench's energy meter), "-" where not measured.
+joules = j.get("decode_joules_per_token") or []
+energy = f"{st.mean(joules):.3f}" if joules else "-"
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {100*j['prefill_fraction_of_bf16_peak']:.0f} % | {long} "
-      f"{tg:.1f} | {gbps:.0f} | {100*j['decode_fraction_of_bandwidth']:.0f} % | {b16} | {j['read_bandwidth_gbps']:.0f} | "
+      f"{tg:.1f} | {gbps:.0f} | {100*j['decode_fraction_of_bandwidth']:.0f} % | {energy} | {b16} | {j['read_bandwidth_gbps']:.0f} | "
       f"{j['bf16_peak_tflops']:.0f} |")
 PY
 done
