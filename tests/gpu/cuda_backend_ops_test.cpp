@@ -397,30 +397,6 @@ TEST(CudaMatmul, SwigluSplitOverTwoGemvsMatchesSiluKernel) {
     }
 }
 
-// The in-loop GEMM taken everywhere for every format it reads at any token count (Q5_K: up to
-// 512 tokens by default) with a given block tile and cluster size for a test's scope, and the
-// settings before it back after it.
-constexpr DType kInLoopTypes[] = {DType::Q4_0, DType::Q4_K, DType::Q4_1, DType::Q8_0, DType::Q5_K};
-struct InLoopGemmSwitchedOn {
-  explicit InLoopGemmSwitchedOn(cuda::InLoopGemmTile tile = cuda::InLoopGemmTile::automatic, int cluster = 2)
-      : cluster_before(cuda::in_loop_gemm_cluster()) {
-    cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere, tile);
-    for (size_t i = 0; i < std::size(kInLoopTypes); ++i) {
-      max_tokens_before[i] = cuda::in_loop_gemm_max_tokens(kInLoopTypes[i]);
-      cuda::set_in_loop_gemm_max_tokens(kInLoopTypes[i], cuda::kInLoopGemmAnyTokens);
-    }
-    cuda::set_in_loop_gemm_cluster(cluster);
-  }
-  ~InLoopGemmSwitchedOn() {
-    cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
-    for (size_t i = 0; i < std::size(kInLoopTypes); ++i)
-      cuda::set_in_loop_gemm_max_tokens(kInLoopTypes[i], max_tokens_before[i]);
-    cuda::set_in_loop_gemm_cluster(cluster_before);
-  }
-  int64_t max_tokens_before[std::size(kInLoopTypes)];
-  int cluster_before;
-};
-
 // The prefill GEMM with the dequantization in its main loop (gemm_in_loop_wgmma.cu; a GPU of
 // compute capability 9.0), each format (Q4_0, Q4_K, Q4_1, Q8_0, Q5_K) and block tile: row and token
 // tiles cut short (67, 300, 513 rows; 17, 130, 300 tokens), more tiles than SMs (4100 x 1100),

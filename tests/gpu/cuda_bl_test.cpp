@@ -78,6 +78,18 @@ double error_ratio(const BlProblem& p, const std::vector<float>& x, const std::v
   return worst;
 }
 
+// W x in fp64 from the dequantized rows: out [n][rows] for x [n][cols].
+std::vector<float> product_fp64(const BlProblem& p, const std::vector<float>& x, int64_t cols, int64_t rows, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(rows * n));
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t r = 0; r < rows; ++r) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < cols; ++k) sum += static_cast<double>(p.w[r * cols + k]) * x[j * cols + k];
+      out[j * rows + r] = static_cast<float>(sum);
+    }
+  return out;
+}
+
 std::vector<DType> every_bl_type() {
   std::vector<DType> types;
   for (int bits = 1; bits <= 8; ++bits)
@@ -264,14 +276,7 @@ TEST(CudaBl, FusedMatmulAgainstFp64) {
           ASSERT_TRUE(cuda.status().ok()) << cuda.status().message();
           if (acc)
             for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
-          std::vector<float> want(got.size());
-          for (int64_t j = 0; j < n; ++j)
-            for (int64_t r = 0; r < s.rows; ++r) {
-              double sum = 0.0;
-              for (int64_t k = 0; k < s.cols; ++k)
-                sum += static_cast<double>(p.w[r * s.cols + k]) * xp[j * s.cols + k];
-              want[j * s.rows + r] = static_cast<float>(sum);
-            }
+          const std::vector<float> want = product_fp64(p, xp, s.cols, s.rows, n);
           const double e = error_ratio(p, xp, got, want, s.cols, s.rows, n, 1e-5, true);
           EXPECT_LE(e, 1.0);
           worst = std::max(worst, e);
@@ -295,7 +300,6 @@ TEST(CudaBl, InLoopGemmAgainstFp64) {
     GTEST_SKIP() << "the in-loop GEMM needs an sm_90a GPU (H100/H200)";
   std::mt19937_64 rng(2620);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  const int cluster_before = cuda::in_loop_gemm_cluster();
   double worst = 0.0;
   for (int bits : {2, 3, 4})
     for (int g : {32, 64, 128})
@@ -310,8 +314,7 @@ TEST(CudaBl, InLoopGemmAgainstFp64) {
                 SCOPED_TRACE(std::string(dtype_name(t)) + " tile " + std::to_string(static_cast<int>(tile)) +
                              " cluster " + std::to_string(cluster) + " cols=" + std::to_string(cols) +
                              " rows=" + std::to_string(rows) + " n=" + std::to_string(n));
-                cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere, tile);
-                cuda::set_in_loop_gemm_cluster(cluster);
+                const InLoopGemmSwitchedOn switched_on(tile, cluster);
                 const BlProblem p = make_weight(t, cols, rows, rng);
                 auto w = cuda.upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, cols, rows));
                 ASSERT_TRUE(w.ok()) << w.status().message();
@@ -327,14 +330,7 @@ TEST(CudaBl, InLoopGemmAgainstFp64) {
                 auto out = cuda.alloc(DType::F32, {rows, n, 1, 1});
                 ASSERT_TRUE(xt.ok() && out.ok());
                 cuda.write(*xt, x.data(), x.size() * sizeof(float));
-                std::vector<float> want(static_cast<size_t>(rows * n));
-                for (int64_t j = 0; j < n; ++j)
-                  for (int64_t r = 0; r < rows; ++r) {
-                    double sum = 0.0;
-                    for (int64_t k = 0; k < cols; ++k)
-                      sum += static_cast<double>(p.w[r * cols + k]) * x_half[j * cols + k];
-                    want[j * rows + r] = static_cast<float>(sum);
-                  }
+                const std::vector<float> want = product_fp64(p, x_half, cols, rows, n);
                 for (bool accumulate : {false, true}) {
                   SCOPED_TRACE(accumulate ? "out += W x" : "out = W x");
                   if (accumulate) {
@@ -359,8 +355,6 @@ TEST(CudaBl, InLoopGemmAgainstFp64) {
                   worst = std::max(worst, e);
                 }
               }
-  cuda::set_in_loop_gemm(cuda::InLoopGemmUse::everywhere);
-  cuda::set_in_loop_gemm_cluster(cluster_before);
   std::printf("[ bl in-loop GEMM ] max error / tolerance = %.3g\n", worst);
 }
 
