@@ -63,6 +63,7 @@
 #include "kernels/cuda/bl_tiles.cuh"
 #include "kernels/cuda/hopper.cuh"
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/mma.cuh"  // ldmatrix_x4
 #include "kernels/cuda/weight_decode.cuh"  // k4_scale_min, half_bits_to_float
 #include "kernels/cuda/weight_layout.cuh"
 #include "quant/bl_group.h"
@@ -302,15 +303,6 @@ __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uin
   }
 }
 
-// mma.m16n8k16's A fragment of a 16 x 16 fp16 tile in shared memory (non-transposed ldmatrix):
-// lane l gives the address of row l % 16, columns 8 (l / 16) ..; r = a0..a3 as build_fragments'.
-__device__ __forceinline__ void ldmatrix_a(uint32_t (&r)[4], const void* row_address) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
 // bl<b>g<g>: this warp's A fragments of a k tile, its 16 rows being 16-row tile `tile` (0..7)
 // of the stage. bodies [2 blocks][8 tiles][b lines' 4-byte row shares x 16 rows], headers [2
 // blocks][8 tiles][s[16], z[16] fp16] (InLoopFormat). Lane l decodes row l % 16 of 32-column
@@ -352,7 +344,8 @@ __device__ __forceinline__ void build_fragments_bl(const uint8_t* bodies, const 
 #pragma unroll
   for (int step = 0; step < 4; ++step) {
     const int chunk = 2 * step + block;
-    ldmatrix_a(frag[step], decoded + r * 128 + ((chunk ^ (r % 8)) << 4));
+    // Lane l gives row l % 16, columns 8 (l / 16) .. of the step: r = a0..a3 (mma.cuh's layout).
+    ldmatrix_x4<false>(frag[step], reinterpret_cast<const __half*>(decoded + r * 128 + ((chunk ^ (r % 8)) << 4)));
   }
 }
 
