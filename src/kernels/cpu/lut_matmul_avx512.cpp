@@ -113,7 +113,7 @@ void tiles_avx512(const BlGroupShape& shape, int64_t cols, const uint8_t* const*
               __m512i lo[S], hi[S];
               for (int i = 0; i < S; ++i) {
                 const uint8_t* line = tiles[i] + lines_at + 64 * L;
-                if constexpr (NT == 1) _mm_prefetch(reinterpret_cast<const char*>(line) + kLutStreamLead, _MM_HINT_T0);
+                if constexpr (NT == 1) _mm_prefetch(reinterpret_cast<const char*>(line) + kLutL2Lead, _MM_HINT_T1);
                 const __m512i v = _mm512_loadu_si512(line);
                 lo[i] = and_or(v, low4, offset[klo % B]);
                 hi[i] = and_or(_mm512_srli_epi16(v, 4), low4, offset[khi % B]);

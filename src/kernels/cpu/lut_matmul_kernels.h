@@ -13,8 +13,15 @@ namespace bl::cpu {
 constexpr int kLutTokens = 4;
 
 // Bytes a decode tile kernel prefetches ahead of the line it reads (a tile's lines are
-// contiguous, and the next tile of the thread's range follows).
+// contiguous, and the next tile of the thread's range follows), and the bytes of a stream's
+// start prefetched before its first line (lut_matmul.cpp). The AVX2 level prefetches that far
+// into L1.
 constexpr int kLutStreamLead = 2048;
+// The AVX-512 level prefetches into L2, further ahead: on AMD Zen 4 (2 cores, synthetic
+// llama3-1b decode, docs/cpu_kernels.md "Twenty-first session") bl2g128 103.8-105.4 -> 121.5-124.8
+// tok/s and bl4g128 60.4 -> 67.0 where the VM read ~65 GB/s, and the same or better where it
+// read ~36 GB/s: L1 prefetches 2 KiB ahead held the core's few L1 miss buffers.
+constexpr int kLutL2Lead = 8192;
 
 // One token's tables (lut_matmul.h): table [cols / 16][64] int8, with two terms also the
 // residual table (same shape, nullptr with one term), and per weight group the scale of the
