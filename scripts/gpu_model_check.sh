@@ -130,9 +130,10 @@ long = "- | - |"
 if os.path.exists(sys.argv[4]):
     k = json.load(open(sys.argv[4]))
     long = f"{st.mean(k['prefill_tokens_per_second']):.0f} | {100*k['prefill_fraction_of_bf16_peak']:.0f} % |"
-# The GPU board's energy per decoded token (NVML, bench's energy meter), "-" where not measured.
-joules = j.get("decode_joules_per_token") or []
-energy = f"{st.mean(joules):.3f}" if joules else "-"
+# The GPU board's energy per decoded token (NVML, bench's energy meter: the mean over the
+# repetitions, null where the counter updates too seldom for a repetition), "-" where not told.
+joules = j.get("decode_joules_per_token")
+energy = f"{joules:.3f}" if isinstance(joules, (int, float)) else "-"
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {100*j['prefill_fraction_of_bf16_peak']:.0f} % | {long} "
       f"{tg:.1f} | {gbps:.0f} | {100*j['decode_fraction_of_bandwidth']:.0f} % | {energy} | {b16} | {j['read_bandwidth_gbps']:.0f} | "
       f"{j['bf16_peak_tflops']:.0f} |")

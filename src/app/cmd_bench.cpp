@@ -124,18 +124,30 @@ Status bench(const BenchOptions& o) {
         "        (per repetition, against the larger probe on either side of it: %s %%)\n",
         r.decode_bytes_per_token * o.n_seq / 1e6, o.n_seq, o.n_seq > 1 ? "s (one per sequence)" : "", decode_gbps,
         100 * decode_fraction, percent_list(r.decode_fraction).c_str());
-  const auto mean = [](const std::vector<double>& v) {
-    return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+  // Energy: each phase is told only where the counter updates often enough for its length
+  // (perf/energy_meter.h, phase_energy); else why not.
+  const std::optional<double> update_period = meter.available() ? meter.update_period_seconds() : std::nullopt;
+  const double prompt_tokens = static_cast<double>(o.n_seq) * o.n_prompt, gen_tokens = static_cast<double>(o.n_seq) * o.n_gen;
+  const PhaseEnergy prefill_energy =
+      phase_energy(r.prefill_joules_per_token, r.prefill.tokens_per_second, prompt_tokens, update_period);
+  const PhaseEnergy decode_energy =
+      phase_energy(r.decode_joules_per_token, r.decode.tokens_per_second, gen_tokens, update_period);
+  auto print_phase = [](const char* phase, const PhaseEnergy& e) {
+    if (e.joules_per_token)
+      std::printf("%s %.4f J per token (%.0f W, +-%.0f %%)", phase, *e.joules_per_token, e.watts, 100 * e.uncertainty);
+    else
+      std::printf("%s not measured (%s)", phase, e.why_not.c_str());
   };
-  const double prefill_j = mean(r.prefill_joules_per_token), decode_j = mean(r.decode_joules_per_token);
   if (!meter.available()) {
     std::printf("energy: not measured (%s)\n", meter.description().c_str());
   } else if (r.prefill_joules_per_token.empty() && r.decode_joules_per_token.empty()) {
     std::printf("energy: not measured (a read of the counter failed; %s)\n", meter.description().c_str());
   } else {
-    std::printf("energy (%s):", meter.description().c_str());
-    if (o.n_prompt > 0) std::printf(" prefill %.4f J per token (%.0f W)", prefill_j, prefill_j * r.prefill.mean());
-    if (o.n_gen > 0) std::printf("%s decode %.4f J per token (%.0f W)", o.n_prompt > 0 ? "," : "", decode_j, decode_j * r.decode.mean());
+    std::printf("energy (%s", meter.description().c_str());
+    if (update_period) std::printf("; updates every %.1f ms", 1e3 * *update_period);
+    std::printf("):");
+    if (o.n_prompt > 0) print_phase(" prefill", prefill_energy);
+    if (o.n_gen > 0) print_phase(o.n_prompt > 0 ? ", decode" : " decode", decode_energy);
     std::printf("\n");
   }
 
@@ -162,8 +174,15 @@ Status bench(const BenchOptions& o) {
         {"prefill_tflops", prefill_tflops},
         {"prefill_fraction_of_bf16_peak", prefill_fraction},
         {"energy_source", meter.description()},  // what is measured, or why nothing is
-        {"prefill_joules_per_token", r.prefill_joules_per_token},  // per repetition; empty: not measured
-        {"decode_joules_per_token", r.decode_joules_per_token},
+        {"energy_update_period_s", update_period.value_or(0)},  // 0: not measured
+        // Mean over the repetitions, null where not told; *_energy_uncertainty: the bound as a
+        // fraction; *_energy_not_measured: why not, empty where told.
+        {"prefill_joules_per_token", prefill_energy.joules_per_token ? nlohmann::json(*prefill_energy.joules_per_token) : nullptr},
+        {"prefill_energy_uncertainty", prefill_energy.uncertainty},
+        {"prefill_energy_not_measured", prefill_energy.why_not},
+        {"decode_joules_per_token", decode_energy.joules_per_token ? nlohmann::json(*decode_energy.joules_per_token) : nullptr},
+        {"decode_energy_uncertainty", decode_energy.uncertainty},
+        {"decode_energy_not_measured", decode_energy.why_not},
     };
     BL_RETURN_IF_ERROR(write_file_atomically(o.json_out, j.dump(2) + "\n"));
   }

@@ -3,7 +3,11 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <numeric>
+#include <thread>
 #include <fstream>
 #include <limits>
 #include <regex>
@@ -134,6 +138,65 @@ EnergyMeter& EnergyMeter::operator=(EnergyMeter&&) noexcept = default;
 EnergyMeter::~EnergyMeter() = default;
 
 std::optional<double> EnergyMeter::joules() { return source_ ? source_->joules() : std::nullopt; }
+
+std::optional<double> EnergyMeter::update_period_seconds() {
+  if (!update_period_) {
+    using clock = std::chrono::steady_clock;
+    const clock::time_point t0 = clock::now();
+    update_period_ = measure_update_period([this] { return joules(); },
+                                           [t0] { return std::chrono::duration<double>(clock::now() - t0).count(); },
+                                           /*timeout_s=*/2.0);
+  }
+  return *update_period_;
+}
+
+std::optional<double> measure_update_period(const std::function<std::optional<double>()>& read,
+                                            const std::function<double()>& seconds_now, double timeout_s) {
+  std::optional<double> last = read();
+  if (!last) return std::nullopt;
+  double changes[3];
+  int seen = 0;
+  const double start = seconds_now();
+  while (seen < 3) {
+    const double now = seconds_now();
+    if (now - start > timeout_s) return std::nullopt;
+    const std::optional<double> j = read();
+    if (!j) return std::nullopt;
+    if (*j != *last) changes[seen++] = now, last = j;
+    // Polling every ~50 us times a change within that (RAPL: ~1 ms updates, NVML: tens of ms).
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  return std::max(changes[1] - changes[0], changes[2] - changes[1]);
+}
+
+PhaseEnergy phase_energy(const std::vector<double>& joules_per_token, const std::vector<double>& tokens_per_second,
+                         double tokens_per_repetition, std::optional<double> update_period_seconds) {
+  PhaseEnergy e;
+  if (joules_per_token.empty() || joules_per_token.size() != tokens_per_second.size()) {
+    e.why_not = "no reading of the counter";
+    return e;
+  }
+  if (!update_period_seconds) {
+    e.why_not = "the counter's update period could not be measured";
+    return e;
+  }
+  const double fastest = *std::max_element(tokens_per_second.begin(), tokens_per_second.end());
+  const double shortest_s = tokens_per_repetition / fastest;
+  e.uncertainty = 2 * *update_period_seconds / shortest_s;
+  if (e.uncertainty > kMaxEnergyUncertainty) {
+    char why[200];
+    std::snprintf(why, sizeof(why),
+                  "a repetition lasts %.1f ms and the counter updates every %.1f ms: +-%.0f %%; more tokens a "
+                  "repetition (-p, -n) give a figure",
+                  1e3 * shortest_s, 1e3 * *update_period_seconds, 100 * e.uncertainty);
+    e.why_not = why;
+    return e;
+  }
+  const double n = static_cast<double>(joules_per_token.size());
+  e.joules_per_token = std::accumulate(joules_per_token.begin(), joules_per_token.end(), 0.0) / n;
+  e.watts = *e.joules_per_token * std::accumulate(tokens_per_second.begin(), tokens_per_second.end(), 0.0) / n;
+  return e;
+}
 
 EnergyMeter EnergyMeter::rapl(const std::string& powercap_root) {
   // Packages are intel-rapl:N; their sub-domains (intel-rapl:N:M: cores, uncore, dram) are

@@ -1,10 +1,12 @@
 // The benchmark's energy meter (perf/energy_meter.h) on a fake powercap tree: package domains
 // summed, sub-domains left out, a counter's wraparound, an unreadable counter and a tree with no
-// packages reported as such; NVML's absence named where the driver library is missing. And
-// bench_model's joules per token from the readings around its timed phases.
+// packages reported as such; NVML's absence named where the driver library is missing; the
+// counter's update period and the rule that tells a phase's energy only where the counter keeps
+// up with it. And bench_model's joules per token from the readings around its timed phases.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -93,6 +95,45 @@ TEST(EnergyMeter, NvmlAbsenceIsNamed) {
   EnergyMeter meter = EnergyMeter::nvml("0000:00:00.0");
   EXPECT_FALSE(meter.available());
   EXPECT_NE(meter.description().find("libnvidia-ml"), std::string::npos) << meter.description();
+}
+
+// A counter that moves every 25 ms of a fake clock (1 ms a clock reading): the period is found
+// within the polling's resolution; a counter that never moves, or fails, gives none.
+TEST(EnergyMeter, UpdatePeriodFromPolling) {
+  double now = 0;
+  auto clock = [&now] { return now += 1e-3; };
+  auto stepped = [&now]() -> std::optional<double> { return std::floor(now / 0.025) * 7.0; };
+  const std::optional<double> period = measure_update_period(stepped, clock, 2.0);
+  ASSERT_TRUE(period.has_value());
+  EXPECT_NEAR(*period, 0.025, 2.5e-3);
+
+  now = 0;
+  auto frozen = []() -> std::optional<double> { return 5.0; };
+  EXPECT_FALSE(measure_update_period(frozen, clock, 0.1).has_value());
+  auto failing = []() -> std::optional<double> { return std::nullopt; };
+  EXPECT_FALSE(measure_update_period(failing, clock, 0.1).has_value());
+}
+
+// A phase's energy is told only when its shortest repetition spans enough counter updates: the
+// bound is 2 x period / repetition seconds.
+TEST(EnergyMeter, PhaseEnergyToldOnlyWhereTheCounterKeepsUp) {
+  // 100 tokens a repetition at 200 and 250 tok/s: 0.5 and 0.4 s; a 25 ms counter: +-12.5 %.
+  const std::vector<double> joules = {1.0, 1.2}, rates = {200, 250};
+  const PhaseEnergy told = phase_energy(joules, rates, 100, 0.025);
+  ASSERT_TRUE(told.joules_per_token.has_value()) << told.why_not;
+  EXPECT_DOUBLE_EQ(*told.joules_per_token, 1.1);
+  EXPECT_DOUBLE_EQ(told.watts, 1.1 * 225);
+  EXPECT_DOUBLE_EQ(told.uncertainty, 2 * 0.025 / 0.4);
+  EXPECT_TRUE(told.why_not.empty());
+
+  // 100 ms updates: +-50 % for the 0.4 s repetition: not told, and the message says why.
+  const PhaseEnergy coarse = phase_energy(joules, rates, 100, 0.1);
+  EXPECT_FALSE(coarse.joules_per_token.has_value());
+  EXPECT_NE(coarse.why_not.find("400.0 ms"), std::string::npos) << coarse.why_not;
+  EXPECT_NE(coarse.why_not.find("100.0 ms"), std::string::npos) << coarse.why_not;
+
+  EXPECT_FALSE(phase_energy({}, {}, 100, 0.025).joules_per_token.has_value());
+  EXPECT_FALSE(phase_energy(joules, rates, 100, std::nullopt).joules_per_token.has_value());
 }
 
 // bench_model reads the counter right around each timed phase: a fake counter that gains 1 J per
