@@ -8,7 +8,8 @@
 #  2. `bitlight bench` on synthetic Llama-3 1B and 8B shapes, decode as % of the HBM read
 #     bandwidth measured in the same run, prefill (pp512; 8B also pp2048 as one forward pass of
 #     2048 tokens) as % of the bf16 peak measured in the same run, the board's joules per decoded
-#     token where NVML has them; a markdown summary goes to $OUT/model_bench.md;
+#     token where NVML has them (from one more run that decodes ~1.25 s a repetition: NVML's
+#     counter updates every ~100 ms); a markdown summary goes to $OUT/model_bench.md;
 #  3. for TIMELINE_SPECS (default llama3-1b:q4_0 llama3-8b:q4_0), the decode step's per-kernel
 #     timeline inside the replayed graph (tools/kernel_trace + scripts/kernel_timeline.py) to
 #     $OUT/timeline_<shape>_<type>.md, printed before the summary.
@@ -110,6 +111,14 @@ for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b
         "$OUT/trace.csv" --steps 16; } > "$OUT/timeline_${shape}_$type.md" || echo "(no timeline for $spec)"
     rm -f "$OUT/trace.csv"
   fi
+  # Energy per decoded token: NVML's board counter updates every ~100 ms (H100, 2026-11-24), so
+  # a tg128 repetition (74-271 ms) is too short for bench to tell its joules (perf/energy_meter.h,
+  # phase_energy); one more run decodes for ~1.25 s a repetition (+-16 % at 100 ms updates).
+  energy="$OUT/bench_${shape}_${type}_energy.json"
+  rm -f "$energy"
+  n_energy=$(python3 -c "import json, math, statistics as st, sys; j = json.load(open(sys.argv[1])); \
+print(max(128, math.ceil(1.25 * st.mean(j['decode_tokens_per_second']))))" "$OUT/bench_${shape}_$type.json") &&
+    "$B" bench -m "$m" --device cuda -p 512 -n "$n_energy" -r 2 --json "$energy" | tail -1 || failed=1
   long="$OUT/bench_${shape}_${type}_pp2048.json"
   rm -f "$long"
   if [[ $shape == llama3-8b ]]; then
@@ -117,7 +126,7 @@ for spec in ${BENCH_SPECS:-llama3-1b:f16 llama3-1b:q8_0 llama3-1b:q4_0 llama3-1b
   fi
   rm -f "$m"
   echo "[$spec done at $SECONDS s]"
-  python3 - "$OUT/bench_${shape}_$type.json" "$shape" "$type" "$long" "$OUT/bench_${shape}_${type}_b16.json" \
+  python3 - "$OUT/bench_${shape}_$type.json" "$shape" "$type" "$long" "$OUT/bench_${shape}_${type}_b16.json" "$energy" \
     >> "$OUT/model_bench.md" <<'PY'
 import json, os, sys, statistics as st
 j = json.load(open(sys.argv[1]))
@@ -130,9 +139,9 @@ long = "- | - |"
 if os.path.exists(sys.argv[4]):
     k = json.load(open(sys.argv[4]))
     long = f"{st.mean(k['prefill_tokens_per_second']):.0f} | {100*k['prefill_fraction_of_bf16_peak']:.0f} % |"
-# The GPU board's energy per decoded token (NVML, bench's energy meter: the mean over the
-# repetitions, null where the counter updates too seldom for a repetition), "-" where not told.
-joules = j.get("decode_joules_per_token")
+# The GPU board's energy per decoded token (NVML, from the ~1.25 s decode run above: null where
+# bench could not tell it), "-" where not told.
+joules = json.load(open(sys.argv[6])).get("decode_joules_per_token") if os.path.exists(sys.argv[6]) else None
 energy = f"{joules:.3f}" if isinstance(joules, (int, float)) else "-"
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['weight_bytes']/1e9:.2f} | {pp:.0f} | {100*j['prefill_fraction_of_bf16_peak']:.0f} % | {long} "
       f"{tg:.1f} | {gbps:.0f} | {100*j['decode_fraction_of_bandwidth']:.0f} % | {energy} | {b16} | {j['read_bandwidth_gbps']:.0f} | "
