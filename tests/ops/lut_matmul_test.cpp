@@ -188,9 +188,10 @@ TEST(LutMatmul, LargerShapesOneAndTwoThreads) {
   }
 }
 
-// Decode runs several tiles per kernel call (four up to 4 bits, two above), taken from equal
-// parts of each thread's range, and the tiles left over one by one: 19 tiles give one thread
-// parts of 4 and 3 left over (S = 4) or 9 and 1 (S = 2), and two threads 9 and 10 tiles.
+// Decode runs several tiles per kernel call (four up to 4 bits, two above; the AVX-512 level eight
+// at 3 and 4 bits, in two calls of four with two table terms), taken from equal parts of each
+// thread's range, and the tiles left over one by one: 19 tiles give one thread parts of 2 and 3
+// left over (S = 8), 4 and 3 (S = 4) or 9 and 1 (S = 2), and two threads 9 and 10 tiles.
 TEST(LutMatmul, DecodeGroupsOfTilesEveryWidth) {
   ThreadPool one(1), two(2);
   uint32_t seed = 100;

@@ -7,6 +7,8 @@
 #endif
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include <array>
 #include <cstring>
 #include <utility>
@@ -180,15 +182,27 @@ void tile_dispatch(const BlGroupShape& shape, int64_t cols, const uint8_t* tile,
   tile_tokens<B, 1>(shape, cols, tile, tokens, nt, out);
 }
 
-// Tiles a decode call takes at B bits (lut_matmul_kernels.h).
+// Tiles a decode call takes at B bits (lut_matmul_kernels.h): each is a stream of lines, and on
+// AMD Zen 4 (2 cores) a core's share of the DRAM read grows with the streams in flight. Eight at
+// 3 and 4 bits, four at 1 and 2 (synthetic llama3-1b, where the VM read ~65 GB/s: 8 against 4
+// streams gave bl4g128 73.3 against 67.7-68.5 tok/s and bl2g128 125-128 against 119.5-121.5, but
+// bl2g128 91.4-93.7 against 94.7-95.8 where it read ~36 GB/s; one and two streams: 70 and 93
+// against 120 at bl2g128, docs/cpu_kernels.md "Twenty-first session"), two above 4 bits (more
+// nibble planes per tile). With two table terms (twice the sums) four at most.
 template <int B>
-constexpr int kDecodeTiles = B <= 4 ? 4 : 2;
-static_assert(kDecodeTiles<1> <= kLutMaxDecodeTiles, "the driver's arrays hold kLutMaxDecodeTiles tiles");
+constexpr int kDecodeTiles = B <= 2 ? 4 : B <= 4 ? 8 : 2;
+template <int B>
+constexpr int kDecodeTilesTwoTerms = std::min(kDecodeTiles<B>, 4);
+static_assert(kDecodeTiles<3> <= kLutMaxDecodeTiles, "the driver's arrays hold kLutMaxDecodeTiles tiles");
 
 template <int B>
 void tile_decode(const BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles, const LutTables* token,
                  float* const* outs) {
-  if (token->residual) return tiles_avx512<B, 1, kDecodeTiles<B>, 2>(shape, cols, tiles, token, outs);
+  if (token->residual) {
+    for (int i = 0; i < kDecodeTiles<B>; i += kDecodeTilesTwoTerms<B>)
+      tiles_avx512<B, 1, kDecodeTilesTwoTerms<B>, 2>(shape, cols, tiles + i, token, outs + i);
+    return;
+  }
   tiles_avx512<B, 1, kDecodeTiles<B>, 1>(shape, cols, tiles, token, outs);
 }
 

@@ -66,10 +66,11 @@ using LutTileFn = void (*)(const quant::BlGroupShape& shape, int64_t cols, const
 // for tiles[i]. The tiles come from that many equal parts of the thread's range: as many streams
 // of lines in flight per core, and one table load serves them all. Four tiles for up to 4 bits
 // (synthetic llama3-1b bl2g128 decode 83.0 -> 87.8 % of the read bandwidth against two; bl3g128
-// and bl4g128 the same), two above (four would not fit the registers with 8 nibble planes).
+// and bl4g128 the same), two above (four would not fit the registers with 8 nibble planes); the
+// AVX-512 level takes eight at 3 and 4 bits (lut_matmul_avx512.cpp).
 using LutTileDecodeFn = void (*)(const quant::BlGroupShape& shape, int64_t cols, const uint8_t* const* tiles,
                                  const LutTables* token, float* const* outs);
-constexpr int kLutMaxDecodeTiles = 4;
+constexpr int kLutMaxDecodeTiles = 8;
 
 struct LutKernels {
   LutBuildFn build;
