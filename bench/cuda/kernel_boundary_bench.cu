@@ -12,15 +12,22 @@
 //              each block adds 1 to it (release) when done. No griddepcontrol.wait.
 //   persistent one kernel, the stages separated by a grid barrier on the same counter
 // and prints us per stage for several grid sizes; then GEMV-like streaming kernels with and
-// without a small kernel between each two. Usage: kernel_boundary_bench [stages]
+// without a small kernel between each two; then the same streaming phases, each still waiting
+// for all of the phase before, in one persistent kernel whose producer warp streams the weights
+// of phase after phase through a shared-memory ring (TMA bulk copies) without waiting for any
+// phase: what a boundary costs when the weights keep streaming across it (docs/cuda.md, Not
+// done yet 1). Usage: kernel_boundary_bench [stages]
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <cstdlib>
 #include <vector>
+
+#include "kernels/cuda/hopper.cuh"
 
 namespace {
 
@@ -117,6 +124,108 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (threadIdx.x == 0) y[blockIdx.x] = x[blockIdx.x % kWidth] + static_cast<float>(acc & 1);
+}
+
+// The streaming phases of stream_kernel in one persistent kernel, one block an SM: warp 8's lane
+// 0 (the producer) copies the block's share of phase after phase, kRingSlot bytes at a time,
+// into a ring of kRingSlots slots (a full and an empty mbarrier each), waiting only for free
+// slots; warps 0-7 (the consumers) wait, per phase, until every block has finished the phase
+// before (a counter, as `flag` above), read one value of what it wrote, then consume the
+// phase's slots and signal. So each phase depends on all of the one before, as each GEMV does
+// on the kernel before it, but the weights need not wait for that.
+constexpr int kRingSlot = 16384, kRingSlots = 8, kConsumers = 256;
+constexpr int kRingThreads = kConsumers + 32;
+
+// How a ring kernel's phase waits for the one before: kFenced (__threadfence, atomicAdd; the
+// waiting thread polls with __nanosleep), kLean (red.release.gpu add; a tight ld.acquire poll),
+// kAside (as kLean, but the add is made by a thread of the producer warp after a block-local
+// mbarrier says the phase is done, so no consumer waits for the release), kNone (no wait: the
+// weights' streaming alone, results not meaningful).
+enum RingSync { kFenced, kLean, kAside, kNone };
+
+template <RingSync kSync>
+__global__ void __launch_bounds__(kRingThreads, 1)
+    ring_kernel(const uint8_t* w, const int* slots_of, const int64_t* first_of, int phases, float* a, float* b,
+                unsigned* counter) {
+#ifdef BITLIGHT_HOPPER
+  namespace h = bl::cuda::hopper;
+  extern __shared__ __align__(128) uint8_t ring[];
+  __shared__ uint64_t full[kRingSlots], empty[kRingSlots], phase_done;
+  __shared__ unsigned warp_acc[kConsumers / 32];
+  if (threadIdx.x == 0) {
+    for (int k = 0; k < kRingSlots; ++k) h::mbarrier_init(&full[k], 1), h::mbarrier_init(&empty[k], kConsumers / 32);
+    h::mbarrier_init(&phase_done, 1);
+    h::fence_barrier_init();
+  }
+  __syncthreads();
+  if (kSync == kAside && threadIdx.x == kConsumers + 1) {  // the signaller
+    for (int p = 0; p < phases; ++p) {
+      h::mbarrier_wait(&phase_done, p & 1);
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+    }
+    return;
+  }
+  // Phase p's weights: slots_of[p] slots a block, block-major, from slot first_of[p] x grid.
+  if (threadIdx.x == kConsumers) {  // the producer
+    int64_t it = 0;
+    for (int p = 0; p < phases; ++p)
+      for (int c = 0; c < slots_of[p]; ++c, ++it) {
+      const int slot = static_cast<int>(it % kRingSlots);
+      const uint32_t round = static_cast<uint32_t>(it / kRingSlots);
+      h::mbarrier_wait(&empty[slot], (round & 1) ^ 1);  // a fresh barrier passes parity 1
+      h::mbarrier_arrive_expect_tx(&full[slot], kRingSlot);
+      const uint8_t* src = w + (first_of[p] * gridDim.x + static_cast<int64_t>(blockIdx.x) * slots_of[p] + c) * kRingSlot;
+      asm volatile(
+          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+              h::shared_address(ring + slot * kRingSlot)),
+          "l"(src), "r"(kRingSlot), "r"(h::shared_address(&full[slot]))
+          : "memory");
+      }
+    return;
+  }
+  if (threadIdx.x >= kConsumers) return;
+  int64_t it = 0;
+  for (int p = 0; p < phases; ++p) {
+    float* x = p % 2 ? b : a;
+    float* y = p % 2 ? a : b;
+    if (p > 0 && kSync != kNone) {
+      if (threadIdx.x == 0)
+        while (load_acquire(counter) < static_cast<unsigned>(p) * gridDim.x)
+          if constexpr (kSync == kFenced) __nanosleep(20);
+      h::named_barrier(1, kConsumers);
+    }
+    const float xv = __ldcg(x + (blockIdx.x + 1) % gridDim.x);  // written by another block
+    unsigned acc = 0;
+    for (int c = 0; c < slots_of[p]; ++c, ++it) {
+      const int slot = static_cast<int>(it % kRingSlots);
+      h::mbarrier_wait(&full[slot], static_cast<uint32_t>(it / kRingSlots) & 1);
+      const uint4* v = reinterpret_cast<const uint4*>(ring + slot * kRingSlot);
+#pragma unroll
+      for (int k = 0; k < kRingSlot / 16 / kConsumers; ++k) {
+        const uint4 q = v[k * kConsumers + threadIdx.x];
+        acc += q.x ^ q.y ^ q.z ^ q.w;
+      }
+      __syncwarp();
+      if (threadIdx.x % 32 == 0) h::mbarrier_arrive(&empty[slot]);
+    }
+    for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (threadIdx.x % 32 == 0) warp_acc[threadIdx.x / 32] = acc;
+    h::named_barrier(1, kConsumers);
+    if (threadIdx.x == 0) {
+      unsigned total_acc = 0;
+      for (int k = 0; k < kConsumers / 32; ++k) total_acc += warp_acc[k];
+      __stcg(y + blockIdx.x, xv + static_cast<float>(total_acc & 1));
+      if constexpr (kSync == kFenced) {
+        __threadfence();
+        atomicAdd(counter, 1u);
+      } else if constexpr (kSync == kAside) {
+        h::mbarrier_arrive(&phase_done);  // release at CTA scope: the signaller's add follows the store
+      } else if constexpr (kSync == kLean) {
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+      }
+    }
+  }
+#endif
 }
 
 // kernel<<<grid, kThreads, 0, stream>>>(args...), with the PDL attribute when pdl.
@@ -275,6 +384,93 @@ int main(int argc, char** argv) {
     std::printf("| %.1f | %.2f | %.2f | %.2f |\n", per_kernel / 1e6, alone, early, late);
     CHECK(cudaFree(w));
   }
+
+  // The same phases (each waiting for all of the one before) as kernels with PDL, and in one
+  // persistent kernel streaming them through a ring; us per phase and GB/s.
+  const int phases = 32;
+  for (auto kernel : {ring_kernel<kFenced>, ring_kernel<kLean>, ring_kernel<kAside>, ring_kernel<kNone>})
+    CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingSlot * kRingSlots));
+  std::printf("\n%d dependent streaming phases: GEMV-like kernels (grid %d, PDL) against one persistent "
+              "kernel (grid %d, %d x %d KiB ring an SM); us per phase (GB/s)\n",
+              phases, grid, sms, kRingSlots, kRingSlot / 1024);
+  std::printf("| MB a phase | kernels | ring, fenced sync | ring, lean sync | ring, signal aside | ring, no wait |\n|---|---|---|---|---|---|\n");
+  // A sequence of phases, each slots_of[p] slots a block (0: a phase of no weights, a small
+  // kernel of 2 blocks in the chain of kernels), timed both ways; us for the whole sequence.
+  auto run_phases = [&](const std::vector<int>& slots_of, double& kernels_us, double (&ring_us)[4]) {
+    const int n = static_cast<int>(slots_of.size());
+    std::vector<int64_t> first_of(n);
+    int64_t slots_total = 0;
+    for (int p = 0; p < n; ++p) first_of[p] = slots_total, slots_total += slots_of[p];
+    const size_t bytes = static_cast<size_t>(slots_total) * kRingSlot * sms;
+    uint8_t* w;
+    int* d_slots;
+    int64_t* d_first;
+    CHECK(cudaMalloc(&w, bytes));
+    CHECK(cudaMemset(w, 1, bytes));
+    CHECK(cudaMalloc(&d_slots, n * sizeof(int)));
+    CHECK(cudaMalloc(&d_first, n * sizeof(int64_t)));
+    CHECK(cudaMemcpy(d_slots, slots_of.data(), n * sizeof(int), cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(d_first, first_of.data(), n * sizeof(int64_t), cudaMemcpyHostToDevice));
+    kernels_us = n * time_graph(
+                         stream,
+                         [&] {
+                           for (int p = 0; p < n; ++p) {
+                             if (slots_of[p] == 0) {
+                               launch<kPdl>(b, a, counter, 0, 2, stream);
+                               continue;
+                             }
+                             // stream_kernel's blocks (two an SM) take half a ring block's share each.
+                             const int64_t vecs = static_cast<int64_t>(slots_of[p]) * kRingSlot / 2 / sizeof(uint4);
+                             launch_stream(reinterpret_cast<const uint4*>(w + first_of[p] * kRingSlot * sms), vecs,
+                                           p % 2 ? b : a, p % 2 ? a : b, grid, stream);
+                           }
+                         },
+                         n);
+    auto ring = [&](auto kernel) {
+      return n * time_graph(
+                     stream,
+                     [&] {
+                       CHECK(cudaMemsetAsync(counter, 0, sizeof(unsigned), stream));
+                       kernel<<<sms, kRingThreads, kRingSlot * kRingSlots, stream>>>(w, d_slots, d_first, n, a, b,
+                                                                                      counter);
+                       CHECK(cudaGetLastError());
+                     },
+                     n);
+    };
+    ring_us[0] = ring(ring_kernel<kFenced>);
+    ring_us[1] = ring(ring_kernel<kLean>);
+    ring_us[2] = ring(ring_kernel<kAside>);
+    ring_us[3] = ring(ring_kernel<kNone>);
+    CHECK(cudaFree(w));
+    CHECK(cudaFree(d_slots));
+    CHECK(cudaFree(d_first));
+    return bytes;
+  };
+  for (double mb : {1.0, 4.0, 9.4, 33.0}) {
+    // An even count of slots a block: stream_kernel's blocks (two an SM) then get whole 16 KiB
+    // groups of loads.
+    const int slots = 2 * std::max<int>(1, static_cast<int>(std::llround(mb * 1e6 / kRingSlot / sms / 2)));
+    double kernels = 0, ring[4];
+    const size_t bytes = run_phases(std::vector<int>(phases, slots), kernels, ring);
+    const double per_phase = static_cast<double>(bytes) / phases;
+    std::printf("| %.1f | %.2f (%.0f)", per_phase / 1e6, kernels / phases, per_phase / (kernels / phases) / 1e3);
+    for (double r : ring) std::printf(" | %.2f (%.0f)", r / phases, per_phase / (r / phases) / 1e3);
+    std::printf(" |\n");
+  }
+
+  // Four layers of the 8B shape's q4_0 decode step as phases: x quantized (no weights), q/k/v
+  // (14.2 MB), attention (none), o (9.4), x quantized, gate/up (66.1), x quantized, down (33.0).
+  std::vector<int> layers;
+  for (int l = 0; l < 4; ++l)
+    for (double mb : {0.0, 14.2, 0.0, 9.4, 0.0, 66.1, 0.0, 33.0})
+      layers.push_back(mb == 0 ? 0 : 2 * std::max<int>(1, static_cast<int>(std::llround(mb * 1e6 / kRingSlot / sms / 2))));
+  double kernels = 0, ring[4];
+  const size_t bytes = run_phases(layers, kernels, ring);
+  std::printf("\nfour 8B-like layers (%zu MB of weights, 16 phases of weights, 16 without), us a layer (GB/s): "
+              "kernels %.1f (%.0f), ring fenced %.1f (%.0f), lean %.1f (%.0f), signal aside %.1f (%.0f), no wait "
+              "%.1f (%.0f)\n",
+              bytes / 1000000, kernels / 4, bytes / kernels / 1e3, ring[0] / 4, bytes / ring[0] / 1e3, ring[1] / 4,
+              bytes / ring[1] / 1e3, ring[2] / 4, bytes / ring[2] / 1e3, ring[3] / 4, bytes / ring[3] / 1e3);
   CHECK(cudaDeviceSynchronize());
   return 0;
 }
