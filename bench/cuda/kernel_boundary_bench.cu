@@ -194,7 +194,8 @@ __global__ void __launch_bounds__(kRingThreads, 1)
           if constexpr (kSync == kFenced) __nanosleep(20);
       h::named_barrier(1, kConsumers);
     }
-    const float xv = __ldcg(x + (blockIdx.x + 1) % gridDim.x);  // written by another block
+    // written by another block (kNone: not read, so that nothing of the phase before is waited for)
+    const float xv = kSync == kNone ? 0.0f : __ldcg(x + (blockIdx.x + 1) % gridDim.x);
     unsigned acc = 0;
     for (int c = 0; c < slots_of[p]; ++c, ++it) {
       const int slot = static_cast<int>(it % kRingSlots);
