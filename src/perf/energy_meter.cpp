@@ -6,11 +6,11 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <numeric>
-#include <thread>
 #include <fstream>
 #include <limits>
+#include <numeric>
 #include <regex>
+#include <thread>
 #include <utility>
 
 namespace bl {
@@ -162,7 +162,10 @@ std::optional<double> measure_update_period(const std::function<std::optional<do
     if (now - start > timeout_s) return std::nullopt;
     const std::optional<double> j = read();
     if (!j) return std::nullopt;
-    if (*j != *last) changes[seen++] = now, last = j;
+    if (*j != *last) {
+      changes[seen++] = now;
+      last = j;
+    }
     // Polling every ~50 us times a change within that (RAPL: ~1 ms updates, NVML: tens of ms).
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
