@@ -133,7 +133,11 @@ __global__ void __launch_bounds__(kThreads, 2)
 // before (a counter, as `flag` above), read one value of what it wrote, then consume the
 // phase's slots and signal. So each phase depends on all of the one before, as each GEMV does
 // on the kernel before it, but the weights need not wait for that.
-constexpr int kRingSlot = 16384, kRingSlots = 8, kConsumers = 256;
+// Ring slots an SM: 8 by default (128 KiB); -DKBB_RING_SLOTS=N to compare depths (up to 13).
+#ifndef KBB_RING_SLOTS
+#define KBB_RING_SLOTS 8
+#endif
+constexpr int kRingSlot = 16384, kRingSlots = KBB_RING_SLOTS, kConsumers = 256;
 constexpr int kRingThreads = kConsumers + 32;
 
 // How a ring kernel's phase waits for the one before: kFenced (__threadfence, atomicAdd; the
