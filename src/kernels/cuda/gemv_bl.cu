@@ -512,8 +512,8 @@ bool launch_gemv_bl_x_quantized_once(const WeightView& w, const float* x, int n_
                                      const float* bias, const GemvFusion& fuse, void* scratch,
                                      size_t scratch_bytes, cudaStream_t stream) {
   if (n_tokens != 1 || !gemv_bl_token_applies(w) || !aligned16(x) || !aligned16(fuse.norm) ||
-      !aligned16(fuse.up) || !aligned16(scratch) || scratch_bytes < gemv_dp4a_x_quantized_bytes(w.cols) ||
-      quantize_once_blocks(w.cols) > kMaxNormPartials)
+      !aligned16(fuse.up) || !aligned16(scratch) ||
+      scratch_bytes < static_cast<size_t>(quantized_x_once_bytes(w.cols)) || !quantize_once_fits(w.cols))
     return false;
   const StagedX staged = launch_quantize_x_once(x, fuse, w.cols, scratch, stream);
   GemvArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, x, 1, out, bias, fuse};

@@ -535,11 +535,6 @@ bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* 
   return launched;
 }
 
-size_t gemv_dp4a_x_quantized_bytes(int64_t cols) {
-  return static_cast<size_t>(quantized_x_bytes(cols) +
-                             quantize_once_blocks(cols) * static_cast<int64_t>(sizeof(float)));
-}
-
 bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
   if (!gemv_dp4a_applies(w, 1) || n_head <= 0 || head_dim <= 0 || head_dim % 8 != 0 ||
       static_cast<int64_t>(n_head) * head_dim != w.cols)
@@ -564,7 +559,7 @@ bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& 
 }
 
 bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens) {
-  return n_tokens == 1 && gemv_dp4a_applies(w, 1) && quantize_once_blocks(w.cols) <= kMaxNormPartials;
+  return n_tokens == 1 && gemv_dp4a_applies(w, 1) && quantize_once_fits(w.cols);
 }
 
 StagedX launch_quantize_x_once(const float* x, const GemvFusion& fuse, int64_t cols, void* scratch,
@@ -589,7 +584,7 @@ bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int 
                                        size_t scratch_bytes, cudaStream_t stream) {
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) ||
-      !aligned(fuse.up) || !aligned(scratch) || scratch_bytes < gemv_dp4a_x_quantized_bytes(w.cols))
+      !aligned(fuse.up) || !aligned(scratch) || scratch_bytes < static_cast<size_t>(quantized_x_once_bytes(w.cols)))
     return false;
   int device = 0, optin = 0;
   cudaGetDevice(&device);

@@ -182,6 +182,16 @@ __host__ __device__ constexpr int64_t quantized_x_bytes(int64_t cols) {
 // Blocks of quantize_x_once_kernel (gemv_dp4a.cu) for one token of cols values: one per 2048
 // (a group of 8 a thread); each leaves one partial sum of x^2 after the quantized bytes.
 __host__ __device__ constexpr int64_t quantize_once_blocks(int64_t cols) { return (cols / 8 + kThreads - 1) / kThreads; }
+// Most partial sums of x^2 a staged norm reads (quantize_x_once_kernel blocks: cols / 2048).
+constexpr int kMaxNormPartials = 16;
+// Whether a GEMV with Prologue::staged can take x quantized once at cols columns (its partial
+// sums fit what stage_x adds up); the dp4a and bl launchers both ask this.
+__host__ __device__ constexpr bool quantize_once_fits(int64_t cols) { return quantize_once_blocks(cols) <= kMaxNormPartials; }
+// Bytes of quantize_x_once_kernel's output for one token: the quantized x, then its blocks'
+// partial sums of x^2 (the scratch the x-quantized-once launchers need).
+__host__ __device__ constexpr int64_t quantized_x_once_bytes(int64_t cols) {
+  return quantized_x_bytes(cols) + quantize_once_blocks(cols) * static_cast<int64_t>(sizeof(float));
+}
 
 // Prologue::staged: one token's quantized x copied to shared memory by cp.async (16 bytes
 // each, all in flight at once, no registers held: the two weight buffers already in flight
@@ -194,9 +204,6 @@ __device__ __forceinline__ void copy_quantized_x(const GemvArgs& p, uint8_t* sme
   for (int64_t i = threadIdx.x; i < n16; i += kThreads) cp_async_16(dst + i, src + i, 16);
   cp_async_commit();
 }
-// Most partial sums of x^2 a staged norm reads (quantize_x_once_kernel blocks: cols / 2048).
-constexpr int kMaxNormPartials = 16;
-
 // The whole staging of a kernel's x, between its pdl_wait() and its first use of x: the kPro
 // prologue into xq [n][cols] / xs [n][cols / 32] at smem, then a barrier, then
 // pdl_allow_next(); out_scale[t] = what token t's finished sums are multiplied by (1 / rms with a

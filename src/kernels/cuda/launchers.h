@@ -138,10 +138,10 @@ bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* 
 // memory instead of reading 4 (+4) bytes per column and quantizing them itself, and scales its
 // sums by the 1 / rms of the partial sums. For wide inputs (the 8B shapes' 4096 and 14336
 // columns), where the in-GEMV prologue costs every block several L2 round trips (docs/cuda.md).
-// scratch: 16-byte aligned, gemv_dp4a_x_quantized_bytes(cols) bytes, not aliasing x / out.
+// scratch: 16-byte aligned, not aliasing x / out, at least int8x::quantized_x_once_bytes(cols)
+// (gemv_int8_x.cuh: 1.25 bytes a column and a float per 2048; the backend passes cols floats).
 // false (nothing launched) unless n_tokens == 1 and the dp4a path takes w (cols <= 32768), or
 // when scratch is short or unaligned.
-size_t gemv_dp4a_x_quantized_bytes(int64_t cols);
 bool gemv_dp4a_x_quantized_once_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
                                        const float* bias, const GemvFusion& fuse, void* scratch,
