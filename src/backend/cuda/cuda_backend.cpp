@@ -103,13 +103,13 @@ class CudaBackendImpl final : public CudaBackend {
     return gbps;
   }
 
-  // cuBLAS bf16 GEMM, m = n = k = 8192 (A, B bf16 random bits of moderate size, C fp32), 3
-  // warm-up runs then the median of 10 timed with events: the card's bf16 tensor-core rate.
   std::string pci_bus_id() const override {
     char id[32] = {};
     return cudaDeviceGetPCIBusId(id, sizeof(id), device_) == cudaSuccess ? std::string(id) : std::string();
   }
 
+  // cuBLAS bf16 GEMM, m = n = k = 8192 (A, B bf16 random bits of moderate size, C fp32), 3
+  // warm-up runs then the median of 10 timed with events: the card's bf16 tensor-core rate.
   Expected<double> measure_bf16_tflops() override {
     constexpr int kN = 8192;
     const size_t elems = static_cast<size_t>(kN) * kN;
