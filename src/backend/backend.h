@@ -59,6 +59,13 @@ struct MatmulFusion {
   // then store silu(gate) in out's first half and have that op multiply by up only (CUDA, plain
   // types: the silu_mul kernel between the two GEMVs goes). Results are the same either way.
   const Tensor* swiglu_next = nullptr;
+  // A hint for one token with accumulate: the op right after this one is
+  // fused_matmul(*norm_next_matmul, out, .., {.norm = norm_next}) (the next sub-block's first
+  // matmul reading the residual stream out). A backend may then have this matmul also prepare
+  // that op's normed input (CUDA: the int8 x of the next GEMV, so no quantize kernel runs
+  // between the two). Results are the same up to rounding either way.
+  const Tensor* norm_next = nullptr;
+  const Tensor* norm_next_matmul = nullptr;
 };
 
 // One product of Backend::fused_matmul_same_input: *out = *w · x' (+ *bias), or += with

@@ -54,6 +54,9 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_ATTN_SUMS=0: a one-token attention always writes its output (through the
     // combine kernel), also where the hint lets the O GEMV divide instead (for comparisons).
     attention_sums_enabled_ = env_choice("BITLIGHT_CUDA_ATTN_SUMS", {"0", "1"}) != "0";
+    // BITLIGHT_CUDA_STAGE_NEXT=0: a GEMV never stages the next one's x (MatmulFusion::norm_next),
+    // the quantize kernel runs between them as before (for comparisons).
+    stage_next_enabled_ = env_choice("BITLIGHT_CUDA_STAGE_NEXT", {"0", "1"}) != "0";
     // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|split|all: what the fp32 GEMV takes in (comparisons):
     // nothing, the norm, the norm and the SwiGLU split over gate/up and down (default), the norm
     // and the whole SwiGLU in the down GEMV.
@@ -205,6 +208,7 @@ class CudaBackendImpl final : public CudaBackend {
     if (!expect(offset_bytes + bytes <= dst.bytes(), "write", "range past the end of " + shape_string(dst))) return;
     note(cudaMemcpyAsync(static_cast<char*>(dst.data) + offset_bytes, src, bytes, cudaMemcpyHostToDevice, stream_), "write");
     activated_gate_.reset();
+    staged_next_.reset();
   }
 
   void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) override {
@@ -480,16 +484,37 @@ class CudaBackendImpl final : public CudaBackend {
     const bool operands_ok = on_device({&w, &x, &out}, op) && all_f32({&x, &out}, op) && supports(w.dtype) &&
                              x.ne[0] == cols && out.ne[0] == w.rows() && out.rows() == n &&
                              (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows()));
+    // The GEMV before staged x for this one (MatmulFusion::norm_next): no quantize kernel.
+    const std::optional<StagedNext> staged = std::exchange(staged_next_, std::nullopt);
+    if (staged && f.norm && staged->x == x.data && staged->norm == f.norm->data && staged->w == w.data && n == 1 &&
+        operands_ok && cuda::launch_gemv_staged(view(w), staged->bytes, out.as<float>(), bias ? bias->as<float>() : nullptr,
+                                                g, stream_)) {
+      check_launch(op);
+      return;
+    }
+    // This GEMV adds into x and may stage the next one's x (MatmulFusion::norm_next): each path
+    // below that can is tried with it first; it launches nothing when it cannot.
+    const cuda::StageNext next = operands_ok ? stage_next_for(w, out, f) : cuda::StageNext{};
+    auto staged_for_next = [&] {
+      staged_next_ = StagedNext{out.data, f.norm_next->data, f.norm_next_matmul->data,
+                                cuda::staged_next_x(next, w.rows())};
+    };
     // The attention just before left x as unnormalised sums for this GEMV to divide
     // (AttentionParams::out_matmul_next; attention_sums_launch checked that the GEMV takes them).
     if (const std::optional<PendingAttention> a = std::exchange(pending_attention_, std::nullopt)) {
-      if (expect(x.data == a->out && w.data == a->w && n == 1 && !extra && operands_ok, op,
-                 "the attention before left its output unnormalised for its out_matmul_next, which is not this "
-                 "matmul") &&
-          expect(cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(),
-                                                   bias ? bias->as<float>() : nullptr, f.accumulate, stream_),
-                 op, "the GEMV after the attention did not launch"))
+      if (!expect(x.data == a->out && w.data == a->w && n == 1 && !extra && operands_ok, op,
+                  "the attention before left its output unnormalised for its out_matmul_next, which is not this "
+                  "matmul"))
+        return;
+      const float* b = bias ? bias->as<float>() : nullptr;
+      const bool staging = next.dst && cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), b,
+                                                                         f.accumulate, stream_, next);
+      if (expect(staging || cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), b, f.accumulate,
+                                                               stream_),
+                 op, "the GEMV after the attention did not launch")) {
         check_launch(op);
+        if (staging) staged_for_next();
+      }
       return;
     }
     // The norm / SwiGLU prologue inside the GEMV pays off for narrow inputs only: every block
@@ -536,12 +561,20 @@ class CudaBackendImpl final : public CudaBackend {
                          quant::is_bl_group(w.dtype);
     const int64_t prologue_max_cols = block32 ? 1024 : 2048;
     const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
-    if (extra && cols > prologue_max_cols && scratch_ok && operands_ok &&
-        cuda::launch_gemv_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
-                                           bias ? bias->as<float>() : nullptr, g, f.scratch->data, f.scratch->bytes(),
-                                           stream_)) {
-      check_launch(op);
-      return;
+    if (extra && cols > prologue_max_cols && scratch_ok && operands_ok) {
+      auto quantized_once = [&](const cuda::GemvFusion& gf) {
+        return cuda::launch_gemv_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
+                                                  bias ? bias->as<float>() : nullptr, gf, f.scratch->data,
+                                                  f.scratch->bytes(), stream_);
+      };
+      cuda::GemvFusion g_next = g;
+      g_next.stage_next = next;
+      const bool staging = next.dst && quantized_once(g_next);
+      if (staging || quantized_once(g)) {
+        check_launch(op);
+        if (staging) staged_for_next();
+        return;
+      }
     }
     if (extra && cols > prologue_max_cols && scratch_ok) {
       Tensor xin = *f.scratch;
@@ -907,6 +940,22 @@ class CudaBackendImpl final : public CudaBackend {
   void check_launch(const char* op) {
     note(cudaGetLastError(), op);
     activated_gate_.reset();
+    staged_next_.reset();
+  }
+
+  // MatmulFusion::norm_next for the one-token GEMV of w into out: the StageNext to launch it
+  // with where it can stage the next GEMV's x and that GEMV can take it (gemv_stages_next_applies,
+  // gemv_staged_applies), else none (dst null).
+  cuda::StageNext stage_next_for(const Tensor& w, const Tensor& out, const MatmulFusion& f) {
+    const Tensor* norm = f.norm_next;
+    const Tensor* next = f.norm_next_matmul;
+    if (!stage_next_enabled_ || !norm || !next || !f.accumulate || out.rows() != 1 || norm->device != Device::cuda ||
+        norm->dtype != DType::F32 || norm->elements() != w.rows() || next->device != Device::cuda ||
+        next->ne[0] != w.rows() || !cuda::gemv_stages_next_applies(view(w)) || !cuda::gemv_staged_applies(view(*next)))
+      return {};
+    void* dst = workspace(stage_next_ws_, static_cast<size_t>(cuda::stage_next_bytes(w.rows())), "the next GEMV's x");
+    if (!dst) return {};  // the allocation failure is recorded
+    return {norm->as<float>(), static_cast<uint8_t*>(dst)};
   }
 
   void* device_alloc(size_t bytes, const std::string& what) {
@@ -1129,6 +1178,17 @@ class CudaBackendImpl final : public CudaBackend {
     const void* down;
   };
   std::optional<ActivatedGate> activated_gate_;
+  // What the last GEMV staged for the next one (MatmulFusion::norm_next): the x it wrote (the
+  // residual stream), the norm and weight of the GEMV it was staged for, and the bytes.
+  bool stage_next_enabled_ = true;
+  Workspace stage_next_ws_;
+  struct StagedNext {
+    const void* x;
+    const void* norm;
+    const void* w;
+    cuda::StagedX bytes;
+  };
+  std::optional<StagedNext> staged_next_;
   // The attention sums (attention_sums_launch): two buffers, the one the next launch adds into,
   // where a replay of the graph leaves that turn, and what the last launch left for its GEMV.
   bool attention_sums_enabled_ = true;

@@ -301,6 +301,13 @@ bool launch_gemv_x_quantized_once(const WeightView& w, const float* x, int n_tok
          launch_gemv_bl_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream);
 }
 
+bool gemv_staged_applies(const WeightView& w) { return gemv_dp4a_staged_applies(w) || gemv_bl_token_applies(w); }
+
+bool launch_gemv_staged(const WeightView& w, const StagedX& x, float* out, const float* bias, const GemvFusion& fuse,
+                        cudaStream_t stream) {
+  return launch_gemv_dp4a_staged(w, x, out, bias, fuse, stream) || launch_gemv_bl_staged(w, x, out, bias, fuse, stream);
+}
+
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
   if (gemv_dp4a_after_attention_applies(w, n_head, head_dim) || gemv_bl_after_attention_applies(w, n_head, head_dim))
     return true;
@@ -316,8 +323,9 @@ bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim)
 }
 
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
-                                 bool accumulate, cudaStream_t stream) {
+                                 bool accumulate, cudaStream_t stream, const StageNext& next) {
   if (!sums.buffer || !gemv_after_attention_applies(w, sums.n_head, sums.head_dim)) return false;
+  if (next.dst) return launch_gemv_dp4a_after_attention(w, sums, out, bias, accumulate, stream, next);
   if (launch_gemv_dp4a_after_attention(w, sums, out, bias, accumulate, stream) ||
       launch_gemv_bl_after_attention(w, sums, out, bias, accumulate, stream))
     return true;

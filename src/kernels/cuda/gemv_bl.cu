@@ -515,11 +515,18 @@ bool launch_gemv_bl_x_quantized_once(const WeightView& w, const float* x, int n_
       !aligned16(fuse.up) || !aligned16(scratch) ||
       scratch_bytes < static_cast<size_t>(quantized_x_once_bytes(w.cols)) || !quantize_once_fits(w.cols))
     return false;
+  if (fuse.stage_next.dst) return false;  // the bl GEMV does not stage the next x
   const StagedX staged = launch_quantize_x_once(x, fuse, w.cols, scratch, stream);
-  GemvArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, x, 1, out, bias, fuse};
-  p.x_staged = staged.bytes;
-  p.sumsq_partials = staged.sumsq_partials;
-  p.n_partials = staged.n_partials;
+  return launch_gemv_bl_staged(w, staged, out, bias, fuse, stream);
+}
+
+bool launch_gemv_bl_staged(const WeightView& w, const StagedX& x, float* out, const float* bias,
+                           const GemvFusion& fuse, cudaStream_t stream) {
+  if (!gemv_bl_token_applies(w) || x.n_partials > kMaxStagedPartials || fuse.stage_next.dst) return false;
+  GemvArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, nullptr, 1, out, bias, fuse};
+  p.x_staged = x.bytes;
+  p.sumsq_partials = x.sumsq_partials;
+  p.n_partials = x.n_partials;
   return launch_token_gemv(w, p, stream);
 }
 

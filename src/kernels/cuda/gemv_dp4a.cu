@@ -38,6 +38,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/gemv_int8_x.cuh"
+#include "kernels/cuda/gemv_stage_next.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/weight_decode.cuh"
@@ -363,7 +364,10 @@ constexpr int rows_per_step() {
   return kTokens >= 4 ? 1 : 2;
 }
 
-template <DType T, int kTokens, Prologue kPro>
+// kStageNext (one token, launched in pairs with exactly rows / 16 blocks: one row group a
+// warp): also stage the next GEMV's x (gemv_stage_next.cuh); the rows' old out values are
+// loaded right after the wait instead of after the last sum.
+template <DType T, int kTokens, Prologue kPro, bool kStageNext = false>
 __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   constexpr int kRows = rows_per_step<kTokens>();
   using U = Unit<T>;
@@ -412,6 +416,17 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   float out_scale[kTokens];
   stage_x<kTokens, kPro>(p, smem, out_scale);
   constexpr bool kScaled = kPro == Prologue::norm || kPro == Prologue::staged;
+  static_assert(!kStageNext || (kTokens == 1 && kRows * kWarps * kStageNextPair == kStageNextRows),
+                "a pair of blocks owns one int8 block of the next x");
+  __shared__ float pair_rows[kStageNextRows];  // with kStageNext: the pair's rows, in block 0
+  float before[kRows] = {};                    // with kStageNext: out's values before the add
+  PairRows pair{};
+  if constexpr (kStageNext) {
+    pair = pair_rows_of(pair_rows, blockIdx.x / kStageNextPair * kStageNextRows);
+    if (lane == 0 && p.fuse.accumulate)
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) before[r] = p.out[a.group * kRows + r];
+  }
 
   float acc[kRows][kTokens];
 #pragma unroll
@@ -443,7 +458,13 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
           if (lane == 0 && t < p.n && row < p.rows) {
             float* o = p.out + t * p.rows + row;
             const float v = (kScaled ? s * out_scale[t] : s) + (p.bias ? p.bias[row] : 0.0f);
-            *o = p.fuse.accumulate ? *o + v : v;
+            if constexpr (kStageNext) {
+              const float h = p.fuse.accumulate ? before[r] + v : v;
+              *o = h;
+              pair.first[row - pair.first_row] = h;
+            } else {
+              *o = p.fuse.accumulate ? *o + v : v;
+            }
           }
           acc[r][t] = 0.0f;
         }
@@ -456,13 +477,14 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   };
   while (step(buf0) && step(buf1)) {
   }
+  if constexpr (kStageNext) stage_next_epilogue(p.fuse.stage_next, pair, pair_rows, p.rows);
 }
 
 size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n * quantized_x_bytes(cols)); }
 
-template <DType T, int kTokens, Prologue kPro = Prologue::none>
+template <DType T, int kTokens, Prologue kPro = Prologue::none, bool kStageNext = false>
 bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
-  const auto kernel = gemv_dp4a_kernel<T, kTokens, kPro>;
+  const auto kernel = gemv_dp4a_kernel<T, kTokens, kPro, kStageNext>;
   int device = 0, sms = 0, optin = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
@@ -485,10 +507,20 @@ bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
   cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
   constexpr int kRows = rows_per_step<kTokens>();
   const int64_t needed = (p.rows + kWarps * kRows - 1) / (kWarps * kRows);
+  if constexpr (kStageNext) {  // one row group a warp, whatever fits at once (gemv_stage_next.cuh)
+    launch_pdl_clusters(kernel, dim3(static_cast<unsigned>(needed)), dim3(kThreads), smem, stream, kStageNextPair, p);
+    return true;
+  }
   const int64_t grid =
       std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, stream, p);
   return true;
+}
+
+// The instance that stages the next x, by prologue (after the attention, or x quantized once).
+template <DType T, Prologue kPro>
+bool launch_staging_next(const GemvArgs& p, cudaStream_t stream) {
+  return p.fuse.stage_next.dst ? launch_tokens<T, 1, kPro, true>(p, stream) : launch_tokens<T, 1, kPro>(p, stream);
 }
 
 }  // namespace
@@ -546,14 +578,16 @@ bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head
 }
 
 bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
-                                      bool accumulate, cudaStream_t stream) {
-  if (!sums.buffer || !gemv_dp4a_after_attention_applies(w, sums.n_head, sums.head_dim)) return false;
+                                      bool accumulate, cudaStream_t stream, const StageNext& next) {
+  if (!sums.buffer || !gemv_dp4a_after_attention_applies(w, sums.n_head, sums.head_dim) ||
+      (next.dst && !gemv_stages_next_applies(w)))
+    return false;
   GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, sums.num(), 1, out, bias,
-             GemvFusion{.accumulate = accumulate}};
+             GemvFusion{.accumulate = accumulate, .stage_next = next}};
   p.attention = sums;
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
-    if constexpr (has_unit<T>()) launched = launch_tokens<T, 1, Prologue::attention>(p, stream);
+    if constexpr (has_unit<T>()) launched = launch_staging_next<T, Prologue::attention>(p, stream);
   });
   return launched;
 }
@@ -579,27 +613,66 @@ StagedX launch_quantize_x_once(const float* x, const GemvFusion& fuse, int64_t c
   return {staged, fuse.norm ? partials : nullptr, fuse.norm ? static_cast<int>(grid.x) : 0};
 }
 
+namespace {
+
+// Whether the dp4a GEMV takes one token of w with x staged in shared memory (cols % 256, x
+// and the kernel's static shared memory within the opt-in limit).
+bool staged_x_fits(const WeightView& w) {
+  int device = 0, optin = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  return gemv_dp4a_applies(w, 1) && smem_bytes(w.cols, 1) + 1024 <= static_cast<size_t>(optin);
+}
+
+}  // namespace
+
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
                                        const float* bias, const GemvFusion& fuse, void* scratch,
                                        size_t scratch_bytes, cudaStream_t stream) {
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) ||
-      !aligned(fuse.up) || !aligned(scratch) || scratch_bytes < static_cast<size_t>(quantized_x_once_bytes(w.cols)))
-    return false;
-  int device = 0, optin = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (smem_bytes(w.cols, 1) + 1024 > static_cast<size_t>(optin)) return false;  // before launching anything
+      !aligned(fuse.up) || !aligned(scratch) || scratch_bytes < static_cast<size_t>(quantized_x_once_bytes(w.cols)) ||
+      !staged_x_fits(w) || (fuse.stage_next.dst && !gemv_stages_next_applies(w)))
+    return false;  // before launching anything
   const StagedX staged = launch_quantize_x_once(x, fuse, w.cols, scratch, stream);
-  GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, 1, out, bias, fuse};
-  p.x_staged = staged.bytes;
-  p.sumsq_partials = staged.sumsq_partials;
-  p.n_partials = staged.n_partials;
+  return launch_gemv_dp4a_staged(w, staged, out, bias, fuse, stream);
+}
+
+bool launch_gemv_dp4a_staged(const WeightView& w, const StagedX& x, float* out, const float* bias,
+                             const GemvFusion& fuse, cudaStream_t stream) {
+  if (!staged_x_fits(w) || x.n_partials > kMaxStagedPartials || (fuse.stage_next.dst && !gemv_stages_next_applies(w)))
+    return false;
+  GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, nullptr, 1, out, bias, fuse};
+  p.x_staged = x.bytes;
+  p.sumsq_partials = x.sumsq_partials;
+  p.n_partials = x.n_partials;
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
-    if constexpr (has_unit<T>()) launched = launch_tokens<T, 1, Prologue::staged>(p, stream);
+    if constexpr (has_unit<T>()) launched = launch_staging_next<T, Prologue::staged>(p, stream);
   });
   return launched;
+}
+
+bool gemv_dp4a_staged_applies(const WeightView& w) { return staged_x_fits(w); }
+
+int64_t stage_next_bytes(int64_t rows) { return stage_next_bytes_of(rows); }
+
+StagedX staged_next_x(const StageNext& next, int64_t rows) {
+  return {next.dst, reinterpret_cast<const float*>(next.dst + quantized_x_bytes(rows)),
+          static_cast<int>(stage_next_partials(rows))};
+}
+
+bool gemv_stages_next_applies(const WeightView& w) {
+  if (!gemv_dp4a_applies(w, 1) || w.rows % 256 != 0 || stage_next_partials(w.rows) > kMaxStagedPartials ||
+      !pdl_supported())
+    return false;
+  bool sm90 = false;  // the cluster code is compiled for sm_90 and newer only
+  dispatch_weight_format(w.dtype, [&]<DType T>() {
+    if constexpr (has_unit<T>())
+      sm90 = kernel_waits_for_predecessor(gemv_dp4a_kernel<T, 1, Prologue::staged, true>) &&
+             kernel_waits_for_predecessor(gemv_dp4a_kernel<T, 1, Prologue::attention, true>);
+  });
+  return sm90;
 }
 
 }  // namespace bl::cuda

@@ -182,10 +182,13 @@ __host__ __device__ constexpr int64_t quantized_x_bytes(int64_t cols) {
 // Blocks of quantize_x_once_kernel (gemv_dp4a.cu) for one token of cols values: one per 2048
 // (a group of 8 a thread); each leaves one partial sum of x^2 after the quantized bytes.
 __host__ __device__ constexpr int64_t quantize_once_blocks(int64_t cols) { return (cols / 8 + kThreads - 1) / kThreads; }
-// Most partial sums of x^2 a staged norm reads (quantize_x_once_kernel blocks: cols / 2048).
+// Most partial sums of x^2 a staged norm reads: quantize_x_once_kernel leaves cols / 2048 of
+// them, a GEMV that stages the next one's x (StageNext) one per 32 rows; stage_x's warps load
+// kMaxStagedPartials / 32 a lane.
+constexpr int kMaxStagedPartials = 128;
+// Whether a GEMV with Prologue::staged can take x quantized once at cols columns (up to 16
+// partial sums, as before the StageNext ones); the dp4a and bl launchers both ask this.
 constexpr int kMaxNormPartials = 16;
-// Whether a GEMV with Prologue::staged can take x quantized once at cols columns (its partial
-// sums fit what stage_x adds up); the dp4a and bl launchers both ask this.
 __host__ __device__ constexpr bool quantize_once_fits(int64_t cols) { return quantize_once_blocks(cols) <= kMaxNormPartials; }
 // Bytes of quantize_x_once_kernel's output for one token: the quantized x, then its blocks'
 // partial sums of x^2 (the scratch the x-quantized-once launchers need).
@@ -216,12 +219,16 @@ __device__ __forceinline__ void stage_x(const GemvArgs& p, uint8_t* smem, float 
   float sumsq[kTokens];
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) sumsq[t] = 0.0f;
-  // Staged: the norm's partial sums are loaded alongside the copy (one round trip for both).
-  float partials[kPro == Prologue::staged ? kMaxNormPartials : 1];
+  // Staged: the norm's partial sums are loaded alongside the copy (one round trip for both),
+  // lane l taking partials l, l + 32, ..; every warp then adds them in the same order.
+  constexpr int kPartialsPerLane = kPro == Prologue::staged ? kMaxStagedPartials / kWarp : 1;
+  float partials[kPartialsPerLane];
   if constexpr (kPro == Prologue::staged) {
 #pragma unroll
-    for (int b = 0; b < kMaxNormPartials; ++b)
-      partials[b] = b < p.n_partials ? __ldcg(p.sumsq_partials + b) : 0.0f;
+    for (int k = 0; k < kPartialsPerLane; ++k) {
+      const int b = lane + k * kWarp;
+      partials[k] = b < p.n_partials ? __ldcg(p.sumsq_partials + b) : 0.0f;
+    }
     copy_quantized_x(p, smem);
     cp_async_wait<0>();
   } else if constexpr (kPro == Prologue::attention) {
@@ -250,7 +257,8 @@ __device__ __forceinline__ void stage_x(const GemvArgs& p, uint8_t* smem, float 
       for (int w = 0; w < kWarps; ++w) total += warp_sumsq[w][t];
     } else if constexpr (kPro == Prologue::staged) {
 #pragma unroll
-      for (int b = 0; b < kMaxNormPartials; ++b) total += partials[b];  // zeros past n_partials
+      for (int k = 0; k < kPartialsPerLane; ++k) total += partials[k];  // zeros past n_partials
+      total = warp_sum(total);
     }
     const bool norm = kNorm || (kPro == Prologue::staged && p.n_partials > 0);
     out_scale[t] = norm ? rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps) : 1.0f;

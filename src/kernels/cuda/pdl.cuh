@@ -82,22 +82,36 @@ bool kernel_waits_for_predecessor(void (*kernel)(Params...)) {
   return cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess && attributes.ptxVersion >= 90;
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute where supported. A
-// launch error is left for the caller's cudaGetLastError, as with <<<>>>.
+// kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute where supported, and
+// with cluster_x > 1 in thread-block clusters of cluster_x blocks along x (sm_90: the caller
+// checks that the kernel runs from sm_90 code, kernel_waits_for_predecessor). A launch error is
+// left for the caller's cudaGetLastError, as with <<<>>>.
 template <typename... Params, typename... Args>
-void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                Args... args) {
+void launch_pdl_clusters(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                         unsigned cluster_x, Args... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl_supported() && kernel_waits_for_predecessor(kernel)) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_x > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n++].val.clusterDim = {cluster_x, 1, 1};
+  }
   config.attrs = attr;
-  config.numAttrs = pdl_supported() && kernel_waits_for_predecessor(kernel) ? 1 : 0;
+  config.numAttrs = n;
   cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                Args... args) {
+  launch_pdl_clusters(kernel, grid, block, smem, stream, 1, args...);
 }
 
 }  // namespace bl::cuda
