@@ -55,8 +55,10 @@ class CudaBackendImpl final : public CudaBackend {
     // combine kernel), also where the hint lets the O GEMV divide instead (for comparisons).
     attention_sums_enabled_ = env_choice("BITLIGHT_CUDA_ATTN_SUMS", {"0", "1"}) != "0";
     // BITLIGHT_CUDA_STAGE_NEXT=0: a GEMV never stages the next one's x (MatmulFusion::norm_next),
-    // the quantize kernel runs between them as before (for comparisons).
-    stage_next_enabled_ = env_choice("BITLIGHT_CUDA_STAGE_NEXT", {"0", "1"}) != "0";
+    // the quantize kernel runs between them as before; =ffn: only the down GEMV does (comparisons).
+    const auto stage_next = env_choice("BITLIGHT_CUDA_STAGE_NEXT", {"0", "1", "ffn"});
+    stage_next_enabled_ = stage_next != "0";
+    stage_next_after_attention_ = stage_next != "ffn";
     // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|split|all: what the fp32 GEMV takes in (comparisons):
     // nothing, the norm, the norm and the SwiGLU split over gate/up and down (default), the norm
     // and the whole SwiGLU in the down GEMV.
@@ -507,7 +509,7 @@ class CudaBackendImpl final : public CudaBackend {
                   "matmul"))
         return;
       const float* b = bias ? bias->as<float>() : nullptr;
-      const bool staging = next.dst && cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), b,
+      const bool staging = next.dst && stage_next_after_attention_ && cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), b,
                                                                          f.accumulate, stream_, next);
       if (expect(staging || cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), b, f.accumulate,
                                                                stream_),
@@ -1181,6 +1183,7 @@ class CudaBackendImpl final : public CudaBackend {
   // What the last GEMV staged for the next one (MatmulFusion::norm_next): the x it wrote (the
   // residual stream), the norm and weight of the GEMV it was staged for, and the bytes.
   bool stage_next_enabled_ = true;
+  bool stage_next_after_attention_ = true;
   Workspace stage_next_ws_;
   struct StagedNext {
     const void* x;
