@@ -319,11 +319,6 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
   auto normed = [&](const Tensor& weight) { return MatmulFusion{.norm = &weight, .eps = c.rms_eps, .scratch = &s.scratch}; };
   const MatmulFusion add_to_x{.accumulate = true, .scratch = &s.scratch};
   const MatmulFusion swiglu_add_to_x{.up = &up, .accumulate = true, .scratch = &s.scratch};
-  // x += W · x' whose next op is the normed matmul m reading x (MatmulFusion::norm_next).
-  auto add_then = [&](MatmulFusion f, const Tensor& norm, const Tensor& m) {
-    if (n == 1 && m.data) f.norm_next = &norm, f.norm_next_matmul = &m;
-    return f;
-  };
 
   b.get_rows(token_embd_, ids, x);
   for (int il = 0; il < c.n_layer; ++il) {
@@ -351,17 +346,22 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) c
       b.attention_each_sequence(q_heads, s.k_cache[static_cast<size_t>(il)], s.v_cache[static_cast<size_t>(il)], pos,
                                 attn_params, s.n_ctx, attn_heads);
     }
-    b.fused_matmul(l.wo, attn, x, add_then(add_to_x, l.ffn_norm, l.w_gate_up));
+    b.fused_matmul(l.wo, attn, x, add_to_x);
     // Feed-forward: x += W_down · (silu(h·W_gate) * (h·W_up)), h = norm(x)
     if (n == 1 && l.w_gate_up.data) {
       MatmulFusion ffn_norm_then_swiglu = normed(l.ffn_norm);
       ffn_norm_then_swiglu.swiglu_next = &l.w_down;
       b.fused_matmul(l.w_gate_up, x, gate_up, ffn_norm_then_swiglu);
-      // The next layer's q, k, v, or after the last layer the output matrix.
+      // The op after this one is the next layer's normed q, k, v, or after the last layer the
+      // output matrix (MatmulFusion::norm_next).
+      MatmulFusion down_then_norm = swiglu_add_to_x;
       const bool last = il + 1 == c.n_layer;
-      const Tensor& norm_next = last ? output_norm_ : layers_[static_cast<size_t>(il) + 1].attn_norm;
       const Tensor& matmul_next = last ? output_ : layers_[static_cast<size_t>(il) + 1].wqkv;
-      b.fused_matmul(l.w_down, gate, x, add_then(swiglu_add_to_x, norm_next, matmul_next));
+      if (matmul_next.data) {
+        down_then_norm.norm_next = last ? &output_norm_ : &layers_[static_cast<size_t>(il) + 1].attn_norm;
+        down_then_norm.norm_next_matmul = &matmul_next;
+      }
+      b.fused_matmul(l.w_down, gate, x, down_then_norm);
     } else {
       b.fused_ffn(x, FfnBlock{&l.w_gate, &l.w_up, &l.w_down, &l.ffn_norm, c.rms_eps, &gate, &up, &s.scratch});
     }

@@ -77,9 +77,9 @@ double error_against_normed(const HostWeight& wc, int64_t cols, int64_t rows, co
   return worst;
 }
 
-// The producer's two launch paths that stage the next x (x quantized once: the down GEMV; the
-// after-attention one is run by the whole-model checks), every dp4a format, then the next GEMV
-// (Q4_0 on dp4a, bl4g128 on the bl GEMV) on the staged bytes.
+// The GEMV with x quantized once (the down GEMV) staging the next x, every dp4a format, 2048 and
+// 4096 rows (64 / 128 partial sums), then the next GEMV (Q4_0 on dp4a, bl4g128 on the bl GEMV)
+// on the staged bytes.
 TEST(CudaStageNext, StagedBytesEqualTheQuantizeKernelsAndTheNextGemvIsRight) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();

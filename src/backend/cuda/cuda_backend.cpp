@@ -55,10 +55,8 @@ class CudaBackendImpl final : public CudaBackend {
     // combine kernel), also where the hint lets the O GEMV divide instead (for comparisons).
     attention_sums_enabled_ = env_choice("BITLIGHT_CUDA_ATTN_SUMS", {"0", "1"}) != "0";
     // BITLIGHT_CUDA_STAGE_NEXT=0: a GEMV never stages the next one's x (MatmulFusion::norm_next),
-    // the quantize kernel runs between them as before; =ffn: only the down GEMV does (comparisons).
-    const auto stage_next = env_choice("BITLIGHT_CUDA_STAGE_NEXT", {"0", "1", "ffn"});
-    stage_next_enabled_ = stage_next != "0";
-    stage_next_after_attention_ = stage_next != "ffn";
+    // the quantize kernel runs between them as before (for comparisons).
+    stage_next_enabled_ = env_choice("BITLIGHT_CUDA_STAGE_NEXT", {"0", "1"}) != "0";
     // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|split|all: what the fp32 GEMV takes in (comparisons):
     // nothing, the norm, the norm and the SwiGLU split over gate/up and down (default), the norm
     // and the whole SwiGLU in the down GEMV.
@@ -494,29 +492,16 @@ class CudaBackendImpl final : public CudaBackend {
       check_launch(op);
       return;
     }
-    // This GEMV adds into x and may stage the next one's x (MatmulFusion::norm_next): each path
-    // below that can is tried with it first; it launches nothing when it cannot.
-    const cuda::StageNext next = operands_ok ? stage_next_for(w, out, f) : cuda::StageNext{};
-    auto staged_for_next = [&] {
-      staged_next_ = StagedNext{out.data, f.norm_next->data, f.norm_next_matmul->data,
-                                cuda::staged_next_x(next, w.rows())};
-    };
     // The attention just before left x as unnormalised sums for this GEMV to divide
     // (AttentionParams::out_matmul_next; attention_sums_launch checked that the GEMV takes them).
     if (const std::optional<PendingAttention> a = std::exchange(pending_attention_, std::nullopt)) {
-      if (!expect(x.data == a->out && w.data == a->w && n == 1 && !extra && operands_ok, op,
-                  "the attention before left its output unnormalised for its out_matmul_next, which is not this "
-                  "matmul"))
-        return;
-      const float* b = bias ? bias->as<float>() : nullptr;
-      const bool staging = next.dst && stage_next_after_attention_ && cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), b,
-                                                                         f.accumulate, stream_, next);
-      if (expect(staging || cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(), b, f.accumulate,
-                                                               stream_),
-                 op, "the GEMV after the attention did not launch")) {
+      if (expect(x.data == a->out && w.data == a->w && n == 1 && !extra && operands_ok, op,
+                 "the attention before left its output unnormalised for its out_matmul_next, which is not this "
+                 "matmul") &&
+          expect(cuda::launch_gemv_after_attention(view(w), a->sums, out.as<float>(),
+                                                   bias ? bias->as<float>() : nullptr, f.accumulate, stream_),
+                 op, "the GEMV after the attention did not launch"))
         check_launch(op);
-        if (staging) staged_for_next();
-      }
       return;
     }
     // The norm / SwiGLU prologue inside the GEMV pays off for narrow inputs only: every block
@@ -564,6 +549,9 @@ class CudaBackendImpl final : public CudaBackend {
     const int64_t prologue_max_cols = block32 ? 1024 : 2048;
     const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
     if (extra && cols > prologue_max_cols && scratch_ok && operands_ok) {
+      // A GEMV adding into x may also stage the next one's x (MatmulFusion::norm_next): tried
+      // with that first (it launches nothing where it cannot), then without.
+      const cuda::StageNext next = stage_next_for(w, out, f);
       auto quantized_once = [&](const cuda::GemvFusion& gf) {
         return cuda::launch_gemv_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
                                                   bias ? bias->as<float>() : nullptr, gf, f.scratch->data,
@@ -574,7 +562,9 @@ class CudaBackendImpl final : public CudaBackend {
       const bool staging = next.dst && quantized_once(g_next);
       if (staging || quantized_once(g)) {
         check_launch(op);
-        if (staging) staged_for_next();
+        if (staging)
+          staged_next_ = StagedNext{out.data, f.norm_next->data, f.norm_next_matmul->data,
+                                    cuda::staged_next_x(next, w.rows())};
         return;
       }
     }
@@ -1183,7 +1173,6 @@ class CudaBackendImpl final : public CudaBackend {
   // What the last GEMV staged for the next one (MatmulFusion::norm_next): the x it wrote (the
   // residual stream), the norm and weight of the GEMV it was staged for, and the bytes.
   bool stage_next_enabled_ = true;
-  bool stage_next_after_attention_ = true;
   Workspace stage_next_ws_;
   struct StagedNext {
     const void* x;

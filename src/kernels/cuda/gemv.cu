@@ -323,9 +323,8 @@ bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim)
 }
 
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
-                                 bool accumulate, cudaStream_t stream, const StageNext& next) {
+                                 bool accumulate, cudaStream_t stream) {
   if (!sums.buffer || !gemv_after_attention_applies(w, sums.n_head, sums.head_dim)) return false;
-  if (next.dst) return launch_gemv_dp4a_after_attention(w, sums, out, bias, accumulate, stream, next);
   if (launch_gemv_dp4a_after_attention(w, sums, out, bias, accumulate, stream) ||
       launch_gemv_bl_after_attention(w, sums, out, bias, accumulate, stream))
     return true;

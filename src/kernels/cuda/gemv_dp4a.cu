@@ -517,11 +517,6 @@ bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
   return true;
 }
 
-// The instance that stages the next x, by prologue (after the attention, or x quantized once).
-template <DType T, Prologue kPro>
-bool launch_staging_next(const GemvArgs& p, cudaStream_t stream) {
-  return p.fuse.stage_next.dst ? launch_tokens<T, 1, kPro, true>(p, stream) : launch_tokens<T, 1, kPro>(p, stream);
-}
 
 }  // namespace
 
@@ -578,16 +573,14 @@ bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head
 }
 
 bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
-                                      bool accumulate, cudaStream_t stream, const StageNext& next) {
-  if (!sums.buffer || !gemv_dp4a_after_attention_applies(w, sums.n_head, sums.head_dim) ||
-      (next.dst && !gemv_stages_next_applies(w)))
-    return false;
+                                      bool accumulate, cudaStream_t stream) {
+  if (!sums.buffer || !gemv_dp4a_after_attention_applies(w, sums.n_head, sums.head_dim)) return false;
   GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, sums.num(), 1, out, bias,
-             GemvFusion{.accumulate = accumulate, .stage_next = next}};
+             GemvFusion{.accumulate = accumulate}};
   p.attention = sums;
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
-    if constexpr (has_unit<T>()) launched = launch_staging_next<T, Prologue::attention>(p, stream);
+    if constexpr (has_unit<T>()) launched = launch_tokens<T, 1, Prologue::attention>(p, stream);
   });
   return launched;
 }
@@ -648,7 +641,9 @@ bool launch_gemv_dp4a_staged(const WeightView& w, const StagedX& x, float* out, 
   p.n_partials = x.n_partials;
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
-    if constexpr (has_unit<T>()) launched = launch_staging_next<T, Prologue::staged>(p, stream);
+    if constexpr (has_unit<T>())
+      launched = fuse.stage_next.dst ? launch_tokens<T, 1, Prologue::staged, true>(p, stream)
+                                     : launch_tokens<T, 1, Prologue::staged>(p, stream);
   });
   return launched;
 }
@@ -668,9 +663,7 @@ bool gemv_stages_next_applies(const WeightView& w) {
     return false;
   bool sm90 = false;  // the cluster code is compiled for sm_90 and newer only
   dispatch_weight_format(w.dtype, [&]<DType T>() {
-    if constexpr (has_unit<T>())
-      sm90 = kernel_waits_for_predecessor(gemv_dp4a_kernel<T, 1, Prologue::staged, true>) &&
-             kernel_waits_for_predecessor(gemv_dp4a_kernel<T, 1, Prologue::attention, true>);
+    if constexpr (has_unit<T>()) sm90 = kernel_waits_for_predecessor(gemv_dp4a_kernel<T, 1, Prologue::staged, true>);
   });
   return sm90;
 }

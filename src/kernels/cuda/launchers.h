@@ -40,12 +40,13 @@ struct WeightView {
 // way in (one token: the dp4a kernel, which stages x in shared memory anyway, and the fp32
 // kernel for the plain types, per piece as x streams), out += W x' on the way out (the dp4a and
 // fp32 GEMVs).
-// The x of the next GEMV, made by this one (decode, one token; MatmulFusion::norm_next): a GEMV
-// that adds into the residual stream (out += W x, rows = the next GEMV's cols) also writes
-// norm * out quantized to int8 per 32 rows, and each 32 rows' sum of out^2, as the bytes a GEMV
-// with x quantized once copies (StagedX, rows / 32 partial sums: staged_next_x), so that no
-// quantize kernel runs between the two (docs/cuda.md "Twenty-second session"). dst holds
-// stage_next_bytes(rows), 16-byte aligned, and must not be what this GEMV reads.
+// The x of the next GEMV, made by this one (decode, one token; MatmulFusion::norm_next): the dp4a
+// GEMV with x quantized once that adds into the residual stream (the down GEMV: out += W x, rows
+// = the next GEMV's cols) also writes norm * out quantized to int8 per 32 rows, and each 32 rows'
+// sum of out^2, as the bytes a GEMV with x quantized once copies (StagedX, rows / 32 partial
+// sums: staged_next_x), so that no quantize kernel runs between the two (H100: 8B q4_0 +1.5 %;
+// the O GEMV after the attention doing the same was no faster, docs/cuda.md "Twenty-second
+// session"). dst holds stage_next_bytes(rows), 16-byte aligned, not what this GEMV reads.
 struct StageNext {
   const float* norm = nullptr;  // [rows] the next GEMV's norm weight
   uint8_t* dst = nullptr;
@@ -185,10 +186,10 @@ bool launch_gemv_dp4a_staged(const WeightView& w, const StagedX& x, float* out, 
 bool launch_gemv_bl_staged(const WeightView& w, const StagedX& x, float* out, const float* bias,
                            const GemvFusion& fuse, cudaStream_t stream);
 // StageNext (above): the bytes dst needs for a GEMV of `rows` rows, what the next GEMV then
-// copies, and whether the one-token GEMV of w can stage the next x: the dp4a GEMV takes w (it
-// runs the epilogue for x quantized once and after the attention), rows % 256 == 0 (the next
-// GEMV's cols), rows / 32 <= kMaxStagedPartials (128: rows <= 4096), and the kernel runs from
-// sm_90 code (thread-block clusters, a pair of blocks per 32 rows).
+// copies, and whether the one-token GEMV of w with x quantized once can stage the next x: the
+// dp4a GEMV takes w, rows % 256 == 0 (the next GEMV's cols), rows / 32 <= 128
+// (gemv_int8_x.cuh's kMaxStagedPartials: rows <= 4096), and the kernel runs from sm_90 code
+// (thread-block clusters, a pair of blocks per 32 rows).
 int64_t stage_next_bytes(int64_t rows);
 StagedX staged_next_x(const StageNext& next, int64_t rows);
 bool gemv_stages_next_applies(const WeightView& w);
@@ -201,13 +202,12 @@ bool gemv_stages_next_applies(const WeightView& w);
 // or w is a plain type with 16-byte aligned rows and at most 2048 columns (wider, the per-piece
 // division costs the fp32 GEMV more than the combine kernel).
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim);
-// With next.dst set (gemv_stages_next_applies(w)) it also stages the next GEMV's x.
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
-                                 bool accumulate, cudaStream_t stream, const StageNext& next = {});
+                                 bool accumulate, cudaStream_t stream);
 // The dp4a half of the two (gemv_dp4a.cu).
 bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head_dim);
 bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
-                                      bool accumulate, cudaStream_t stream, const StageNext& next = {});
+                                      bool accumulate, cudaStream_t stream);
 
 // The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
 // quantized to int8 per 32 values in the kernel (each x_k off by up to max|x_block| / 254),
