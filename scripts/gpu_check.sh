@@ -6,7 +6,7 @@
 #
 # What it runs, and the seconds each part took on an H100 (16 cores) with the defaults
 # (branch gpu-decode, runs 2 and 3; the script prints this table for each run):
-#   configure + build (ninja, the 4 test binaries + CLI)                       44-46 s
+#   configure + build (ninja, the test binaries + CLI)                         44-46 s
 #   op tests (ops binary in SHARDS gtest shards, bl, prefill attention) side by
 #   side with compute-sanitizer memcheck on the same (ops: CudaBackendOps,
 #   CudaGraph, CudaMatmul, CudaAttention), all as parallel processes          38-45 s

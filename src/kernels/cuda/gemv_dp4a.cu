@@ -517,7 +517,6 @@ bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
   return true;
 }
 
-
 }  // namespace
 
 bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
@@ -633,7 +632,8 @@ bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int 
 
 bool launch_gemv_dp4a_staged(const WeightView& w, const StagedX& x, float* out, const float* bias,
                              const GemvFusion& fuse, cudaStream_t stream) {
-  if (!staged_x_fits(w) || x.n_partials > kMaxStagedPartials || (fuse.stage_next.dst && !gemv_stages_next_applies(w)))
+  if (!staged_x_fits(w) || x.n_partials > kMaxStagedPartials ||
+      (fuse.stage_next.dst && !gemv_stages_next_applies(w)))
     return false;
   GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, nullptr, 1, out, bias, fuse};
   p.x_staged = x.bytes;
