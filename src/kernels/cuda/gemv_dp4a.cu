@@ -561,14 +561,16 @@ bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* 
   return launched;
 }
 
-bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
-  if (!gemv_dp4a_applies(w, 1) || n_head <= 0 || head_dim <= 0 || head_dim % 8 != 0 ||
-      static_cast<int64_t>(n_head) * head_dim != w.cols)
-    return false;
+bool gemv_dp4a_staged_applies(const WeightView& w) {
   int device = 0, optin = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  return smem_bytes(w.cols, 1) + 1024 <= static_cast<size_t>(optin);
+  return gemv_dp4a_applies(w, 1) && smem_bytes(w.cols, 1) + 1024 <= static_cast<size_t>(optin);
+}
+
+bool gemv_dp4a_after_attention_applies(const WeightView& w, int n_head, int head_dim) {
+  return n_head > 0 && head_dim > 0 && head_dim % 8 == 0 && static_cast<int64_t>(n_head) * head_dim == w.cols &&
+         gemv_dp4a_staged_applies(w);
 }
 
 bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
@@ -605,26 +607,13 @@ StagedX launch_quantize_x_once(const float* x, const GemvFusion& fuse, int64_t c
   return {staged, fuse.norm ? partials : nullptr, fuse.norm ? static_cast<int>(grid.x) : 0};
 }
 
-namespace {
-
-// Whether the dp4a GEMV takes one token of w with x staged in shared memory (cols % 256, x
-// and the kernel's static shared memory within the opt-in limit).
-bool staged_x_fits(const WeightView& w) {
-  int device = 0, optin = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  return gemv_dp4a_applies(w, 1) && smem_bytes(w.cols, 1) + 1024 <= static_cast<size_t>(optin);
-}
-
-}  // namespace
-
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
                                        const float* bias, const GemvFusion& fuse, void* scratch,
                                        size_t scratch_bytes, cudaStream_t stream) {
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) ||
       !aligned(fuse.up) || !aligned(scratch) || scratch_bytes < static_cast<size_t>(quantized_x_once_bytes(w.cols)) ||
-      !staged_x_fits(w) || (fuse.stage_next.dst && !gemv_stages_next_applies(w)))
+      !gemv_dp4a_staged_applies(w) || (fuse.stage_next.dst && !gemv_stages_next_applies(w)))
     return false;  // before launching anything
   const StagedX staged = launch_quantize_x_once(x, fuse, w.cols, scratch, stream);
   return launch_gemv_dp4a_staged(w, staged, out, bias, fuse, stream);
@@ -632,7 +621,7 @@ bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int 
 
 bool launch_gemv_dp4a_staged(const WeightView& w, const StagedX& x, float* out, const float* bias,
                              const GemvFusion& fuse, cudaStream_t stream) {
-  if (!staged_x_fits(w) || x.n_partials > kMaxStagedPartials ||
+  if (!gemv_dp4a_staged_applies(w) || x.n_partials > kMaxStagedPartials ||
       (fuse.stage_next.dst && !gemv_stages_next_applies(w)))
     return false;
   GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, nullptr, 1, out, bias, fuse};
@@ -647,8 +636,6 @@ bool launch_gemv_dp4a_staged(const WeightView& w, const StagedX& x, float* out, 
   });
   return launched;
 }
-
-bool gemv_dp4a_staged_applies(const WeightView& w) { return staged_x_fits(w); }
 
 int64_t stage_next_bytes(int64_t rows) { return stage_next_bytes_of(rows); }
 
