@@ -32,6 +32,13 @@ struct XScale {
   int sum;
 };
 
+// The int8 step of a block of 32 from its max |x|: q_k = rn(x_k * inverse), x_k ~= d q_k. Blocks
+// with max |x| under 1e-30 count as zeros (127 / amax would overflow for subnormals); poison is
+// NaN where a value was NaN or inf (fmaxf drops NaN), so the block's scale makes its sums NaN.
+// Shared by quantize_group and gemv_stage_next.cuh, which must write the same bytes.
+__device__ __forceinline__ float int8_inverse_step(float amax) { return amax >= 1e-30f ? 127.0f / amax : 0.0f; }
+__device__ __forceinline__ XScale x_scale_of(float amax, float poison, int sum) { return {amax / 127.0f + poison, sum}; }
+
 // x [cols, n] (fp32) -> xq [n][cols] int8 and xs [n][cols / 32], by the whole block. Each
 // thread takes groups of 8 consecutive values, so 4 neighbouring lanes share a block of 32;
 // n * cols / 8 is a multiple of 32 (cols % 256 == 0), so whole warps take a group or none and
@@ -49,8 +56,7 @@ __device__ __forceinline__ void quantize_group(const float4& a, const float4& b,
   amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
   poison += __shfl_xor_sync(0xffffffffu, poison, 1);
   poison += __shfl_xor_sync(0xffffffffu, poison, 2);
-  // Blocks with max |x| under 1e-30 count as zeros (127 / amax would overflow for subnormals).
-  const float inv = amax >= 1e-30f ? 127.0f / amax : 0.0f;
+  const float inv = int8_inverse_step(amax);
   uint32_t packed[2] = {0, 0};
   int sum = 0;
 #pragma unroll
@@ -62,8 +68,7 @@ __device__ __forceinline__ void quantize_group(const float4& a, const float4& b,
   *reinterpret_cast<uint2*>(xq + 8 * i) = make_uint2(packed[0], packed[1]);
   sum += __shfl_xor_sync(0xffffffffu, sum, 1);
   sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-  if ((threadIdx.x & 3) == 0)
-    xs[i / 4] = {amax / 127.0f + poison, sum};  // a NaN scale makes the row's sum NaN
+  if ((threadIdx.x & 3) == 0) xs[i / 4] = x_scale_of(amax, poison, sum);
 }
 
 // The prologue of a fused GEMV (GemvFusion) on one group of 8 values: x' = silu(x) * up, or

@@ -70,7 +70,7 @@ __device__ __forceinline__ void stage_next_epilogue(const StageNext& next, const
   // quantize_group's arithmetic over one warp instead of four threads of eight values.
   const float amax = warp_max(fabsf(v));
   const float poison = warp_sum(v * 0.0f);  // NaN if any value is NaN or inf
-  const float inv = amax >= 1e-30f ? 127.0f / amax : 0.0f;
+  const float inv = int8_inverse_step(amax);
   const int q = __float2int_rn(v * inv);
   const int sum = warp_sum_int(q);
   const float sq = warp_sum(h * h);
@@ -79,7 +79,7 @@ __device__ __forceinline__ void stage_next_epilogue(const StageNext& next, const
   float* partials = reinterpret_cast<float*>(next.dst + quantized_x_bytes(rows));
   xq[row] = static_cast<int8_t>(q);
   if (lane == 0) {
-    xs[row / kXBlock] = {amax / 127.0f + poison, sum};
+    xs[row / kXBlock] = x_scale_of(amax, poison, sum);
     partials[row / kStageNextRows] = sq;
   }
 #endif
