@@ -50,6 +50,41 @@ cuda::WeightView uploaded_view(const Tensor& w) {
   return v;
 }
 
+// A down GEMV (w_down: cols -> rows; its x' = silu(gate) * up) that adds into a residual stream
+// of `rows` values, and the normed GEMV after it (w_next: rows -> next_rows, norm g): random on
+// the host, drawn in this order, and the weights, gate, up and g on the device with a scratch for
+// x quantized once. false (with a test failure) when an upload or allocation failed.
+struct DownThenNext {
+  HostWeight down, next;
+  std::vector<float> gate, up, residual, g;
+  Tensor w_down, w_next, gate_t, up_t, g_t, scratch;
+};
+
+bool make_down_then_next(Backend& backend, DType t_down, DType t_next, int64_t cols, int64_t rows, int64_t next_rows,
+                         std::mt19937_64& rng, DownThenNext& d) {
+  d.down = random_weight(t_down, cols, rows, rng);
+  d.next = random_weight(t_next, rows, next_rows, rng);
+  d.gate = random_vector(cols, 4.0f, rng);
+  d.up = random_vector(cols, 1.0f, rng);
+  d.residual = random_vector(rows, 1.0f, rng);
+  d.g = random_vector(rows, 1.0f, rng);
+  auto w_down = backend.upload_weight(make_tensor_2d(d.down.bytes.data(), t_down, cols, rows));
+  auto w_next = backend.upload_weight(make_tensor_2d(d.next.bytes.data(), t_next, rows, next_rows));
+  auto gate_t = backend.alloc(DType::F32, {cols, 1, 1, 1});
+  auto up_t = backend.alloc(DType::F32, {cols, 1, 1, 1});
+  auto g_t = backend.alloc(DType::F32, {rows, 1, 1, 1});
+  auto scratch = backend.alloc(DType::F32, {cols + rows, 1, 1, 1});
+  if (!(w_down.ok() && w_next.ok() && gate_t.ok() && up_t.ok() && g_t.ok() && scratch.ok())) {
+    ADD_FAILURE() << "upload or allocation failed";
+    return false;
+  }
+  d.w_down = *w_down, d.w_next = *w_next, d.gate_t = *gate_t, d.up_t = *up_t, d.g_t = *g_t, d.scratch = *scratch;
+  backend.write(d.gate_t, d.gate.data(), d.gate.size() * sizeof(float));
+  backend.write(d.up_t, d.up.data(), d.up.size() * sizeof(float));
+  backend.write(d.g_t, d.g.data(), d.g.size() * sizeof(float));
+  return true;
+}
+
 // Max over rows of |y - W x'| / bound, x' = h * g / rms(h) in fp64, bound = 1e-5 sum |w x'| plus
 // the int8 rounding of x' per 32 (each value by up to max|x'_block| / 254). Passes at <= 1.
 double error_against_normed(const HostWeight& wc, int64_t cols, int64_t rows, const std::vector<float>& h,
@@ -93,40 +128,29 @@ TEST(CudaStageNext, StagedBytesEqualTheQuantizeKernelsAndTheNextGemvIsRight) {
       for (DType tc : {DType::Q4_0, DType::BL4G128}) {
         const int64_t cols = 4096, next_rows = 272;  // producer in, next GEMV out (17 bl tiles)
         SCOPED_TRACE(std::string(dtype_name(tp)) + " rows=" + std::to_string(rows) + " next " + std::string(dtype_name(tc)));
-        const HostWeight wp = random_weight(tp, cols, rows, rng), wc = random_weight(tc, rows, next_rows, rng);
-        const std::vector<float> gate = random_vector(cols, 4.0f, rng), up = random_vector(cols, 1.0f, rng),
-                                 h0 = random_vector(rows, 1.0f, rng), g = random_vector(rows, 1.0f, rng);
-        auto w_p = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(wp.bytes.data()), tp, cols, rows));
-        auto w_c = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(wc.bytes.data()), tc, rows, next_rows));
-        auto gate_t = backend->alloc(DType::F32, {cols, 1, 1, 1});
-        auto up_t = backend->alloc(DType::F32, {cols, 1, 1, 1});
-        auto g_t = backend->alloc(DType::F32, {rows, 1, 1, 1});
+        DownThenNext d;
+        ASSERT_TRUE(make_down_then_next(*backend, tp, tc, cols, rows, next_rows, rng, d));
         auto h = backend->alloc(DType::F32, {rows, 1, 1, 1});
         auto y = backend->alloc(DType::F32, {next_rows, 1, 1, 1});
-        auto scratch = backend->alloc(DType::F32, {cols + rows, 1, 1, 1});
         auto staged = backend->alloc(DType::I8, {cuda::stage_next_bytes(rows), 1, 1, 1});
         // The quantize kernel's output: the same quantized bytes, then rows / 2048 partial sums.
         auto reference = backend->alloc(DType::I8, {cuda::stage_next_bytes(rows), 1, 1, 1});
-        ASSERT_TRUE(w_p.ok() && w_c.ok() && gate_t.ok() && up_t.ok() && g_t.ok() && h.ok() && y.ok() && scratch.ok() &&
-                    staged.ok() && reference.ok());
-        backend->write(*gate_t, gate.data(), gate.size() * sizeof(float));
-        backend->write(*up_t, up.data(), up.size() * sizeof(float));
-        backend->write(*g_t, g.data(), g.size() * sizeof(float));
-        backend->write(*h, h0.data(), h0.size() * sizeof(float));
+        ASSERT_TRUE(h.ok() && y.ok() && staged.ok() && reference.ok());
+        backend->write(*h, d.residual.data(), d.residual.size() * sizeof(float));
         const std::vector<uint8_t> poison(static_cast<size_t>(staged->bytes()), 0xff);
         backend->write(*staged, poison.data(), poison.size());
         const std::vector<uint8_t> poison_y(y->bytes(), 0xff);
         backend->write(*y, poison_y.data(), poison_y.size());
         backend->synchronize();  // the launches below are on their own stream
 
-        const cuda::WeightView vp = uploaded_view(*w_p), vc = uploaded_view(*w_c);
+        const cuda::WeightView vp = uploaded_view(d.w_down), vc = uploaded_view(d.w_next);
         ASSERT_TRUE(cuda::gemv_stages_next_applies(vp)) << "needs an sm_90 GPU (thread-block clusters)";
         ASSERT_TRUE(cuda::gemv_staged_applies(vc));
-        const cuda::StageNext next{g_t->as<float>(), static_cast<uint8_t*>(staged->data)};
-        cuda::GemvFusion down{.up = up_t->as<float>(), .accumulate = true, .stage_next = next};
-        ASSERT_TRUE(cuda::launch_gemv_x_quantized_once(vp, gate_t->as<float>(), 1, h->as<float>(), nullptr, down,
-                                                       scratch->data, scratch->bytes(), stream));
-        const cuda::GemvFusion normed{.norm = g_t->as<float>(), .eps = eps};
+        const cuda::StageNext next{d.g_t.as<float>(), static_cast<uint8_t*>(staged->data)};
+        cuda::GemvFusion down{.up = d.up_t.as<float>(), .accumulate = true, .stage_next = next};
+        ASSERT_TRUE(cuda::launch_gemv_x_quantized_once(vp, d.gate_t.as<float>(), 1, h->as<float>(), nullptr, down,
+                                                       d.scratch.data, d.scratch.bytes(), stream));
+        const cuda::GemvFusion normed{.norm = d.g_t.as<float>(), .eps = eps};
         const cuda::StagedX ref = cuda::launch_quantize_x_once(h->as<float>(), normed, rows, reference->data, stream);
         ASSERT_TRUE(cuda::launch_gemv_staged(vc, cuda::staged_next_x(next, rows), y->as<float>(), nullptr, normed,
                                              stream));
@@ -155,7 +179,7 @@ TEST(CudaStageNext, StagedBytesEqualTheQuantizeKernelsAndTheNextGemvIsRight) {
         backend->read(*h, h_after.data(), h_after.size() * sizeof(float));
         backend->read(*y, y_got.data(), y_got.size() * sizeof(float));
         ASSERT_TRUE(backend->status().ok());
-        EXPECT_LE(error_against_normed(wc, rows, next_rows, h_after, g, eps, y_got), 1.0);
+        EXPECT_LE(error_against_normed(d.next, rows, next_rows, h_after, d.g, eps, y_got), 1.0);
       }
   cudaStreamDestroy(stream);
 }
@@ -172,38 +196,27 @@ TEST(CudaStageNext, HintGivesTheResultsOfThePlainOps) {
   const float eps = 1e-5f;
   for (DType t : {DType::Q4_0, DType::Q4_K}) {
     SCOPED_TRACE(dtype_name(t));
-    const HostWeight wd = random_weight(t, cols, rows, rng), wq = random_weight(t, rows, next_rows, rng);
-    const std::vector<float> gate = random_vector(cols, 4.0f, rng), up = random_vector(cols, 1.0f, rng),
-                             x0 = random_vector(rows, 1.0f, rng), g = random_vector(rows, 1.0f, rng);
-    auto w_down = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(wd.bytes.data()), t, cols, rows));
-    auto w_qkv = backend->upload_weight(make_tensor_2d(const_cast<uint8_t*>(wq.bytes.data()), t, rows, next_rows));
-    auto gate_t = backend->alloc(DType::F32, {cols, 1, 1, 1});
-    auto up_t = backend->alloc(DType::F32, {cols, 1, 1, 1});
-    auto g_t = backend->alloc(DType::F32, {rows, 1, 1, 1});
-    auto scratch = backend->alloc(DType::F32, {cols + rows, 1, 1, 1});
-    ASSERT_TRUE(w_down.ok() && w_qkv.ok() && gate_t.ok() && up_t.ok() && g_t.ok() && scratch.ok());
-    ASSERT_TRUE(cuda::gemv_stages_next_applies(uploaded_view(*w_down))) << "needs an sm_90 GPU";
-    backend->write(*gate_t, gate.data(), gate.size() * sizeof(float));
-    backend->write(*up_t, up.data(), up.size() * sizeof(float));
-    backend->write(*g_t, g.data(), g.size() * sizeof(float));
+    DownThenNext d;
+    ASSERT_TRUE(make_down_then_next(*backend, t, t, cols, rows, next_rows, rng, d));
+    ASSERT_TRUE(cuda::gemv_stages_next_applies(uploaded_view(d.w_down))) << "needs an sm_90 GPU";
     std::vector<float> x_after[2], y_got[2];
     for (int hinted = 0; hinted < 2; ++hinted) {
       auto x = backend->alloc(DType::F32, {rows, 1, 1, 1});
       auto y = backend->alloc(DType::F32, {next_rows, 1, 1, 1});
       ASSERT_TRUE(x.ok() && y.ok());
-      backend->write(*x, x0.data(), x0.size() * sizeof(float));
+      backend->write(*x, d.residual.data(), d.residual.size() * sizeof(float));
       const std::vector<uint8_t> poison(y->bytes(), 0xff);
       backend->write(*y, poison.data(), poison.size());
-      MatmulFusion down{.up = &*up_t, .accumulate = true, .scratch = &*scratch};
-      if (hinted) down.norm_next = &*g_t, down.norm_next_matmul = &*w_qkv;
-      backend->fused_matmul(*w_down, *gate_t, *x, down);
-      backend->fused_matmul(*w_qkv, *x, *y, MatmulFusion{.norm = &*g_t, .eps = eps, .scratch = &*scratch});
+      MatmulFusion down{.up = &d.up_t, .accumulate = true, .scratch = &d.scratch};
+      if (hinted) down.norm_next = &d.g_t, down.norm_next_matmul = &d.w_next;
+      backend->fused_matmul(d.w_down, d.gate_t, *x, down);
+      backend->fused_matmul(d.w_next, *x, *y, MatmulFusion{.norm = &d.g_t, .eps = eps, .scratch = &d.scratch});
       x_after[hinted].resize(static_cast<size_t>(rows));
       y_got[hinted].resize(static_cast<size_t>(next_rows));
       backend->read(*x, x_after[hinted].data(), rows * sizeof(float));
       backend->read(*y, y_got[hinted].data(), next_rows * sizeof(float));
       ASSERT_TRUE(backend->status().ok());
-      EXPECT_LE(error_against_normed(wq, rows, next_rows, x_after[hinted], g, eps, y_got[hinted]), 1.0)
+      EXPECT_LE(error_against_normed(d.next, rows, next_rows, x_after[hinted], d.g, eps, y_got[hinted]), 1.0)
           << (hinted ? "with" : "without") << " the hint";
     }
     EXPECT_EQ(std::memcmp(x_after[0].data(), x_after[1].data(), rows * sizeof(float)), 0);
