@@ -549,22 +549,17 @@ class CudaBackendImpl final : public CudaBackend {
     const int64_t prologue_max_cols = block32 ? 1024 : 2048;
     const bool scratch_ok = f.scratch && f.scratch->dtype == DType::F32 && f.scratch->elements() >= cols * n;
     if (extra && cols > prologue_max_cols && scratch_ok && operands_ok) {
-      // A GEMV adding into x may also stage the next one's x (MatmulFusion::norm_next): tried
-      // with that first (it launches nothing where it cannot), then without.
-      const cuda::StageNext next = stage_next_for(w, out, f);
-      auto quantized_once = [&](const cuda::GemvFusion& gf) {
-        return cuda::launch_gemv_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
-                                                  bias ? bias->as<float>() : nullptr, gf, f.scratch->data,
-                                                  f.scratch->bytes(), stream_);
-      };
-      cuda::GemvFusion g_next = g;
-      g_next.stage_next = next;
-      const bool staging = next.dst && quantized_once(g_next);
-      if (staging || quantized_once(g)) {
+      // A GEMV adding into x may also stage the next one's x (MatmulFusion::norm_next; set only
+      // where gemv_stages_next_applies, so it adds no reason for the launch to fail).
+      cuda::GemvFusion gq = g;
+      gq.stage_next = stage_next_for(w, out, f);
+      if (cuda::launch_gemv_x_quantized_once(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
+                                             bias ? bias->as<float>() : nullptr, gq, f.scratch->data,
+                                             f.scratch->bytes(), stream_)) {
         check_launch(op);
-        if (staging)
+        if (gq.stage_next.dst)
           staged_next_ = StagedNext{out.data, f.norm_next->data, f.norm_next_matmul->data,
-                                    cuda::staged_next_x(next, w.rows())};
+                                    cuda::staged_next_x(gq.stage_next, w.rows())};
         return;
       }
     }
