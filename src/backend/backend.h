@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "core/tensor.h"
@@ -110,6 +111,21 @@ class Backend {
   virtual void write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes = 0) = 0;
   virtual void read(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes = 0) = 0;
   virtual void synchronize() = 0;
+  // Host memory that write() copies from and read_async() copies to without the host waiting for
+  // the queued work: page-locked on CUDA (a copy from pageable memory may wait), plain elsewhere.
+  // Lives as long as the backend; nullptr (and an error in status()) when it cannot be had.
+  virtual void* alloc_host(size_t bytes);
+  // read() that returns at once: the copy runs after the work queued so far, and
+  // wait_read(ticket) returns once it has landed in dst (alloc_host memory), with the first error
+  // recorded since the last status() or wait_read(), as status() gives it (waiting for a read
+  // more than kReadsInFlight reads old may wait longer: until a later one has landed). Backends
+  // that run ops as they are issued (CPU, reference) copy at once.
+  static constexpr int kReadsInFlight = 4;
+  virtual uint64_t read_async(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes = 0) {
+    read(src, dst, bytes, offset_bytes);
+    return 0;
+  }
+  virtual Status wait_read(uint64_t /*ticket*/) { return status(); }
 
   // Device memory read bandwidth in 1e9 bytes/s, measured now (a large on-device reduction).
   // Host-memory backends leave this unsupported: perf/ measures host memory for them.
@@ -219,6 +235,7 @@ class Backend {
 
  private:
   const void* graph_owner_ = nullptr;
+  std::vector<std::unique_ptr<std::byte[]>> host_buffers_;  // alloc_host's default
 };
 
 // threads: 0 = all hardware threads. Unknown names give an error naming the choices.

@@ -296,10 +296,10 @@ size_t LlamaModel::decode_weight_bytes() const {
   return weight_bytes_ - (tied ? 0 : token_embd_.bytes() - token_embd_.row_size());
 }
 
-void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq) const {
+void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq, TokenSource source) const {
   const LlamaConfig& c = config_;
   Backend& b = backend_;
-  Tensor ids = view(s.ids, {n, 1, 1, 1});
+  Tensor ids = view(source == TokenSource::picked ? s.sampled : s.ids, {n, 1, 1, 1});
   Tensor pos = view(s.positions, {n, 1, 1, 1});
   Tensor x = view(s.x, {c.n_embd, n, 1, 1});  // residual stream
   // q, k, v, attn as matmul outputs [q_dim | kv_dim, n] and as heads [head_dim, n_heads, n]; q, k

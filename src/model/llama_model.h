@@ -87,14 +87,18 @@ class LlamaModel {
   // (logits_all, or n_seq > 1) or only the last one.
   Expected<LlamaForwardState> plan(int n_ctx, int max_tokens, bool logits_all, DType kv_type, int n_seq = 1) const;
 
-  // Runs n tokens whose ids and positions the caller wrote into state.ids / state.positions.
-  // seq >= 0: all n belong to sequence seq (its cache, positions within it); kEachOwnSequence:
-  // token i is the next token of sequence i (a decode step of n sequences at once; the matmuls
-  // see n tokens, attention runs per sequence). Leaves logits in state.logits: [n_vocab, n]
-  // with logits_all or kEachOwnSequence, else [n_vocab, 1] of the last token. With a pick,
-  // also writes the token picked from each row of logits into state.sampled.
+  // Runs n tokens whose ids and positions the caller wrote into state.ids / state.positions
+  // (with TokenSource::picked the ids are state.sampled as the step before left it: pipelined
+  // greedy decoding, Session::decode_greedy). seq >= 0: all n belong to sequence seq (its cache,
+  // positions within it); kEachOwnSequence: token i is the next token of sequence i (a decode
+  // step of n sequences at once; the matmuls see n tokens, attention runs per sequence). Leaves
+  // logits in state.logits: [n_vocab, n] with logits_all or kEachOwnSequence, else [n_vocab, 1]
+  // of the last token. With a pick, also writes the token picked from each row of logits into
+  // state.sampled.
   static constexpr int kEachOwnSequence = -1;
-  void forward(LlamaForwardState& state, int n, TokenPick pick = TokenPick::none, int seq = 0) const;
+  enum class TokenSource { ids, picked };
+  void forward(LlamaForwardState& state, int n, TokenPick pick = TokenPick::none, int seq = 0,
+               TokenSource source = TokenSource::ids) const;
 
  private:
   LlamaModel(LlamaConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}

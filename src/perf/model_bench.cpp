@@ -88,15 +88,19 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
     }
     const double j1 = joules();
     auto t1 = clock::now();
-    // Each step as greedy generation runs it: the tokens are picked where the logits are
-    // (Session::feed_greedy, SequenceBatch::step_greedy) and read back; the fed ids stay random.
-    for (int i = 0; i < o.n_gen; ++i) {
-      if (session) {
-        BL_RETURN_IF_ERROR(session->feed_greedy(random_id(rng)).status());
-      } else {
-        for (TokenId& id : step_ids) id = random_id(rng);
-        BL_RETURN_IF_ERROR(batch->step_greedy(step_ids).status());
-      }
+    // Each step as greedy generation runs it: the tokens are picked where the logits are and
+    // read back. One sequence: Session::decode_greedy from a random id, each pick fed back, the
+    // next step queued before the host reads a pick, as `bitlight run` decodes. Several:
+    // SequenceBatch::step_greedy, the fed ids random.
+    if (session && o.n_gen > 0) {
+      int picks = 0;
+      BL_RETURN_IF_ERROR(session->decode_greedy(random_id(rng), o.n_gen, [&](TokenId) { return ++picks < o.n_gen; }));
+      if (picks != o.n_gen)
+        return internal_error("bench: decode gave " + std::to_string(picks) + " of " + std::to_string(o.n_gen) + " tokens");
+    }
+    for (int i = 0; !session && i < o.n_gen; ++i) {
+      for (TokenId& id : step_ids) id = random_id(rng);
+      BL_RETURN_IF_ERROR(batch->step_greedy(step_ids).status());
     }
     const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
     const double decode_j = joules() - j1;

@@ -35,39 +35,55 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
   auto t1 = std::chrono::steady_clock::now();
   result.stop_reason = "length";
   // Without a repetition penalty the backend picks the next token where the logits are: greedy
-  // is an argmax (Session::feed_greedy), and a draw at temperature > 0 takes the sampler's next
-  // uniform number (Session::feed_sampled), so a seed gives the text that drawing here gives.
-  // On CUDA a token then costs a 4-byte copy, not the logits.
+  // is an argmax (Session::decode_greedy, which also queues each step before the host reads the
+  // token before it), and a draw at temperature > 0 takes the sampler's next uniform number
+  // (Session::feed_sampled), so a seed gives the text that drawing here gives. On CUDA a token
+  // then costs a 4-byte copy, not the logits.
   const SamplerParams& sp = options.sampler;
   const bool no_penalty = (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) && !session.logits_all();
   const bool backend_greedy = no_penalty && sp.temperature == 0.0f;
   const bool backend_draws = no_penalty && sp.temperature > 0.0f &&
                              session.model().backend().can_sample_top_k(sp.top_k, session.model().config().n_vocab);
-  TokenId picked = -1;  // the backend's choice for the next token
-  for (int i = 0; options.n_predict < 0 || i < options.n_predict; ++i) {
-    const TokenId id = picked >= 0 ? picked : sampler.sample(session.last_logits(), history);
+  int emitted = 0;
+  // Takes the next token: false when the generation ends with it (stop_reason set; "length"
+  // stays where n_predict tokens were given).
+  auto accept = [&](TokenId id) {
     if (tokenizer.is_end_of_generation(id)) {
       result.stop_reason = "eog";
-      break;
+      return false;
     }
     result.tokens.push_back(id);
     history.push_back(id);
     if (on_token && !on_token(id, decoder.push(id))) {
       result.stop_reason = "callback";
-      break;
+      return false;
     }
-    if (options.n_predict >= 0 && i + 1 == options.n_predict) break;
+    if (options.n_predict >= 0 && ++emitted == options.n_predict) return false;
     if (session.n_past() >= session.n_ctx()) {
       result.stop_reason = "context";
-      break;
+      return false;
     }
+    return true;
+  };
+  TokenId id = options.n_predict == 0 ? -1 : sampler.sample(session.last_logits(), history);
+  if (id >= 0 && accept(id)) {
     if (backend_greedy) {
-      BL_ASSIGN_OR_RETURN(picked, session.feed_greedy(id));
-    } else if (backend_draws) {
-      BL_ASSIGN_OR_RETURN(picked, session.feed_sampled(id, top_k_draw(sp, sampler.next_uniform())));
+      // The next step queued while the host takes a token (Session::decode_greedy).
+      const int most = options.n_predict < 0 ? -1 : options.n_predict - emitted;
+      BL_RETURN_IF_ERROR(session.decode_greedy(id, most, accept));
     } else {
-      const TokenId next[1] = {id};
-      BL_RETURN_IF_ERROR(session.feed(next));
+      for (;;) {
+        TokenId next;
+        if (backend_draws) {
+          BL_ASSIGN_OR_RETURN(next, session.feed_sampled(id, top_k_draw(sp, sampler.next_uniform())));
+        } else {
+          const TokenId one[1] = {id};
+          BL_RETURN_IF_ERROR(session.feed(one));
+          next = sampler.sample(session.last_logits(), history);
+        }
+        if (!accept(next)) break;
+        id = next;
+      }
     }
   }
   if (on_token) {

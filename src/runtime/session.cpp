@@ -30,18 +30,18 @@ void Session::truncate(int n) {
   all_logits_.resize(static_cast<size_t>(n_past_) * model_.config().n_vocab);
 }
 
-Status Session::step(int n, TokenPick pick) {
+Status Session::step(int n, TokenPick pick, LlamaModel::TokenSource source) {
   Backend& backend = model_.backend();
   if (n != 1 || !backend.supports_graphs() || graph_failed_) {
-    model_.forward(state_, n, pick);
-    return backend.status();
+    model_.forward(state_, n, pick, 0, source);
+    return source == LlamaModel::TokenSource::picked ? Status::Ok() : backend.status();  // decode_greedy waits itself
   }
-  if (backend.graph_owner() != this || graph_pick_ != pick) {
+  if (backend.graph_owner() != this || graph_pick_ != pick || graph_source_ != source) {
     // The first single-token step runs eagerly (it sizes the backend's workspaces), then the
     // same step is captured; later ones replay it.
-    model_.forward(state_, 1, pick);
+    model_.forward(state_, 1, pick, 0, source);
     BL_RETURN_IF_ERROR(backend.status());
-    Status captured = backend.capture_graph([&] { model_.forward(state_, 1, pick); });
+    Status captured = backend.capture_graph([&] { model_.forward(state_, 1, pick, 0, source); });
     if (!captured.ok()) {
       graph_failed_ = true;
       std::fprintf(stderr, "bitlight: decode graph capture failed, running ops one by one: %s\n", captured.message().c_str());
@@ -49,6 +49,7 @@ Status Session::step(int n, TokenPick pick) {
     }
     backend.set_graph_owner(this);
     graph_pick_ = pick;
+    graph_source_ = source;
     return Status::Ok();
   }
   return backend.replay_graph();
@@ -92,6 +93,53 @@ Expected<TokenId> Session::feed_and_pick(TokenId id, TokenPick pick, const cpu::
   BL_RETURN_IF_ERROR(backend.status());
   n_past_ += 1;
   return next;
+}
+
+Status Session::decode_greedy(TokenId id, int max_picks, const std::function<bool(TokenId)>& on_pick) {
+  if (state_.logits_all)
+    return invalid_argument("decode_greedy: this session keeps every token's logits (logits_all): use feed()");
+  const TokenId first[1] = {id};
+  BL_RETURN_IF_ERROR(check_room(first));
+  Backend& backend = model_.backend();
+  if (!ahead_staging_) {
+    ahead_staging_ = static_cast<int32_t*>(backend.alloc_host((1 + 2 * kAheadRing) * sizeof(int32_t)));
+    if (!ahead_staging_) {
+      BL_RETURN_IF_ERROR(backend.status());
+      return internal_error("decode_greedy: no host memory for the decode's ids");
+    }
+  }
+  int32_t* positions = ahead_staging_ + 1;
+  int32_t* picks = positions + kAheadRing;
+  // Step i feeds what state_.sampled holds (id, then step i - 1's pick) at position `at`, picks
+  // into state_.sampled, and copies the pick to picks[i % ring]. Stream order keeps each write
+  // after the steps before it, and no more than two steps are queued at once, so the ring's slots
+  // are free when they are written.
+  auto queue = [&](int i, int at) -> Expected<uint64_t> {
+    positions[i % kAheadRing] = at;
+    backend.write(state_.positions, &positions[i % kAheadRing], sizeof(int32_t));
+    BL_RETURN_IF_ERROR(step(1, TokenPick::argmax, LlamaModel::TokenSource::picked));
+    return backend.read_async(state_.sampled, &picks[i % kAheadRing], sizeof(int32_t));
+  };
+  ahead_staging_[0] = id;
+  backend.write(state_.sampled, ahead_staging_, sizeof(int32_t));
+  BL_ASSIGN_OR_RETURN(uint64_t pending, queue(0, n_past_));
+  for (int i = 0;; ++i) {
+    const int fed = n_past_ + 1;  // tokens in the cache once step i is done
+    // Step i + 1 is queued before step i's pick is read, where it may follow.
+    const bool ahead = (max_picks < 0 || i + 1 < max_picks) && fed < state_.n_ctx;
+    uint64_t next = 0;
+    if (ahead) {
+      BL_ASSIGN_OR_RETURN(next, queue(i + 1, fed));
+    }
+    BL_RETURN_IF_ERROR(backend.wait_read(pending));
+    n_past_ = fed;
+    const TokenId picked = picks[i % kAheadRing];
+    if (!on_pick(picked) || !ahead) {
+      if (ahead) BL_RETURN_IF_ERROR(backend.wait_read(next));  // forgotten, but its copy lands in the ring
+      return Status::Ok();
+    }
+    pending = next;
+  }
 }
 
 Status Session::feed(std::span<const TokenId> ids) {

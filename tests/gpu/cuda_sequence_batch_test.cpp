@@ -106,5 +106,48 @@ TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {
   EXPECT_TRUE(backend->status().ok());
 }
 
+// Session::decode_greedy on CUDA (each step's graph fed from the device's pick and queued before
+// the host reads the pick before it; picks copied through page-locked memory, read_async /
+// wait_read) gives the picks of feed_greedy in a loop on the same backend, bit for bit, and
+// leaves the same position, stopped by on_pick and by max_picks, with the two sessions'
+// graphs replacing each other on the one backend between calls.
+TEST(CudaSession, DecodeGreedyEqualsFeedGreedyInALoop) {
+  SKIP_WITHOUT_GPU();
+  auto backend = open_or_fail();
+  ASSERT_TRUE(backend);
+  for (DType type : {DType::Q4_0, DType::F16}) {
+    SCOPED_TRACE(dtype_name(type));
+    const std::string path = synth_file("tiny", type);
+    auto file = ModelFile::open(path);
+    ASSERT_TRUE(file.ok()) << file.status().message();
+    auto model = LlamaModel::load(**file, *backend);
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    auto looped = Session::create(**model, {.n_ctx = 96, .n_batch = 8});
+    auto ahead = Session::create(**model, {.n_ctx = 96, .n_batch = 8});
+    ASSERT_TRUE(looped.ok() && ahead.ok());
+    const std::vector<TokenId> prompt = {1, 17, 300, 5, 42};
+    ASSERT_TRUE((*looped)->feed(prompt).ok() && (*ahead)->feed(prompt).ok());
+    TokenId from_loop = 7, from_ahead = 7;
+    for (int max_picks : {-1, 9, 30}) {
+      std::vector<TokenId> looped_picks, ahead_picks;
+      const int wanted = max_picks < 0 ? 12 : max_picks;  // on_pick declines after 12 without a limit
+      for (int i = 0; i < wanted; ++i) {
+        auto next = (*looped)->feed_greedy(from_loop);
+        ASSERT_TRUE(next.ok()) << next.status().message();
+        looped_picks.push_back(from_loop = *next);
+      }
+      const Status s = (*ahead)->decode_greedy(from_ahead, max_picks, [&](TokenId t) {
+        ahead_picks.push_back(t);
+        return static_cast<int>(ahead_picks.size()) < 12 || max_picks >= 0;
+      });
+      ASSERT_TRUE(s.ok()) << s.message();
+      EXPECT_EQ(ahead_picks, looped_picks) << "max_picks " << max_picks;
+      EXPECT_EQ((*ahead)->n_past(), (*looped)->n_past());
+      if (!ahead_picks.empty()) from_ahead = ahead_picks.back();
+    }
+  }
+  EXPECT_TRUE(backend->status().ok());
+}
+
 }  // namespace
 }  // namespace bl

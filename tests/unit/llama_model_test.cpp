@@ -200,6 +200,62 @@ TEST(LlamaModel, BackendDrawsTheSamplersTokens) {
   EXPECT_EQ(greedy_draw.status().code(), StatusCode::invalid_argument);
 }
 
+// Session::decode_greedy (each step queued before the host reads the pick before it, fed from
+// where the backend picked it) gives the picks of feed_greedy in a loop, and leaves the session
+// where that loop does: stopped by on_pick, by max_picks, and by a full context, then fed on.
+TEST(LlamaModel, DecodeGreedyEqualsFeedGreedyInALoop) {
+  Loaded m = load(synth_file("q8_0"), "cpu");
+  const std::vector<TokenId> prompt = {1, 17, 300, 5};
+  const int n_ctx = 32;
+  auto looped = Session::create(*m.model, {.n_ctx = n_ctx, .n_batch = 8});
+  auto ahead = Session::create(*m.model, {.n_ctx = n_ctx, .n_batch = 8});
+  ASSERT_TRUE(looped.ok() && ahead.ok());
+  ASSERT_TRUE((*looped)->feed(prompt).ok() && (*ahead)->feed(prompt).ok());
+  // feed_greedy from id, `picks` times or until the context is full.
+  auto loop = [&](TokenId id, int picks) {
+    std::vector<TokenId> out;
+    for (int i = 0; i < picks && (*looped)->n_past() < n_ctx; ++i) {
+      auto next = (*looped)->feed_greedy(id);
+      EXPECT_TRUE(next.ok()) << next.status().message();
+      out.push_back(id = *next);
+    }
+    return out;
+  };
+  // decode_greedy from id, on_pick declining the pick after `stop_after` of them.
+  auto decode = [&](TokenId id, int max_picks, int stop_after) {
+    std::vector<TokenId> out;
+    const int n_before = (*ahead)->n_past();
+    Status s = (*ahead)->decode_greedy(id, max_picks, [&](TokenId t) {
+      out.push_back(t);
+      EXPECT_EQ((*ahead)->n_past(), n_before + static_cast<int>(out.size()))
+          << "n_past during on_pick counts the tokens fed up to the pick";
+      return static_cast<int>(out.size()) < stop_after;
+    });
+    EXPECT_TRUE(s.ok()) << s.message();
+    return out;
+  };
+  // Stopped by on_pick after 5 picks (a sixth step was queued and is forgotten).
+  std::vector<TokenId> a = decode(7, -1, 5), b = loop(7, 5);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ((*ahead)->n_past(), (*looped)->n_past());
+  // Stopped by max_picks, from the last pick on.
+  a = decode(a.back(), 4, 100), b = loop(b.back(), 4);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ((*ahead)->n_past(), (*looped)->n_past());
+  // Stopped by the full context.
+  a = decode(a.back(), -1, 1000), b = loop(b.back(), 1000);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ((*ahead)->n_past(), n_ctx);
+  EXPECT_EQ((*looped)->n_past(), n_ctx);
+  EXPECT_GT(std::set<TokenId>(b.begin(), b.end()).size(), 3u) << "the picks should not all be one token";
+  // Both go on alike after a truncation (the forgotten steps' cache slots are overwritten).
+  (*ahead)->truncate(12), (*looped)->truncate(12);
+  a = decode(3, 6, 100), b = loop(3, 6);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a.size(), 6u);
+  EXPECT_EQ((*ahead)->decode_greedy(5000, -1, [](TokenId) { return true; }).code(), StatusCode::invalid_argument);
+}
+
 // A SequenceBatch of three sequences (prompts of different lengths) decoded together gives
 // each sequence the logits it gets alone in a Session: on the reference backend exactly the
 // same arithmetic per token, on the CPU backend the same kernels at another token count.

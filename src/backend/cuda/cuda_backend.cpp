@@ -88,6 +88,9 @@ class CudaBackendImpl final : public CudaBackend {
     destroy_graph();
     if (cublas_) cublasDestroy(cublas_);
     for (void* p : allocations_) cudaFree(p);
+    for (void* p : host_allocations_) cudaFreeHost(p);
+    for (cudaEvent_t e : read_events_)
+      if (e) cudaEventDestroy(e);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -231,6 +234,41 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   void synchronize() override { note(cudaStreamSynchronize(stream_), "synchronize"); }
+
+  void* alloc_host(size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaHostAlloc(&p, bytes == 0 ? 1 : bytes, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      record(out_of_memory("cuda: cannot allocate " + bytes_text(bytes) + " of page-locked host memory: " +
+                           cuda_error_text(e)));
+      return nullptr;
+    }
+    host_allocations_.push_back(p);
+    return p;
+  }
+
+  // The copy, then an event of a ring of kReadsInFlight after it; the ticket names the event.
+  uint64_t read_async(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) override {
+    const uint64_t ticket = reads_issued_++;
+    if (!expect(!capturing_, "read_async", "device-to-host copies cannot be captured")) return ticket;
+    if (!expect(offset_bytes + bytes <= src.bytes() && !view(src).tiled, "read_async",
+                "a range past the end of " + shape_string(src) + ", or a weight stored tiled"))
+      return ticket;
+    cudaEvent_t& event = read_events_[ticket % kReadsInFlight];
+    if (!event) note(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "read_async");
+    note(cudaMemcpyAsync(dst, static_cast<const char*>(src.data) + offset_bytes, bytes, cudaMemcpyDeviceToHost, stream_),
+         "read_async");
+    if (event) note(cudaEventRecord(event, stream_), "read_async");
+    return ticket;
+  }
+
+  // An event reused by a later read marks a later point of the stream: waiting for it waits for
+  // this read too.
+  Status wait_read(uint64_t ticket) override {
+    if (cudaEvent_t event = read_events_[ticket % kReadsInFlight]) note(cudaEventSynchronize(event), "wait_read");
+    return take_error();
+  }
 
   // ---- ops ----
 
@@ -1136,6 +1174,9 @@ class CudaBackendImpl final : public CudaBackend {
   int device_;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
+  std::vector<void*> host_allocations_;  // alloc_host's page-locked buffers
+  cudaEvent_t read_events_[kReadsInFlight] = {};
+  uint64_t reads_issued_ = 0;
   cublasHandle_t cublas_ = nullptr;
   std::vector<void*> allocations_;  // every cudaMalloc of this backend, freed in the destructor
   Workspace deq_ws_, xh_ws_, ffn_ws_, attn_ws_, argmax_ws_, sample_ws_, angles_ws_;
