@@ -35,10 +35,10 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
   auto t1 = std::chrono::steady_clock::now();
   result.stop_reason = "length";
   // Without a repetition penalty the backend picks the next token where the logits are: greedy
-  // is an argmax (Session::decode_greedy, which also queues each step before the host reads the
-  // token before it), and a draw at temperature > 0 takes the sampler's next uniform number
-  // (Session::feed_sampled), so a seed gives the text that drawing here gives. On CUDA a token
-  // then costs a 4-byte copy, not the logits.
+  // is an argmax (Session::decode_greedy), and a draw at temperature > 0 takes the sampler's
+  // next uniform number (Session::decode_sampled), so a seed gives the text that drawing here
+  // gives; both queue each step before the host reads the token before it. On CUDA a token then
+  // costs a 4-byte copy, not the logits.
   const SamplerParams& sp = options.sampler;
   const bool no_penalty = (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) && !session.logits_all();
   const bool backend_greedy = no_penalty && sp.temperature == 0.0f;
@@ -67,20 +67,17 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
   };
   TokenId id = options.n_predict == 0 ? -1 : sampler.sample(session.last_logits(), history);
   if (id >= 0 && accept(id)) {
+    // The next step queued while the host takes a token (Session::decode_greedy / decode_sampled).
+    const int most = options.n_predict < 0 ? -1 : options.n_predict - emitted;
     if (backend_greedy) {
-      // The next step queued while the host takes a token (Session::decode_greedy).
-      const int most = options.n_predict < 0 ? -1 : options.n_predict - emitted;
       BL_RETURN_IF_ERROR(session.decode_greedy(id, most, accept));
+    } else if (backend_draws) {
+      BL_RETURN_IF_ERROR(session.decode_sampled(id, most, [&] { return top_k_draw(sp, sampler.next_uniform()); }, accept));
     } else {
       for (;;) {
-        TokenId next;
-        if (backend_draws) {
-          BL_ASSIGN_OR_RETURN(next, session.feed_sampled(id, top_k_draw(sp, sampler.next_uniform())));
-        } else {
-          const TokenId one[1] = {id};
-          BL_RETURN_IF_ERROR(session.feed(one));
-          next = sampler.sample(session.last_logits(), history);
-        }
+        const TokenId one[1] = {id};
+        BL_RETURN_IF_ERROR(session.feed(one));
+        const TokenId next = sampler.sample(session.last_logits(), history);
         if (!accept(next)) break;
         id = next;
       }

@@ -96,32 +96,52 @@ Expected<TokenId> Session::feed_and_pick(TokenId id, TokenPick pick, const cpu::
 }
 
 Status Session::decode_greedy(TokenId id, int max_picks, const std::function<bool(TokenId)>& on_pick) {
+  return decode_ahead(id, max_picks, TokenPick::argmax, nullptr, on_pick);
+}
+
+Status Session::decode_sampled(TokenId id, int max_picks, const std::function<cpu::TopKDraw()>& next_draw,
+                               const std::function<bool(TokenId)>& on_pick) {
+  return decode_ahead(id, max_picks, TokenPick::sample_top_k, &next_draw, on_pick);
+}
+
+Status Session::decode_ahead(TokenId id, int max_picks, TokenPick pick,
+                             const std::function<cpu::TopKDraw()>* next_draw,
+                             const std::function<bool(TokenId)>& on_pick) {
   if (state_.logits_all)
-    return invalid_argument("decode_greedy: this session keeps every token's logits (logits_all): use feed()");
+    return invalid_argument("decode_greedy / decode_sampled: this session keeps every token's logits (logits_all): use feed()");
   const TokenId first[1] = {id};
   BL_RETURN_IF_ERROR(check_room(first));
   Backend& backend = model_.backend();
   if (!ahead_staging_) {
-    ahead_staging_ = static_cast<int32_t*>(backend.alloc_host((1 + 2 * kAheadRing) * sizeof(int32_t)));
+    ahead_staging_ = static_cast<AheadStaging*>(backend.alloc_host(sizeof(AheadStaging)));
     if (!ahead_staging_) {
       BL_RETURN_IF_ERROR(backend.status());
-      return internal_error("decode_greedy: no host memory for the decode's ids");
+      return internal_error("decode: no host memory for the decode's ids");
     }
   }
-  int32_t* positions = ahead_staging_ + 1;
-  int32_t* picks = positions + kAheadRing;
+  AheadStaging& st = *ahead_staging_;
   // Step i feeds what state_.sampled holds (id, then step i - 1's pick) at position `at`, picks
   // into state_.sampled, and copies the pick to picks[i % ring]. Stream order keeps each write
-  // after the steps before it, and no more than two steps are queued at once, so the ring's slots
-  // are free when they are written.
+  // after the steps before it, and no more than two steps are queued at once, so the rings'
+  // slots are free when they are written.
   auto queue = [&](int i, int at) -> Expected<uint64_t> {
-    positions[i % kAheadRing] = at;
-    backend.write(state_.positions, &positions[i % kAheadRing], sizeof(int32_t));
-    BL_RETURN_IF_ERROR(step(1, TokenPick::argmax, LlamaModel::TokenSource::picked));
-    return backend.read_async(state_.sampled, &picks[i % kAheadRing], sizeof(int32_t));
+    const int slot = i % kAheadRing;
+    if (next_draw) {
+      st.draws[slot] = (*next_draw)();
+      const cpu::TopKDraw& d = st.draws[slot];
+      if (!(d.temperature > 0) || !(d.u >= 0 && d.u < 1))
+        return invalid_argument("decode_sampled: a draw needs temperature > 0 and u in [0, 1)");
+      if (!backend.can_sample_top_k(d.top_k, model_.config().n_vocab))
+        return unsupported("decode_sampled: " + backend.name() + " cannot draw from top_k = " + std::to_string(d.top_k));
+      backend.write(state_.draws, &st.draws[slot], sizeof(cpu::TopKDraw));
+    }
+    st.positions[slot] = at;
+    backend.write(state_.positions, &st.positions[slot], sizeof(int32_t));
+    BL_RETURN_IF_ERROR(step(1, pick, LlamaModel::TokenSource::picked));
+    return backend.read_async(state_.sampled, &st.picks[slot], sizeof(int32_t));
   };
-  ahead_staging_[0] = id;
-  backend.write(state_.sampled, ahead_staging_, sizeof(int32_t));
+  st.first = id;
+  backend.write(state_.sampled, &st.first, sizeof(int32_t));
   BL_ASSIGN_OR_RETURN(uint64_t pending, queue(0, n_past_));
   for (int i = 0;; ++i) {
     const int fed = n_past_ + 1;  // tokens in the cache once step i is done
@@ -133,7 +153,7 @@ Status Session::decode_greedy(TokenId id, int max_picks, const std::function<boo
     }
     BL_RETURN_IF_ERROR(backend.wait_read(pending));
     n_past_ = fed;
-    const TokenId picked = picks[i % kAheadRing];
+    const TokenId picked = st.picks[i % kAheadRing];
     if (!on_pick(picked) || !ahead) {
       if (ahead) BL_RETURN_IF_ERROR(backend.wait_read(next));  // forgotten, but its copy lands in the ring
       return Status::Ok();

@@ -55,6 +55,12 @@ class Session {
   // slot lies past n_past(). During on_pick, n_past() counts the tokens fed up to that pick.
   // Errors as feed_greedy, and with logits_all.
   Status decode_greedy(TokenId id, int max_picks, const std::function<bool(TokenId)>& on_pick);
+  // decode_greedy with each token drawn on the backend as feed_sampled draws it: next_draw() gives
+  // each step's draw in step order (one more than the picks given where a queued step is
+  // forgotten). The same picks as feed_sampled in a loop with the same draws. Errors as
+  // feed_sampled.
+  Status decode_sampled(TokenId id, int max_picks, const std::function<cpu::TopKDraw()>& next_draw,
+                        const std::function<bool(TokenId)>& on_pick);
 
   // Logits [n_vocab] of the last fed token (by feed()).
   std::span<const float> last_logits() const { return last_logits_; }
@@ -85,10 +91,18 @@ class Session {
   bool graph_failed_ = false;       // capture did not work: run eagerly from then on
   TokenPick graph_pick_ = TokenPick::none;  // what the captured graph ends with
   LlamaModel::TokenSource graph_source_ = LlamaModel::TokenSource::ids;  // where it takes its id
-  // decode_greedy's host memory (Backend::alloc_host): the first id, then kAheadRing positions
-  // and kAheadRing picks (a ring: at most two steps are queued at once).
+  // decode_greedy's and decode_sampled's host memory (Backend::alloc_host): the first id, then
+  // rings of positions, picks and draws (at most two steps are queued at once).
   static constexpr int kAheadRing = 4;
-  int32_t* ahead_staging_ = nullptr;
+  struct AheadStaging {
+    cpu::TopKDraw draws[kAheadRing];
+    int32_t first;
+    int32_t positions[kAheadRing];
+    int32_t picks[kAheadRing];
+  };
+  AheadStaging* ahead_staging_ = nullptr;
+  Status decode_ahead(TokenId id, int max_picks, TokenPick pick, const std::function<cpu::TopKDraw()>* next_draw,
+                      const std::function<bool(TokenId)>& on_pick);
   std::vector<float> last_logits_;  // [n_vocab]
   std::vector<float> all_logits_;
 };

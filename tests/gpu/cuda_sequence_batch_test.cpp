@@ -110,8 +110,9 @@ TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {
 // the host reads the pick before it; picks copied through page-locked memory, read_async /
 // wait_read) gives the picks of feed_greedy in a loop on the same backend, bit for bit, and
 // leaves the same position, stopped by on_pick and by max_picks, with the two sessions'
-// graphs replacing each other on the one backend between calls.
-TEST(CudaSession, DecodeGreedyEqualsFeedGreedyInALoop) {
+// graphs replacing each other on the one backend between calls; decode_sampled likewise the
+// tokens of feed_sampled with the same draws.
+TEST(CudaSession, DecodeAheadEqualsFeedingInALoop) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
@@ -145,6 +146,27 @@ TEST(CudaSession, DecodeGreedyEqualsFeedGreedyInALoop) {
       EXPECT_EQ((*ahead)->n_past(), (*looped)->n_past());
       if (!ahead_picks.empty()) from_ahead = ahead_picks.back();
     }
+    // decode_sampled against feed_sampled with the same draws (the draws' ring on the device).
+    const cpu::TopKDraw draw0{.temperature = 1.1f, .top_k = 40, .top_p = 0.95f, .min_p = 0.0f, .u = 0.0};
+    uint64_t loop_n = 0, ahead_n = 0;
+    auto draw = [&](uint64_t& n) {
+      cpu::TopKDraw d = draw0;
+      d.u = static_cast<double>((n++ * 7919) % 1000) / 1000.0;  // spread over [0, 1)
+      return d;
+    };
+    std::vector<TokenId> looped_picks, ahead_picks;
+    for (int i = 0; i < 10; ++i) {
+      auto next = (*looped)->feed_sampled(from_loop, draw(loop_n));
+      ASSERT_TRUE(next.ok()) << next.status().message();
+      looped_picks.push_back(from_loop = *next);
+    }
+    const Status s = (*ahead)->decode_sampled(from_ahead, -1, [&] { return draw(ahead_n); }, [&](TokenId t) {
+      ahead_picks.push_back(t);
+      return ahead_picks.size() < 10;
+    });
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(ahead_picks, looped_picks) << "sampled";
+    EXPECT_EQ((*ahead)->n_past(), (*looped)->n_past());
   }
   EXPECT_TRUE(backend->status().ok());
 }

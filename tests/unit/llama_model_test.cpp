@@ -198,6 +198,44 @@ TEST(LlamaModel, BackendDrawsTheSamplersTokens) {
   ASSERT_TRUE(session.ok());
   auto greedy_draw = (*session)->feed_sampled(1, {.temperature = 0.0f, .top_k = 40, .top_p = 1.0f, .min_p = 0.0f, .u = 0.5});
   EXPECT_EQ(greedy_draw.status().code(), StatusCode::invalid_argument);
+  const Status bad = (*session)->decode_sampled(
+      1, 4, [] { return cpu::TopKDraw{.temperature = 1.0f, .top_k = 40, .top_p = 1.0f, .min_p = 0.0f, .u = 1.5}; },
+      [](TokenId) { return true; });
+  EXPECT_EQ(bad.code(), StatusCode::invalid_argument);
+}
+
+// Session::decode_sampled (each step queued before the host reads the draw before it) gives the
+// tokens feed_sampled gives in a loop with the same draws, stopped by on_pick (one draw more
+// taken for the forgotten step) and by max_picks.
+TEST(LlamaModel, DecodeSampledEqualsFeedSampledInALoop) {
+  Loaded m = load(synth_file("q8_0"), "cpu");
+  const std::vector<TokenId> prompt = {1, 17, 300, 5};
+  const SamplerParams params{.temperature = 1.2f, .top_k = 40, .top_p = 0.9f, .min_p = 0.02f, .seed = 3};
+  auto looped = Session::create(*m.model, {.n_ctx = 64, .n_batch = 8});
+  auto ahead = Session::create(*m.model, {.n_ctx = 64, .n_batch = 8});
+  ASSERT_TRUE(looped.ok() && ahead.ok());
+  ASSERT_TRUE((*looped)->feed(prompt).ok() && (*ahead)->feed(prompt).ok());
+  for (int max_picks : {-1, 7}) {
+    Sampler loop_sampler(params), ahead_sampler(params);
+    std::vector<TokenId> looped_picks, ahead_picks;
+    const int wanted = max_picks < 0 ? 10 : max_picks;
+    TokenId id = 9;
+    for (int i = 0; i < wanted; ++i) {
+      auto next = (*looped)->feed_sampled(id, top_k_draw(params, loop_sampler.next_uniform()));
+      ASSERT_TRUE(next.ok()) << next.status().message();
+      looped_picks.push_back(id = *next);
+    }
+    const Status s = (*ahead)->decode_sampled(
+        9, max_picks, [&] { return top_k_draw(params, ahead_sampler.next_uniform()); },
+        [&](TokenId t) {
+          ahead_picks.push_back(t);
+          return static_cast<int>(ahead_picks.size()) < wanted;
+        });
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(ahead_picks, looped_picks) << "max_picks " << max_picks;
+    EXPECT_EQ((*ahead)->n_past(), (*looped)->n_past());
+    EXPECT_GT(std::set<TokenId>(looped_picks.begin(), looped_picks.end()).size(), 3u);
+  }
 }
 
 // Session::decode_greedy (each step queued before the host reads the pick before it, fed from
