@@ -268,9 +268,8 @@ bool takes_tensor_cores(const WeightView& w, int n_tokens) {
 }  // namespace
 
 bool gemv_fp32_prologue_applies(const WeightView& w, const float* x, const float* second) {
-  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
-  return plain && w.cols % kPiece == 0 && w.row_bytes % 16 == 0 && aligned(w.data) && aligned(x) && aligned(second);
+  return plain && w.cols % kPiece == 0 && w.row_bytes % 16 == 0 && aligned16(w.data) && aligned16(x) && aligned16(second);
 }
 
 bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,

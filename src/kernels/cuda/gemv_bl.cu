@@ -462,8 +462,6 @@ bool launch_token_gemv(const WeightView& w, const GemvArgs& p, cudaStream_t stre
   return launch_token_bits<1, Prologue::none>(bits, p, l, stream);
 }
 
-bool aligned16(const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; }
-
 // BITLIGHT_CUDA_BL_TOKEN=0: every token count runs on gemv_bl_kernel, with the prologues as
 // plain ops and the attention's combine kernel (comparisons).
 const bool token_kernel_enabled = env_choice("BITLIGHT_CUDA_BL_TOKEN", {"0", "1"}) != "0";

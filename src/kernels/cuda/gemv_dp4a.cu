@@ -537,8 +537,7 @@ bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
 
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                       cudaStream_t stream, const GemvFusion& fuse) {
-  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  if (!gemv_dp4a_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) || !aligned(fuse.up)) return false;
+  if (!gemv_dp4a_applies(w, n_tokens) || !aligned16(x) || !aligned16(fuse.norm) || !aligned16(fuse.up)) return false;
   const GemvArgs p{
       static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias, fuse};
   // Prologues are compiled for one token only (decode): more tokens run the plain ops.
@@ -610,9 +609,8 @@ StagedX launch_quantize_x_once(const float* x, const GemvFusion& fuse, int64_t c
 bool launch_gemv_dp4a_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
                                        const float* bias, const GemvFusion& fuse, void* scratch,
                                        size_t scratch_bytes, cudaStream_t stream) {
-  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned(x) || !aligned(fuse.norm) ||
-      !aligned(fuse.up) || !aligned(scratch) || scratch_bytes < static_cast<size_t>(quantized_x_once_bytes(w.cols)) ||
+  if (!gemv_dp4a_x_quantized_once_applies(w, n_tokens) || !aligned16(x) || !aligned16(fuse.norm) ||
+      !aligned16(fuse.up) || !aligned16(scratch) || scratch_bytes < static_cast<size_t>(quantized_x_once_bytes(w.cols)) ||
       !gemv_dp4a_staged_applies(w) || (fuse.stage_next.dst && !gemv_stages_next_applies(w)))
     return false;  // before launching anything
   const StagedX staged = launch_quantize_x_once(x, fuse, w.cols, scratch, stream);

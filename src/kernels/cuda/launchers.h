@@ -19,6 +19,10 @@
 
 namespace bl::cuda {
 
+// Whether p is 16-byte aligned, as the kernels' 16-byte loads need (null passes: an operand a
+// launch does not use).
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // Formats the fused-dequant kernels accept (GEMV, get_rows, dequantize): the GGUF formats
 // below and bitlight's bl<b>g<g> (quant/bl_group.h, read as stored: gemv_bl.cu, bl_rows.cu).
 bool weight_format_supported(DType t);
