@@ -58,7 +58,8 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
       result.stop_reason = "callback";
       return false;
     }
-    if (options.n_predict >= 0 && ++emitted == options.n_predict) return false;
+    ++emitted;
+    if (options.n_predict >= 0 && emitted == options.n_predict) return false;
     if (session.n_past() >= session.n_ctx()) {
       result.stop_reason = "context";
       return false;
