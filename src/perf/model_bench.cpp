@@ -92,15 +92,17 @@ Expected<ModelBenchResult> bench_model(const LlamaModel& model, const ModelBench
     // read back. One sequence: Session::decode_greedy from a random id, each pick fed back, the
     // next step queued before the host reads a pick, as `bitlight run` decodes. Several:
     // SequenceBatch::step_greedy, the fed ids random.
-    if (session && o.n_gen > 0) {
+    if (session) {
       int picks = 0;
-      BL_RETURN_IF_ERROR(session->decode_greedy(random_id(rng), o.n_gen, [&](TokenId) { return ++picks < o.n_gen; }));
+      if (o.n_gen > 0)
+        BL_RETURN_IF_ERROR(session->decode_greedy(random_id(rng), o.n_gen, [&](TokenId) { return ++picks < o.n_gen; }));
       if (picks != o.n_gen)
         return internal_error("bench: decode gave " + std::to_string(picks) + " of " + std::to_string(o.n_gen) + " tokens");
-    }
-    for (int i = 0; !session && i < o.n_gen; ++i) {
-      for (TokenId& id : step_ids) id = random_id(rng);
-      BL_RETURN_IF_ERROR(batch->step_greedy(step_ids).status());
+    } else {
+      for (int i = 0; i < o.n_gen; ++i) {
+        for (TokenId& id : step_ids) id = random_id(rng);
+        BL_RETURN_IF_ERROR(batch->step_greedy(step_ids).status());
+      }
     }
     const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
     const double decode_j = joules() - j1;

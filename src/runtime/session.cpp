@@ -34,7 +34,8 @@ Status Session::step(int n, TokenPick pick, LlamaModel::TokenSource source) {
   Backend& backend = model_.backend();
   if (n != 1 || !backend.supports_graphs() || graph_failed_) {
     model_.forward(state_, n, pick, 0, source);
-    return source == LlamaModel::TokenSource::picked ? Status::Ok() : backend.status();  // decode_greedy waits itself
+    // decode_ahead's steps are waited for by their reads (Backend::wait_read).
+    return source == LlamaModel::TokenSource::picked ? Status::Ok() : backend.status();
   }
   if (backend.graph_owner() != this || graph_pick_ != pick || graph_source_ != source) {
     // The first single-token step runs eagerly (it sizes the backend's workspaces), then the
@@ -69,12 +70,17 @@ Status Session::check_room(std::span<const TokenId> ids) const {
 Expected<TokenId> Session::feed_greedy(TokenId id) { return feed_and_pick(id, TokenPick::argmax, nullptr); }
 
 Expected<TokenId> Session::feed_sampled(TokenId id, const cpu::TopKDraw& draw) {
-  if (!(draw.temperature > 0) || !(draw.u >= 0 && draw.u < 1))
-    return invalid_argument("feed_sampled: needs temperature > 0 and u in [0, 1)");
-  if (!model_.backend().can_sample_top_k(draw.top_k, model_.config().n_vocab))
-    return unsupported("feed_sampled: " + model_.backend().name() + " cannot draw from top_k = " +
-                       std::to_string(draw.top_k));
+  BL_RETURN_IF_ERROR(check_draw(draw, "feed_sampled"));
   return feed_and_pick(id, TokenPick::sample_top_k, &draw);
+}
+
+Status Session::check_draw(const cpu::TopKDraw& draw, const char* op) const {
+  if (!(draw.temperature > 0) || !(draw.u >= 0 && draw.u < 1))
+    return invalid_argument(std::string(op) + ": needs temperature > 0 and u in [0, 1)");
+  if (!model_.backend().can_sample_top_k(draw.top_k, model_.config().n_vocab))
+    return unsupported(std::string(op) + ": " + model_.backend().name() + " cannot draw from top_k = " +
+                       std::to_string(draw.top_k));
+  return Status::Ok();
 }
 
 Expected<TokenId> Session::feed_and_pick(TokenId id, TokenPick pick, const cpu::TopKDraw* draw) {
@@ -128,11 +134,7 @@ Status Session::decode_ahead(TokenId id, int max_picks, TokenPick pick,
     const int slot = i % kAheadRing;
     if (next_draw) {
       st.draws[slot] = (*next_draw)();
-      const cpu::TopKDraw& d = st.draws[slot];
-      if (!(d.temperature > 0) || !(d.u >= 0 && d.u < 1))
-        return invalid_argument("decode_sampled: a draw needs temperature > 0 and u in [0, 1)");
-      if (!backend.can_sample_top_k(d.top_k, model_.config().n_vocab))
-        return unsupported("decode_sampled: " + backend.name() + " cannot draw from top_k = " + std::to_string(d.top_k));
+      BL_RETURN_IF_ERROR(check_draw(st.draws[slot], "decode_sampled"));
       backend.write(state_.draws, &st.draws[slot], sizeof(cpu::TopKDraw));
     }
     st.positions[slot] = at;

@@ -86,6 +86,8 @@ class Session {
   Status step(int n, TokenPick pick = TokenPick::none, LlamaModel::TokenSource source = LlamaModel::TokenSource::ids);
   Expected<TokenId> feed_and_pick(TokenId id, TokenPick pick, const cpu::TopKDraw* draw);
   Status check_room(std::span<const TokenId> ids) const;
+  // A draw the backend can make: temperature > 0, u in [0, 1), its top_k (can_sample_top_k).
+  Status check_draw(const cpu::TopKDraw& draw, const char* op) const;
 
   std::vector<int32_t> positions_;  // host staging [n_batch]
   bool graph_failed_ = false;       // capture did not work: run eagerly from then on
