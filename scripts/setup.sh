@@ -10,7 +10,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Why each package is here: README.md, "Dependencies".
 DEBIAN_PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libpcre2-dev nlohmann-json3-dev libcli11-dev
+  libpcre2-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   python3-venv python3-torch python3-numpy

@@ -61,7 +61,7 @@ Status chat(ChatOptions& o) {
     std::span<const TokenId> fresh(prompt.data() + reuse, prompt.size() - reuse);
 
     std::string reply;
-    Expected<GenerateResult> r = generate(*session, *m.tokenizer, fresh, {.n_predict = o.n_predict, .sampler = sampler},
+    Expected<GenerateResult> r = generate(*session, *m.tokenizer, fresh, {.n_predict = o.n_predict, .sampler = sampler, .context = std::span(prompt.data(), reuse)},
                                           [&](TokenId, const std::string& piece) {
                                             reply += piece;
                                             std::fputs(piece.c_str(), stdout);

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   bl::app::add_quantize_command(app, exit_code);
   bl::app::add_perplexity_command(app, exit_code);
   bl::app::add_imatrix_command(app, exit_code);
+  bl::app::add_serve_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -22,8 +22,9 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
   const size_t most_new = options.n_predict >= 0 ? static_cast<size_t>(options.n_predict)
                                                  : static_cast<size_t>(session.n_ctx());
   std::vector<TokenId> history;
-  history.reserve(prompt.size() + most_new);
-  history.assign(prompt.begin(), prompt.end());
+  history.reserve(options.context.size() + prompt.size() + most_new);
+  history.assign(options.context.begin(), options.context.end());
+  history.insert(history.end(), prompt.begin(), prompt.end());
   result.tokens.reserve(most_new);
 
   auto t0 = std::chrono::steady_clock::now();

@@ -17,6 +17,10 @@ class Tokenizer;
 struct GenerateOptions {
   int n_predict = 128;  // < 0: until end of generation or a full context
   SamplerParams sampler;
+  // The tokens already in the session before `prompt` (a conversation's or a server's reused
+  // cache prefix), so that the repetition penalty looks back over them as it would had they
+  // been fed with the prompt.
+  std::span<const TokenId> context = {};
 };
 
 struct GenerateResult {

@@ -1,0 +1,34 @@
+// bitlight's OpenAI-compatible HTTP API (cpp-httplib):
+//   POST /v1/completions, POST /v1/chat/completions   ("stream": true: server-sent events)
+//   GET  /v1/models, /health, /metrics
+// Every error is a JSON error object with a 4xx / 5xx status; a request that is refused or
+// fails leaves the others as they were.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/status.h"
+#include "runtime/sampler.h"
+#include "server/completion_engine.h"
+
+namespace bl::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: any free port (the one taken is printed)
+  std::string model_name;  // reported by /v1/models and in every response
+  size_t max_body_bytes = size_t{1} << 20;  // larger request bodies are refused (413)
+  int max_waiting = 16;  // requests waiting for a turn at most (then 503); CompletionEngine's too
+  SamplerParams sampling_defaults;  // for fields a request does not give
+  // The seed of requests that give none (`serve -s`); without it each such request draws one.
+  std::optional<uint64_t> default_seed;
+};
+
+// Binds, prints "bitlight serve: listening on http://HOST:PORT" to stderr, and serves until
+// SIGINT or SIGTERM. Errors: the address cannot be bound.
+Status serve_http(CompletionEngine& engine, const ServerOptions& options);
+
+}  // namespace bl::server
