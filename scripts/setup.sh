@@ -13,7 +13,7 @@ DEBIAN_PACKAGES=(
   libpcre2-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
-  python3-venv python3-torch python3-numpy
+  python3-venv python3-torch python3-numpy python3-jinja2
   bible-kjv
 )
 

@@ -9,10 +9,15 @@ std::string StopMatcher::push(std::string_view text) {
   // Only the new text and the held-back tail before it can hold a new match.
   const size_t search_from = pending_.size();
   pending_ += text;
-  size_t first = std::string::npos;
+  // The stop string that the stream completes first (the earliest end; of two ending on the
+  // same byte, the longer), as a byte-by-byte reader would have found it.
+  size_t first = std::string::npos, first_end = std::string::npos;
   for (const std::string& stop : stops_) {
     const size_t from = search_from >= stop.size() ? search_from - stop.size() + 1 : 0;
-    first = std::min(first, pending_.find(stop, from));
+    const size_t at = pending_.find(stop, from);
+    if (at == std::string::npos) continue;
+    const size_t end = at + stop.size();
+    if (end < first_end || (end == first_end && at < first)) first = at, first_end = end;
   }
   if (first != std::string::npos) {
     stopped_ = true;

@@ -1,6 +1,8 @@
-// Cuts streamed text at the first occurrence of any stop string, also where a stop string spans
-// several tokens: text that could still be the start of a stop string is held back until the
-// next piece decides it, so a client never receives part of a stop string.
+// Cuts streamed text at the first stop string the stream completes, also where a stop string
+// spans several tokens: text that could still be the start of a stop string is held back until
+// the next piece decides it, so a client never receives part of a stop string. The cut does not
+// depend on how the text is split into pieces (as if read byte by byte: the generation ends
+// where a stop string is first complete, so a longer one that began earlier is not waited for).
 #pragma once
 
 #include <string>
