@@ -27,13 +27,16 @@ Status serve(ServeOptions& o) {
   BL_RETURN_IF_ERROR(validate(o.server.sampling_defaults));
   DType kv_type;
   BL_ASSIGN_OR_RETURN(kv_type, parse_kv_type(o.model.kv_type));
+  server::block_stop_signals();  // before the backend starts its threads
   LoadedModel m;
   BL_ASSIGN_OR_RETURN(m, load_model(o.model, /*with_tokenizer=*/true));
   // Without a template in the file the chat endpoint refuses (the completions one still works).
   std::optional<ChatTemplate> chat_template;
   if (Expected<ChatTemplate> t = ChatTemplate::from_model_file(*m.file); t.ok()) chat_template = *t;
   std::unique_ptr<Session> session;
-  BL_ASSIGN_OR_RETURN(session, Session::create(*m.model, {.n_ctx = o.model.n_ctx, .n_batch = o.model.n_batch, .kv_type = kv_type}));
+  BL_ASSIGN_OR_RETURN(
+      session,
+      Session::create(*m.model, {.n_ctx = o.model.n_ctx, .n_batch = o.model.n_batch, .kv_type = kv_type}));
   const std::string path = o.model.path.empty() ? kDefaultModelPath : o.model.path;
   o.server.model_name = o.alias.empty() ? std::filesystem::path(path).stem().string() : o.alias;
   server::CompletionEngine engine(*m.model, *m.tokenizer, std::move(chat_template), std::move(session),
@@ -51,7 +54,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--host", o->server.host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", o->server.port, "port to listen on (0 = any free port)")->capture_default_str();
   cmd->add_option("--alias", o->alias, "model name in responses (default: the file name without .gguf)");
-  cmd->add_option("--max-body", o->server.max_body_bytes, "largest request body in bytes")->capture_default_str();
+  cmd->add_option("--max-body", o->server.max_body_bytes, "largest request body in bytes")
+      ->capture_default_str();
   cmd->add_option("--max-waiting", o->server.max_waiting, "requests that may wait for their turn (then 503)")
       ->capture_default_str();
   cmd->callback([o, &exit_code] {

@@ -21,8 +21,8 @@ int64_t microseconds(double seconds) { return static_cast<int64_t>(seconds * 1e6
 }  // namespace
 
 CompletionEngine::CompletionEngine(const LlamaModel& model, const Tokenizer& tokenizer,
-                                   std::optional<ChatTemplate> chat_template, std::unique_ptr<Session> session,
-                                   int max_waiting)
+                                   std::optional<ChatTemplate> chat_template,
+                                   std::unique_ptr<Session> session, int max_waiting)
     : model_(model),
       tokenizer_(tokenizer),
       chat_template_(std::move(chat_template)),
@@ -36,7 +36,8 @@ Expected<std::vector<TokenId>> CompletionEngine::prompt_tokens(const CompletionR
   std::vector<TokenId> ids;
   if (request.endpoint == Endpoint::chat_completions) {
     if (!chat_template_) {
-      return invalid_argument("this model file has no chat template (tokenizer.chat_template): use /v1/completions");
+      return invalid_argument(
+          "this model file has no chat template (tokenizer.chat_template): use /v1/completions");
     }
     ids = tokenizer_.encode(chat_template_->apply(request.messages, /*add_generation_prompt=*/true), encode);
   } else if (!request.prompt_ids.empty()) {
@@ -60,8 +61,8 @@ Expected<std::vector<TokenId>> CompletionEngine::prompt_tokens(const CompletionR
   }
   if (request.max_tokens && n_prompt + *request.max_tokens > n_ctx) {
     return invalid_argument("the prompt's " + std::to_string(n_prompt) + " tokens and max_tokens " +
-                            std::to_string(*request.max_tokens) + " exceed the context of " + std::to_string(n_ctx) +
-                            " tokens");
+                            std::to_string(*request.max_tokens) + " exceed the context of " +
+                            std::to_string(n_ctx) + " tokens");
   }
   return ids;
 }
@@ -72,10 +73,9 @@ std::optional<TurnQueue::Turn> CompletionEngine::wait_turn() {
   return turn;
 }
 
-Expected<CompletionOutcome> CompletionEngine::complete(const TurnQueue::Turn& /*turn*/,
-                                                       const CompletionRequest& request,
-                                                       const std::vector<TokenId>& prompt,
-                                                       const std::function<bool(const std::string&)>& on_text) {
+Expected<CompletionOutcome> CompletionEngine::complete(
+    const TurnQueue::Turn& /*turn*/, const CompletionRequest& request, const std::vector<TokenId>& prompt,
+    const std::function<bool(const std::string&)>& on_text) {
   // At least the prompt's last token is fed, for the logits of the first pick.
   size_t reuse = request.cache_prompt ? common_prefix(cached_, prompt) : 0;
   if (reuse == prompt.size()) --reuse;
@@ -97,7 +97,8 @@ Expected<CompletionOutcome> CompletionEngine::complete(const TurnQueue::Turn& /*
   const std::span<const TokenId> all(prompt);
   Expected<GenerateResult> result = generate(
       *session_, tokenizer_, all.subspan(reuse),
-      {.n_predict = request.max_tokens.value_or(-1), .sampler = sampler, .context = all.first(reuse)}, on_token);
+      {.n_predict = request.max_tokens.value_or(-1), .sampler = sampler, .context = all.first(reuse)},
+      on_token);
   if (!result.ok()) {
     // The cache may hold part of this prompt: start the next request from nothing.
     session_->reset();

@@ -43,8 +43,9 @@ struct CompletionOutcome {
 class CompletionEngine {
  public:
   // chat_template: nullopt when the model file has none (the chat endpoint then refuses).
-  CompletionEngine(const LlamaModel& model, const Tokenizer& tokenizer, std::optional<ChatTemplate> chat_template,
-                   std::unique_ptr<Session> session, int max_waiting);
+  CompletionEngine(const LlamaModel& model, const Tokenizer& tokenizer,
+                   std::optional<ChatTemplate> chat_template, std::unique_ptr<Session> session,
+                   int max_waiting);
 
   // The prompt's token ids: the text tokenized, or the conversation through the chat template.
   // Errors: no chat template, an id outside the vocabulary, an empty prompt, a prompt (plus

@@ -24,8 +24,8 @@ Expected<std::optional<double>> number_field(const json& body, const char* name,
   if (!f->is_number()) return wrong_type(name, "a number");
   const double v = f->get<double>();
   if (v < lo || v > hi || (lo_open && v == lo)) {
-    return invalid_argument(std::string(name) + " must be in " + (lo_open ? "(" : "[") + json(lo).dump() + ", " +
-                            json(hi).dump() + "], got " + f->dump());
+    return invalid_argument(std::string(name) + " must be in " + (lo_open ? "(" : "[") + json(lo).dump() +
+                            ", " + json(hi).dump() + "], got " + f->dump());
   }
   return std::optional<double>(v);
 }
@@ -36,12 +36,13 @@ Expected<std::optional<int64_t>> integer_field(const json& body, const char* nam
   if (!f->is_number_integer()) return wrong_type(name, "an integer");
   // Integers above INT64_MAX parse as unsigned: out of range either way.
   if (f->is_number_unsigned() && f->get<uint64_t>() > static_cast<uint64_t>(hi)) {
-    return invalid_argument(std::string(name) + " must be at most " + std::to_string(hi) + ", got " + f->dump());
+    return invalid_argument(std::string(name) + " must be at most " + std::to_string(hi) + ", got " +
+                            f->dump());
   }
   const int64_t v = f->get<int64_t>();
   if (v < lo || v > hi) {
-    return invalid_argument(std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                            "], got " + f->dump());
+    return invalid_argument(std::string(name) + " must be in [" + std::to_string(lo) + ", " +
+                            std::to_string(hi) + "], got " + f->dump());
   }
   return std::optional<int64_t>(v);
 }
@@ -59,7 +60,8 @@ Status refuse_unsupported(const json& body) {
   for (const char* name : {"n", "best_of"}) {
     std::optional<int64_t> count;
     BL_ASSIGN_OR_RETURN(count, integer_field(body, name, 1, INT32_MAX));
-    if (count && *count != 1) return unsupported(std::string(name) + ": one choice per request (1) is supported");
+    if (count && *count != 1)
+      return unsupported(std::string(name) + ": one choice per request (1) is supported");
   }
   for (const char* name : {"presence_penalty", "frequency_penalty"}) {
     if (const json* f = field(body, name); f && !(f->is_number() && f->get<double>() == 0.0)) {
@@ -86,7 +88,8 @@ Status refuse_unsupported(const json& body) {
   }
   if (const json* f = field(body, "response_format")) {
     const json* type = f->is_object() ? field(*f, "type") : nullptr;
-    if (!type || *type != "text") return unsupported("response_format: only {\"type\": \"text\"} is supported");
+    if (!type || *type != "text")
+      return unsupported("response_format: only {\"type\": \"text\"} is supported");
   }
   return Status::Ok();
 }
@@ -131,7 +134,8 @@ Status parse_stop(const json& body, const RequestLimits& limits, CompletionReque
   for (const std::string& s : r.stop) {
     if (s.empty()) return invalid_argument("stop: a stop string is empty");
     if (s.size() > limits.max_stop_bytes) {
-      return invalid_argument("stop: a stop string is longer than " + std::to_string(limits.max_stop_bytes) + " bytes");
+      return invalid_argument("stop: a stop string is longer than " + std::to_string(limits.max_stop_bytes) +
+                              " bytes");
     }
   }
   return Status::Ok();
@@ -156,7 +160,8 @@ Status parse_prompt(const json& body, CompletionRequest& r) {
     }
     return Status::Ok();
   }
-  if (p->is_array() && p->size() > 1) return unsupported("prompt: one prompt per request (an array of prompts is not supported)");
+  if (p->is_array() && p->size() > 1)
+    return unsupported("prompt: one prompt per request (an array of prompts is not supported)");
   return wrong_type("prompt", "a string or an array of token ids");
 }
 
@@ -171,7 +176,8 @@ Expected<std::string> message_content(const json& message, size_t index) {
   for (const json& part : *c) {
     const json* type = part.is_object() ? field(part, "type") : nullptr;
     if (!type || !type->is_string()) return invalid_argument(where + ": each part needs a \"type\"");
-    if (*type != "text") return unsupported(where + ": parts of type " + type->dump() + " are not supported (text only)");
+    if (*type != "text")
+      return unsupported(where + ": parts of type " + type->dump() + " are not supported (text only)");
     const json* t = field(part, "text");
     if (!t || !t->is_string()) return invalid_argument(where + ": a text part needs a string \"text\"");
     text += t->get<std::string>();
@@ -207,7 +213,8 @@ Status parse_messages(const json& body, const RequestLimits& limits, CompletionR
 }  // namespace
 
 Expected<CompletionRequest> parse_completion_request(std::string_view body, Endpoint endpoint,
-                                                     const SamplerParams& defaults, const RequestLimits& limits) {
+                                                     const SamplerParams& defaults,
+                                                     const RequestLimits& limits) {
   json j;
   try {
     j = json::parse(body);
@@ -215,7 +222,8 @@ Expected<CompletionRequest> parse_completion_request(std::string_view body, Endp
     return invalid_argument(std::string("the request body is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) return invalid_argument("the request body must be a JSON object");
-  if (const json* model = field(j, "model"); model && !model->is_string()) return wrong_type("model", "a string");
+  if (const json* model = field(j, "model"); model && !model->is_string())
+    return wrong_type("model", "a string");
 
   CompletionRequest r;
   r.endpoint = endpoint;
@@ -232,8 +240,10 @@ Expected<CompletionRequest> parse_completion_request(std::string_view body, Endp
   std::optional<int64_t> max_completion_tokens;
   BL_ASSIGN_OR_RETURN(max_completion_tokens, integer_field(j, "max_completion_tokens", 0, INT32_MAX));
   if (max_completion_tokens) max_tokens = max_completion_tokens;
-  if (max_tokens) r.max_tokens = static_cast<int>(*max_tokens);
-  else if (endpoint == Endpoint::completions) r.max_tokens = 16;
+  if (max_tokens)
+    r.max_tokens = static_cast<int>(*max_tokens);
+  else if (endpoint == Endpoint::completions)
+    r.max_tokens = 16;
 
   BL_RETURN_IF_ERROR(parse_sampling(j, r));
   BL_RETURN_IF_ERROR(parse_stop(j, limits, r));

@@ -33,7 +33,7 @@ struct CompletionRequest {
   std::optional<int> max_tokens;
   // The server's defaults (`bitlight serve --temp ...`) with the request's fields over them.
   SamplerParams sampler;
-  bool seeded = false;  // the request gave "seed"; otherwise the server draws one
+  bool seeded = false;            // the request gave "seed"; otherwise the server draws one
   std::vector<std::string> stop;  // up to kMaxStopStrings, none empty
   bool stream = false;
   // llama.cpp's field: false computes the whole prompt again instead of reusing the common
@@ -43,8 +43,8 @@ struct CompletionRequest {
 };
 
 struct RequestLimits {
-  int max_stop_strings = 4;        // OpenAI's limit
-  size_t max_stop_bytes = 256;     // one stop string
+  int max_stop_strings = 4;     // OpenAI's limit
+  size_t max_stop_bytes = 256;  // one stop string
   size_t max_messages = 1024;
 };
 
@@ -52,6 +52,7 @@ struct RequestLimits {
 // invalid_argument with a message that names the field ("temperature must be in [0, 2]") or
 // unsupported for fields bitlight does not implement.
 Expected<CompletionRequest> parse_completion_request(std::string_view body, Endpoint endpoint,
-                                                     const SamplerParams& defaults, const RequestLimits& limits = {});
+                                                     const SamplerParams& defaults,
+                                                     const RequestLimits& limits = {});
 
 }  // namespace bl::server

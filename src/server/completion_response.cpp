@@ -72,12 +72,17 @@ std::string server_sent_event(const json& data) {
 
 int http_status_of(const Status& status) {
   switch (status.code()) {
-    case StatusCode::ok: return 200;
+    case StatusCode::ok:
+      return 200;
     case StatusCode::invalid_argument:
-    case StatusCode::unsupported: return 400;
-    case StatusCode::not_found: return 404;
-    case StatusCode::out_of_memory: return 503;
-    default: return 500;
+    case StatusCode::unsupported:
+      return 400;
+    case StatusCode::not_found:
+      return 404;
+    case StatusCode::out_of_memory:
+      return 503;
+    default:
+      return 500;
   }
 }
 

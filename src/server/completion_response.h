@@ -25,8 +25,8 @@ struct Usage {
 };
 
 // The whole response of a request without "stream". finish_reason: "stop" | "length".
-nlohmann::json completion_body(const ResponseHeader& header, const std::string& text, const char* finish_reason,
-                               const Usage& usage);
+nlohmann::json completion_body(const ResponseHeader& header, const std::string& text,
+                               const char* finish_reason, const Usage& usage);
 
 // One chunk of a stream: `text` is the new text (the chat API's delta.content), finish_reason
 // null until the last chunk. The chat API's first chunk carries the role (role_chunk).

@@ -50,7 +50,8 @@ class Api {
                   static_cast<unsigned long>(++n_responses_));
     return {endpoint, id, static_cast<int64_t>(std::time(nullptr)), options_.model_name};
   }
-  void stream(httplib::Response& res, CompletionRequest request, std::vector<TokenId> prompt, TurnQueue::Turn turn);
+  void stream(httplib::Response& res, CompletionRequest request, std::vector<TokenId> prompt,
+              TurnQueue::Turn turn);
 
   CompletionEngine& engine_;
   const ServerOptions& options_;
@@ -60,7 +61,8 @@ class Api {
 };
 
 void Api::completions(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
-  Expected<CompletionRequest> request = parse_completion_request(req.body, endpoint, options_.sampling_defaults);
+  Expected<CompletionRequest> request =
+      parse_completion_request(req.body, endpoint, options_.sampling_defaults);
   if (!request.ok()) return send_error(res, request.status());
   if (!request->seeded && options_.default_seed) {
     request->sampler.seed = *options_.default_seed;
@@ -79,14 +81,16 @@ void Api::completions(const httplib::Request& req, httplib::Response& res, Endpo
 
   const ResponseHeader header = header_for(endpoint);
   std::string text;
-  Expected<CompletionOutcome> outcome = engine_.complete(*turn, *request, *prompt, [&](const std::string& piece) {
-    text += piece;
-    return true;
-  });
+  Expected<CompletionOutcome> outcome =
+      engine_.complete(*turn, *request, *prompt, [&](const std::string& piece) {
+        text += piece;
+        return true;
+      });
   if (!outcome.ok()) return send_error(res, outcome.status());
   send_json(res, 200,
-            completion_body(header, text, outcome->finish_reason,
-                            {.prompt_tokens = outcome->prompt_tokens, .completion_tokens = outcome->completion_tokens}));
+            completion_body(
+                header, text, outcome->finish_reason,
+                {.prompt_tokens = outcome->prompt_tokens, .completion_tokens = outcome->completion_tokens}));
 }
 
 // Server-sent events: the chat API's role chunk, a chunk per piece of text, the chunk with the
@@ -103,7 +107,8 @@ void Api::stream(httplib::Response& res, CompletionRequest request, std::vector<
   // The provider runs after this handler returns, on the same connection thread; it is copied
   // into a std::function, so what it owns is shared.
   ResponseHeader header = header_for(request.endpoint);
-  auto s = std::make_shared<Stream>(Stream{std::move(request), std::move(prompt), std::move(turn), std::move(header)});
+  auto s = std::make_shared<Stream>(
+      Stream{std::move(request), std::move(prompt), std::move(turn), std::move(header)});
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider("text/event-stream", [this, s](size_t, httplib::DataSink& sink) {
     bool open = true;
@@ -112,9 +117,10 @@ void Api::stream(httplib::Response& res, CompletionRequest request, std::vector<
       return open;
     };
     if (s->header.endpoint == Endpoint::chat_completions) send(server_sent_event(role_chunk(s->header)));
-    Expected<CompletionOutcome> outcome = engine_.complete(*s->turn, s->request, s->prompt, [&](const std::string& text) {
-      return send(server_sent_event(stream_chunk(s->header, text, nullptr)));
-    });
+    Expected<CompletionOutcome> outcome =
+        engine_.complete(*s->turn, s->request, s->prompt, [&](const std::string& text) {
+          return send(server_sent_event(stream_chunk(s->header, text, nullptr)));
+        });
     s->turn.reset();
     if (!outcome.ok()) {
       const int http_status = http_status_of(outcome.status());
@@ -146,24 +152,35 @@ void fill_error_body(const httplib::Request& req, httplib::Response& res, size_t
   if (!res.body.empty()) return;
   std::string message;
   switch (res.status) {
-    case 404: message = "no such endpoint: " + req.method + " " + req.path; break;
-    case 413:
-      message = "the request body is larger than " + std::to_string(max_body_bytes) + " bytes (bitlight serve --max-body)";
+    case 404:
+      message = "no such endpoint: " + req.method + " " + req.path;
       break;
-    case 400: message = "the request could not be read as HTTP"; break;
-    default: message = "HTTP status " + std::to_string(res.status);
+    case 413:
+      message = "the request body is larger than " + std::to_string(max_body_bytes) +
+                " bytes (bitlight serve --max-body)";
+      break;
+    case 400:
+      message = "the request could not be read as HTTP";
+      break;
+    default:
+      message = "HTTP status " + std::to_string(res.status);
   }
   send_json(res, res.status, error_body(res.status, message));
 }
 
-// SIGINT / SIGTERM stop the server: blocked in every thread and taken by one that waits for them.
+sigset_t stop_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+// SIGINT / SIGTERM stop the server: blocked in every thread (block_stop_signals) and taken by
+// one that waits for them.
 class StopOnSignal {
  public:
-  explicit StopOnSignal(httplib::Server& server) {
-    sigemptyset(&signals_);
-    sigaddset(&signals_, SIGINT);
-    sigaddset(&signals_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);  // before any thread starts: they inherit it
+  explicit StopOnSignal(httplib::Server& server) : signals_(stop_signals()) {
     waiter_ = std::thread([this, &server] {
       int sig = 0;
       sigwait(&signals_, &sig);
@@ -175,7 +192,6 @@ class StopOnSignal {
     leaving_ = true;
     pthread_kill(waiter_.native_handle(), SIGTERM);  // wakes the waiter when no signal came
     waiter_.join();
-    pthread_sigmask(SIG_UNBLOCK, &signals_, nullptr);
   }
 
  private:
@@ -185,6 +201,11 @@ class StopOnSignal {
 };
 
 }  // namespace
+
+void block_stop_signals() {
+  const sigset_t signals = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
 
 Status serve_http(CompletionEngine& engine, const ServerOptions& options) {
   // A client that disconnects mid-response must not end the process (send() on a closed socket).
@@ -230,7 +251,8 @@ Status serve_http(CompletionEngine& engine, const ServerOptions& options) {
     port = server.bind_to_any_port(options.host);
     if (port < 0) return io_error("cannot bind " + options.host + " to any port");
   } else if (!server.bind_to_port(options.host, port)) {
-    return io_error("cannot bind " + options.host + ":" + std::to_string(port) + " (in use, or not an address of this machine?)");
+    return io_error("cannot bind " + options.host + ":" + std::to_string(port) +
+                    " (in use, or not an address of this machine?)");
   }
   std::fprintf(stderr, "bitlight serve: listening on http://%s:%d (model %s, context %d tokens)\n",
                options.host.c_str(), port, options.model_name.c_str(), engine.n_ctx());

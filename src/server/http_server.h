@@ -18,17 +18,22 @@ namespace bl::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;  // 0: any free port (the one taken is printed)
-  std::string model_name;  // reported by /v1/models and in every response
+  int port = 8080;                          // 0: any free port (the one taken is printed)
+  std::string model_name;                   // reported by /v1/models and in every response
   size_t max_body_bytes = size_t{1} << 20;  // larger request bodies are refused (413)
-  int max_waiting = 16;  // requests waiting for a turn at most (then 503); CompletionEngine's too
+  int max_waiting = 16;             // requests waiting for a turn at most (then 503); CompletionEngine's too
   SamplerParams sampling_defaults;  // for fields a request does not give
   // The seed of requests that give none (`serve -s`); without it each such request draws one.
   std::optional<uint64_t> default_seed;
 };
 
+// Blocks SIGINT and SIGTERM in the calling thread and so in every thread it starts afterwards:
+// call it before any thread exists (the CPU backend's pool starts when the model loads), so
+// that serve_http's signal thread is the one that takes them.
+void block_stop_signals();
+
 // Binds, prints "bitlight serve: listening on http://HOST:PORT" to stderr, and serves until
-// SIGINT or SIGTERM. Errors: the address cannot be bound.
+// SIGINT or SIGTERM (see block_stop_signals). Errors: the address cannot be bound.
 Status serve_http(CompletionEngine& engine, const ServerOptions& options);
 
 }  // namespace bl::server

@@ -20,15 +20,16 @@ std::string prometheus_text(const EngineCounters& e, int requests_in_line, const
   std::string out;
   add(out, "bitlight_requests_completed_total", "counter", "Completions generated to their end.",
       static_cast<double>(e.requests_completed.load()));
-  add(out, "bitlight_requests_cancelled_total", "counter", "Completions stopped because the client went away.",
-      static_cast<double>(e.requests_cancelled.load()));
-  add(out, "bitlight_requests_refused_busy_total", "counter", "Requests answered 503 because too many waited.",
-      static_cast<double>(e.requests_refused_busy.load()));
+  add(out, "bitlight_requests_cancelled_total", "counter",
+      "Completions stopped because the client went away.", static_cast<double>(e.requests_cancelled.load()));
+  add(out, "bitlight_requests_refused_busy_total", "counter",
+      "Requests answered 503 because too many waited.", static_cast<double>(e.requests_refused_busy.load()));
   add(out, "bitlight_requests_in_line", "gauge", "Requests generating or waiting for their turn.",
       static_cast<double>(requests_in_line));
   add(out, "bitlight_prompt_tokens_total", "counter", "Prompt tokens of completions, reused ones included.",
       static_cast<double>(e.prompt_tokens.load()));
-  add(out, "bitlight_prompt_tokens_reused_total", "counter", "Prompt tokens found in the cache, not computed again.",
+  add(out, "bitlight_prompt_tokens_reused_total", "counter",
+      "Prompt tokens found in the cache, not computed again.",
       static_cast<double>(e.prompt_tokens_reused.load()));
   add(out, "bitlight_generated_tokens_total", "counter", "Tokens generated.",
       static_cast<double>(e.generated_tokens.load()));

@@ -1,10 +1,10 @@
 // parse_completion_request: every field read, the server's defaults kept where a request gives
 // none, and every bad or unsupported field refused with a message that names it.
-#include "server/completion_request.h"
-
 #include <gtest/gtest.h>
 
 #include <string>
+
+#include "server/completion_request.h"
 
 namespace bl::server {
 namespace {
@@ -24,7 +24,8 @@ Status parse_error(const std::string& body, Endpoint endpoint = Endpoint::comple
 }
 
 TEST(CompletionRequest, ReadsEveryField) {
-  const CompletionRequest r = parse_ok(R"({"model": "m", "prompt": "Hello", "max_tokens": 7, "temperature": 0.5,
+  const CompletionRequest r =
+      parse_ok(R"({"model": "m", "prompt": "Hello", "max_tokens": 7, "temperature": 0.5,
       "top_p": 0.9, "top_k": 12, "min_p": 0.1, "repeat_penalty": 1.1, "repeat_last_n": 32, "seed": 42,
       "stop": ["\n", "END"], "stream": true, "stream_options": {"include_usage": true}, "cache_prompt": false})");
   EXPECT_EQ(r.endpoint, Endpoint::completions);
@@ -58,7 +59,8 @@ TEST(CompletionRequest, KeepsTheServersDefaultsWhereTheRequestIsSilent) {
   EXPECT_FALSE(c.stream);
   EXPECT_TRUE(c.cache_prompt);
   // Chat: until the end of the turn or a full context.
-  const CompletionRequest chat = parse_ok(R"({"messages": [{"role": "user", "content": "hi"}]})", Endpoint::chat_completions);
+  const CompletionRequest chat =
+      parse_ok(R"({"messages": [{"role": "user", "content": "hi"}]})", Endpoint::chat_completions);
   EXPECT_FALSE(chat.max_tokens.has_value());
 }
 
@@ -105,13 +107,16 @@ TEST(CompletionRequest, RefusesBadChatMessages) {
       {R"({"messages": "hi"})", "non-empty array", StatusCode::invalid_argument},
       {R"({"messages": [3]})", "messages[0] must be an object", StatusCode::invalid_argument},
       {R"({"messages": [{"content": "x"}]})", "messages[0].role", StatusCode::invalid_argument},
-      {R"({"messages": [{"role": "user"}]})", "messages[0].content is required", StatusCode::invalid_argument},
-      {R"({"messages": [{"role": "user", "content": 5}]})", "messages[0].content", StatusCode::invalid_argument},
-      {R"({"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "x"}]})", "messages[1].role",
-       StatusCode::unsupported},
-      {R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]})", "image_url",
-       StatusCode::unsupported},
-      {R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})", "\"text\"", StatusCode::invalid_argument},
+      {R"({"messages": [{"role": "user"}]})", "messages[0].content is required",
+       StatusCode::invalid_argument},
+      {R"({"messages": [{"role": "user", "content": 5}]})", "messages[0].content",
+       StatusCode::invalid_argument},
+      {R"({"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "x"}]})",
+       "messages[1].role", StatusCode::unsupported},
+      {R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]})",
+       "image_url", StatusCode::unsupported},
+      {R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})", "\"text\"",
+       StatusCode::invalid_argument},
   };
   for (const Case& c : cases) {
     const Status s = parse_error(c.body, Endpoint::chat_completions);

@@ -1,7 +1,7 @@
 // The response bodies in OpenAI's shapes, and the HTTP status of each kind of error.
-#include "server/completion_response.h"
-
 #include <gtest/gtest.h>
+
+#include "server/completion_response.h"
 
 namespace bl::server {
 namespace {

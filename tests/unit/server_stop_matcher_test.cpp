@@ -1,12 +1,12 @@
 // StopMatcher against the plain definition (read byte by byte, cut where a stop string is first
 // complete), whatever the pieces the text arrives in, and no byte of a stop string ever sent.
-#include "server/stop_matcher.h"
-
 #include <gtest/gtest.h>
 
 #include <random>
 #include <string>
 #include <vector>
+
+#include "server/stop_matcher.h"
 
 namespace bl::server {
 namespace {
@@ -34,7 +34,8 @@ Sent expected(const std::vector<std::string>& stops, const std::string& text) {
   for (size_t end = 1; end <= text.size(); ++end) {
     size_t start = std::string::npos;
     for (const std::string& s : stops) {
-      if (s.size() <= end && text.compare(end - s.size(), s.size(), s) == 0) start = std::min(start, end - s.size());
+      if (s.size() <= end && text.compare(end - s.size(), s.size(), s) == 0)
+        start = std::min(start, end - s.size());
     }
     if (start != std::string::npos) return {text.substr(0, start), true};
   }
@@ -75,7 +76,9 @@ TEST(StopMatcher, CutsAtTheStopCompletedFirst) {
 
 TEST(StopMatcher, KeepsMultiByteCharactersWhole) {
   // "é" is two bytes; the stop "éa" must not cut between them.
-  const Sent s = run({"\xC3\xA9" "a"}, {"caf\xC3\xA9", "!", "\xC3\xA9", "a!"});
+  const Sent s = run({"\xC3\xA9"
+                      "a"},
+                     {"caf\xC3\xA9", "!", "\xC3\xA9", "a!"});
   EXPECT_EQ(s.text, "caf\xC3\xA9!");
   EXPECT_TRUE(s.stopped);
 }
@@ -96,11 +99,13 @@ TEST(StopMatcher, AgreesWithTheDefinitionOnRandomTexts) {
   };
   for (int trial = 0; trial < 5000; ++trial) {
     std::vector<std::string> stops;
-    for (int i = std::uniform_int_distribution<int>(1, 3)(rng); i > 0; --i) stops.push_back(random_string(1, 4));
+    for (int i = std::uniform_int_distribution<int>(1, 3)(rng); i > 0; --i)
+      stops.push_back(random_string(1, 4));
     const std::string text = random_string(0, 24);
     std::vector<std::string> pieces;
     for (size_t at = 0; at < text.size();) {
-      const size_t n = std::min(text.size() - at, static_cast<size_t>(std::uniform_int_distribution<int>(0, 4)(rng)));
+      const size_t n =
+          std::min(text.size() - at, static_cast<size_t>(std::uniform_int_distribution<int>(0, 4)(rng)));
       pieces.push_back(text.substr(at, n));
       at += n;
     }

@@ -1,13 +1,13 @@
 // TurnQueue: one holder at a time, turns in arrival order, and a caller past max_waiting
 // refused at once rather than queued.
-#include "server/turn_queue.h"
-
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "server/turn_queue.h"
 
 namespace bl::server {
 namespace {
@@ -16,7 +16,8 @@ namespace {
 void wait_for_in_line(const TurnQueue& q, int n) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (q.in_line() != n) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "in_line stayed " << q.in_line() << ", want " << n;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+        << "in_line stayed " << q.in_line() << ", want " << n;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
