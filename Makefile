@@ -16,9 +16,10 @@ PROMPT ?= The three most useful things to know about the sea are
 CMAKE_FLAGS ?=
 PYTHON := .venv/bin/python
 
-# Warnings are errors in CI (CI=true there), not on a developer's machine.
+# Warnings are errors in CI (CI=true there), not on a developer's machine; CI also must build
+# the HTTP server (elsewhere it is left out when cpp-httplib is missing).
 ifneq ($(filter-out false 0,$(CI)),)
-  WERROR := -DBITLIGHT_WERROR=ON
+  WERROR := -DBITLIGHT_WERROR=ON -DBITLIGHT_SERVER=ON
 endif
 
 # For tests/reference: the CLI under test and the build dir holding the gtest helpers.

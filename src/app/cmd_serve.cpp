@@ -5,19 +5,40 @@
 #include "app/commands.h"
 #include "app/loaded_model.h"
 #include "app/sampling_options.h"
-#include "server/http_server.h"
 #include "tokenizer/chat_template.h"
+#if BITLIGHT_HAVE_SERVER
+#include "server/http_server.h"
+#endif
 
 namespace bl::app {
 namespace {
 
+#if BITLIGHT_HAVE_SERVER
+using server::ServerOptions;
+#else
+// What the options need when the server is not built (see serve() below).
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  size_t max_body_bytes = size_t{1} << 20;
+  int max_waiting = 16;
+};
+#endif
+
 struct ServeOptions {
   ModelOptions model;
   SamplingOptions sampling;
-  server::ServerOptions server;
+  ServerOptions server;
   std::string alias;
 };
 
+#if !BITLIGHT_HAVE_SERVER
+Status serve(ServeOptions&) {
+  return unsupported(
+      "this bitlight was built without the HTTP server: cpp-httplib (Debian: libcpp-httplib-dev) was not found "
+      "when it was configured");
+}
+#else
 Status serve(ServeOptions& o) {
   if (o.server.port < 0 || o.server.port > 65535) return invalid_argument("--port must be in [0, 65535]");
   if (o.server.max_waiting < 0) return invalid_argument("--max-waiting must be >= 0");
@@ -43,6 +64,7 @@ Status serve(ServeOptions& o) {
                                   o.server.max_waiting);
   return server::serve_http(engine, o.server);
 }
+#endif
 
 }  // namespace
 
