@@ -30,7 +30,8 @@
 # packages into .gpu-deps/debs (git-ignored through .git/info/exclude; carry it to the
 # machine); this script unpacks them into a private prefix and uses whatever the system lacks.
 #
-# Environment: OUT (logs; default build-gpu/out), BUILD_DIR (default build-gpu),
+# Environment: OUT (logs; default build-gpu/out), BUILD_DIR (default build-gpu), SERVER_CHECK
+# (default 1: scripts/gpu_server_check.py where the build has the server),
 # CUDA_ARCH (default 90a; 80-virtual runs the sm_80 build's PTX, JIT-compiled, on a Hopper
 # GPU), MEMCHECK_SECONDS (default 100, per memcheck process), SHARDS (gtest shards of the op
 # test binary, default 4), JOBS (default nproc), KERNEL_CHECKS (default 1),
@@ -47,8 +48,9 @@ if [[ "${1:-}" == "--fetch-deps" ]]; then
   exclude=$(git rev-parse --git-path info/exclude)
   mkdir -p "$(dirname "$exclude")"
   grep -qx '/.gpu-deps/' "$exclude" 2>/dev/null || echo '/.gpu-deps/' >> "$exclude"
+  # cpp-httplib for `bitlight serve`, with the -dev packages its pkg-config file requires.
   (cd "$DEPS/debs" && apt-get download libpcre2-dev libpcre2-8-0 nlohmann-json3-dev libcli11-dev libgtest-dev \
-    pkgconf pkgconf-bin libpkgconf3)
+    pkgconf pkgconf-bin libpkgconf3 libcpp-httplib-dev libcpp-httplib0.11 libssl-dev zlib1g-dev libbrotli-dev)
   ls -la "$DEPS/debs"
   exit 0
 fi
@@ -89,6 +91,15 @@ if [[ -d "$DEPS/debs" ]]; then
   export PKG_CONFIG_PATH=${PKG_CONFIG_PATH:+$PKG_CONFIG_PATH:}$LIBDIR/pkgconfig:$PREFIX/usr/share/pkgconfig
   CMAKE_EXTRA+=("-DCMAKE_PREFIX_PATH=$PREFIX/usr")
 fi
+# The server's cpp-httplib (carried above) needs these at run time; without them the build
+# leaves the server out rather than link a binary that cannot start.
+for lib in libssl.so.3 libcrypto.so.3 libz.so.1 libbrotlidec.so.1 libbrotlienc.so.1; do
+  if ! ldconfig -p | grep -q "$lib"; then
+    echo "no $lib on this machine: building without the HTTP server"
+    CMAKE_EXTRA+=("-DBITLIGHT_SERVER=OFF")
+    break
+  fi
+done
 
 step "configure ($BUILD_DIR, sm_$CUDA_ARCH, Release)"
 # CMake < 3.26 does not know nvcc's C++20 flag; naming it is harmless for newer versions.
@@ -183,7 +194,28 @@ if [[ "${MODEL_CHECK:-1}" == 1 ]]; then
   part "whole model: CUDA = CPU checks + model benchmark"
 fi
 
+# `bitlight serve` from its request threads on the GPU (where the build has the server).
+SERVER_RC=0; SERVER=skipped
+if [[ "${SERVER_CHECK:-1}" == 1 ]] && grep -q "HTTP server ON" "$OUT/configure.log"; then
+  step "server: bitlight serve on the GPU against bitlight run (synthetic llama3-1b q4_0)"
+  set +e
+  SERVER_MODEL=$OUT/server-llama3-1b-q4_0.gguf
+  if "$BUILD_DIR/bin/bitlight" synth --shape llama3-1b --type q4_0 -o "$SERVER_MODEL" > "$OUT/server_synth.log" 2>&1; then
+    python3 scripts/gpu_server_check.py "$BUILD_DIR/bin/bitlight" "$SERVER_MODEL" --device cuda 2>&1 |
+      tee "$OUT/server_check.log"
+    SERVER_RC=${PIPESTATUS[0]}
+  else
+    SERVER_RC=1
+    tail -3 "$OUT/server_synth.log"
+  fi
+  set -e
+  rm -f "$SERVER_MODEL"
+  SERVER=$([[ $SERVER_RC == 0 ]] && echo passed || echo "FAILED (rc $SERVER_RC)")
+  part "server check"
+fi
+
 echo
+echo "server: $SERVER"
 if [[ "${MODEL_CHECK:-1}" == 1 ]]; then
   echo "whole model: $([[ $MODEL_RC == 0 ]] && echo passed || echo "FAILED (rc $MODEL_RC)")"
 else
@@ -202,4 +234,4 @@ echo "| time per part | s |"
 echo "|---|---|"
 printf "%s" "$PARTS"
 echo "| total | $((SECONDS - T0)) |"
-[[ $TEST_RC == 0 && $MODEL_RC == 0 ]]
+[[ $TEST_RC == 0 && $MODEL_RC == 0 && $SERVER_RC == 0 ]]

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""`bitlight serve` on a GPU (scripts/gpu_check.sh runs it where the server is built): its
+answers against `bitlight run` on the same device and model, from the server's request threads
+(greedy twice, so the second reuses the cached prefix; a seeded draw; a stream; two requests at
+once), SIGTERM ending it with exit code 0, and the decode speed a client sees next to the
+server's own count. The model is synthetic (no chat template): only /v1/completions with token ids.
+The reference tests (tests/reference/test_server.py) check the rest on the CPU with SmolLM2.
+
+usage: gpu_server_check.py BITLIGHT MODEL [--device cuda]"""
+import argparse
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PROMPT_IDS = [256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100]
+N_TOKENS = 128
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bitlight")
+    ap.add_argument("model")
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bitlight-server-"))
+    failures = []
+
+    def check(ok: bool, what: str):
+        print(("ok    " if ok else "FAIL  ") + what, flush=True)
+        if not ok:
+            failures.append(what)
+
+    def run(*flags) -> dict:
+        out = work / f"run{len(list(work.iterdir()))}.json"
+        subprocess.run([args.bitlight, "run", "-m", args.model, "--device", args.device, "--ids",
+                        ",".join(map(str, PROMPT_IDS)), "-n", str(N_TOKENS), "--json-out", str(out), *flags],
+                       check=True, capture_output=True, timeout=600)
+        return json.loads(out.read_text())
+
+    greedy = run("--temp", "0")
+    sampled = run("--temp", "0.8", "--seed", "5")
+
+    log = open(work / "serve.log", "w")
+    server = subprocess.Popen([args.bitlight, "serve", "-m", args.model, "--device", args.device, "--port", "0"],
+                              stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
+    port = None
+    deadline = time.monotonic() + 300
+    while port is None and server.poll() is None and time.monotonic() < deadline:
+        for line in (work / "serve.log").read_text().splitlines():
+            if "listening on http://127.0.0.1:" in line:
+                port = int(line.split("127.0.0.1:")[1].split()[0])
+        time.sleep(0.1)
+    if port is None:
+        print((work / "serve.log").read_text())
+        print("FAIL  bitlight serve did not start")
+        server.kill()
+        return 1
+
+    def post(body: dict, stream: bool = False):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        conn.request("POST", "/v1/completions", body=json.dumps({**body, "stream": stream}),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        payload = r.read().decode()
+        conn.close()
+        if not stream:
+            return r.status, json.loads(payload)
+        events = [e[len("data: "):] for e in payload.split("\n\n") if e]
+        return r.status, [e if e == "[DONE]" else json.loads(e) for e in events]
+
+    body = {"prompt": PROMPT_IDS, "max_tokens": N_TOKENS, "temperature": 0}
+    for attempt in ("fresh cache", "prefix reused"):
+        t0 = time.perf_counter()
+        status, r = post(body)
+        seconds = time.perf_counter() - t0
+        check(status == 200 and r["choices"][0]["text"] == greedy["text"],
+              f"greedy, {attempt}: the text of `bitlight run --temp 0` ({status})")
+        check(r["usage"]["completion_tokens"] == len(greedy["generated_ids"]), f"greedy, {attempt}: token count")
+        print(f"      {r['usage']['completion_tokens']} tokens in {seconds * 1e3:.1f} ms as the client saw it "
+              f"({r['usage']['completion_tokens'] / seconds:.1f} tok/s, prompt included)")
+    status, r = post({**body, "temperature": 0.8, "seed": 5})
+    check(status == 200 and r["choices"][0]["text"] == sampled["text"], "seeded draw: the text of `run --temp 0.8 --seed 5`")
+    status, events = post(body, stream=True)
+    check(status == 200 and events[-1] == "[DONE]" and
+          "".join(e["choices"][0]["text"] for e in events[:-1]) == greedy["text"], "stream: the same text")
+
+    results = [None, None]
+    bodies = [body, {**body, "prompt": PROMPT_IDS[:5], "cache_prompt": False}]
+
+    def ask(i):
+        results[i] = post(bodies[i])
+
+    alone = post(bodies[1])[1]["choices"][0]["text"]
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(results[0][1]["choices"][0]["text"] == greedy["text"] and results[1][1]["choices"][0]["text"] == alone,
+          "two requests at once: each its own answer")
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/metrics")
+    metrics = conn.getresponse().read().decode()
+    for line in metrics.splitlines():
+        if line.startswith(("bitlight_generated_tokens_total", "bitlight_decode_seconds_total",
+                            "bitlight_prompt_tokens_reused_total")):
+            print("      " + line)
+
+    server.send_signal(signal.SIGTERM)
+    code = server.wait(timeout=60)
+    check(code == 0, f"SIGTERM: exit code {code}")
+    log.close()
+    print(f"server check: {'passed' if not failures else 'FAILED: ' + '; '.join(failures)}")
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
