@@ -93,8 +93,9 @@ if [[ -d "$DEPS/debs" ]]; then
 fi
 # The server's cpp-httplib (carried above) needs these at run time; without them the build
 # leaves the server out rather than link a binary that cannot start.
+SYSTEM_LIBS=$(ldconfig -p)  # not piped into grep -q: under pipefail its early exit fails the pipe
 for lib in libssl.so.3 libcrypto.so.3 libz.so.1 libbrotlidec.so.1 libbrotlienc.so.1; do
-  if ! ldconfig -p | grep -q "$lib"; then
+  if ! grep -q "$lib" <<< "$SYSTEM_LIBS"; then
     echo "no $lib on this machine: building without the HTTP server"
     CMAKE_EXTRA+=("-DBITLIGHT_SERVER=OFF")
     break
