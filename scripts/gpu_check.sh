@@ -93,14 +93,17 @@ if [[ -d "$DEPS/debs" ]]; then
 fi
 # The server's cpp-httplib (carried above) needs these at run time; without them the build
 # leaves the server out rather than link a binary that cannot start.
+# (Named either way: a build dir's cache keeps the last value.)
+SERVER_BUILD=AUTO
 SYSTEM_LIBS=$(ldconfig -p)  # not piped into grep -q: under pipefail its early exit fails the pipe
 for lib in libssl.so.3 libcrypto.so.3 libz.so.1 libbrotlidec.so.1 libbrotlienc.so.1; do
   if ! grep -q "$lib" <<< "$SYSTEM_LIBS"; then
     echo "no $lib on this machine: building without the HTTP server"
-    CMAKE_EXTRA+=("-DBITLIGHT_SERVER=OFF")
+    SERVER_BUILD=OFF
     break
   fi
 done
+CMAKE_EXTRA+=("-DBITLIGHT_SERVER=$SERVER_BUILD")
 
 step "configure ($BUILD_DIR, sm_$CUDA_ARCH, Release)"
 # CMake < 3.26 does not know nvcc's C++20 flag; naming it is harmless for newer versions.
