@@ -56,6 +56,17 @@ Status SequenceBatch::feed(int seq, std::span<const TokenId> ids) {
   return Status::Ok();
 }
 
+Status SequenceBatch::truncate(int seq, int n) {
+  if (seq < 0 || seq >= n_seq())
+    return invalid_argument("sequence " + std::to_string(seq) + " is outside 0.." + std::to_string(n_seq() - 1));
+  int& n_past = n_past_[static_cast<size_t>(seq)];
+  if (n < 0 || n > n_past)
+    return invalid_argument("sequence " + std::to_string(seq) + " holds " + std::to_string(n_past) +
+                            " tokens, cannot keep " + std::to_string(n));
+  n_past = n;
+  return Status::Ok();
+}
+
 Status SequenceBatch::run_step(std::span<const TokenId> ids, TokenPick pick) {
   if (static_cast<int>(ids.size()) != n_seq())
     return invalid_argument("a step takes one token per sequence: " + std::to_string(n_seq()) + ", got " +

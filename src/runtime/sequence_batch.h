@@ -47,7 +47,12 @@ class SequenceBatch {
   Expected<std::vector<TokenId>> step_greedy(std::span<const TokenId> ids);
   // Logits [n_vocab] of sequence seq's last token after a step(), read from the backend.
   std::vector<float> logits(int seq) const;
+  // Logits [n_vocab] of the last token of the last feed(), read from the backend.
+  std::vector<float> fed_logits() const { return logits(0); }
   void reset() { std::fill(n_past_.begin(), n_past_.end(), 0); }
+  // Keeps the first n tokens of sequence seq (0 <= n <= n_past(seq)); its later cache slots are
+  // overwritten by the next feed or step. Errors: seq or n out of range.
+  Status truncate(int seq, int n);
 
  private:
   SequenceBatch(const LlamaModel& model, LlamaForwardState state)

@@ -31,7 +31,7 @@ void send_error(httplib::Response& res, const Status& status) {
 // The routes and what they share; one instance lives as long as the server.
 class Api {
  public:
-  Api(CompletionEngine& engine, const ServerOptions& options)
+  Api(Engine& engine, const ServerOptions& options)
       : engine_(engine), options_(options), started_(std::time(nullptr)) {}
 
   void completions(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
@@ -50,10 +50,9 @@ class Api {
                   static_cast<unsigned long>(++n_responses_));
     return {endpoint, id, static_cast<int64_t>(std::time(nullptr)), options_.model_name};
   }
-  void stream(httplib::Response& res, CompletionRequest request, std::vector<TokenId> prompt,
-              TurnQueue::Turn turn);
+  void stream(httplib::Response& res, CompletionRequest request, std::vector<TokenId> prompt, Admission turn);
 
-  CompletionEngine& engine_;
+  Engine& engine_;
   const ServerOptions& options_;
   const std::time_t started_;
   std::atomic<uint64_t> n_responses_{0};
@@ -71,7 +70,7 @@ void Api::completions(const httplib::Request& req, httplib::Response& res, Endpo
   Expected<std::vector<TokenId>> prompt = engine_.prompt_tokens(*request);
   if (!prompt.ok()) return send_error(res, prompt.status());
   // Waited for before any byte of the response is sent, so a busy server can still say 503.
-  std::optional<TurnQueue::Turn> turn = engine_.wait_turn();
+  std::optional<Admission> turn = engine_.admit();
   if (!turn) {
     return send_json(res, 503,
                      error_body(503, "the server is busy: " + std::to_string(options_.max_waiting) +
@@ -97,11 +96,11 @@ void Api::completions(const httplib::Request& req, httplib::Response& res, Endpo
 // finish reason, the usage when asked for, then [DONE]. A generation that fails after the
 // headers went out sends an error object as its last event, with no [DONE].
 void Api::stream(httplib::Response& res, CompletionRequest request, std::vector<TokenId> prompt,
-                 TurnQueue::Turn turn) {
+                 Admission turn) {
   struct Stream {
     CompletionRequest request;
     std::vector<TokenId> prompt;
-    std::optional<TurnQueue::Turn> turn;  // released as soon as the generation ends
+    std::optional<Admission> turn;  // released as soon as the generation ends
     ResponseHeader header;
   };
   // The provider runs after this handler returns, on the same connection thread; it is copied
@@ -207,13 +206,14 @@ void block_stop_signals() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 }
 
-Status serve_http(CompletionEngine& engine, const ServerOptions& options) {
+Status serve_http(Engine& engine, const ServerOptions& options) {
   // A client that disconnects mid-response must not end the process (send() on a closed socket).
   std::signal(SIGPIPE, SIG_IGN);
   Api api(engine, options);
   httplib::Server server;
-  // One thread per request in line (waiting ones block theirs) plus a few for /health and refusals.
-  const size_t n_threads = static_cast<size_t>(options.max_waiting) + 4;
+  // One thread per request in line (generating or waiting: each blocks its own) plus a few for
+  // /health, /metrics and refusals.
+  const size_t n_threads = static_cast<size_t>(options.parallel + options.max_waiting) + 4;
   server.new_task_queue = [n_threads] { return new httplib::ThreadPool(n_threads); };
   server.set_payload_max_length(options.max_body_bytes);
   server.Post("/v1/completions", [&](const httplib::Request& req, httplib::Response& res) {

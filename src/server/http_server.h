@@ -12,7 +12,7 @@
 
 #include "core/status.h"
 #include "runtime/sampler.h"
-#include "server/completion_engine.h"
+#include "server/engine.h"
 
 namespace bl::server {
 
@@ -21,8 +21,9 @@ struct ServerOptions {
   int port = 8080;                          // 0: any free port (the one taken is printed)
   std::string model_name;                   // reported by /v1/models and in every response
   size_t max_body_bytes = size_t{1} << 20;  // larger request bodies are refused (413)
-  int max_waiting = 16;             // requests waiting for a turn at most (then 503); CompletionEngine's too
-  SamplerParams sampling_defaults;  // for fields a request does not give
+  int max_waiting = 16;                     // requests waiting at most (then 503); the engine's own limit too
+  int parallel = 1;                         // requests the engine generates at once
+  SamplerParams sampling_defaults;          // for fields a request does not give
   // The seed of requests that give none (`serve -s`); without it each such request draws one.
   std::optional<uint64_t> default_seed;
 };
@@ -34,6 +35,6 @@ void block_stop_signals();
 
 // Binds, prints "bitlight serve: listening on http://HOST:PORT" to stderr, and serves until
 // SIGINT or SIGTERM (see block_stop_signals). Errors: the address cannot be bound.
-Status serve_http(CompletionEngine& engine, const ServerOptions& options);
+Status serve_http(Engine& engine, const ServerOptions& options);
 
 }  // namespace bl::server

@@ -37,6 +37,11 @@ std::string prometheus_text(const EngineCounters& e, int requests_in_line, const
       static_cast<double>(e.prompt_microseconds.load()) * 1e-6);
   add(out, "bitlight_decode_seconds_total", "counter", "Time spent generating after the first token.",
       static_cast<double>(e.decode_microseconds.load()) * 1e-6);
+  add(out, "bitlight_batch_steps_total", "counter", "Batched decode steps run (serve --parallel N > 1).",
+      static_cast<double>(e.batch_steps.load()));
+  add(out, "bitlight_batch_step_sequences_total", "counter",
+      "Generating sequences those steps carried (divided by the steps: the mean batch).",
+      static_cast<double>(e.batch_step_sequences.load()));
   out += "# HELP bitlight_http_responses_total HTTP responses sent, by status class.\n";
   out += "# TYPE bitlight_http_responses_total counter\n";
   for (int cls = 2; cls < 6; ++cls) {

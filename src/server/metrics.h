@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "server/completion_engine.h"
+#include "server/engine.h"
 
 namespace bl::server {
 

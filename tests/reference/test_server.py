@@ -19,11 +19,15 @@ REQUEST_TIMEOUT_S = 300
 N_CTX = 512
 
 
+MAX_WAITING = 1
+
+
 class Server:
-    def __init__(self, process: subprocess.Popen, port: int, log_path):
+    def __init__(self, process: subprocess.Popen, port: int, log_path, parallel: int):
         self.process = process
         self.port = port
         self.log_path = log_path
+        self.parallel = parallel
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT_S)
@@ -77,13 +81,16 @@ class Server:
             time.sleep(0.01)
 
 
-@pytest.fixture(scope="module")
-def server(bitlight_bin, smollm2_path, tmp_path_factory):
+# --parallel 1: one Session, requests take turns (SessionEngine); 4: continuous batching over a
+# SequenceBatch of 4 sequences (BatchEngine). Every test runs against both.
+@pytest.fixture(scope="module", params=[1, 4], ids=["parallel1", "parallel4"])
+def server(request, bitlight_bin, smollm2_path, tmp_path_factory):
+    parallel = request.param
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
         [str(bitlight_bin), "serve", "-m", str(smollm2_path), "--device", "cpu", "-t", "2", "-c", str(N_CTX),
-         "--port", "0", "--max-waiting", "1"],
+         "--port", "0", "--max-waiting", str(MAX_WAITING), "--parallel", str(parallel)],
         stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
     port = None
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -94,7 +101,7 @@ def server(bitlight_bin, smollm2_path, tmp_path_factory):
             if "listening on http://127.0.0.1:" in line:
                 port = int(line.split("127.0.0.1:")[1].split()[0])
         time.sleep(0.05)
-    yield Server(process, port, log_path)
+    yield Server(process, port, log_path, parallel)
     process.send_signal(signal.SIGTERM)
     try:
         code = process.wait(timeout=60)
@@ -279,27 +286,27 @@ LONG_BODY = {"prompt": "1, 2, 3, 4, 5, 6, 7,", "max_tokens": 400, "temperature":
 
 
 def test_a_busy_server_refuses_past_max_waiting(server):
-    long_body = LONG_BODY
-    results = {}
+    # `parallel` requests generating and MAX_WAITING waiting fill the line; one more is refused.
+    n_in_line = server.parallel + MAX_WAITING
+    results = [None] * n_in_line
 
-    def ask(name):
-        results[name] = server.post("/v1/completions", long_body)
+    def ask(i):
+        results[i] = server.post("/v1/completions", LONG_BODY)
 
-    running = threading.Thread(target=ask, args=("running",))
-    running.start()
-    server.wait_for_metric("bitlight_requests_in_line", 1)
-    waiting = threading.Thread(target=ask, args=("waiting",))
-    waiting.start()
-    server.wait_for_metric("bitlight_requests_in_line", 2)
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(n_in_line)]
+    for i, t in enumerate(threads):
+        t.start()
+        server.wait_for_metric("bitlight_requests_in_line", i + 1)
     refused_before = server.metric("bitlight_requests_refused_busy_total")
     status, error = server.post("/v1/completions", {"prompt": "x", "max_tokens": 1})
     assert status == 503 and "busy" in error["error"]["message"]
     assert server.metric("bitlight_requests_refused_busy_total") == refused_before + 1
-    running.join()
-    waiting.join()
-    assert results["running"][0] == 200 and results["waiting"][0] == 200
-    assert results["running"][1]["usage"]["completion_tokens"] == 400, "the running request ended early"
-    assert results["running"][1]["choices"][0]["text"] == results["waiting"][1]["choices"][0]["text"]
+    for t in threads:
+        t.join()
+    for status, body in results:
+        assert status == 200, body
+        assert body["usage"]["completion_tokens"] == 400, "a request ended early: the line was not full"
+        assert body["choices"][0]["text"] == results[0][1]["choices"][0]["text"]
 
 
 def test_a_client_leaving_mid_stream_stops_its_generation_only(server):

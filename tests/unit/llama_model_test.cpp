@@ -347,6 +347,44 @@ TEST(LlamaModel, BatchOfSequencesMatchesEachAlone) {
   const std::vector<TokenId> nine(9, 1);
   EXPECT_EQ((*batch)->feed(0, nine).code(), StatusCode::invalid_argument) << "context full";
   EXPECT_EQ((*batch)->n_past(0), 0) << "nothing fed on an error";
+  EXPECT_EQ((*batch)->truncate(0, 1).code(), StatusCode::invalid_argument) << "keeps more than it holds";
+  EXPECT_EQ((*batch)->truncate(2, 0).code(), StatusCode::invalid_argument) << "sequence out of range";
+}
+
+// What the server's continuous batching does: a sequence takes a placeholder token in a step
+// and gives it back (truncate), or keeps a prefix and goes on with another text; its logits are
+// then those of a Session that was fed only the kept tokens and the new ones.
+TEST(LlamaModel, BatchSequenceTruncatedGoesOnAsIfFedOnlyWhatItKept) {
+  const std::string path = synth_file("q8_0");
+  Loaded m = load(path, "cpu");
+  auto batch = SequenceBatch::create(*m.model, {.n_seq = 2, .n_ctx = 32, .n_batch = 8});
+  ASSERT_TRUE(batch.ok()) << batch.status().message();
+  const std::vector<TokenId> prompt = {1, 17, 300, 4, 9};
+  ASSERT_TRUE((*batch)->feed(0, prompt).ok());
+  ASSERT_TRUE((*batch)->feed(1, std::vector<TokenId>{2, 3}).ok());
+  // Sequence 1 generates; sequence 0 rides along with a placeholder and gives it back.
+  const TokenId step_ids[2] = {0, 5};
+  ASSERT_TRUE((*batch)->step(step_ids).ok());
+  ASSERT_TRUE((*batch)->truncate(0, 5).ok());
+  // Sequence 0 keeps 3 of its tokens and goes on with two others, then a step of its own.
+  ASSERT_TRUE((*batch)->truncate(0, 3).ok());
+  ASSERT_TRUE((*batch)->feed(0, std::vector<TokenId>{40, 41}).ok());
+  const std::vector<float> fed = (*batch)->fed_logits();
+  const TokenId next[2] = {42, 6};
+  ASSERT_TRUE((*batch)->step(next).ok());
+  const std::vector<float> stepped = (*batch)->logits(0);
+
+  auto session = Session::create(*m.model, {.n_ctx = 32, .n_batch = 8});
+  ASSERT_TRUE(session.ok());
+  ASSERT_TRUE((*session)->feed(std::vector<TokenId>{1, 17, 300, 40, 41}).ok());
+  const auto want_fed = (*session)->last_logits();
+  EXPECT_LE(relative_max_error(fed, std::vector<float>(want_fed.begin(), want_fed.end())), 1e-3);
+  const TokenId one[1] = {42};
+  ASSERT_TRUE((*session)->feed(one).ok());
+  const auto want_stepped = (*session)->last_logits();
+  EXPECT_LE(relative_max_error(stepped, std::vector<float>(want_stepped.begin(), want_stepped.end())), 1e-3);
+  EXPECT_EQ((*batch)->n_past(0), 6);
+  EXPECT_EQ((*batch)->n_past(1), 4);
 }
 
 TEST(LlamaModel, MissingOrMisshapenTensorsAreNamed) {

@@ -24,14 +24,14 @@ void wait_for_in_line(const TurnQueue& q, int n) {
 
 TEST(TurnQueue, GivesTurnsInArrivalOrder) {
   TurnQueue q(8);
-  std::optional<TurnQueue::Turn> first = q.wait_turn();
+  std::optional<Admission> first = q.wait_turn();
   ASSERT_TRUE(first.has_value());
   std::mutex order_mutex;
   std::vector<int> order;
   std::vector<std::thread> waiters;
   for (int i = 0; i < 5; ++i) {
     waiters.emplace_back([&, i] {
-      std::optional<TurnQueue::Turn> t = q.wait_turn();
+      std::optional<Admission> t = q.wait_turn();
       ASSERT_TRUE(t.has_value());
       std::lock_guard lock(order_mutex);
       order.push_back(i);
@@ -46,7 +46,7 @@ TEST(TurnQueue, GivesTurnsInArrivalOrder) {
 
 TEST(TurnQueue, RefusesAtOnceWhenMaxWaitingWait) {
   TurnQueue q(1);
-  std::optional<TurnQueue::Turn> running = q.wait_turn();
+  std::optional<Admission> running = q.wait_turn();
   ASSERT_TRUE(running.has_value());
   std::thread waiter([&] { EXPECT_TRUE(q.wait_turn().has_value()); });
   wait_for_in_line(q, 2);
@@ -59,7 +59,7 @@ TEST(TurnQueue, RefusesAtOnceWhenMaxWaitingWait) {
 
 TEST(TurnQueue, ZeroWaitingServesOnlyAnIdleQueue) {
   TurnQueue q(0);
-  std::optional<TurnQueue::Turn> t = q.wait_turn();
+  std::optional<Admission> t = q.wait_turn();
   ASSERT_TRUE(t.has_value());
   EXPECT_FALSE(q.wait_turn().has_value());
   t.reset();

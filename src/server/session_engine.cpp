@@ -1,4 +1,4 @@
-#include "server/completion_engine.h"
+#include "server/session_engine.h"
 
 #include <chrono>
 #include <random>
@@ -10,72 +10,33 @@
 namespace bl::server {
 namespace {
 
-size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
-  size_t n = 0;
-  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
-  return n;
-}
-
 int64_t microseconds(double seconds) { return static_cast<int64_t>(seconds * 1e6); }
 
 }  // namespace
 
-CompletionEngine::CompletionEngine(const LlamaModel& model, const Tokenizer& tokenizer,
-                                   std::optional<ChatTemplate> chat_template,
-                                   std::unique_ptr<Session> session, int max_waiting)
+SessionEngine::SessionEngine(const LlamaModel& model, const Tokenizer& tokenizer,
+                             std::optional<ChatTemplate> chat_template, std::unique_ptr<Session> session,
+                             int max_waiting)
     : model_(model),
       tokenizer_(tokenizer),
       chat_template_(std::move(chat_template)),
       session_(std::move(session)),
       turns_(max_waiting) {}
 
-Expected<std::vector<TokenId>> CompletionEngine::prompt_tokens(const CompletionRequest& request) const {
-  // As `bitlight run` and `chat` encode: the model's BOS when it asks for one, special tokens
-  // written in the text (<|im_start|>) read as their ids, as llama.cpp's server reads them.
-  const EncodeOptions encode{.add_bos = tokenizer_.adds_bos(), .parse_special = true};
-  std::vector<TokenId> ids;
-  if (request.endpoint == Endpoint::chat_completions) {
-    if (!chat_template_) {
-      return invalid_argument(
-          "this model file has no chat template (tokenizer.chat_template): use /v1/completions");
-    }
-    ids = tokenizer_.encode(chat_template_->apply(request.messages, /*add_generation_prompt=*/true), encode);
-  } else if (!request.prompt_ids.empty()) {
-    const int n_vocab = model_.config().n_vocab;
-    for (TokenId id : request.prompt_ids) {
-      if (id >= n_vocab) {
-        return invalid_argument("prompt: token id " + std::to_string(id) + " is outside the vocabulary (0.." +
-                                std::to_string(n_vocab - 1) + ")");
-      }
-    }
-    ids = request.prompt_ids;
-  } else {
-    ids = tokenizer_.encode(request.prompt, encode);
-  }
-  if (ids.empty()) return invalid_argument("the prompt is empty");
-  const int64_t n_ctx = session_->n_ctx();
-  const int64_t n_prompt = static_cast<int64_t>(ids.size());
-  if (n_prompt >= n_ctx) {
-    return invalid_argument("the prompt is " + std::to_string(n_prompt) + " tokens; the context holds " +
-                            std::to_string(n_ctx) + " (bitlight serve -c)");
-  }
-  if (request.max_tokens && n_prompt + *request.max_tokens > n_ctx) {
-    return invalid_argument("the prompt's " + std::to_string(n_prompt) + " tokens and max_tokens " +
-                            std::to_string(*request.max_tokens) + " exceed the context of " +
-                            std::to_string(n_ctx) + " tokens");
-  }
-  return ids;
+Expected<std::vector<TokenId>> SessionEngine::prompt_tokens(const CompletionRequest& request) const {
+  return tokenize_prompt(request, tokenizer_, chat_template_, model_.config().n_vocab, session_->n_ctx());
 }
 
-std::optional<TurnQueue::Turn> CompletionEngine::wait_turn() {
-  std::optional<TurnQueue::Turn> turn = turns_.wait_turn();
+std::optional<Admission> SessionEngine::admit() {
+  std::optional<Admission> turn = turns_.wait_turn();
   if (!turn) ++counters_.requests_refused_busy;
   return turn;
 }
 
-Expected<CompletionOutcome> CompletionEngine::complete(
-    const TurnQueue::Turn& /*turn*/, const CompletionRequest& request, const std::vector<TokenId>& prompt,
-    const std::function<bool(const std::string&)>& on_text) {
+Expected<CompletionOutcome> SessionEngine::complete(const Admission& /*turn*/,
+                                                    const CompletionRequest& request,
+                                                    const std::vector<TokenId>& prompt,
+                                                    const std::function<bool(const std::string&)>& on_text) {
   // At least the prompt's last token is fed, for the logits of the first pick.
   size_t reuse = request.cache_prompt ? common_prefix(cached_, prompt) : 0;
   if (reuse == prompt.size()) --reuse;
