@@ -74,7 +74,7 @@ void Api::completions(const httplib::Request& req, httplib::Response& res, Endpo
   if (!turn) {
     return send_json(res, 503,
                      error_body(503, "the server is busy: " + std::to_string(options_.max_waiting) +
-                                         " requests wait already (bitlight serve --max-waiting)"));
+                                         " waiting requests are its limit (bitlight serve --max-waiting)"));
   }
   if (request->stream) return stream(res, std::move(*request), std::move(*prompt), std::move(*turn));
 
