@@ -172,8 +172,11 @@ def main() -> int:
         batch_results = [None] * N_BATCH
 
         def ask_batch(i):
+            # Every other request samples: the steps then draw on the device, a top_k 1 draw
+            # for the greedy rows (SequenceBatch::step_sampled).
+            sampling = {"temperature": 0.8, "seed": i} if i % 2 else {"temperature": 0}
             batch_results[i] = post({"prompt": [256] + [300 + 53 * i + 7 * j for j in range(40)],
-                                     "max_tokens": N_TOKENS, "temperature": 0, "cache_prompt": False})
+                                     "max_tokens": N_TOKENS, "cache_prompt": False, **sampling})
 
         post({"prompt": PROMPT_IDS, "max_tokens": 4, "temperature": 0})  # the graphs captured first
         threads = [threading.Thread(target=ask_batch, args=(i,)) for i in range(N_BATCH)]

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "kernels/cpu/top_k_draw.h"
 #include "model/llama_model.h"
 #include "runtime/session.h"  // TokenId
 
@@ -45,6 +46,11 @@ class SequenceBatch {
   // step(), then the greedy next token of every sequence, picked by the backend (on CUDA only
   // n_seq ids come back to the host).
   Expected<std::vector<TokenId>> step_greedy(std::span<const TokenId> ids);
+  // step(), then a token drawn for every sequence by the backend (Backend::sample_top_k) with
+  // draws[i] for sequence i (draws.size() == n_seq): on CUDA only n_seq ids come back, not the
+  // logits. A draw with top_k 1 is the argmax. Errors as step(), a draw the backend cannot make
+  // (temperature <= 0, u outside [0, 1), a top_k it does not take: Backend::can_sample_top_k).
+  Expected<std::vector<TokenId>> step_sampled(std::span<const TokenId> ids, std::span<const cpu::TopKDraw> draws);
   // Logits [n_vocab] of sequence seq's last token after a step(), read from the backend.
   std::vector<float> logits(int seq) const;
   // Logits [n_vocab] of the last token of the last feed(), read from the backend.

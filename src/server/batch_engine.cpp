@@ -265,9 +265,12 @@ Status BatchEngine::decode_step() {
   std::vector<TokenId> ids(static_cast<size_t>(n_seq), kPlaceholder);
   std::vector<bool> generating(static_cast<size_t>(n_seq), false);
   int n_generating = 0;
-  // The backend picks greedily where every generating job wants the argmax; otherwise each
-  // job's sampler draws from its sequence's logits on the host.
-  bool all_greedy = true;
+  // Where the tokens are picked: the backend takes the argmax of every row when every
+  // generating job is greedy, else draws each row (a greedy job's draw is top_k 1) when none has
+  // a repetition penalty and the backend takes every top_k; otherwise each job's sampler draws
+  // from its row of logits on the host. The backend's draws take the sampler's uniform numbers in
+  // the sampler's order, so a seed gives the text `bitlight run` gives.
+  bool all_greedy = true, backend_draws = true;
   for (int q = 0; q < n_seq; ++q) {
     const Slot& s = slots_[static_cast<size_t>(q)];
     if (!s.job || !s.job->generating) continue;
@@ -275,7 +278,11 @@ Status BatchEngine::decode_step() {
     ids[static_cast<size_t>(q)] = s.job->next;
     ++n_generating;
     const SamplerParams& p = s.job->request.sampler;
-    all_greedy = all_greedy && p.temperature == 0.0f && (p.repeat_penalty == 1.0f || p.repeat_last_n == 0);
+    const bool greedy = p.temperature == 0.0f;
+    const bool penalty = p.repeat_penalty != 1.0f && p.repeat_last_n != 0;
+    all_greedy = all_greedy && greedy && !penalty;
+    backend_draws = backend_draws && !penalty &&
+                    (greedy || model_.backend().can_sample_top_k(p.top_k, model_.config().n_vocab));
   }
   if (n_generating == 0) return Status::Ok();
   // The others take a placeholder at their next slot and give it back after the step; a free
@@ -292,6 +299,16 @@ Status BatchEngine::decode_step() {
   std::vector<TokenId> picks;
   if (all_greedy) {
     BL_ASSIGN_OR_RETURN(picks, batch_->step_greedy(ids));
+  } else if (backend_draws) {
+    constexpr cpu::TopKDraw kArgmax{.temperature = 1.0f, .top_k = 1, .top_p = 1.0f, .min_p = 0.0f, .u = 0.0};
+    std::vector<cpu::TopKDraw> draws(static_cast<size_t>(n_seq), kArgmax);
+    for (int q = 0; q < n_seq; ++q) {
+      if (!generating[static_cast<size_t>(q)]) continue;
+      Job& job = *slots_[static_cast<size_t>(q)].job;
+      const SamplerParams& p = job.request.sampler;
+      if (p.temperature > 0.0f) draws[static_cast<size_t>(q)] = top_k_draw(p, job.sampler.next_uniform());
+    }
+    BL_ASSIGN_OR_RETURN(picks, batch_->step_sampled(ids, draws));
   } else {
     BL_RETURN_IF_ERROR(batch_->step(ids));
   }
@@ -304,8 +321,8 @@ Status BatchEngine::decode_step() {
       continue;
     }
     s.cached.push_back(ids[static_cast<size_t>(q)]);
-    const TokenId id =
-        all_greedy ? picks[static_cast<size_t>(q)] : s.job->sampler.sample(batch_->logits(q), s.job->history);
+    const TokenId id = !picks.empty() ? picks[static_cast<size_t>(q)]
+                                      : s.job->sampler.sample(batch_->logits(q), s.job->history);
     accept(q, id);
   }
   return Status::Ok();

@@ -84,6 +84,23 @@ TEST(CudaSequenceBatch, EachSequenceGetsTheLogitsItGetsAlone) {
         EXPECT_EQ((*picked)[static_cast<size_t>(q)], std::max_element(l.begin(), l.end()) - l.begin())
             << "sequence " << q;
       }
+      // Sampled steps draw on the device: each sequence its own draw from its own row (what the
+      // server's continuous batching runs at temperature > 0; top_k 1 is a greedy request's).
+      std::vector<cpu::TopKDraw> draws;
+      for (int q = 0; q < n_seq; ++q) {
+        draws.push_back({.temperature = 0.5f + 0.1f * static_cast<float>(q % 6),
+                         .top_k = q % 4 == 3 ? 1 : 8 + (7 * q) % 57,  // 1..64: what CUDA draws from
+                         .top_p = q % 2 == 0 ? 0.9f : 1.0f,
+                         .min_p = q % 3 == 0 ? 0.05f : 0.0f,
+                         .u = (static_cast<double>(q) + 0.37) / static_cast<double>(n_seq + 1)});
+      }
+      auto drawn = (*batch)->step_sampled(*picked, draws);
+      ASSERT_TRUE(drawn.ok()) << drawn.status().message();
+      for (int q = 0; q < n_seq; ++q) {
+        EXPECT_EQ((*drawn)[static_cast<size_t>(q)],
+                  cpu::draw_from_top_k((*batch)->logits(q), draws[static_cast<size_t>(q)]))
+            << "sequence " << q;
+      }
 
       double worst = 0;
       for (int q = 0; q < n_seq; ++q) {

@@ -162,6 +162,27 @@ def test_seeded_sampling_equals_run(server, bitlight, smollm2_path):
         assert body["choices"][0]["text"] == expected["text"]
 
 
+def test_greedy_and_sampled_requests_together(server, bitlight, smollm2_path):
+    # With --parallel 4 they share decode steps: the sampled row is drawn by the backend with
+    # the sampler's numbers, the greedy row with a top_k 1 draw; each must still be run's text.
+    greedy = run_text(bitlight, smollm2_path, PROMPT, 20, "--temp", 0)
+    sampled = run_text(bitlight, smollm2_path, PROMPT, 20, "--temp", 0.8, "--seed", 7)
+    bodies = [{"prompt": PROMPT, "max_tokens": 20, "temperature": 0},
+              {"prompt": PROMPT, "max_tokens": 20, "temperature": 0.8, "seed": 7}]
+    results = [None, None]
+
+    def ask(i):
+        results[i] = server.post("/v1/completions", bodies[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results[0][0] == 200 and results[0][1]["choices"][0]["text"] == greedy["text"]
+    assert results[1][0] == 200 and results[1][1]["choices"][0]["text"] == sampled["text"]
+
+
 def test_chat_prompt_is_the_models_template_rendered_by_transformers(server, bitlight, smollm2_path):
     transformers = import_or_require("transformers")
     tok = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)

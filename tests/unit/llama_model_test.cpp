@@ -337,6 +337,19 @@ TEST(LlamaModel, BatchOfSequencesMatchesEachAlone) {
       const auto l = (*batch)->logits(q);
       EXPECT_EQ((*picked)[static_cast<size_t>(q)], std::max_element(l.begin(), l.end()) - l.begin()) << "sequence " << q;
     }
+    // Drawn on the backend: each sequence's own draw from its own row (top_k 1 is the argmax).
+    const cpu::TopKDraw draws[3] = {{.temperature = 0.7f, .top_k = 40, .top_p = 0.9f, .min_p = 0.0f, .u = 0.31},
+                                    {.temperature = 1.0f, .top_k = 1, .top_p = 1.0f, .min_p = 0.0f, .u = 0.0},
+                                    {.temperature = 1.3f, .top_k = 0, .top_p = 1.0f, .min_p = 0.05f, .u = 0.87}};
+    auto drawn = (*batch)->step_sampled(*picked, draws);
+    ASSERT_TRUE(drawn.ok()) << drawn.status().message();
+    for (int q = 0; q < 3; ++q) {
+      const auto l = (*batch)->logits(q);
+      EXPECT_EQ((*drawn)[static_cast<size_t>(q)], cpu::draw_from_top_k(l, draws[q])) << "sequence " << q;
+    }
+    const cpu::TopKDraw no_temperature[3] = {draws[0], {.temperature = 0.0f, .top_k = 1, .top_p = 1.0f, .min_p = 0.0f, .u = 0.0}, draws[2]};
+    EXPECT_EQ((*batch)->step_sampled(*drawn, no_temperature).status().code(), StatusCode::invalid_argument);
+    EXPECT_EQ((*batch)->step_sampled(*drawn, std::span(draws, 2)).status().code(), StatusCode::invalid_argument);
   }
   Loaded m = load(path, "cpu");
   auto batch = SequenceBatch::create(*m.model, {.n_seq = 2, .n_ctx = 8, .n_batch = 4});
