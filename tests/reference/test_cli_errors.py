@@ -15,6 +15,11 @@ CASES = {
     "bad kv type": (["run", "-p", "hi", "--kv-type", "q4_0"], "--kv-type"),
     "eval id outside the vocabulary": (["eval", "--ids", "5,49152"], "49152"),
     "unknown synth shape": (["synth", "--shape", "llama9-1t", "--type", "q4_0"], "unknown shape"),
+    "serve missing model": (["serve", "-m", "/nonexistent/model.gguf", "--port", "0"], "cannot open"),
+    "serve port out of range": (["serve", "--port", "70000"], "--port"),
+    "serve no sequences": (["serve", "--port", "0", "--parallel", "0"], "--parallel"),
+    "serve tiny body limit": (["serve", "--port", "0", "--max-body", "10"], "--max-body"),
+    "serve bad temperature": (["serve", "--port", "0", "--temp", "-2"], "temperature"),
 }
 
 
@@ -26,6 +31,8 @@ def test_bad_request_fails_cleanly(name, bitlight_bin, smollm2_path, tmp_path):
         args = args + ["--logits-out", str(out)]
     elif args[0] == "synth":
         args = args + ["-o", str(out)]
+    elif args[0] == "serve":
+        pass  # writes no file; each case fails before it would listen
     else:
         args = args + ["--json-out", str(out)]
     r = subprocess.run([str(bitlight_bin), *args], capture_output=True, text=True, timeout=300,
