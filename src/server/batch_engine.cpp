@@ -56,11 +56,19 @@ struct BatchEngine::Job {
   Status error;
   CompletionOutcome outcome;
 
-  void post(std::string text, bool last = false) {
+  void post(const std::string& text, bool last = false) {
     {
       std::lock_guard lock(m);
       outbox += text;
       done = done || last;
+    }
+    changed.notify_one();
+  }
+  void fail(const Status& status) {
+    {
+      std::lock_guard lock(m);
+      error = status;
+      done = true;
     }
     changed.notify_one();
   }
@@ -163,10 +171,7 @@ void BatchEngine::schedule() {
       };
       work_.wait(lock, [&] { return stopping_ || !waiting_.empty() || busy(); });
       if (stopping_) {
-        for (const std::shared_ptr<Job>& job : waiting_) {
-          job->error = unsupported("the server is stopping");
-          job->post("", /*last=*/true);
-        }
+        for (const std::shared_ptr<Job>& job : waiting_) job->fail(unsupported("the server is stopping"));
         waiting_.clear();
         break;
       }
@@ -191,12 +196,7 @@ void BatchEngine::schedule() {
   }
   for (int q = 0; q < batch_->n_seq(); ++q) {
     if (slots_[static_cast<size_t>(q)].job) {
-      Job& job = *slots_[static_cast<size_t>(q)].job;
-      {
-        std::lock_guard lock(job.m);
-        job.error = unsupported("the server is stopping");
-      }
-      job.post("", /*last=*/true);
+      slots_[static_cast<size_t>(q)].job->fail(unsupported("the server is stopping"));
       slots_[static_cast<size_t>(q)].job = nullptr;
     }
   }
@@ -206,10 +206,7 @@ void BatchEngine::run_round() {
   // Jobs whose clients have gone end first, freeing their sequences.
   for (int q = 0; q < batch_->n_seq(); ++q) {
     const Slot& s = slots_[static_cast<size_t>(q)];
-    if (s.job && s.job->cancelled) {
-      s.job->outcome.cancelled = true;
-      finish(q, "stop");
-    }
+    if (s.job && s.job->cancelled) finish(q, "stop");
   }
   // One prompt chunk, for the oldest job still in its prompt.
   int prefilling = -1;
@@ -351,9 +348,10 @@ void BatchEngine::finish(int seq, const char* finish_reason) {
   }
   if (job->generating) counters_.decode_microseconds += microseconds_since(job->first_token);
   counters_.generated_tokens += job->generated;
-  ++(job->outcome.cancelled ? counters_.requests_cancelled : counters_.requests_completed);
+  ++(job->cancelled ? counters_.requests_cancelled : counters_.requests_completed);
   {
     std::lock_guard lock(job->m);
+    job->outcome.cancelled = job->cancelled;
     job->outcome.finish_reason = job->stops.stopped() ? "stop" : finish_reason;
     job->outcome.prompt_tokens = static_cast<int>(job->prompt.size());
     job->outcome.completion_tokens = job->generated;
@@ -366,11 +364,7 @@ void BatchEngine::fail_everything(const Status& status) {
     Slot& slot = slots_[static_cast<size_t>(q)];
     slot.cached.clear();
     if (!slot.job) continue;
-    {
-      std::lock_guard lock(slot.job->m);
-      slot.job->error = status;
-    }
-    slot.job->post("", /*last=*/true);
+    slot.job->fail(status);
     slot.job = nullptr;
   }
   batch_->reset();
