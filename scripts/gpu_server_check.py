@@ -194,7 +194,16 @@ def main() -> int:
         check(steps > 0 and carried / steps > 1.5, f"--parallel {N_BATCH}: steps carried {carried / max(steps, 1):.2f} "
               "sequences on average")
         print(f"      {tokens} tokens of {N_BATCH} requests in {seconds * 1e3:.1f} ms as the clients saw it "
-              f"({tokens / seconds:.1f} tok/s together, prompts included)")
+              f"({tokens / seconds:.1f} tok/s together, prompts included; {steps:.0f} batch steps, "
+              f"{seconds * 1e3 / max(steps, 1):.2f} ms of wall time each)")
+        # The same batch as `bitlight bench -B` decodes it (no server, no prompt rounds between).
+        bench_json = work / "bench-batch.json"
+        subprocess.run([args.bitlight, "bench", "-m", args.model, "--device", args.device, "-B", str(N_BATCH),
+                        "-p", "41", "-n", str(N_TOKENS), "-r", "2", "--json", str(bench_json)],
+                       check=True, capture_output=True, timeout=600)
+        bench = json.loads(bench_json.read_text())
+        print(f"      bench -B {N_BATCH} tg{N_TOKENS}, best of 2: {max(bench['decode_tokens_per_second']):.1f} tok/s together "
+              f"({N_BATCH * 1e3 / max(bench['decode_tokens_per_second']):.2f} ms a step)")
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)
         check(code == 0, f"--parallel {N_BATCH}, SIGTERM: exit code {code}")
