@@ -61,7 +61,10 @@ Status chat(ChatOptions& o) {
     std::span<const TokenId> fresh(prompt.data() + reuse, prompt.size() - reuse);
 
     std::string reply;
-    Expected<GenerateResult> r = generate(*session, *m.tokenizer, fresh, {.n_predict = o.n_predict, .sampler = sampler, .context = std::span(prompt.data(), reuse)},
+    // The reused prefix is the penalty's context too, as if the whole prompt had been fed.
+    const GenerateOptions options{
+        .n_predict = o.n_predict, .sampler = sampler, .context = std::span(prompt.data(), reuse)};
+    Expected<GenerateResult> r = generate(*session, *m.tokenizer, fresh, options,
                                           [&](TokenId, const std::string& piece) {
                                             reply += piece;
                                             std::fputs(piece.c_str(), stdout);

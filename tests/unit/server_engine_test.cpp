@@ -5,45 +5,20 @@
 // client leaves, and refuses past its line.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <memory>
 #include <thread>
 #include <vector>
 
-#include "backend/backend.h"
-#include "core/thread_pool.h"
-#include "io/model_file.h"
-#include "model/llama_model.h"
 #include "runtime/sequence_batch.h"
 #include "runtime/session.h"
-#include "runtime/synthetic_model.h"
 #include "server/batch_engine.h"
 #include "server/session_engine.h"
-#include "tokenizer/tokenizer.h"
+#include "unit/tiny_model.h"
 
 namespace bl::server {
 namespace {
 
-struct Model {
-  std::unique_ptr<ModelFile> file;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<LlamaModel> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
-
-Model load_tiny() {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / "bl_server_engine_test_tiny_f32.gguf").string();
-  ThreadPool pool(2);
-  const Status s = write_synthetic_model(*find_synth_shape("tiny"), DType::F32, 5, path, pool);
-  EXPECT_TRUE(s.ok()) << s.message();
-  Model m;
-  m.file = std::move(ModelFile::open(path)).value();
-  m.backend = std::move(make_backend("ref", 1)).value();
-  m.model = std::move(LlamaModel::load(*m.file, *m.backend)).value();
-  m.tokenizer = std::move(Tokenizer::from_model_file(*m.file)).value();
-  return m;
-}
+TinyModel load_tiny() { return load_tiny_model("bl_server_engine_test_tiny_f32.gguf", "ref"); }
 
 constexpr int kCtx = 64;
 
@@ -88,7 +63,7 @@ std::vector<CompletionRequest> some_requests() {
 }
 
 TEST(ServerEngines, BatchEngineAnswersAsTheSessionEngine) {
-  Model m = load_tiny();
+  TinyModel m = load_tiny();
   const std::vector<CompletionRequest> requests = some_requests();
   std::vector<Answer> alone;
   {
@@ -127,7 +102,7 @@ TEST(ServerEngines, BatchEngineAnswersAsTheSessionEngine) {
 }
 
 TEST(ServerEngines, BatchEngineStopsTheJobOfAClientThatLeaves) {
-  Model m = load_tiny();
+  TinyModel m = load_tiny();
   BatchEngine batch(
       *m.model, *m.tokenizer, std::nullopt,
       std::move(SequenceBatch::create(*m.model, {.n_seq = 2, .n_ctx = kCtx, .n_batch = 8})).value(), 8, 4);
@@ -151,7 +126,7 @@ TEST(ServerEngines, BatchEngineStopsTheJobOfAClientThatLeaves) {
 }
 
 TEST(ServerEngines, BatchEngineRefusesPastItsLine) {
-  Model m = load_tiny();
+  TinyModel m = load_tiny();
   BatchEngine batch(
       *m.model, *m.tokenizer, std::nullopt,
       std::move(SequenceBatch::create(*m.model, {.n_seq = 2, .n_ctx = kCtx, .n_batch = 8})).value(), 8,
