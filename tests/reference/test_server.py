@@ -63,6 +63,20 @@ class Server:
         conn.close()
         return events
 
+    def post_at_once(self, path: str, bodies: list) -> list:
+        """(status, body) of each request, all sent at once from threads of their own."""
+        results = [None] * len(bodies)
+
+        def ask(i):
+            results[i] = self.post(path, bodies[i])
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
     def metric(self, name: str) -> float:
         conn = self.connection()
         conn.request("GET", "/metrics")
@@ -169,16 +183,7 @@ def test_greedy_and_sampled_requests_together(server, bitlight, smollm2_path):
     sampled = run_text(bitlight, smollm2_path, PROMPT, 20, "--temp", 0.8, "--seed", 7)
     bodies = [{"prompt": PROMPT, "max_tokens": 20, "temperature": 0},
               {"prompt": PROMPT, "max_tokens": 20, "temperature": 0.8, "seed": 7}]
-    results = [None, None]
-
-    def ask(i):
-        results[i] = server.post("/v1/completions", bodies[i])
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = server.post_at_once("/v1/completions", bodies)
     assert results[0][0] == 200 and results[0][1]["choices"][0]["text"] == greedy["text"]
     assert results[1][0] == 200 and results[1][1]["choices"][0]["text"] == sampled["text"]
 
@@ -286,16 +291,7 @@ def test_concurrent_requests_each_get_their_own_answer(server):
     bodies = [{"prompt": p, "max_tokens": 16, "temperature": 0, "cache_prompt": False}
               for p in ("The sea is", "My favourite food is")]
     alone = [server.post("/v1/completions", b)[1]["choices"][0]["text"] for b in bodies]
-    results = [None, None]
-
-    def ask(i):
-        results[i] = server.post("/v1/completions", bodies[i])
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = server.post_at_once("/v1/completions", bodies)
     for i in range(2):
         status, body = results[i]
         assert status == 200, body
