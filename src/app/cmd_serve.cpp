@@ -40,8 +40,7 @@ struct ServeOptions {
 Status serve(ServeOptions&) {
   return unsupported(
       "this bitlight was built without the HTTP server: cpp-httplib (Debian: libcpp-httplib-dev) was not "
-      "found "
-      "when it was configured");
+      "found when it was configured");
 }
 #else
 Status serve(ServeOptions& o) {
