@@ -208,22 +208,27 @@ void BatchEngine::run_round() {
     const Slot& s = slots_[static_cast<size_t>(q)];
     if (s.job && s.job->cancelled) finish(q, "stop");
   }
-  // One prompt chunk, for the oldest job still in its prompt.
-  int prefilling = -1;
-  for (int q = 0; q < batch_->n_seq(); ++q) {
-    const Slot& s = slots_[static_cast<size_t>(q)];
-    if (s.job && !s.job->generating &&
-        (prefilling < 0 || s.job->number < slots_[static_cast<size_t>(prefilling)].job->number)) {
-      prefilling = q;
+  // Up to one chunk (-b) of prompt tokens a round, oldest job first: the short prompts of several
+  // new jobs share a round, a long one is spread over rounds, each followed by a decode step.
+  size_t budget = static_cast<size_t>(prefill_chunk_);
+  while (budget > 0) {
+    int oldest = -1;
+    for (int q = 0; q < batch_->n_seq(); ++q) {
+      const Slot& s = slots_[static_cast<size_t>(q)];
+      if (s.job && !s.job->generating &&
+          (oldest < 0 || s.job->number < slots_[static_cast<size_t>(oldest)].job->number)) {
+        oldest = q;
+      }
     }
-  }
-  if (prefilling >= 0) {
-    if (Status st = feed_prompt_chunk(prefilling); !st.ok()) return fail_everything(st);
+    if (oldest < 0) break;
+    Expected<size_t> fed = feed_prompt_chunk(oldest, budget);
+    if (!fed.ok()) return fail_everything(fed.status());
+    budget -= *fed;
   }
   if (Status st = decode_step(); !st.ok()) return fail_everything(st);
 }
 
-Status BatchEngine::feed_prompt_chunk(int seq) {
+Expected<size_t> BatchEngine::feed_prompt_chunk(int seq, size_t max_tokens) {
   Slot& slot = slots_[static_cast<size_t>(seq)];
   Job& job = *slot.job;
   if (job.fed == 0 && !job.generating) {
@@ -238,23 +243,23 @@ Status BatchEngine::feed_prompt_chunk(int seq) {
     counters_.prompt_tokens += static_cast<int64_t>(job.prompt.size());
     counters_.prompt_tokens_reused += static_cast<int64_t>(reuse);
   }
-  const size_t n = std::min(job.prompt.size() - job.fed, static_cast<size_t>(prefill_chunk_));
+  const size_t n = std::min(job.prompt.size() - job.fed, max_tokens);
   const std::span<const TokenId> chunk = std::span<const TokenId>(job.prompt).subspan(job.fed, n);
   BL_RETURN_IF_ERROR(batch_->feed(seq, chunk));
   slot.cached.insert(slot.cached.end(), chunk.begin(), chunk.end());
   job.fed += n;
-  if (job.fed < job.prompt.size()) return Status::Ok();
+  if (job.fed < job.prompt.size()) return n;
 
   job.generating = true;
   job.first_token = Clock::now();
   counters_.prompt_microseconds += microseconds_since(job.started);
   if (job.request.max_tokens && *job.request.max_tokens == 0) {
     finish(seq, "length");
-    return Status::Ok();
+    return n;
   }
   const std::vector<float> logits = batch_->fed_logits();
   accept(seq, job.sampler.sample(logits, job.history));
-  return Status::Ok();
+  return n;
 }
 
 Status BatchEngine::decode_step() {

@@ -2,12 +2,12 @@
 // each on its own sequence of a SequenceBatch, so every decode step reads the weights once for
 // all of them (batch 16 on an H100: 8B q4_0 ~5.7x the tokens per second of one sequence). A
 // scheduler thread owns the batch: it gives a free sequence to the oldest waiting request (the
-// one whose cached tokens share the longest prefix with its prompt), feeds prompts one chunk of
-// n_batch tokens between decode steps (so a long prompt delays the others' next tokens by one
-// chunk at a time, not by its whole prefill), runs a decode step for every sequence that is
-// generating, and ends each request on its own stop condition; a sequence that is free or still
-// in its prompt rides along in the step with a placeholder token that is taken back at once.
-// The HTTP threads wait for their request's text and write it to their clients themselves.
+// one whose cached tokens share the longest prefix with its prompt), feeds up to n_batch prompt
+// tokens a round, the oldest prompts first (several short prompts share a round; a long one
+// delays the others' next tokens by one chunk at a time, not by its whole prefill), runs a
+// decode step for every sequence that is generating, and ends each request on its own stop condition; a
+// sequence that is free or still in its prompt rides along in the step with a placeholder token that is taken
+// back at once. The HTTP threads wait for their request's text and write it to their clients themselves.
 #pragma once
 
 #include <condition_variable>
@@ -44,9 +44,11 @@ class BatchEngine final : public Engine {
   struct Slot;
 
   void schedule();  // the scheduler thread
-  // One round: waiting jobs onto free sequences, one prompt chunk, one decode step.
+  // One round: prompt tokens up to one chunk, then one decode step.
   void run_round();
-  Status feed_prompt_chunk(int seq);
+  // Feeds up to max_tokens (>= 1) more of the prompt of the job on sequence seq; its first
+  // token is picked when the prompt is in. Returns how many were fed.
+  Expected<size_t> feed_prompt_chunk(int seq, size_t max_tokens);
   Status decode_step();
   // Takes a generated token for the job on sequence seq: text to its client, and the end of
   // the job when it is an end-of-generation token or a stop condition holds.
