@@ -10,6 +10,7 @@
 #include "app/loaded_model.h"
 #include "app/sampling_options.h"
 #include "runtime/generator.h"
+#include "runtime/token_prefix.h"
 #include "tokenizer/chat_template.h"
 
 namespace bl::app {
@@ -21,13 +22,6 @@ struct ChatOptions {
   std::string system_prompt;
   int n_predict = 512;
 };
-
-// Length of the common prefix of two token sequences.
-size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
-  size_t n = 0;
-  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
-  return n;
-}
 
 Status chat(ChatOptions& o) {
   SamplerParams sampler = resolve_sampling(o.sampling);

@@ -7,6 +7,7 @@
 #include <span>
 
 #include "runtime/sampler.h"
+#include "runtime/token_prefix.h"
 #include "server/stop_matcher.h"
 
 namespace bl::server {
@@ -232,11 +233,9 @@ Expected<size_t> BatchEngine::feed_prompt_chunk(int seq, size_t max_tokens) {
   Slot& slot = slots_[static_cast<size_t>(seq)];
   Job& job = *slot.job;
   if (job.fed == 0 && !job.generating) {
-    // The job's first round: keep the cached prefix it shares (at least the last prompt token
-    // is fed, for the logits of the first pick).
+    // The job's first round: keep the cached prefix it shares.
     job.started = Clock::now();
-    size_t reuse = job.request.cache_prompt ? common_prefix(slot.cached, job.prompt) : 0;
-    if (reuse == job.prompt.size()) --reuse;
+    const size_t reuse = job.request.cache_prompt ? reusable_prefix(slot.cached, job.prompt) : 0;
     BL_RETURN_IF_ERROR(batch_->truncate(seq, static_cast<int>(reuse)));
     slot.cached.resize(reuse);
     job.fed = reuse;

@@ -16,8 +16,6 @@
 
 namespace bl::server {
 
-using TokenId = int32_t;
-
 enum class Endpoint { completions, chat_completions };
 
 struct CompletionRequest {

@@ -38,10 +38,4 @@ Expected<std::vector<TokenId>> tokenize_prompt(const CompletionRequest& request,
   return ids;
 }
 
-size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
-  size_t n = 0;
-  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
-  return n;
-}
-
 }  // namespace bl::server

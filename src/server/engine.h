@@ -92,7 +92,4 @@ Expected<std::vector<TokenId>> tokenize_prompt(const CompletionRequest& request,
                                                const std::optional<ChatTemplate>& chat_template, int n_vocab,
                                                int n_ctx);
 
-// The length of the common prefix of two token sequences.
-size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b);
-
 }  // namespace bl::server

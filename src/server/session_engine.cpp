@@ -5,6 +5,7 @@
 #include <span>
 
 #include "runtime/generator.h"
+#include "runtime/token_prefix.h"
 #include "server/stop_matcher.h"
 
 namespace bl::server {
@@ -37,9 +38,7 @@ Expected<CompletionOutcome> SessionEngine::complete(const Admission& /*turn*/,
                                                     const CompletionRequest& request,
                                                     const std::vector<TokenId>& prompt,
                                                     const std::function<bool(const std::string&)>& on_text) {
-  // At least the prompt's last token is fed, for the logits of the first pick.
-  size_t reuse = request.cache_prompt ? common_prefix(cached_, prompt) : 0;
-  if (reuse == prompt.size()) --reuse;
+  const size_t reuse = request.cache_prompt ? reusable_prefix(cached_, prompt) : 0;
   session_->truncate(static_cast<int>(reuse));
   cached_.resize(reuse);
 
