@@ -132,13 +132,8 @@ Expected<std::vector<TokenId>> SequenceBatch::step_sampled(std::span<const Token
   if (static_cast<int>(draws.size()) != n_seq())
     return invalid_argument("a sampled step takes one draw per sequence: " + std::to_string(n_seq()) + ", got " +
                             std::to_string(draws.size()));
+  for (const cpu::TopKDraw& d : draws) BL_RETURN_IF_ERROR(check_backend_draw(model_, d, "step_sampled"));
   Backend& backend = model_.backend();
-  for (const cpu::TopKDraw& d : draws) {
-    if (!(d.temperature > 0.0f) || !(d.u >= 0.0 && d.u < 1.0))
-      return invalid_argument("step_sampled: a draw needs temperature > 0 and u in [0, 1)");
-    if (!backend.can_sample_top_k(d.top_k, model_.config().n_vocab))
-      return unsupported("step_sampled: this backend cannot draw from top_k " + std::to_string(d.top_k));
-  }
   backend.write(state_.draws, draws.data(), draws.size() * sizeof(cpu::TopKDraw));
   BL_RETURN_IF_ERROR(run_step(ids, TokenPick::sample_top_k));
   std::vector<TokenId> next(static_cast<size_t>(n_seq()));

@@ -70,15 +70,15 @@ Status Session::check_room(std::span<const TokenId> ids) const {
 Expected<TokenId> Session::feed_greedy(TokenId id) { return feed_and_pick(id, TokenPick::argmax, nullptr); }
 
 Expected<TokenId> Session::feed_sampled(TokenId id, const cpu::TopKDraw& draw) {
-  BL_RETURN_IF_ERROR(check_draw(draw, "feed_sampled"));
+  BL_RETURN_IF_ERROR(check_backend_draw(model_, draw, "feed_sampled"));
   return feed_and_pick(id, TokenPick::sample_top_k, &draw);
 }
 
-Status Session::check_draw(const cpu::TopKDraw& draw, const char* op) const {
+Status check_backend_draw(const LlamaModel& model, const cpu::TopKDraw& draw, const char* op) {
   if (!(draw.temperature > 0) || !(draw.u >= 0 && draw.u < 1))
     return invalid_argument(std::string(op) + ": needs temperature > 0 and u in [0, 1)");
-  if (!model_.backend().can_sample_top_k(draw.top_k, model_.config().n_vocab))
-    return unsupported(std::string(op) + ": " + model_.backend().name() + " cannot draw from top_k = " +
+  if (!model.backend().can_sample_top_k(draw.top_k, model.config().n_vocab))
+    return unsupported(std::string(op) + ": " + model.backend().name() + " cannot draw from top_k = " +
                        std::to_string(draw.top_k));
   return Status::Ok();
 }
@@ -134,7 +134,7 @@ Status Session::decode_ahead(TokenId id, int max_picks, TokenPick pick,
     const int slot = i % kAheadRing;
     if (next_draw) {
       st.draws[slot] = (*next_draw)();
-      BL_RETURN_IF_ERROR(check_draw(st.draws[slot], "decode_sampled"));
+      BL_RETURN_IF_ERROR(check_backend_draw(model_, st.draws[slot], "decode_sampled"));
       backend.write(state_.draws, &st.draws[slot], sizeof(cpu::TopKDraw));
     }
     st.positions[slot] = at;

@@ -23,6 +23,11 @@ struct SessionOptions {
   DType kv_type = DType::F16;
 };
 
+// Whether model's backend can make `draw` (Backend::sample_top_k): temperature > 0, u in [0, 1),
+// a top_k it takes (can_sample_top_k). `op` names the caller in the error. Session's and
+// SequenceBatch's draws on the backend check it.
+Status check_backend_draw(const LlamaModel& model, const cpu::TopKDraw& draw, const char* op);
+
 class Session {
  public:
   static Expected<std::unique_ptr<Session>> create(const LlamaModel& model, const SessionOptions& options);
@@ -86,8 +91,6 @@ class Session {
   Status step(int n, TokenPick pick = TokenPick::none, LlamaModel::TokenSource source = LlamaModel::TokenSource::ids);
   Expected<TokenId> feed_and_pick(TokenId id, TokenPick pick, const cpu::TopKDraw* draw);
   Status check_room(std::span<const TokenId> ids) const;
-  // A draw the backend can make: temperature > 0, u in [0, 1), its top_k (can_sample_top_k).
-  Status check_draw(const cpu::TopKDraw& draw, const char* op) const;
 
   std::vector<int32_t> positions_;  // host staging [n_batch]
   bool graph_failed_ = false;       // capture did not work: run eagerly from then on
