@@ -41,7 +41,7 @@ Expected<GenerateResult> generate(Session& session, const Tokenizer& tokenizer, 
   // gives; both queue each step before the host reads the token before it. On CUDA a token then
   // costs a 4-byte copy, not the logits.
   const SamplerParams& sp = options.sampler;
-  const bool no_penalty = (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) && !session.logits_all();
+  const bool no_penalty = !applies_repeat_penalty(sp) && !session.logits_all();
   const bool backend_greedy = no_penalty && sp.temperature == 0.0f;
   const bool backend_draws = no_penalty && sp.temperature > 0.0f &&
                              session.model().backend().can_sample_top_k(sp.top_k, session.model().config().n_vocab);

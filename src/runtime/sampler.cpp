@@ -34,7 +34,7 @@ TokenId Sampler::sample(std::span<const float> logits, std::span<const TokenId> 
   for (int i = 0; i < n_vocab; ++i) candidates_[static_cast<size_t>(i)] = {i, logits[static_cast<size_t>(i)]};
 
   // Repetition penalty as in CTRL / llama.cpp: divide positive logits, multiply negative ones.
-  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n > 0) {
+  if (applies_repeat_penalty(params_)) {
     const size_t n_recent = std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
     for (size_t i = history.size() - n_recent; i < history.size(); ++i) {
       const TokenId id = history[i];

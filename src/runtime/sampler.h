@@ -27,6 +27,11 @@ struct SamplerParams {
 
 Status validate(const SamplerParams& p);  // names the first out-of-range parameter
 
+// Whether the repetition penalty changes anything (then the logits must come to the host).
+inline bool applies_repeat_penalty(const SamplerParams& p) {
+  return p.repeat_penalty != 1.0f && p.repeat_last_n > 0;
+}
+
 // The draw parameters of p (temperature > 0) with the uniform number u.
 cpu::TopKDraw top_k_draw(const SamplerParams& p, double u);
 
