@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <random>
 #include <span>
 
 #include "runtime/sampler.h"
@@ -134,11 +133,6 @@ Expected<CompletionOutcome> BatchEngine::complete(const Admission& /*admission*/
     std::lock_guard lock(mutex_);
     if (stopping_) return unsupported("the server is stopping");
     job = std::make_shared<Job>(request, prompt, tokenizer_, next_job_number_++);
-    if (!request.seeded) {
-      SamplerParams p = request.sampler;
-      p.seed = std::random_device{}();
-      job->sampler = Sampler(p);
-    }
     waiting_.push_back(job);
   }
   work_.notify_one();
@@ -280,7 +274,7 @@ Status BatchEngine::decode_step() {
     ++n_generating;
     const SamplerParams& p = s.job->request.sampler;
     const bool greedy = p.temperature == 0.0f;
-    const bool penalty = p.repeat_penalty != 1.0f && p.repeat_last_n != 0;
+    const bool penalty = applies_repeat_penalty(p);
     all_greedy = all_greedy && greedy && !penalty;
     backend_draws = backend_draws && !penalty &&
                     (greedy || model_.backend().can_sample_top_k(p.top_k, model_.config().n_vocab));

@@ -31,7 +31,7 @@ struct CompletionRequest {
   std::optional<int> max_tokens;
   // The server's defaults (`bitlight serve --temp ...`) with the request's fields over them.
   SamplerParams sampler;
-  bool seeded = false;            // the request gave "seed"; otherwise the server draws one
+  bool seeded = false;            // the request gave "seed" (else the HTTP layer picks one)
   std::vector<std::string> stop;  // up to kMaxStopStrings, none empty
   bool stream = false;
   // llama.cpp's field: false computes the whole prompt again instead of reusing the common

@@ -68,7 +68,8 @@ class Engine {
   // max_waiting requests wait already (counted as refused).
   virtual std::optional<Admission> admit() = 0;
 
-  // Generates for `prompt` (from prompt_tokens) within `admission`. on_text gets the text in
+  // Generates for `prompt` (from prompt_tokens) within `admission`, drawing with
+  // request.sampler.seed (the HTTP layer gives a request without one a seed). on_text gets the text in
   // pieces, on the calling thread, as it is generated (stop strings cut out) and returns false
   // to stop (the client left). An error during the generation (a backend failure) leaves the
   // engine's caches empty, not half-fed.

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <memory>
+#include <random>
 #include <thread>
 
 #include "server/completion_response.h"
@@ -63,9 +64,10 @@ void Api::completions(const httplib::Request& req, httplib::Response& res, Endpo
   Expected<CompletionRequest> request =
       parse_completion_request(req.body, endpoint, options_.sampling_defaults);
   if (!request.ok()) return send_error(res, request.status());
-  if (!request->seeded && options_.default_seed) {
-    request->sampler.seed = *options_.default_seed;
-    request->seeded = true;
+  // A request without a seed takes `serve -s`'s, else one of its own: the engines draw with
+  // request.sampler.seed as it is.
+  if (!request->seeded) {
+    request->sampler.seed = options_.default_seed ? *options_.default_seed : std::random_device{}();
   }
   Expected<std::vector<TokenId>> prompt = engine_.prompt_tokens(*request);
   if (!prompt.ok()) return send_error(res, prompt.status());

@@ -1,7 +1,6 @@
 #include "server/session_engine.h"
 
 #include <chrono>
-#include <random>
 #include <span>
 
 #include "runtime/generator.h"
@@ -42,8 +41,6 @@ Expected<CompletionOutcome> SessionEngine::complete(const Admission& /*turn*/,
   session_->truncate(static_cast<int>(reuse));
   cached_.resize(reuse);
 
-  SamplerParams sampler = request.sampler;
-  if (!request.seeded) sampler.seed = std::random_device{}();
   StopMatcher stops(request.stop);
   bool client_gone = false;
   auto on_token = [&](TokenId, const std::string& piece) {
@@ -57,7 +54,7 @@ Expected<CompletionOutcome> SessionEngine::complete(const Admission& /*turn*/,
   const std::span<const TokenId> all(prompt);
   Expected<GenerateResult> result = generate(
       *session_, tokenizer_, all.subspan(reuse),
-      {.n_predict = request.max_tokens.value_or(-1), .sampler = sampler, .context = all.first(reuse)},
+      {.n_predict = request.max_tokens.value_or(-1), .sampler = request.sampler, .context = all.first(reuse)},
       on_token);
   if (!result.ok()) {
     // The cache may hold part of this prompt: start the next request from nothing.
