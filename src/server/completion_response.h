@@ -43,5 +43,9 @@ inline constexpr const char* kStreamDone = "data: [DONE]\n\n";
 int http_status_of(const Status& status);
 // {"error": {"message", "type", "param": null, "code"}}
 nlohmann::json error_body(int http_status, const std::string& message);
+// The same for a Status, at http_status_of(status).
+inline nlohmann::json error_body(const Status& status) {
+  return error_body(http_status_of(status), status.message());
+}
 
 }  // namespace bl::server

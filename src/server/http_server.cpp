@@ -25,8 +25,7 @@ void send_json(httplib::Response& res, int status, const json& body) {
 }
 
 void send_error(httplib::Response& res, const Status& status) {
-  const int http_status = http_status_of(status);
-  send_json(res, http_status, error_body(http_status, status.message()));
+  send_json(res, http_status_of(status), error_body(status));
 }
 
 // The routes and what they share; one instance lives as long as the server.
@@ -124,8 +123,7 @@ void Api::stream(httplib::Response& res, CompletionRequest request, std::vector<
         });
     s->turn.reset();
     if (!outcome.ok()) {
-      const int http_status = http_status_of(outcome.status());
-      send(server_sent_event(error_body(http_status, outcome.status().message())));
+      send(server_sent_event(error_body(outcome.status())));
     } else {
       send(server_sent_event(stream_chunk(s->header, "", outcome->finish_reason)));
       if (s->request.stream_include_usage) {
