@@ -40,6 +40,9 @@ struct AttentionParams {
   int n_head_kv = 0;  // key/value heads; n_head % n_head_kv == 0 (GQA)
   int head_dim = 0;
   float scale = 1.0f; // usually 1/sqrt(head_dim)
+  // Sliding-window attention (Gemma 3's local layers): > 0 lets the token at position p see
+  // only slots [p - window + 1, p] (clipped at 0); 0 = every slot up to p.
+  int window = 0;
   // A hint for one token of one sequence: the op right after this attention is
   // fused_matmul(*out_matmul_next, out as [n_head * head_dim, 1], x, {.accumulate = ...}) (the
   // output projection) and nothing else reads out. A backend may then leave out unwritten and
@@ -156,7 +159,8 @@ class Backend {
 
   // out[d, n] = rows ids[i] of table [d, n_vocab] (any weight format), dequantized.
   virtual void get_rows(const Tensor& table, const Tensor& ids, Tensor& out) = 0;
-  // out = x / rms(x) * weight, per token; x [d, n], weight [d] F32.
+  // out = x / rms(x) * weight, per token (per row of ne[0] floats); x [d, n], weight [d] F32;
+  // out may be x.
   virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
   // out[rows, n] = W[cols, rows] · x[cols, n] (+ bias[rows] F32 when bias is non-null).
   virtual void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias = nullptr) = 0;
@@ -164,6 +168,11 @@ class Backend {
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // out = silu(gate) * up, same shapes.
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // out = gelu(gate) * up, same shapes, with GELU's tanh approximation (Gemma's
+  // gelu_pytorch_tanh): gelu(g) = g / 2 * (1 + tanh(sqrt(2 / pi) * (g + 0.044715 g^3))).
+  virtual void gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // out = x * factor, same shapes (Gemma's embedding scale).
+  virtual void scale(const Tensor& x, float factor, Tensor& out) = 0;
   // Rotates x [head_dim, n_heads, n] in place; positions I32 [n].
   virtual void rope(Tensor& x, const Tensor& positions, const RopeParams& p) = 0;
   // Stores k, v [head_dim, n_head_kv, n] into caches [head_dim, n_head_kv, n_ctx] at
@@ -171,7 +180,7 @@ class Backend {
   virtual void kv_store(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                         const Tensor& positions) = 0;
   // Causal attention of q [head_dim, n_head, n] over the caches: token i sees cache slots
-  // [0, positions[i]]. out [head_dim, n_head, n].
+  // [0, positions[i]] (with p.window, only the last p.window of them). out [head_dim, n_head, n].
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                          const Tensor& positions, const AttentionParams& p, Tensor& out) = 0;
 

@@ -10,6 +10,32 @@ namespace {
 
 bool is_llama_family(const std::string& arch) { return arch == "llama" || arch == "qwen2" || arch == "mistral"; }
 
+// Gemma 3's layer pattern and local rope base are not in its GGUF metadata: llama.cpp and HF
+// transformers (Gemma3TextConfig: sliding_window_pattern 6, rope_local_base_freq 10000) fix them
+// for every Gemma 3 size.
+constexpr int kGemma3SlidingWindowPattern = 6;
+constexpr float kGemma3RopeBaseLocal = 10000.0f;
+// Gemma 3 27B scales q·k by 1 / sqrt(n_embd / n_head) (query_pre_attn_scalar 168) instead of
+// 1 / sqrt(head_dim); llama.cpp tells it by its layer count, as here.
+constexpr int kGemma3_27bLayers = 62;
+
+// The Gemma 3 parts of c, whose Llama-family parts are read already.
+Status read_gemma3_parts(const ModelFile& file, const std::string& p, LlamaConfig& c) {
+  c.ffn_activation = FfnActivation::gelu_tanh;
+  c.embd_scale = std::sqrt(static_cast<float>(c.n_embd));
+  c.qk_norm = true;
+  c.post_norms = true;
+  c.rope_neox = true;
+  int64_t v;
+  BL_ASSIGN_OR_RETURN(v, file.get_int(p + "attention.sliding_window"));
+  if (v <= 0 || v > (1 << 24)) return invalid_file("attention.sliding_window = " + std::to_string(v) + " is out of range");
+  c.sliding_window = static_cast<int>(v);
+  c.sliding_window_pattern = kGemma3SlidingWindowPattern;
+  c.rope_freq_base_local = kGemma3RopeBaseLocal;
+  if (c.n_layer == kGemma3_27bLayers) c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.n_embd / c.n_head));
+  return Status::Ok();
+}
+
 Status check_positive(const char* what, int64_t v, int64_t max) {
   if (v <= 0 || v > max)
     return invalid_file(std::string(what) + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
@@ -41,8 +67,8 @@ std::vector<float> llama3_rope_factors(int n_dims, float freq_base, float factor
 Expected<LlamaConfig> read_llama_config(const ModelFile& file) {
   LlamaConfig c;
   BL_ASSIGN_OR_RETURN(c.arch, file.get_string("general.architecture"));
-  if (!is_llama_family(c.arch))
-    return unsupported("architecture '" + c.arch + "' is not supported (supported: llama, mistral, qwen2)");
+  if (!is_llama_family(c.arch) && c.arch != "gemma3")
+    return unsupported("architecture '" + c.arch + "' is not supported (supported: llama, mistral, qwen2, gemma3)");
   const std::string p = c.arch + ".";
   constexpr int64_t kMaxDim = 1 << 20;
 
@@ -110,6 +136,8 @@ Expected<LlamaConfig> read_llama_config(const ModelFile& file) {
   BL_ASSIGN_OR_RETURN(neox_flag, file.get_bool_or("bitlight.rope.neox", false));
   c.rope_neox = c.arch == "qwen2" || neox_flag;
   c.qkv_bias = c.arch == "qwen2";
+  c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  if (c.arch == "gemma3") BL_RETURN_IF_ERROR(read_gemma3_parts(file, p, c));
 
   // Vocabulary size: the key if present, else the tokenizer's token list.
   if (file.has(p + "vocab_size")) {

@@ -1,6 +1,6 @@
-// Hyper-parameters of the Llama family (Llama 2/3, Mistral, Qwen2, SmolLM2), read from model
-// metadata in GGUF key conventions. Nothing is guessed from tensor sizes: a missing required
-// key is an error naming it.
+// Hyper-parameters of the Llama family (Llama 2/3, Mistral, Qwen2, SmolLM2) and of Gemma 3,
+// read from model metadata in GGUF key conventions. Nothing is guessed from tensor sizes: a
+// missing required key is an error naming it.
 #pragma once
 
 #include <string>
@@ -12,8 +12,12 @@ namespace bl {
 
 class ModelFile;
 
+// The gate's activation in the feed-forward block: SwiGLU (Llama) or GeGLU with GELU's tanh
+// approximation (Gemma).
+enum class FfnActivation { silu, gelu_tanh };
+
 struct LlamaConfig {
-  std::string arch;  // general.architecture: "llama" (incl. Mistral, SmolLM2) or "qwen2"
+  std::string arch;  // general.architecture: "llama" (incl. Mistral, SmolLM2), "qwen2" or "gemma3"
   int n_layer = 0;
   int n_embd = 0;     // model width d
   int n_ff = 0;       // feed-forward width
@@ -30,9 +34,26 @@ struct LlamaConfig {
   // Llama 3 frequency divisors, one per rotated pair (empty when the model has none).
   std::vector<float> rope_freq_factors;
   bool qkv_bias = false;   // Qwen2
+  float attn_scale = 0;    // multiplies q·k: 1 / sqrt(head_dim), Gemma 3 27B excepted
+
+  // Gemma 3 (everything off for the Llama family): a GeGLU feed-forward, an RMSNorm of each q
+  // and k head before the rope (attn_q_norm / attn_k_norm), an RMSNorm of the attention's and
+  // the feed-forward's outputs before they join the residual stream (post_attention_norm /
+  // post_ffw_norm), embeddings scaled by sqrt(n_embd), and sliding-window attention with a rope
+  // base of its own on every layer but each sliding_window_pattern-th (5 local, 1 global).
+  FfnActivation ffn_activation = FfnActivation::silu;
+  float embd_scale = 1.0f;
+  bool qk_norm = false;
+  bool post_norms = false;
+  int sliding_window = 0;          // slots a local layer's token sees; 0 = no local layers
+  int sliding_window_pattern = 0;  // layer il is global when (il + 1) % pattern == 0
+  float rope_freq_base_local = 10000.0f;  // local layers' rope base (no scaling there)
 
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }
+  bool is_local_layer(int il) const {
+    return sliding_window > 0 && sliding_window_pattern > 0 && (il + 1) % sliding_window_pattern != 0;
+  }
 };
 
 Expected<LlamaConfig> read_llama_config(const ModelFile& file);

@@ -7,6 +7,8 @@
 #include "core/aligned_buffer.h"
 #include "io/model_file.h"
 #include "kernels/cpu/top_k_draw.h"
+#include "model/forward_views.h"
+#include "model/gemma3_layer.h"
 #include "quant/quant.h"
 
 namespace bl {
@@ -20,38 +22,12 @@ std::string ne_string(const std::vector<int64_t>& ne) {
   return s + "]";
 }
 
-// A view of an activation buffer [.., max_tokens] with shape ne; tokens are the outermost dim,
-// so the first n tokens of the buffer are its first bytes.
-Tensor view(const Tensor& t, std::array<int64_t, 4> ne) {
-  Tensor v = t;
-  v.ne = ne;
-  return v;
-}
-
 // Rows [r0, r0 + rows) of a weight: contiguous in the file's layout, and in the backends'
 // repacked layouts when r0 and rows are multiples of 16 (what LlamaModel fuses).
 Tensor row_range(const Tensor& w, int64_t r0, int64_t rows) {
   Tensor v = w;
   v.data = static_cast<char*>(w.data) + static_cast<size_t>(r0) * w.row_size();
   v.ne = {w.ne[0], rows, 1, 1};
-  return v;
-}
-
-// A view of ne starting `floats` floats into an activation buffer.
-Tensor view_at(const Tensor& t, int64_t floats, std::array<int64_t, 4> ne) {
-  Tensor v = t;
-  v.data = static_cast<float*>(t.data) + floats;
-  v.ne = ne;
-  return v;
-}
-
-// Slots [q * n_ctx, (q + 1) * n_ctx) of a cache [head_dim, n_head_kv, n_seq * n_ctx]: the
-// cache of sequence q.
-Tensor sequence_slots(const Tensor& cache, int q, int n_ctx) {
-  Tensor v = cache;
-  const size_t slot_bytes = cache.row_size() * static_cast<size_t>(cache.ne[1]);
-  v.data = static_cast<char*>(cache.data) + slot_bytes * static_cast<size_t>(n_ctx) * static_cast<size_t>(q);
-  v.ne = {cache.ne[0], cache.ne[1], n_ctx, 1};
   return v;
 }
 
@@ -231,6 +207,14 @@ Expected<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelFile& file, Ba
       BL_ASSIGN_OR_RETURN(l.w_up, w.matrix(layer_name(il, "ffn_up.weight"), c.n_embd, c.n_ff));
     }
     BL_ASSIGN_OR_RETURN(l.w_down, w.matrix(layer_name(il, "ffn_down.weight"), c.n_ff, c.n_embd));
+    if (c.qk_norm) {
+      BL_ASSIGN_OR_RETURN(l.attn_q_norm, w.vector(layer_name(il, "attn_q_norm.weight"), c.head_dim));
+      BL_ASSIGN_OR_RETURN(l.attn_k_norm, w.vector(layer_name(il, "attn_k_norm.weight"), c.head_dim));
+    }
+    if (c.post_norms) {
+      BL_ASSIGN_OR_RETURN(l.post_attention_norm, w.vector(layer_name(il, "post_attention_norm.weight"), c.n_embd));
+      BL_ASSIGN_OR_RETURN(l.post_ffw_norm, w.vector(layer_name(il, "post_ffw_norm.weight"), c.n_embd));
+    }
   }
 
   // Llama 3 frequency factors: the GGUF tensor wins over the metadata-derived ones.
@@ -247,6 +231,7 @@ Expected<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelFile& file, Ba
   model->weight_bytes_ = w.uploaded_bytes();
   model->rope_ = RopeParams{c.rope_dims, c.rope_freq_base, c.rope_freq_scale, c.rope_neox,
                             model->config_.rope_freq_factors.empty() ? nullptr : model->config_.rope_freq_factors.data()};
+  model->rope_local_ = RopeParams{c.rope_dims, c.rope_freq_base_local, 1.0f, c.rope_neox, nullptr};
   return model;
 }
 
@@ -271,6 +256,9 @@ Expected<LlamaForwardState> LlamaModel::plan(int n_ctx, int max_tokens, bool log
   BL_ASSIGN_OR_RETURN(s.qkv, backend_.alloc(DType::F32, {c.q_dim() + 2 * c.kv_dim(), t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.attn, backend_.alloc(DType::F32, {c.q_dim(), t, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.gate_up, backend_.alloc(DType::F32, {2 * c.n_ff, t, 1, 1}));
+  if (c.post_norms) {
+    BL_ASSIGN_OR_RETURN(s.sublayer_out, backend_.alloc(DType::F32, {c.n_embd, t, 1, 1}));
+  }
   BL_ASSIGN_OR_RETURN(s.logits, backend_.alloc(DType::F32, {c.n_vocab, logits_all || n_seq > 1 ? t : 1, 1, 1}));
   BL_ASSIGN_OR_RETURN(s.sampled, backend_.alloc(DType::I32, {t, 1, 1, 1}));
   constexpr int64_t kDrawWords = sizeof(cpu::TopKDraw) / sizeof(int32_t);
@@ -300,20 +288,11 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq, T
   const LlamaConfig& c = config_;
   Backend& b = backend_;
   Tensor ids = view(source == TokenSource::picked ? s.sampled : s.ids, {n, 1, 1, 1});
-  Tensor pos = view(s.positions, {n, 1, 1, 1});
-  Tensor x = view(s.x, {c.n_embd, n, 1, 1});  // residual stream
-  // q, k, v, attn as matmul outputs [q_dim | kv_dim, n] and as heads [head_dim, n_heads, n]; q, k
-  // and v follow each other in s.qkv, so for one token they are the fused matmul's output.
-  const int64_t k_at = c.q_dim() * n, v_at = (c.q_dim() + c.kv_dim()) * n;
-  Tensor q = view(s.qkv, {c.q_dim(), n, 1, 1}), q_heads = view(s.qkv, {c.head_dim, c.n_head, n, 1});
-  Tensor k = view_at(s.qkv, k_at, {c.kv_dim(), n, 1, 1}), k_heads = view_at(s.qkv, k_at, {c.head_dim, c.n_head_kv, n, 1});
-  Tensor v = view_at(s.qkv, v_at, {c.kv_dim(), n, 1, 1}), v_heads = view_at(s.qkv, v_at, {c.head_dim, c.n_head_kv, n, 1});
-  Tensor qkv = view(s.qkv, {c.q_dim() + 2 * c.kv_dim(), 1, 1, 1});  // one token
-  Tensor attn = view(s.attn, {c.q_dim(), n, 1, 1}), attn_heads = view(s.attn, {c.head_dim, c.n_head, n, 1});
-  Tensor gate = view(s.gate_up, {c.n_ff, n, 1, 1});
-  Tensor up = view_at(s.gate_up, c.n_ff * n, {c.n_ff, n, 1, 1});
-  Tensor gate_up = view(s.gate_up, {2 * c.n_ff, 1, 1, 1});  // one token
-  const AttentionParams attn_params{c.n_head, c.n_head_kv, c.head_dim, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  ForwardViews f = forward_views(s, c, n);
+  Tensor &pos = f.pos, &x = f.x, &q = f.q, &k = f.k, &v = f.v, &qkv = f.qkv, &attn = f.attn, &up = f.up;
+  Tensor &q_heads = f.q_heads, &k_heads = f.k_heads, &v_heads = f.v_heads, &attn_heads = f.attn_heads;
+  Tensor &gate = f.gate, &gate_up = f.gate_up;
+  const AttentionParams attn_params{.n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = c.head_dim, .scale = c.attn_scale};
   // Each sub-block is: normed input -> matmul(s) -> ... -> matmul added to x. The norms, the
   // residual adds and SwiGLU ride along with the matmuls (Backend::fused_matmul).
   auto normed = [&](const Tensor& weight) { return MatmulFusion{.norm = &weight, .eps = c.rms_eps, .scratch = &s.scratch}; };
@@ -321,8 +300,13 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq, T
   const MatmulFusion swiglu_add_to_x{.up = &up, .accumulate = true, .scratch = &s.scratch};
 
   b.get_rows(token_embd_, ids, x);
+  if (c.embd_scale != 1.0f) b.scale(x, c.embd_scale, x);
   for (int il = 0; il < c.n_layer; ++il) {
     const LlamaLayerWeights& l = layers_[static_cast<size_t>(il)];
+    if (c.arch == "gemma3") {
+      gemma3_layer(b, c, l, c.is_local_layer(il) ? rope_local_ : rope_, il, seq, s, f);
+      continue;
+    }
     // Attention: q,k,v = norm(x)·W (+b); rope; cache; attn; x += attn·Wo
     const MatmulFusion attn_norm = normed(l.attn_norm);
     if (n == 1 && l.wqkv.data) {

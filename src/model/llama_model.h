@@ -1,5 +1,7 @@
 // The Llama-family transformer (Llama 2/3, Mistral, Qwen2, SmolLM2) as a sequence of Backend
-// ops. Pre-norm blocks: x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x)); GQA; rope.
+// ops. Pre-norm blocks: x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x)); GQA; rope. Gemma 3 is
+// the same skeleton with its parts switched on by LlamaConfig (q/k norms, post-norms, GeGLU,
+// sliding-window layers; model/gemma3_layer.h).
 //
 // The model owns the weights (uploaded to the backend once); a ForwardState owns everything a
 // session needs per step (KV cache, activations), allocated once by plan(), so forward()
@@ -25,6 +27,9 @@ struct LlamaLayerWeights {
   Tensor bq, bk, bv;         // [q_dim], [kv_dim], [kv_dim] f32 (Qwen2 only; data null otherwise)
   Tensor ffn_norm;           // [d] f32
   Tensor w_gate, w_up, w_down;  // [d, n_ff], [d, n_ff], [n_ff, d]
+  // Gemma 3 only (data null otherwise): RMSNorm weights of each q / k head [head_dim] and of
+  // the attention's / feed-forward's output [d].
+  Tensor attn_q_norm, attn_k_norm, post_attention_norm, post_ffw_norm;
   // When the backend copies weights (Backend::copies_weights) and the parts share a format:
   // Q, K, V uploaded as one matrix [d, q_dim + 2 kv_dim] (wq, wk, wv are row ranges of it) and
   // gate, up as one [d, 2 n_ff]; a decode step runs one matmul for each. Data null otherwise.
@@ -47,6 +52,7 @@ struct LlamaForwardState {
   Tensor qkv;                     // [q_dim + 2 kv_dim, max_tokens]
   Tensor attn;                    // [q_dim, max_tokens]
   Tensor gate_up;                 // [2 n_ff, max_tokens]
+  Tensor sublayer_out;            // [d, max_tokens]: a sub-block's output before its post-norm (Gemma 3 only)
   Tensor logits;                  // [n_vocab, max_tokens] (or [n_vocab, 1] when logits_all is off and n_seq is 1)
   Tensor sampled;                 // I32 [max_tokens]: the token picked from each row of logits
   Tensor draws;                   // [max_tokens] cpu::TopKDraw (24 bytes each), as I32 [6 max_tokens]
@@ -110,6 +116,7 @@ class LlamaModel {
   Tensor output_;       // [d, n_vocab]; = token_embd_ when tied
   std::vector<LlamaLayerWeights> layers_;
   RopeParams rope_;
+  RopeParams rope_local_;  // Gemma 3's local (sliding-window) layers
   std::vector<AlignedBuffer> converted_;  // f32 copies of non-f32 norms/biases (host)
   size_t weight_bytes_ = 0;
   DType file_weight_type_ = DType::F32;

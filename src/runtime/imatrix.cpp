@@ -53,6 +53,8 @@ class ImatrixRecorder final : public Backend {
   }
   void add(const Tensor& a, const Tensor& b, Tensor& out) override { inner_.add(a, b, out); }
   void silu_mul(const Tensor& g, const Tensor& u, Tensor& out) override { inner_.silu_mul(g, u, out); }
+  void gelu_mul(const Tensor& g, const Tensor& u, Tensor& out) override { inner_.gelu_mul(g, u, out); }
+  void scale(const Tensor& x, float factor, Tensor& out) override { inner_.scale(x, factor, out); }
   void rope(Tensor& x, const Tensor& pos, const RopeParams& p) override { inner_.rope(x, pos, p); }
   void kv_store(const Tensor& k, const Tensor& v, Tensor& kc, Tensor& vc, const Tensor& pos) override {
     inner_.kv_store(k, v, kc, vc, pos);

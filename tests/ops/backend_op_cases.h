@@ -71,6 +71,10 @@ struct Tolerances {
   double rms_norm = 2e-5;
   double rope = 1e-5;
   double silu_mul = 1e-5;
+  // exp(a) carries a's float rounding as a relative error, and a = -2 sqrt(2 / pi) (g + 0.044715
+  // g^3) reaches ~50 at the cases' g = -8 (ulp 3.8e-6); a lone tiny value (d = 1) shows it whole.
+  double gelu_mul = 3e-5;
+  double scale = 0.0;
   double attention = 1e-4;
   double attention_prompt = 1e-4;  // attention of more than 16 tokens at once
   double matmul_float = 1e-5;
@@ -104,9 +108,12 @@ class OpCases {
     add();
     rms_norm();
     silu_mul();
+    gelu_mul();
+    scale();
     rope();
     kv_store();
     attention();
+    windowed_attention();
     get_rows();
     matmul();
     fused_matmul();
@@ -136,17 +143,19 @@ class OpCases {
   }
 
   void rms_norm() {
-    for (int64_t d : {1, 7, 32, 64, 96, 33, 577, 4099})
-      for (int64_t n : {1, 3, 17}) {
-        begin_case();
-        SCOPED_TRACE("rms_norm d=" + std::to_string(d) + " n=" + std::to_string(n));
-        auto x = random(d * n, 3.0f), w = random(d, 1.0f);
-        Pair tx = input(DType::F32, {d, n, 1, 1}, x), tw = input(DType::F32, {d, 1, 1, 1}, w);
-        Pair out = output(DType::F32, {d, n, 1, 1});
-        test_.rms_norm(tx.test, tw.test, 1e-5f, out.test);
-        ref_->rms_norm(tx.ref, tw.ref, 1e-5f, out.ref);
-        compare(out, tol_.rms_norm);
-      }
+    for (int64_t d : {1, 7, 32, 64, 96, 33, 577, 4099, 256})
+      for (int64_t n : {1, 3, 17, 36})  // 36 at d 256: q of 4 heads x 9 tokens normed per head (Gemma 3)
+        for (bool in_place : {false, true}) {  // in place: out is x
+          if ((n == 36) != (d == 256)) continue;
+          begin_case();
+          SCOPED_TRACE("rms_norm d=" + std::to_string(d) + " n=" + std::to_string(n) + " in_place=" + std::to_string(in_place));
+          auto x = random(d * n, 3.0f), w = random(d, 1.0f);
+          Pair tx = input(DType::F32, {d, n, 1, 1}, x), tw = input(DType::F32, {d, 1, 1, 1}, w);
+          Pair out = in_place ? tx : output(DType::F32, {d, n, 1, 1});
+          test_.rms_norm(tx.test, tw.test, 1e-5f, out.test);
+          ref_->rms_norm(tx.ref, tw.ref, 1e-5f, out.ref);
+          compare(out, tol_.rms_norm);
+        }
   }
 
   void silu_mul() {
@@ -162,6 +171,37 @@ class OpCases {
           test_.silu_mul(tg.test, tu.test, out.test);
           ref_->silu_mul(tg.ref, tu.ref, out.ref);
           compare(out, tol_.silu_mul);
+        }
+  }
+
+  void gelu_mul() {
+    for (int64_t d : {1, 7, 32, 64, 96, 33, 577, 4099})
+      for (int64_t n : {1, 3, 17})
+        for (bool in_place : {false, true}) {  // in place: out is gate
+          begin_case();
+          SCOPED_TRACE("gelu_mul d=" + std::to_string(d) + " n=" + std::to_string(n) + " in_place=" + std::to_string(in_place));
+          // Gate values up to ±8 reach both tails of the tanh (gelu(-8) ~ -1e-14 * 8).
+          auto g = random(d * n, 8.0f), u = random(d * n, 2.0f);
+          Pair tg = input(DType::F32, {d, n, 1, 1}, g), tu = input(DType::F32, {d, n, 1, 1}, u);
+          Pair out = in_place ? tg : output(DType::F32, {d, n, 1, 1});
+          test_.gelu_mul(tg.test, tu.test, out.test);
+          ref_->gelu_mul(tg.ref, tu.ref, out.ref);
+          compare(out, tol_.gelu_mul);
+        }
+  }
+
+  void scale() {
+    for (int64_t d : {1, 7, 640, 4099})
+      for (int64_t n : {1, 3, 17})
+        for (bool in_place : {false, true}) {  // in place: out is x
+          begin_case();
+          SCOPED_TRACE("scale d=" + std::to_string(d) + " n=" + std::to_string(n) + " in_place=" + std::to_string(in_place));
+          Pair tx = input(DType::F32, {d, n, 1, 1}, random(d * n, 3.0f));
+          Pair out = in_place ? tx : output(DType::F32, {d, n, 1, 1});
+          const float factor = 25.298221f;  // sqrt(640), Gemma 3 270M's embedding scale
+          test_.scale(tx.test, factor, out.test);
+          ref_->scale(tx.ref, factor, out.ref);
+          compare(out, tol_.scale);
         }
   }
 
@@ -275,6 +315,45 @@ class OpCases {
                      " head_dim=" + std::to_string(head_dim));
         run_attention_after_store(cache_type, head_dim, 8, 2, 600, 640);
       }
+  }
+
+  // Sliding-window attention (AttentionParams::window): windows shorter than, equal to and
+  // longer than the context, for one token (decode), a few and a prompt chunk (CUDA: its
+  // tensor-core prefill kernel at 64 / 128 dims, the split-KV one at 256), then through
+  // rope_kv_store_attention and each_sequence, which carry the window to the same kernels.
+  void windowed_attention() {
+    for (DType cache_type : {DType::F32, DType::F16})
+      for (int head_dim : {64, 128, 256})
+        for (int64_t n : {1, 3, 70})
+          for (int window : {1, 7, 100, 512, 1000}) {
+            const int64_t n_past = n == 70 ? 250 : 590, n_ctx = 640;
+            SCOPED_TRACE(std::string("windowed attention ") + std::string(dtype_name(cache_type)) + " head_dim=" +
+                         std::to_string(head_dim) + " n=" + std::to_string(n) + " window=" + std::to_string(window));
+            run_attention(cache_type, head_dim, 8, 2, n, n_past, n_ctx, 1.0f, window);
+          }
+    for (DType cache_type : {DType::F32, DType::F16})
+      for (int64_t head_dim : {128, 256})
+        for (int64_t n : {1, 70}) {
+          begin_case();
+          SCOPED_TRACE(std::string("windowed rope_kv_store_attention ") + std::string(dtype_name(cache_type)) +
+                       " head_dim=" + std::to_string(head_dim) + " n=" + std::to_string(n));
+          const int64_t n_ctx = 600, n_head = 4, n_head_kv = 1;  // Gemma 3 270M's heads
+          RopeParams rp;
+          rp.n_dims = static_cast<int>(head_dim);
+          rp.neox = true;
+          AttentionParams ap{.n_head = 4, .n_head_kv = 1, .head_dim = static_cast<int>(head_dim),
+                             .scale = 1.0f / std::sqrt(static_cast<float>(head_dim)), .window = 37};
+          auto [q, k, v, kc, vc] = rope_kv_inputs(cache_type, head_dim, n_head, n_head_kv, n, n_ctx);
+          std::vector<int32_t> pos(static_cast<size_t>(n));
+          for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(500 + i);
+          Pair tp = input_i32(pos);
+          Pair out = output(DType::F32, {head_dim, n_head, n, 1});
+          test_.rope_kv_store_attention(q.test, k.test, v.test, kc.test, vc.test, tp.test, rp, ap, out.test);
+          ref_->rope_kv_store_attention(q.ref, k.ref, v.ref, kc.ref, vc.ref, tp.ref, rp, ap, out.ref);
+          const double attention_tol = n > 16 ? tol_.attention_prompt : tol_.attention;
+          compare(out, cache_type == DType::F16 ? std::max(attention_tol, 1e-3) : attention_tol);
+        }
+    each_sequence(/*window=*/20);
   }
 
   void get_rows() {
@@ -581,7 +660,7 @@ class OpCases {
   // slot, one at 0); the caches start with random data everywhere, so a token that read or
   // wrote another sequence's region, or a slot past its position, changes the result. Tolerances
   // as rope_kv_store (q, k, k cache) and attention; the v cache is a copy (exact).
-  void each_sequence() {
+  void each_sequence(int window = 0) {
     for (DType cache_type : {DType::F32, DType::F16})
       for (int64_t head_dim : {64, 128, 80})
         for (int64_t n : {2, 3, 5, 8, 16})
@@ -589,7 +668,8 @@ class OpCases {
             const int64_t n_head = head_dim == 80 ? 9 : 8, n_head_kv = head_dim == 80 ? 3 : 2;
             begin_case();
             SCOPED_TRACE(std::string("each_sequence ") + std::string(dtype_name(cache_type)) + " head_dim=" +
-                         std::to_string(head_dim) + " n=" + std::to_string(n) + " seq_slots=" + std::to_string(seq_slots));
+                         std::to_string(head_dim) + " n=" + std::to_string(n) + " seq_slots=" + std::to_string(seq_slots) +
+                         " window=" + std::to_string(window));
             RopeParams rp;
             rp.n_dims = static_cast<int>(head_dim);
             rp.freq_base = 500000.0f;
@@ -599,6 +679,7 @@ class OpCases {
             ap.n_head_kv = static_cast<int>(n_head_kv);
             ap.head_dim = static_cast<int>(head_dim);
             ap.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+            ap.window = window;
             Pair q = input(DType::F32, {head_dim, n_head, n, 1}, random(head_dim * n_head * n, 2.0f));
             Pair k = input(DType::F32, {head_dim, n_head_kv, n, 1}, random(head_dim * n_head_kv * n, 2.0f));
             Pair v = input(DType::F32, {head_dim, n_head_kv, n, 1}, random(head_dim * n_head_kv * n, 2.0f));
@@ -749,7 +830,7 @@ class OpCases {
   }
 
   void run_attention(DType cache_type, int head_dim, int n_head, int n_head_kv, int64_t n, int64_t n_past,
-                     int64_t n_ctx, float q_scale) {
+                     int64_t n_ctx, float q_scale, int window = 0) {
     begin_case();
     Pair q = input(DType::F32, {head_dim, n_head, n, 1}, random(int64_t{head_dim} * n_head * n, q_scale));
     const std::array<int64_t, 4> cache_ne = {head_dim, n_head_kv, n_ctx, 1};
@@ -764,6 +845,7 @@ class OpCases {
     p.n_head_kv = n_head_kv;
     p.head_dim = head_dim;
     p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    p.window = window;
     test_.attention(q.test, kc.test, vc.test, tp.test, p, out.test);
     ref_->attention(q.ref, kc.ref, vc.ref, tp.ref, p, out.ref);
     compare(out, n > 16 ? tol_.attention_prompt : tol_.attention);

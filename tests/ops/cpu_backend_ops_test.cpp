@@ -33,9 +33,12 @@ struct CpuBackendOps : ::testing::Test {
 TEST_F(CpuBackendOps, Add) { cases.add(); }
 TEST_F(CpuBackendOps, RmsNorm) { cases.rms_norm(); }
 TEST_F(CpuBackendOps, SiluMul) { cases.silu_mul(); }
+TEST_F(CpuBackendOps, GeluMul) { cases.gelu_mul(); }
+TEST_F(CpuBackendOps, Scale) { cases.scale(); }
 TEST_F(CpuBackendOps, Rope) { cases.rope(); }
 TEST_F(CpuBackendOps, KvStore) { cases.kv_store(); }
 TEST_F(CpuBackendOps, Attention) { cases.attention(); }
+TEST_F(CpuBackendOps, WindowedAttention) { cases.windowed_attention(); }
 TEST_F(CpuBackendOps, GetRows) { cases.get_rows(); }
 TEST_F(CpuBackendOps, Matmul) { cases.matmul(); }
 TEST_F(CpuBackendOps, FusedMatmul) { cases.fused_matmul(); }
@@ -55,8 +58,10 @@ TEST(CpuBackendThreads, AttentionAndMatmulWithOtherThreadCounts) {
     auto backend = make_cpu_backend(threads);
     op_cases::OpCases cases(*backend, 99 + threads);
     cases.attention();
+    cases.windowed_attention();
     cases.rms_norm();
     cases.silu_mul();
+    cases.gelu_mul();
   }
 }
 
@@ -179,6 +184,35 @@ TEST(CpuKernels, SiluMulVariantsMatchScalarOverTheFullRange) {
       max_err = std::max(max_err, std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(std::fabs(want[i]), 1e-30f));
     }
     EXPECT_LE(max_err, 1e-6) << "a few ulp expected";
+  }
+}
+
+// The vector gelu (the same clamped exp, at -2 sqrt(2 / pi) (g + 0.044715 g^3)) against the
+// scalar one over the range a gate can take, tails included.
+TEST(CpuKernels, GeluMulVariantsMatchScalarOverTheFullRange) {
+  std::vector<float> gate, up;
+  for (float g = -200.0f; g <= 200.0f; g += 0.0371f) {
+    gate.push_back(g);
+    up.push_back(1.0f + 0.001f * g);
+  }
+  const int64_t n = static_cast<int64_t>(gate.size());
+  std::vector<float> want(gate.size()), got(gate.size());
+  cpu::gelu_mul_scalar(gate.data(), up.data(), want.data(), n);
+  using Fn = void (*)(const float*, const float*, float*, int64_t);
+  const std::pair<cpu::Isa, Fn> variants[] = {{cpu::Isa::avx2, cpu::gelu_mul_avx2}, {cpu::Isa::avx512, cpu::gelu_mul_avx512}};
+  for (auto [isa, fn] : variants) {
+    if (!cpu::isa_supported(isa)) continue;
+    SCOPED_TRACE(std::string(cpu::isa_name(isa)));
+    std::fill(got.begin(), got.end(), NAN);
+    fn(gate.data(), up.data(), got.data(), n);
+    double max_err = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(std::isfinite(got[i])) << "gate " << gate[i];
+      max_err = std::max(max_err, std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(std::fabs(want[i]), 1e-30f));
+    }
+    // exp(a) inherits a's rounding as a relative error: the vector code forms a with FMAs, the
+    // scalar one without, and near |a| = 88 one ulp of a is 7.6e-6. So two ulp of that.
+    EXPECT_LE(max_err, 1.6e-5) << "the exp argument's rounding expected";
   }
 }
 

@@ -250,6 +250,30 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   });
 }
 
+void CpuBackend::gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  const int64_t n = gate.elements();
+  assert(up.elements() == n && out.elements() == n);
+  const float* gp = gate.as<const float>();
+  const float* up_p = up.as<const float>();
+  float* op = out.as<float>();
+  // As silu_mul: an exp and a few FMAs an element.
+  parallel_range(pool_, (n + kElementPiece - 1) / kElementPiece, 4 * kElementPiece, [&](int64_t begin, int64_t end) {
+    const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
+    cpu::gelu_mul(gp + i0, up_p + i0, op + i0, i1 - i0);
+  });
+}
+
+void CpuBackend::scale(const Tensor& x, float factor, Tensor& out) {
+  const int64_t n = x.elements();
+  assert(out.elements() == n);
+  const float* xp = x.as<const float>();
+  float* op = out.as<float>();
+  parallel_range(pool_, (n + kElementPiece - 1) / kElementPiece, kElementPiece, [&](int64_t begin, int64_t end) {
+    const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
+    cpu::scale(xp + i0, factor, op + i0, i1 - i0);
+  });
+}
+
 void CpuBackend::rope(Tensor& x, const Tensor& positions, const RopeParams& p) {
   const int64_t head_dim = x.ne[0], n_heads = x.ne[1], n = x.ne[2];
   assert(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= head_dim && positions.elements() == n);
@@ -273,7 +297,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
                            const AttentionParams& p, Tensor& out) {
   assert(q.ne[0] == p.head_dim && q.ne[1] == p.n_head && out.elements() == q.elements());
   assert(k_cache.ne[0] == p.head_dim && k_cache.ne[1] == p.n_head_kv && positions.elements() == q.ne[2]);
-  const cpu::AttentionShape shape{p.n_head, p.n_head_kv, p.head_dim, p.scale};
+  const cpu::AttentionShape shape{p.n_head, p.n_head_kv, p.head_dim, p.scale, p.window};
   cpu::attention(q, k_cache, v_cache, positions.as<const int32_t>(), shape, out, pool_, attention_scratch_);
 }
 

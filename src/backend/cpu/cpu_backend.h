@@ -40,6 +40,8 @@ class CpuBackend final : public Backend {
   void fused_matmul(const Tensor& w, const Tensor& x, Tensor& out, const MatmulFusion& f, const Tensor* bias) override;
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void scale(const Tensor& x, float factor, Tensor& out) override;
   void argmax(const Tensor& logits, Tensor& ids) override;
   void rope(Tensor& x, const Tensor& positions, const RopeParams& p) override;
   void kv_store(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions) override;

@@ -328,6 +328,24 @@ class CudaBackendImpl final : public CudaBackend {
     check_launch(op);
   }
 
+  void gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    const char* op = "gelu_mul";
+    if (!on_device({&gate, &up, &out}, op) || !all_f32({&gate, &up, &out}, op) ||
+        !expect(gate.ne == up.ne && gate.ne == out.ne, op, "shapes differ: " + shape_string(gate) + ", " + shape_string(up)))
+      return;
+    cuda::launch_gelu_mul(gate.as<float>(), up.as<float>(), out.as<float>(), gate.elements(), stream_);
+    check_launch(op);
+  }
+
+  void scale(const Tensor& x, float factor, Tensor& out) override {
+    const char* op = "scale";
+    if (!on_device({&x, &out}, op) || !all_f32({&x, &out}, op) ||
+        !expect(x.ne == out.ne, op, "shapes differ: " + shape_string(x) + ", " + shape_string(out)))
+      return;
+    cuda::launch_scale(x.as<float>(), factor, out.as<float>(), x.elements(), stream_);
+    check_launch(op);
+  }
+
   void rope(Tensor& x, const Tensor& positions, const RopeParams& p) override {
     const char* op = "rope";
     const int64_t n = x.ne[2] * x.ne[3];
@@ -459,6 +477,7 @@ class CudaBackendImpl final : public CudaBackend {
     const bool f16 = k_cache.dtype == DType::F16;
     if (!attention_operands_ok(q, k_cache, v_cache, positions, p, out, op)) return;
     cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, k_cache.ne[2] * k_cache.ne[3], f16, 1};
+    al.window = p.window;
     if (prefill_attention_takes(q, k_cache, v_cache, out, al)) {
       cuda::launch_prefill_attention(q.as<float>(), k_cache.data, v_cache.data, positions.as<int32_t>(), al,
                                      out.as<float>(), stream_);
@@ -490,6 +509,7 @@ class CudaBackendImpl final : public CudaBackend {
                     std::to_string(seq_slots) + " slots"))
       return;
     cuda::AttentionLaunch al{p.n_head, p.n_head_kv, p.head_dim, p.scale, n, seq_slots, f16, 1, seq_slots};
+    al.window = p.window;
     launch_split_kv_attention(q, k_cache, v_cache, positions, p, al, out, op);
   }
 
@@ -761,6 +781,7 @@ class CudaBackendImpl final : public CudaBackend {
     const bool f16 = k_cache.dtype == DType::F16;
     cuda::AttentionLaunch al{attn.n_head, attn.n_head_kv, attn.head_dim, attn.scale, n, k_cache.ne[2] * k_cache.ne[3],
                              f16, 1};
+    al.window = attn.window;
     cuda::RopeLaunch rl = rope_launch(q, rope);
     if (rope_in_attention_ && prefill_attention_takes(q, k_cache, v_cache, out, al) && rope.n_dims == attn.head_dim &&
         q.ne[0] == attn.head_dim && cuda::rope_q_angles_apply(q.as<float>(), k.as<float>(), k_cache.data, rl)) {

@@ -1,8 +1,10 @@
 #include "backend/reference/reference_backend.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <numbers>
 #include <vector>
 
 #include "core/half.h"
@@ -98,6 +100,22 @@ void ReferenceBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& ou
   }
 }
 
+void ReferenceBackend::gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  const double sqrt_2_over_pi = std::sqrt(2.0 / std::numbers::pi);
+  for (int64_t i = 0; i < gate.elements(); ++i) {
+    const double g = gate.as<const float>()[i];
+    // g / 2 * (1 + tanh(u)) written as g / (1 + exp(-2u)): for g below ~ -5, 1 + tanh(u) cancels
+    // to nothing even in double (tanh(-24.6) = -1 + 8e-22 at g = -8).
+    const double u = sqrt_2_over_pi * (g + 0.044715 * g * g * g);
+    const double gelu = g / (1.0 + std::exp(-2.0 * u));
+    out.as<float>()[i] = static_cast<float>(gelu * up.as<const float>()[i]);
+  }
+}
+
+void ReferenceBackend::scale(const Tensor& x, float factor, Tensor& out) {
+  for (int64_t i = 0; i < x.elements(); ++i) out.as<float>()[i] = x.as<const float>()[i] * factor;
+}
+
 void ReferenceBackend::rope(Tensor& x, const Tensor& positions, const RopeParams& p) {
   const int64_t head_dim = x.ne[0], n_heads = x.ne[1], n = x.ne[2];
   const int half = p.n_dims / 2;
@@ -140,7 +158,10 @@ void ReferenceBackend::attention(const Tensor& q, const Tensor& k_cache, const T
   const int group = p.n_head / p.n_head_kv;
   std::vector<double> scores;
   for (int64_t t = 0; t < n; ++t) {
-    const int64_t n_keys = positions.as<const int32_t>()[t] + 1;
+    // Slots [first, pos]: all of them, or the last p.window.
+    const int64_t pos = positions.as<const int32_t>()[t];
+    const int64_t first = p.window > 0 ? std::max<int64_t>(0, pos - p.window + 1) : 0;
+    const int64_t n_keys = pos + 1 - first;
     scores.resize(static_cast<size_t>(n_keys));
     for (int h = 0; h < p.n_head; ++h) {
       const float* qv = q.as<const float>() + (t * p.n_head + h) * hd;
@@ -148,7 +169,8 @@ void ReferenceBackend::attention(const Tensor& q, const Tensor& k_cache, const T
       double max_score = -INFINITY;
       for (int64_t j = 0; j < n_keys; ++j) {
         double dot = 0;
-        for (int64_t i = 0; i < hd; ++i) dot += static_cast<double>(qv[i]) * load_cache(k_cache, j * kv_row + kv_head * hd + i);
+        for (int64_t i = 0; i < hd; ++i)
+          dot += static_cast<double>(qv[i]) * load_cache(k_cache, (first + j) * kv_row + kv_head * hd + i);
         scores[j] = dot * p.scale;
         max_score = std::max(max_score, scores[j]);
       }
@@ -157,7 +179,7 @@ void ReferenceBackend::attention(const Tensor& q, const Tensor& k_cache, const T
       float* o = out.as<float>() + (t * p.n_head + h) * hd;
       for (int64_t i = 0; i < hd; ++i) {
         double acc = 0;
-        for (int64_t j = 0; j < n_keys; ++j) acc += scores[j] * load_cache(v_cache, j * kv_row + kv_head * hd + i);
+        for (int64_t j = 0; j < n_keys; ++j) acc += scores[j] * load_cache(v_cache, (first + j) * kv_row + kv_head * hd + i);
         o[i] = static_cast<float>(acc / sum);
       }
     }

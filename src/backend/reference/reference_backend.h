@@ -30,6 +30,8 @@ class ReferenceBackend final : public Backend {
   void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias) override;
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void scale(const Tensor& x, float factor, Tensor& out) override;
   void rope(Tensor& x, const Tensor& positions, const RopeParams& p) override;
   void kv_store(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, const Tensor& positions) override;
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& positions,

@@ -85,6 +85,7 @@ struct Job {
   int64_t n_tokens = 0;
   int n_head = 0, n_head_kv = 0, group = 0, head_dim = 0;
   float scale = 1.0f;
+  int window = 0;
   int64_t chunks = 1;
   int64_t n_items = 0;
   int64_t state_floats = 0;  // one state: m[group], l[group], o[group * head_dim]
@@ -92,11 +93,16 @@ struct Job {
   std::atomic<int64_t> next{0};
 };
 
-int64_t n_keys(const Job& job, int64_t token) {
+// The slots token sees: [first_key, first_key + n_keys).
+int64_t end_key(const Job& job, int64_t token) {
   const int64_t pos = job.positions[token];
   if (pos < 0) return 0;
   return std::min<int64_t>(pos + 1, job.n_ctx);
 }
+int64_t first_key(const Job& job, int64_t token) {
+  return job.window > 0 ? std::max<int64_t>(0, end_key(job, token) - job.window) : 0;
+}
+int64_t n_keys(const Job& job, int64_t token) { return end_key(job, token) - first_key(job, token); }
 
 // Item order: tokens last to first (the causal spans shrink), then kv heads, then chunks.
 struct Item {
@@ -117,7 +123,7 @@ int64_t head_offset(const Job& job, int64_t token, int64_t kv_head) {
 
 void run_item(const Job& job, int64_t index, float* state) {
   const Item it = decode_item(job, index);
-  const int64_t keys = n_keys(job, it.token);
+  const int64_t first = first_key(job, it.token), keys = n_keys(job, it.token);
   const int g = job.group;
   AttentionSpan s;
   s.q = job.q + head_offset(job, it.token, it.kv_head);
@@ -125,8 +131,8 @@ void run_item(const Job& job, int64_t index, float* state) {
   s.v = job.v + static_cast<size_t>(it.kv_head * job.head_dim) * job.elem_bytes;
   s.f16 = job.f16;
   s.slot_stride = static_cast<int64_t>(job.head_dim) * job.n_head_kv;
-  s.begin = keys * it.chunk / job.chunks;
-  s.end = keys * (it.chunk + 1) / job.chunks;
+  s.begin = first + keys * it.chunk / job.chunks;
+  s.end = first + keys * (it.chunk + 1) / job.chunks;
   s.n_heads = g;
   s.head_dim = job.head_dim;
   s.scale = job.scale;
@@ -203,6 +209,7 @@ void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, co
   job.group = shape.n_head / shape.n_head_kv;
   job.head_dim = shape.head_dim;
   job.scale = shape.scale;
+  job.window = shape.window;
   job.state_floats = static_cast<int64_t>(job.group) * (2 + shape.head_dim);
 
   int64_t total_keys = 0, max_keys = 0;

@@ -15,10 +15,12 @@ struct AttentionShape {
   int n_head_kv = 0;  // kv heads; n_head % n_head_kv == 0
   int head_dim = 0;
   float scale = 1.0f; // multiplies q·k, usually 1/sqrt(head_dim)
+  int window = 0;     // > 0: the token at position p sees slots [p - window + 1, p] only
 };
 
 // out [head_dim, n_head, n] = softmax(scale · q kᵀ) v per head, for q [head_dim, n_head, n] F32
-// over caches [head_dim, n_head_kv, n_ctx] (F32 or F16): token i sees slots [0, positions[i]].
+// over caches [head_dim, n_head_kv, n_ctx] (F32 or F16): token i sees slots [0, positions[i]],
+// or with shape.window only the last `window` of them.
 // A position >= n_ctx is treated as n_ctx - 1, a negative one gives a zero output (callers
 // keep positions in range; this only keeps a bad one from reading outside the cache).
 //

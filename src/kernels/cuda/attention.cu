@@ -61,6 +61,7 @@ struct AttnParams {
   AttentionSums sums;
   float* clear;
   int64_t clear_floats;
+  int window;  // AttentionLaunch::window
 };
 
 // Asks L2 for the K and V rows of kv_head at slots [begin, stop) (from base_slot): issued
@@ -185,14 +186,16 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   // One sequence per token (seq_slots > 0): its cache region starts at slot t * seq_slots and
   // n_ctx is that region's size.
   const int64_t base_slot = p.seq_slots > 0 ? t * p.seq_slots : 0;
-  // The slots the token sees, [0, end), cut into n_splits equal ranges: by its position, not by
-  // the cache size, so every split has work at any context length (the decode graph is captured
-  // once and replayed at every position; cut by the capacity, a 4096-slot cache at 600 tokens of
-  // context left 28 of 33 splits idle and 5 with 125 slots each instead of 33 with ~19).
+  // The slots the token sees, [first, end) ([0, end) without a window), cut into n_splits equal
+  // ranges: by its position, not by the cache size, so every split has work at any context
+  // length (the decode graph is captured once and replayed at every position; cut by the
+  // capacity, a 4096-slot cache at 600 tokens of context left 28 of 33 splits idle and 5 with
+  // 125 slots each instead of 33 with ~19).
   const int64_t pos = p.positions[t];
   const int64_t end = pos < 0 ? 0 : min(pos + 1, p.n_ctx);
-  const int64_t per_split = (end + p.n_splits - 1) / p.n_splits;
-  const int64_t begin = min(end, split * per_split);
+  const int64_t first = p.window > 0 ? max(int64_t{0}, end - p.window) : 0;
+  const int64_t per_split = (end - first + p.n_splits - 1) / p.n_splits;
+  const int64_t begin = min(end, first + split * per_split);
   const int64_t stop = min(begin + per_split, end);
 
   // The slot of a lane's load j in the batch from b0: the block's warps take every 4th slot,
@@ -584,7 +587,7 @@ AttnParams attn_params(const float* q, const void* k_cache, const void* v_cache,
   AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
                 p.n_tokens, p.seq_slots > 0 ? p.seq_slots : p.n_ctx, n_splits, nullptr, nullptr, out, p.seq_slots,
                 nullptr, nullptr, RopeLaunch{}, p.kv_loads_early && (p.n_tokens == 1 || p.seq_slots > 0),
-                AttentionSums{}, nullptr, 0};
+                AttentionSums{}, nullptr, 0, p.window};
   if (n_splits > 1) {
     ap.partial_acc = workspace;
     ap.partial_ml = partial_ml_of(workspace, p, n_splits);

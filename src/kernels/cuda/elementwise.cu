@@ -68,6 +68,18 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, 
   if (i < n) out[i] = silu(gate[i]) * up[i];
 }
 
+__global__ void gelu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  pdl_start_next_early();
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n) out[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+__global__ void scale_kernel(const float* x, float factor, float* out, int64_t n) {
+  pdl_start();
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n) out[i] = x[i] * factor;
+}
+
 // One thread per rotated pair: i in [0, n_dims / 2) of head h of token t (angles in fp64,
 // rope.cuh; the op is tiny).
 __global__ void rope_kernel(float* x, const int32_t* positions, RopeLaunch p) {
@@ -282,6 +294,14 @@ void launch_add(const float* a, const float* b, float* out, int64_t n, cudaStrea
 
 void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
   if (n > 0) launch_pdl(silu_mul_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, stream, gate, up, out, n);
+}
+
+void launch_gelu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
+  if (n > 0) launch_pdl(gelu_mul_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, stream, gate, up, out, n);
+}
+
+void launch_scale(const float* x, float factor, float* out, int64_t n, cudaStream_t stream) {
+  if (n > 0) launch_pdl(scale_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, stream, x, factor, out, n);
 }
 
 void launch_rope(float* x, const int32_t* positions, const RopeLaunch& p, cudaStream_t stream) {

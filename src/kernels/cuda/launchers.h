@@ -343,6 +343,8 @@ void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, 
 // out = a + b and out = silu(gate) * up, n elements.
 void launch_add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream);
 void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+void launch_gelu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+void launch_scale(const float* x, float factor, float* out, int64_t n, cudaStream_t stream);
 
 struct RopeLaunch {
   int head_dim = 0;
@@ -395,6 +397,8 @@ struct AttentionLaunch {
   // began, so the decode kernel loads those K/V rows before waiting for it (pdl.cuh) and only the
   // own slot after. The caller vouches for it (CudaBackend tracks its cache writes).
   bool kv_loads_early = false;
+  // > 0: sliding-window attention, the token at position p sees slots [p - window + 1, p] only.
+  int window = 0;
 };
 constexpr int kAttentionMaxHeadDim = 256;
 constexpr int kAttentionMaxSplits = 64;  // the fixup kernel reads the splits' (max, sum) with one warp

@@ -72,6 +72,7 @@ struct PrefillParams {
   float scale_log2;  // softmax scale * log2(e): scores in base 2
   const float2* angles;  // [n_tokens, head_dim / 2] (cos, sin) to rotate q by, or null
   bool neox;             // rope pairs (i, i + head_dim / 2), else (2i, 2i + 1)
+  int window;            // > 0: a query sees only the last `window` slots up to its position
 };
 
 // The last slot query `token` may see: positions[token] clamped to the cache, -1 for none
@@ -80,6 +81,12 @@ __device__ __forceinline__ int last_slot(const PrefillParams& p, int64_t token) 
   if (token >= p.n_tokens) return -1;
   const int pos = p.positions[token];
   return pos < 0 ? -1 : static_cast<int>(min(static_cast<int64_t>(pos), p.n_ctx - 1));
+}
+
+// The first slot a query whose last slot is `last` may see: 0, or with a window the last
+// window slots' first.
+__device__ __forceinline__ int first_slot(const PrefillParams& p, int last) {
+  return p.window > 0 ? max(0, last - p.window + 1) : 0;
 }
 
 // This thread's q dims of one query row, as qv[4 s + 2 h + e] = dim 16 s + 8 h + 2 t + e (s <
@@ -144,13 +151,19 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
   const int g = lane / 4, t = lane % 4;
   const int64_t row0 = tile * kQueryRows + warp * 16;                        // this warp's first query
   const int last[2] = {last_slot(p, row0 + g), last_slot(p, row0 + g + 8)};  // rows g, g + 8
+  const int first[2] = {first_slot(p, last[0]), first_slot(p, last[1])};
 
-  // Slots this block and this warp must read: up to the largest last slot of their queries.
+  // Slots this block and this warp must read: up to the largest last slot of their queries,
+  // from the smallest first one.
   int warp_end = max(last[0], last[1]) + 1;
+  int warp_begin = min(first[0], first[1]);
 #pragma unroll
-  for (int o = 16; o > 0; o /= 2) warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, o));
-  __shared__ int warp_ends[kWarps];
-  if (lane == 0) warp_ends[warp] = warp_end;
+  for (int o = 16; o > 0; o /= 2) {
+    warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, o));
+    warp_begin = min(warp_begin, __shfl_xor_sync(0xffffffffu, warp_begin, o));
+  }
+  __shared__ int warp_ends[kWarps], warp_begins[kWarps];
+  if (lane == 0) warp_ends[warp] = warp_end, warp_begins[warp] = warp_begin;
 
   // Q fragments (A operand), fp16, pre-scaled: a0 (row g, dims 16s + 2t), a1 (row g + 8),
   // a2 / a3 the same at dims 16s + 8 + 2t. Rows past the chunk are zeros (and fully masked).
@@ -178,10 +191,11 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
       }
   }
   __syncthreads();
-  int end = 0;
+  int end = 0, begin = INT32_MAX;
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) end = max(end, warp_ends[w]);
+  for (int w = 0; w < kWarps; ++w) end = max(end, warp_ends[w]), begin = min(begin, warp_begins[w]);
   const int n_tiles = (end + kSlots - 1) / kSlots;
+  const int first_tile = min(begin / kSlots, n_tiles);
 
   float o[kDimTiles][4];
 #pragma unroll
@@ -198,9 +212,12 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
   // (+8, +0), (+0, +8), (+8, +8) -> b0, b1 of dim tile 2n, then of dim tile 2n + 1.
   const int v_off = ((mi % 2) * 8 + mr) * T::kStride + (mi / 2) * 8;
 
-  if (n_tiles > 0) load_kv_tile<kHeadDim>(p, kv_head, 0, end, smem, smem + T::kHalves);
+  if (first_tile < n_tiles) {
+    __half* stage = smem + (first_tile % kStages) * 2 * T::kHalves;
+    load_kv_tile<kHeadDim>(p, kv_head, first_tile * kSlots, end, stage, stage + T::kHalves);
+  }
   cp_async_commit();
-  for (int it = 0; it < n_tiles; ++it) {
+  for (int it = first_tile; it < n_tiles; ++it) {
     if (it + 1 < n_tiles) {
       __half* next = smem + ((it + 1) % kStages) * 2 * T::kHalves;
       load_kv_tile<kHeadDim>(p, kv_head, (it + 1) * kSlots, end, next, next + T::kHalves);
@@ -211,7 +228,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
     const __half* ks = smem + (it % kStages) * 2 * T::kHalves;
     const __half* vs = ks + T::kHalves;
     const int slot0 = it * kSlots;
-    if (slot0 < warp_end) {
+    if (slot0 < warp_end && slot0 + kSlots > warp_begin) {
       // S = Q K^T: 16 rows x 64 slots, base-2 scores.
       float s[kSlotTiles][4];
 #pragma unroll
@@ -225,13 +242,16 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(PrefillP
           mma_16816(s[2 * n], qf[st], b[0], b[1]);
           mma_16816(s[2 * n + 1], qf[st], b[2], b[3]);
         }
-      // Causal mask, only where some slot of the tile is past some query of the warp.
-      if (slot0 + kSlots - 1 > min(last[0], last[1])) {
+      // Causal mask, only where some slot of the tile is past some query of the warp (or, with
+      // a window, before some query's first slot).
+      if (slot0 + kSlots - 1 > min(last[0], last[1]) || slot0 < max(first[0], first[1])) {
 #pragma unroll
         for (int j = 0; j < kSlotTiles; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (slot0 + 8 * j + 2 * t + (e & 1) > last[e / 2]) s[j][e] = -INFINITY;
+          for (int e = 0; e < 4; ++e) {
+            const int slot = slot0 + 8 * j + 2 * t + (e & 1);
+            if (slot > last[e / 2] || slot < first[e / 2]) s[j][e] = -INFINITY;
+          }
       }
       // Online softmax per row r (C regs 2r, 2r + 1): new max over the 4 lanes of the row,
       // rescale what was accumulated, exponentiate.
@@ -325,7 +345,8 @@ void launch_prefill_attention(const float* q, const void* k_cache, const void* v
                          p.n_ctx,
                          p.scale * kLog2e,
                          rope.angles,
-                         rope.neox};
+                         rope.neox,
+                         p.window};
   if (p.head_dim == 64)
     launch_for<64>(pp, stream);
   else

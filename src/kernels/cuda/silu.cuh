@@ -10,4 +10,10 @@ namespace bl::cuda {
 
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
+// GELU with the tanh approximation (Gemma's gelu_pytorch_tanh) as g * sigmoid(2u), u =
+// sqrt(2 / pi) (g + 0.044715 g^3), the CPU kernels' form (kernels/cpu/activation.h).
+__device__ __forceinline__ float gelu_tanh(float g) {
+  return g / (1.0f + expf(-1.5957691216057308f * (g + 0.044715f * g * g * g)));
+}
+
 }  // namespace bl::cuda
