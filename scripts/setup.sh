@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything `make demo` and `make test` need on Debian 12, then the Python test venv
-# (scripts/setup_python.sh), the model (scripts/fetch_model.sh) and the text corpus
-# (scripts/fetch_corpus.sh). Idempotent: apt runs only
-# when a package is missing, and then `apt-get update` runs once first.
+# (scripts/setup_python.sh), the models (scripts/fetch_model.sh, scripts/fetch_gemma3.sh) and the
+# text corpus (scripts/fetch_corpus.sh). Idempotent: apt runs only when a package is missing, and
+# then `apt-get update` runs once first.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,4 +50,5 @@ fi
 
 bash "$ROOT/scripts/setup_python.sh"
 bash "$ROOT/scripts/fetch_model.sh"
+bash "$ROOT/scripts/fetch_gemma3.sh"
 bash "$ROOT/scripts/fetch_corpus.sh"

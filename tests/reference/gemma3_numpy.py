@@ -60,7 +60,6 @@ class Gemma3Numpy:
         from gguf.quants import dequantize
 
         r = GGUFReader(str(path))
-        assert _field(r, "general.architecture") == ord("g") or True
         p = "gemma3."
         self.n_layer = _field(r, p + "block_count")
         self.n_embd = _field(r, p + "embedding_length")
@@ -91,12 +90,37 @@ class Gemma3Numpy:
 
     def logits(self, ids, window=None):
         """float32 [len(ids), n_vocab] at positions 0..n-1; window overrides the file's (tests)."""
+        return self._forward(ids, self._empty_cache(), window, last_only=False)
+
+    def greedy(self, ids, n_tokens, window=None, eos=None):
+        """Up to n_tokens greedy continuation ids of ids, decoded one token at a time over a KV
+        cache as an engine does (the prompt in one pass); stops before eos when given."""
+        cache = self._empty_cache()
+        out = []
+        logits = self._forward(ids, cache, window, last_only=True)
+        while len(out) < n_tokens:
+            token = int(np.argmax(logits[-1]))
+            if token == eos:
+                break
+            out.append(token)
+            logits = self._forward([token], cache, window, last_only=True)
+        return out
+
+    def _empty_cache(self):
+        """Per layer the rotated k and the v of every position so far: [pos, n_head_kv, head_dim]."""
+        empty = np.zeros((0, self.n_head_kv, self.head_dim))
+        return [[empty, empty] for _ in range(self.n_layer)]
+
+    def _forward(self, ids, cache, window, last_only):
+        """Runs ids at the positions after those in cache (extending it); float32 logits of each
+        of them, or of the last one only."""
         window = self.window if window is None else window
-        n = len(ids)
-        pos = np.arange(n)
+        n, past = len(ids), cache[0][0].shape[0]
+        pos = np.arange(past, past + n)
+        keys = np.arange(past + n)
+        causal = keys[None, :] <= pos[:, None]
+        in_window = pos[:, None] - keys[None, :] < window
         x = self.embd[np.asarray(ids)].astype(np.float64) * np.sqrt(np.float32(self.n_embd))
-        causal = pos[None, :] <= pos[:, None]
-        in_window = pos[:, None] - pos[None, :] < window
         group = self.n_head // self.n_head_kv
         for i, l in enumerate(self.layers):
             h = _rms_norm(x, l["attn_norm"], self.eps)
@@ -108,18 +132,22 @@ class Gemma3Numpy:
             sliding = self.is_sliding(i)
             base, scale = (ROPE_LOCAL_BASE, 1.0) if sliding else (self.rope_base, self.rope_scale)
             q, k = _rope_neox(q, pos, base, scale), _rope_neox(k, pos, base, scale)
+            cache[i][0] = k_all = np.concatenate([cache[i][0], k])
+            cache[i][1] = v_all = np.concatenate([cache[i][1], v])
             mask = causal & in_window if sliding else causal
             out = np.empty_like(q)
             for hq in range(self.n_head):
                 kv = hq // group
-                s = (q[:, hq, :] @ k[:, kv, :].T) * self.attn_scale
+                s = (q[:, hq, :] @ k_all[:, kv, :].T) * self.attn_scale
                 s = np.where(mask, s, -np.inf)
                 s = np.exp(s - s.max(axis=-1, keepdims=True))
-                out[:, hq, :] = (s / s.sum(axis=-1, keepdims=True)) @ v[:, kv, :]
+                out[:, hq, :] = (s / s.sum(axis=-1, keepdims=True)) @ v_all[:, kv, :]
             o = out.reshape(n, -1) @ l["attn_output"].T
             x = x + _rms_norm(o, l["post_attention_norm"], self.eps)
             h = _rms_norm(x, l["ffn_norm"], self.eps)
             f = (_gelu_tanh(h @ l["ffn_gate"].T) * (h @ l["ffn_up"].T)) @ l["ffn_down"].T
             x = x + _rms_norm(f, l["post_ffw_norm"], self.eps)
+        if last_only:
+            x = x[-1:]
         h = _rms_norm(x, self.output_norm, self.eps).astype(np.float32)
         return h @ self.embd.T
