@@ -4,7 +4,8 @@
 #     prompt; an 80-token one with an f16 KV cache against the CPU only), and greedy
 #     continuations of CUDA and CPU, on synthetic smollm2-135m models (q4_1, q8_0, bl4g64: the
 #     real SmolLM2 file is 98 MB, over what a call to the GPU machine carries); greedy CUDA vs
-#     CPU also on the synthetic llama3-1b q4_0 (32 tokens) and bl4g128 (20) of the benchmark;
+#     CPU also on the synthetic llama3-1b q4_0 (32 tokens) and bl4g128 (20) of the benchmark; the
+#     same on a synthetic gemma3-270m q5_0, with a prompt past its sliding window (GEMMA_CHECK=0 skips);
 #  2. `bitlight bench` on synthetic Llama-3 1B and 8B shapes, decode as % of the HBM read
 #     bandwidth measured in the same run, prefill (pp512; 8B also pp2048 as one forward pass of
 #     2048 tokens) as % of the bf16 peak measured in the same run, the board's joules per decoded
@@ -79,6 +80,31 @@ for type in ${MODEL_TYPES:-q4_1 q8_0 bl4g64}; do
   greedy_cpu_equals_cuda "$m" 48 "$type" run || failed=1
   rm -f "$m"
 done
+
+# Gemma 3 (synthetic gemma3-270m in q5_0, the real file's main type; the real file is 241 MB):
+# CUDA against the reference and the CPU on 20 tokens, and against the CPU on a 600-token prompt
+# and 48 greedy tokens after it, which cross the 512-slot window of its local layers.
+if [[ "${GEMMA_CHECK:-1}" == 1 ]]; then
+  m=$MODELS/gemma3-q5_0.gguf
+  IDS_600=$(python3 -c "print(','.join(str((i * 7919 + 13) % 262000) for i in range(600)))")
+  if "$B" synth --shape gemma3-270m --type q5_0 -o "$m" > /dev/null; then
+    "$B" eval -m "$m" --ids $IDS --device ref --logits-out "$MODELS/ref.f32" &&
+    "$B" eval -m "$m" --ids $IDS --device cpu --logits-out "$MODELS/cpu.f32" &&
+    "$B" eval -m "$m" --ids $IDS --device cuda --logits-out "$MODELS/cuda.f32" &&
+    compare "$MODELS/ref.f32" "$MODELS/cuda.f32" "gemma3 q5_0 cuda vs ref" 1e-2 &&
+    compare "$MODELS/ref.f32" "$MODELS/cpu.f32" "gemma3 q5_0 cpu vs ref" 1e-3 || failed=1
+    "$B" eval -m "$m" --ids "$IDS_600" -b 64 --kv-type f16 --device cpu --logits-out "$MODELS/cpu_long.f32" &&
+      "$B" eval -m "$m" --ids "$IDS_600" -b 64 --kv-type f16 --device cuda --logits-out "$MODELS/cuda_long.f32" &&
+      compare "$MODELS/cpu_long.f32" "$MODELS/cuda_long.f32" "gemma3 q5_0 cuda vs cpu, 600-token prompt" 1e-2 || failed=1
+    IDS_SAVED=$IDS; IDS=$IDS_600
+    greedy_cpu_equals_cuda "$m" 48 "gemma3 q5_0 after 600 tokens" run_gemma3 || failed=1
+    IDS=$IDS_SAVED
+    "$B" bench -m "$m" --device cuda -p 512 -n 128 -r 3 --json "$OUT/bench_gemma3-270m_q5_0.json" | tail -4 || failed=1
+  else
+    failed=1
+  fi
+  rm -f "$m"
+fi
 
 echo "[whole-model CUDA = CPU checks: $SECONDS s]"
 echo "| shape | format | GB | pp512 tok/s | % of bf16 peak | pp2048 tok/s | % of bf16 peak | tg128 tok/s | decode GB/s | % of HBM read | decode J/token | batch 16 tg32 tok/s | HBM read GB/s | bf16 TFLOP/s |" > "$OUT/model_bench.md"

@@ -37,7 +37,7 @@ Status synth(const SynthOptions& o) {
 void add_synth_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<SynthOptions>();
   CLI::App* cmd = app.add_subcommand("synth", "write a random-weight GGUF model of a named shape");
-  cmd->add_option("--shape", o->shape, "tiny | smollm2-135m | llama3-1b | llama3-8b")->required();
+  cmd->add_option("--shape", o->shape, "tiny | smollm2-135m | llama3-1b | llama3-8b | gemma3-270m")->required();
   cmd->add_option("--type", o->type, "weight format: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k ...")
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "output .gguf path")->required();

@@ -79,6 +79,8 @@ const std::vector<SynthShape>& synth_shapes() {
       // Untied output matrices, like the synthetic shapes of the peer numbers in PERF.md.
       {"llama3-1b", 16, 2048, 8192, 32, 8, 128256, 131072, 500000.0f, false},
       {"llama3-8b", 32, 4096, 14336, 32, 8, 128256, 131072, 500000.0f, false},
+      // Gemma 3 270M: head_dim 256 (not n_embd / n_head), one KV head, a 262144-token tied vocabulary.
+      {"gemma3-270m", 18, 640, 2048, 4, 1, 262144, 32768, 1000000.0f, true, "gemma3", 256, 512},
   };
   return shapes;
 }
@@ -96,18 +98,25 @@ Status write_synthetic_model(const SynthShape& s, DType type, uint64_t seed, con
   if (!can_quantize(type)) return unsupported("cannot write weights of type " + std::string(dtype_name(type)));
   if (s.n_vocab < 256) return internal_error("synthetic vocabularies start with the 256 byte tokens");
   GgufWriter w;
-  w.set_string("general.architecture", "llama");
+  const bool gemma3 = s.arch == "gemma3";
+  if (!gemma3 && s.arch != "llama") return internal_error("synthetic models are llama or gemma3, not " + s.arch);
+  const int head_dim = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
+  const std::string a = s.arch + ".";
+  w.set_string("general.architecture", s.arch);
   w.set_string("general.name", "bitlight synthetic " + s.name + " " + std::string(dtype_name(type)));
-  w.set_u32("llama.block_count", static_cast<uint32_t>(s.n_layer));
-  w.set_u32("llama.context_length", static_cast<uint32_t>(s.n_ctx));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(s.n_head));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
-  w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(s.n_embd / s.n_head));
-  w.set_f32("llama.rope.freq_base", s.rope_freq_base);
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-  w.set_u32("llama.vocab_size", static_cast<uint32_t>(s.n_vocab));
+  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layer));
+  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_head));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
+  w.set_u32(a + "attention.key_length", static_cast<uint32_t>(head_dim));
+  w.set_u32(a + "attention.value_length", static_cast<uint32_t>(head_dim));
+  w.set_u32(a + "rope.dimension_count", static_cast<uint32_t>(head_dim));
+  w.set_f32(a + "rope.freq_base", s.rope_freq_base);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", gemma3 ? 1e-6f : 1e-5f);
+  w.set_u32(a + "vocab_size", static_cast<uint32_t>(s.n_vocab));
+  if (gemma3) w.set_u32(a + "attention.sliding_window", static_cast<uint32_t>(s.sliding_window));
 
   std::vector<std::string> tokens;
   std::vector<int64_t> token_types;
@@ -128,7 +137,6 @@ Status write_synthetic_model(const SynthShape& s, DType type, uint64_t seed, con
   w.set_u32("tokenizer.ggml.eos_token_id", 257);
   w.set_bool("tokenizer.ggml.add_bos_token", true);
 
-  const int head_dim = s.n_embd / s.n_head;
   const int64_t q_dim = static_cast<int64_t>(s.n_head) * head_dim, kv_dim = static_cast<int64_t>(s.n_head_kv) * head_dim;
   BL_RETURN_IF_ERROR(add_matrix(w, "token_embd.weight", type, s.n_embd, s.n_vocab, seed, pool));
   for (int il = 0; il < s.n_layer; ++il) {
@@ -138,6 +146,12 @@ Status write_synthetic_model(const SynthShape& s, DType type, uint64_t seed, con
     BL_RETURN_IF_ERROR(add_matrix(w, p + "attn_k.weight", type, s.n_embd, kv_dim, seed, pool));
     BL_RETURN_IF_ERROR(add_matrix(w, p + "attn_v.weight", type, s.n_embd, kv_dim, seed, pool));
     BL_RETURN_IF_ERROR(add_matrix(w, p + "attn_output.weight", type, q_dim, s.n_embd, seed, pool));
+    if (gemma3) {
+      BL_RETURN_IF_ERROR(add_norm(w, p + "attn_q_norm.weight", head_dim, seed));
+      BL_RETURN_IF_ERROR(add_norm(w, p + "attn_k_norm.weight", head_dim, seed));
+      BL_RETURN_IF_ERROR(add_norm(w, p + "post_attention_norm.weight", s.n_embd, seed));
+      BL_RETURN_IF_ERROR(add_norm(w, p + "post_ffw_norm.weight", s.n_embd, seed));
+    }
     BL_RETURN_IF_ERROR(add_norm(w, p + "ffn_norm.weight", s.n_embd, seed));
     BL_RETURN_IF_ERROR(add_matrix(w, p + "ffn_gate.weight", type, s.n_embd, s.n_ff, seed, pool));
     BL_RETURN_IF_ERROR(add_matrix(w, p + "ffn_up.weight", type, s.n_embd, s.n_ff, seed, pool));

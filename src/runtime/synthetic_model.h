@@ -1,4 +1,4 @@
-// Random-weight Llama-family GGUF files of named shapes (`bitlight synth`), for benchmarks
+// Random-weight Llama-family and Gemma 3 GGUF files of named shapes (`bitlight synth`), for benchmarks
 // and tests: speed does not depend on weight values, so a synthetic 8B model measures what a
 // real one would, without a model hub. Never zeros: random data cannot hide unwritten outputs.
 #pragma once
@@ -18,9 +18,13 @@ struct SynthShape {
   int n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, n_ctx;
   float rope_freq_base;
   bool tied_embeddings;
+  std::string arch = "llama";  // or "gemma3": q/k norms, post-norms, GeGLU, sliding windows
+  int head_dim = 0;            // 0: n_embd / n_head
+  int sliding_window = 0;      // gemma3: attention.sliding_window
 };
 
-const std::vector<SynthShape>& synth_shapes();  // tiny, smollm2-135m, llama3-1b, llama3-8b
+// tiny, smollm2-135m, llama3-1b, llama3-8b, gemma3-270m
+const std::vector<SynthShape>& synth_shapes();
 Expected<SynthShape> find_synth_shape(const std::string& name);
 
 // Writes a GGUF with every matrix in `weight_type` (norms f32) and a byte-level tokenizer

@@ -56,9 +56,12 @@ struct CudaBackendOps : ::testing::Test {
 TEST_F(CudaBackendOps, Add) { cases->add(); }
 TEST_F(CudaBackendOps, RmsNorm) { cases->rms_norm(); }
 TEST_F(CudaBackendOps, SiluMul) { cases->silu_mul(); }
+TEST_F(CudaBackendOps, GeluMul) { cases->gelu_mul(); }
+TEST_F(CudaBackendOps, Scale) { cases->scale(); }
 TEST_F(CudaBackendOps, Rope) { cases->rope(); }
 TEST_F(CudaBackendOps, KvStore) { cases->kv_store(); }
 TEST_F(CudaBackendOps, Attention) { cases->attention(); }
+TEST_F(CudaBackendOps, WindowedAttention) { cases->windowed_attention(); }
 TEST_F(CudaBackendOps, GetRows) { cases->get_rows(); }
 TEST_F(CudaBackendOps, Matmul) { cases->matmul(); }
 TEST_F(CudaBackendOps, FusedMatmul) { cases->fused_matmul(); }
@@ -150,8 +153,8 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   std::mt19937_64 rng(77);
-  const DType formats[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0,
-                           DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  const DType formats[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
+                           DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
   for (bool tensor_cores : {true, false})
   for (DType t : formats) {
     cuda::set_tensor_core_gemv(tensor_cores);

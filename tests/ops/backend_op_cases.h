@@ -13,7 +13,7 @@
 // Shapes: widths d in {1, 7, 32, 64, 96, 33, 577, 4099}; n tokens in {1, 3, 17}; head_dim in
 // {64, 128, 80, 100}; heads (q/kv) in {8/8, 8/2, 9/3, 8/1}; n_past in {0, 5, 300, 590} with
 // caches of 640 slots whose unused slots hold random data (reading past positions[i] shows);
-// F32 and F16 caches; matmul weights F32, F16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K with 1..3 blocks
+// F32 and F16 caches; matmul weights F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K with 1..3 blocks
 // and 576 columns, 1..97 rows, with and without bias.
 //
 // Error measure: err = max_i |out_i - ref_i| / max_i |ref_i| (max error relative to the
@@ -787,7 +787,8 @@ class OpCases {
   }
 
   static std::vector<DType> matmul_types() {
-    return {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K};
+    return {DType::F32,  DType::F16,  DType::Q8_0, DType::Q4_0, DType::Q4_1,
+            DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q6_K};
   }
 
  private:

@@ -221,7 +221,8 @@ void launch_for_tokens(const GemvArgs& p, bool vec, bool tiled, cudaStream_t str
 bool weight_format_supported(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
-    case DType::Q4_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return true;
+    case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+      return true;
     default: return quant::is_bl_group(t);
   }
 }

@@ -117,6 +117,43 @@ struct Piece<DType::Q4_1, kTiled> {
   }
 };
 
+// Q5_0, 22 bytes (d, qh, qs), and Q5_1, 24 (d, m, qh, qs): pieces as Q4_0's, and the fifth bits of
+// weights 4q .. 4q+3 (bits 4q.. of qh) and 16 + 4q .. (bits 16 + 4q..) moved to bit 4 of their
+// bytes. Q5_0's qh and qs are only 2-byte aligned.
+// Bits 0..3 of b at bits 4, 12, 20, 28: b * 0x00204081 puts bit k of b at bit 8k (and the other
+// copies at bits that are not multiples of 8, with no carries since no two coincide).
+__host__ __device__ __forceinline__ uint32_t nibble_to_fifth_bits(uint32_t b) {
+  return ((b * 0x00204081u) & 0x01010101u) << 4;
+}
+template <bool kMin>
+struct PieceQ5 {
+  __host__ __device__ __forceinline__ static void load(const uint8_t* row, int64_t i, float w[kPiece], int64_t& o0,
+                                                       int64_t& o1) {
+    constexpr size_t kBytes = kMin ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0);
+    constexpr int kQh = kMin ? 4 : 2;
+    const int64_t b = i >> 2;
+    const int q = static_cast<int>(i & 3);
+    const uint8_t* blk = row + b * kBytes;
+    const uint32_t dm = load_u32_from_u16(blk);  // d, and m for Q5_1
+    const float d = fp16_bits_to_float(static_cast<uint16_t>(dm & 0xFFFF));
+    const float c = kMin ? fp16_bits_to_float(static_cast<uint16_t>(dm >> 16)) : -16.0f * d;
+    const uint32_t qh = load_u32_from_u16(blk + kQh);
+    const uint32_t v = load_u32_from_u16(blk + kQh + 4 + 4 * q);
+    const uint32_t lo = (v & 0x0F0F0F0Fu) | nibble_to_fifth_bits((qh >> (4 * q)) & 0xF);
+    const uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | nibble_to_fifth_bits((qh >> (16 + 4 * q)) & 0xF);
+    w[0] = byte_value<0>(lo, 0.0f) * d + c, w[1] = byte_value<1>(lo, 0.0f) * d + c;
+    w[2] = byte_value<2>(lo, 0.0f) * d + c, w[3] = byte_value<3>(lo, 0.0f) * d + c;
+    w[4] = byte_value<0>(hi, 0.0f) * d + c, w[5] = byte_value<1>(hi, 0.0f) * d + c;
+    w[6] = byte_value<2>(hi, 0.0f) * d + c, w[7] = byte_value<3>(hi, 0.0f) * d + c;
+    o0 = b * 32 + 4 * q;
+    o1 = o0 + 16;
+  }
+};
+template <bool kTiled>
+struct Piece<DType::Q5_0, kTiled> : PieceQ5<false> {};
+template <bool kTiled>
+struct Piece<DType::Q5_1, kTiled> : PieceQ5<true> {};
+
 // Q8_0, 34 bytes: piece q takes qs[8q .. 8q+7], weights 8q .. 8q+7; int8 + 128 is unsigned.
 template <bool kTiled>
 struct Piece<DType::Q8_0, kTiled> {

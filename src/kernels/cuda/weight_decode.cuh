@@ -98,6 +98,39 @@ struct Decoder<DType::Q4_1> {
   }
 };
 
+// Q5_0 (22 bytes: d, qh[4], qs[16]) and Q5_1 (24 bytes: d, m, qh[4], qs[16]): weight j < 16 is
+// the low nibble of qs[j] with bit j of qh as its fifth bit, weight j + 16 the high nibble with
+// bit j + 16; value (q - 16) d, or q d + m. Q5_0 blocks are only 2-byte aligned in a row.
+template <bool kMin>
+struct DecoderQ5 {
+  static constexpr size_t kBytes = kMin ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0);
+  static constexpr int kQh = kMin ? 4 : 2;  // byte offset of qh; qs follows it
+  __device__ __forceinline__ static void chunk(const uint8_t* row, int64_t c, float w[kChunk]) {
+    const uint8_t* blk = row + c * kBytes;
+    const uint16_t* h16 = reinterpret_cast<const uint16_t*>(blk);
+    const float d = half_bits_to_float(h16[0]);
+    const float m = kMin ? half_bits_to_float(h16[1]) : -16.0f * d;
+    const uint32_t qh = h16[kQh / 2] | (static_cast<uint32_t>(h16[kQh / 2 + 1]) << 16);
+    const uint16_t* qs = reinterpret_cast<const uint16_t*>(blk + kQh + 4);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t q = qs[i];  // qs[2i], qs[2i+1]
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int j = 2 * i + k;
+        const uint32_t lo = ((q >> (8 * k)) & 0xF) | (((qh >> j) & 1) << 4);
+        const uint32_t hi = ((q >> (8 * k + 4)) & 0xF) | (((qh >> (j + 16)) & 1) << 4);
+        w[j] = static_cast<float>(lo) * d + m;
+        w[j + 16] = static_cast<float>(hi) * d + m;
+      }
+    }
+  }
+};
+template <>
+struct Decoder<DType::Q5_0> : DecoderQ5<false> {};
+template <>
+struct Decoder<DType::Q5_1> : DecoderQ5<true> {};
+
 template <>
 struct Decoder<DType::Q8_0> {
   template <bool kTiled>
@@ -285,6 +318,8 @@ bool dispatch_weight_format(DType t, F&& f) {
     case DType::Q8_0: f.template operator()<DType::Q8_0>(); return true;
     case DType::Q4_0: f.template operator()<DType::Q4_0>(); return true;
     case DType::Q4_1: f.template operator()<DType::Q4_1>(); return true;
+    case DType::Q5_0: f.template operator()<DType::Q5_0>(); return true;
+    case DType::Q5_1: f.template operator()<DType::Q5_1>(); return true;
     case DType::Q4_K: f.template operator()<DType::Q4_K>(); return true;
     case DType::Q5_K: f.template operator()<DType::Q5_K>(); return true;
     case DType::Q6_K: f.template operator()<DType::Q6_K>(); return true;
