@@ -205,6 +205,10 @@ class Backend {
   // fused_matmul of W_down with the SwiGLU and the residual add. CUDA prefill keeps gate and up
   // in fp16 (bf16) between its GEMMs, half the bytes of the fp32 round trip.
   virtual void fused_ffn(Tensor& x, const FfnBlock& f);
+  // x += rms_norm(s) * weight, per token: a sub-block's output normalised before the residual
+  // add (Gemma 3's post-attention and post-FFN norms). x, s [d, n], weight [d] F32; s is left
+  // undefined (the default normalises it in place, then adds; CUDA does both in one kernel).
+  virtual void add_rms_norm(Tensor& x, Tensor& s, const Tensor& weight, float eps);
   // rope(q); rope(k); kv_store(k, v, caches, positions): q and k are rotated in place.
   virtual void rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                              const Tensor& positions, const RopeParams& p);

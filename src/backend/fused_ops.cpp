@@ -61,6 +61,11 @@ void Backend::fused_ffn(Tensor& x, const FfnBlock& f) {
   fused_matmul(*f.w_down, *f.gate, x, MatmulFusion{.up = f.up, .accumulate = true, .scratch = f.scratch});
 }
 
+void Backend::add_rms_norm(Tensor& x, Tensor& s, const Tensor& weight, float eps) {
+  rms_norm(s, weight, eps, s);
+  add(x, s, x);
+}
+
 void Backend::rope_kv_store(Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                             const Tensor& positions, const RopeParams& p) {
   rope(q, positions, p);

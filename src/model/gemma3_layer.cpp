@@ -8,10 +8,7 @@ void gemma3_layer(Backend& b, const LlamaConfig& c, const LlamaLayerWeights& l, 
   auto normed = [&](const Tensor& weight) { return MatmulFusion{.norm = &weight, .eps = c.rms_eps, .scratch = &s.scratch}; };
   // A sub-block's output before its post-norm, then added to x.
   Tensor sublayer = view(s.sublayer_out, {c.n_embd, n, 1, 1});
-  auto add_post_normed = [&](const Tensor& post_norm) {
-    b.rms_norm(sublayer, post_norm, c.rms_eps, sublayer);
-    b.add(f.x, sublayer, f.x);
-  };
+  auto add_post_normed = [&](const Tensor& post_norm) { b.add_rms_norm(f.x, sublayer, post_norm, c.rms_eps); };
 
   // Attention.
   const MatmulFusion attn_norm = normed(l.attn_norm);

@@ -55,6 +55,7 @@ struct CudaBackendOps : ::testing::Test {
 
 TEST_F(CudaBackendOps, Add) { cases->add(); }
 TEST_F(CudaBackendOps, RmsNorm) { cases->rms_norm(); }
+TEST_F(CudaBackendOps, AddRmsNorm) { cases->add_rms_norm(); }
 TEST_F(CudaBackendOps, SiluMul) { cases->silu_mul(); }
 TEST_F(CudaBackendOps, GeluMul) { cases->gelu_mul(); }
 TEST_F(CudaBackendOps, Scale) { cases->scale(); }

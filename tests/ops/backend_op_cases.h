@@ -158,6 +158,22 @@ class OpCases {
         }
   }
 
+  // x += rms_norm(s) * w against the reference's rms_norm then add (its default); s is left
+  // undefined, so only x is compared.
+  void add_rms_norm() {
+    for (int64_t d : {1, 7, 32, 64, 96, 33, 577, 4099, 640})
+      for (int64_t n : {1, 3, 17}) {
+        begin_case();
+        SCOPED_TRACE("add_rms_norm d=" + std::to_string(d) + " n=" + std::to_string(n));
+        auto x = random(d * n, 3.0f), sub = random(d * n, 30.0f), w = random(d, 1.0f);
+        Pair tx = input(DType::F32, {d, n, 1, 1}, x), ts = input(DType::F32, {d, n, 1, 1}, sub);
+        Pair tw = input(DType::F32, {d, 1, 1, 1}, w);
+        test_.add_rms_norm(tx.test, ts.test, tw.test, 1e-6f);
+        ref_->add_rms_norm(tx.ref, ts.ref, tw.ref, 1e-6f);
+        compare(tx, tol_.rms_norm);
+      }
+  }
+
   void silu_mul() {
     for (int64_t d : {1, 7, 32, 64, 96, 33, 577, 4099})
       for (int64_t n : {1, 3, 17})

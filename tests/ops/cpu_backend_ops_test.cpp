@@ -32,6 +32,7 @@ struct CpuBackendOps : ::testing::Test {
 
 TEST_F(CpuBackendOps, Add) { cases.add(); }
 TEST_F(CpuBackendOps, RmsNorm) { cases.rms_norm(); }
+TEST_F(CpuBackendOps, AddRmsNorm) { cases.add_rms_norm(); }
 TEST_F(CpuBackendOps, SiluMul) { cases.silu_mul(); }
 TEST_F(CpuBackendOps, GeluMul) { cases.gelu_mul(); }
 TEST_F(CpuBackendOps, Scale) { cases.scale(); }

@@ -294,6 +294,17 @@ class CudaBackendImpl final : public CudaBackend {
     check_launch(op);
   }
 
+  void add_rms_norm(Tensor& x, Tensor& s, const Tensor& weight, float eps) override {
+    const char* op = "add_rms_norm";
+    if (!on_device({&x, &s, &weight}, op) || !all_f32({&x, &s, &weight}, op) ||
+        !expect(weight.elements() == s.ne[0] && x.ne == s.ne && x.data != s.data, op,
+                "shapes " + shape_string(x) + ", s " + shape_string(s) + ", weight " + shape_string(weight) +
+                    " (x and s distinct)"))
+      return;
+    cuda::launch_add_rms_norm(s.as<float>(), weight.as<float>(), eps, s.ne[0], s.rows(), x.as<float>(), stream_);
+    check_launch(op);
+  }
+
   void matmul(const Tensor& w, const Tensor& x, Tensor& out, const Tensor* bias) override {
     const char* op = "matmul";
     if (!matmul_operands_ok(w, x, out, bias, op)) return;

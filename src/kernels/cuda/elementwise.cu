@@ -23,6 +23,8 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1)
 // One block per token; x, out [d, n]. With d % 4 == 0 and 16-byte aligned rows the passes use
 // float4 loads, unrolled so that a thread's loads are in flight together: the plain loop
 // issued one 4-byte load per L2 round trip, 16 in a row at d = 4096 (6.7 us a call, docs/cuda.md).
+// kAdd: out += the normed x (add_rms_norm), with the same rounding as rms_norm then add.
+template <bool kAdd>
 __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, int64_t d, float* out) {
   pdl_start_next_early();  // the GEMV after this one may start its weight loads
   const float* xt = x + blockIdx.x * d;
@@ -48,11 +50,19 @@ __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, 
 #pragma unroll 4
     for (int64_t i = threadIdx.x; i < d / 4; i += kThreads) {
       const float4 v = x4[i], w = w4[i];
-      o4[i] = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+      float4 o = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+      if constexpr (kAdd) {
+        const float4 r = o4[i];
+        o = make_float4(r.x + o.x, r.y + o.y, r.z + o.z, r.w + o.w);
+      }
+      o4[i] = o;
     }
   } else {
 #pragma unroll 4
-    for (int64_t i = threadIdx.x; i < d; i += kThreads) ot[i] = xt[i] * scale * weight[i];
+    for (int64_t i = threadIdx.x; i < d; i += kThreads) {
+      const float o = xt[i] * scale * weight[i];
+      ot[i] = kAdd ? ot[i] + o : o;
+    }
   }
 }
 
@@ -285,7 +295,15 @@ void launch_rope_kv_store(float* q, float* k, const float* v, void* k_cache, voi
 void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, float* out,
                      cudaStream_t stream) {
   if (n_tokens <= 0) return;
-  launch_pdl(rms_norm_kernel, dim3(static_cast<unsigned>(n_tokens)), dim3(kThreads), 0, stream, x, weight, eps, d, out);
+  launch_pdl(rms_norm_kernel<false>, dim3(static_cast<unsigned>(n_tokens)), dim3(kThreads), 0, stream, x, weight, eps, d,
+             out);
+}
+
+void launch_add_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, float* out,
+                         cudaStream_t stream) {
+  if (n_tokens <= 0) return;
+  launch_pdl(rms_norm_kernel<true>, dim3(static_cast<unsigned>(n_tokens)), dim3(kThreads), 0, stream, x, weight, eps, d,
+             out);
 }
 
 void launch_add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream) {

@@ -339,6 +339,9 @@ bool launch_get_rows(const WeightView& table, const int32_t* ids, int64_t n_toke
 // out[:, t] = x[:, t] / sqrt(mean(x[:, t]^2) + eps) * weight; x, out [d, n].
 void launch_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens,
                      float* out, cudaStream_t stream);
+// out[:, t] += the same normed x[:, t] (Backend::add_rms_norm); out must not alias x.
+void launch_add_rms_norm(const float* x, const float* weight, float eps, int64_t d, int64_t n_tokens, float* out,
+                         cudaStream_t stream);
 
 // out = a + b and out = silu(gate) * up, n elements.
 void launch_add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream);
