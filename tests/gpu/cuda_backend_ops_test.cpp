@@ -165,9 +165,12 @@ TEST(CudaMatmul, EveryFormatGemvAndGemm) {
     // 2816 is whole tiles for Q4_0 / Q4_1 / Q8_0 (stored tiled) but not for Q6_K; 6144 is
     // whole tiles for Q6_K too.
     // 256: one K unit of the skinny GEMM (no K split, so no atomics); 2816 splits K 11 ways.
+    // 640 (Gemma 3 270M; not whole super-blocks, so not for the K-quants): rows of 80 pieces,
+    // one warp per 4 rows in the fp32 GEMV at one token.
     std::vector<int64_t> col_sizes = {2816};
     if (plain) col_sizes.push_back(1001);
     if (!plain) col_sizes.push_back(256);
+    if (dtype_info(t)->block_elems <= 32) col_sizes.push_back(640);
     if (t == DType::Q6_K) col_sizes.push_back(6144);
     for (int64_t cols : col_sizes)
       for (int64_t rows : {67, 300, 2051})  // the tensor-core GEMV starts at 2048 rows

@@ -57,6 +57,10 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_STAGE_NEXT=0: a GEMV never stages the next one's x (MatmulFusion::norm_next),
     // the quantize kernel runs between them as before (for comparisons).
     stage_next_enabled_ = env_choice("BITLIGHT_CUDA_STAGE_NEXT", {"0", "1"}) != "0";
+    // BITLIGHT_CUDA_ATTN_SPLITS=8|16|32|64: every split-KV attention cut into that many splits at
+    // most, instead of enough for 2 blocks an SM (for comparisons).
+    if (const auto splits = env_choice("BITLIGHT_CUDA_ATTN_SPLITS", {"8", "16", "32", "64"}))
+      attention_max_splits_ = std::stoi(std::string(*splits));
     // BITLIGHT_CUDA_FP32_PROLOGUE=0|norm|split|all: what the fp32 GEMV takes in (comparisons):
     // nothing, the norm, the norm and the SwiGLU split over gate/up and down (default), the norm
     // and the whole SwiGLU in the down GEMV.
@@ -410,7 +414,8 @@ class CudaBackendImpl final : public CudaBackend {
   // Picks al.n_splits and sets ws to the partials' workspace (null when one split); false when
   // that memory cannot be had (the error is recorded).
   bool split_kv_workspace(cuda::AttentionLaunch& al, float*& ws) {
-    al.n_splits = cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount);
+    al.n_splits = std::min(cuda::attention_pick_splits(al.n_head_kv, al.n_tokens, al.n_ctx, props_.multiProcessorCount),
+                           attention_max_splits_);
     ws = nullptr;
     if (const size_t floats = cuda::attention_workspace_floats(al); floats > 0) {
       ws = static_cast<float*>(workspace(attn_ws_, floats * sizeof(float), "attention split-KV partials"));
@@ -1241,6 +1246,7 @@ class CudaBackendImpl final : public CudaBackend {
   // What the last GEMV staged for the next one (MatmulFusion::norm_next): the x it wrote (the
   // residual stream), the norm and weight of the GEMV it was staged for, and the bytes.
   bool stage_next_enabled_ = true;
+  int attention_max_splits_ = cuda::kAttentionMaxSplits;
   Workspace stage_next_ws_;
   struct StagedNext {
     const void* x;

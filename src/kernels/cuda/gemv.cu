@@ -29,7 +29,12 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kGemvThreads = 256;  // 8 warps per block, all on the same rows
 constexpr int kGemvWarps = kGemvThreads / kWarp;
-constexpr int kRows = 4;           // rows per block: each x float4 serves 4 rows
+constexpr int kRows = 4;           // rows per block (per warp with kWarpRows): each x float4 serves 4 rows
+// Rows of at most this many pieces (1024 columns) take one warp per kRows rows instead of the
+// whole block: a block on 4 rows of 80 pieces (Gemma 3 270M's 640 columns) left 176 of its 256
+// threads idle and paid a block-wide reduction for 4 outputs (fp32 GEMV ~12 us a call there,
+// against ~2 us for the dp4a GEMV on the same layer's tiled matrices; docs/cuda.md).
+constexpr int64_t kWarpRowsMaxPieces = 128;
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -65,11 +70,16 @@ __device__ __forceinline__ float4 prologue4(float4 x, const float* second, int64
 // runtime p.n <= kTokens. kVec: rows and x are 16-byte aligned and cols % 8 == 0, so the
 // pieces apply; otherwise (plain types with odd rows only) every weight goes the scalar way.
 // kTiled: the weight is in the tiled layout (weight_layout.cuh). kPro: the prologue (one token,
-// kVec, so cols % 8 == 0 and no scalar tail).
-template <DType T, int kTokens, bool kVec, bool kTiled, Fp32Prologue kPro = Fp32Prologue::none>
+// kVec, so cols % 8 == 0 and no scalar tail). kWarpRows: each warp owns kRows rows of its own
+// (a block covers 8 x kRows rows), its lanes taking pieces lane, lane + 32, ..., and the sums
+// meet in warp shuffles only (short rows, kWarpRowsMaxPieces).
+template <DType T, int kTokens, bool kVec, bool kTiled, Fp32Prologue kPro = Fp32Prologue::none, bool kWarpRows = false>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
   static_assert(kPro == Fp32Prologue::none || (kTokens == 1 && kVec), "prologues: one token, whole pieces");
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  constexpr int kLanes = kWarpRows ? kWarp : kGemvThreads;  // threads sharing the rows
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int tid = kWarpRows ? lane : static_cast<int>(threadIdx.x);
+  const int64_t row0 = (kWarpRows ? static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp : blockIdx.x) * kRows;
   // Rows past the end read the last row again (a valid address) and are not stored.
   const uint8_t* rowp[kRows];
 #pragma unroll
@@ -112,16 +122,16 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
   // its loads in flight while that kernel finishes.
   float w_first[kRows][kPiece];
   int64_t f0 = 0, f1 = 0;
-  const bool has_first = static_cast<int64_t>(threadIdx.x) < n_pieces;
+  const bool has_first = tid < n_pieces;
   if (has_first) {
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) Piece<T, kTiled>::load(rowp[r], threadIdx.x, w_first[r], f0, f1);
+    for (int r = 0; r < kRows; ++r) Piece<T, kTiled>::load(rowp[r], tid, w_first[r], f0, f1);
   }
   pdl_wait();
   pdl_allow_next();
   if (has_first) multiply(w_first, f0, f1);
 #pragma unroll 2
-  for (int64_t i = threadIdx.x + kGemvThreads; i < n_pieces; i += kGemvThreads) {
+  for (int64_t i = tid + kLanes; i < n_pieces; i += kLanes) {
     float w[kRows][kPiece];
     int64_t o0 = 0, o1 = 0;
 #pragma unroll
@@ -131,7 +141,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
   // Weights the pieces did not cover: the row tail (cols % 8) or, without kVec, the whole row;
   // plain types only (block formats always have whole, aligned pieces).
   if constexpr (is_plain_type<T>()) {
-    for (int64_t k = n_pieces * kPiece + threadIdx.x; k < p.cols; k += kGemvThreads) {
+    for (int64_t k = n_pieces * kPiece + tid; k < p.cols; k += kLanes) {
       float wk[kRows];
 #pragma unroll
       for (int r = 0; r < kRows; ++r) wk[r] = Decoder<T>::element(rowp[r], k);
@@ -145,64 +155,101 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
     }
   }
 
-  // Per warp: the rows' sums, then (with the norm) its part of sum x^2.
-  __shared__ float partial[kGemvWarps][kRows * kTokens + 1];
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-#pragma unroll
-  for (int r = 0; r < kRows; ++r)
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      const float s = warp_sum(acc[r][t]);
-      if (lane == 0) partial[warp][r * kTokens + t] = s;
-    }
-  if constexpr (kPro == Fp32Prologue::norm) {
-    const float s = warp_sum(sumsq);
-    if (lane == 0) partial[warp][kRows * kTokens] = s;
-  }
-  __syncthreads();
-  // The norm's 1 / rms scales the finished sums: out = (W (x * norm)) / rms.
-  float out_scale = 1.0f;
-  if constexpr (kPro == Fp32Prologue::norm) {
-    float total = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kGemvWarps; ++w) total += partial[w][kRows * kTokens];
-    out_scale = rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps);
-  }
-  for (int idx = threadIdx.x; idx < kRows * kTokens; idx += kGemvThreads) {
-    const int r = idx / kTokens, t = idx % kTokens;
+  // out[row, t] = s / rms (with the norm) + bias, then silu below silu_rows, stored or added.
+  auto store = [&](int r, int t, float s, float out_scale) {
     const int64_t row = row0 + r;
-    if (t >= p.n || row >= p.rows) continue;
-    float s = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kGemvWarps; ++w) s += partial[w][idx];
+    if (t >= p.n || row >= p.rows) return;
     s = s * out_scale + (p.bias ? p.bias[row] : 0.0f);
     if (row < p.fuse.silu_rows) s = silu(s);
     float* o = p.out + t * p.rows + row;
     *o = p.fuse.accumulate ? *o + s : s;
+  };
+  if constexpr (kWarpRows) {  // the warp's lanes covered x once: its sums are whole
+    const float out_scale =
+        kPro == Fp32Prologue::norm ? rsqrtf(warp_sum(sumsq) / static_cast<float>(p.cols) + p.fuse.eps) : 1.0f;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        const float s = warp_sum(acc[r][t]);
+        if (lane == 0) store(r, t, s, out_scale);
+      }
+  } else {
+    // Per warp: the rows' sums, then (with the norm) its part of sum x^2.
+    __shared__ float partial[kGemvWarps][kRows * kTokens + 1];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        const float s = warp_sum(acc[r][t]);
+        if (lane == 0) partial[warp][r * kTokens + t] = s;
+      }
+    if constexpr (kPro == Fp32Prologue::norm) {
+      const float s = warp_sum(sumsq);
+      if (lane == 0) partial[warp][kRows * kTokens] = s;
+    }
+    __syncthreads();
+    // The norm's 1 / rms scales the finished sums: out = (W (x * norm)) / rms.
+    float out_scale = 1.0f;
+    if constexpr (kPro == Fp32Prologue::norm) {
+      float total = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kGemvWarps; ++w) total += partial[w][kRows * kTokens];
+      out_scale = rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps);
+    }
+    for (int idx = threadIdx.x; idx < kRows * kTokens; idx += kGemvThreads) {
+      float s = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kGemvWarps; ++w) s += partial[w][idx];
+      store(idx / kTokens, idx % kTokens, s, out_scale);
+    }
   }
+}
+
+// Whether one token's GEMV takes a warp per kRows rows (short rows), and its grid.
+bool takes_warp_rows(const GemvArgs& p, bool vec) { return vec && p.cols / kPiece <= kWarpRowsMaxPieces; }
+dim3 gemv_grid(const GemvArgs& p, bool warp_rows) {
+  const int64_t rows_per_block = warp_rows ? int64_t{kRows} * kGemvWarps : kRows;
+  return dim3(static_cast<unsigned>((p.rows + rows_per_block - 1) / rows_per_block));
+}
+
+// Launches gemv_kernel<T, 1, true, kTiled, kPro> one token at a time, warp rows where they apply.
+template <DType T, bool kTiled, Fp32Prologue kPro>
+void launch_one_token(const GemvArgs& p, cudaStream_t stream) {
+  const bool warp_rows = takes_warp_rows(p, true);
+  if (warp_rows)
+    launch_pdl(gemv_kernel<T, 1, true, kTiled, kPro, true>, gemv_grid(p, true), dim3(kGemvThreads), 0, stream, p);
+  else
+    launch_pdl(gemv_kernel<T, 1, true, kTiled, kPro>, gemv_grid(p, false), dim3(kGemvThreads), 0, stream, p);
 }
 
 // One token with a prologue, plain types with whole pieces (launch_cuda_core_gemv checks).
 template <DType T>
 void launch_with_prologue(const GemvArgs& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
   if (p.fuse.norm)
-    launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::norm>, grid, dim3(kGemvThreads), 0, stream, p);
+    launch_one_token<T, false, Fp32Prologue::norm>(p, stream);
   else if (p.fuse.gate_activated)
-    launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::mul>, grid, dim3(kGemvThreads), 0, stream, p);
+    launch_one_token<T, false, Fp32Prologue::mul>(p, stream);
   else
-    launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::gate>, grid, dim3(kGemvThreads), 0, stream, p);
+    launch_one_token<T, false, Fp32Prologue::gate>(p, stream);
 }
 
 template <DType T>
 void launch_after_attention(const GemvArgs& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
-  launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::attention>, grid, dim3(kGemvThreads), 0, stream, p);
+  launch_one_token<T, false, Fp32Prologue::attention>(p, stream);
 }
 
 template <DType T, int kTokens>
 void launch_for_tokens(const GemvArgs& p, bool vec, bool tiled, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((p.rows + kRows - 1) / kRows));
+  if constexpr (kTokens == 1) {
+    if (takes_warp_rows(p, vec)) {
+      if constexpr (is_tileable<T>()) {
+        if (tiled) return launch_one_token<T, true, Fp32Prologue::none>(p, stream);
+      }
+      return launch_one_token<T, false, Fp32Prologue::none>(p, stream);
+    }
+  }
+  const dim3 grid = gemv_grid(p, false);
   if constexpr (is_tileable<T>()) {
     if (tiled) {
       launch_pdl(gemv_kernel<T, kTokens, true, true>, grid, dim3(kGemvThreads), 0, stream, p);
