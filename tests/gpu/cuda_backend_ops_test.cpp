@@ -775,9 +775,9 @@ TEST(CudaWeights, TiledWeightsReadBackAndDecode) {
 // sum |w x| for the attention's own rounding (f32 caches 2e-5; f16 caches 5e-4: the new k is
 // rounded to f16 after a rope that differs in the last bits). The shapes: the 8B's heads (rope
 // inside the attention), the 1B's (rope apart), GQA 16/2, and 9/3 heads (1152 columns: not a
-// dp4a shape, so the quantized W_o keep the combine kernel; F16 / BF16 take the sums in the fp32
-// GEMV up to 2048 columns, so not at 32 x 128; bl4g128 / bl3g64 in the one-token bl GEMV where
-// columns % 256 == 0). Three layers, so the two sums buffers alternate across steps the other
+// dp4a shape, so the quantized W_o take the sums in the fp32 GEMV, as F16 / BF16 and Q5_0 (no
+// dp4a unit) do up to 2048 columns, so not at 32 x 128; bl4g128 / bl3g64 in the one-token bl
+// GEMV where columns % 256 == 0). Three layers, so the two sums buffers alternate across steps the other
 // way round each step, and a graph (odd count of attentions) must zero its first buffer itself.
 // Positions start at 0 (a single slot: every split but the first is empty). With big_scores, q
 // is scaled so that scores spread over hundreds and most splits' maxima exceed slot 0's score by
@@ -795,7 +795,7 @@ void attention_sums_match_reference(bool graph, bool big_scores) {
   const int32_t positions[kSteps] = {0, 1, 300, 599};
   for (DType cache_type : {DType::F32, DType::F16})
     for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F16, DType::BF16, DType::BL4G128,
-                     DType::BL3G64})
+                     DType::BL3G64, DType::Q5_0})
       for (Shape sh : {Shape{32, 8, 128}, Shape{32, 8, 64}, Shape{16, 2, 128}, Shape{9, 3, 128}}) {
         const int64_t hd = sh.head_dim, cols = sh.n_head * hd, kv_dim = sh.n_head_kv * hd;
         if (cache_type == DType::F16 && wt != DType::Q4_0) continue;  // the caches do not meet the GEMV

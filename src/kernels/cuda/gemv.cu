@@ -222,32 +222,35 @@ void launch_one_token(const GemvArgs& p, cudaStream_t stream) {
   else
     launch_pdl(gemv_kernel<T, 1, true, kTiled, kPro>, gemv_grid(p, false), dim3(kGemvThreads), 0, stream, p);
 }
+// The same for a weight stored tiled or not (weight_layout.cuh).
+template <DType T, Fp32Prologue kPro>
+void launch_one_token(const GemvArgs& p, bool tiled, cudaStream_t stream) {
+  if constexpr (is_tileable<T>()) {
+    if (tiled) return launch_one_token<T, true, kPro>(p, stream);
+  }
+  launch_one_token<T, false, kPro>(p, stream);
+}
 
 // One token with a prologue, plain types with whole pieces (launch_cuda_core_gemv checks).
 template <DType T>
-void launch_with_prologue(const GemvArgs& p, cudaStream_t stream) {
+void launch_with_prologue(const GemvArgs& p, bool tiled, cudaStream_t stream) {
   if (p.fuse.norm)
-    launch_one_token<T, false, Fp32Prologue::norm>(p, stream);
+    launch_one_token<T, Fp32Prologue::norm>(p, tiled, stream);
   else if (p.fuse.gate_activated)
-    launch_one_token<T, false, Fp32Prologue::mul>(p, stream);
+    launch_one_token<T, Fp32Prologue::mul>(p, tiled, stream);
   else
-    launch_one_token<T, false, Fp32Prologue::gate>(p, stream);
+    launch_one_token<T, Fp32Prologue::gate>(p, tiled, stream);
 }
 
 template <DType T>
-void launch_after_attention(const GemvArgs& p, cudaStream_t stream) {
-  launch_one_token<T, false, Fp32Prologue::attention>(p, stream);
+void launch_after_attention(const GemvArgs& p, bool tiled, cudaStream_t stream) {
+  launch_one_token<T, Fp32Prologue::attention>(p, tiled, stream);
 }
 
 template <DType T, int kTokens>
 void launch_for_tokens(const GemvArgs& p, bool vec, bool tiled, cudaStream_t stream) {
   if constexpr (kTokens == 1) {
-    if (takes_warp_rows(p, vec)) {
-      if constexpr (is_tileable<T>()) {
-        if (tiled) return launch_one_token<T, true, Fp32Prologue::none>(p, stream);
-      }
-      return launch_one_token<T, false, Fp32Prologue::none>(p, stream);
-    }
+    if (takes_warp_rows(p, vec)) return launch_one_token<T, Fp32Prologue::none>(p, tiled, stream);
   }
   const dim3 grid = gemv_grid(p, false);
   if constexpr (is_tileable<T>()) {
@@ -276,6 +279,13 @@ bool weight_format_supported(DType t) {
 
 namespace {
 
+// Whether the fp32 GEMV takes a prologue (or an attention's sums) for a block-format weight:
+// every block format but bl<b>g<g> (gemv_bl.cu), x and the second operand 16-byte aligned.
+bool block_prologue_applies(const WeightView& w, const float* x, const float* second) {
+  const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+  return !plain && !quant::is_bl_group(w.dtype) && weight_format_supported(w.dtype) && aligned16(x) && aligned16(second);
+}
+
 // The CUDA-core paths of launch_gemv (dp4a, then fp32) with a fusion the fp32 kernel takes
 // (accumulate) or none.
 bool launch_cuda_core_gemv(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
@@ -289,13 +299,14 @@ bool launch_cuda_core_gemv(const WeightView& w, const float* x, int n_tokens, fl
   const bool vec = aligned_x && w.cols % kPiece == 0 &&
                    (!plain || (w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0));
   if (fuse.prologue()) {
-    // The plain types take a norm or SwiGLU prologue for one token (the block formats have theirs
-    // in the dp4a kernel); the second operand is read as float4 like x.
-    if (n_tokens != 1 || !gemv_fp32_prologue_applies(w, x, fuse.norm ? fuse.norm : fuse.up)) return false;
-    if (w.dtype == DType::F32) launch_with_prologue<DType::F32>(p, stream);
-    else if (w.dtype == DType::F16) launch_with_prologue<DType::F16>(p, stream);
-    else launch_with_prologue<DType::BF16>(p, stream);
-    return true;
+    // A norm or SwiGLU prologue for one token: the plain types, and the block formats the dp4a
+    // kernel did not take (Q5_0 / Q5_1, rows that are not whole tiles: Gemma 3 270M's 640
+    // columns, SmolLM2's 576), which ran a norm kernel of their own before. The second operand
+    // is read as float4 like x.
+    const float* second = fuse.norm ? fuse.norm : fuse.up;
+    if (n_tokens != 1 || !(gemv_fp32_prologue_applies(w, x, second) || block_prologue_applies(w, x, second)))
+      return false;
+    return dispatch_weight_format(w.dtype, [&]<DType T>() { launch_with_prologue<T>(p, w.tiled, stream); });
   }
   if (!vec && !plain) return false;
   return dispatch_weight_format(w.dtype, [&]<DType T>() {
@@ -362,11 +373,14 @@ bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim)
   // more than the combine kernel costs at 4096 columns (H100, 8B f16: 182.5-183.1 tok/s with the
   // combine, 180.8-181.6 with the sums; 1B f16 at 2048: 817-840 against 846-852; docs/cuda.md
   // "Eighteenth session"), so the plain types take the sums up to 2048 columns.
+  // Block formats without a dp4a unit for these rows (Q5_0 at 1024 columns) take the same
+  // fp32 GEMV and limit.
   constexpr int64_t kFp32MaxCols = 2048;
   const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
-  return plain && w.cols <= kFp32MaxCols && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 &&
-         static_cast<int64_t>(n_head) * head_dim == w.cols && w.row_bytes % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
+  const bool pieces = plain ? w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0
+                            : !quant::is_bl_group(w.dtype) && weight_format_supported(w.dtype);
+  return pieces && w.cols <= kFp32MaxCols && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 &&
+         static_cast<int64_t>(n_head) * head_dim == w.cols;
 }
 
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
@@ -378,12 +392,7 @@ bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums,
   GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, sums.num(), 1, out, bias,
              GemvFusion{.accumulate = accumulate}};
   p.attention = sums;
-  switch (w.dtype) {
-    case DType::F32: launch_after_attention<DType::F32>(p, stream); return true;
-    case DType::F16: launch_after_attention<DType::F16>(p, stream); return true;
-    case DType::BF16: launch_after_attention<DType::BF16>(p, stream); return true;
-    default: return false;
-  }
+  return dispatch_weight_format(w.dtype, [&]<DType T>() { launch_after_attention<T>(p, w.tiled, stream); });
 }
 
 }  // namespace bl::cuda
