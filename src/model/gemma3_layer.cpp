@@ -29,12 +29,14 @@ void gemma3_layer(Backend& b, const LlamaConfig& c, const LlamaLayerWeights& l, 
   Tensor& v_cache = s.v_cache[static_cast<size_t>(il)];
   if (seq != LlamaModel::kEachOwnSequence) {
     Tensor k_seq = sequence_slots(k_cache, seq, s.n_ctx), v_seq = sequence_slots(v_cache, seq, s.n_ctx);
-    b.rope_kv_store_attention(f.q_heads, f.k_heads, f.v_heads, k_seq, v_seq, f.pos, rope, attn, f.attn_heads);
+    AttentionParams attn_then_wo = attn;
+    if (n == 1) attn_then_wo.out_matmul_next = &l.wo;  // the fused_matmul below
+    b.rope_kv_store_attention(f.q_heads, f.k_heads, f.v_heads, k_seq, v_seq, f.pos, rope, attn_then_wo, f.attn_heads);
   } else {
     b.rope_kv_store_each_sequence(f.q_heads, f.k_heads, f.v_heads, k_cache, v_cache, f.pos, rope, s.n_ctx);
     b.attention_each_sequence(f.q_heads, k_cache, v_cache, f.pos, attn, s.n_ctx, f.attn_heads);
   }
-  b.matmul(l.wo, f.attn, sublayer);
+  b.fused_matmul(l.wo, f.attn, sublayer, MatmulFusion{});
   add_post_normed(l.post_attention_norm);
 
   // Feed-forward (GeGLU).

@@ -57,6 +57,7 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_STAGE_NEXT=0: a GEMV never stages the next one's x (MatmulFusion::norm_next),
     // the quantize kernel runs between them as before (for comparisons).
     stage_next_enabled_ = env_choice("BITLIGHT_CUDA_STAGE_NEXT", {"0", "1"}) != "0";
+    if (env_choice("BITLIGHT_CUDA_BLOCK_PROLOGUE", {"0", "1"}) == "0") cuda::set_block_fp32_prologue(false);
     // BITLIGHT_CUDA_ATTN_SPLITS=8|16|32|64: every split-KV attention cut into that many splits at
     // most, instead of enough for 2 blocks an SM (for comparisons).
     if (const auto splits = env_choice("BITLIGHT_CUDA_ATTN_SPLITS", {"8", "16", "32", "64"}))

@@ -106,9 +106,16 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
       const float4 xb_in = __ldg(reinterpret_cast<const float4*>(xt + o1));
       if constexpr (kPro == Fp32Prologue::norm) sumsq += squares4(xa_in) + squares4(xb_in);
       float4 xa, xb;
-      if constexpr (kPro == Fp32Prologue::attention) {  // a piece is 8 consecutive values (o1 = o0 + 4)
+      if constexpr (kPro == Fp32Prologue::attention) {
+        // A piece of a plain type or Q8_0 is 8 consecutive values (o1 = o0 + 4); the other
+        // block formats' halves lie apart (o1 = o0 + 16 or + 32), each 4 values of one head.
         float v[8] = {xa_in.x, xa_in.y, xa_in.z, xa_in.w, xb_in.x, xb_in.y, xb_in.z, xb_in.w};
-        attention_values8(p.attention, o0, v);
+        if (o1 == o0 + 4) {
+          attention_values<8>(p.attention, o0, v);
+        } else {
+          attention_values<4>(p.attention, o0, v);
+          attention_values<4>(p.attention, o1, v + 4);
+        }
         xa = make_float4(v[0], v[1], v[2], v[3]), xb = make_float4(v[4], v[5], v[6], v[7]);
       } else {
         xa = prologue4<kPro>(xa_in, second, o0), xb = prologue4<kPro>(xb_in, second, o1);
@@ -279,11 +286,14 @@ bool weight_format_supported(DType t) {
 
 namespace {
 
-// Whether the fp32 GEMV takes a prologue (or an attention's sums) for a block-format weight:
-// every block format but bl<b>g<g> (gemv_bl.cu), x and the second operand 16-byte aligned.
+bool g_block_fp32_prologue = true;
+
+// Whether the fp32 GEMV takes a norm / SwiGLU prologue for a block-format weight: every block
+// format but bl<b>g<g> (gemv_bl.cu), x and the second operand 16-byte aligned.
 bool block_prologue_applies(const WeightView& w, const float* x, const float* second) {
   const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
-  return !plain && !quant::is_bl_group(w.dtype) && weight_format_supported(w.dtype) && aligned16(x) && aligned16(second);
+  return g_block_fp32_prologue && !plain && !quant::is_bl_group(w.dtype) && weight_format_supported(w.dtype) &&
+         aligned16(x) && aligned16(second);
 }
 
 // The CUDA-core paths of launch_gemv (dp4a, then fp32) with a fusion the fp32 kernel takes
@@ -325,6 +335,8 @@ bool takes_tensor_cores(const WeightView& w, int n_tokens) {
 }
 
 }  // namespace
+
+void set_block_fp32_prologue(bool enabled) { g_block_fp32_prologue = enabled; }
 
 bool gemv_fp32_prologue_applies(const WeightView& w, const float* x, const float* second) {
   const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;

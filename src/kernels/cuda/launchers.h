@@ -244,6 +244,10 @@ bool launch_get_rows_bl(const WeightView& table, const int32_t* ids, int64_t n_t
 // the CUDA-core path too (process-wide, not thread-safe: set it before issuing work).
 void set_tensor_core_gemv(bool enabled);
 bool tensor_core_gemv_enabled();
+// Whether the fp32 GEMV takes the norm / SwiGLU prologue for block-format weights the dp4a
+// GEMV does not take (gemv.cu); otherwise the prologue runs as a kernel of its own. On by
+// default; BITLIGHT_CUDA_BLOCK_PROLOGUE=0 switches it off (comparisons). Process-wide, as above.
+void set_block_fp32_prologue(bool enabled);
 // false when it does not apply (format, batch, alignment); launch_gemv then runs the other.
 bool launch_gemv_tensor_core(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                              cudaStream_t stream);
