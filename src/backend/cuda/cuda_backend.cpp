@@ -57,6 +57,8 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_STAGE_NEXT=0: a GEMV never stages the next one's x (MatmulFusion::norm_next),
     // the quantize kernel runs between them as before (for comparisons).
     stage_next_enabled_ = env_choice("BITLIGHT_CUDA_STAGE_NEXT", {"0", "1"}) != "0";
+    // BITLIGHT_CUDA_BLOCK_PROLOGUE=0: the norm before a block-format GEMV the dp4a kernel does not
+    // take (Q5_0, untiled rows) runs as a kernel of its own again (for comparisons).
     if (env_choice("BITLIGHT_CUDA_BLOCK_PROLOGUE", {"0", "1"}) == "0") cuda::set_block_fp32_prologue(false);
     // BITLIGHT_CUDA_ATTN_SPLITS=8|16|32|64: every split-KV attention cut into that many splits at
     // most, instead of enough for 2 blocks an SM (for comparisons).

@@ -200,11 +200,11 @@ bool gemv_stages_next_applies(const WeightView& w);
 // One token through a GEMV with x taken from a split-KV attention's sums (AttentionSums,
 // attention_sums.cuh): x = num / den per head (the exact combine for a head with overflowed
 // splits), made by each block of the dp4a GEMV as it quantizes x, or per piece as the fp32 GEMV
-// of F16 / BF16 / F32 weights streams it. out += W x with accumulate. false (nothing launched)
-// unless w.cols == n_head * head_dim with head_dim % 8 == 0 and the dp4a GEMV takes w for one
-// token (x fitting in shared memory), or the one-token bl GEMV takes w (gemv_bl_token_applies),
-// or w is a plain type with 16-byte aligned rows and at most 2048 columns (wider, the per-piece
-// division costs the fp32 GEMV more than the combine kernel).
+// streams it. out += W x with accumulate. false (nothing launched) unless w.cols == n_head *
+// head_dim with head_dim % 8 == 0 and the dp4a GEMV takes w for one token (x fitting in shared
+// memory), or the one-token bl GEMV takes w (gemv_bl_token_applies), or w has at most 2048
+// columns and is a plain type with 16-byte aligned rows or another block format (Q5_0, untiled
+// Q4_0: the fp32 GEMV; wider, its per-piece division costs more than the combine kernel).
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim);
 bool launch_gemv_after_attention(const WeightView& w, const AttentionSums& sums, float* out, const float* bias,
                                  bool accumulate, cudaStream_t stream);
