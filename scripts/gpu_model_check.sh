@@ -48,10 +48,10 @@ sys.exit(0 if ok else 1)
 PY
 }
 
-greedy_cpu_equals_cuda() {  # MODEL N_TOKENS LABEL LOG_PREFIX: the greedy continuations of the two backends
-  local dev
+greedy_cpu_equals_cuda() {  # MODEL N_TOKENS LABEL LOG_PREFIX [IDS]: the greedy continuations of the two backends
+  local dev ids=${5:-$IDS}
   for dev in cpu cuda; do
-    "$B" run -m "$1" --ids $IDS -n "$2" --temp 0 --device $dev --no-display-prompt --json-out "$MODELS/$dev.json" \
+    "$B" run -m "$1" --ids "$ids" -n "$2" --temp 0 --device $dev --no-display-prompt --json-out "$MODELS/$dev.json" \
       > /dev/null 2> "$OUT/$4_$dev.log" || return 1
   done
   python3 - "$MODELS/cpu.json" "$MODELS/cuda.json" "$3" <<'PY'
@@ -96,9 +96,7 @@ if [[ "${GEMMA_CHECK:-1}" == 1 ]]; then
     "$B" eval -m "$m" --ids "$IDS_600" -b 64 --kv-type f16 --device cpu --logits-out "$MODELS/cpu_long.f32" &&
       "$B" eval -m "$m" --ids "$IDS_600" -b 64 --kv-type f16 --device cuda --logits-out "$MODELS/cuda_long.f32" &&
       compare "$MODELS/cpu_long.f32" "$MODELS/cuda_long.f32" "gemma3 q5_0 cuda vs cpu, 600-token prompt" 1e-2 || failed=1
-    IDS_SAVED=$IDS; IDS=$IDS_600
-    greedy_cpu_equals_cuda "$m" 48 "gemma3 q5_0 after 600 tokens" run_gemma3 || failed=1
-    IDS=$IDS_SAVED
+    greedy_cpu_equals_cuda "$m" 48 "gemma3 q5_0 after 600 tokens" run_gemma3 "$IDS_600" || failed=1
     "$B" bench -m "$m" --device cuda -p 512 -n 128 -r 3 --json "$OUT/bench_gemma3-270m_q5_0.json" | tail -4 || failed=1
   else
     failed=1

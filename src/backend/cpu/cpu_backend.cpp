@@ -53,6 +53,15 @@ void parallel_range(ThreadPool& pool, int64_t n, int64_t work_per_item, const Fn
 // different threads off each other's lines).
 constexpr int64_t kElementPiece = 64;
 
+// fn(i0, i1) over [0, n) in pieces of kElementPiece elements, spread over the pool; cost is an
+// element's work in adds (parallel_range's grain).
+template <typename F>
+void for_element_ranges(ThreadPool& pool, int64_t n, int64_t cost, F&& fn) {
+  parallel_range(pool, (n + kElementPiece - 1) / kElementPiece, cost * kElementPiece, [&](int64_t begin, int64_t end) {
+    fn(begin * kElementPiece, std::min(n, end * kElementPiece));
+  });
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
@@ -213,10 +222,7 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
   const float* ap = a.as<const float>();
   const float* bp = b.as<const float>();
   float* op = out.as<float>();
-  parallel_range(pool_, (n + kElementPiece - 1) / kElementPiece, kElementPiece, [&](int64_t begin, int64_t end) {
-    const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
-    cpu::add(ap + i0, bp + i0, op + i0, i1 - i0);
-  });
+  for_element_ranges(pool_, n, 1, [&](int64_t i0, int64_t i1) { cpu::add(ap + i0, bp + i0, op + i0, i1 - i0); });
 }
 
 // In place on the logits (no copy, unlike the default). One token's row is split over the
@@ -237,30 +243,28 @@ void CpuBackend::argmax(const Tensor& logits, Tensor& ids) {
   }
 }
 
-void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+namespace {
+
+// out = act(gate) * up by one of cpu::silu_mul / cpu::gelu_mul: an exp and a few FMAs an
+// element, ~4x the work of an add.
+void gated_product(ThreadPool& pool, const Tensor& gate, const Tensor& up, Tensor& out,
+                   void (*activation_mul)(const float*, const float*, float*, int64_t)) {
   const int64_t n = gate.elements();
   assert(up.elements() == n && out.elements() == n);
   const float* gp = gate.as<const float>();
   const float* up_p = up.as<const float>();
   float* op = out.as<float>();
-  // exp makes an element ~4x the work of an add.
-  parallel_range(pool_, (n + kElementPiece - 1) / kElementPiece, 4 * kElementPiece, [&](int64_t begin, int64_t end) {
-    const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
-    cpu::silu_mul(gp + i0, up_p + i0, op + i0, i1 - i0);
-  });
+  for_element_ranges(pool, n, 4, [&](int64_t i0, int64_t i1) { activation_mul(gp + i0, up_p + i0, op + i0, i1 - i0); });
+}
+
+}  // namespace
+
+void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  gated_product(pool_, gate, up, out, cpu::silu_mul);
 }
 
 void CpuBackend::gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
-  const int64_t n = gate.elements();
-  assert(up.elements() == n && out.elements() == n);
-  const float* gp = gate.as<const float>();
-  const float* up_p = up.as<const float>();
-  float* op = out.as<float>();
-  // As silu_mul: an exp and a few FMAs an element.
-  parallel_range(pool_, (n + kElementPiece - 1) / kElementPiece, 4 * kElementPiece, [&](int64_t begin, int64_t end) {
-    const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
-    cpu::gelu_mul(gp + i0, up_p + i0, op + i0, i1 - i0);
-  });
+  gated_product(pool_, gate, up, out, cpu::gelu_mul);
 }
 
 void CpuBackend::scale(const Tensor& x, float factor, Tensor& out) {
@@ -268,10 +272,7 @@ void CpuBackend::scale(const Tensor& x, float factor, Tensor& out) {
   assert(out.elements() == n);
   const float* xp = x.as<const float>();
   float* op = out.as<float>();
-  parallel_range(pool_, (n + kElementPiece - 1) / kElementPiece, kElementPiece, [&](int64_t begin, int64_t end) {
-    const int64_t i0 = begin * kElementPiece, i1 = std::min(n, end * kElementPiece);
-    cpu::scale(xp + i0, factor, op + i0, i1 - i0);
-  });
+  for_element_ranges(pool_, n, 1, [&](int64_t i0, int64_t i1) { cpu::scale(xp + i0, factor, op + i0, i1 - i0); });
 }
 
 void CpuBackend::rope(Tensor& x, const Tensor& positions, const RopeParams& p) {

@@ -262,21 +262,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     // slot its new k and v; then q and k rotated in shared memory, k and v stored to the caches
     // (for later tokens) and kept in own_k_sh / own_v_sh (for this one).
     const bool own_slot = pos >= begin && pos < stop;
-    // Every load of q issued before the first store: as a loop of load -> store, each of a
-    // thread's kQLoads values (8 at 4 heads of 256 dims, Gemma 3) waited a global round trip.
-    constexpr int kQLoads = (kGroup * kMaxDim + kAttnThreads - 1) / kAttnThreads;
-    const int q_values = n_g * p.head_dim;
-    float qv[kQLoads];
-#pragma unroll
-    for (int j = 0; j < kQLoads; ++j) {
-      const int idx = threadIdx.x + j * kAttnThreads;
-      qv[j] = idx < q_values ? q_head0[idx] : 0.0f;
-    }
-#pragma unroll
-    for (int j = 0; j < kQLoads; ++j) {
-      const int idx = threadIdx.x + j * kAttnThreads;
-      if (idx < q_values) q_sh[idx / p.head_dim][idx % p.head_dim] = qv[j];
-    }
+    for (int idx = threadIdx.x; idx < n_g * p.head_dim; idx += kAttnThreads)
+      q_sh[idx / p.head_dim][idx % p.head_dim] = q_head0[idx];
     if (own_slot) {
       const int64_t from = static_cast<int64_t>(kv_head) * p.head_dim;
       for (int e = threadIdx.x; e < p.head_dim; e += kAttnThreads) {

@@ -60,8 +60,5 @@ __device__ __forceinline__ void attention_values(const AttentionSums& s, int64_t
 #pragma unroll
   for (int k = 0; k < kN; ++k) v[k] *= inv;
 }
-__device__ __forceinline__ void attention_values8(const AttentionSums& s, int64_t c, float (&v)[8]) {
-  attention_values<8>(s, c, v);
-}
 
 }  // namespace bl::cuda

@@ -288,10 +288,13 @@ namespace {
 
 bool g_block_fp32_prologue = true;
 
+// F32 / F16 / BF16 (is_plain_type for a runtime dtype).
+bool is_plain(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
 // Whether the fp32 GEMV takes a norm / SwiGLU prologue for a block-format weight: every block
 // format but bl<b>g<g> (gemv_bl.cu), x and the second operand 16-byte aligned.
 bool block_prologue_applies(const WeightView& w, const float* x, const float* second) {
-  const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+  const bool plain = is_plain(w.dtype);
   return g_block_fp32_prologue && !plain && !quant::is_bl_group(w.dtype) && weight_format_supported(w.dtype) &&
          aligned16(x) && aligned16(second);
 }
@@ -305,7 +308,7 @@ bool launch_cuda_core_gemv(const WeightView& w, const float* x, int n_tokens, fl
   // Pieces need 16-byte aligned x (and rows, for the plain types) and cols % 8 == 0; block
   // formats always qualify given an aligned x (their rows are whole blocks of 32 or 256).
   const bool aligned_x = reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+  const bool plain = is_plain(w.dtype);
   const bool vec = aligned_x && w.cols % kPiece == 0 &&
                    (!plain || (w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0));
   if (fuse.prologue()) {
@@ -330,8 +333,7 @@ bool launch_cuda_core_gemv(const WeightView& w, const float* x, int n_tokens, fl
 
 // Whether launch_gemv would take the tensor-core kernel (which has no fusions).
 bool takes_tensor_cores(const WeightView& w, int n_tokens) {
-  return n_tokens >= 8 && tensor_core_gemv_enabled() && w.rows >= 2048 && w.dtype != DType::F32 &&
-         w.dtype != DType::F16 && w.dtype != DType::BF16;
+  return n_tokens >= 8 && tensor_core_gemv_enabled() && w.rows >= 2048 && !is_plain(w.dtype);
 }
 
 }  // namespace
@@ -339,7 +341,7 @@ bool takes_tensor_cores(const WeightView& w, int n_tokens) {
 void set_block_fp32_prologue(bool enabled) { g_block_fp32_prologue = enabled; }
 
 bool gemv_fp32_prologue_applies(const WeightView& w, const float* x, const float* second) {
-  const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+  const bool plain = is_plain(w.dtype);
   return plain && w.cols % kPiece == 0 && w.row_bytes % 16 == 0 && aligned16(w.data) && aligned16(x) && aligned16(second);
 }
 
@@ -388,7 +390,7 @@ bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim)
   // Block formats without a dp4a unit for these rows (Q5_0 at 1024 columns) take the same
   // fp32 GEMV and limit.
   constexpr int64_t kFp32MaxCols = 2048;
-  const bool plain = w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16;
+  const bool plain = is_plain(w.dtype);
   const bool pieces = plain ? w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0
                             : !quant::is_bl_group(w.dtype) && weight_format_supported(w.dtype);
   return pieces && w.cols <= kFp32MaxCols && n_head > 0 && head_dim > 0 && head_dim % 8 == 0 &&

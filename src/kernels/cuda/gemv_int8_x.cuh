@@ -145,7 +145,7 @@ __device__ __forceinline__ void quantize_attention_x(const AttentionSums& s, int
     for (int k = 0; k < kQuantBatchPlain; ++k) {
       const int64_t i = i0 + k * kThreads;
       if (i >= groups) continue;
-      const int head = static_cast<int>(8 * i) / s.head_dim;  // 32-bit (attention_values8)
+      const int head = static_cast<int>(8 * i) / s.head_dim;  // 32-bit (attention_values)
       a[k] = __ldg(num4 + 2 * i), b[k] = __ldg(num4 + 2 * i + 1);
       den[k] = __ldg(s.den() + head);
       any_overflowed = any_overflowed || __ldg(s.overflowed() + head) != 0;
@@ -167,7 +167,7 @@ __device__ __forceinline__ void quantize_attention_x(const AttentionSums& s, int
   for (int64_t i = threadIdx.x; i < groups; i += kThreads) {
     const float4 a = __ldg(num4 + 2 * i), b = __ldg(num4 + 2 * i + 1);
     float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    attention_values8(s, 8 * i, v);  // the first pass's num / den where no split overflowed
+    attention_values<8>(s, 8 * i, v);  // the first pass's num / den where no split overflowed
     quantize_group(make_float4(v[0], v[1], v[2], v[3]), make_float4(v[4], v[5], v[6], v[7]), i, xq, xs);
   }
 }
