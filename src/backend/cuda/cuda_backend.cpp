@@ -17,6 +17,7 @@
 
 #include "core/env_switch.h"
 #include "kernels/cuda/bandwidth_probe.h"
+#include "kernels/cuda/block_trace.h"
 #include "kernels/cuda/launchers.h"
 #include "quant/bl_group.h"
 
@@ -86,6 +87,7 @@ class CudaBackendImpl final : public CudaBackend {
     void* ws = device_alloc(kCublasWorkspaceBytes, "cuBLAS workspace");
     if (!ws) return take_error();
     cublasSetWorkspace(cublas_, ws, kCublasWorkspaceBytes);
+    cuda::block_trace::start_from_environment();  // a no-op unless built with BITLIGHT_CUDA_BLOCK_TRACE
     return Status::Ok();
   }
 

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "kernels/cuda/block_trace.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/rope.cuh"
@@ -182,6 +183,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   const int dim0 = 8 * (lane % kLanes);  // the lane's 8 dims of that row
   const int n_dims = min(8, p.head_dim - dim0);
   const bool aligned = p.head_dim % 8 == 0;
+  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::enter, p.k);
 
   // One sequence per token (seq_slots > 0): its cache region starts at slot t * seq_slots and
   // n_ctx is that region's size.
@@ -250,6 +252,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     for (int i = threadIdx.x; i < half; i += kAttnThreads) rope_cos_sin(static_cast<double>(pos), i, p.rope, cos_sh[i], sin_sh[i]);
   }
   pdl_start();
+  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::waited, p.k);
   // The other sums buffer: its GEMV completed before the kernel before this one did.
   if (p.clear) {
     const int64_t blocks = static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z;
@@ -491,6 +494,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
       if (dim == 0) p.partial_ml[2 * slot] = mx, p.partial_ml[2 * slot + 1] = sum;
     }
   }
+  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::exit, p.k);
 }
 
 // Grid (n_head, n_tokens), kCombineThreads threads: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).

@@ -37,6 +37,7 @@
 
 #include <algorithm>
 
+#include "kernels/cuda/block_trace.cuh"
 #include "kernels/cuda/gemv_int8_x.cuh"
 #include "kernels/cuda/gemv_stage_next.cuh"
 #include "kernels/cuda/launchers.h"
@@ -325,7 +326,9 @@ template <Prologue kPro>
 __global__ void __launch_bounds__(kThreads)
     quantize_x_once_kernel(const float* x, GemvFusion fuse, int64_t cols, uint8_t* dst,
                            float* partial_sumsq) {
+  block_trace::mark(block_trace::Kernel::quantize_x, block_trace::Point::enter, x);
   pdl_start_next_early();  // the GEMV after this one may start its weight loads
+  block_trace::mark(block_trace::Kernel::quantize_x, block_trace::Point::waited, x);
   int8_t* xq = reinterpret_cast<int8_t*>(dst);
   XScale* xs = reinterpret_cast<XScale*>(dst + cols);
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -355,6 +358,7 @@ __global__ void __launch_bounds__(kThreads)
       partial_sumsq[blockIdx.x] = total;
     }
   }
+  block_trace::mark(block_trace::Kernel::quantize_x, block_trace::Point::exit, x);
 }
 
 // Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
@@ -382,6 +386,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   const int64_t chunks = (units + chunk_units - 1) / chunk_units;
   const int64_t group_step = static_cast<int64_t>(gridDim.x) * kWarps;
   const int64_t groups = (p.rows + kRows - 1) / kRows;
+  block_trace::mark(block_trace::Kernel::gemv_dp4a, block_trace::Point::enter, p.w);
 
   // A warp's work is a sequence of (group, chunk) items: chunks 0.. of row group (rows
   // kRows g ..) g = blockIdx.x * 8 + warp, then of the group group_step further, and so on.
@@ -413,6 +418,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
   pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
+  block_trace::mark(block_trace::Kernel::gemv_dp4a, block_trace::Point::waited, p.w);
   float out_scale[kTokens];
   stage_x<kTokens, kPro>(p, smem, out_scale);
   constexpr bool kScaled = kPro == Prologue::norm || kPro == Prologue::staged;
@@ -478,6 +484,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   while (step(buf0) && step(buf1)) {
   }
   if constexpr (kStageNext) stage_next_epilogue(p.fuse.stage_next, pair, pair_rows, p.rows);
+  block_trace::mark(block_trace::Kernel::gemv_dp4a, block_trace::Point::exit, p.w);
 }
 
 size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n * quantized_x_bytes(cols)); }
