@@ -71,14 +71,14 @@ def main():
             (kernel, _tag, grid), points = launches[i]
             prev_end = max(launches[i - 1][1][2])
             r = rows[(i - a, KERNELS.get(kernel, str(kernel)), grid)]
-            for point, name in ((0, "enter"), (1, "waited"), (2, "exit")):
-                v = sorted(points[point])
+            for point, name in ((0, "enter"), (1, "waited"), (3, "step1"), (4, "step2"), (2, "exit")):
+                v = sorted(points.get(point, [prev_end]))
                 r[name + " first"].append((v[0] - prev_end) / 1e3)
                 r[name + " median"].append((v[len(v) // 2] - prev_end) / 1e3)
                 r[name + " last"].append((v[-1] - prev_end) / 1e3)
             r["early"].append(sum(1 for t in points[0] if t < prev_end))
     cols = ["enter first", "enter median", "enter last", "waited first", "waited median", "waited last",
-            "exit first", "exit median", "exit last"]
+            "step1 median", "step1 last", "step2 median", "step2 last", "exit first", "exit median", "exit last"]
     print(f"\nmedians over {len(attention_at[-args.layers:])} layers; us from the launch before's last exit\n")
     print("| offset | kernel | grid | " + " | ".join(cols) + " | blocks in before it ended |")
     print("|---" * (len(cols) + 4) + "|")

@@ -251,7 +251,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   if constexpr (kRope) {
     for (int i = threadIdx.x; i < half; i += kAttnThreads) rope_cos_sin(static_cast<double>(pos), i, p.rope, cos_sh[i], sin_sh[i]);
   }
-  pdl_start();
+  // Trace builds, experiment bit 1: the next kernel launches at this one's end, not here.
+  if (block_trace::experiment(1)) pdl_wait();
+  else pdl_start();
   block_trace::mark(block_trace::Kernel::attention, block_trace::Point::waited, p.k);
   // The other sums buffer: its GEMV completed before the kernel before this one did.
   if (p.clear) {
@@ -327,6 +329,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   // it lies in this split only as stop - 1, which is also the row the batch's masked entries
   // read (their P is 0, but 0 * an unloaded register could be NaN).
   if (early && pos >= begin && pos < stop) load_batch(begin, Own::only);
+  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::step1, p.k);
   for (int64_t b0 = begin; b0 < stop; b0 += kBatch) {
     if (b0 + warp >= stop) break;  // the warp's first slot of the batch is past the split: no more
     if (!early || b0 != begin) load_batch(b0, Own::load);
@@ -384,6 +387,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
         for (int k = 0; k < 8; ++k) acc[g][k] += pe[g][j] * vf[k];
     }
   }
+  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::step2, p.k);
   // The warp's rows added: lanes with the same dims (lane % kLanes) hold the same m.
 #pragma unroll
   for (int o = kLanes; o < kWarp; o *= 2)
@@ -494,7 +498,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
       if (dim == 0) p.partial_ml[2 * slot] = mx, p.partial_ml[2 * slot + 1] = sum;
     }
   }
-  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::exit, p.k);
+  block_trace::mark_exit(block_trace::Kernel::attention, p.k);
+  if (block_trace::experiment(1)) pdl_allow_next();
 }
 
 // Grid (n_head, n_tokens), kCombineThreads threads: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).

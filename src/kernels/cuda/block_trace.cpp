@@ -17,6 +17,12 @@ std::vector<void (*)(const Ring&)>& setters() {
   return list;
 }
 
+std::vector<void (*)(unsigned)>& experiment_setters() {
+  static std::vector<void (*)(unsigned)> list;
+  return list;
+}
+
+#ifdef BITLIGHT_CUDA_BLOCK_TRACE
 Ring& active_ring() {
   static Ring ring;
   return ring;
@@ -51,13 +57,20 @@ void write_at_exit() {
   std::fclose(f);
   std::fprintf(stderr, "block trace: %llu events (%llu kept) -> %s\n", count, kept, out_path().c_str());
 }
+#endif
 
 }  // namespace
 
 void register_ring_setter(void (*setter)(const Ring&)) { setters().push_back(setter); }
+void register_experiment_setter(void (*setter)(unsigned)) { experiment_setters().push_back(setter); }
 
 void start_from_environment() {
 #ifdef BITLIGHT_CUDA_BLOCK_TRACE
+  if (const char* bits = std::getenv("BITLIGHT_CUDA_EXPERIMENT")) {
+    const unsigned value = static_cast<unsigned>(std::strtoul(bits, nullptr, 0));
+    for (auto* set : experiment_setters()) set(value);
+    std::fprintf(stderr, "block trace build: experiment bits 0x%x\n", value);
+  }
   const char* path = std::getenv("BITLIGHT_CUDA_BLOCK_TRACE_OUT");
   if (!path || !*path || active_ring().events) return;
   const char* n = std::getenv("BITLIGHT_CUDA_BLOCK_TRACE_EVENTS");

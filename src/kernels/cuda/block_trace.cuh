@@ -24,11 +24,16 @@ namespace bl::cuda::block_trace {
 
 #ifdef BITLIGHT_CUDA_BLOCK_TRACE
 static __device__ Ring g_ring;  // this translation unit's copy
+static __device__ unsigned g_experiment;
 
 namespace {
 void set_ring_of_this_unit(const Ring& ring) { cudaMemcpyToSymbol(g_ring, &ring, sizeof ring); }
-[[maybe_unused]] const bool g_ring_setter_registered = (register_ring_setter(&set_ring_of_this_unit), true);
+void set_experiment_of_this_unit(unsigned bits) { cudaMemcpyToSymbol(g_experiment, &bits, sizeof bits); }
+[[maybe_unused]] const bool g_ring_setter_registered =
+    (register_ring_setter(&set_ring_of_this_unit), register_experiment_setter(&set_experiment_of_this_unit), true);
 }  // namespace
+
+__device__ __forceinline__ bool experiment(unsigned bit) { return (g_experiment & bit) != 0; }
 
 // Records (kernel, point) for this block; tag tells launches of one kernel apart (a weight or
 // cache pointer: one per layer and matrix).
@@ -49,8 +54,17 @@ __device__ __forceinline__ void mark(Kernel kernel, Point point, const void* tag
   e.point = static_cast<uint8_t>(point);
   g_ring.events[i] = e;
 }
+
+// The exit mark after a block barrier, so that it is the block's last warp's exit, not thread
+// 0's. Only where every thread of the block reaches it.
+__device__ __forceinline__ void mark_exit(Kernel kernel, const void* tag) {
+  __syncthreads();
+  mark(kernel, Point::exit, tag);
+}
 #else
 __device__ __forceinline__ void mark(Kernel, Point, const void*) {}
+__device__ __forceinline__ void mark_exit(Kernel, const void*) {}
+__device__ __forceinline__ bool experiment(unsigned) { return false; }
 #endif
 
 }  // namespace bl::cuda::block_trace

@@ -9,8 +9,10 @@ namespace bl::cuda::block_trace {
 
 // Which kernel marked (the kernels that carry marks; scripts/block_timeline.py names them).
 enum class Kernel : uint8_t { gemv_dp4a = 1, attention = 2, quantize_x = 3, gemv_fp32 = 4, gemv_bl = 5 };
-// Where in the kernel: its first line, after its pdl_wait, its last line (thread 0's).
-enum class Point : uint8_t { enter = 0, waited = 1, exit = 2 };
+// Where in the kernel: its first line, after its pdl_wait, its last line (after a block barrier
+// where the kernel allows one: mark_exit), and kernel-specific steps between (attention: q
+// rotated, the slot loop done).
+enum class Point : uint8_t { enter = 0, waited = 1, exit = 2, step1 = 3, step2 = 4 };
 
 // 24 bytes, as block_timeline.py unpacks them: "<QIIIHBB".
 struct Event {
@@ -31,11 +33,15 @@ struct Ring {
 
 // Called once per translation unit that includes block_trace.cuh, at static initialisation.
 void register_ring_setter(void (*setter)(const Ring&));
+// Trace builds only: bits of BITLIGHT_CUDA_EXPERIMENT, read by kernels through experiment()
+// (switches for one-off comparisons that are not worth a launch argument until they pay).
+void register_experiment_setter(void (*setter)(unsigned));
 
 // With BITLIGHT_CUDA_BLOCK_TRACE_OUT=path in the environment (and the build option on):
 // allocates a ring of BITLIGHT_CUDA_BLOCK_TRACE_EVENTS events (default 2^21), hands it to every
 // unit, and writes the events at exit to path (uint64 count, then the ring as stored).
-// Call with the device current.
+// Also hands BITLIGHT_CUDA_EXPERIMENT (an integer, default 0) to every unit. Call with the
+// device current.
 void start_from_environment();
 
 }  // namespace bl::cuda::block_trace
