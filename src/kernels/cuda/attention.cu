@@ -63,6 +63,7 @@ struct AttnParams {
   float* clear;
   int64_t clear_floats;
   int window;  // AttentionLaunch::window
+  block_trace::Slot trace;  // set by the launch (trace builds: block_trace.h)
 };
 
 // Asks L2 for the K and V rows of kv_head at slots [begin, stop) (from base_slot): issued
@@ -183,7 +184,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   const int dim0 = 8 * (lane % kLanes);  // the lane's 8 dims of that row
   const int n_dims = min(8, p.head_dim - dim0);
   const bool aligned = p.head_dim % 8 == 0;
-  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::enter, p.k);
+  block_trace::mark(p.trace, block_trace::Kernel::attention, block_trace::Point::enter, p.k);
 
   // One sequence per token (seq_slots > 0): its cache region starts at slot t * seq_slots and
   // n_ctx is that region's size.
@@ -254,7 +255,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   // Trace builds, experiment bit 1: the next kernel launches at this one's end, not here.
   if (block_trace::experiment(1)) pdl_wait();
   else pdl_start();
-  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::waited, p.k);
+  block_trace::mark(p.trace, block_trace::Kernel::attention, block_trace::Point::waited, p.k);
   // The other sums buffer: its GEMV completed before the kernel before this one did.
   if (p.clear) {
     const int64_t blocks = static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z;
@@ -329,7 +330,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   // it lies in this split only as stop - 1, which is also the row the batch's masked entries
   // read (their P is 0, but 0 * an unloaded register could be NaN).
   if (early && pos >= begin && pos < stop) load_batch(begin, Own::only);
-  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::step1, p.k);
+  block_trace::mark(p.trace, block_trace::Kernel::attention, block_trace::Point::step1, p.k);
   for (int64_t b0 = begin; b0 < stop; b0 += kBatch) {
     if (b0 + warp >= stop) break;  // the warp's first slot of the batch is past the split: no more
     if (!early || b0 != begin) load_batch(b0, Own::load);
@@ -387,7 +388,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
         for (int k = 0; k < 8; ++k) acc[g][k] += pe[g][j] * vf[k];
     }
   }
-  block_trace::mark(block_trace::Kernel::attention, block_trace::Point::step2, p.k);
+  block_trace::mark(p.trace, block_trace::Kernel::attention, block_trace::Point::step2, p.k);
   // The warp's rows added: lanes with the same dims (lane % kLanes) hold the same m.
 #pragma unroll
   for (int o = kLanes; o < kWarp; o *= 2)
@@ -498,7 +499,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
       if (dim == 0) p.partial_ml[2 * slot] = mx, p.partial_ml[2 * slot + 1] = sum;
     }
   }
-  block_trace::mark_exit(block_trace::Kernel::attention, p.k);
+  block_trace::mark_exit(p.trace, block_trace::Kernel::attention, p.k);
   if (block_trace::experiment(1)) pdl_allow_next();
 }
 
@@ -559,7 +560,9 @@ __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(Attn
 template <int kLanes, bool kRope>
 void launch_lanes(const AttnParams& ap, dim3 grid, bool f16, int heads_per_block, cudaStream_t stream) {
   auto pick = [&](auto kernel_f16, auto kernel_f32) {
-    launch_pdl(f16 ? kernel_f16 : kernel_f32, grid, dim3(kAttnThreads), 0, stream, ap);
+    AttnParams traced = ap;
+    traced.trace = block_trace::next_slot();
+    launch_pdl(f16 ? kernel_f16 : kernel_f32, grid, dim3(kAttnThreads), 0, stream, traced);
   };
   if (heads_per_block <= 1) pick(attention_kernel<kLanes, 1, true, kRope>, attention_kernel<kLanes, 1, false, kRope>);
   else if (heads_per_block <= 2) pick(attention_kernel<kLanes, 2, true, kRope>, attention_kernel<kLanes, 2, false, kRope>);
@@ -596,7 +599,7 @@ AttnParams attn_params(const float* q, const void* k_cache, const void* v_cache,
   AttnParams ap{q, k_cache, v_cache, positions, p.n_head, p.n_head_kv, p.head_dim, groups, p.scale,
                 p.n_tokens, p.seq_slots > 0 ? p.seq_slots : p.n_ctx, n_splits, nullptr, nullptr, out, p.seq_slots,
                 nullptr, nullptr, RopeLaunch{}, p.kv_loads_early && (p.n_tokens == 1 || p.seq_slots > 0),
-                AttentionSums{}, nullptr, 0, p.window};
+                AttentionSums{}, nullptr, 0, p.window, block_trace::Slot{}};
   if (n_splits > 1) {
     ap.partial_acc = workspace;
     ap.partial_ml = partial_ml_of(workspace, p, n_splits);

@@ -11,58 +11,64 @@
 namespace bl::cuda::block_trace {
 namespace {
 
-// Function-local statics: the setters register during static initialisation, in any order.
-std::vector<void (*)(const Ring&)>& setters() {
-  static std::vector<void (*)(const Ring&)> list;
-  return list;
-}
-
+// Function-local static: the setters register during static initialisation, in any order.
 std::vector<void (*)(unsigned)>& experiment_setters() {
   static std::vector<void (*)(unsigned)> list;
   return list;
 }
 
 #ifdef BITLIGHT_CUDA_BLOCK_TRACE
-Ring& active_ring() {
-  static Ring ring;
-  return ring;
-}
+constexpr size_t kEvents = static_cast<size_t>(kSlots) * kMaxBlocks * kPoints;
 
-std::string& out_path() {
-  static std::string path;
-  return path;
+struct Trace {
+  Event* events = nullptr;  // device, kEvents
+  unsigned long long launches = 0;
+  std::string path;
+};
+
+Trace& trace() {
+  static Trace t;
+  return t;
 }
 
 void write_at_exit() {
-  const Ring& ring = active_ring();
-  unsigned long long count = 0;
+  const Trace& t = trace();
+  std::vector<Event> events(kEvents);
   if (cudaDeviceSynchronize() != cudaSuccess ||
-      cudaMemcpy(&count, ring.count, sizeof count, cudaMemcpyDeviceToHost) != cudaSuccess) {
-    std::fprintf(stderr, "block trace: cannot read the ring back\n");
+      cudaMemcpy(events.data(), t.events, kEvents * sizeof(Event), cudaMemcpyDeviceToHost) != cudaSuccess) {
+    std::fprintf(stderr, "block trace: cannot read the events back\n");
     return;
   }
-  std::vector<Event> events(ring.capacity);
-  if (cudaMemcpy(events.data(), ring.events, events.size() * sizeof(Event), cudaMemcpyDeviceToHost) != cudaSuccess) {
-    std::fprintf(stderr, "block trace: cannot read the ring back\n");
-    return;
-  }
-  std::FILE* f = std::fopen(out_path().c_str(), "wb");
+  std::vector<Event> written;
+  for (const Event& e : events)
+    if (e.ns != 0) written.push_back(e);
+  std::FILE* f = std::fopen(t.path.c_str(), "wb");
   if (!f) {
-    std::fprintf(stderr, "block trace: cannot write %s\n", out_path().c_str());
+    std::fprintf(stderr, "block trace: cannot write %s\n", t.path.c_str());
     return;
   }
-  const unsigned long long kept = count < ring.capacity ? count : ring.capacity;
+  const unsigned long long count = written.size();
   std::fwrite(&count, sizeof count, 1, f);
-  std::fwrite(events.data(), sizeof(Event), kept, f);
+  std::fwrite(written.data(), sizeof(Event), written.size(), f);
   std::fclose(f);
-  std::fprintf(stderr, "block trace: %llu events (%llu kept) -> %s\n", count, kept, out_path().c_str());
+  std::fprintf(stderr, "block trace: %llu launches traced, %llu events -> %s\n", t.launches, count, t.path.c_str());
 }
 #endif
 
 }  // namespace
 
-void register_ring_setter(void (*setter)(const Ring&)) { setters().push_back(setter); }
 void register_experiment_setter(void (*setter)(unsigned)) { experiment_setters().push_back(setter); }
+
+Slot next_slot() {
+  Slot slot;
+#ifdef BITLIGHT_CUDA_BLOCK_TRACE
+  Trace& t = trace();
+  if (!t.events) return slot;
+  slot.index = static_cast<uint16_t>(t.launches++ % kSlots);
+  slot.events = t.events + static_cast<size_t>(slot.index) * kMaxBlocks * kPoints;
+#endif
+  return slot;
+}
 
 void start_from_environment() {
 #ifdef BITLIGHT_CUDA_BLOCK_TRACE
@@ -72,21 +78,16 @@ void start_from_environment() {
     std::fprintf(stderr, "block trace build: experiment bits 0x%x\n", value);
   }
   const char* path = std::getenv("BITLIGHT_CUDA_BLOCK_TRACE_OUT");
-  if (!path || !*path || active_ring().events) return;
-  const char* n = std::getenv("BITLIGHT_CUDA_BLOCK_TRACE_EVENTS");
-  Ring ring;
-  ring.capacity = n ? std::strtoull(n, nullptr, 10) : (1ull << 21);
-  if (ring.capacity == 0 || cudaMalloc(&ring.events, ring.capacity * sizeof(Event)) != cudaSuccess ||
-      cudaMalloc(&ring.count, sizeof *ring.count) != cudaSuccess ||
-      cudaMemset(ring.count, 0, sizeof *ring.count) != cudaSuccess) {
-    std::fprintf(stderr, "block trace: cannot allocate a ring of %llu events\n", ring.capacity);
+  Trace& t = trace();
+  if (!path || !*path || t.events) return;
+  if (cudaMalloc(&t.events, kEvents * sizeof(Event)) != cudaSuccess ||
+      cudaMemset(t.events, 0, kEvents * sizeof(Event)) != cudaSuccess) {
+    std::fprintf(stderr, "block trace: cannot allocate %zu events\n", kEvents);
+    t.events = nullptr;
     return;
   }
-  active_ring() = ring;
-  out_path() = path;
-  for (auto* set : setters()) set(ring);
+  t.path = path;
   std::atexit(write_at_exit);
-  std::fprintf(stderr, "block trace: %llu events, %zu units\n", ring.capacity, setters().size());
 #endif
 }
 

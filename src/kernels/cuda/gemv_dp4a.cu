@@ -325,8 +325,8 @@ constexpr bool has_unit() {
 template <Prologue kPro>
 __global__ void __launch_bounds__(kThreads)
     quantize_x_once_kernel(const float* x, GemvFusion fuse, int64_t cols, uint8_t* dst,
-                           float* partial_sumsq) {
-  block_trace::mark(block_trace::Kernel::quantize_x, block_trace::Point::enter, x);
+                           float* partial_sumsq, block_trace::Slot trace) {
+  block_trace::mark(trace, block_trace::Kernel::quantize_x, block_trace::Point::enter, x);
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   // Trace builds, experiment bit 2: the norm's weights loaded before the wait.
   const float4* g4 = reinterpret_cast<const float4*>(fuse.norm);
@@ -335,7 +335,7 @@ __global__ void __launch_bounds__(kThreads)
   // Experiment bit 4: the GEMV after this one launches at this one's end.
   if (block_trace::experiment(4)) pdl_wait();
   else pdl_start_next_early();  // the GEMV after this one may start its weight loads
-  block_trace::mark(block_trace::Kernel::quantize_x, block_trace::Point::waited, x);
+  block_trace::mark(trace, block_trace::Kernel::quantize_x, block_trace::Point::waited, x);
   int8_t* xq = reinterpret_cast<int8_t*>(dst);
   XScale* xs = reinterpret_cast<XScale*>(dst + cols);
   float sq = 0.0f;
@@ -364,7 +364,7 @@ __global__ void __launch_bounds__(kThreads)
       partial_sumsq[blockIdx.x] = total;
     }
   }
-  block_trace::mark_exit(block_trace::Kernel::quantize_x, x);
+  block_trace::mark_exit(trace, block_trace::Kernel::quantize_x, x);
   if (block_trace::experiment(4)) pdl_allow_next();
 }
 
@@ -393,7 +393,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   const int64_t chunks = (units + chunk_units - 1) / chunk_units;
   const int64_t group_step = static_cast<int64_t>(gridDim.x) * kWarps;
   const int64_t groups = (p.rows + kRows - 1) / kRows;
-  block_trace::mark(block_trace::Kernel::gemv_dp4a, block_trace::Point::enter, p.w);
+  block_trace::mark(p.trace, block_trace::Kernel::gemv_dp4a, block_trace::Point::enter, p.w);
 
   // A warp's work is a sequence of (group, chunk) items: chunks 0.. of row group (rows
   // kRows g ..) g = blockIdx.x * 8 + warp, then of the group group_step further, and so on.
@@ -427,7 +427,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   if (!block_trace::experiment(8)) load_chunk(buf1, b);  // both in flight while x is quantized
   pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
   if (block_trace::experiment(8)) load_chunk(buf1, b);
-  block_trace::mark(block_trace::Kernel::gemv_dp4a, block_trace::Point::waited, p.w);
+  block_trace::mark(p.trace, block_trace::Kernel::gemv_dp4a, block_trace::Point::waited, p.w);
   float out_scale[kTokens];
   stage_x<kTokens, kPro>(p, smem, out_scale);
   constexpr bool kScaled = kPro == Prologue::norm || kPro == Prologue::staged;
@@ -493,7 +493,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   while (step(buf0) && step(buf1)) {
   }
   if constexpr (kStageNext) stage_next_epilogue(p.fuse.stage_next, pair, pair_rows, p.rows);
-  block_trace::mark_exit(block_trace::Kernel::gemv_dp4a, p.w);
+  block_trace::mark_exit(p.trace, block_trace::Kernel::gemv_dp4a, p.w);
 }
 
 size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n * quantized_x_bytes(cols)); }
@@ -523,13 +523,16 @@ bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
   cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
   constexpr int kRows = rows_per_step<kTokens>();
   const int64_t needed = (p.rows + kWarps * kRows - 1) / (kWarps * kRows);
+  GemvArgs traced = p;
+  traced.trace = block_trace::next_slot();
   if constexpr (kStageNext) {  // one row group a warp, whatever fits at once (gemv_stage_next.cuh)
-    launch_pdl_clusters(kernel, dim3(static_cast<unsigned>(needed)), dim3(kThreads), smem, stream, kStageNextPair, p);
+    launch_pdl_clusters(kernel, dim3(static_cast<unsigned>(needed)), dim3(kThreads), smem, stream, kStageNextPair,
+                        traced);
     return true;
   }
   const int64_t grid =
       std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
-  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, stream, p);
+  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, stream, traced);
   return true;
 }
 
@@ -612,13 +615,13 @@ StagedX launch_quantize_x_once(const float* x, const GemvFusion& fuse, int64_t c
   const dim3 grid(static_cast<unsigned>(quantize_once_blocks(cols)));
   if (fuse.norm)
     launch_pdl(quantize_x_once_kernel<Prologue::norm>, grid, dim3(kThreads), 0, stream, x, fuse, cols, staged,
-               partials);
+               partials, block_trace::next_slot());
   else if (fuse.up)
     launch_pdl(quantize_x_once_kernel<Prologue::gate>, grid, dim3(kThreads), 0, stream, x, fuse, cols, staged,
-               partials);
+               partials, block_trace::next_slot());
   else
     launch_pdl(quantize_x_once_kernel<Prologue::none>, grid, dim3(kThreads), 0, stream, x, fuse, cols, staged,
-               partials);
+               partials, block_trace::next_slot());
   return {staged, fuse.norm ? partials : nullptr, fuse.norm ? static_cast<int>(grid.x) : 0};
 }
 

@@ -15,6 +15,7 @@
 #include <span>
 
 #include "core/dtype.h"
+#include "kernels/cuda/block_trace.h"
 #include "kernels/cpu/top_k_draw.h"
 
 namespace bl::cuda {
@@ -116,6 +117,7 @@ struct GemvArgs {
   int n_partials = 0;
   // launch_gemv_after_attention: x is num / den of these sums (x points at their num).
   AttentionSums attention = {};
+  block_trace::Slot trace = {};  // set by the launch (trace builds: block_trace.h)
 };
 
 // ---- the tiled weight layout (weight_layout.cuh, weight_tiling.cu) ----
