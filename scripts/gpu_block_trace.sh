@@ -8,15 +8,16 @@
 #
 # Environment: OUT (default build-trace/out), SPECS, LAYERS (default 64), BENCH_ARGS (default
 # -p 512 -n 16 -r 1), ENV ("VAR=value ..." set for the bench runs, e.g. a backend switch),
-# EXPERIMENTS (values of BITLIGHT_CUDA_EXPERIMENT, default "0": each is traced, and with
-# AB_ROUNDS > 0 also benched without the trace, AB_ARGS default -p 512 -n 128 -r 2, the values
-# alternating round by round).
+# VARIANTS (space-separated, each VAR=value[,VAR=value...] set for that variant's runs, e.g.
+# BITLIGHT_CUDA_EXPERIMENT=1 or a backend switch; default BITLIGHT_CUDA_EXPERIMENT=0): each is
+# traced, and with AB_ROUNDS > 0 also benched without the trace (AB_ARGS, default -p 512 -n 128
+# -r 2), the variants alternating round by round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build-trace/out}
 SPECS=${SPECS:-llama3-8b:q4_0 llama3-1b:q4_0}
 LAYERS=${LAYERS:-64}
-EXPERIMENTS=${EXPERIMENTS:-0}
+VARIANTS=${VARIANTS:-BITLIGHT_CUDA_EXPERIMENT=0}
 AB_ROUNDS=${AB_ROUNDS:-0}
 AB_ARGS=${AB_ARGS:--p 512 -n 128 -r 2}
 BENCH_ARGS=${BENCH_ARGS:--p 512 -n 16 -r 1}
@@ -34,16 +35,16 @@ for spec in $SPECS; do
   m=$MODELS/$shape-$type.gguf
   [[ -f $m ]] || "$B" synth --shape "$shape" --type "$type" -o "$m" > /dev/null
   for round in $(seq 1 "$AB_ROUNDS"); do
-    for x in $EXPERIMENTS; do
+    for x in $VARIANTS; do
       # shellcheck disable=SC2086
-      tg=$(env ${ENV:-} BITLIGHT_CUDA_EXPERIMENT="$x" "$B" bench -m "$m" --device cuda $AB_ARGS 2>/dev/null | grep -E "^\| .*\| tg" | awk -F'|' '{print $7}')
-      echo "ab $shape $type experiment $x round $round: tg $tg"
+      tg=$(env ${ENV:-} ${x//,/ } "$B" bench -m "$m" --device cuda $AB_ARGS 2>/dev/null | grep -E "^\| .*\| tg" | awk -F'|' '{print $7}')
+      echo "ab $shape $type $x round $round: tg $tg"
     done
   done
-  for x in $EXPERIMENTS; do
-    echo "## $shape $type, experiment $x"
+  for x in $VARIANTS; do
+    echo "## $shape $type, $x"
     # shellcheck disable=SC2086
-    env ${ENV:-} BITLIGHT_CUDA_EXPERIMENT="$x" BITLIGHT_CUDA_BLOCK_TRACE_OUT="$OUT/trace.bin" \
+    env ${ENV:-} ${x//,/ } BITLIGHT_CUDA_BLOCK_TRACE_OUT="$OUT/trace.bin" \
       "$B" bench -m "$m" --device cuda $BENCH_ARGS 2>&1 | grep -E "^\| .*tg" || true
     python3 scripts/block_timeline.py "$OUT/trace.bin" --layers "$LAYERS" | grep -E "^\| (-?[0-6]|offset) "
   done
