@@ -52,7 +52,6 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_KV_EARLY=0: the decode attention loads no K/V rows before it waits for the
     // kernel before it (kv_loads_early; for comparisons).
     kv_loads_early_enabled_ = env_choice("BITLIGHT_CUDA_KV_EARLY", {"0", "1"}) != "0";
-    rope_kv_early_ = env_choice("BITLIGHT_CUDA_ROPE_KV_EARLY", {"0", "1"}) == "1";
     // BITLIGHT_CUDA_ATTN_SUMS=0: a one-token attention always writes its output (through the
     // combine kernel), also where the hint lets the O GEMV divide instead (for comparisons).
     attention_sums_enabled_ = env_choice("BITLIGHT_CUDA_ATTN_SUMS", {"0", "1"}) != "0";
@@ -824,7 +823,6 @@ class CudaBackendImpl final : public CudaBackend {
     // No K/V rows loaded before the wait with the rope inside the kernel (al.kv_loads_early stays
     // false): allowed there, the 8B q4_0 step measured slower (H100, 451 -> 436-440 tok/s,
     // docs/cuda.md "Eleventh session"). This kernel's own write replaces the record before.
-    if (rope_kv_early_) al.kv_loads_early = kv_loads_early_enabled_ && al.n_tokens == 1;
     note_cache_write(k_cache, positions, n, 0);  // the kernel stores the token's k and v
     cuda::launch_rope_attention(q.as<float>(), k.as<float>(), v.as<float>(), k_cache.data, v_cache.data,
                                 positions.as<int32_t>(), al, rl, ws, out.as<float>(), stream_,
@@ -1241,7 +1239,6 @@ class CudaBackendImpl final : public CudaBackend {
   bool rope_in_attention_ = true;  // rope_kv_store_attention as one kernel where it applies
   bool rope_in_attention_all_heads_ = false;  // also below kRopeInAttentionMinHeadDim
   bool kv_loads_early_enabled_ = true;
-  bool rope_kv_early_ = false;
   // What the last gate/up GEMV left activated for the down GEMV right after it (swiglu_next):
   // the gate and up halves, their length, the down weight.
   struct ActivatedGate {

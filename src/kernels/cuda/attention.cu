@@ -252,10 +252,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   if constexpr (kRope) {
     for (int i = threadIdx.x; i < half; i += kAttnThreads) rope_cos_sin(static_cast<double>(pos), i, p.rope, cos_sh[i], sin_sh[i]);
   }
-  // Trace builds, experiment bits 1 / 16 / 32: the next kernel launches at this one's end, after
-  // the slot loop, or once q is in registers, instead of here.
-  if (block_trace::experiment(1 | 16 | 32)) pdl_wait();
-  else pdl_start();
+  pdl_start();
   block_trace::mark(p.trace, block_trace::Kernel::attention, block_trace::Point::waited, p.k);
   // The other sums buffer: its GEMV completed before the kernel before this one did.
   if (p.clear) {
@@ -332,7 +329,6 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   // read (their P is 0, but 0 * an unloaded register could be NaN).
   if (early && pos >= begin && pos < stop) load_batch(begin, Own::only);
   block_trace::mark(p.trace, block_trace::Kernel::attention, block_trace::Point::step1, p.k);
-  if (block_trace::experiment(32)) pdl_allow_next();
   for (int64_t b0 = begin; b0 < stop; b0 += kBatch) {
     if (b0 + warp >= stop) break;  // the warp's first slot of the batch is past the split: no more
     if (!early || b0 != begin) load_batch(b0, Own::load);
@@ -391,7 +387,6 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     }
   }
   block_trace::mark(p.trace, block_trace::Kernel::attention, block_trace::Point::step2, p.k);
-  if (block_trace::experiment(16)) pdl_allow_next();
   // The warp's rows added: lanes with the same dims (lane % kLanes) hold the same m.
 #pragma unroll
   for (int o = kLanes; o < kWarp; o *= 2)
@@ -503,7 +498,6 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     }
   }
   block_trace::mark_exit(p.trace, block_trace::Kernel::attention, p.k);
-  if (block_trace::experiment(1)) pdl_allow_next();
 }
 
 // Grid (n_head, n_tokens), kCombineThreads threads: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).

@@ -327,25 +327,19 @@ __global__ void __launch_bounds__(kThreads)
     quantize_x_once_kernel(const float* x, GemvFusion fuse, int64_t cols, uint8_t* dst,
                            float* partial_sumsq, block_trace::Slot trace) {
   block_trace::mark(trace, block_trace::Kernel::quantize_x, block_trace::Point::enter, x);
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  // Trace builds, experiment bit 2: the norm's weights loaded before the wait.
-  const float4* g4 = reinterpret_cast<const float4*>(fuse.norm);
-  [[maybe_unused]] float4 ga{}, gb{};
-  if (kPro == Prologue::norm && block_trace::experiment(2) && i < cols / 8) ga = __ldg(g4 + 2 * i), gb = __ldg(g4 + 2 * i + 1);
-  // Experiment bit 4: the GEMV after this one launches at this one's end.
-  if (block_trace::experiment(4)) pdl_wait();
-  else pdl_start_next_early();  // the GEMV after this one may start its weight loads
+  pdl_start_next_early();  // the GEMV after this one may start its weight loads
   block_trace::mark(trace, block_trace::Kernel::quantize_x, block_trace::Point::waited, x);
   int8_t* xq = reinterpret_cast<int8_t*>(dst);
   XScale* xs = reinterpret_cast<XScale*>(dst + cols);
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   float sq = 0.0f;
   if (i < cols / 8) {
     const float4* x4 = reinterpret_cast<const float4*>(x);
     float4 a = __ldg(x4 + 2 * i), b = __ldg(x4 + 2 * i + 1);
     if constexpr (kPro == Prologue::norm) {
+      const float4* g4 = reinterpret_cast<const float4*>(fuse.norm);
       sq = squares(a) + squares(b);
-      if (!block_trace::experiment(2)) ga = __ldg(g4 + 2 * i), gb = __ldg(g4 + 2 * i + 1);
-      a = times(a, ga), b = times(b, gb);
+      a = times(a, __ldg(g4 + 2 * i)), b = times(b, __ldg(g4 + 2 * i + 1));
     } else if constexpr (kPro == Prologue::gate) {
       const float4* u4 = reinterpret_cast<const float4*>(fuse.up);
       a = silu_times(a, __ldg(u4 + 2 * i)), b = silu_times(b, __ldg(u4 + 2 * i + 1));
@@ -365,7 +359,6 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   block_trace::mark_exit(trace, block_trace::Kernel::quantize_x, x);
-  if (block_trace::experiment(4)) pdl_allow_next();
 }
 
 // Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
@@ -423,10 +416,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   Raw buf0[kRows][kUnroll], buf1[kRows][kUnroll];
   Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
   load_chunk(buf0, a);
-  // Trace builds, experiment bit 8: only the first buffer in flight before the wait.
-  if (!block_trace::experiment(8)) load_chunk(buf1, b);  // both in flight while x is quantized
+  load_chunk(buf1, b);  // both in flight while x is quantized
   pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
-  if (block_trace::experiment(8)) load_chunk(buf1, b);
   block_trace::mark(p.trace, block_trace::Kernel::gemv_dp4a, block_trace::Point::waited, p.w);
   float out_scale[kTokens];
   stage_x<kTokens, kPro>(p, smem, out_scale);
