@@ -69,7 +69,7 @@ def main():
     rows = defaultdict(lambda: defaultdict(list))  # (offset, kernel, grid) -> metric -> values
     starts = attention_at[-(args.layers + 1):]
     for a, b in zip(starts, starts[1:]):
-        for i in range(a, b):
+        for i in range(max(a, 1), b):  # the first launch has no launch before it
             (kernel, _tag, grid), points = launches[i]
             prev_end = max(launches[i - 1][1][2])
             r = rows[(i - a, KERNELS.get(kernel, str(kernel)), grid)]
