@@ -114,7 +114,7 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITLIGHT_CUDA=O
 step "build (ninja -j$JOBS)"
 TARGETS=(bitlight_cli)
 [[ "${KERNEL_CHECKS:-1}" == 1 ]] && TARGETS+=(cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test
-                                             cuda_sequence_batch_test cuda_stage_next_test cuda_bench_test)
+                                             cuda_sequence_batch_test cuda_stage_next_test cuda_rope_store_test cuda_bench_test)
 ninja -C "$BUILD_DIR" -j"$JOBS" "${TARGETS[@]}" 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|FAILED" || true
 test -x "$BUILD_DIR/bin/bitlight"
 [[ "${KERNEL_CHECKS:-1}" == 1 ]] && test -x "$BUILD_DIR/tests/cuda_backend_ops_test"
@@ -136,7 +136,8 @@ start_check() {  # start_check LABEL LOG COMMAND...: in the background
   "$@" > "$log" 2>&1 &
   check_pids+=($!); check_names+=("$label")
 }
-for name in cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test cuda_sequence_batch_test cuda_stage_next_test; do
+for name in cuda_backend_ops_test cuda_bl_test cuda_prefill_attention_test cuda_sequence_batch_test cuda_stage_next_test \
+  cuda_rope_store_test; do
   shards=1; [[ $name == cuda_backend_ops_test ]] && shards=$SHARDS
   for ((i = 0; i < shards; ++i)); do
     start_check "test $name/$i" "$OUT/test_${name}_$i.log" env GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i \
@@ -170,7 +171,7 @@ cat "$OUT"/test_cuda_backend_ops_test_*.log > "$OUT/ops_test.log"
 cat "$OUT"/test_cuda_bl_test_*.log > "$OUT/bl_test.log"
 cat "$OUT"/test_cuda_prefill_attention_test_*.log > "$OUT/prefill_attention_test.log"
 cat "$OUT"/test_cuda_sequence_batch_test_*.log > "$OUT/sequence_batch_test.log"
-cat "$OUT"/test_cuda_stage_next_test_*.log > "$OUT/stage_next_test.log"
+cat "$OUT"/test_cuda_stage_next_test_*.log "$OUT"/test_cuda_rope_store_test_*.log > "$OUT/stage_next_test.log"
 grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |max error|Failure|error:|Expected|Which is" "$OUT/ops_test.log" "$OUT/bl_test.log" \
   "$OUT/prefill_attention_test.log" "$OUT/sequence_batch_test.log" "$OUT/stage_next_test.log" | head -100 || true
 grep -h "batch vs alone" "$OUT/sequence_batch_test.log" || true

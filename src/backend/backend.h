@@ -52,6 +52,18 @@ struct AttentionParams {
 };
 
 // The extra work of Backend::fused_matmul around W · x.
+// The rope_kv_store_attention right after a one-token QKV matmul (MatmulFusion::rope_next): its
+// operands, q, k and v being views of that matmul's out = [q; k; v].
+struct RopeNext {
+  const Tensor* q = nullptr;
+  const Tensor* k = nullptr;
+  const Tensor* v = nullptr;
+  const Tensor* k_cache = nullptr;
+  const Tensor* v_cache = nullptr;
+  const Tensor* positions = nullptr;
+  const RopeParams* rope = nullptr;
+};
+
 struct MatmulFusion {
   const Tensor* norm = nullptr;  // x' = rms_norm(x, eps) * norm
   float eps = 1e-5f;
@@ -70,6 +82,11 @@ struct MatmulFusion {
   // between the two). Results are the same up to rounding either way.
   const Tensor* norm_next = nullptr;
   const Tensor* norm_next_matmul = nullptr;
+  // A hint for one token: the op right after this one is rope_kv_store_attention on rope_next's
+  // operands. A backend may then rotate q and k and store k, v into the caches in this matmul
+  // (CUDA: the dp4a GEMV's epilogue, so no rope step runs between the two and the attention loads
+  // its K/V rows before it waits). Results are the same up to rounding either way.
+  RopeNext rope_next = {};
 };
 
 // One product of Backend::fused_matmul_same_input: *out = *w · x' (+ *bias), or += with

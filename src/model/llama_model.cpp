@@ -308,8 +308,16 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq, T
       continue;
     }
     // Attention: q,k,v = norm(x)·W (+b); rope; cache; attn; x += attn·Wo
-    const MatmulFusion attn_norm = normed(l.attn_norm);
+    MatmulFusion attn_norm = normed(l.attn_norm);
+    // The caches of this layer (one sequence) for the attention below; the QKV matmul of one token
+    // may do its rope and cache store (MatmulFusion::rope_next).
+    Tensor k_cache, v_cache;
+    if (seq != kEachOwnSequence) {
+      k_cache = sequence_slots(s.k_cache[static_cast<size_t>(il)], seq, s.n_ctx);
+      v_cache = sequence_slots(s.v_cache[static_cast<size_t>(il)], seq, s.n_ctx);
+    }
     if (n == 1 && l.wqkv.data) {
+      if (seq != kEachOwnSequence) attn_norm.rope_next = {&q_heads, &k_heads, &v_heads, &k_cache, &v_cache, &pos, &rope_};
       b.fused_matmul(l.wqkv, x, qkv, attn_norm, c.qkv_bias ? &l.bqkv : nullptr);
     } else {
       const MatmulOutput qkv_outputs[] = {{&l.wq, &q, c.qkv_bias ? &l.bq : nullptr},
@@ -318,8 +326,6 @@ void LlamaModel::forward(LlamaForwardState& s, int n, TokenPick pick, int seq, T
       b.fused_matmul_same_input(qkv_outputs, x, attn_norm);
     }
     if (seq != kEachOwnSequence) {
-      Tensor k_cache = sequence_slots(s.k_cache[static_cast<size_t>(il)], seq, s.n_ctx);
-      Tensor v_cache = sequence_slots(s.v_cache[static_cast<size_t>(il)], seq, s.n_ctx);
       AttentionParams attn_then_wo = attn_params;
       if (n == 1) attn_then_wo.out_matmul_next = &l.wo;  // the fused_matmul below
       b.rope_kv_store_attention(q_heads, k_heads, v_heads, k_cache, v_cache, pos, rope_, attn_then_wo, attn_heads);

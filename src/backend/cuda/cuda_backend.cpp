@@ -52,6 +52,9 @@ class CudaBackendImpl final : public CudaBackend {
     // BITLIGHT_CUDA_KV_EARLY=0: the decode attention loads no K/V rows before it waits for the
     // kernel before it (kv_loads_early; for comparisons).
     kv_loads_early_enabled_ = env_choice("BITLIGHT_CUDA_KV_EARLY", {"0", "1"}) != "0";
+    // BITLIGHT_CUDA_ROPE_STORE=0: the QKV GEMV never takes the rope and KV-cache store
+    // (MatmulFusion::rope_next); the attention op does them as before (for comparisons).
+    rope_store_enabled_ = env_choice("BITLIGHT_CUDA_ROPE_STORE", {"0", "1"}) != "0";
     // BITLIGHT_CUDA_ATTN_SUMS=0: a one-token attention always writes its output (through the
     // combine kernel), also where the hint lets the O GEMV divide instead (for comparisons).
     attention_sums_enabled_ = env_choice("BITLIGHT_CUDA_ATTN_SUMS", {"0", "1"}) != "0";
@@ -558,8 +561,9 @@ class CudaBackendImpl final : public CudaBackend {
       check_launch(op);
       return;
     }
-    const cuda::GemvFusion g{f.norm ? f.norm->as<float>() : nullptr, f.eps,
-                             f.up ? f.up->as<float>() : nullptr, f.accumulate};
+    cuda::GemvFusion g{f.norm ? f.norm->as<float>() : nullptr, f.eps,
+                       f.up ? f.up->as<float>() : nullptr, f.accumulate};
+    if (n == 1) g.rope_store = rope_store_for(w, out, f);
     const bool operands_ok = on_device({&w, &x, &out}, op) && all_f32({&x, &out}, op) && supports(w.dtype) &&
                              x.ne[0] == cols && out.ne[0] == w.rows() && out.rows() == n &&
                              (!bias || (bias->dtype == DType::F32 && bias->elements() == w.rows()));
@@ -569,6 +573,7 @@ class CudaBackendImpl final : public CudaBackend {
         operands_ok && cuda::launch_gemv_staged(view(w), staged->bytes, out.as<float>(), bias ? bias->as<float>() : nullptr,
                                                 g, stream_)) {
       check_launch(op);
+      note_rope_store(g, f);
       return;
     }
     // The attention just before left x as unnormalised sums for this GEMV to divide
@@ -639,6 +644,7 @@ class CudaBackendImpl final : public CudaBackend {
         if (gq.stage_next.dst)
           staged_next_ = StagedNext{out.data, f.norm_next->data, f.norm_next_matmul->data,
                                     cuda::staged_next_x(gq.stage_next, w.rows())};
+        note_rope_store(gq, f);
         return;
       }
     }
@@ -662,6 +668,7 @@ class CudaBackendImpl final : public CudaBackend {
     if (operands_ok && !prologue_apart && cuda::launch_gemv_fused(view(w), x.as<float>(), static_cast<int>(n), out.as<float>(),
                                                bias ? bias->as<float>() : nullptr, g, stream_)) {
       check_launch(op);
+      note_rope_store(g, f);
       return;
     }
     Backend::fused_matmul(w, x, out, f, bias);  // the plain ops check and report
@@ -799,6 +806,12 @@ class CudaBackendImpl final : public CudaBackend {
                                Tensor& out) override {
     const char* op = "rope_kv_store_attention";
     const int64_t n = q.ne[2] * q.ne[3];
+    // The QKV GEMV before rotated q, k and stored k, v already (MatmulFusion::rope_next).
+    if (const std::optional<RopedQkv> r = std::exchange(roped_qkv_, std::nullopt);
+        r && r->q == q.data && r->k_cache == k_cache.data && r->positions == positions.data && n == 1) {
+      attention(q, k_cache, v_cache, positions, attn, out);
+      return;
+    }
     const bool f16 = k_cache.dtype == DType::F16;
     cuda::AttentionLaunch al{attn.n_head, attn.n_head_kv, attn.head_dim, attn.scale, n, k_cache.ne[2] * k_cache.ne[3],
                              f16, 1};
@@ -1008,6 +1021,39 @@ class CudaBackendImpl final : public CudaBackend {
     note(cudaGetLastError(), op);
     activated_gate_.reset();
     staged_next_.reset();
+    roped_qkv_.reset();
+  }
+
+  // MatmulFusion::rope_next for the one-token GEMV of w into out: the GemvRopeStore to launch it
+  // with where the hint's operands are views of out = [q; k; v] and the dp4a GEMV takes the
+  // epilogue (gemv_rope_store_applies), else none (positions null).
+  cuda::GemvRopeStore rope_store_for(const Tensor& w, const Tensor& out, const MatmulFusion& f) {
+    const RopeNext& r = f.rope_next;
+    if (!rope_store_enabled_ || !r.q || !r.k || !r.v || !r.k_cache || !r.v_cache || !r.positions || !r.rope ||
+        out.rows() != 1 || r.q->ne[0] <= 0)
+      return {};
+    const Tensor &q = *r.q, &k = *r.k, &v = *r.v, &k_cache = *r.k_cache, &v_cache = *r.v_cache;
+    const int64_t q_rows = q.elements(), kv_rows = k.elements();
+    const bool views_of_out = q.data == out.data && k.data == out.as<float>() + q_rows &&
+                              v.data == out.as<float>() + q_rows + kv_rows && v.elements() == kv_rows &&
+                              out.elements() == q_rows + 2 * kv_rows && q.ne[2] * q.ne[3] == 1;
+    auto here = [](const Tensor& t) { return t.device == Device::cuda && t.data; };
+    const bool caches_ok = here(k_cache) && here(v_cache) && here(*r.positions) &&
+                           (k_cache.dtype == DType::F16 || k_cache.dtype == DType::F32) && v_cache.dtype == k_cache.dtype &&
+                           k_cache.ne == v_cache.ne && k_cache.ne[0] * k_cache.ne[1] == kv_rows &&
+                           r.positions->dtype == DType::I32 && r.positions->elements() == 1;
+    if (!views_of_out || !caches_ok) return {};
+    cuda::GemvRopeStore e{r.positions->as<int32_t>(), rope_launch(q, *r.rope), q_rows, kv_rows, k_cache.data,
+                          v_cache.data, k_cache.dtype == DType::F16, k_cache.ne[2] * k_cache.ne[3]};
+    if (!cuda::gemv_rope_store_applies(view(w), e) || !with_freq_factors(*r.rope, e.rope)) return {};
+    return e;
+  }
+  // After a GEMV launched with g: where it took the rope epilogue, the attention op after it
+  // skips its rope (rope_kv_store_attention) and may load the cache rows before it waits.
+  void note_rope_store(const cuda::GemvFusion& g, const MatmulFusion& f) {
+    if (!g.rope_store.positions) return;
+    roped_qkv_ = RopedQkv{f.rope_next.q->data, f.rope_next.k_cache->data, f.rope_next.positions->data};
+    note_cache_write(*f.rope_next.k_cache, *f.rope_next.positions, 1, 0);
   }
 
   // MatmulFusion::norm_next for the one-token GEMV of w into out: the StageNext to launch it
@@ -1239,6 +1285,14 @@ class CudaBackendImpl final : public CudaBackend {
   bool rope_in_attention_ = true;  // rope_kv_store_attention as one kernel where it applies
   bool rope_in_attention_all_heads_ = false;  // also below kRopeInAttentionMinHeadDim
   bool kv_loads_early_enabled_ = true;
+  bool rope_store_enabled_ = true;
+  // The last GEMV's rope epilogue (MatmulFusion::rope_next) for the attention op right after it.
+  struct RopedQkv {
+    const void* q;
+    const void* k_cache;
+    const void* positions;
+  };
+  std::optional<RopedQkv> roped_qkv_;
   // What the last gate/up GEMV left activated for the down GEMV right after it (swiglu_next):
   // the gate and up halves, their length, the down weight.
   struct ActivatedGate {

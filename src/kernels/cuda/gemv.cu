@@ -357,6 +357,8 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
 bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                        const GemvFusion& fuse, cudaStream_t stream) {
   if (n_tokens < 1 || n_tokens > kGemvMaxTokens) return false;
+  // The rope epilogue is the dp4a kernel's only (gemv_rope_store_applies): no other path.
+  if (fuse.rope_store.positions) return n_tokens == 1 && launch_gemv_dp4a(w, x, 1, out, bias, stream, fuse);
   // bl weights: the residual add in the epilogue; a norm / SwiGLU prologue for one token where
   // the bl GEMV stages x as the dp4a one does (gemv_bl_token_applies), else false.
   if (quant::is_bl_group(w.dtype)) return launch_gemv_bl(w, x, n_tokens, out, bias, fuse, stream);
@@ -370,14 +372,16 @@ bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float*
 bool launch_gemv_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                                   const GemvFusion& fuse, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
   return launch_gemv_dp4a_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream) ||
-         launch_gemv_bl_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream);
+         (!fuse.rope_store.positions &&
+          launch_gemv_bl_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream));
 }
 
 bool gemv_staged_applies(const WeightView& w) { return gemv_dp4a_staged_applies(w) || gemv_bl_token_applies(w); }
 
 bool launch_gemv_staged(const WeightView& w, const StagedX& x, float* out, const float* bias, const GemvFusion& fuse,
                         cudaStream_t stream) {
-  return launch_gemv_dp4a_staged(w, x, out, bias, fuse, stream) || launch_gemv_bl_staged(w, x, out, bias, fuse, stream);
+  return launch_gemv_dp4a_staged(w, x, out, bias, fuse, stream) ||
+         (!fuse.rope_store.positions && launch_gemv_bl_staged(w, x, out, bias, fuse, stream));
 }
 
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim) {

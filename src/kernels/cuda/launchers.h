@@ -57,6 +57,33 @@ struct StageNext {
   uint8_t* dst = nullptr;
 };
 
+// Rotary embedding (launch_rope and the fused rope kernels below, a QKV GEMV's GemvRopeStore).
+struct RopeLaunch {
+  int head_dim = 0;
+  int n_heads = 0;
+  int64_t n_tokens = 0;
+  int n_dims = 0;                      // rotated dims per head, even, <= head_dim
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+  bool neox = false;
+  const float* freq_factors = nullptr;  // device, n_dims / 2 values, or null
+};
+
+// The rope and the KV-cache store of the one-token attention after a QKV GEMV, done by that
+// GEMV's epilogue (MatmulFusion::rope_next; the dp4a GEMV only, gemv_rope_store_applies):
+// out = [q (q_rows); k (kv_rows); v (kv_rows)], each warp's row pair (2i, 2i + 1) one rope pair
+// of a head (ggml's normal rope, not neox), rotated at positions[0] with rope_cos_sin's angles;
+// the k rows (rotated) and v rows also go into the caches at slot positions[0].
+struct GemvRopeStore {
+  const int32_t* positions = nullptr;  // [1], device; null: no rope epilogue
+  RopeLaunch rope = {};
+  int64_t q_rows = 0, kv_rows = 0;
+  void* k_cache = nullptr;  // [head_dim, n_head_kv, n_ctx] f16 or f32
+  void* v_cache = nullptr;
+  bool cache_f16 = true;
+  int64_t n_ctx = 0;  // cache slots: a position outside [0, n_ctx) stores nothing
+};
+
 struct GemvFusion {
   const float* norm = nullptr;  // [cols], 16-byte aligned
   float eps = 0.0f;
@@ -68,6 +95,7 @@ struct GemvFusion {
   int64_t silu_rows = 0;
   bool gate_activated = false;
   StageNext stage_next = {};  // set only where gemv_stages_next_applies
+  GemvRopeStore rope_store = {};  // set only where gemv_rope_store_applies
   bool prologue() const { return norm || up; }
 };
 
@@ -149,6 +177,11 @@ bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float*
 // each x_k is off by up to max|x_block| / 254. false when it does not apply.
 constexpr int kDp4aMaxTokens = 4;
 bool gemv_dp4a_applies(const WeightView& w, int n_tokens);
+// Whether the one-token dp4a GEMV of w takes the rope epilogue e (GemvRopeStore): w's rows are
+// [q; k; v] in whole heads, the rope is not neox. The fused launchers then run that kernel or
+// nothing (launch_gemv_fused, launch_gemv_x_quantized_once, launch_gemv_staged; not with a
+// StageNext).
+bool gemv_rope_store_applies(const WeightView& w, const GemvRopeStore& e);
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                       cudaStream_t stream, const GemvFusion& fuse = {});
 // One token through the dp4a GEMV with x quantized once: a small kernel (cols / 2048 blocks)
@@ -355,16 +388,6 @@ void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, 
 void launch_gelu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
 void launch_scale(const float* x, float factor, float* out, int64_t n, cudaStream_t stream);
 
-struct RopeLaunch {
-  int head_dim = 0;
-  int n_heads = 0;
-  int64_t n_tokens = 0;
-  int n_dims = 0;                      // rotated dims per head, even, <= head_dim
-  float freq_base = 10000.0f;
-  float freq_scale = 1.0f;
-  bool neox = false;
-  const float* freq_factors = nullptr;  // device, n_dims / 2 values, or null
-};
 // Rotates x [head_dim, n_heads, n_tokens] in place at positions [n_tokens] (I32, device).
 void launch_rope(float* x, const int32_t* positions, const RopeLaunch& p, cudaStream_t stream);
 
