@@ -362,20 +362,35 @@ __global__ void __launch_bounds__(kThreads)
   block_trace::mark_exit(trace, block_trace::Kernel::quantize_x, x);
 }
 
+// Whether a gemv_dp4a_kernel instance has the rope epilogue (GemvRopeStore): one token, row pairs.
+template <int kTokens, int kRows, bool kStageNext>
+constexpr bool kHasRopeEpilogue = kTokens == 1 && kRows == 2 && !kStageNext;
+
+// The rope epilogue's (cos, sin) of every pair of a head at positions[0] into angles[n_dims / 2],
+// one pair a thread: called before the wait (the positions come from the host before the step's
+// first kernel), so the fp64 pow and sincos overlap the weight loads.
+__device__ __forceinline__ void rope_angles(const GemvRopeStore& e, float2* angles) {
+  for (int i = threadIdx.x; i < e.rope.n_dims / 2; i += kThreads) {
+    float cs, sn;
+    rope_cos_sin(static_cast<double>(e.positions[0]), i, e.rope, cs, sn);
+    angles[i] = make_float2(cs, sn);
+  }
+}
+
 // A warp's finished row pair (row0 even; v0, v1 its values with bias, the same in every lane)
 // with the rope epilogue (GemvRopeStore): rotated where the pair lies in q or k and within n_dims
 // (as the attention's own rope: rope_cos_sin's angle, x0 cs - x1 sn, x0 sn + x1 cs); lane 0 stores
 // them to out, and k (rotated) and v rows also into the caches at slot positions[0].
-__device__ __forceinline__ void store_rope_pair(const GemvArgs& p, int64_t row0, float v0, float v1, int lane) {
+__device__ __forceinline__ void store_rope_pair(const GemvArgs& p, const float2* angles, int64_t row0, float v0,
+                                                float v1, int lane) {
   const GemvRopeStore& e = p.fuse.rope_store;
   const int64_t pos = e.positions[0];
   const int64_t d = row0 % e.rope.head_dim;
   if (row0 < e.q_rows + e.kv_rows && d < e.rope.n_dims) {
-    float cs, sn;
-    rope_cos_sin(static_cast<double>(pos), d / 2, e.rope, cs, sn);
+    const float2 a = angles[d / 2];
     const float x0 = v0, x1 = v1;
-    v0 = x0 * cs - x1 * sn;
-    v1 = x0 * sn + x1 * cs;
+    v0 = x0 * a.x - x1 * a.y;
+    v1 = x0 * a.y + x1 * a.x;
   }
   if (lane != 0) return;
   float* o = p.out + row0;
@@ -450,6 +465,10 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
+  constexpr bool kRope = kHasRopeEpilogue<kTokens, kRows, kStageNext>;
+  __shared__ float2 rope_cs[kRope ? kAttentionMaxHeadDim / 2 : 1];  // read after stage_x's barrier
+  if constexpr (kRope)
+    if (p.fuse.rope_store.positions) rope_angles(p.fuse.rope_store, rope_cs);
   pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
   block_trace::mark(p.trace, block_trace::Kernel::gemv_dp4a, block_trace::Point::waited, p.w);
   float out_scale[kTokens];
@@ -488,7 +507,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
       }
     }
     bool roped = false;  // the group's rows stored by the rope epilogue
-    if constexpr (kTokens == 1 && kRows == 2 && !kStageNext) {
+    if constexpr (kRope) {
       if (b.chunk == 0 && p.fuse.rope_store.positions) {
         const int64_t row0 = a.group * kRows;
         float v[kRows];
@@ -498,7 +517,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
           v[r] = (kScaled ? s * out_scale[0] : s) + (p.bias ? p.bias[min(row0 + r, p.rows - 1)] : 0.0f);
           acc[r][0] = 0.0f;
         }
-        if (row0 + 1 < p.rows) store_rope_pair(p, row0, v[0], v[1], lane);  // rows whole pairs: applies
+        if (row0 + 1 < p.rows) store_rope_pair(p, rope_cs, row0, v[0], v[1], lane);  // rows whole pairs: applies
         roped = true;
       }
     }
@@ -580,7 +599,8 @@ bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
 bool gemv_rope_store_applies(const WeightView& w, const GemvRopeStore& e) {
   const RopeLaunch& r = e.rope;
   return gemv_dp4a_applies(w, 1) && e.positions && e.k_cache && e.v_cache && !r.neox && r.head_dim > 0 &&
-         r.head_dim % 2 == 0 && r.n_dims > 0 && r.n_dims % 2 == 0 && r.n_dims <= r.head_dim && e.q_rows > 0 &&
+         r.head_dim % 2 == 0 && r.n_dims > 0 && r.n_dims % 2 == 0 && r.n_dims <= r.head_dim &&
+         r.n_dims <= kAttentionMaxHeadDim && e.q_rows > 0 &&
          e.kv_rows > 0 && e.q_rows % r.head_dim == 0 && e.kv_rows % r.head_dim == 0 &&
          w.rows == e.q_rows + 2 * e.kv_rows;
 }
