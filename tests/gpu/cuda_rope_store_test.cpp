@@ -61,7 +61,7 @@ TEST(CudaRopeStore, HintGivesTheResultsOfThePlainOps) {
       auto x = backend->alloc(DType::F32, {cols, 1, 1, 1});
       auto g = backend->alloc(DType::F32, {cols, 1, 1, 1});
       auto qkv = backend->alloc(DType::F32, {rows, 1, 1, 1});
-      auto out = backend->alloc(DType::F32, {q_rows, 1, 1, 1});
+      auto out = backend->alloc(DType::F32, {head_dim, n_head, 1, 1});
       auto positions = backend->alloc(DType::I32, {1, 1, 1, 1});
       auto scratch = backend->alloc(DType::F32, {cols + rows, 1, 1, 1});
       auto k_cache = backend->alloc(DType::F16, {head_dim, n_head_kv, n_ctx, 1});
