@@ -362,10 +362,6 @@ __global__ void __launch_bounds__(kThreads)
   block_trace::mark_exit(trace, block_trace::Kernel::quantize_x, x);
 }
 
-// Whether a gemv_dp4a_kernel instance has the rope epilogue (GemvRopeStore): one token, row pairs.
-template <int kTokens, int kRows, bool kStageNext>
-constexpr bool kHasRopeEpilogue = kTokens == 1 && kRows == 2 && !kStageNext;
-
 // The rope epilogue's (cos, sin) of every pair of a head at positions[0] into angles[n_dims / 2],
 // one pair a thread: called before the wait (the positions come from the host before the step's
 // first kernel), so the fp64 pow and sincos overlap the weight loads.
@@ -419,7 +415,9 @@ constexpr int rows_per_step() {
 // kStageNext (one token, launched in pairs with exactly rows / 16 blocks: one row group a
 // warp): also stage the next GEMV's x (gemv_stage_next.cuh); the rows' old out values are
 // loaded right after the wait instead of after the last sum.
-template <DType T, int kTokens, Prologue kPro, bool kStageNext = false>
+// kRopeStore (one token): the rope epilogue of p.fuse.rope_store (GemvRopeStore), an instance
+// of its own so that the other GEMVs carry neither its angle table nor its fp64 code.
+template <DType T, int kTokens, Prologue kPro, bool kStageNext = false, bool kRopeStore = false>
 __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   constexpr int kRows = rows_per_step<kTokens>();
   using U = Unit<T>;
@@ -465,10 +463,9 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
   Item a{static_cast<int64_t>(blockIdx.x) * kWarps + warp, 0}, b = next(a);
   load_chunk(buf0, a);
   load_chunk(buf1, b);  // both in flight while x is quantized
-  constexpr bool kRope = kHasRopeEpilogue<kTokens, kRows, kStageNext>;
-  __shared__ float2 rope_cs[kRope ? kAttentionMaxHeadDim / 2 : 1];  // read after stage_x's barrier
-  if constexpr (kRope)
-    if (p.fuse.rope_store.positions) rope_angles(p.fuse.rope_store, rope_cs);
+  static_assert(!kRopeStore || (kTokens == 1 && kRows == 2 && !kStageNext), "the rope epilogue takes row pairs");
+  __shared__ float2 rope_cs[kRopeStore ? kAttentionMaxHeadDim / 2 : 1];  // read after stage_x's barrier
+  if constexpr (kRopeStore) rope_angles(p.fuse.rope_store, rope_cs);
   pdl_wait();           // x and out belong to the kernel before (pdl.cuh); the weights do not
   block_trace::mark(p.trace, block_trace::Kernel::gemv_dp4a, block_trace::Point::waited, p.w);
   float out_scale[kTokens];
@@ -507,8 +504,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
       }
     }
     bool roped = false;  // the group's rows stored by the rope epilogue
-    if constexpr (kRope) {
-      if (b.chunk == 0 && p.fuse.rope_store.positions) {
+    if constexpr (kRopeStore) {
+      if (b.chunk == 0) {
         const int64_t row0 = a.group * kRows;
         float v[kRows];
 #pragma unroll
@@ -556,9 +553,9 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
 
 size_t smem_bytes(int64_t cols, int n) { return static_cast<size_t>(n * quantized_x_bytes(cols)); }
 
-template <DType T, int kTokens, Prologue kPro = Prologue::none, bool kStageNext = false>
+template <DType T, int kTokens, Prologue kPro = Prologue::none, bool kStageNext = false, bool kRopeStore = false>
 bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
-  const auto kernel = gemv_dp4a_kernel<T, kTokens, kPro, kStageNext>;
+  const auto kernel = gemv_dp4a_kernel<T, kTokens, kPro, kStageNext, kRopeStore>;
   int device = 0, sms = 0, optin = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
@@ -628,10 +625,17 @@ bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* 
       static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out, bias, fuse};
   // Prologues are compiled for one token only (decode): more tokens run the plain ops.
   if (fuse.prologue() && n_tokens != 1) return false;
+  // The rope epilogue (a QKV GEMV): one token, with the norm inside or no prologue.
+  const bool rope = fuse.rope_store.positions != nullptr;
+  if (rope && (n_tokens != 1 || fuse.up)) return false;
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
     if constexpr (has_unit<T>()) {
-      if (fuse.norm)
+      if (rope && fuse.norm)
+        launched = launch_tokens<T, 1, Prologue::norm, false, true>(p, stream);
+      else if (rope)
+        launched = launch_tokens<T, 1, Prologue::none, false, true>(p, stream);
+      else if (fuse.norm)
         launched = launch_tokens<T, 1, Prologue::norm>(p, stream);
       else if (fuse.up)
         launched = launch_tokens<T, 1, Prologue::gate>(p, stream);
@@ -715,8 +719,9 @@ bool launch_gemv_dp4a_staged(const WeightView& w, const StagedX& x, float* out, 
   bool launched = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() {
     if constexpr (has_unit<T>())
-      launched = fuse.stage_next.dst ? launch_tokens<T, 1, Prologue::staged, true>(p, stream)
-                                     : launch_tokens<T, 1, Prologue::staged>(p, stream);
+      launched = fuse.stage_next.dst         ? launch_tokens<T, 1, Prologue::staged, true>(p, stream)
+                 : fuse.rope_store.positions ? launch_tokens<T, 1, Prologue::staged, false, true>(p, stream)
+                                             : launch_tokens<T, 1, Prologue::staged>(p, stream);
   });
   return launched;
 }
