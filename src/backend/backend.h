@@ -51,7 +51,6 @@ struct AttentionParams {
   const Tensor* out_matmul_next = nullptr;
 };
 
-// The extra work of Backend::fused_matmul around W · x.
 // The rope_kv_store_attention right after a one-token QKV matmul (MatmulFusion::rope_next): its
 // operands, q, k and v being views of that matmul's out = [q; k; v].
 struct RopeNext {
@@ -64,6 +63,7 @@ struct RopeNext {
   const RopeParams* rope = nullptr;
 };
 
+// The extra work of Backend::fused_matmul around W · x.
 struct MatmulFusion {
   const Tensor* norm = nullptr;  // x' = rms_norm(x, eps) * norm
   float eps = 1e-5f;
