@@ -22,7 +22,7 @@ import statistics
 import struct
 from collections import defaultdict
 
-KERNELS = {1: "gemv_dp4a", 2: "attention", 3: "quantize_x", 4: "gemv_fp32", 5: "gemv_bl"}
+KERNELS = {1: "gemv_dp4a", 2: "attention", 3: "quantize_x"}  # block_trace::Kernel
 EVENT = struct.Struct("<QIIHHBBH")  # ns, tag, grid, slot, sm, kernel, point, block (block_trace.h)
 
 
