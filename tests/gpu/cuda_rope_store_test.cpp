@@ -16,13 +16,6 @@
 namespace bl {
 namespace {
 
-std::vector<float> random_values(int64_t n, float scale, std::mt19937_64& rng) {
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
 // ggml's normal rope of pairs (2i, 2i + 1) of every head of x [head_dim, heads] at pos, in fp64.
 std::vector<double> rope_on_host(const float* x, int head_dim, int64_t heads, int n_dims, float base, int64_t pos) {
   std::vector<double> y(x, x + head_dim * heads);
@@ -52,9 +45,9 @@ TEST(CudaRopeStore, HintGivesTheResultsOfThePlainOps) {
       const int64_t q_rows = int64_t{n_head} * head_dim, kv_rows = int64_t{n_head_kv} * head_dim;
       const int64_t rows = q_rows + 2 * kv_rows;
       std::vector<uint8_t> wq(static_cast<size_t>(rows) * row_bytes(t, cols));
-      const std::vector<float> w_values = random_values(rows * cols, 1.0f, rng);
+      const std::vector<float> w_values = random_vector(rows * cols, 1.0f, rng);
       quantize_matrix(t, w_values.data(), wq.data(), rows, cols);
-      const std::vector<float> x_host = random_values(cols, 1.0f, rng), g_host = random_values(cols, 1.0f, rng);
+      const std::vector<float> x_host = random_vector(cols, 1.0f, rng), g_host = random_vector(cols, 1.0f, rng);
       std::vector<uint16_t> history(static_cast<size_t>(kv_rows * n_ctx));
       for (uint16_t& h : history) h = f32_to_fp16(std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng));
       auto w = backend->upload_weight(make_tensor_2d(wq.data(), t, cols, rows));

@@ -35,13 +35,6 @@ HostWeight random_weight(DType t, int64_t cols, int64_t rows, std::mt19937_64& r
   return h;
 }
 
-std::vector<float> random_vector(int64_t n, float scale, std::mt19937_64& rng) {
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
 // The view the backend gives the launchers of a weight it uploaded (tiled where tileable).
 cuda::WeightView uploaded_view(const Tensor& w) {
   cuda::WeightView v;

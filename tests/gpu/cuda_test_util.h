@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <iterator>
 #include <memory>
+#include <random>
+#include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "kernels/cuda/launchers.h"
@@ -23,6 +25,14 @@ inline std::unique_ptr<CudaBackend> open_or_fail() {
   auto b = open_cuda_backend(0);
   EXPECT_TRUE(b.ok()) << b.status().message();
   return b.ok() ? std::move(b).value() : nullptr;
+}
+
+// n values drawn uniformly from [-scale, scale].
+inline std::vector<float> random_vector(int64_t n, float scale, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return v;
 }
 
 // The in-loop GEMM taken everywhere for every format it reads at any token count (Q5_K: up to
