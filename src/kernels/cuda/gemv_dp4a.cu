@@ -503,8 +503,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
         for (int r = 0; r < kRows; ++r) acc[r][t] += U::dot(buf[r][j], u, x);
       }
     }
-    bool roped = false;  // the group's rows stored by the rope epilogue
-    if constexpr (kRopeStore) {
+    if constexpr (kRopeStore) {  // every finished row pair goes through the rope epilogue
       if (b.chunk == 0) {
         const int64_t row0 = a.group * kRows;
         float v[kRows];
@@ -515,10 +514,9 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
           acc[r][0] = 0.0f;
         }
         if (row0 + 1 < p.rows) store_rope_pair(p, rope_cs, row0, v[0], v[1], lane);  // rows whole pairs: applies
-        roped = true;
       }
     }
-    if (b.chunk == 0 && !roped) {  // the group's rows are complete
+    if (!kRopeStore && b.chunk == 0) {  // the group's rows are complete
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         const int64_t row = a.group * kRows + r;
