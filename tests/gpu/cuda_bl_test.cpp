@@ -1,15 +1,18 @@
-// bl<b>g<g> weights on the CUDA backend (read as stored: gemv_bl.cu, bl_rows.cu) against the
-// reference backend (fp64 dot products of dequantize_matrix_row): every bit width at g = 32,
-// 64, 128, rows 16, 48 and 4112 (one tile, three, 257), several groups per row, 1..5 and 17
-// tokens (1..4: one GEMV launch; 5: two; 17: dequantize + cuBLAS), fresh random inputs, the
-// output poisoned with NaN before each run; read-back equal to the uploaded bytes; get_rows.
-// The codes the dequantizing kernel takes out of the code lines (bltile::codes_line_dword, run
-// on the host) equal unpack_bl_codes for every width and group (no GPU needed).
+// bl<b>g<g> weights on the CUDA backend (in their device layout, bl_device_layout.h: gemv_bl.cu,
+// bl_rows.cu) against the reference backend (fp64 dot products of dequantize_matrix_row): every
+// bit width at g = 32, 64, 128, rows 16, 48 and 4112 (one tile, three, 257), several groups per
+// row, 1..5 and 17 tokens (1..4: one GEMV launch; 5: two; 17: dequantize + cuBLAS), fresh random
+// inputs, the output poisoned with NaN before each run; read-back equal to the uploaded bytes;
+// write() stores the same device bytes as upload_weight and refuses partial tile groups; get_rows.
+// The codes the dequantizing kernel takes out of the code lines in the device layout
+// (bltile::codes_line_dword, run on the host after swap_bl_layout_on_host) equal
+// unpack_bl_codes for every width and group (no GPU needed).
 // Decode through fused_matmul (the model's path): one token with the norm / SwiGLU prologue
 // inside the GEMV or x quantized once before it, 2..5 tokens, the residual add
 // (FusedMatmulAgainstFp64). Prefill through the GEMM with the dequantization in its main loop
 // at 2..4 bits (InLoopGemmAgainstFp64).
 // Without a GPU every test skips ("no CUDA device").
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -23,6 +26,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "core/half.h"
 #include "gpu/cuda_test_util.h"
+#include "kernels/cuda/bl_device_layout.h"
 #include "kernels/cuda/bl_tiles.cuh"
 #include "kernels/cuda/launchers.h"
 #include "quant/bl_group.h"
@@ -160,6 +164,8 @@ void check_codes_of_lines(std::mt19937_64& rng) {
     const DType t = *quant::bl_group_dtype(kBits, g);
     const quant::BlGroupShape shape = *quant::bl_group_shape(t);
     const BlProblem p = make_weight(t, g, 16, rng);  // one tile group
+    std::vector<uint8_t> device = p.bytes;
+    ASSERT_TRUE(cuda::swap_bl_layout_on_host(t, device.data(), device.size()));
     for (int r = 0; r < 16; ++r) {
       uint8_t want[128];
       float s, z;
@@ -167,7 +173,7 @@ void check_codes_of_lines(std::mt19937_64& rng) {
       for (int xb = 0; xb < g / 32; ++xb) {
         uint32_t dwords[kBits], codes[8] = {};
         for (int u = 0; u < kBits; ++u)
-          std::memcpy(&dwords[u], p.bytes.data() + cuda::bltile::kHeaderBytes +
+          std::memcpy(&dwords[u], device.data() + cuda::bltile::kHeaderBytes +
                                       cuda::bltile::kLineBytes * (kBits * xb + u) + 4 * r, 4);
         cuda::bltile::codes_of_lines<kBits>(dwords, codes);
         for (int col = 0; col < 32; ++col)
@@ -356,6 +362,56 @@ TEST(CudaBl, InLoopGemmAgainstFp64) {
                 }
               }
   std::printf("[ bl in-loop GEMM ] max error / tolerance = %.3g\n", worst);
+}
+
+// The device bytes of a bl weight: what upload_weight and write() leave in device memory must
+// be the file's bytes with each code-line dword transposed and the headers as they were (checked
+// here on the host, dword by dword, independently of swap_bl_layout_on_host); read() gives the
+// file's bytes back; write() of a part of a tile group is refused and changes nothing.
+TEST(CudaBl, DeviceLayoutOfUploadAndWrite) {
+  SKIP_WITHOUT_GPU();
+  auto opened = open_cuda_backend(0);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  CudaBackend& cuda = **opened;
+  std::mt19937_64 rng(11);
+  for (DType t : {*quant::bl_group_dtype(2, 32), *quant::bl_group_dtype(3, 64), *quant::bl_group_dtype(4, 128)}) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    const quant::BlGroupShape shape = *quant::bl_group_shape(t);
+    const int64_t cols = 2 * shape.group_size, rows = 32;
+    const BlProblem p = make_weight(t, cols, rows, rng);
+    std::vector<uint8_t> want = p.bytes;
+    const size_t group_bytes = static_cast<size_t>(shape.tile_group_bytes());
+    for (size_t off = 0; off < want.size(); off += 4) {
+      if (off % group_bytes < static_cast<size_t>(cuda::bltile::kHeaderBytes)) continue;
+      uint32_t v;
+      std::memcpy(&v, want.data() + off, 4);
+      uint32_t tv = 0;  // byte m bit i <- byte i bit m, in each nibble
+      for (int i = 0; i < 4; ++i)
+        for (int m = 0; m < 4; ++m)
+          for (int h = 0; h < 2; ++h) tv |= ((v >> (8 * i + 4 * h + m)) & 1u) << (8 * m + 4 * h + i);
+      std::memcpy(want.data() + off, &tv, 4);
+    }
+    Tensor host_w = make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, cols, rows);
+    auto up = cuda.upload_weight(host_w);
+    auto written = cuda.alloc(t, {cols, rows, 1, 1});
+    ASSERT_TRUE(up.ok() && written.ok());
+    cuda.write(*written, p.bytes.data(), p.bytes.size());
+    ASSERT_TRUE(cuda.status().ok());
+    for (const Tensor* d : {&*up, &*written}) {
+      std::vector<uint8_t> raw(want.size());
+      ASSERT_EQ(cudaMemcpy(raw.data(), d->data, raw.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_EQ(raw, want) << (d == &*up ? "upload_weight" : "write");
+      std::vector<uint8_t> back(p.bytes.size(), 0);
+      cuda.read(*d, back.data(), back.size());
+      ASSERT_TRUE(cuda.status().ok());
+      EXPECT_EQ(back, p.bytes);
+    }
+    cuda.write(*written, p.bytes.data(), group_bytes / 2);  // half a tile group
+    EXPECT_FALSE(cuda.status().ok()) << "a partial tile group must be refused";
+    std::vector<uint8_t> raw(want.size());
+    ASSERT_EQ(cudaMemcpy(raw.data(), written->data, raw.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(raw, want) << "the refused write changed the weight";
+  }
 }
 
 TEST(CudaBl, GetRowsEqualsReference) {

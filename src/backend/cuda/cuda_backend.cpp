@@ -17,6 +17,7 @@
 
 #include "core/env_switch.h"
 #include "kernels/cuda/bandwidth_probe.h"
+#include "kernels/cuda/bl_device_layout.h"
 #include "kernels/cuda/block_trace.h"
 #include "kernels/cuda/launchers.h"
 #include "quant/bl_group.h"
@@ -191,9 +192,14 @@ class CudaBackendImpl final : public CudaBackend {
   // Weights of Q4_0, Q4_1, Q8_0 and Q6_K whose rows are whole tiles are stored in the tiled
   // layout (kernels/cuda/weight_layout.cuh): copied as they are into a staging buffer, then
   // rearranged on the device. Same bytes, same dtype and shape; read() gives the GGUF bytes.
+  // Every bl<b>g<g> tensor is kept in its device layout (kernels/cuda/bl_device_layout.h),
+  // converted in place as it arrives (upload_weight, write) and back as read() hands it out.
   bool copies_weights(DType, int64_t) const override { return true; }  // device memory
 
   Expected<Tensor> upload_weight(const Tensor& host) override {
+    if (quant::is_bl_group(host.dtype) && !whole_bl_tile_groups(host.dtype, 0, host.bytes()))
+      return invalid_argument("cuda upload of " + shape_string(host) + ": not whole tile groups of " +
+                              std::string(dtype_name(host.dtype)) + " (16 rows x the group's columns)");
     BL_ASSIGN_OR_RETURN(Tensor t, alloc(host.dtype, host.ne));
     const bool tile = cuda::weight_tileable(host.dtype, host.ne[0]) && host.bytes() > 0;
     void* staging = nullptr;
@@ -210,6 +216,10 @@ class CudaBackendImpl final : public CudaBackend {
       cuda::launch_tile_weight(host.dtype, staging, t.data, t.rows(), t.row_size(), stream_);
       e = cudaGetLastError();
     }
+    if (e == cudaSuccess && quant::is_bl_group(host.dtype)) {
+      cuda::launch_swap_bl_layout(host.dtype, t.data, host.bytes(), stream_);
+      e = cudaGetLastError();
+    }
     const cudaError_t s = cudaStreamSynchronize(stream_);
     if (staging) cudaFree(staging);
     if (e == cudaSuccess) e = s;
@@ -221,7 +231,15 @@ class CudaBackendImpl final : public CudaBackend {
   void write(Tensor& dst, const void* src, size_t bytes, size_t offset_bytes) override {
     if (!expect(!capturing_, "write", "host-to-device copies cannot be captured: write before capture/replay")) return;
     if (!expect(offset_bytes + bytes <= dst.bytes(), "write", "range past the end of " + shape_string(dst))) return;
+    const bool bl = quant::is_bl_group(dst.dtype);
+    if (bl && !expect(whole_bl_tile_groups(dst.dtype, offset_bytes, bytes), "write",
+                      "a bl weight is written in whole tile groups only: " + shape_string(dst)))
+      return;
     note(cudaMemcpyAsync(static_cast<char*>(dst.data) + offset_bytes, src, bytes, cudaMemcpyHostToDevice, stream_), "write");
+    if (bl) {
+      cuda::launch_swap_bl_layout(dst.dtype, static_cast<char*>(dst.data) + offset_bytes, bytes, stream_);
+      note(cudaGetLastError(), "write");
+    }
     activated_gate_.reset();
     staged_next_.reset();
   }
@@ -234,6 +252,10 @@ class CudaBackendImpl final : public CudaBackend {
     if (tiled && !expect(offset_bytes % rb == 0 && bytes % rb == 0, "read",
                          "a weight stored tiled reads back in whole rows only: " + shape_string(src)))
       return;
+    const bool bl = quant::is_bl_group(src.dtype);
+    if (bl && !expect(whole_bl_tile_groups(src.dtype, offset_bytes, bytes), "read",
+                      "a bl weight reads back in whole tile groups only: " + shape_string(src)))
+      return;
     note(cudaMemcpyAsync(dst, static_cast<const char*>(src.data) + offset_bytes, bytes, cudaMemcpyDeviceToHost, stream_), "read");
     note(cudaStreamSynchronize(stream_), "read");
     if (tiled && bytes > 0) {  // back to the GGUF layout, row by row through one row of scratch
@@ -243,6 +265,7 @@ class CudaBackendImpl final : public CudaBackend {
         cuda::untile_rows_on_host(src.dtype, row.data(), static_cast<uint8_t*>(dst) + off, 1, rb);
       }
     }
+    if (bl) cuda::swap_bl_layout_on_host(src.dtype, dst, bytes);
   }
 
   void synchronize() override { note(cudaStreamSynchronize(stream_), "synchronize"); }
@@ -264,8 +287,8 @@ class CudaBackendImpl final : public CudaBackend {
   uint64_t read_async(const Tensor& src, void* dst, size_t bytes, size_t offset_bytes) override {
     const uint64_t ticket = reads_issued_++;
     if (!expect(!capturing_, "read_async", "device-to-host copies cannot be captured")) return ticket;
-    if (!expect(offset_bytes + bytes <= src.bytes() && !view(src).tiled, "read_async",
-                "a range past the end of " + shape_string(src) + ", or a weight stored tiled"))
+    if (!expect(offset_bytes + bytes <= src.bytes() && !view(src).tiled && !quant::is_bl_group(src.dtype),
+                "read_async", "a range past the end of " + shape_string(src) + ", or a weight stored tiled or bl"))
       return ticket;
     cudaEvent_t& event = read_events_[ticket % kReadsInFlight];
     if (!event) note(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "read_async");
@@ -985,6 +1008,11 @@ class CudaBackendImpl final : public CudaBackend {
       v.tiled = off < it->second.bytes && off % it->second.row_bytes == 0 && it->second.row_bytes == w.row_size();
     }
     return v;
+  }
+
+  static bool whole_bl_tile_groups(DType t, size_t offset_bytes, size_t bytes) {
+    const size_t group = cuda::bl_tile_group_bytes(t);
+    return offset_bytes % group == 0 && bytes % group == 0;
   }
 
   void record(Status s) {

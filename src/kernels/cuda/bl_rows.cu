@@ -1,10 +1,10 @@
-// Whole-row decoding of bl<b>g<g> weights as stored (bl_tiles.cuh): the fp16 operand of the
+// Whole-row decoding of bl<b>g<g> weights in their device layout (bl_tiles.cuh): the fp16 operand of the
 // cuBLAS prefill GEMM and get_rows (a bl token-embedding table).
 //
 // The prefill operand (dequantize_bl_kernel) is written once per matrix and prompt chunk, all
 // of the model's weights in fp16 (8B: ~16 GB a pass): one thread per (16-row tile, 32-column
 // block, a) loads rows 4a .. 4a + 3 of the block's b code lines (one 16-byte load each, as the
-// GEMV), takes the codes out of them with the GEMV's own bit transpose (bltile::codes_line_dword)
+// GEMV), takes the codes out of them with the GEMV's own fields (bltile::codes_line_dword)
 // and writes 4 rows x 32 values as 16-byte stores. (It was one thread per 16 values gathering
 // each code bit by bit, bltile::code_at: 8B bl4g128 pp2048 at 32 % of the bf16 peak against 69 %
 // for q4_0, docs/cuda.md "Nineteenth session".) get_rows still decodes bit by bit (one row a token).

@@ -1,20 +1,25 @@
-// Reading bl<b>g<g> tiles (quant/bl_group.h is the definition of the bytes) on the GPU, as
-// stored: the CUDA backend uploads the file's bytes unchanged.
+// Reading bl<b>g<g> tiles (quant/bl_group.h is the definition of the bytes) on the GPU. The
+// CUDA backend stores them as in the file except for one permutation inside every dword of the
+// code lines, done in place at upload and undone by read() (bl_device_layout.h).
 //
 // The unit of work is one dword of a 64-byte code line: row r's lanes 4r..4r+3 of the two
-// nibble registers R_2l (low nibbles) and R_2l+1 (high nibbles). Byte i of the dword, bit m
-// (low nibble) is bit m of nibble pi = 4 (k % b) + i of register k = 2l, i.e. bit plane
-// p = pi % b of the code of column 4 (pi / b) + m of chunk k / b; the high nibble likewise for
-// k = 2l + 1.
+// nibble registers R_2l (low nibbles) and R_2l+1 (high nibbles). In the file, byte i of the
+// dword, bit m (low nibble) is bit m of nibble pi = 4 (k % b) + i of register k = 2l, i.e. bit
+// plane p = pi % b of the code of column 4 (pi / b) + m of chunk k / b; the high nibble likewise
+// for k = 2l + 1.
 //
-// A 4x4 bit transpose inside each nibble of the dword (two delta swaps, 8 instructions) turns
-// that into byte m, bit i = the same (plane, quad) bit of column m. Then the bits of one quad
-// (a run of consecutive i with the same q = pi / b, planes p0 .. p0 + w - 1) are, after one
-// shift and mask, w-bit partial codes (value sum_p 2^p bit_p < 256) in the 4 bytes of a word,
-// one byte per column m: one dp4a with the quad's 4 int8 x values adds sum_m x_m * partial
-// code_m. Every (register, nibble) pattern depends only on k % b, known at compile time when
-// the kernel walks a group in blocks of b lines (= 2b registers = 2 chunks = 32 columns, one
-// int8 x block: lines never straddle x blocks).
+// The device layout: a 4x4 bit transpose inside each nibble of the dword (transpose_nibbles, two
+// delta swaps, 8 instructions; it is its own inverse) turns that into byte m, bit i = the same
+// (plane, quad) bit of column m. At 4 bits a nibble is then a whole code. The kernels used to do
+// this transpose per dword as they read it (8 of ~13 integer instructions per dword at bl4);
+// done once at upload, 8B bl4g128 decodes 7 % faster, 1B bl4g128 13 %, 8B bl2g128 13 %
+// (docs/cuda.md, "Twenty-eighth session"). Then the bits of one quad (a run of consecutive i with
+// the same q = pi / b, planes p0 .. p0 + w - 1) are, after one shift and mask, w-bit partial
+// codes (value sum_p 2^p bit_p < 256) in the 4 bytes of a word, one byte per column m: one dp4a
+// with the quad's 4 int8 x values adds sum_m x_m * partial code_m. Every (register, nibble)
+// pattern depends only on k % b, known at compile time when the kernel walks a group in blocks
+// of b lines (= 2b registers = 2 chunks = 32 columns, one int8 x block: lines never straddle x
+// blocks).
 #pragma once
 
 #include <cuda_runtime.h>  // __host__ __device__ for host compilers too (the host test of the codes)
@@ -29,7 +34,8 @@ constexpr int kHeaderBytes = 64;  // fp16 s[16], fp16 z[16]
 
 __host__ __device__ constexpr int tile_group_bytes(int bits, int group) { return kHeaderBytes + 2 * bits * group; }
 
-// Byte m bit i <- byte i bit m, in both nibbles of every byte (see above).
+// Byte m bit i <- byte i bit m, in both nibbles of every byte: the file's line dword to the
+// device's and back (see above).
 __host__ __device__ __forceinline__ uint32_t transpose_nibbles(uint32_t x) {
   uint32_t t = (x ^ (x >> 14)) & 0x0000CCCCu;  // swap the off-diagonal 2x2 blocks
   x ^= t ^ (t << 14);
@@ -75,11 +81,10 @@ __host__ __device__ __forceinline__ int dot_register(uint32_t t, const int* xw_c
   }
 }
 
-// acc += x . codes for one dword of line u (0 .. b-1) of a 32-column block; xw [8] = the
-// block's int8 x as words (word 4c + q: chunk c, quad q).
+// acc += x . codes for one dword t (device layout) of line u (0 .. b-1) of a 32-column block;
+// xw [8] = the block's int8 x as words (word 4c + q: chunk c, quad q).
 template <int kBits, int kU>
-__host__ __device__ __forceinline__ int dot_line_dword(uint32_t dword, const int* xw, int acc) {
-  const uint32_t t = transpose_nibbles(dword);
+__host__ __device__ __forceinline__ int dot_line_dword(uint32_t t, const int* xw, int acc) {
   constexpr int k0 = 2 * kU, k1 = 2 * kU + 1;  // registers of the line, inside the block
   acc = dot_register<kBits, k0 % kBits, 0>(t, xw + 4 * (k0 / kBits), acc);
   return dot_register<kBits, k1 % kBits, 1>(t, xw + 4 * (k1 / kBits), acc);
@@ -100,16 +105,15 @@ __host__ __device__ __forceinline__ void codes_register(uint32_t t, uint32_t* co
   }
 }
 
-// codes [8] |= the fields of one dword of line u (0 .. b-1) of a 32-column block.
+// codes [8] |= the fields of one dword t (device layout) of line u (0 .. b-1) of a 32-column block.
 template <int kBits, int kU>
-__host__ __device__ __forceinline__ void codes_line_dword(uint32_t dword, uint32_t* codes) {
-  const uint32_t t = transpose_nibbles(dword);
+__host__ __device__ __forceinline__ void codes_line_dword(uint32_t t, uint32_t* codes) {
   constexpr int k0 = 2 * kU, k1 = 2 * kU + 1;
   codes_register<kBits, k0 % kBits, 0>(t, codes + 4 * (k0 / kBits));
   codes_register<kBits, k1 % kBits, 1>(t, codes + 4 * (k1 / kBits));
 }
 
-// codes [8] of one row's dword of each of the b lines of a 32-column block: byte m of
+// codes [8] of one row's dword (device layout) of each of the b lines of a 32-column block: byte m of
 // codes[4 c + q] is the code of column 16 c + 4 q + m of the block (codes zeroed beforehand).
 template <int kBits, int kU = 0>
 __host__ __device__ __forceinline__ void codes_of_lines(const uint32_t (&dwords)[kBits], uint32_t (&codes)[8]) {
@@ -119,15 +123,17 @@ __host__ __device__ __forceinline__ void codes_of_lines(const uint32_t (&dwords)
   }
 }
 
-// The code of column col (0 .. g-1) of row r (0..15) of a tile group, for the dequantizing
-// kernels (prefill operand, get_rows); one nibble read per plane.
+// The code of column col (0 .. g-1) of row r (0..15) of a tile group in the device layout, for
+// get_rows; one nibble read per plane. Plane p of column 4q + m of chunk c is nibble pi = q b + p
+// of register k = c b + pi / 4: in the file, bit m of byte 4r + pi % 4; in the device layout
+// (transposed), bit pi % 4 of byte 4r + m (of the nibble k % 2 of line k / 2).
 __host__ __device__ __forceinline__ int code_at(const uint8_t* tile_group, int bits, int r, int col) {
   const int c = col / 16, q = (col / 4) % 4, m = col % 4;
   int code = 0;
   for (int p = 0; p < bits; ++p) {
     const int pi = q * bits + p, k = c * bits + pi / 4;
-    const uint8_t byte = tile_group[kHeaderBytes + kLineBytes * (k / 2) + 4 * r + pi % 4];
-    code |= ((byte >> (4 * (k % 2) + m)) & 1) << p;
+    const uint8_t byte = tile_group[kHeaderBytes + kLineBytes * (k / 2) + 4 * r + m];
+    code |= ((byte >> (4 * (k % 2) + pi % 4)) & 1) << p;
   }
   return code;
 }

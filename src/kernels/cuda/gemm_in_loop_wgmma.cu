@@ -306,7 +306,7 @@ __device__ __forceinline__ void build_fragments(const uint8_t* bodies, const uin
 // bl<b>g<g>: this warp's A fragments of a k tile, its 16 rows being 16-row tile `tile` (0..7)
 // of the stage. bodies [2 blocks][8 tiles][b lines' 4-byte row shares x 16 rows], headers [2
 // blocks][8 tiles][s[16], z[16] fp16] (InLoopFormat). Lane l decodes row l % 16 of 32-column
-// block l / 16 (b dwords: bltile::codes_of_lines, the GEMV's bit transpose), w = s q - s z in
+// block l / 16 (b dwords: bltile::codes_of_lines, the GEMV's fields), w = s q - s z in
 // fp16 (q exact; one rounding of the product and one of s z, as Q4_K's affine map), into
 // `decoded` [16 rows][64 columns] (16-byte chunk j of row r at chunk j ^ (r % 8), so the 8 rows a
 // store or an ldmatrix phase touches fall in different banks); then 4 ldmatrix, one a k step.

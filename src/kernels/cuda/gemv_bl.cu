@@ -1,4 +1,4 @@
-// Decode GEMV on bl<b>g<g> weights read as stored (bl_tiles.cuh): out[rows, n] = W x, n <= 4
+// Decode GEMV on bl<b>g<g> weights in their device layout (bl_tiles.cuh): out[rows, n] = W x, n <= 4
 // per launch (launch_gemv_bl loops over groups of 4 tokens). Two kernels:
 //  - gemv_bl_token_kernel: cols % 256 == 0 (the models' shapes). x is staged as gemv_dp4a.cu
 //    stages it (gemv_int8_x.cuh), so one token takes the same prologues (norm or SwiGLU inside,
@@ -12,15 +12,15 @@
 // x_k off by up to max|x_block| / 254), with d (scale) and d * sum(q) per block. A block of 8
 // warps owns one 16-row tile at a time; lane = (a = lane % 4: rows 4a..4a+3, lane / 4: a slot),
 // 64 slots per block, each taking every 64th 32-column x block of the tile (b code lines: one
-// 16-byte load each, rows 4a..4a+3; a line's dword = one row's 8 nibbles: transpose + one dp4a
-// per quad run), two x blocks' loads in flight. Per x block: out_r += s_r (d * int_dot -
+// 16-byte load each, rows 4a..4a+3; a line's dword = one row's 8 nibbles, transposed at upload:
+// a shift and mask and one dp4a per quad run), two x blocks' loads in flight. Per x block: out_r += s_r (d * int_dot -
 // z_r * d * sum(q)) with its group's s, z. Rows reduce over slots by shuffles and over the 8
 // warps in shared memory.
 //
-// Napkin (H100, 132 SMs ~1.7 GHz, ~3 TB/s): ~13 B/clk/SM of weights. bl4g128: 8 weights per
-// dword, ~13 integer instructions (8 transpose, 3 shift/mask, 2 dp4a) -> ~37 of the 64
-// integer lanes/clk/SM; bl2g128: 16 weights per dword, ~20 instructions -> ~53/64. Both
-// should be able to stream near the bandwidth if enough loads are in flight.
+// Napkin (H100, 132 SMs ~1.75 GHz, ~3 TB/s): ~13 B/clk/SM of weights, ~3.2 dwords. bl4g128: 8
+// weights per dword, ~5 integer instructions (3 shift/mask, 2 dp4a; 8 more when the kernel
+// transposed the dword itself, before the device layout) -> ~16 of the 64 integer lanes/clk/SM;
+// bl2g128: 16 weights per dword, ~12 instructions -> ~39/64.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
