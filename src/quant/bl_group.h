@@ -1,7 +1,9 @@
 // bitlight's own weight format bl<b>g<g>: b = 1..8 bits per weight, groups of g = 32, 64 or
 // 128 consecutive weights of a row, an fp16 scale and an fp16 zero point per (row, group), and
 // the codes laid out for the lookup-table kernels (kernels/cpu/lut_matmul.h): 16 rows side by
-// side, so the file is multiplied as it is mapped, with no repacking at load.
+// side, so the file is multiplied as it is mapped, with no repacking at load. (The CUDA backend
+// permutes the bits inside each dword of the code lines in place as it uploads them:
+// kernels/cuda/bl_device_layout.h.)
 //
 // The value of weight j of a row, with code q_j in [0, 2^b - 1] of its group:
 //
