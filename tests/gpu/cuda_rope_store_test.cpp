@@ -1,5 +1,5 @@
 // The QKV GEMV doing the rope and the KV-cache store of the attention after it
-// (MatmulFusion::rope_next, GemvRopeStore in the dp4a GEMV's epilogue): q and k as it leaves them
+// (MatmulFusion::rope_next, GemvRopeStore in the dp4a or the fp32 GEMV's epilogue): q and k as it leaves them
 // against a host rope in fp64 of the same GEMV's output without the hint, the cache's new slot,
 // and the attention's output against the same ops without the hint. Without a GPU every test skips.
 #include <gtest/gtest.h>
@@ -30,7 +30,9 @@ std::vector<double> rope_on_host(const float* x, int head_dim, int64_t heads, in
 }
 
 // Head dims 128 (the rope inside the attention kernel without the hint) and 64 (the rope kernel);
-// Q4_0 at 2048 columns takes x quantized once, Q4_K the norm inside the GEMV.
+// Q4_0 at 2048 columns takes x quantized once, Q4_K the norm inside the dp4a GEMV, F16 and BF16
+// the norm inside the fp32 GEMV. (Where a GEMV did not take the hint, q and k come back unrotated
+// and the first check below fails.)
 TEST(CudaRopeStore, HintGivesTheResultsOfThePlainOps) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();
@@ -39,7 +41,7 @@ TEST(CudaRopeStore, HintGivesTheResultsOfThePlainOps) {
   const int64_t cols = 2048, n_ctx = 64, pos = 37;
   const float eps = 1e-5f, base = 500000.0f;
   for (int head_dim : {128, 64}) {
-    for (DType t : {DType::Q4_0, DType::Q4_K}) {
+    for (DType t : {DType::Q4_0, DType::Q4_K, DType::F16, DType::BF16}) {
       SCOPED_TRACE(std::string(dtype_name(t)) + " head_dim " + std::to_string(head_dim));
       const int n_head = 8, n_head_kv = 2;
       const int64_t q_rows = int64_t{n_head} * head_dim, kv_rows = int64_t{n_head_kv} * head_dim;
@@ -83,8 +85,10 @@ TEST(CudaRopeStore, HintGivesTheResultsOfThePlainOps) {
         backend->write(*v_cache, history.data(), history.size() * sizeof(uint16_t));
         MatmulFusion f = normed;
         if (hinted) {
-          ASSERT_TRUE(cuda::gemv_dp4a_applies(cuda::WeightView{w->data, t, cols, rows, w->row_size(),
-                                                               cuda::weight_tileable(t, cols)}, 1));
+          if (t == DType::Q4_0 || t == DType::Q4_K) {
+            ASSERT_TRUE(cuda::gemv_dp4a_applies(cuda::WeightView{w->data, t, cols, rows, w->row_size(),
+                                                                 cuda::weight_tileable(t, cols)}, 1));
+          }
           f.rope_next = {&q, &k, &v, &*k_cache, &*v_cache, &*positions, &rope};
         }
         backend->fused_matmul(*w, *x, *qkv, f);

@@ -20,6 +20,7 @@
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/silu.cuh"
 #include "quant/bl_group.h"
 
@@ -72,10 +73,15 @@ __device__ __forceinline__ float4 prologue4(float4 x, const float* second, int64
 // kTiled: the weight is in the tiled layout (weight_layout.cuh). kPro: the prologue (one token,
 // kVec, so cols % 8 == 0 and no scalar tail). kWarpRows: each warp owns kRows rows of its own
 // (a block covers 8 x kRows rows), its lanes taking pieces lane, lane + 32, ..., and the sums
-// meet in warp shuffles only (short rows, kWarpRowsMaxPieces).
-template <DType T, int kTokens, bool kVec, bool kTiled, Fp32Prologue kPro = Fp32Prologue::none, bool kWarpRows = false>
+// meet in warp shuffles only (short rows, kWarpRowsMaxPieces). kRopeStore (one token, a block
+// on its 4 rows): the rope epilogue of p.fuse.rope_store (GemvRopeStore), threads 0 and 2 each
+// storing one row pair; the pair's angle computed before the wait (the positions come from the
+// host before the step's first kernel), so its fp64 pow and sincos overlap the first loads.
+template <DType T, int kTokens, bool kVec, bool kTiled, Fp32Prologue kPro = Fp32Prologue::none, bool kWarpRows = false,
+          bool kRopeStore = false>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
   static_assert(kPro == Fp32Prologue::none || (kTokens == 1 && kVec), "prologues: one token, whole pieces");
+  static_assert(!kRopeStore || (kTokens == 1 && !kWarpRows && kRows % 2 == 0), "the rope epilogue: row pairs of a block");
   constexpr int kLanes = kWarpRows ? kWarp : kGemvThreads;  // threads sharing the rows
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int tid = kWarpRows ? lane : static_cast<int>(threadIdx.x);
@@ -133,6 +139,14 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
   if (has_first) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) Piece<T, kTiled>::load(rowp[r], tid, w_first[r], f0, f1);
+  }
+  float2 rope_angle{};  // threads 0 and 2: the angle of the pair at row0 + threadIdx.x
+  if constexpr (kRopeStore) {
+    const GemvRopeStore& e = p.fuse.rope_store;
+    const int64_t pair_row = row0 + threadIdx.x;
+    if (threadIdx.x < kRows && threadIdx.x % 2 == 0 && pair_row < p.rows && rope_pair_rotates(e, pair_row))
+      rope_cos_sin(static_cast<double>(e.positions[0]), rope_pair_index(e, pair_row), e.rope, rope_angle.x,
+                   rope_angle.y);
   }
   pdl_wait();
   pdl_allow_next();
@@ -204,11 +218,23 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
       for (int w = 0; w < kGemvWarps; ++w) total += partial[w][kRows * kTokens];
       out_scale = rsqrtf(total / static_cast<float>(p.cols) + p.fuse.eps);
     }
-    for (int idx = threadIdx.x; idx < kRows * kTokens; idx += kGemvThreads) {
-      float s = 0.0f;
+    if constexpr (kRopeStore) {  // rows row0 + i, row0 + i + 1 (i = threadIdx.x), whole pairs where it applies
+      const int i = static_cast<int>(threadIdx.x);
+      if (i < kRows && i % 2 == 0 && row0 + i + 1 < p.rows) {
+        float v[2] = {0.0f, 0.0f};
 #pragma unroll
-      for (int w = 0; w < kGemvWarps; ++w) s += partial[w][idx];
-      store(idx / kTokens, idx % kTokens, s, out_scale);
+        for (int w = 0; w < kGemvWarps; ++w) v[0] += partial[w][i], v[1] += partial[w][i + 1];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) v[r] = v[r] * out_scale + (p.bias ? p.bias[row0 + i + r] : 0.0f);
+        store_rope_pair(p.fuse.rope_store, p.out, p.fuse.accumulate, rope_angle, row0 + i, v[0], v[1]);
+      }
+    } else {
+      for (int idx = threadIdx.x; idx < kRows * kTokens; idx += kGemvThreads) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kGemvWarps; ++w) s += partial[w][idx];
+        store(idx / kTokens, idx % kTokens, s, out_scale);
+      }
     }
   }
 }
@@ -340,6 +366,49 @@ bool takes_tensor_cores(const WeightView& w, int n_tokens) {
 
 void set_block_fp32_prologue(bool enabled) { g_block_fp32_prologue = enabled; }
 
+namespace {
+
+// The one-token fp32 GEMV's rope epilogue: plain types with whole pieces in block mode (rows
+// of more than kWarpRowsMaxPieces pieces: 4 rows, 2 pairs, a block).
+bool fp32_rope_store_applies(const WeightView& w) {
+  return is_plain(w.dtype) && w.cols % kPiece == 0 && w.cols / kPiece > kWarpRowsMaxPieces && w.row_bytes % 16 == 0 &&
+         aligned16(w.data);
+}
+
+}  // namespace
+
+bool gemv_rope_store_applies(const WeightView& w, const GemvRopeStore& e) {
+  const RopeLaunch& r = e.rope;
+  return (gemv_dp4a_applies(w, 1) || fp32_rope_store_applies(w)) && e.positions && e.k_cache && e.v_cache &&
+         !r.neox && r.head_dim > 0 && r.head_dim % 2 == 0 && r.n_dims > 0 && r.n_dims % 2 == 0 &&
+         r.n_dims <= r.head_dim && r.n_dims <= kAttentionMaxHeadDim && e.q_rows > 0 && e.kv_rows > 0 &&
+         e.q_rows % r.head_dim == 0 && e.kv_rows % r.head_dim == 0 && w.rows == e.q_rows + 2 * e.kv_rows;
+}
+
+namespace {
+
+// One token of a plain-type weight with the rope epilogue and the norm inside or no prologue.
+bool launch_fp32_rope_store(const WeightView& w, const float* x, float* out, const float* bias,
+                            const GemvFusion& fuse, cudaStream_t stream) {
+  if (!fp32_rope_store_applies(w) || fuse.up || fuse.silu_rows || fuse.gate_activated || !aligned16(x) ||
+      !aligned16(fuse.norm))
+    return false;
+  const GemvArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, 1, out, bias, fuse};
+  return dispatch_weight_format(w.dtype, [&]<DType T>() {
+    if constexpr (is_plain_type<T>()) {
+      const dim3 grid = gemv_grid(p, false);
+      if (fuse.norm)
+        launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::norm, false, true>, grid, dim3(kGemvThreads), 0,
+                   stream, p);
+      else
+        launch_pdl(gemv_kernel<T, 1, true, false, Fp32Prologue::none, false, true>, grid, dim3(kGemvThreads), 0,
+                   stream, p);
+    }
+  });
+}
+
+}  // namespace
+
 bool gemv_fp32_prologue_applies(const WeightView& w, const float* x, const float* second) {
   const bool plain = is_plain(w.dtype);
   return plain && w.cols % kPiece == 0 && w.row_bytes % 16 == 0 && aligned16(w.data) && aligned16(x) && aligned16(second);
@@ -357,8 +426,10 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
 bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                        const GemvFusion& fuse, cudaStream_t stream) {
   if (n_tokens < 1 || n_tokens > kGemvMaxTokens) return false;
-  // The rope epilogue is the dp4a kernel's only (gemv_rope_store_applies): no other path.
-  if (fuse.rope_store.positions) return n_tokens == 1 && launch_gemv_dp4a(w, x, 1, out, bias, stream, fuse);
+  // The rope epilogue (gemv_rope_store_applies): the dp4a kernel's or the fp32 one's, no other path.
+  if (fuse.rope_store.positions)
+    return n_tokens == 1 && (launch_gemv_dp4a(w, x, 1, out, bias, stream, fuse) ||
+                             launch_fp32_rope_store(w, x, out, bias, fuse, stream));
   // bl weights: the residual add in the epilogue; a norm / SwiGLU prologue for one token where
   // the bl GEMV stages x as the dp4a one does (gemv_bl_token_applies), else false.
   if (quant::is_bl_group(w.dtype)) return launch_gemv_bl(w, x, n_tokens, out, bias, fuse, stream);

@@ -373,38 +373,6 @@ __device__ __forceinline__ void rope_angles(const GemvRopeStore& e, float2* angl
   }
 }
 
-// A warp's finished row pair (row0 even; v0, v1 its values with bias, the same in every lane)
-// with the rope epilogue (GemvRopeStore): rotated where the pair lies in q or k and within n_dims
-// (as the attention's own rope: rope_cos_sin's angle, x0 cs - x1 sn, x0 sn + x1 cs); lane 0 stores
-// them to out, and k (rotated) and v rows also into the caches at slot positions[0].
-__device__ __forceinline__ void store_rope_pair(const GemvArgs& p, const float2* angles, int64_t row0, float v0,
-                                                float v1, int lane) {
-  const GemvRopeStore& e = p.fuse.rope_store;
-  const int64_t pos = e.positions[0];
-  const int64_t d = row0 % e.rope.head_dim;
-  if (row0 < e.q_rows + e.kv_rows && d < e.rope.n_dims) {
-    const float2 a = angles[d / 2];
-    const float x0 = v0, x1 = v1;
-    v0 = x0 * a.x - x1 * a.y;
-    v1 = x0 * a.y + x1 * a.x;
-  }
-  if (lane != 0) return;
-  float* o = p.out + row0;
-  o[0] = p.fuse.accumulate ? o[0] + v0 : v0;
-  o[1] = p.fuse.accumulate ? o[1] + v1 : v1;
-  if (row0 < e.q_rows || pos < 0 || pos >= e.n_ctx) return;
-  const bool is_k = row0 < e.q_rows + e.kv_rows;
-  void* cache = is_k ? e.k_cache : e.v_cache;
-  const int64_t at = pos * e.kv_rows + (row0 - e.q_rows - (is_k ? 0 : e.kv_rows));
-  if (e.cache_f16) {
-    put_cache<true>(cache, at, v0);
-    put_cache<true>(cache, at + 1, v1);
-  } else {
-    put_cache<false>(cache, at, v0);
-    put_cache<false>(cache, at + 1, v1);
-  }
-}
-
 // Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
 // tokens the weights are already reused 4 times and 2 rows would not fit in 128 registers.
 template <int kTokens>
@@ -513,7 +481,10 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_dp4a_kernel(GemvArgs p) {
           v[r] = (kScaled ? s * out_scale[0] : s) + (p.bias ? p.bias[min(row0 + r, p.rows - 1)] : 0.0f);
           acc[r][0] = 0.0f;
         }
-        if (row0 + 1 < p.rows) store_rope_pair(p, rope_cs, row0, v[0], v[1], lane);  // rows whole pairs: applies
+        const GemvRopeStore& e = p.fuse.rope_store;
+        if (lane == 0 && row0 + 1 < p.rows)  // rows are whole pairs where the epilogue applies
+          store_rope_pair(e, p.out, p.fuse.accumulate,
+                          rope_pair_rotates(e, row0) ? rope_cs[rope_pair_index(e, row0)] : float2{}, row0, v[0], v[1]);
       }
     }
     if (!kRopeStore && b.chunk == 0) {  // the group's rows are complete
@@ -590,15 +561,6 @@ bool launch_tokens(const GemvArgs& p, cudaStream_t stream) {
 }
 
 }  // namespace
-
-bool gemv_rope_store_applies(const WeightView& w, const GemvRopeStore& e) {
-  const RopeLaunch& r = e.rope;
-  return gemv_dp4a_applies(w, 1) && e.positions && e.k_cache && e.v_cache && !r.neox && r.head_dim > 0 &&
-         r.head_dim % 2 == 0 && r.n_dims > 0 && r.n_dims % 2 == 0 && r.n_dims <= r.head_dim &&
-         r.n_dims <= kAttentionMaxHeadDim && e.q_rows > 0 &&
-         e.kv_rows > 0 && e.q_rows % r.head_dim == 0 && e.kv_rows % r.head_dim == 0 &&
-         w.rows == e.q_rows + 2 * e.kv_rows;
-}
 
 bool gemv_dp4a_applies(const WeightView& w, int n_tokens) {
   if (n_tokens < 1 || n_tokens > kDp4aMaxTokens || w.cols % 256 != 0 || w.rows < 1) return false;

@@ -42,4 +42,42 @@ __device__ __forceinline__ void put_cache(void* cache, int64_t i, float v) {
     static_cast<float*>(cache)[i] = v;
 }
 
+// The rope epilogue of a QKV GEMV (GemvRopeStore; gemv_dp4a.cu and gemv.cu): whether the
+// finished row pair at row0 (even) is rotated (it lies in q or k and within n_dims), and which
+// pair of its head it is (the index of its angle: rope_cos_sin's i).
+__device__ __forceinline__ bool rope_pair_rotates(const GemvRopeStore& e, int64_t row0) {
+  return row0 < e.q_rows + e.kv_rows && row0 % e.rope.head_dim < e.rope.n_dims;
+}
+__device__ __forceinline__ int64_t rope_pair_index(const GemvRopeStore& e, int64_t row0) {
+  return row0 % e.rope.head_dim / 2;
+}
+
+// The epilogue's store of one finished row pair (row0 even; v0, v1 its values with bias; angle
+// = (cos, sin) of its pair, read only where rope_pair_rotates): rotated as the attention's own
+// rope does it (x0 cs - x1 sn, x0 sn + x1 cs), stored (or added) to out, and the k (rotated) and
+// v rows also into the caches at slot positions[0]. One thread a pair.
+__device__ __forceinline__ void store_rope_pair(const GemvRopeStore& e, float* out, bool accumulate, float2 angle,
+                                                int64_t row0, float v0, float v1) {
+  if (rope_pair_rotates(e, row0)) {
+    const float x0 = v0, x1 = v1;
+    v0 = x0 * angle.x - x1 * angle.y;
+    v1 = x0 * angle.y + x1 * angle.x;
+  }
+  float* o = out + row0;
+  o[0] = accumulate ? o[0] + v0 : v0;
+  o[1] = accumulate ? o[1] + v1 : v1;
+  const int64_t pos = e.positions[0];
+  if (row0 < e.q_rows || pos < 0 || pos >= e.n_ctx) return;
+  const bool is_k = row0 < e.q_rows + e.kv_rows;
+  void* cache = is_k ? e.k_cache : e.v_cache;
+  const int64_t at = pos * e.kv_rows + (row0 - e.q_rows - (is_k ? 0 : e.kv_rows));
+  if (e.cache_f16) {
+    put_cache<true>(cache, at, v0);
+    put_cache<true>(cache, at + 1, v1);
+  } else {
+    put_cache<false>(cache, at, v0);
+    put_cache<false>(cache, at + 1, v1);
+  }
+}
+
 }  // namespace bl::cuda
