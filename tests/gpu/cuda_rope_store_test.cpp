@@ -31,7 +31,7 @@ std::vector<double> rope_on_host(const float* x, int head_dim, int64_t heads, in
 
 // Head dims 128 (the rope inside the attention kernel without the hint) and 64 (the rope kernel);
 // Q4_0 at 2048 columns takes x quantized once, Q4_K the norm inside the dp4a GEMV, F16 and BF16
-// the norm inside the fp32 GEMV. (Where a GEMV did not take the hint, q and k come back unrotated
+// the norm inside the fp32 GEMV, bl4g128 and bl3g64 x quantized once before the bl GEMV. (Where a GEMV did not take the hint, q and k come back unrotated
 // and the first check below fails.)
 TEST(CudaRopeStore, HintGivesTheResultsOfThePlainOps) {
   SKIP_WITHOUT_GPU();
@@ -41,7 +41,7 @@ TEST(CudaRopeStore, HintGivesTheResultsOfThePlainOps) {
   const int64_t cols = 2048, n_ctx = 64, pos = 37;
   const float eps = 1e-5f, base = 500000.0f;
   for (int head_dim : {128, 64}) {
-    for (DType t : {DType::Q4_0, DType::Q4_K, DType::F16, DType::BF16}) {
+    for (DType t : {DType::Q4_0, DType::Q4_K, DType::F16, DType::BF16, DType::BL4G128, DType::BL3G64}) {
       SCOPED_TRACE(std::string(dtype_name(t)) + " head_dim " + std::to_string(head_dim));
       const int n_head = 8, n_head_kv = 2;
       const int64_t q_rows = int64_t{n_head} * head_dim, kv_rows = int64_t{n_head_kv} * head_dim;

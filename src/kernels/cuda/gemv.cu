@@ -379,7 +379,8 @@ bool fp32_rope_store_applies(const WeightView& w) {
 
 bool gemv_rope_store_applies(const WeightView& w, const GemvRopeStore& e) {
   const RopeLaunch& r = e.rope;
-  return (gemv_dp4a_applies(w, 1) || fp32_rope_store_applies(w)) && e.positions && e.k_cache && e.v_cache &&
+  return (gemv_dp4a_applies(w, 1) || fp32_rope_store_applies(w) || gemv_bl_token_applies(w)) && e.positions &&
+         e.k_cache && e.v_cache &&
          !r.neox && r.head_dim > 0 && r.head_dim % 2 == 0 && r.n_dims > 0 && r.n_dims % 2 == 0 &&
          r.n_dims <= r.head_dim && r.n_dims <= kAttentionMaxHeadDim && e.q_rows > 0 && e.kv_rows > 0 &&
          e.q_rows % r.head_dim == 0 && e.kv_rows % r.head_dim == 0 && w.rows == e.q_rows + 2 * e.kv_rows;
@@ -426,10 +427,12 @@ bool launch_gemv(const WeightView& w, const float* x, int n_tokens, float* out, 
 bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                        const GemvFusion& fuse, cudaStream_t stream) {
   if (n_tokens < 1 || n_tokens > kGemvMaxTokens) return false;
-  // The rope epilogue (gemv_rope_store_applies): the dp4a kernel's or the fp32 one's, no other path.
+  // The rope epilogue (gemv_rope_store_applies): the dp4a kernel's, the fp32 one's or the bl
+  // one's, no other path.
   if (fuse.rope_store.positions)
     return n_tokens == 1 && (launch_gemv_dp4a(w, x, 1, out, bias, stream, fuse) ||
-                             launch_fp32_rope_store(w, x, out, bias, fuse, stream));
+                             launch_fp32_rope_store(w, x, out, bias, fuse, stream) ||
+                             (quant::is_bl_group(w.dtype) && launch_gemv_bl(w, x, 1, out, bias, fuse, stream)));
   // bl weights: the residual add in the epilogue; a norm / SwiGLU prologue for one token where
   // the bl GEMV stages x as the dp4a one does (gemv_bl_token_applies), else false.
   if (quant::is_bl_group(w.dtype)) return launch_gemv_bl(w, x, n_tokens, out, bias, fuse, stream);
@@ -443,16 +446,14 @@ bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float*
 bool launch_gemv_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                                   const GemvFusion& fuse, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
   return launch_gemv_dp4a_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream) ||
-         (!fuse.rope_store.positions &&
-          launch_gemv_bl_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream));
+         launch_gemv_bl_x_quantized_once(w, x, n_tokens, out, bias, fuse, scratch, scratch_bytes, stream);
 }
 
 bool gemv_staged_applies(const WeightView& w) { return gemv_dp4a_staged_applies(w) || gemv_bl_token_applies(w); }
 
 bool launch_gemv_staged(const WeightView& w, const StagedX& x, float* out, const float* bias, const GemvFusion& fuse,
                         cudaStream_t stream) {
-  return launch_gemv_dp4a_staged(w, x, out, bias, fuse, stream) ||
-         (!fuse.rope_store.positions && launch_gemv_bl_staged(w, x, out, bias, fuse, stream));
+  return launch_gemv_dp4a_staged(w, x, out, bias, fuse, stream) || launch_gemv_bl_staged(w, x, out, bias, fuse, stream);
 }
 
 bool gemv_after_attention_applies(const WeightView& w, int n_head, int head_dim) {

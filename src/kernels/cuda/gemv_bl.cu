@@ -32,6 +32,7 @@
 #include "kernels/cuda/gemv_int8_x.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rope.cuh"
 #include "quant/bl_group.h"
 
 namespace bl::cuda {
@@ -238,10 +239,16 @@ constexpr int units_per_buffer() {
 // (k U + j) kSlots, j < U = units_per_buffer (none past the row's end). So every thread reaches a
 // tile's end at the same item, and the barrier of the reduction there is uniform. kTokens: 1,
 // or 2 / 4 for p.n <= kTokens tokens without a prologue (x staged per token, [n][cols]).
-template <int kBits, int kTokens, Prologue kPro>
+// kRopeStore (one token): the rope epilogue of p.fuse.rope_store (GemvRopeStore), threads 0, 2,
+// .., 14 of the reduction each storing one row pair of the tile; the angles of a head's pairs in
+// shared memory, computed before the wait.
+template <int kBits, int kTokens, Prologue kPro, bool kRopeStore = false>
 __global__ void __launch_bounds__(kThreads, 2) gemv_bl_token_kernel(GemvArgs p, BlTiles l) {
+  static_assert(!kRopeStore || kTokens == 1, "the rope epilogue: one token");
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float partial[2][kWarps][kTileRows][kTokens];  // by the parity of the block's tile count
+  __shared__ float2 rope_cs[kRopeStore ? kAttentionMaxHeadDim / 2 : 1];  // read after stage_x's barrier
+  if constexpr (kRopeStore) rope_angles(p.fuse.rope_store, rope_cs);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int a = lane % 4, slot = warp * kSlotsPerWarp + lane / 4;
   const int64_t xblocks = p.cols / kXBlock, tiles = p.rows / kTileRows;
@@ -313,7 +320,20 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_bl_token_kernel(GemvArgs p, 
         res[r][t] = 0.0f;
       }
     __syncthreads();
-    if (threadIdx.x < kTileRows * kTokens) {
+    if constexpr (kRopeStore) {  // rows r, r + 1 of the tile (r = threadIdx.x even): a rope pair
+      const int r = static_cast<int>(threadIdx.x);
+      if (r < kTileRows && r % 2 == 0) {
+        const int64_t row0 = tile * kTileRows + r;
+        float v[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) v[0] += partial[parity][w][r][0], v[1] += partial[parity][w][r + 1][0];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) v[i] = (kScaled ? v[i] * out_scale[0] : v[i]) + (p.bias ? p.bias[row0 + i] : 0.0f);
+        const GemvRopeStore& e = p.fuse.rope_store;
+        store_rope_pair(e, p.out, p.fuse.accumulate,
+                        rope_pair_rotates(e, row0) ? rope_cs[rope_pair_index(e, row0)] : float2{}, row0, v[0], v[1]);
+      }
+    } else if (threadIdx.x < kTileRows * kTokens) {
       const int r = threadIdx.x / kTokens, t = threadIdx.x % kTokens;
       const int64_t row = tile * kTileRows + r;
       if (t < p.n) {
@@ -404,11 +424,11 @@ size_t max_dynamic_smem() {
   return max_dynamic;
 }
 
-template <int kBits, int kTokens, Prologue kPro>
+template <int kBits, int kTokens, Prologue kPro, bool kRopeStore = false>
 bool launch_token(const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
-  const auto kernel = gemv_bl_token_kernel<kBits, kTokens, kPro>;
+  const auto kernel = gemv_bl_token_kernel<kBits, kTokens, kPro, kRopeStore>;
   const size_t smem = static_cast<size_t>(p.n * quantized_x_bytes(p.cols));
-  if (smem > max_dynamic_smem<gemv_bl_token_kernel<kBits, kTokens, kPro>>()) return false;
+  if (smem > max_dynamic_smem<gemv_bl_token_kernel<kBits, kTokens, kPro, kRopeStore>>()) return false;
   int per_sm = 0, device = 0, sms = 0;
   cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
   cudaGetDevice(&device);
@@ -421,20 +441,20 @@ bool launch_token(const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
 
 // Several tokens only at 1..4 bits: wider codes with 2 or 4 tokens' sums spilled 128-952 bytes
 // (ptxas, at the 128 registers of 2 blocks an SM); those run on gemv_bl_kernel.
-template <int kTokens, Prologue kPro>
+template <int kTokens, Prologue kPro, bool kRopeStore = false>
 bool launch_token_bits(int bits, const GemvArgs& p, const BlTiles& l, cudaStream_t stream) {
   switch (bits) {
-    case 1: return launch_token<1, kTokens, kPro>(p, l, stream);
-    case 2: return launch_token<2, kTokens, kPro>(p, l, stream);
-    case 3: return launch_token<3, kTokens, kPro>(p, l, stream);
-    case 4: return launch_token<4, kTokens, kPro>(p, l, stream);
+    case 1: return launch_token<1, kTokens, kPro, kRopeStore>(p, l, stream);
+    case 2: return launch_token<2, kTokens, kPro, kRopeStore>(p, l, stream);
+    case 3: return launch_token<3, kTokens, kPro, kRopeStore>(p, l, stream);
+    case 4: return launch_token<4, kTokens, kPro, kRopeStore>(p, l, stream);
   }
   if constexpr (kTokens == 1) {
     switch (bits) {
-      case 5: return launch_token<5, 1, kPro>(p, l, stream);
-      case 6: return launch_token<6, 1, kPro>(p, l, stream);
-      case 7: return launch_token<7, 1, kPro>(p, l, stream);
-      case 8: return launch_token<8, 1, kPro>(p, l, stream);
+      case 5: return launch_token<5, 1, kPro, kRopeStore>(p, l, stream);
+      case 6: return launch_token<6, 1, kPro, kRopeStore>(p, l, stream);
+      case 7: return launch_token<7, 1, kPro, kRopeStore>(p, l, stream);
+      case 8: return launch_token<8, 1, kPro, kRopeStore>(p, l, stream);
     }
   }
   return false;
@@ -450,9 +470,17 @@ BlTiles tiles_of(const WeightView& w) {
 }
 
 // p.n tokens on gemv_bl_token_kernel: one with the prologue p carries, or 2..4 without one.
+// The rope epilogue (one token) with x staged by the quantize kernel or the norm inside only
+// (a QKV GEMV's prologues).
 bool launch_token_gemv(const WeightView& w, const GemvArgs& p, cudaStream_t stream) {
   const int bits = quant::bl_group_shape(w.dtype)->bits;
   const BlTiles l = tiles_of(w);
+  if (p.fuse.rope_store.positions) {
+    if (p.n != 1 || p.attention.buffer || p.fuse.up) return false;
+    if (p.x_staged) return launch_token_bits<1, Prologue::staged, true>(bits, p, l, stream);
+    if (p.fuse.norm) return launch_token_bits<1, Prologue::norm, true>(bits, p, l, stream);
+    return false;
+  }
   if (p.n == 2) return launch_token_bits<2, Prologue::none>(bits, p, l, stream);
   if (p.n > 2) return launch_token_bits<4, Prologue::none>(bits, p, l, stream);
   if (p.attention.buffer) return launch_token_bits<1, Prologue::attention>(bits, p, l, stream);
@@ -491,7 +519,7 @@ bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* ou
     const GemvArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, x, 1, out, bias, fuse};
     return launch_token_gemv(w, p, stream);
   }
-  if (fuse.prologue()) return false;
+  if (fuse.prologue() || fuse.rope_store.positions) return false;
   if (w.rows == 0) return true;
   for (int t0 = 0; t0 < n_tokens; t0 += kBlGemvMaxTokens) {
     const int n = std::min(kBlGemvMaxTokens, n_tokens - t0);

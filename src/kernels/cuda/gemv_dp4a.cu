@@ -362,17 +362,6 @@ __global__ void __launch_bounds__(kThreads)
   block_trace::mark_exit(trace, block_trace::Kernel::quantize_x, x);
 }
 
-// The rope epilogue's (cos, sin) of every pair of a head at positions[0] into angles[n_dims / 2],
-// one pair a thread: called before the wait (the positions come from the host before the step's
-// first kernel), so the fp64 pow and sincos overlap the weight loads.
-__device__ __forceinline__ void rope_angles(const GemvRopeStore& e, float2* angles) {
-  for (int i = threadIdx.x; i < e.rope.n_dims / 2; i += kThreads) {
-    float cs, sn;
-    rope_cos_sin(static_cast<double>(e.positions[0]), i, e.rope, cs, sn);
-    angles[i] = make_float2(cs, sn);
-  }
-}
-
 // Rows a warp multiplies per step: x is loaded from shared memory once for all of them. At 4
 // tokens the weights are already reused 4 times and 2 rows would not fit in 128 registers.
 template <int kTokens>

@@ -70,7 +70,7 @@ struct RopeLaunch {
 };
 
 // The rope and the KV-cache store of the one-token attention after a QKV GEMV, done by that
-// GEMV's epilogue (MatmulFusion::rope_next; the dp4a GEMV and the fp32 one, gemv_rope_store_applies):
+// GEMV's epilogue (MatmulFusion::rope_next; the dp4a, fp32 and bl GEMVs, gemv_rope_store_applies):
 // out = [q (q_rows); k (kv_rows); v (kv_rows)], each warp's row pair (2i, 2i + 1) one rope pair
 // of a head (ggml's normal rope, not neox), rotated at positions[0] with rope_cos_sin's angles;
 // the k rows (rotated) and v rows also go into the caches at slot positions[0].
@@ -178,10 +178,11 @@ bool launch_gemv_fused(const WeightView& w, const float* x, int n_tokens, float*
 constexpr int kDp4aMaxTokens = 4;
 bool gemv_dp4a_applies(const WeightView& w, int n_tokens);
 // Whether the one-token GEMV of w takes the rope epilogue e (GemvRopeStore): the dp4a GEMV
-// (block formats), or the fp32 one for F16 / BF16 / F32 rows of whole pieces over 1024 columns
-// (with the norm inside or no prologue); w's rows are [q; k; v] in whole heads, the rope is not
-// neox. The fused launchers then run such a kernel or nothing (launch_gemv_fused,
-// launch_gemv_x_quantized_once, launch_gemv_staged; not with a StageNext).
+// (block formats), the fp32 one for F16 / BF16 / F32 rows of whole pieces over 1024 columns
+// (with the norm inside or no prologue), or the bl one (gemv_bl_token_applies; x staged or the
+// norm inside); w's rows are [q; k; v] in whole heads, the rope is not neox. The fused launchers
+// then run such a kernel or nothing (launch_gemv_fused, launch_gemv_x_quantized_once,
+// launch_gemv_staged; not with a StageNext).
 bool gemv_rope_store_applies(const WeightView& w, const GemvRopeStore& e);
 bool launch_gemv_dp4a(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                       cudaStream_t stream, const GemvFusion& fuse = {});

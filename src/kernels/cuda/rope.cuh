@@ -52,6 +52,18 @@ __device__ __forceinline__ int64_t rope_pair_index(const GemvRopeStore& e, int64
   return row0 % e.rope.head_dim / 2;
 }
 
+// The rope epilogue's (cos, sin) of every pair of a head at positions[0] into angles[n_dims / 2],
+// one pair a thread of the block: called before the wait (the positions come from the host before
+// the step's first kernel), so the fp64 pow and sincos overlap the weight loads; read after a
+// block barrier.
+__device__ __forceinline__ void rope_angles(const GemvRopeStore& e, float2* angles) {
+  for (int i = threadIdx.x; i < e.rope.n_dims / 2; i += blockDim.x) {
+    float cs, sn;
+    rope_cos_sin(static_cast<double>(e.positions[0]), i, e.rope, cs, sn);
+    angles[i] = make_float2(cs, sn);
+  }
+}
+
 // The epilogue's store of one finished row pair (row0 even; v0, v1 its values with bias; angle
 // = (cos, sin) of its pair, read only where rope_pair_rotates): rotated as the attention's own
 // rope does it (x0 cs - x1 sn, x0 sn + x1 cs), stored (or added) to out, and the k (rotated) and
