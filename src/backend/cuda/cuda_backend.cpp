@@ -1055,7 +1055,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   // MatmulFusion::rope_next for the one-token GEMV of w into out: the GemvRopeStore to launch it
   // with where the hint's operands are views of out = [q; k; v] and a GEMV takes the epilogue
-  // (gemv_rope_store_applies: the dp4a one or the fp32 one), else none (positions null).
+  // (gemv_rope_store_applies: the dp4a, fp32 or bl one), else none (positions null).
   cuda::GemvRopeStore rope_store_for(const Tensor& w, const Tensor& out, const MatmulFusion& f) {
     const RopeNext& r = f.rope_next;
     if (!rope_store_enabled_ || !r.q || !r.k || !r.v || !r.k_cache || !r.v_cache || !r.positions || !r.rope ||

@@ -362,31 +362,12 @@ bool takes_tensor_cores(const WeightView& w, int n_tokens) {
   return n_tokens >= 8 && tensor_core_gemv_enabled() && w.rows >= 2048 && !is_plain(w.dtype);
 }
 
-}  // namespace
-
-void set_block_fp32_prologue(bool enabled) { g_block_fp32_prologue = enabled; }
-
-namespace {
-
 // The one-token fp32 GEMV's rope epilogue: plain types with whole pieces in block mode (rows
 // of more than kWarpRowsMaxPieces pieces: 4 rows, 2 pairs, a block).
 bool fp32_rope_store_applies(const WeightView& w) {
   return is_plain(w.dtype) && w.cols % kPiece == 0 && w.cols / kPiece > kWarpRowsMaxPieces && w.row_bytes % 16 == 0 &&
          aligned16(w.data);
 }
-
-}  // namespace
-
-bool gemv_rope_store_applies(const WeightView& w, const GemvRopeStore& e) {
-  const RopeLaunch& r = e.rope;
-  return (gemv_dp4a_applies(w, 1) || fp32_rope_store_applies(w) || gemv_bl_token_applies(w)) && e.positions &&
-         e.k_cache && e.v_cache &&
-         !r.neox && r.head_dim > 0 && r.head_dim % 2 == 0 && r.n_dims > 0 && r.n_dims % 2 == 0 &&
-         r.n_dims <= r.head_dim && r.n_dims <= kAttentionMaxHeadDim && e.q_rows > 0 && e.kv_rows > 0 &&
-         e.q_rows % r.head_dim == 0 && e.kv_rows % r.head_dim == 0 && w.rows == e.q_rows + 2 * e.kv_rows;
-}
-
-namespace {
 
 // One token of a plain-type weight with the rope epilogue and the norm inside or no prologue.
 bool launch_fp32_rope_store(const WeightView& w, const float* x, float* out, const float* bias,
@@ -409,6 +390,17 @@ bool launch_fp32_rope_store(const WeightView& w, const float* x, float* out, con
 }
 
 }  // namespace
+
+void set_block_fp32_prologue(bool enabled) { g_block_fp32_prologue = enabled; }
+
+bool gemv_rope_store_applies(const WeightView& w, const GemvRopeStore& e) {
+  const RopeLaunch& r = e.rope;
+  return (gemv_dp4a_applies(w, 1) || fp32_rope_store_applies(w) || gemv_bl_token_applies(w)) && e.positions &&
+         e.k_cache && e.v_cache &&
+         !r.neox && r.head_dim > 0 && r.head_dim % 2 == 0 && r.n_dims > 0 && r.n_dims % 2 == 0 &&
+         r.n_dims <= r.head_dim && r.n_dims <= kAttentionMaxHeadDim && e.q_rows > 0 && e.kv_rows > 0 &&
+         e.q_rows % r.head_dim == 0 && e.kv_rows % r.head_dim == 0 && w.rows == e.q_rows + 2 * e.kv_rows;
+}
 
 bool gemv_fp32_prologue_applies(const WeightView& w, const float* x, const float* second) {
   const bool plain = is_plain(w.dtype);

@@ -1,6 +1,7 @@
 // Rotary embedding pieces shared by the rope kernels (elementwise.cu: rope_kernel,
-// rope_kv_store_kernel) and the rope inside decode attention (attention.cu): the angle of a pair,
-// which dims a pair rotates, and a store into an f16 or f32 KV cache.
+// rope_kv_store_kernel), the rope inside decode attention (attention.cu) and the QKV GEMVs' rope
+// epilogue: the angle of a pair, which dims a pair rotates, and a store into an f16 or f32 KV
+// cache.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -42,7 +43,7 @@ __device__ __forceinline__ void put_cache(void* cache, int64_t i, float v) {
     static_cast<float*>(cache)[i] = v;
 }
 
-// The rope epilogue of a QKV GEMV (GemvRopeStore; gemv_dp4a.cu and gemv.cu): whether the
+// The rope epilogue of a QKV GEMV (GemvRopeStore; gemv_dp4a.cu, gemv.cu, gemv_bl.cu): whether the
 // finished row pair at row0 (even) is rotated (it lies in q or k and within n_dims), and which
 // pair of its head it is (the index of its angle: rope_cos_sin's i).
 __device__ __forceinline__ bool rope_pair_rotates(const GemvRopeStore& e, int64_t row0) {
