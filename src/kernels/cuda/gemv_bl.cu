@@ -227,7 +227,9 @@ struct BlUnit {
 // Units a buffer holds, for enough bytes in flight (one unit is 16 b bytes a lane). H100, 8B
 // and 1B whole-model decode (docs/cuda.md, "Nineteenth session"): bl4g128 with 2 units a buffer
 // against 1, +2.5 % / +6.5 %; bl2g128 with 3 against 2, -4 % (126 registers). Several tokens
-// reuse each unit and hold their sums: one unit (2 at 1 bit).
+// reuse each unit and hold their sums: one unit (2 at 1 bit). (Measured while the kernel still
+// transposed each dword itself; not measured again since the device layout took ~8 integer
+// instructions a dword out.)
 template <int kBits, int kTokens>
 constexpr int units_per_buffer() {
   if (kTokens > 1) return kBits == 1 ? 2 : 1;
