@@ -84,8 +84,9 @@ struct MatmulFusion {
   const Tensor* norm_next_matmul = nullptr;
   // A hint for one token: the op right after this one is rope_kv_store_attention on rope_next's
   // operands. A backend may then rotate q and k and store k, v into the caches in this matmul
-  // (CUDA: the dp4a GEMV's epilogue, so no rope step runs between the two and the attention loads
-  // its K/V rows before it waits). Results are the same up to rounding either way.
+  // (CUDA: the epilogue of the dp4a, fp32 or bl GEMV, so no rope step runs between the two and
+  // the attention loads its K/V rows before it waits). Results are the same up to rounding either
+  // way.
   RopeNext rope_next = {};
 };
 

@@ -31,8 +31,8 @@ std::vector<double> rope_on_host(const float* x, int head_dim, int64_t heads, in
 
 // Head dims 128 (the rope inside the attention kernel without the hint) and 64 (the rope kernel);
 // Q4_0 at 2048 columns takes x quantized once, Q4_K the norm inside the dp4a GEMV, F16 and BF16
-// the norm inside the fp32 GEMV, bl4g128 and bl3g64 x quantized once before the bl GEMV. (Where a GEMV did not take the hint, q and k come back unrotated
-// and the first check below fails.)
+// the norm inside the fp32 GEMV, bl4g128 and bl3g64 x quantized once before the bl GEMV. (Where
+// a GEMV did not take the hint, q and k come back unrotated and the first check below fails.)
 TEST(CudaRopeStore, HintGivesTheResultsOfThePlainOps) {
   SKIP_WITHOUT_GPU();
   auto backend = open_or_fail();

@@ -71,7 +71,7 @@ struct RopeLaunch {
 
 // The rope and the KV-cache store of the one-token attention after a QKV GEMV, done by that
 // GEMV's epilogue (MatmulFusion::rope_next; the dp4a, fp32 and bl GEMVs, gemv_rope_store_applies):
-// out = [q (q_rows); k (kv_rows); v (kv_rows)], each warp's row pair (2i, 2i + 1) one rope pair
+// out = [q (q_rows); k (kv_rows); v (kv_rows)], each row pair (2i, 2i + 1) one rope pair
 // of a head (ggml's normal rope, not neox), rotated at positions[0] with rope_cos_sin's angles;
 // the k rows (rotated) and v rows also go into the caches at slot positions[0].
 struct GemvRopeStore {
