@@ -9,8 +9,9 @@
 // unpack_bl_codes for every width and group (no GPU needed).
 // Decode through fused_matmul (the model's path): one token with the norm / SwiGLU prologue
 // inside the GEMV or x quantized once before it, 2..5 tokens, the residual add
-// (FusedMatmulAgainstFp64). Prefill through the GEMM with the dequantization in its main loop
-// at 2..4 bits (InLoopGemmAgainstFp64).
+// (FusedMatmulAgainstFp64). 2..16 tokens on the skinny tensor-core GEMM, with a bias, the add
+// and K split across blocks (SkinnyGemmAgainstFp64). Prefill through the GEMM with the
+// dequantization in its main loop at 2..4 bits (InLoopGemmAgainstFp64).
 // Without a GPU every test skips ("no CUDA device").
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -197,8 +198,9 @@ TEST(CudaBl, CodesFromLinesEqualUnpackOnHost) {
 }
 
 // fused_matmul with cols % 256 == 0 (gemv_bl_token_kernel): one token with x' = x, x * norm /
-// rms or silu(x) * up, with and without the residual add; 2..5 tokens (4 a launch) with x' = x,
-// with and without the add; against W x' in fp64 from the dequantized rows. For one token,
+// rms or silu(x) * up, with and without the residual add; 2..5 tokens with x' = x, with and
+// without the add, on the skinny GEMM and (tensor cores off) 4 a launch on the token kernel;
+// against W x' in fp64 from the dequantized rows. For one token,
 // columns 768 take the prologue inside every block, wider ones x quantized once by a kernel
 // before the GEMV; 4352 leaves the last of a tile's x-block rounds mostly empty; 14336 gives each
 // lane 7 x blocks a tile (the loads cross tile ends), 4112 rows 257 tiles (more than one pass of
@@ -265,29 +267,116 @@ TEST(CudaBl, FusedMatmulAgainstFp64) {
           cuda.write(*xt, x.data(), x.size() * sizeof(float));
           cuda.write(*ut, up.data(), up.size() * sizeof(float));
           cuda.write(*gt, g.data(), g.size() * sizeof(float));
-          if (acc) {
-            cuda.write(*out, before.data(), before.size() * sizeof(float));
-          } else {
-            const std::vector<uint8_t> poison(out->bytes(), 0xff);  // NaN
-            cuda.write(*out, poison.data(), poison.size());
-          }
           MatmulFusion f;
           f.norm = norm ? &*gt : nullptr;
           f.up = gate ? &*ut : nullptr;
           f.accumulate = acc;
           f.scratch = &*scratch;
-          cuda.fused_matmul(*w, *xt, *out, f);
-          std::vector<float> got(static_cast<size_t>(s.rows * n));
+          const std::vector<float> want = product_fp64(p, xp, s.cols, s.rows, n);
+          // 2..5 tokens: the skinny GEMM where it applies (fp16 x and weights: 2e-3 of sum |w x|),
+          // and with tensor cores off the 4-token kernel (int8 x).
+          for (bool tensor_cores : {true, false}) {
+            if (n == 1 && !tensor_cores) continue;
+            cuda::set_tensor_core_gemv(tensor_cores);
+            const bool skinny = cuda::gemv_bl_skinny_applies(v, static_cast<int>(n));
+            SCOPED_TRACE(skinny ? "skinny GEMM" : "dp4a GEMV");
+            if (acc) {
+              cuda.write(*out, before.data(), before.size() * sizeof(float));
+            } else {
+              const std::vector<uint8_t> poison(out->bytes(), 0xff);  // NaN
+              cuda.write(*out, poison.data(), poison.size());
+            }
+            cuda.fused_matmul(*w, *xt, *out, f);
+            std::vector<float> got(static_cast<size_t>(s.rows * n));
+            cuda.read(*out, got.data(), got.size() * sizeof(float));
+            ASSERT_TRUE(cuda.status().ok()) << cuda.status().message();
+            if (acc)
+              for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
+            const double e = error_ratio(p, xp, got, want, s.cols, s.rows, n, skinny ? 2e-3 : 1e-5, !skinny);
+            EXPECT_LE(e, 1.0);
+            worst = std::max(worst, e);
+          }
+          cuda::set_tensor_core_gemv(true);
+        }
+  std::printf("[ bl fused matmul ] max error / tolerance = %.3g\n", worst);
+}
+
+// The skinny GEMM on bl tiles (gemv_skinny_bl.cu), launched directly: every width but 7 bits
+// (which it refuses) and every group; 2..16 tokens (one and two token tiles of 8, a tile cut
+// short); rows 16 (one warp of a 128-row block), 48, 272 (17 tiles: a block mostly past the end)
+// and 4112; columns 256 (no K split), 768 and 4096 (K split across blocks: atomics); out = W x
+// + bias (NaN-poisoned before) and out += W x; against fp64 W x of the dequantized rows (2e-3
+// of sum |w x|: x and the weights rounded to fp16).
+TEST(CudaBl, SkinnyGemmAgainstFp64) {
+  SKIP_WITHOUT_GPU();
+  auto opened = open_cuda_backend(0);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  CudaBackend& cuda = **opened;
+  std::mt19937_64 rng(2911);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  struct Case {
+    int64_t cols, rows;
+    std::vector<int64_t> tokens;
+  };
+  const std::vector<Case> cases = {{256, 16, {2, 5, 8, 9, 16}}, {768, 48, {3, 16}}, {4096, 272, {7, 12}},
+                                   {768, 4112, {16}}};
+  double worst = 0.0;
+  for (DType t : every_bl_type())
+    for (const Case& k : cases) {
+      const int bits = quant::bl_group_shape(t)->bits;
+      if (k.rows > 1000 && bits != 2 && bits != 4) continue;  // the host's fp64 product is the slow part
+      const BlProblem p = make_weight(t, k.cols, k.rows, rng);
+      auto w = cuda.upload_weight(make_tensor_2d(const_cast<uint8_t*>(p.bytes.data()), t, k.cols, k.rows));
+      ASSERT_TRUE(w.ok()) << w.status().message();
+      const cuda::WeightView v{w->data, t, k.cols, k.rows, 0, false};
+      for (int64_t n : k.tokens) {
+        SCOPED_TRACE(std::string(dtype_name(t)) + " cols=" + std::to_string(k.cols) + " rows=" +
+                     std::to_string(k.rows) + " n=" + std::to_string(n));
+        if (bits == 7) {
+          EXPECT_FALSE(cuda::gemv_bl_skinny_applies(v, static_cast<int>(n)));
+          continue;
+        }
+        ASSERT_TRUE(cuda::gemv_bl_skinny_applies(v, static_cast<int>(n)));
+        std::vector<float> x(static_cast<size_t>(k.cols * n)), bias(static_cast<size_t>(k.rows)),
+            before(static_cast<size_t>(k.rows * n));
+        for (float& e : x) e = dist(rng);
+        for (float& e : bias) e = dist(rng);
+        for (float& e : before) e = dist(rng);
+        auto xt = cuda.alloc(DType::F32, {k.cols, n, 1, 1});
+        auto bt = cuda.alloc(DType::F32, {k.rows, 1, 1, 1});
+        auto out = cuda.alloc(DType::F32, {k.rows, n, 1, 1});
+        ASSERT_TRUE(xt.ok() && bt.ok() && out.ok());
+        cuda.write(*xt, x.data(), x.size() * sizeof(float));
+        cuda.write(*bt, bias.data(), bias.size() * sizeof(float));
+        const std::vector<float> want = product_fp64(p, x, k.cols, k.rows, n);
+        for (bool accumulate : {false, true}) {
+          SCOPED_TRACE(accumulate ? "out += W x" : "out = W x + bias");
+          if (accumulate) {
+            cuda.write(*out, before.data(), before.size() * sizeof(float));
+          } else {
+            const std::vector<uint8_t> poison(out->bytes(), 0xff);  // NaN
+            cuda.write(*out, poison.data(), poison.size());
+          }
+          cuda.synchronize();  // the launch below is on its own stream
+          ASSERT_TRUE(cuda::launch_gemv_bl_skinny(v, xt->as<float>(), static_cast<int>(n), out->as<float>(),
+                                                  accumulate ? nullptr : bt->as<float>(), accumulate, stream));
+          ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+          ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+          std::vector<float> got(want.size());
           cuda.read(*out, got.data(), got.size() * sizeof(float));
           ASSERT_TRUE(cuda.status().ok()) << cuda.status().message();
-          if (acc)
-            for (size_t i = 0; i < got.size(); ++i) got[i] -= before[i];
-          const std::vector<float> want = product_fp64(p, xp, s.cols, s.rows, n);
-          const double e = error_ratio(p, xp, got, want, s.cols, s.rows, n, 1e-5, true);
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t r = 0; r < k.rows; ++r) got[j * k.rows + r] -= accumulate ? before[j * k.rows + r] : bias[r];
+          const double e = error_ratio(p, x, got, want, k.cols, k.rows, n, 2e-3, false);
           EXPECT_LE(e, 1.0);
           worst = std::max(worst, e);
         }
-  std::printf("[ bl fused matmul ] max error / tolerance = %.3g\n", worst);
+      }
+    }
+  cudaStreamDestroy(stream);
+  std::printf("[ bl skinny GEMM ] max error / tolerance = %.3g\n", worst);
 }
 
 // The prefill GEMM with the dequantization in its main loop (gemm_in_loop_wgmma.cu, an sm_90a

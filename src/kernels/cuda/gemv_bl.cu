@@ -523,6 +523,7 @@ bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* ou
   }
   if (fuse.prologue() || fuse.rope_store.positions) return false;
   if (w.rows == 0) return true;
+  if (launch_gemv_bl_skinny(w, x, n_tokens, out, bias, fuse.accumulate, stream)) return true;
   for (int t0 = 0; t0 < n_tokens; t0 += kBlGemvMaxTokens) {
     const int n = std::min(kBlGemvMaxTokens, n_tokens - t0);
     const GemvArgs tp{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, x + t0 * w.cols, n, out + t0 * w.rows,

@@ -252,7 +252,8 @@ bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& 
 
 // The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
 // quantized to int8 per 32 values in the kernel (each x_k off by up to max|x_block| / 254),
-// kBlGemvMaxTokens tokens per launch (more tokens: one launch per 4). out += W x with
+// kBlGemvMaxTokens tokens per launch (more tokens: one launch per 4; 2..16 tokens take the skinny
+// GEMM first where gemv_bl_skinny_applies). out += W x with
 // fuse.accumulate. One token of a weight that gemv_bl_token_applies to also takes fuse's norm or
 // SwiGLU prologue (as the dp4a GEMV: inside every block); otherwise a prologue returns false.
 // false (nothing launched) for other dtypes, rows % 16 != 0 or unaligned x.
@@ -262,7 +263,7 @@ bool launch_gemv_bl(const WeightView& w, const float* x, int n_tokens, float* ou
 // Whether one token of w runs on the bl GEMV that reads x as the dp4a one does (gemv_int8_x.cuh:
 // a prologue inside, x quantized once beforehand, or attention sums): a bl type, rows % 16 == 0,
 // cols % 256 == 0, x fitting in shared memory. 2..16 tokens of such a weight at 1..4 bits run
-// on it too, 4 a launch, without prologues.
+// on it too, 4 a launch, without prologues, where the skinny GEMM does not take them.
 bool gemv_bl_token_applies(const WeightView& w);
 // As launch_gemv_dp4a_x_quantized_once and launch_gemv_dp4a_after_attention, for bl weights.
 bool launch_gemv_bl_x_quantized_once(const WeightView& w, const float* x, int n_tokens, float* out,
@@ -298,6 +299,12 @@ constexpr int kSkinnyMinTokens = 2;
 bool gemv_skinny_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                         bool accumulate, cudaStream_t stream);
+// The same skinny GEMM on bl<b>g<g> tiles (gemv_skinny_bl.cu; launch_gemv_bl takes it first at
+// 2..16 tokens without a prologue): b != 7, cols % 256 == 0, x rounded to fp16, weights
+// dequantized to fp16. Taken while tensor_core_gemv_enabled() and not BITLIGHT_CUDA_BL_SKINNY=0.
+bool gemv_bl_skinny_applies(const WeightView& w, int n_tokens);
+bool launch_gemv_bl_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
+                           bool accumulate, cudaStream_t stream);
 
 // The prefill GEMM of block-quantized weights with the dequantization in its main loop
 // (gemm_in_loop_wgmma.cu, wgmma on sm_90a): out[n][rows] (+= with accumulate) W x, x [n][cols]
