@@ -50,29 +50,24 @@ constexpr bool fits_two_lines(int bits) {
 __device__ __forceinline__ uint32_t as_u32(__half2 h) { return *reinterpret_cast<const uint32_t*>(&h); }
 __device__ __forceinline__ __half2 as_half2(uint32_t u) { return *reinterpret_cast<const __half2*>(&u); }
 
-// A quarter: the weights of 4 steps (128 columns) of a lane, as loaded.
-template <bool kTwoLines>
-struct Quarter {
-  static constexpr int kSteps = 4;
-  uint2 lo[kSteps];                               // a step's line L0: rows 2g, 2g + 1
-  uint2 hi[kTwoLines ? kSteps : 1];               // line L1
-  uint32_t s_pair[kSteps], z_pair[kSteps];        // fp16 s, z of rows 2g, 2g + 1 for the step's group
-};
-
 template <int kBits>
 struct BlReader {
   static_assert(fits_two_lines(kBits), "b = 7 can need three lines a lane");
   static constexpr bool kTwoLines = needs_two_lines(kBits);
+  static constexpr int kMaxSteps = 8;
   static constexpr uint32_t kCodeMask = ((1u << kBits) - 1u) * 0x00010001u;
-  using Part = Quarter<kTwoLines>;
 
   const uint8_t* tile;  // the warp's tile (the last one for warps past the end: not stored)
   int64_t tile_group_bytes;
   int group_shift;  // log2 g
   int line0, line1;  // L0 and L1 of the lane, inside a step's b lines
   int shift;         // (2bc) % 8: where the lane's bits start in S_m's 16-bit window
-  int row_pair;      // byte offset of rows 2g, 2g + 1 in a line (8g; in the s / z arrays 4g)
+  int row_pair;      // byte offset of rows 2g, 2g + 1 in a line and in the s / z arrays (8g, 4g)
   int lane_cols;     // 8c: the lane's first column in a step
+  int64_t k0 = 0;
+  uint2 lo[kMaxSteps];  // a step's line L0: rows 2g, 2g + 1
+  uint2 hi[kMaxSteps];  // line L1 (kTwoLines)
+  uint32_t s_pair[kMaxSteps], z_pair[kMaxSteps];  // fp16 s, z of rows 2g, 2g + 1 for the step's group
 
   __device__ BlReader(const SkinnyArgs& p, int64_t row0, int g, int c) {
     const int64_t tiles = p.rows / bltile::kTileRows;
@@ -86,18 +81,19 @@ struct BlReader {
     lane_cols = 8 * c;
   }
 
-  // Issues the loads of the 4 steps from column k.
-  __device__ __forceinline__ void load(Part& q, int64_t k) const {
+  template <int kSteps>
+  __device__ void load(int64_t k) {
+    k0 = k;
 #pragma unroll
-    for (int i = 0; i < Part::kSteps; ++i) {
+    for (int i = 0; i < kSteps; ++i) {
       const int64_t col = k + i * kStepCols;
       const uint8_t* tg = tile + (col >> group_shift) * tile_group_bytes;
       const int block = static_cast<int>(col & ((1 << group_shift) - 1)) / kStepCols;  // 32-column block of the group
       const uint8_t* lines = tg + bltile::kHeaderBytes + bltile::kLineBytes * kBits * block + row_pair;
-      q.lo[i] = __ldg(reinterpret_cast<const uint2*>(lines + bltile::kLineBytes * line0));
-      if constexpr (kTwoLines) q.hi[i] = __ldg(reinterpret_cast<const uint2*>(lines + bltile::kLineBytes * line1));
-      q.s_pair[i] = __ldg(reinterpret_cast<const uint32_t*>(tg + row_pair / 2));
-      q.z_pair[i] = __ldg(reinterpret_cast<const uint32_t*>(tg + 32 + row_pair / 2));
+      lo[i] = __ldg(reinterpret_cast<const uint2*>(lines + bltile::kLineBytes * line0));
+      if constexpr (kTwoLines) hi[i] = __ldg(reinterpret_cast<const uint2*>(lines + bltile::kLineBytes * line1));
+      s_pair[i] = __ldg(reinterpret_cast<const uint32_t*>(tg + row_pair / 2));
+      z_pair[i] = __ldg(reinterpret_cast<const uint32_t*>(tg + 32 + row_pair / 2));
     }
   }
 
@@ -107,18 +103,14 @@ struct BlReader {
     return __hsub2(as_half2(biased), __half2half2(__ushort_as_half(0x6400)));
   }
 
-  // Step i's A fragments (mma.cuh's layout; mma row g = tile row 2g, g + 8 = 2g + 1) and the
-  // columns o0, o1 of its two mma, from the step's first column.
-  __device__ __forceinline__ void fragments(const Part& q, int i, uint32_t a_lo[4], uint32_t a_hi[4], int& l0,
-                                            int& l1) const {
-    const uint32_t a0 = q.lo[i].x, b0 = q.lo[i].y;  // rows 2g, 2g + 1, line L0
-    uint32_t a1 = a0, b1 = b0;
-    if constexpr (kTwoLines) a1 = q.hi[i].x, b1 = q.hi[i].y;
+  __device__ void fragments(int i, uint32_t a_lo[4], uint32_t a_hi[4], int& l0, int& l1) const {
+    const uint32_t a0 = lo[i].x, b0 = lo[i].y;  // rows 2g, 2g + 1, line L0
+    const uint32_t a1 = kTwoLines ? hi[i].x : a0, b1 = kTwoLines ? hi[i].y : b0;
     // S_0, S_1 and S_2, S_3 of each row (line L0's byte in the low half of each 16-bit lane).
     const uint32_t fa01 = __byte_perm(a0, a1, 0x5140), fa23 = __byte_perm(a0, a1, 0x7362);
     const uint32_t fb01 = __byte_perm(b0, b1, 0x5140), fb23 = __byte_perm(b0, b1, 0x7362);
-    const uint32_t nsz = as_u32(__hmul2(as_half2(q.s_pair[i]), __hneg2(as_half2(q.z_pair[i]))));  // -s z
-    const __half2 sa = as_half2(__byte_perm(q.s_pair[i], 0, 0x1010)), sb = as_half2(__byte_perm(q.s_pair[i], 0, 0x3232));
+    const uint32_t nsz = as_u32(__hmul2(as_half2(s_pair[i]), __hneg2(as_half2(z_pair[i]))));  // -s z
+    const __half2 sa = as_half2(__byte_perm(s_pair[i], 0, 0x1010)), sb = as_half2(__byte_perm(s_pair[i], 0, 0x3232));
     const __half2 na = as_half2(__byte_perm(nsz, 0, 0x1010)), nb = as_half2(__byte_perm(nsz, 0, 0x3232));
     a_lo[0] = as_u32(__hfma2(codes(fa01, 0), sa, na));
     a_lo[1] = as_u32(__hfma2(codes(fb01, 0), sb, nb));
@@ -134,75 +126,12 @@ struct BlReader {
   static constexpr int row_of(int g, int e) { return 2 * g + (e >= 2 ? 1 : 0); }
 };
 
-// The 4 steps of quarter q (x staged from round_start): acc += W x.
-template <int kBits, int kTiles>
-__device__ __forceinline__ void quarter_mma(const BlReader<kBits>& reader, const typename BlReader<kBits>::Part& q,
-                                            int round_offset, int g, const __half (*xs)[kXPitch],
-                                            float acc[kTiles][4]) {
-#pragma unroll
-  for (int i = 0; i < BlReader<kBits>::Part::kSteps; ++i) {
-    uint32_t a_lo[4], a_hi[4];
-    int l0, l1;
-    reader.fragments(q, i, a_lo, a_hi, l0, l1);
-    l0 += round_offset, l1 += round_offset;
-#pragma unroll
-    for (int t = 0; t < kTiles; ++t) {
-      const __half* xt = xs[t * kTileTokens + g];
-      const uint2 b_lo = *reinterpret_cast<const uint2*>(xt + l0);
-      const uint2 b_hi = *reinterpret_cast<const uint2*>(xt + l1);
-      mma_16816(acc[t], a_lo, b_lo.x, b_lo.y);
-      mma_16816(acc[t], a_hi, b_hi.x, b_hi.y);
-    }
-  }
-}
-
-// The K range in quarters of 128 columns (an even number: splits are whole 256-column units),
-// two in registers at a time: while quarter q is decoded, q + 1's loads are in flight, and q + 2's
-// are issued as soon as q's registers are free, also across the x staging of the next round.
-template <int kBits, int kTiles>
-__global__ void __launch_bounds__(kThreads, 2) gemv_skinny_bl_kernel(SkinnyArgs p) {
-  constexpr int kTokens = kTiles * kTileTokens;
-  constexpr int kQuarterCols = BlReader<kBits>::Part::kSteps * kStepCols;
-  __shared__ __align__(16) __half xs[kTokens][kXPitch];
-
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int g = lane / 4, c = lane % 4;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockRows + warp * kWarpRows;
-  const BlReader<kBits> reader(p, row0, g, c);
-  const int64_t k_begin = static_cast<int64_t>(blockIdx.y) * p.split_cols;
-  const int64_t k_end = min(k_begin + p.split_cols, p.cols);
-  const int quarters = static_cast<int>((k_end - k_begin) / kQuarterCols);
-
-  float acc[kTiles][4];
-#pragma unroll
-  for (int t = 0; t < kTiles; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
-
-  typename BlReader<kBits>::Part even, odd;
-  reader.load(even, k_begin);
-  reader.load(odd, k_begin + kQuarterCols);
-  for (int q = 0; q < quarters; q += 2) {
-    const int64_t k = k_begin + static_cast<int64_t>(q) * kQuarterCols;
-    const int round_offset = static_cast<int>((k - k_begin) % kRoundCols);  // 0 or 256
-    if (round_offset == 0)
-      stage_x<kTokens>(p, k, static_cast<int>(min(static_cast<int64_t>(kRoundCols), k_end - k)), xs);
-    quarter_mma<kBits, kTiles>(reader, even, round_offset, g, xs, acc);
-    if (q + 2 < quarters) reader.load(even, k + 2 * kQuarterCols);
-    quarter_mma<kBits, kTiles>(reader, odd, round_offset + kQuarterCols, g, xs, acc);
-    if (q + 3 < quarters) reader.load(odd, k + 3 * kQuarterCols);
-  }
-
-  store_acc<BlReader<kBits>, kTiles>(p, row0, g, c, acc);
-}
-
 const bool skinny_enabled = env_choice("BITLIGHT_CUDA_BL_SKINNY", {"0", "1"}) != "0";
 
 template <int kBits>
 bool launch_bits(const SkinnyArgs& p, dim3 grid, cudaStream_t stream) {
   if constexpr (fits_two_lines(kBits)) {
-    if (p.n <= kTileTokens)
-      gemv_skinny_bl_kernel<kBits, 1><<<grid, kThreads, 0, stream>>>(p);
-    else
-      gemv_skinny_bl_kernel<kBits, 2><<<grid, kThreads, 0, stream>>>(p);
+    launch_reader<BlReader<kBits>>(p, grid, stream);
     return true;
   }
   return false;
