@@ -67,9 +67,22 @@ struct SkinnyArgs {
   float* out;  // [rows, n]
   const float* bias;
   bool accumulate;     // out += W x (else out = W x; zeroed before the launch when split)
-  int64_t split_cols;  // columns per K split, a multiple of kUnitCols
+  int64_t split_cols;  // columns per K split, a multiple of kUnitCols (not even_splits)
   bool split;          // several K splits: atomics
+  bool even_splits;    // grid.y splits of cols / 256 units as even as whole units go
 };
+
+// Block y's K range [k_begin, k_end).
+__device__ __forceinline__ void split_range(const SkinnyArgs& p, int64_t& k_begin, int64_t& k_end) {
+  if (p.even_splits) {
+    const int64_t units = p.cols / kUnitCols;
+    k_begin = blockIdx.y * units / gridDim.y * kUnitCols;
+    k_end = (blockIdx.y + 1) * units / gridDim.y * kUnitCols;
+  } else {
+    k_begin = static_cast<int64_t>(blockIdx.y) * p.split_cols;
+    k_end = min(k_begin + p.split_cols, p.cols);
+  }
+}
 
 // kSteps steps of 32 columns from column k0 (x staged in xs from k0), in parts of at most
 // R::kMaxSteps whose loads are all issued before the first decode needs one (a 512-column
@@ -110,8 +123,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_skinny_kernel(SkinnyArgs p) 
   const int g = lane / 4, c = lane % 4;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockRows + warp * kWarpRows;
   R reader(p, row0, g, c);
-  const int64_t k_begin = static_cast<int64_t>(blockIdx.y) * p.split_cols;
-  const int64_t k_end = min(k_begin + p.split_cols, p.cols);
+  int64_t k_begin, k_end;
+  split_range(p, k_begin, k_end);
 
   float acc[kTiles][4];
 #pragma unroll
@@ -170,14 +183,27 @@ inline int multiprocessors() {
   return n;
 }
 
-// The grid for p.rows x p.cols (K splits: enough blocks for ~2 per SM, each split at least one
-// 256-column unit); sets p.split_cols and p.split, and zeroes out when split and not accumulating.
+// Experiment switches (gemv_skinny.cu): BITLIGHT_CUDA_SKINNY_SPLITS=even (grid.y = as many
+// K splits as fit one wave of 2 blocks an SM with the row blocks, units spread evenly) or units
+// (the default: splits of ceil(units / want) units, want = ceil(2 SMs / row blocks), which can
+// spill a few blocks into a second wave); BITLIGHT_CUDA_SKINNY_MIN_TOKENS=2..16.
+bool even_splits_enabled();
+int skinny_min_tokens();
+
+// The grid for p.rows x p.cols; sets p.split_cols, p.split and p.even_splits, and zeroes out
+// when split and not accumulating.
 inline dim3 plan_grid(SkinnyArgs& p, cudaStream_t stream) {
   const int64_t row_blocks = (p.rows + kBlockRows - 1) / kBlockRows;
   const int64_t units = p.cols / kUnitCols;
-  const int64_t want = std::clamp<int64_t>((2 * multiprocessors() + row_blocks - 1) / row_blocks, 1, units);
-  p.split_cols = (units + want - 1) / want * kUnitCols;
-  const int64_t splits = (p.cols + p.split_cols - 1) / p.split_cols;
+  int64_t splits;
+  p.even_splits = even_splits_enabled();
+  if (p.even_splits) {
+    splits = std::clamp<int64_t>(2 * multiprocessors() / row_blocks, 1, units);
+  } else {
+    const int64_t want = std::clamp<int64_t>((2 * multiprocessors() + row_blocks - 1) / row_blocks, 1, units);
+    p.split_cols = (units + want - 1) / want * kUnitCols;
+    splits = (p.cols + p.split_cols - 1) / p.split_cols;
+  }
   p.split = splits > 1;
   if (p.split && !p.accumulate)
     cudaMemsetAsync(p.out, 0, static_cast<size_t>(p.rows) * p.n * sizeof(float), stream);
