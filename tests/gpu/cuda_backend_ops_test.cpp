@@ -275,7 +275,7 @@ TEST(CudaMatmul, FusedDp4a) {
   auto backend = open_or_fail();
   ASSERT_TRUE(backend);
   std::mt19937_64 rng(81);
-  cuda::set_tensor_core_gemv(false);  // the skinny GEMM would take 2..4 tokens without a prologue
+  cuda::set_tensor_core_gemv(false);  // the skinny GEMM would take 4 tokens without a prologue
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   enum Mode { kNorm, kGate, kAdd, kGateAdd };
   for (int64_t cols : {4096, 2304, 6144, 14336})

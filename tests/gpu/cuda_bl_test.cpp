@@ -9,7 +9,7 @@
 // unpack_bl_codes for every width and group (no GPU needed).
 // Decode through fused_matmul (the model's path): one token with the norm / SwiGLU prologue
 // inside the GEMV or x quantized once before it, 2..5 tokens, the residual add
-// (FusedMatmulAgainstFp64). 2..16 tokens on the skinny tensor-core GEMM, with a bias, the add
+// (FusedMatmulAgainstFp64). 5..16 tokens on the skinny tensor-core GEMM, with a bias, the add
 // and K split across blocks (SkinnyGemmAgainstFp64). Prefill through the GEMM with the
 // dequantization in its main loop at 2..4 bits (InLoopGemmAgainstFp64).
 // Without a GPU every test skips ("no CUDA device").
@@ -199,7 +199,8 @@ TEST(CudaBl, CodesFromLinesEqualUnpackOnHost) {
 
 // fused_matmul with cols % 256 == 0 (gemv_bl_token_kernel): one token with x' = x, x * norm /
 // rms or silu(x) * up, with and without the residual add; 2..5 tokens with x' = x, with and
-// without the add, on the skinny GEMM and (tensor cores off) 4 a launch on the token kernel;
+// without the add, 4 a launch on the token kernel and (5 tokens) on the skinny GEMM, which with
+// tensor cores off runs as two launches of the token kernel;
 // against W x' in fp64 from the dequantized rows. For one token,
 // columns 768 take the prologue inside every block, wider ones x quantized once by a kernel
 // before the GEMV; 4352 leaves the last of a tile's x-block rounds mostly empty; 14336 gives each
@@ -273,8 +274,8 @@ TEST(CudaBl, FusedMatmulAgainstFp64) {
           f.accumulate = acc;
           f.scratch = &*scratch;
           const std::vector<float> want = product_fp64(p, xp, s.cols, s.rows, n);
-          // 2..5 tokens: the skinny GEMM where it applies (fp16 x and weights: 2e-3 of sum |w x|),
-          // and with tensor cores off the 4-token kernel (int8 x).
+          // The skinny GEMM where it applies (fp16 x and weights: 2e-3 of sum |w x|), and with
+          // tensor cores off the 4-token kernel (int8 x).
           for (bool tensor_cores : {true, false}) {
             if (n == 1 && !tensor_cores) continue;
             cuda::set_tensor_core_gemv(tensor_cores);
@@ -302,8 +303,8 @@ TEST(CudaBl, FusedMatmulAgainstFp64) {
 }
 
 // The skinny GEMM on bl tiles (gemv_skinny_bl.cu), launched directly: every width but 7 bits
-// (which it refuses) and every group; 2..16 tokens (one and two token tiles of 8, a tile cut
-// short); rows 16 (one warp of a 128-row block), 48, 272 (17 tiles: a block mostly past the end)
+// (which it refuses) and every group; 5..16 tokens (one and two token tiles of 8, a tile cut
+// short; fewer it refuses); rows 16 (one warp of a 128-row block), 48, 272 (17 tiles: a block mostly past the end)
 // and 4112; columns 256 (no K split), 768 and 4096 (K split across blocks: atomics); out = W x
 // + bias (NaN-poisoned before) and out += W x; against fp64 W x of the dequantized rows (2e-3
 // of sum |w x|: x and the weights rounded to fp16).
@@ -320,7 +321,7 @@ TEST(CudaBl, SkinnyGemmAgainstFp64) {
     int64_t cols, rows;
     std::vector<int64_t> tokens;
   };
-  const std::vector<Case> cases = {{256, 16, {2, 5, 8, 9, 16}}, {768, 48, {3, 16}}, {4096, 272, {7, 12}},
+  const std::vector<Case> cases = {{256, 16, {5, 8, 9, 16}}, {768, 48, {6, 16}}, {4096, 272, {7, 12}},
                                    {768, 4112, {16}}};
   double worst = 0.0;
   for (DType t : every_bl_type())
@@ -338,6 +339,7 @@ TEST(CudaBl, SkinnyGemmAgainstFp64) {
           EXPECT_FALSE(cuda::gemv_bl_skinny_applies(v, static_cast<int>(n)));
           continue;
         }
+        EXPECT_FALSE(cuda::gemv_bl_skinny_applies(v, cuda::kBlSkinnyMinTokens - 1));
         ASSERT_TRUE(cuda::gemv_bl_skinny_applies(v, static_cast<int>(n)));
         std::vector<float> x(static_cast<size_t>(k.cols * n)), bias(static_cast<size_t>(k.rows)),
             before(static_cast<size_t>(k.rows * n));

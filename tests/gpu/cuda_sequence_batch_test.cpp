@@ -5,11 +5,12 @@
 // graph and replayed (the batch takes all its steps first, so steps 2.. replay the graph).
 //
 // Tolerance: alone, a token's activations go to the GEMVs quantized to int8 per 32 values
-// (dp4a path); in the batch they are rounded to fp16 (tensor-core GEMV) or int8 at 2..4 tokens,
+// (dp4a path); in the batch they are rounded to fp16 (tensor-core GEMV) or int8 at 2..3 tokens,
 // so the logits differ by the int8 rounding, ~max|x_block| / 254 per activation: measured
 // relative max errors are printed; 3e-2 of the largest logit is the bound (a token that read
 // another sequence's cache or the wrong position is off by O(1)).
 #include <gtest/gtest.h>
+#include <unistd.h>  // getpid: the test and its memcheck run side by side, each writes its own file
 
 #include <algorithm>
 #include <cmath>
@@ -33,7 +34,8 @@ namespace {
 
 std::string synth_file(const std::string& shape, DType type) {
   const std::string path = (std::filesystem::temp_directory_path() /
-                            ("bl_cuda_batch_test_" + shape + "_" + std::string(dtype_name(type)) + ".gguf"))
+                            ("bl_cuda_batch_test_" + shape + "_" + std::string(dtype_name(type)) + "_" +
+                             std::to_string(getpid()) + ".gguf"))
                                .string();
   ThreadPool pool(2);
   const Status s = write_synthetic_model(*find_synth_shape(shape), type, 11, path, pool);

@@ -4,9 +4,6 @@
 // of whole 256-column units hold every column their pieces need.
 #include <cuda_runtime.h>
 
-#include <string>
-
-#include "core/env_switch.h"
 #include "kernels/cuda/gemv_pieces.cuh"
 #include "kernels/cuda/gemv_skinny.cuh"
 #include "kernels/cuda/launchers.h"
@@ -61,23 +58,8 @@ void launch_format(const SkinnyArgs& p, bool tiled, dim3 grid, cudaStream_t stre
 
 }  // namespace
 
-namespace skinny {
-bool even_splits_enabled() {
-  static const bool even = env_choice("BITLIGHT_CUDA_SKINNY_SPLITS", {"even", "units"}) == "even";
-  return even;
-}
-int skinny_min_tokens() {
-  static const int n = [] {
-    const auto v = env_choice("BITLIGHT_CUDA_SKINNY_MIN_TOKENS",
-                              {"2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"});
-    return v ? std::stoi(std::string(*v)) : kSkinnyMinTokens;
-  }();
-  return n;
-}
-}  // namespace skinny
-
 bool gemv_skinny_applies(const WeightView& w, int n_tokens) {
-  if (n_tokens < skinny_min_tokens() || n_tokens > kGemvMaxTokens || w.cols % kUnitCols != 0 || w.rows <= 0)
+  if (n_tokens < kSkinnyMinTokens || n_tokens > kGemvMaxTokens || w.cols % kUnitCols != 0 || w.rows <= 0)
     return false;
   bool block_format = false;
   dispatch_weight_format(w.dtype, [&]<DType T>() { block_format = is_skinny_format<T>(); });
@@ -88,7 +70,7 @@ bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float
                         bool accumulate, cudaStream_t stream) {
   if (!gemv_skinny_applies(w, n_tokens) || !aligned16(x)) return false;
   SkinnyArgs p{static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, 0, x, n_tokens, out, bias,
-               accumulate, 0, false, false};
+               accumulate, false};
   const dim3 grid = plan_grid(p, stream);
   dispatch_weight_format(w.dtype, [&]<DType T>() {
     if constexpr (is_skinny_format<T>()) launch_format<T>(p, w.tiled, grid, stream);

@@ -10,7 +10,7 @@
 // fp16, in shared memory ([tokens][512 columns] a round), and all 8 warps read it from there,
 // so x costs ~0.9x the 4-bit weight bytes from L2 and ~1.8x from shared memory. Rows alone give
 // too few blocks (4096 rows: 32), so K is split across blocks (grid.y) until ~2 blocks per SM
-// run; the splits add their sums into out with atomics (out zeroed first unless accumulating).
+// run (one wave); the splits add their sums into out with atomics (out zeroed first unless accumulating).
 // Float atomics make the summation order vary from run to run (~1 ulp of the sum).
 //
 // A warp's 16 rows are one mma M. Per 32 columns ("a step") lane (g = lane / 4, c = lane % 4)
@@ -67,21 +67,14 @@ struct SkinnyArgs {
   float* out;  // [rows, n]
   const float* bias;
   bool accumulate;     // out += W x (else out = W x; zeroed before the launch when split)
-  int64_t split_cols;  // columns per K split, a multiple of kUnitCols (not even_splits)
-  bool split;          // several K splits: atomics
-  bool even_splits;    // grid.y splits of cols / 256 units as even as whole units go
+  bool split;          // several K splits (grid.y > 1): atomics
 };
 
-// Block y's K range [k_begin, k_end).
+// Block y's K range [k_begin, k_end): the cols / 256 units shared out as evenly as whole units go.
 __device__ __forceinline__ void split_range(const SkinnyArgs& p, int64_t& k_begin, int64_t& k_end) {
-  if (p.even_splits) {
-    const int64_t units = p.cols / kUnitCols;
-    k_begin = blockIdx.y * units / gridDim.y * kUnitCols;
-    k_end = (blockIdx.y + 1) * units / gridDim.y * kUnitCols;
-  } else {
-    k_begin = static_cast<int64_t>(blockIdx.y) * p.split_cols;
-    k_end = min(k_begin + p.split_cols, p.cols);
-  }
+  const int64_t units = p.cols / kUnitCols;
+  k_begin = blockIdx.y * units / gridDim.y * kUnitCols;
+  k_end = (blockIdx.y + 1) * units / gridDim.y * kUnitCols;
 }
 
 // kSteps steps of 32 columns from column k0 (x staged in xs from k0), in parts of at most
@@ -183,27 +176,14 @@ inline int multiprocessors() {
   return n;
 }
 
-// Experiment switches (gemv_skinny.cu): BITLIGHT_CUDA_SKINNY_SPLITS=even (grid.y = as many
-// K splits as fit one wave of 2 blocks an SM with the row blocks, units spread evenly) or units
-// (the default: splits of ceil(units / want) units, want = ceil(2 SMs / row blocks), which can
-// spill a few blocks into a second wave); BITLIGHT_CUDA_SKINNY_MIN_TOKENS=2..16.
-bool even_splits_enabled();
-int skinny_min_tokens();
-
-// The grid for p.rows x p.cols; sets p.split_cols, p.split and p.even_splits, and zeroes out
-// when split and not accumulating.
+// The grid for p.rows x p.cols: 128-row blocks times as many K splits as fit one wave of 2
+// blocks an SM (at least one 256-column unit each); sets p.split and zeroes out when split and
+// not accumulating. (Splits of ceil(units / ceil(2 SMs / row blocks)) units, as before, spilled
+// a few blocks into a second wave at the 8B q/k/v and gate/up shapes: 288 and 336 blocks for 264
+// places; one wave is 2-4 % faster at 16 tokens, docs/cuda.md "Twenty-ninth session".)
 inline dim3 plan_grid(SkinnyArgs& p, cudaStream_t stream) {
   const int64_t row_blocks = (p.rows + kBlockRows - 1) / kBlockRows;
-  const int64_t units = p.cols / kUnitCols;
-  int64_t splits;
-  p.even_splits = even_splits_enabled();
-  if (p.even_splits) {
-    splits = std::clamp<int64_t>(2 * multiprocessors() / row_blocks, 1, units);
-  } else {
-    const int64_t want = std::clamp<int64_t>((2 * multiprocessors() + row_blocks - 1) / row_blocks, 1, units);
-    p.split_cols = (units + want - 1) / want * kUnitCols;
-    splits = (p.cols + p.split_cols - 1) / p.split_cols;
-  }
+  const int64_t splits = std::clamp<int64_t>(2 * multiprocessors() / row_blocks, 1, p.cols / kUnitCols);
   p.split = splits > 1;
   if (p.split && !p.accumulate)
     cudaMemsetAsync(p.out, 0, static_cast<size_t>(p.rows) * p.n * sizeof(float), stream);

@@ -142,7 +142,7 @@ bool launch_bits(const SkinnyArgs& p, dim3 grid, cudaStream_t stream) {
 bool gemv_bl_skinny_applies(const WeightView& w, int n_tokens) {
   const auto shape = quant::bl_group_shape(w.dtype);
   return skinny_enabled && tensor_core_gemv_enabled() && shape && shape->bits != 7 &&
-         n_tokens >= skinny_min_tokens() && n_tokens <= kGemvMaxTokens && w.rows > 0 &&
+         n_tokens >= kBlSkinnyMinTokens && n_tokens <= kGemvMaxTokens && w.rows > 0 &&
          w.rows % bltile::kTileRows == 0 && w.cols % kUnitCols == 0 && w.cols % shape->group_size == 0 &&
          aligned16(w.data);
 }
@@ -152,7 +152,7 @@ bool launch_gemv_bl_skinny(const WeightView& w, const float* x, int n_tokens, fl
   if (!gemv_bl_skinny_applies(w, n_tokens) || !aligned16(x)) return false;
   const int bits = quant::bl_group_shape(w.dtype)->bits, group = quant::bl_group_shape(w.dtype)->group_size;
   SkinnyArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, group, x, n_tokens, out, bias,
-               accumulate, 0, false, false};
+               accumulate, false};
   const dim3 grid = plan_grid(p, stream);
   switch (bits) {
     case 1: return launch_bits<1>(p, grid, stream);

@@ -252,7 +252,7 @@ bool launch_gemv_dp4a_after_attention(const WeightView& w, const AttentionSums& 
 
 // The bl<b>g<g> path of launch_gemv (gemv_bl.cu): weights as stored in 16-row tiles, x
 // quantized to int8 per 32 values in the kernel (each x_k off by up to max|x_block| / 254),
-// kBlGemvMaxTokens tokens per launch (more tokens: one launch per 4; 2..16 tokens take the skinny
+// kBlGemvMaxTokens tokens per launch (more tokens: one launch per 4; 5..16 tokens take the skinny
 // GEMM first where gemv_bl_skinny_applies). out += W x with
 // fuse.accumulate. One token of a weight that gemv_bl_token_applies to also takes fuse's norm or
 // SwiGLU prologue (as the dp4a GEMV: inside every block); otherwise a prologue returns false.
@@ -295,13 +295,19 @@ bool launch_gemv_tensor_core(const WeightView& w, const float* x, int n_tokens, 
 // with x rounded to fp16 and each weight decoded once for all tokens; K split across blocks
 // with atomics (out zeroed first unless accumulate: out += W x). Taken only while
 // tensor_core_gemv_enabled(). false (nothing launched) when it does not apply (or x unaligned).
-constexpr int kSkinnyMinTokens = 2;
+// From 4 tokens: at 2 (and by the trend 3) the dp4a GEMV, whose time grows with the tokens,
+// is faster than the skinny GEMM, whose time is flat over 2..16 (H100, 8B q4_0 -B 2: 598 tok/s
+// against 385; -B 4: 703 against 751; docs/cuda.md "Twenty-ninth session").
+constexpr int kSkinnyMinTokens = 4;
 bool gemv_skinny_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                         bool accumulate, cudaStream_t stream);
 // The same skinny GEMM on bl<b>g<g> tiles (gemv_skinny_bl.cu; launch_gemv_bl takes it first at
-// 2..16 tokens without a prologue): b != 7, cols % 256 == 0, x rounded to fp16, weights
-// dequantized to fp16. Taken while tensor_core_gemv_enabled() and not BITLIGHT_CUDA_BL_SKINNY=0.
+// kBlSkinnyMinTokens..16 tokens without a prologue): b != 7, cols % 256 == 0, x rounded to fp16,
+// weights dequantized to fp16. Taken while tensor_core_gemv_enabled() and not
+// BITLIGHT_CUDA_BL_SKINNY=0. From 5 tokens: up to 4 the bl GEMV reads the weights once too, and
+// is as fast at 4 (8B bl4g128 -B 4: 1048 tok/s against 1034) and faster at 2 (652 against 531).
+constexpr int kBlSkinnyMinTokens = kBlGemvMaxTokens + 1;
 bool gemv_bl_skinny_applies(const WeightView& w, int n_tokens);
 bool launch_gemv_bl_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                            bool accumulate, cudaStream_t stream);
