@@ -18,6 +18,7 @@ using namespace skinny;
 // unrolled the compiler issues all of its loads first.
 template <DType T, bool kTiled>
 struct PieceReader {
+  static constexpr int kMaxSteps = kRoundCols / kStepCols;
   const uint8_t* row_a;
   const uint8_t* row_b;
   int c;

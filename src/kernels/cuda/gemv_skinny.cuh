@@ -1,9 +1,7 @@
 // Skinny GEMM for batched decode: out[rows, n] (+)= W x for n = 2..16 tokens, on tensor cores
 // (mma.sync m16n8k16, fp16 operands, fp32 accumulation). Each weight is read from HBM and
-// decoded once for all tokens. gemv_skinny_kernel reads the block formats' pieces
-// (gemv_skinny.cu); bl<b>g<g> tiles have a kernel of their own that streams its weights through
-// shared memory (gemv_skinny_bl.cu) and shares the rest: the x staging, the fragment layout,
-// the grid, the store.
+// decoded once for all tokens. The kernel is shared by two weight readers: the block formats'
+// pieces (gemv_skinny.cu) and bl<b>g<g> tiles (gemv_skinny_bl.cu).
 //
 // Why not gemv_tensor_core.cu (16 rows a block, 8 warps splitting K): every block read all of
 // x (fp32, 16 tokens x cols x 4 B = 256 KB at 4096 columns) for 36 KB of Q4_0 weights, so the
@@ -27,12 +25,13 @@
 // are in flight: ~2 blocks of 8 warps per SM, each lane with a round's (512 columns) weight
 // loads issued at once.
 //
-// A reader R of gemv_skinny_kernel provides:
+// A reader R provides:
 //   __device__ R(const SkinnyArgs& p, int64_t row0, int g, int c);  // the warp's rows from row0
 //   template <int kSteps> __device__ void load(int64_t k0);         // issue a round's loads
 //   __device__ void fragments(int i, uint32_t a_lo[4], uint32_t a_hi[4], int& l0, int& l1) const;
 //       // step i's A fragments and o0 - k0, o1 - k0
 //   static constexpr int row_of(int g, int e);  // the row (0..15 of the warp's) of acc element e
+//   static constexpr int kMaxSteps;             // steps a round may hold in registers
 #pragma once
 
 #include <cuda_fp16.h>
@@ -78,75 +77,32 @@ __device__ __forceinline__ void split_range(const SkinnyArgs& p, int64_t& k_begi
   k_end = (blockIdx.y + 1) * units / gridDim.y * kUnitCols;
 }
 
-// Stages x[k0 .. k0 + round_cols) of every token into xs as fp16 (tokens past n as zeros): a
-// fixed number of float4 loads a thread, all issued together. Block-wide: the caller's warps
-// must be done with the round before (the first barrier) and see the new one after (the second).
-template <int kTokens>
-__device__ __forceinline__ void stage_x(const SkinnyArgs& p, int64_t k0, int round_cols, __half (*xs)[kXPitch]) {
-  constexpr int kQuads = kRoundCols / 4;
-  __syncthreads();
-#pragma unroll
-  for (int j = 0; j < kTokens * kQuads / kThreads; ++j) {
-    const int i = threadIdx.x + j * kThreads, t = i / kQuads, q4 = i % kQuads;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (t < p.n && 4 * q4 < round_cols) v = __ldg(reinterpret_cast<const float4*>(p.x + t * p.cols + k0) + q4);
-    uint2 h;
-    h.x = pack_half2(v.x, v.y);
-    h.y = pack_half2(v.z, v.w);
-    *reinterpret_cast<uint2*>(&xs[t][4 * q4]) = h;
-  }
-  __syncthreads();
-}
-
-// acc[t]: {row_of(g, 0), token 2c}, {row_of(g, 1), token 2c + 1}, {row_of(g, 2), token 2c},
-// {row_of(g, 3), token 2c + 1} of token tile t (R::row_of), rows counted from row0; stored (+ bias from the
-// first K split), added, or added with atomics when K is split.
-template <class R, int kTiles>
-__device__ __forceinline__ void store_acc(const SkinnyArgs& p, int64_t row0, int g, int c, const float acc[kTiles][4]) {
-  const bool add_bias = p.bias && blockIdx.y == 0;
-#pragma unroll
-  for (int t = 0; t < kTiles; ++t)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t row = row0 + R::row_of(g, e);
-      const int token = t * kTileTokens + 2 * c + (e & 1);
-      if (row >= p.rows || token >= p.n) continue;
-      const float v = acc[t][e] + (add_bias ? p.bias[row] : 0.0f);
-      float* o = p.out + static_cast<int64_t>(token) * p.rows + row;
-      if (p.split)
-        atomicAdd(o, v);
-      else
-        *o = p.accumulate ? *o + v : v;
-    }
-}
-
-// The mma pair of step i (A from the reader, B from xs) for each token tile: acc += W x.
-template <class R, int kTiles>
-__device__ __forceinline__ void step_mma(const R& reader, int i, int base, int g, const __half (*xs)[kXPitch],
-                                         float acc[kTiles][4]) {
-  uint32_t a_lo[4], a_hi[4];
-  int l0, l1;
-  reader.fragments(i, a_lo, a_hi, l0, l1);
-  l0 += base, l1 += base;
-#pragma unroll
-  for (int t = 0; t < kTiles; ++t) {
-    const __half* xt = xs[t * kTileTokens + g];
-    const uint2 b_lo = *reinterpret_cast<const uint2*>(xt + l0);
-    const uint2 b_hi = *reinterpret_cast<const uint2*>(xt + l1);
-    mma_16816(acc[t], a_lo, b_lo.x, b_lo.y);
-    mma_16816(acc[t], a_hi, b_hi.x, b_hi.y);
-  }
-}
-
-// kSteps steps of 32 columns from column k0 (x staged in xs from k0), fully unrolled so that
-// all of the round's weight loads are issued before the first decode needs one (a 512-column
+// kSteps steps of 32 columns from column k0 (x staged in xs from k0), in parts of at most
+// R::kMaxSteps whose loads are all issued before the first decode needs one (a 512-column
 // round was 4 serial memory round trips when its loop was `unroll 4`).
 template <class R, int kTiles, int kSteps>
 __device__ __forceinline__ void warp_round(R& reader, int64_t k0, int g, const __half (*xs)[kXPitch],
                                            float acc[kTiles][4]) {
-  reader.template load<kSteps>(k0);
+  constexpr int kPart = kSteps < R::kMaxSteps ? kSteps : R::kMaxSteps;
 #pragma unroll
-  for (int i = 0; i < kSteps; ++i) step_mma<R, kTiles>(reader, i, 0, g, xs, acc);
+  for (int part = 0; part < kSteps; part += kPart) {
+    reader.template load<kPart>(k0 + part * kStepCols);
+#pragma unroll
+    for (int i = 0; i < kPart; ++i) {
+      uint32_t a_lo[4], a_hi[4];
+      int l0, l1;
+      reader.fragments(i, a_lo, a_hi, l0, l1);
+      l0 += part * kStepCols, l1 += part * kStepCols;
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+        const __half* xt = xs[t * kTileTokens + g];
+        const uint2 b_lo = *reinterpret_cast<const uint2*>(xt + l0);
+        const uint2 b_hi = *reinterpret_cast<const uint2*>(xt + l1);
+        mma_16816(acc[t], a_lo, b_lo.x, b_lo.y);
+        mma_16816(acc[t], a_hi, b_hi.x, b_hi.y);
+      }
+    }
+  }
 }
 
 // kTiles: token tiles of 8 (1 for n <= 8, 2 for n <= 16). Two blocks per SM (<= 128 registers
@@ -169,14 +125,45 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_skinny_kernel(SkinnyArgs p) 
 
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kRoundCols) {
     const int round_cols = static_cast<int>(min(static_cast<int64_t>(kRoundCols), k_end - k0));  // 256 or 512
-    stage_x<kTokens>(p, k0, round_cols, xs);
+    // Stage x[k0 .. k0 + round_cols) of every token as fp16 (tokens past n as zeros): a fixed
+    // number of float4 loads a thread, all issued together.
+    constexpr int kQuads = kRoundCols / 4;
+    __syncthreads();  // the previous round's readers are done
+#pragma unroll
+    for (int j = 0; j < kTokens * kQuads / kThreads; ++j) {
+      const int i = threadIdx.x + j * kThreads, t = i / kQuads, q4 = i % kQuads;
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (t < p.n && 4 * q4 < round_cols)
+        v = __ldg(reinterpret_cast<const float4*>(p.x + t * p.cols + k0) + q4);
+      uint2 h;
+      h.x = pack_half2(v.x, v.y);
+      h.y = pack_half2(v.z, v.w);
+      *reinterpret_cast<uint2*>(&xs[t][4 * q4]) = h;
+    }
+    __syncthreads();
     if (round_cols == kRoundCols)
       warp_round<R, kTiles, kRoundCols / kStepCols>(reader, k0, g, xs, acc);
     else
       warp_round<R, kTiles, kUnitCols / kStepCols>(reader, k0, g, xs, acc);
   }
 
-  store_acc<R, kTiles>(p, row0, g, c, acc);
+  // acc[t]: {row(g, 0), token 2c}, {row(g, 1), token 2c + 1}, {row(g, 2), token 2c},
+  // {row(g, 3), token 2c + 1} of token tile t.
+  const bool add_bias = p.bias && blockIdx.y == 0;
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t row = row0 + R::row_of(g, e);
+      const int token = t * kTileTokens + 2 * c + (e & 1);
+      if (row >= p.rows || token >= p.n) continue;
+      const float v = acc[t][e] + (add_bias ? p.bias[row] : 0.0f);
+      float* o = p.out + static_cast<int64_t>(token) * p.rows + row;
+      if (p.split)
+        atomicAdd(o, v);
+      else
+        *o = p.accumulate ? *o + v : v;
+    }
 }
 
 inline int multiprocessors() {
