@@ -304,10 +304,10 @@ TEST(CudaBl, FusedMatmulAgainstFp64) {
 
 // The skinny GEMM on bl tiles (gemv_skinny_bl.cu), launched directly: every width but 7 bits
 // (which it refuses) and every group; 5..16 tokens (one and two token tiles of 8, a tile cut
-// short; fewer it refuses); rows 16 (one warp of a 128-row block), 48, 272 (17 tiles: a block mostly past the end)
-// and 4112; columns 256 (no K split), 768 and 4096 (K split across blocks: atomics); out = W x
-// + bias (NaN-poisoned before) and out += W x; against fp64 W x of the dequantized rows (2e-3
-// of sum |w x|: x and the weights rounded to fp16).
+// short; fewer it refuses); rows 16 (one warp of a 128-row block), 48, 272 (17 tiles: a block
+// mostly past the end) and 4112; columns 256 (no K split), 768 and 4096 (K split across
+// blocks: atomics); out = W x + bias (NaN-poisoned before) and out += W x; against fp64 W x of
+// the dequantized rows (2e-3 of sum |w x|: x and the weights rounded to fp16).
 TEST(CudaBl, SkinnyGemmAgainstFp64) {
   SKIP_WITHOUT_GPU();
   auto opened = open_cuda_backend(0);
@@ -362,15 +362,17 @@ TEST(CudaBl, SkinnyGemmAgainstFp64) {
             cuda.write(*out, poison.data(), poison.size());
           }
           cuda.synchronize();  // the launch below is on its own stream
+          const float* bias_or_none = accumulate ? nullptr : bt->as<float>();
           ASSERT_TRUE(cuda::launch_gemv_bl_skinny(v, xt->as<float>(), static_cast<int>(n), out->as<float>(),
-                                                  accumulate ? nullptr : bt->as<float>(), accumulate, stream));
+                                                  bias_or_none, accumulate, stream));
           ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
           ASSERT_EQ(cudaGetLastError(), cudaSuccess);
           std::vector<float> got(want.size());
           cuda.read(*out, got.data(), got.size() * sizeof(float));
           ASSERT_TRUE(cuda.status().ok()) << cuda.status().message();
           for (int64_t j = 0; j < n; ++j)
-            for (int64_t r = 0; r < k.rows; ++r) got[j * k.rows + r] -= accumulate ? before[j * k.rows + r] : bias[r];
+            for (int64_t r = 0; r < k.rows; ++r)
+              got[j * k.rows + r] -= accumulate ? before[j * k.rows + r] : bias[r];
           const double e = error_ratio(p, x, got, want, k.cols, k.rows, n, 2e-3, false);
           EXPECT_LE(e, 1.0);
           worst = std::max(worst, e);

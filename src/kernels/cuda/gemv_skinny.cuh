@@ -1,4 +1,4 @@
-// Skinny GEMM for batched decode: out[rows, n] (+)= W x for n = 2..16 tokens, on tensor cores
+// Skinny GEMM for batched decode: out[rows, n] (+)= W x for n = 4..16 tokens (bl: 5..16), on tensor cores
 // (mma.sync m16n8k16, fp16 operands, fp32 accumulation). Each weight is read from HBM and
 // decoded once for all tokens. The kernel is shared by two weight readers: the block formats'
 // pieces (gemv_skinny.cu) and bl<b>g<g> tiles (gemv_skinny_bl.cu).
@@ -10,8 +10,8 @@
 // fp16, in shared memory ([tokens][512 columns] a round), and all 8 warps read it from there,
 // so x costs ~0.9x the 4-bit weight bytes from L2 and ~1.8x from shared memory. Rows alone give
 // too few blocks (4096 rows: 32), so K is split across blocks (grid.y) until ~2 blocks per SM
-// run (one wave); the splits add their sums into out with atomics (out zeroed first unless accumulating).
-// Float atomics make the summation order vary from run to run (~1 ulp of the sum).
+// run (one wave); the splits add their sums into out with atomics (out zeroed first unless
+// accumulating). Float atomics make the summation order vary from run to run (~1 ulp of the sum).
 //
 // A warp's 16 rows are one mma M. Per 32 columns ("a step") lane (g = lane / 4, c = lane % 4)
 // gives the A fragments of two mma (mma.cuh's layout): 8 weights of each of its two rows, 4
@@ -23,7 +23,9 @@
 // Napkin math (H100, 8B shapes, 16 tokens): 4096 x 4096 Q4_0 is 9.4 MB (3.1 us at 3 TB/s) and
 // 0.54 GFLOP (~1 us of dense fp16 mma at the m16n8k16 issue rate): bytes bound if enough loads
 // are in flight: ~2 blocks of 8 warps per SM, each lane with a round's (512 columns) weight
-// loads issued at once.
+// loads issued at once. Measured (Nsight Compute, docs/cuda.md "Twenty-ninth session"): it
+// reads at ~24-27 % of the HBM peak, instruction-bound (~140 warp instructions a step of 16 Q4_0
+// rows, schedulers issuing in 58 % of the cycles, memory waits ~20 % of a warp's cycles).
 //
 // A reader R provides:
 //   __device__ R(const SkinnyArgs& p, int64_t row0, int g, int c);  // the warp's rows from row0
@@ -66,8 +68,8 @@ struct SkinnyArgs {
   int n;
   float* out;  // [rows, n]
   const float* bias;
-  bool accumulate;     // out += W x (else out = W x; zeroed before the launch when split)
-  bool split;          // several K splits (grid.y > 1): atomics
+  bool accumulate;  // out += W x (else out = W x; zeroed before the launch when split)
+  bool split;       // several K splits (grid.y > 1): atomics
 };
 
 // Block y's K range [k_begin, k_end): the cols / 256 units shared out as evenly as whole units go.

@@ -1,6 +1,7 @@
 // The skinny GEMM (gemv_skinny.cuh) on bl<b>g<g> tiles in their device layout (bl_tiles.cuh),
-// 2..16 tokens: each weight read once for all tokens (gemv_bl.cu's kernels take 4 tokens a
-// launch, so 16 tokens read the weights 4 times).
+// 5..16 tokens: each weight read once for all tokens (gemv_bl.cu's kernels take 4 tokens a
+// launch, so 16 tokens read the weights 4 times; up to 4 tokens they read them once too and are
+// as fast or faster).
 //
 // A warp's 16 rows are one 16-row tile. Lane (g, c) takes tile rows 2g and 2g + 1 (mma rows g
 // and g + 8: any row order serves the mma, and this one puts the lane's two rows side by side,
@@ -20,6 +21,9 @@
 // step is 256 B of codes = ~20 clk of its SM's bandwidth = ~80 instruction slots; the step takes
 // ~45 (2 loads of codes, 2 of s / z, 4 byte_perm, 8 shift, 8 and-or, 16 fp16 ops, 2-4 mma and
 // their x loads, addresses). bl2: ~40 slots for the same ~45, so 2 bits are near compute-bound.
+// Measured, it is instruction-bound at both widths: one 16-token launch of the 8B O shape reads
+// at 24 % of the HBM peak with its schedulers issuing in 58 % of the cycles (docs/cuda.md,
+// "Twenty-ninth session"); keeping more weights in flight (a shared-memory ring) was slower.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -59,14 +63,14 @@ struct BlReader {
 
   const uint8_t* tile;  // the warp's tile (the last one for warps past the end: not stored)
   int64_t tile_group_bytes;
-  int group_shift;  // log2 g
+  int group_shift;   // log2 g
   int line0, line1;  // L0 and L1 of the lane, inside a step's b lines
   int shift;         // (2bc) % 8: where the lane's bits start in S_m's 16-bit window
   int row_pair;      // byte offset of rows 2g, 2g + 1 in a line and in the s / z arrays (8g, 4g)
   int lane_cols;     // 8c: the lane's first column in a step
   int64_t k0 = 0;
-  uint2 lo[kMaxSteps];  // a step's line L0: rows 2g, 2g + 1
-  uint2 hi[kMaxSteps];  // line L1 (kTwoLines)
+  uint2 lo[kMaxSteps];                            // a step's line L0: rows 2g, 2g + 1
+  uint2 hi[kMaxSteps];                            // line L1 (kTwoLines)
   uint32_t s_pair[kMaxSteps], z_pair[kMaxSteps];  // fp16 s, z of rows 2g, 2g + 1 for the step's group
 
   __device__ BlReader(const SkinnyArgs& p, int64_t row0, int g, int c) {
@@ -88,10 +92,12 @@ struct BlReader {
     for (int i = 0; i < kSteps; ++i) {
       const int64_t col = k + i * kStepCols;
       const uint8_t* tg = tile + (col >> group_shift) * tile_group_bytes;
-      const int block = static_cast<int>(col & ((1 << group_shift) - 1)) / kStepCols;  // 32-column block of the group
+      const int block =
+          static_cast<int>(col & ((1 << group_shift) - 1)) / kStepCols;  // 32-column block of the group
       const uint8_t* lines = tg + bltile::kHeaderBytes + bltile::kLineBytes * kBits * block + row_pair;
       lo[i] = __ldg(reinterpret_cast<const uint2*>(lines + bltile::kLineBytes * line0));
-      if constexpr (kTwoLines) hi[i] = __ldg(reinterpret_cast<const uint2*>(lines + bltile::kLineBytes * line1));
+      if constexpr (kTwoLines)
+        hi[i] = __ldg(reinterpret_cast<const uint2*>(lines + bltile::kLineBytes * line1));
       s_pair[i] = __ldg(reinterpret_cast<const uint32_t*>(tg + row_pair / 2));
       z_pair[i] = __ldg(reinterpret_cast<const uint32_t*>(tg + 32 + row_pair / 2));
     }
@@ -110,7 +116,8 @@ struct BlReader {
     const uint32_t fa01 = __byte_perm(a0, a1, 0x5140), fa23 = __byte_perm(a0, a1, 0x7362);
     const uint32_t fb01 = __byte_perm(b0, b1, 0x5140), fb23 = __byte_perm(b0, b1, 0x7362);
     const uint32_t nsz = as_u32(__hmul2(as_half2(s_pair[i]), __hneg2(as_half2(z_pair[i]))));  // -s z
-    const __half2 sa = as_half2(__byte_perm(s_pair[i], 0, 0x1010)), sb = as_half2(__byte_perm(s_pair[i], 0, 0x3232));
+    const __half2 sa = as_half2(__byte_perm(s_pair[i], 0, 0x1010)),
+                  sb = as_half2(__byte_perm(s_pair[i], 0, 0x3232));
     const __half2 na = as_half2(__byte_perm(nsz, 0, 0x1010)), nb = as_half2(__byte_perm(nsz, 0, 0x3232));
     a_lo[0] = as_u32(__hfma2(codes(fa01, 0), sa, na));
     a_lo[1] = as_u32(__hfma2(codes(fb01, 0), sb, nb));
@@ -151,18 +158,35 @@ bool launch_gemv_bl_skinny(const WeightView& w, const float* x, int n_tokens, fl
                            bool accumulate, cudaStream_t stream) {
   if (!gemv_bl_skinny_applies(w, n_tokens) || !aligned16(x)) return false;
   const int bits = quant::bl_group_shape(w.dtype)->bits, group = quant::bl_group_shape(w.dtype)->group_size;
-  SkinnyArgs p{static_cast<const uint8_t*>(w.data), 0, w.rows, w.cols, group, x, n_tokens, out, bias,
-               accumulate, false};
+  SkinnyArgs p{static_cast<const uint8_t*>(w.data),
+               0,
+               w.rows,
+               w.cols,
+               group,
+               x,
+               n_tokens,
+               out,
+               bias,
+               accumulate,
+               false};
   const dim3 grid = plan_grid(p, stream);
   switch (bits) {
-    case 1: return launch_bits<1>(p, grid, stream);
-    case 2: return launch_bits<2>(p, grid, stream);
-    case 3: return launch_bits<3>(p, grid, stream);
-    case 4: return launch_bits<4>(p, grid, stream);
-    case 5: return launch_bits<5>(p, grid, stream);
-    case 6: return launch_bits<6>(p, grid, stream);
-    case 8: return launch_bits<8>(p, grid, stream);
-    default: return false;
+    case 1:
+      return launch_bits<1>(p, grid, stream);
+    case 2:
+      return launch_bits<2>(p, grid, stream);
+    case 3:
+      return launch_bits<3>(p, grid, stream);
+    case 4:
+      return launch_bits<4>(p, grid, stream);
+    case 5:
+      return launch_bits<5>(p, grid, stream);
+    case 6:
+      return launch_bits<6>(p, grid, stream);
+    case 8:
+      return launch_bits<8>(p, grid, stream);
+    default:
+      return false;
   }
 }
 
