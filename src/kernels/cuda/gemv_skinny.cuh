@@ -18,7 +18,10 @@
 // for x columns o0..o0+3 (k-slots {2c, 2c+1, 2c+8, 2c+9} of the first mma) and 4 for o1..o1+3
 // (the second). Which rows and columns those are is the reader's choice; the lane reads the
 // same 4 columns of token t * 8 + g from shared memory as B (one 8-byte load per mma). Rounds
-// of whole 256-column units hold every column the steps need.
+// of whole 256-column units hold every column the steps need. x is staged with each quad's
+// columns in the order 0, 2, 1, 3, so the k-slot pair {2c, 2c + 1} is columns o0 and o0 + 2 and
+// {2c + 8, 2c + 9} o0 + 1 and o0 + 3: the pairs a 4-bit decode makes with one mask of a word
+// (bytes 0 and 2, bytes 1 and 3), as Marlin's fp16 decode pairs them.
 //
 // Napkin math (H100, 8B shapes, 16 tokens): 4096 x 4096 Q4_0 is 9.4 MB (3.1 us at 3 TB/s) and
 // 0.54 GFLOP (~1 us of dense fp16 mma at the m16n8k16 issue rate): bytes bound if enough loads
@@ -138,8 +141,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_skinny_kernel(SkinnyArgs p) 
       if (t < p.n && 4 * q4 < round_cols)
         v = __ldg(reinterpret_cast<const float4*>(p.x + t * p.cols + k0) + q4);
       uint2 h;
-      h.x = pack_half2(v.x, v.y);
-      h.y = pack_half2(v.z, v.w);
+      h.x = pack_half2(v.x, v.z);  // each quad's columns in the order 0, 2, 1, 3 (kQuadOrder)
+      h.y = pack_half2(v.y, v.w);
       *reinterpret_cast<uint2*>(&xs[t][4 * q4]) = h;
     }
     __syncthreads();

@@ -13,7 +13,7 @@
 // bits 2bc .. 2bc + 2b - 1 of S_m (quad j: plane p at bit 2bc + jb + p). Those bits lie in lines
 // L0 = 2bc / 8 and L0 + 1; b = 1, 2, 4 need only L0 (bits shift + 2b <= 8), b = 3, 5, 6, 8 both,
 // b = 7 sometimes a third (not taken here: gemv_bl.cu runs it). Per row and step: one byte_perm
-// per column pair puts S_m's two bytes in a 16-bit lane, a shift and a mask per quad leave its
+// per column pair (0, 2 and 1, 3: the staged x's order) puts S_m's two bytes in a 16-bit lane, a shift and a mask per quad leave its
 // code, ORed into 0x6400 (fp16 1024 + code, exact); then w = s (code - z) in fp16: one hsub2 and
 // one hfma2 with -s z per half2.
 //
@@ -103,7 +103,7 @@ struct BlReader {
     }
   }
 
-  // 1024 + code of quad j for columns (m, m + 1) of f (S_m, S_m+1 in 16-bit lanes), minus 1024.
+  // 1024 + code of quad j for columns (m, m + 2) of f (S_m, S_m+2 in 16-bit lanes), minus 1024.
   __device__ __forceinline__ __half2 codes(uint32_t f, int j) const {
     const uint32_t biased = ((f >> (shift + j * kBits)) & kCodeMask) | 0x64006400u;
     return __hsub2(as_half2(biased), __half2half2(__ushort_as_half(0x6400)));
@@ -112,21 +112,22 @@ struct BlReader {
   __device__ void fragments(int i, uint32_t a_lo[4], uint32_t a_hi[4], int& l0, int& l1) const {
     const uint32_t a0 = lo[i].x, b0 = lo[i].y;  // rows 2g, 2g + 1, line L0
     const uint32_t a1 = kTwoLines ? hi[i].x : a0, b1 = kTwoLines ? hi[i].y : b0;
-    // S_0, S_1 and S_2, S_3 of each row (line L0's byte in the low half of each 16-bit lane).
-    const uint32_t fa01 = __byte_perm(a0, a1, 0x5140), fa23 = __byte_perm(a0, a1, 0x7362);
-    const uint32_t fb01 = __byte_perm(b0, b1, 0x5140), fb23 = __byte_perm(b0, b1, 0x7362);
+    // S_0, S_2 and S_1, S_3 of each row (line L0's byte in the low half of each 16-bit lane): the
+    // column pairs of the staged x (0, 2), (1, 3).
+    const uint32_t fa02 = __byte_perm(a0, a1, 0x6240), fa13 = __byte_perm(a0, a1, 0x7351);
+    const uint32_t fb02 = __byte_perm(b0, b1, 0x6240), fb13 = __byte_perm(b0, b1, 0x7351);
     const uint32_t nsz = as_u32(__hmul2(as_half2(s_pair[i]), __hneg2(as_half2(z_pair[i]))));  // -s z
     const __half2 sa = as_half2(__byte_perm(s_pair[i], 0, 0x1010)),
                   sb = as_half2(__byte_perm(s_pair[i], 0, 0x3232));
     const __half2 na = as_half2(__byte_perm(nsz, 0, 0x1010)), nb = as_half2(__byte_perm(nsz, 0, 0x3232));
-    a_lo[0] = as_u32(__hfma2(codes(fa01, 0), sa, na));
-    a_lo[1] = as_u32(__hfma2(codes(fb01, 0), sb, nb));
-    a_lo[2] = as_u32(__hfma2(codes(fa23, 0), sa, na));
-    a_lo[3] = as_u32(__hfma2(codes(fb23, 0), sb, nb));
-    a_hi[0] = as_u32(__hfma2(codes(fa01, 1), sa, na));
-    a_hi[1] = as_u32(__hfma2(codes(fb01, 1), sb, nb));
-    a_hi[2] = as_u32(__hfma2(codes(fa23, 1), sa, na));
-    a_hi[3] = as_u32(__hfma2(codes(fb23, 1), sb, nb));
+    a_lo[0] = as_u32(__hfma2(codes(fa02, 0), sa, na));
+    a_lo[1] = as_u32(__hfma2(codes(fb02, 0), sb, nb));
+    a_lo[2] = as_u32(__hfma2(codes(fa13, 0), sa, na));
+    a_lo[3] = as_u32(__hfma2(codes(fb13, 0), sb, nb));
+    a_hi[0] = as_u32(__hfma2(codes(fa02, 1), sa, na));
+    a_hi[1] = as_u32(__hfma2(codes(fb02, 1), sb, nb));
+    a_hi[2] = as_u32(__hfma2(codes(fa13, 1), sa, na));
+    a_hi[3] = as_u32(__hfma2(codes(fb13, 1), sb, nb));
     l0 = i * kStepCols + lane_cols, l1 = l0 + 4;
   }
 
