@@ -18,8 +18,9 @@ using namespace skinny;
 // A Q4_0 piece of one row (as Piece<Q4_0>::load: weights 4q .. 4q + 3 at o0, 16 + 4q .. at o1)
 // straight to fp16 pairs, without fp32: h = {(w0, w2), (w1, w3), (w4, w6), (w5, w7)}. A nibble
 // masked into 0x6400 is fp16 1024 + q; minus 1032 is q - 8 exactly, times d one rounding: the
-// same bits as the fp32 decode rounded to fp16, in ~4 instructions a pair instead of ~9 (Nsight
-// Compute counted ~140 warp instructions a 16-row step with the fp32 decode).
+// same bits as the fp32 decode rounded to fp16, for a shift, a mask-or, an hsub2 and an hmul2 a
+// pair where the fp32 decode takes a byte_perm, an fadd and an fmul a weight and a pack a pair
+// (Nsight Compute counted ~140 warp instructions a 16-row step with the fp32 decode).
 template <bool kTiled>
 __device__ __forceinline__ void q4_0_piece_halves(const uint8_t* row, int64_t i, uint32_t h[4], int64_t& o0,
                                                   int64_t& o1) {
