@@ -123,6 +123,23 @@ __host__ __device__ __forceinline__ void codes_of_lines(const uint32_t (&dwords)
   }
 }
 
+// f.template operator()<kBits>() for bits = 1..8 at run time (nothing for other values): the one
+// switch from a shape's bits to the kernels' template parameter.
+template <class F>
+void dispatch_bits(int bits, F&& f) {
+  switch (bits) {
+    case 1: return f.template operator()<1>();
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    case 4: return f.template operator()<4>();
+    case 5: return f.template operator()<5>();
+    case 6: return f.template operator()<6>();
+    case 7: return f.template operator()<7>();
+    case 8: return f.template operator()<8>();
+    default: return;
+  }
+}
+
 // The code of column col (0 .. g-1) of row r (0..15) of a tile group in the device layout, for
 // get_rows; one nibble read per plane. Plane p of column 4q + m of chunk c is nibble pi = q b + p
 // of register k = c b + pi / 4: in the file, bit m of byte 4r + pi % 4; in the device layout

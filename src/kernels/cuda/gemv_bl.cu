@@ -395,17 +395,9 @@ bool launch_tokens(const BlGemvArgs& p, cudaStream_t stream) {
 
 template <int kTokens>
 bool launch_bits(int bits, const BlGemvArgs& p, cudaStream_t stream) {
-  switch (bits) {
-    case 1: return launch_tokens<1, kTokens>(p, stream);
-    case 2: return launch_tokens<2, kTokens>(p, stream);
-    case 3: return launch_tokens<3, kTokens>(p, stream);
-    case 4: return launch_tokens<4, kTokens>(p, stream);
-    case 5: return launch_tokens<5, kTokens>(p, stream);
-    case 6: return launch_tokens<6, kTokens>(p, stream);
-    case 7: return launch_tokens<7, kTokens>(p, stream);
-    case 8: return launch_tokens<8, kTokens>(p, stream);
-    default: return false;
-  }
+  bool ok = false;  // false for bits outside 1..8
+  dispatch_bits(bits, [&]<int kBits>() { ok = launch_tokens<kBits, kTokens>(p, stream); });
+  return ok;
 }
 
 // The opt-in shared memory kKernel may ask for beyond its static shared memory; raises its limit

@@ -117,17 +117,15 @@ bool gemv_skinny_applies(const WeightView& w, int n_tokens) {
 bool launch_gemv_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                         bool accumulate, cudaStream_t stream) {
   if (!gemv_skinny_applies(w, n_tokens) || !aligned16(x)) return false;
-  SkinnyArgs p{static_cast<const uint8_t*>(w.data),
-               w.row_bytes,
-               w.rows,
-               w.cols,
-               0,
-               x,
-               n_tokens,
-               out,
-               bias,
-               accumulate,
-               false};
+  SkinnyArgs p{.w = static_cast<const uint8_t*>(w.data),
+               .row_bytes = w.row_bytes,
+               .rows = w.rows,
+               .cols = w.cols,
+               .x = x,
+               .n = n_tokens,
+               .out = out,
+               .bias = bias,
+               .accumulate = accumulate};
   const dim3 grid = plan_grid(p, stream);
   dispatch_weight_format(w.dtype, [&]<DType T>() {
     if constexpr (is_skinny_format<T>()) launch_format<T>(p, w.tiled, grid, stream);

@@ -64,15 +64,15 @@ constexpr int kXPitch = kRoundCols + 16;
 
 struct SkinnyArgs {
   const uint8_t* w;
-  size_t row_bytes;
+  size_t row_bytes = 0;  // the block formats' rows (bl: unused)
   int64_t rows, cols;
-  int group;       // bl<b>g<g>: g (the block formats: unused)
+  int group = 0;   // bl<b>g<g>: g (the block formats: unused)
   const float* x;  // [cols, n], 16-byte aligned, cols % 256 == 0
   int n;
   float* out;  // [rows, n]
   const float* bias;
-  bool accumulate;  // out += W x (else out = W x; zeroed before the launch when split)
-  bool split;       // several K splits (grid.y > 1): atomics
+  bool accumulate;     // out += W x (else out = W x; zeroed before the launch when split)
+  bool split = false;  // several K splits (grid.y > 1): atomics; set by plan_grid
 };
 
 // Block y's K range [k_begin, k_end): the cols / 256 units shared out as evenly as whole units go.

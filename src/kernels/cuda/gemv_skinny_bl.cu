@@ -13,9 +13,9 @@
 // bits 2bc .. 2bc + 2b - 1 of S_m (quad j: plane p at bit 2bc + jb + p). Those bits lie in lines
 // L0 = 2bc / 8 and L0 + 1; b = 1, 2, 4 need only L0 (bits shift + 2b <= 8), b = 3, 5, 6, 8 both,
 // b = 7 sometimes a third (not taken here: gemv_bl.cu runs it). Per row and step: one byte_perm
-// per column pair (0, 2 and 1, 3: the staged x's order) puts S_m's two bytes in a 16-bit lane, a shift and a mask per quad leave its
-// code, ORed into 0x6400 (fp16 1024 + code, exact); then w = s (code - z) in fp16: one hsub2 and
-// one hfma2 with -s z per half2.
+// per column pair (0, 2 and 1, 3: the staged x's order) puts S_m's two bytes in a 16-bit lane, a shift and a
+// mask per quad leave its code, ORed into 0x6400 (fp16 1024 + code, exact); then w = s (code - z) in fp16:
+// one hsub2 and one hfma2 with -s z per half2.
 //
 // Napkin (H100, ~13 B/clk/SM of weights at 3 TB/s; 4 warp instructions/clk/SM): bl4, a warp's
 // step is 256 B of codes = ~20 clk of its SM's bandwidth = ~80 instruction slots; the step takes
@@ -136,15 +136,6 @@ struct BlReader {
 
 const bool skinny_enabled = env_choice("BITLIGHT_CUDA_BL_SKINNY", {"0", "1"}) != "0";
 
-template <int kBits>
-bool launch_bits(const SkinnyArgs& p, dim3 grid, cudaStream_t stream) {
-  if constexpr (fits_two_lines(kBits)) {
-    launch_reader<BlReader<kBits>>(p, grid, stream);
-    return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 bool gemv_bl_skinny_applies(const WeightView& w, int n_tokens) {
@@ -158,37 +149,25 @@ bool gemv_bl_skinny_applies(const WeightView& w, int n_tokens) {
 bool launch_gemv_bl_skinny(const WeightView& w, const float* x, int n_tokens, float* out, const float* bias,
                            bool accumulate, cudaStream_t stream) {
   if (!gemv_bl_skinny_applies(w, n_tokens) || !aligned16(x)) return false;
-  const int bits = quant::bl_group_shape(w.dtype)->bits, group = quant::bl_group_shape(w.dtype)->group_size;
-  SkinnyArgs p{static_cast<const uint8_t*>(w.data),
-               0,
-               w.rows,
-               w.cols,
-               group,
-               x,
-               n_tokens,
-               out,
-               bias,
-               accumulate,
-               false};
+  const quant::BlGroupShape shape = *quant::bl_group_shape(w.dtype);
+  SkinnyArgs p{.w = static_cast<const uint8_t*>(w.data),
+               .rows = w.rows,
+               .cols = w.cols,
+               .group = shape.group_size,
+               .x = x,
+               .n = n_tokens,
+               .out = out,
+               .bias = bias,
+               .accumulate = accumulate};
   const dim3 grid = plan_grid(p, stream);
-  switch (bits) {
-    case 1:
-      return launch_bits<1>(p, grid, stream);
-    case 2:
-      return launch_bits<2>(p, grid, stream);
-    case 3:
-      return launch_bits<3>(p, grid, stream);
-    case 4:
-      return launch_bits<4>(p, grid, stream);
-    case 5:
-      return launch_bits<5>(p, grid, stream);
-    case 6:
-      return launch_bits<6>(p, grid, stream);
-    case 8:
-      return launch_bits<8>(p, grid, stream);
-    default:
-      return false;
-  }
+  bool launched = false;  // every width gemv_bl_skinny_applies admits (all but 7 bits)
+  bltile::dispatch_bits(shape.bits, [&]<int kBits>() {
+    if constexpr (fits_two_lines(kBits)) {
+      launch_reader<BlReader<kBits>>(p, grid, stream);
+      launched = true;
+    }
+  });
+  return launched;
 }
 
 }  // namespace bl::cuda
